@@ -1,0 +1,65 @@
+"""Named activation functions as pure functions of (x, params, key, train).
+
+Every activation takes the same arguments so the model can call any of them by name:
+`params` holds the numeric knobs (leaky slope, ELU alpha, noise std) as values that may
+differ across vmapped variants; `key` and `train` matter only to noisy ReLU.
+"""
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+
+class ActivationParams(NamedTuple):
+    """Numeric activation hyperparameters (scalars or traced values)."""
+
+    leaky_slope: float | jax.Array = 0.01
+    elu_alpha: float | jax.Array = 1.0
+    noise_std: float | jax.Array = 1.0
+
+
+Activation = Callable[[jax.Array, ActivationParams, jax.Array | None, bool], jax.Array]
+
+
+def _elementwise(fn: Callable[[jax.Array], jax.Array]) -> Activation:
+    return lambda x, params, key, train: fn(x)
+
+
+def leaky_relu(x, params, key, train):
+    return jnp.where(x >= 0, x, params.leaky_slope * x)
+
+
+def elu(x, params, key, train):
+    return jnp.where(x > 0, x, params.elu_alpha * jnp.expm1(jnp.minimum(x, 0.0)))
+
+
+def noisy_relu(x, params, key, train):
+    """max(0, x + N(0, std^2)) in training (Nair & Hinton 2010); plain ReLU at evaluation."""
+    if not train:
+        return jax.nn.relu(x)
+    return jax.nn.relu(x + params.noise_std * jax.random.normal(key, x.shape, x.dtype))
+
+
+ACTIVATIONS: dict[str, Activation] = {
+    "sigmoid": _elementwise(jax.nn.sigmoid),
+    "tanh": _elementwise(jnp.tanh),
+    "relu": _elementwise(jax.nn.relu),
+    "leaky_relu": leaky_relu,
+    "noisy_relu": noisy_relu,
+    "elu": elu,
+    "selu": _elementwise(jax.nn.selu),
+    "gelu": _elementwise(jax.nn.gelu),
+    "softplus": _elementwise(jax.nn.softplus),
+    "swish": _elementwise(jax.nn.silu),
+    "silu": _elementwise(jax.nn.silu),
+    "identity": _elementwise(lambda x: x),
+}
+
+
+def get_activation(name: str) -> Activation:
+    try:
+        return ACTIVATIONS[name]
+    except KeyError:
+        raise ValueError(f"unknown activation {name!r}; allowed: {', '.join(ACTIVATIONS)}") from None

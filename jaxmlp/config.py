@@ -1,0 +1,180 @@
+"""Typed, frozen configuration of one training run, validated by pydantic.
+
+A run is data + model + optimizer + training. Structure (widths, activation, optimizer
+family, batch size, loss) is static; numbers (seed, rates, slopes, patience) may differ
+between variants that train together. Errors name the key path, the bad value, the
+allowed values and, for misspellings, the closest valid name.
+"""
+from __future__ import annotations
+
+import difflib
+from typing import Any, Literal, Mapping
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError
+
+ACTIVATIONS = (
+    "sigmoid", "tanh", "relu", "leaky_relu", "noisy_relu", "elu", "selu", "gelu",
+    "softplus", "swish", "silu", "identity",
+)
+INITS = ("auto", "he_normal", "he_uniform", "glorot_normal", "glorot_uniform",
+         "lecun_normal", "lecun_uniform")
+DATASETS = ("digits", "diabetes", "mnist", "fashion_mnist", "kmnist", "synthetic")
+OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
+SCHEDULES = ("constant", "cosine", "exponential")
+LOSSES = ("auto", "cross_entropy", "mse")
+MONITORS = ("val_loss", "val_accuracy")
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message says where, what and what is allowed."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+
+
+class DataConfig(_Section):
+    """Which dataset, how it is split and where its files live."""
+
+    name: Literal[DATASETS] = "digits"  # type: ignore[valid-type]
+    val_size: float | None = Field(None, gt=0, description="fraction (<1) or number of training samples held out for validation; default 0.15, MNIST family 10000")
+    test_size: float = Field(0.2, gt=0, lt=1, description="fraction held out for test (embedded sets)")
+    split_seed: int = Field(0, ge=0)
+    train_limit: int | None = Field(None, gt=0, description="use only the first N training samples")
+    data_dir: str | None = None
+    cache_dir: str | None = None
+    n_samples: int = Field(2000, gt=0, description="synthetic only")
+    n_features: int = Field(20, gt=0, description="synthetic only")
+    n_classes: int = Field(4, gt=1, description="synthetic only")
+
+
+class ModelConfig(_Section):
+    """The MLP's structure and its numeric knobs (dropout, activation parameters)."""
+
+    hidden: tuple[PositiveInt, ...] = (64, 64)
+    activation: Literal[ACTIVATIONS] = "relu"  # type: ignore[valid-type]
+    init: Literal[INITS] = "auto"  # type: ignore[valid-type]
+    dropout: float = Field(0.0, ge=0, lt=1)
+    input_dropout: float = Field(0.0, ge=0, lt=1)
+    leaky_slope: float = Field(0.01, ge=0)
+    elu_alpha: float = Field(1.0, gt=0)
+    noise_std: float = Field(1.0, ge=0, description="noisy_relu: std of the Gaussian noise in training")
+
+
+class OptimizerConfig(_Section):
+    """Optax optimizer family, schedule and regularisers."""
+
+    name: Literal[OPTIMIZERS] = "adam"  # type: ignore[valid-type]
+    learning_rate: float = Field(1e-3, gt=0)
+    momentum: float = Field(0.0, ge=0, lt=1)
+    nesterov: bool = False
+    weight_decay: float = Field(0.0, ge=0)
+    schedule: Literal[SCHEDULES] = "constant"  # type: ignore[valid-type]
+    decay_rate: float = Field(1.0, gt=0, le=1, description="exponential: factor per epoch")
+    warmup_epochs: int = Field(0, ge=0)
+    max_norm: float | None = Field(None, gt=0, description="bound on each unit's incoming weight norm")
+    clip_norm: float | None = Field(None, gt=0, description="global gradient-norm clipping")
+
+
+class EarlyStoppingConfig(_Section):
+    """Validation-based early stopping; patience None trains the whole budget."""
+
+    monitor: Literal[MONITORS] = "val_loss"  # type: ignore[valid-type]
+    patience: int | None = Field(10, gt=0)
+    min_delta: float = Field(0.0, ge=0)
+    restore_best: bool = True
+
+
+class TrainingConfig(_Section):
+    """Budget, batching, loss and seed."""
+
+    epochs: int = Field(100, gt=0)
+    batch_size: int = Field(32, gt=0)
+    loss: Literal[LOSSES] = "auto"  # type: ignore[valid-type]
+    seed: int = Field(0, ge=0)
+    early_stopping: EarlyStoppingConfig = EarlyStoppingConfig()
+
+
+class RunConfig(_Section):
+    """Everything that defines one trained model."""
+
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    optimizer: OptimizerConfig = OptimizerConfig()
+    training: TrainingConfig = TrainingConfig()
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def flat(self) -> dict[str, Any]:
+        """Dotted keys to leaf values, e.g. {'model.activation': 'relu', ...}."""
+        return flatten(self.to_dict())
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(flatten(value, path + "."))
+        else:
+            out[path] = value
+    return out
+
+
+def set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> dict[str, Any]:
+    """Copy of a nested dict with `dotted` (e.g. 'model.activation') set to value."""
+    head, _, rest = dotted.partition(".")
+    out = dict(tree)
+    if rest:
+        child = out.get(head, {})
+        if not isinstance(child, Mapping):
+            raise ConfigError(f"'{head}' is a value, not a section: cannot set '{dotted}'")
+        out[head] = set_dotted(dict(child), rest, value)
+    else:
+        out[head] = value
+    return out
+
+
+def load_config(raw: Mapping[str, Any] | None = None, *, source: str = "configuration") -> RunConfig:
+    """Validate a plain nested dict into a RunConfig, raising ConfigError with a readable message."""
+    try:
+        return RunConfig.model_validate(dict(raw or {}))
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, source)) from None
+
+
+def format_validation_error(err: ValidationError, source: str) -> str:
+    lines = [f"{source}: {len(err.errors())} invalid value(s)"]
+    lines += [f"  - {_describe(e)}" for e in err.errors()]
+    return "\n".join(lines)
+
+
+def _describe(e: Mapping[str, Any]) -> str:
+    loc = [str(p) for p in e["loc"] if not str(p).startswith("function-after")]
+    path = ".".join(loc) or "<root>"
+    kind, value = e["type"], e.get("input")
+    if kind == "extra_forbidden":
+        allowed = _section_fields(loc[:-1])
+        return f"{path}: unknown key{did_you_mean(loc[-1], allowed)}; allowed keys: {', '.join(allowed)}"
+    if kind == "literal_error":
+        allowed = [a.strip(" '") for a in e["ctx"]["expected"].replace(" or ", ",").split(",")]
+        return f"{path}: {value!r} is not allowed{did_you_mean(str(value), allowed)}; allowed values: {', '.join(allowed)}"
+    message = e["msg"].removeprefix("Value error, ")
+    return f"{path}: bad value {value!r}: {message}"
+
+
+def did_you_mean(word: str, options: list[str]) -> str:
+    """' (did you mean 'x'?)' for the closest option, or ''."""
+    close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _section_fields(loc: list[str]) -> list[str]:
+    model: type[BaseModel] = RunConfig
+    for part in loc:
+        annotation = model.model_fields[part].annotation
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            break
+        model = annotation
+    return list(model.model_fields)

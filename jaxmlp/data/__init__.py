@@ -1,0 +1,203 @@
+"""Dataset registry: named datasets split into train / validation / test.
+
+Every loader returns host arrays; `Dataset.on_device()` places each split on the device
+once. Inputs are normalised (images to [0, 1], tabular features standardised with
+training statistics); regression targets are standardised the same way.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable, NamedTuple
+
+import numpy as np
+
+from jaxmlp.config import DataConfig
+
+DEFAULT_VAL_FRACTION = 0.15
+MNIST_VAL_SIZE = 10_000
+
+
+class Split(NamedTuple):
+    """Inputs and targets of one split (a pytree, so it can be passed to jitted code)."""
+
+    x: Any
+    y: Any
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+
+@dataclass(frozen=True)
+class Dataset:
+    name: str
+    task: str  # "classification" or "regression"
+    train: Split
+    val: Split
+    test: Split
+    num_classes: int = 0
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.train.x.shape[1:])
+
+    @property
+    def n_outputs(self) -> int:
+        return self.num_classes if self.task == "classification" else 1
+
+    def on_device(self) -> "Dataset":
+        """The same dataset with every split as device arrays (placed once, reused by all variants)."""
+        import jax
+
+        put = lambda s: Split(jax.device_put(s.x), jax.device_put(s.y))  # noqa: E731
+        return replace(self, train=put(self.train), val=put(self.val), test=put(self.test))
+
+
+Loader = Callable[[DataConfig], Dataset]
+REGISTRY: dict[str, Loader] = {}
+
+
+def register(name: str) -> Callable[[Loader], Loader]:
+    def wrap(fn: Loader) -> Loader:
+        REGISTRY[name] = fn
+        return fn
+    return wrap
+
+
+def load_dataset(cfg: DataConfig) -> Dataset:
+    """Load, split and normalise the dataset that `cfg` names (host arrays)."""
+    if cfg.name not in REGISTRY:
+        raise ValueError(f"data.name: unknown dataset {cfg.name!r}; allowed: {', '.join(REGISTRY)}")
+    return REGISTRY[cfg.name](cfg)
+
+
+def _held_out(n: int, size: float | None, default: float) -> int:
+    size = default if size is None else size
+    count = int(round(n * size)) if size < 1 else int(size)
+    if not 0 < count < n:
+        raise ValueError(f"data.val_size: {size} leaves no training data out of {n} samples; "
+                         "use a fraction in (0, 1) or a count below the number of samples")
+    return count
+
+
+def _split_indices(n: int, n_val: int, n_test: int, seed: int) -> tuple[np.ndarray, ...]:
+    order = np.random.default_rng(seed).permutation(n)
+    return order[n_test + n_val:], order[n_test:n_test + n_val], order[:n_test]
+
+
+def _standardise(train: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
+    mean, std = train.mean(axis=0), train.std(axis=0)
+    std = np.where(std > 0, std, 1.0)
+    return [((a - mean) / std).astype(np.float32) for a in (train, *others)]
+
+
+def _tabular(cfg: DataConfig, name: str, x: np.ndarray, y: np.ndarray, task: str, *,
+             scale: float | None = None, num_classes: int = 0) -> Dataset:
+    """Split a table three ways; scale by a constant (images) or standardise (features)."""
+    n = len(x)
+    n_test = int(round(n * cfg.test_size))
+    n_val = _held_out(n - n_test, cfg.val_size, DEFAULT_VAL_FRACTION)
+    tr, va, te = _split_indices(n, n_val, n_test, cfg.split_seed)
+    tr = tr[: cfg.train_limit] if cfg.train_limit else tr
+    if scale is not None:
+        xs = [(x[i] / scale).astype(np.float32) for i in (tr, va, te)]
+    else:
+        xs = _standardise(x[tr], x[va], x[te])
+    info: dict[str, Any] = {}
+    if task == "regression":
+        ys = _standardise(y[tr], y[va], y[te])
+        info = {"target_mean": float(y[tr].mean()), "target_std": float(y[tr].std())}
+    else:
+        ys = [y[i].astype(np.int32) for i in (tr, va, te)]
+    splits = [Split(a, b) for a, b in zip(xs, ys)]
+    return Dataset(name, task, *splits, num_classes=num_classes, info=info)
+
+
+@register("digits")
+def digits(cfg: DataConfig) -> Dataset:
+    """scikit-learn's 1,797 8x8 handwritten digits (embedded, no download)."""
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    return _tabular(cfg, "digits", bunch.data, bunch.target, "classification", scale=16.0, num_classes=10)
+
+
+@register("diabetes")
+def diabetes(cfg: DataConfig) -> Dataset:
+    """scikit-learn's diabetes regression set: 442 patients, 10 features (embedded)."""
+    from sklearn.datasets import load_diabetes
+
+    bunch = load_diabetes()
+    return _tabular(cfg, "diabetes", bunch.data, bunch.target.astype(np.float64), "regression")
+
+
+@register("synthetic")
+def synthetic(cfg: DataConfig) -> Dataset:
+    """Deterministic Gaussian clusters: any number of samples, features and classes."""
+    rng = np.random.default_rng(cfg.split_seed)
+    centers = rng.normal(size=(cfg.n_classes, cfg.n_features)).astype(np.float32)
+    labels = rng.integers(cfg.n_classes, size=cfg.n_samples)
+    x = centers[labels] + rng.normal(scale=1.5, size=(cfg.n_samples, cfg.n_features)).astype(np.float32)
+    return _tabular(cfg, "synthetic", x, labels, "classification", num_classes=cfg.n_classes)
+
+
+def data_folder(cfg: DataConfig) -> Path:
+    """Folder with the original download files: data.data_dir, else $JAXMLP_DATA_DIR/<name>/."""
+    if cfg.data_dir:
+        return Path(cfg.data_dir).expanduser()
+    root = os.environ.get("JAXMLP_DATA_DIR")
+    if not root:
+        from jaxmlp.data.tfds import DataUnavailableError, expected_files
+
+        raise DataUnavailableError(
+            f"{cfg.name}: no data folder given. Set data.data_dir to a folder holding "
+            f"{', '.join(expected_files(cfg.name))}, or set JAXMLP_DATA_DIR to a folder with a "
+            f"'{cfg.name}/' subfolder holding them.")
+    return Path(root).expanduser() / cfg.name
+
+
+def cache_folder(cfg: DataConfig) -> Path:
+    """Where prepared data is cached: data.cache_dir, $JAXMLP_CACHE_DIR, or ~/.cache/jaxmlp."""
+    root = cfg.cache_dir or os.environ.get("JAXMLP_CACHE_DIR") or "~/.cache/jaxmlp"
+    return Path(root).expanduser()
+
+
+def _tfds_arrays(cfg: DataConfig) -> dict[str, np.ndarray]:
+    """The dataset's official train/test arrays, from a .npz cache or through tensorflow-datasets."""
+    cached = cache_folder(cfg) / "arrays" / f"{cfg.name}.npz"
+    if cached.exists():
+        with np.load(cached) as npz:
+            return dict(npz)
+    from jaxmlp.data.tfds import load_tfds
+
+    splits = load_tfds(cfg.name, data_folder(cfg), cache_folder(cfg) / "tfds")
+    arrays = {"x_train": splits["train"][0], "y_train": splits["train"][1],
+              "x_test": splits["test"][0], "y_test": splits["test"][1]}
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cached.with_suffix(".tmp.npz")
+    np.savez(tmp, **arrays)
+    tmp.replace(cached)
+    return arrays
+
+
+def _mnist_family(cfg: DataConfig) -> Dataset:
+    """MNIST-style 28x28 images: validation held out of the official training set."""
+    a = _tfds_arrays(cfg)
+    n_val = _held_out(len(a["x_train"]), cfg.val_size or MNIST_VAL_SIZE, DEFAULT_VAL_FRACTION)
+    tr, va, _ = _split_indices(len(a["x_train"]), n_val, 0, cfg.split_seed)
+    tr = tr[: cfg.train_limit] if cfg.train_limit else tr
+    image = lambda x: (x.reshape(len(x), -1) / 255.0).astype(np.float32)  # noqa: E731
+    label = lambda y: y.astype(np.int32)  # noqa: E731
+    return Dataset(
+        cfg.name, "classification",
+        Split(image(a["x_train"][tr]), label(a["y_train"][tr])),
+        Split(image(a["x_train"][va]), label(a["y_train"][va])),
+        Split(image(a["x_test"]), label(a["y_test"])),
+        num_classes=10,
+    )
+
+
+for _name in ("mnist", "fashion_mnist", "kmnist"):
+    register(_name)(_mnist_family)

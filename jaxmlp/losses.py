@@ -1,0 +1,51 @@
+"""Losses and metrics on a batch of model outputs."""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import optax
+
+Loss = Callable[[jax.Array, jax.Array], jax.Array]
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """Mean softmax cross-entropy against integer labels."""
+    return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+
+def mse_one_hot(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """Squared error between softmax probabilities and one-hot targets, summed over classes."""
+    probs = jax.nn.softmax(logits)
+    return jnp.sum((probs - jax.nn.one_hot(labels, logits.shape[-1])) ** 2, axis=-1).mean()
+
+
+def mse(outputs: jax.Array, targets: jax.Array) -> jax.Array:
+    """Mean squared error of a regression head (outputs [N, 1] or [N])."""
+    return jnp.mean((outputs.reshape(targets.shape) - targets) ** 2)
+
+
+def resolve_loss(loss: str, task: str) -> str:
+    """'auto' is cross-entropy for classification and MSE for regression."""
+    if loss == "auto":
+        return "cross_entropy" if task == "classification" else "mse"
+    if task == "regression" and loss != "mse":
+        raise ValueError(f"training.loss: {loss!r} needs class labels; a regression dataset allows only 'mse'")
+    return loss
+
+
+def get_loss(loss: str, task: str) -> Loss:
+    name = resolve_loss(loss, task)
+    if task == "regression":
+        return mse
+    return cross_entropy if name == "cross_entropy" else mse_one_hot
+
+
+def accuracy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    return jnp.mean(jnp.argmax(logits, axis=-1) == labels)
+
+
+def dead_fraction(hidden: Sequence[jax.Array]) -> jax.Array:
+    """Per hidden layer, the fraction of units whose output is zero on every example."""
+    return jnp.stack([jnp.mean(jnp.all(h == 0, axis=0)) for h in hidden]) if hidden else jnp.zeros((0,))

@@ -1,0 +1,373 @@
+"""MLflow edge: experiments, parent and child runs, batched logging, artifacts, models.
+
+Receives plain dicts, lists and bytes; knows nothing about training. Every method of
+`Tracker` is synchronous; the sweep runner overlaps them with training by submitting them
+to one `AsyncWriter`. MLflow is imported on first use, so importing this module is cheap
+and the ~2 s of importing MLflow and opening the store can run in the writer's thread.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import functools
+import os
+import posixpath
+import re
+import shlex
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+DEFAULT_UI_BASE = "http://127.0.0.1:5000"
+
+ROLE_TAG = "jaxmlp.role"
+SWEEP_NAME_TAG = "jaxmlp.sweep_name"
+SWEEP_HASH_TAG = "jaxmlp.sweep_hash"
+VARIANT_KEY_TAG = "jaxmlp.variant_key"
+FAILURE_REASON_TAG = "jaxmlp.failure_reason"
+PARENT_RUN_TAG = "mlflow.parentRunId"
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+
+MAX_METRICS_PER_BATCH = 1000
+MAX_PARAMS_OR_TAGS_PER_BATCH = 100
+MAX_PARAM_LENGTH = 6000
+MAX_TAG_LENGTH = 8000
+
+_SQLITE = "sqlite:///"
+
+
+def resolve_tracking_uri(uri: str | None = None) -> str:
+    """Explicit URI, else $MLFLOW_TRACKING_URI, else ./mlflow.db; SQLite paths made absolute."""
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    if uri.startswith(_SQLITE) and not uri[len(_SQLITE):].startswith("/"):
+        uri = _SQLITE + os.path.abspath(uri[len(_SQLITE):])
+    return uri
+
+
+def _is_server(tracking_uri: str) -> bool:
+    return tracking_uri.startswith(("http://", "https://"))
+
+
+def ui_command(tracking_uri: str) -> str:
+    """The shell command that shows a local store in the MLflow UI (a server: its URI)."""
+    if _is_server(tracking_uri):
+        return tracking_uri
+    return f"mlflow ui --backend-store-uri {shlex.quote(tracking_uri)}"
+
+
+def ui_base_url(tracking_uri: str) -> str:
+    """Where the UI of this store is: the server itself, or what `mlflow ui` serves by default."""
+    return tracking_uri.rstrip("/") if _is_server(tracking_uri) else DEFAULT_UI_BASE
+
+
+def runs_page_url(ui_base: str, experiment_id: str) -> str:
+    """The classic runs page (parent runs with nested children) of one experiment."""
+    return f"{ui_base.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+
+
+class TrackingError(RuntimeError):
+    """One or more background tracking jobs failed; `errors` holds every exception."""
+
+    def __init__(self, errors: list[BaseException]):
+        lines = "\n".join(f"  {type(e).__name__}: {e}" for e in errors)
+        super().__init__(f"{len(errors)} tracking job(s) failed:\n{lines}")
+        self.errors = errors
+
+
+class AsyncWriter:
+    """One background thread that runs submitted callables in submission order.
+
+    A failing job does not stop later ones; its exception is kept (and stays on its
+    future) until `flush` or `close` raises it as a `TrackingError`.
+    """
+
+    def __init__(self) -> None:
+        self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="jaxmlp-tracking")
+        self._futures: list[concurrent.futures.Future] = []
+        self._errors: list[BaseException] = []
+        self._lock = threading.Lock()
+
+    def submit(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> concurrent.futures.Future:
+        future = self._executor.submit(fn, *args, **kwargs)
+        future.add_done_callback(self._keep_error)
+        with self._lock:
+            self._futures.append(future)
+        return future
+
+    def _keep_error(self, future: concurrent.futures.Future) -> None:
+        if not future.cancelled() and future.exception() is not None:
+            with self._lock:
+                self._errors.append(future.exception())
+
+    def flush(self, raise_errors: bool = True) -> list[BaseException]:
+        """Wait for all submitted jobs; raise (or return) the errors gathered since the last flush."""
+        with self._lock:
+            futures, self._futures = self._futures, []
+        concurrent.futures.wait(futures)
+        with self._lock:
+            errors, self._errors = self._errors, []
+        if errors and raise_errors:
+            raise TrackingError(errors) from errors[0]
+        return errors
+
+    def close(self, raise_errors: bool = True) -> list[BaseException]:
+        """Finish all submitted jobs, stop the thread, then report errors like `flush`."""
+        try:
+            return self.flush(raise_errors)
+        finally:
+            self._executor.shutdown(wait=True)
+
+    def __enter__(self) -> AsyncWriter:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close(raise_errors=exc_info[0] is None)
+
+
+def _chunks(items: list, size: int) -> Iterator[list]:
+    return (items[i:i + size] for i in range(0, len(items), size))
+
+
+def _truncate(value: Any, limit: int) -> str:
+    text = str(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _run_tags(tags: dict[str, Any]) -> list:
+    from mlflow.entities import RunTag
+
+    return [RunTag(key, _truncate(value, MAX_TAG_LENGTH)) for key, value in tags.items()]
+
+
+class Tracker:
+    """Experiments, runs, metrics, artifacts and models in one MLflow store, by explicit URI."""
+
+    def __init__(self, tracking_uri: str | None = None):
+        self.tracking_uri = resolve_tracking_uri(tracking_uri)
+        self.experiment_id: str | None = None
+        self._client = None
+        self._client_lock = threading.Lock()
+
+    @property
+    def client(self):
+        """The `MlflowClient`, created (MLflow imported, store opened) on first use."""
+        with self._client_lock:
+            if self._client is None:
+                from mlflow.tracking import MlflowClient
+
+                client = MlflowClient(self.tracking_uri)
+                client.search_experiments(max_results=1)  # opens (and if new, creates) the store
+                self._client = client
+            return self._client
+
+    def experiment(self, name: str, tags: dict[str, str]) -> str:
+        """Get or create the experiment; set its tags; remember and return its id."""
+        from mlflow.exceptions import MlflowException
+
+        tags = {EXPERIMENT_KIND_TAG: "custom_model_development", **tags}
+        found = self.client.get_experiment_by_name(name)
+        if found is None:
+            try:
+                self.experiment_id = self.client.create_experiment(
+                    name, artifact_location=self._artifact_location(name), tags=tags)
+                return self.experiment_id
+            except MlflowException:  # another process created it meanwhile
+                found = self.client.get_experiment_by_name(name)
+                if found is None:
+                    raise
+        self.experiment_id = found.experiment_id
+        for key, value in tags.items():
+            self.client.set_experiment_tag(self.experiment_id, key, value)
+        return self.experiment_id
+
+    def _artifact_location(self, experiment_name: str) -> str | None:
+        """Artifacts of a SQLite store live next to the database, not in the working directory."""
+        if not self.tracking_uri.startswith(_SQLITE):
+            return None
+        folder = re.sub(r"[^A-Za-z0-9_.-]+", "-", experiment_name).strip("-.") or "experiment"
+        return (Path(self.tracking_uri[len(_SQLITE):]).parent / "mlruns" / folder).as_uri()
+
+    def start_parent(self, experiment_id: str, run_name: str, tags: dict[str, str],
+                     params: dict[str, Any]) -> str:
+        """Create the sweep's parent run; `tags` should carry jaxmlp.sweep_name (see find_parent)."""
+        return self._start_run(experiment_id, run_name, {**tags, ROLE_TAG: "parent"}, params)
+
+    def start_child(self, experiment_id: str, parent_run_id: str, run_name: str, variant_key: str,
+                    params: dict[str, Any], tags: dict[str, str]) -> str:
+        """Create one variant's run, nested under the parent in the UI."""
+        tags = {**tags, ROLE_TAG: "child", PARENT_RUN_TAG: parent_run_id, VARIANT_KEY_TAG: variant_key}
+        return self._start_run(experiment_id, run_name, tags, params)
+
+    def _start_run(self, experiment_id: str, run_name: str, tags: dict[str, Any],
+                   params: dict[str, Any]) -> str:
+        run_id = self.client.create_run(experiment_id, run_name=run_name).info.run_id
+        self._log_batches(run_id, params=[_param(k, v) for k, v in params.items()], tags=_run_tags(tags))
+        return run_id
+
+    def find_parent(self, experiment_id: str, sweep_name: str) -> tuple[str, dict[str, str]] | None:
+        """The newest parent run of this sweep, with its tags (resume compares jaxmlp.sweep_hash)."""
+        runs = self.client.search_runs(
+            [experiment_id],
+            f"tags.`{ROLE_TAG}` = 'parent' and tags.`{SWEEP_NAME_TAG}` = {_quote(sweep_name)}",
+            order_by=["attributes.start_time DESC"], max_results=1)
+        return (runs[0].info.run_id, dict(runs[0].data.tags)) if runs else None
+
+    def children(self, parent_run_id: str, page_size: int = 1000) -> list[dict[str, Any]]:
+        """Every child run of a parent (all pages): run_id, run_name, status, tags, params, metrics."""
+        experiment_id = self.client.get_run(parent_run_id).info.experiment_id
+        query = f"tags.`{PARENT_RUN_TAG}` = {_quote(parent_run_id)}"
+        found, token = [], None
+        while True:
+            page = self.client.search_runs([experiment_id], query, max_results=page_size, page_token=token)
+            found += [{"run_id": r.info.run_id, "run_name": r.info.run_name, "status": r.info.status,
+                       "tags": dict(r.data.tags), "params": dict(r.data.params),
+                       "metrics": dict(r.data.metrics)} for r in page]
+            token = page.token
+            if not token:
+                return found
+
+    def log_history(self, run_id: str, history: list[dict[str, float]], step_key: str = "epoch") -> None:
+        """Log per-step records ({step_key: n, name: value, ...}); NaN and inf are kept as they are."""
+        from mlflow.entities import Metric
+
+        metrics = []
+        for record in history:
+            timestamp, step = int(time.time() * 1000), int(record[step_key])
+            metrics += [Metric(key, float(value), timestamp, step)
+                        for key, value in record.items() if key != step_key]
+        self._log_batches(run_id, metrics=metrics)
+
+    def log_metrics(self, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
+        """Log one value per metric at one step (e.g. final test metrics)."""
+        from mlflow.entities import Metric
+
+        timestamp = int(time.time() * 1000)
+        self._log_batches(run_id, metrics=[Metric(k, float(v), timestamp, step) for k, v in metrics.items()])
+
+    def set_tags(self, run_id: str, tags: dict[str, Any]) -> None:
+        self._log_batches(run_id, tags=_run_tags(tags))
+
+    def _log_batches(self, run_id: str, metrics: list = (), params: list = (), tags: list = ()) -> None:
+        """`log_batch` within MLflow's limits: 1000 metrics, 100 params, 100 tags per call."""
+        for chunk in _chunks(list(params), MAX_PARAMS_OR_TAGS_PER_BATCH):
+            self.client.log_batch(run_id, params=chunk)
+        for chunk in _chunks(list(tags), MAX_PARAMS_OR_TAGS_PER_BATCH):
+            self.client.log_batch(run_id, tags=chunk)
+        for chunk in _chunks(list(metrics), MAX_METRICS_PER_BATCH):
+            self.client.log_batch(run_id, metrics=chunk)
+
+    def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
+        """A small text artifact (json, yaml, md, csv) at `artifact_file` inside the run."""
+        self.client.log_text(run_id, text, artifact_file)
+
+    def log_file(self, run_id: str, path: str | os.PathLike, artifact_path: str | None = None) -> None:
+        """Copy a local file (or folder) into the run, under `artifact_path`."""
+        self.client.log_artifact(run_id, os.fspath(path), artifact_path)
+
+    def log_bytes(self, run_id: str, data: bytes, artifact_file: str) -> None:
+        """Binary artifact (e.g. a PNG plot) at `artifact_file` inside the run."""
+        folder, name = posixpath.split(artifact_file)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp, name)
+            path.write_bytes(data)
+            self.log_file(run_id, path, folder or None)
+
+    def finish(self, run_id: str, status: str, reason: str | None = None) -> None:
+        """End a run as FINISHED, FAILED or KILLED; `reason` goes to tag jaxmlp.failure_reason."""
+        if reason is not None:
+            self.set_tags(run_id, {FAILURE_REASON_TAG: reason})
+        self.client.set_terminated(run_id, status)
+
+    def mark_killed(self, run_ids: Iterable[str], reason: str = "left RUNNING by an interrupted sweep") -> None:
+        for run_id in run_ids:
+            self.finish(run_id, "KILLED", reason)
+
+    def log_model(self, run_id: str, checkpoint_dir: str | os.PathLike, artifact_path: str = "model") -> str:
+        """Log a checkpoint folder as a pyfunc model of the run; return its model URI."""
+        import mlflow
+        from mlflow.models import Model
+
+        with _global_tracking_uri(self.tracking_uri):
+            info = Model.log(artifact_path=None, name=artifact_path, flavor=mlflow.pyfunc, run_id=run_id,
+                             python_model=_jaxmlp_model_class()(),
+                             artifacts={"checkpoint": os.fspath(checkpoint_dir)},
+                             pip_requirements=_pip_requirements())
+        return info.model_uri
+
+    def register_model(self, model_uri: str, name: str):
+        """Register the model under `name` (created if new); return the new ModelVersion."""
+        import mlflow
+
+        with _global_tracking_uri(self.tracking_uri):
+            return mlflow.register_model(model_uri, name)
+
+
+def _param(key: str, value: Any):
+    from mlflow.entities import Param
+
+    return Param(key, _truncate(value, MAX_PARAM_LENGTH))
+
+
+def _quote(value: str) -> str:
+    """A string literal for an MLflow search filter."""
+    if "'" in value:
+        if '"' in value:
+            raise ValueError(f"cannot search MLflow for a value with both quote characters: {value!r}")
+        return f'"{value}"'
+    return f"'{value}'"
+
+
+_global_uri_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def _global_tracking_uri(uri: str) -> Iterator[None]:
+    """Point MLflow's process-wide tracking URI at ours while an API that reads only it runs."""
+    import mlflow
+
+    with _global_uri_lock:
+        previous = os.environ.get("MLFLOW_TRACKING_URI")
+        mlflow.set_tracking_uri(uri)
+        try:
+            yield
+        finally:
+            mlflow.set_tracking_uri(previous)
+
+
+def _pip_requirements() -> list[str]:
+    """Pinned requirements of the model, given so MLflow skips inferring them (seconds per model)."""
+    from importlib.metadata import version
+
+    return [f"{name}=={version(name)}" for name in ("mlflow", "jax", "flax", "numpy")]
+
+
+@functools.cache
+def _jaxmlp_model_class() -> type:
+    """`JaxMLPModel`, defined on first use because subclassing needs MLflow imported."""
+    import mlflow.pyfunc
+    import numpy as np
+
+    class JaxMLPModel(mlflow.pyfunc.PythonModel):
+        """A pyfunc model whose artifact is a jaxmlp checkpoint folder."""
+
+        def load_context(self, context) -> None:
+            from jaxmlp.checkpoint import load_checkpoint
+
+            self.config, self.params = load_checkpoint(context.artifacts["checkpoint"])
+
+        def predict(self, context, model_input, params=None):
+            from jaxmlp.checkpoint import predict
+
+            return predict(self.config, self.params, np.asarray(model_input, dtype=np.float32))
+
+    JaxMLPModel.__qualname__ = "JaxMLPModel"  # pickled by reference as jaxmlp.tracking.JaxMLPModel
+    return JaxMLPModel
+
+
+def __getattr__(name: str) -> Any:
+    if name == "JaxMLPModel":
+        return _jaxmlp_model_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,3 @@
+def test_import():
+    import jaxmlp, sys
+    print(jaxmlp.__path__)
