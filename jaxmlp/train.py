@@ -404,3 +404,9 @@ def enable_compilation_cache(path: str) -> None:
     jax.config.update("jax_compilation_cache_dir", path)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+if __name__ == "__main__":
+    from jaxmlp.cli import main
+
+    raise SystemExit(main())

@@ -1,0 +1,63 @@
+"""Saving one variant's selected parameters with its configuration, and predicting from them.
+
+A checkpoint is a folder with `config.json` (the resolved configuration plus the head's
+task and output size) and `params.msgpack` (Flax serialisation). Inputs to `predict` are
+preprocessed like the dataset's splits (see `jaxmlp.data`).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import serialization
+
+from jaxmlp.activations import ActivationParams
+from jaxmlp.config import RunConfig, load_config
+from jaxmlp.models import MLP
+
+
+class Checkpoint(NamedTuple):
+    config: RunConfig
+    params: Any
+    meta: dict[str, Any]  # task, n_outputs, input_shape, target_mean / target_std (regression)
+
+
+def save_checkpoint(folder: str | Path, config: RunConfig, params: Any, meta: dict[str, Any]) -> Path:
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps({"config": config.to_dict(), "meta": meta}, indent=2))
+    (folder / "params.msgpack").write_bytes(serialization.msgpack_serialize(jax.device_get(params)))
+    return folder
+
+
+def load_checkpoint(folder: str | Path) -> Checkpoint:
+    folder = Path(folder)
+    for name in ("config.json", "params.msgpack"):
+        if not (folder / name).is_file():
+            raise FileNotFoundError(f"{folder}: not a jaxmlp checkpoint (missing {name}); "
+                                    "create one with `python -m jaxmlp.train --save FOLDER`")
+    raw = json.loads((folder / "config.json").read_text())
+    params = serialization.msgpack_restore((folder / "params.msgpack").read_bytes())
+    return Checkpoint(load_config(raw["config"], source=str(folder / "config.json")), params, raw["meta"])
+
+
+def checkpoint_meta(data) -> dict[str, Any]:
+    """What a checkpoint needs to know about the dataset it was trained on."""
+    return {"dataset": data.name, "task": data.task, "n_outputs": data.n_outputs,
+            "input_shape": list(data.input_shape), **data.info}
+
+
+def predict(checkpoint: Checkpoint, x: np.ndarray) -> np.ndarray:
+    """Class probabilities [N, C], or regression outputs [N] in the target's original units."""
+    cfg, params, meta = checkpoint
+    model = MLP(tuple(cfg.model.hidden), meta["n_outputs"], cfg.model.activation, cfg.model.init)
+    x = jnp.asarray(np.asarray(x, np.float32).reshape(-1, *meta["input_shape"]))
+    act = ActivationParams(cfg.model.leaky_slope, cfg.model.elu_alpha, cfg.model.noise_std)
+    out = model.apply(params, x, act_params=act)
+    if meta["task"] == "classification":
+        return np.asarray(jax.nn.softmax(out))
+    return np.asarray(out[:, 0]) * meta.get("target_std", 1.0) + meta.get("target_mean", 0.0)

@@ -1,0 +1,187 @@
+"""`python -m jaxmlp.train`: train one configuration (several seeds at once), evaluate, predict."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import yaml
+
+from jaxmlp.config import ConfigError, RunConfig, load_config, set_dotted
+from jaxmlp.data.tfds import DataUnavailableError
+
+#: Command-line shortcuts for the most used configuration keys.
+FLAGS = {
+    "dataset": ("data.name", "dataset name: digits, diabetes, mnist, fashion_mnist, kmnist, synthetic"),
+    "data_dir": ("data.data_dir", "folder with the dataset's original download files (MNIST family)"),
+    "hidden": ("model.hidden", "hidden widths, comma separated, e.g. 128,128"),
+    "activation": ("model.activation", "sigmoid, tanh, relu, leaky_relu, noisy_relu, elu, selu, gelu, ..."),
+    "dropout": ("model.dropout", "dropout rate on hidden units, in [0, 1)"),
+    "optimizer": ("optimizer.name", "sgd, adam, adamw or rmsprop"),
+    "lr": ("optimizer.learning_rate", "base learning rate"),
+    "epochs": ("training.epochs", "epoch budget"),
+    "batch_size": ("training.batch_size", "minibatch size"),
+    "loss": ("training.loss", "auto, cross_entropy or mse"),
+    "patience": ("training.early_stopping.patience", "early-stopping patience in epochs"),
+}
+
+
+def parse_value(text: str) -> Any:
+    """A command-line value as YAML would read it; 'a,b' becomes a list."""
+    if "," in text:
+        return [yaml.safe_load(part) for part in text.split(",") if part]
+    return yaml.safe_load(text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m jaxmlp.train",
+        description="Train one MLP configuration (several seeds at once, vmapped) with early stopping "
+                    "on the validation split, then report test metrics of the selected parameters.",
+        epilog="Examples:\n  python -m jaxmlp.train --hidden 128,128 --activation relu --seeds 0 1 2\n"
+               "  python -m jaxmlp.train --config run.yaml --set optimizer.learning_rate=3e-4 --save best/\n"
+               "  python -m jaxmlp.train --predict best/ --inputs x.npy",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", type=Path, help="YAML file with data/model/optimizer/training sections")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any configuration key by its dotted path, e.g. model.dropout=0.2")
+    for flag, (key, text) in FLAGS.items():
+        p.add_argument(f"--{flag.replace('_', '-')}", dest=flag, type=parse_value, help=f"{text} [{key}]")
+    p.add_argument("--seeds", type=int, nargs="+", help="train one variant per seed, all at once")
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON object on stdout")
+    p.add_argument("--save", type=Path, metavar="DIR", help="save each variant's selected parameters")
+    p.add_argument("--evaluate", type=Path, metavar="DIR", help="evaluate a saved checkpoint on its test split")
+    p.add_argument("--predict", type=Path, metavar="DIR", help="predict with a saved checkpoint")
+    p.add_argument("--inputs", type=Path, help="with --predict: .npy or .csv file of preprocessed inputs")
+    p.add_argument("--compile-cache", default=None, metavar="DIR",
+                   help="persistent XLA compilation cache (default: $JAXMLP_CACHE_DIR/xla or ~/.cache/jaxmlp/xla)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> list[RunConfig]:
+    """The configurations to train: file, then flags, then --set, one per seed."""
+    raw: dict[str, Any] = {}
+    source = "command line"
+    if args.config:
+        source = str(args.config)
+        raw = yaml.safe_load(args.config.read_text()) or {}
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{source}: expected a mapping of sections (data, model, optimizer, training)")
+    for flag, (key, _) in FLAGS.items():
+        value = getattr(args, flag)
+        if value is not None:
+            raw = set_dotted(raw, key, [value] if key == "model.hidden" and not isinstance(value, list) else value)
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set model.dropout=0.2")
+        raw = set_dotted(raw, key.strip(), parse_value(value))
+    seeds = args.seeds or [load_config(raw, source=source).training.seed]
+    return [load_config(set_dotted(raw, "training.seed", s), source=source) for s in seeds]
+
+
+def compile_cache_dir(option: str | None) -> str:
+    root = os.environ.get("JAXMLP_CACHE_DIR", "~/.cache/jaxmlp")
+    return str(Path(option or Path(root) / "xla").expanduser())
+
+
+def train_command(args: argparse.Namespace) -> dict[str, Any]:
+    from tqdm import tqdm
+
+    from jaxmlp.checkpoint import checkpoint_meta, save_checkpoint
+    from jaxmlp.data import load_dataset
+    from jaxmlp.train import Trainer, enable_compilation_cache
+
+    configs = config_from_args(args)
+    enable_compilation_cache(compile_cache_dir(args.compile_cache))
+    data = load_dataset(configs[0].data)
+    trainer = Trainer(configs, data)
+    trainer.compile()
+    monitor = configs[0].training.early_stopping.monitor
+    bar = tqdm(total=configs[0].training.epochs, desc="epochs", unit="ep", file=sys.stderr,
+               disable=args.no_progress or None)
+    for record in trainer.run():
+        best = np.nanmin(record[monitor]) if monitor == "val_loss" else np.nanmax(record[monitor])
+        bar.set_postfix(active=f"{int(record['active'].sum())}/{len(configs)}", **{f"best_{monitor}": f"{best:.4f}"})
+        bar.update()
+    bar.close()
+    result = trainer.result
+    summary = {
+        "dataset": data.name, "task": data.task, "n_train": len(data.train), "n_val": len(data.val),
+        "n_test": len(data.test), "compile_seconds": round(result.compile_seconds, 3),
+        "train_seconds": round(result.train_seconds, 3), "variants": [],
+    }
+    for i, v in enumerate(result.variants):
+        row = {"seed": v.config.training.seed, "best_epoch": v.best_epoch, "stopped_epoch": v.stopped_epoch,
+               "diverged": v.diverged, **{f"best_{k}": v.best.get(k) for k in ("val_loss", "val_accuracy")},
+               **{f"test_{k}": val for k, val in v.test.items()}}
+        if args.save:
+            folder = args.save if len(configs) == 1 else args.save / f"seed_{v.config.training.seed}"
+            row["checkpoint"] = str(save_checkpoint(folder, v.config, v.params, checkpoint_meta(data)))
+        summary["variants"].append(row)
+    return summary
+
+
+def evaluate_command(folder: Path) -> dict[str, Any]:
+    """Test metrics of a saved checkpoint on the test split of the dataset it was trained on."""
+    from jaxmlp.checkpoint import load_checkpoint, predict
+    from jaxmlp.data import load_dataset
+
+    ckpt = load_checkpoint(folder)
+    data = load_dataset(ckpt.config.data)
+    out = predict(ckpt, data.test.x)
+    if data.task == "classification":
+        y = np.asarray(data.test.y)
+        nll = -np.mean(np.log(np.clip(out[np.arange(len(y)), y], 1e-12, None)))
+        return {"checkpoint": str(folder), "test_accuracy": float(np.mean(out.argmax(1) == y)), "test_loss": float(nll)}
+    target = np.asarray(data.test.y) * ckpt.meta["target_std"] + ckpt.meta["target_mean"]
+    return {"checkpoint": str(folder), "test_mse": float(np.mean((out - target) ** 2))}
+
+
+def read_inputs(path: Path) -> np.ndarray:
+    if path.suffix == ".npy":
+        return np.load(path)
+    return np.loadtxt(path, delimiter=",", ndmin=2)
+
+
+def print_summary(summary: dict[str, Any]) -> None:
+    print(f"{summary['dataset']} ({summary['task']}): {summary['n_train']} train / {summary['n_val']} val / "
+          f"{summary['n_test']} test; compile {summary['compile_seconds']:.2f} s, "
+          f"train {summary['train_seconds']:.2f} s")
+    rows = summary["variants"]
+    columns = [c for c in rows[0] if c != "checkpoint"]
+    fmt = lambda v: f"{v:.4f}" if isinstance(v, float) else str(v)  # noqa: E731
+    table = [columns] + [[fmt(r[c]) for c in columns] for r in rows]
+    widths = [max(len(row[j]) for row in table) for j in range(len(columns))]
+    for row in table:
+        print("  ".join(cell.rjust(w) for cell, w in zip(row, widths)))
+    for r in rows:
+        if "checkpoint" in r:
+            print(f"saved seed {r['seed']} -> {r['checkpoint']}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.predict:
+            if not args.inputs:
+                raise ConfigError("--predict needs --inputs FILE (.npy or .csv of preprocessed inputs)")
+            from jaxmlp.checkpoint import load_checkpoint, predict
+
+            out = predict(load_checkpoint(args.predict), read_inputs(args.inputs))
+            print(json.dumps({"predictions": out.tolist()}) if args.json else np.array2string(out, precision=4))
+            return 0
+        summary = evaluate_command(args.evaluate) if args.evaluate else train_command(args)
+    except (ConfigError, FileNotFoundError, ValueError, DataUnavailableError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if args.json or args.evaluate:
+        print(json.dumps(summary))
+    else:
+        print_summary(summary)
+    return 0
