@@ -8,7 +8,7 @@ allowed values and, for misspellings, the closest valid name.
 from __future__ import annotations
 
 import difflib
-from typing import Any, Literal, Mapping
+from typing import Any, Literal, Mapping, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError
 
@@ -144,18 +144,19 @@ def load_config(raw: Mapping[str, Any] | None = None, *, source: str = "configur
         raise ConfigError(format_validation_error(err, source)) from None
 
 
-def format_validation_error(err: ValidationError, source: str) -> str:
+def format_validation_error(err: ValidationError, source: str, root: type[BaseModel] | None = None) -> str:
+    """One line per error: key path, bad value, allowed values or keys, 'did you mean'."""
     lines = [f"{source}: {len(err.errors())} invalid value(s)"]
-    lines += [f"  - {_describe(e)}" for e in err.errors()]
+    lines += [f"  - {_describe(e, root or RunConfig)}" for e in err.errors()]
     return "\n".join(lines)
 
 
-def _describe(e: Mapping[str, Any]) -> str:
+def _describe(e: Mapping[str, Any], root: type[BaseModel]) -> str:
     loc = [str(p) for p in e["loc"] if not str(p).startswith("function-after")]
     path = ".".join(loc) or "<root>"
     kind, value = e["type"], e.get("input")
     if kind == "extra_forbidden":
-        allowed = _section_fields(loc[:-1])
+        allowed = _section_fields(root, loc[:-1])
         return f"{path}: unknown key{did_you_mean(loc[-1], allowed)}; allowed keys: {', '.join(allowed)}"
     if kind == "literal_error":
         allowed = [a.strip(" '") for a in e["ctx"]["expected"].replace(" or ", ",").split(",")]
@@ -170,11 +171,15 @@ def did_you_mean(word: str, options: list[str]) -> str:
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
-def _section_fields(loc: list[str]) -> list[str]:
-    model: type[BaseModel] = RunConfig
+def _section_fields(model: type[BaseModel], loc: list[str]) -> list[str]:
+    """Field names of the section at `loc` (walking nested models, Optional ones included)."""
     for part in loc:
-        annotation = model.model_fields[part].annotation
-        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+        if part not in model.model_fields:
             break
-        model = annotation
+        annotation = model.model_fields[part].annotation
+        sub = next((a for a in (annotation, *get_args(annotation))
+                    if isinstance(a, type) and issubclass(a, BaseModel)), None)
+        if sub is None:
+            break
+        model = sub
     return list(model.model_fields)

@@ -115,3 +115,11 @@ def test_real_mnist_prepares_then_loads_from_cache(mnist_dir, tmp_path, monkeypa
     for split in ("train", "test"):
         np.testing.assert_array_equal(cached[split][0], data[split][0])
         np.testing.assert_array_equal(cached[split][1], data[split][1])
+
+
+def test_wrong_files_name_the_fix(tmp_path):
+    for f in MNIST_FILES:
+        (tmp_path / f).write_bytes(b"not the real file")
+    with pytest.raises(DataUnavailableError, match="own subfolder") as err:
+        load_tfds("fashion_mnist", tmp_path, tmp_path / "cache")
+    assert str(tmp_path) in str(err.value) and "fashion-mnist" in str(err.value)

@@ -55,6 +55,13 @@ class Dataset:
         return replace(self, train=put(self.train), val=put(self.val), test=put(self.test))
 
 
+def dataset_shape(cfg: DataConfig) -> tuple[int, int, int]:
+    """(input features, outputs, total examples) of a dataset, known without loading it."""
+    if cfg.name == "synthetic":
+        return cfg.n_features, cfg.n_classes, cfg.n_samples
+    return {"digits": (64, 10, 1797), "diabetes": (10, 1, 442)}.get(cfg.name, (784, 10, 70_000))
+
+
 Loader = Callable[[DataConfig], Dataset]
 REGISTRY: dict[str, Loader] = {}
 

@@ -118,10 +118,19 @@ def _is_prepared(builder: Any) -> bool:
 def _prepare_offline(builder: Any, manual_dir: Path) -> None:
     """Prepare from the manual folder only; extracted copies go to a temporary folder."""
     import tensorflow_datasets as tfds
+    from tensorflow_datasets.core.download.download_manager import NonMatchingChecksumError
 
     config = tfds.download.DownloadConfig(manual_dir=manual_dir, try_download_gcs=False)
-    with tempfile.TemporaryDirectory(prefix="jaxmlp-tfds-") as downloads:
-        builder.download_and_prepare(download_dir=downloads, download_config=config)
+    try:
+        with tempfile.TemporaryDirectory(prefix="jaxmlp-tfds-") as downloads:
+            builder.download_and_prepare(download_dir=downloads, download_config=config)
+    except NonMatchingChecksumError as err:
+        raise DataUnavailableError(
+            f"The files in {manual_dir} are not the original {builder.name!r} files:\n{err}\n"
+            f"Fix: replace them with the files published at {_SOURCE_URLS[builder.name]} "
+            "(the MNIST family shares file names: keep each set in its own subfolder, "
+            f"e.g. $JAXMLP_DATA_DIR/{builder.name}/)."
+        ) from err
 
 
 def _as_arrays(builder: Any) -> dict[str, Split]:
@@ -148,7 +157,7 @@ def load_tfds(
     _check_name(name)
     import tensorflow_datasets as tfds
 
-    manual_dir = Path(manual_dir).expanduser().resolve()
+    manual_dir = Path(manual_dir).expanduser().absolute()
     builder = tfds.builder(name, data_dir=os.fspath(Path(cache_dir).expanduser()))
     prepared = _is_prepared(builder)
     if not prepared and (missing := _missing_files(name, manual_dir)):

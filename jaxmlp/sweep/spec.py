@@ -1,0 +1,213 @@
+"""The YAML sweep file: a base configuration and the axes to vary, expanded into variants.
+
+    name: activations
+    base: {data: {name: digits}, model: {hidden: [64, 64]}}
+    grid: {model.activation: [relu, tanh]}          # full product, file order, last fastest
+    zip: {optimizer.learning_rate: [1e-3, 3e-3], model.dropout: [0.0, 0.2]}  # advanced together
+    random: {samples: 4, seed: 0, params: {optimizer.learning_rate: {loguniform: [1e-4, 1e-2]}}}
+    seeds: 3                                        # or a list: [0, 1, 2]
+
+Expansion is deterministic: the same file gives the same variants in the same order.
+Every value is validated before anything runs; errors name the file, key path, bad value
+and what is allowed.
+"""
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from jaxmlp.config import (ConfigError, RunConfig, did_you_mean, format_validation_error, load_config,
+                           set_dotted)
+
+CONFIG_KEYS = tuple(RunConfig().flat())
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Distribution(_Strict):
+    """Exactly one of: choice (list), uniform / loguniform ([low, high]), int ([low, high] inclusive)."""
+
+    choice: list[Any] | None = None
+    uniform: tuple[float, float] | None = None
+    loguniform: tuple[float, float] | None = None
+    int: tuple[int, int] | None = None
+
+
+class RandomSpec(_Strict):
+    samples: int = Field(gt=0)
+    seed: int = 0
+    params: dict[str, Distribution]
+
+
+class ExecutionSpec(_Strict):
+    max_variants_per_program: int = Field(64, gt=0)
+    devices: Literal["auto", "one", "all"] = "auto"
+
+
+class SweepSpec(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$")
+    description: str = ""
+    base: dict[str, Any] = Field(default_factory=dict)
+    grid: dict[str, list[Any]] = Field(default_factory=dict)
+    zip: dict[str, list[Any]] = Field(default_factory=dict)
+    random: RandomSpec | None = None
+    seeds: int | list[int] = Field(default=1)
+    execution: ExecutionSpec = ExecutionSpec()
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One model to train: its overrides of the base, its seed and its resolved configuration."""
+
+    index: int
+    setting: tuple[tuple[str, Any], ...]  # the swept values, seed excluded
+    seed: int
+    config: RunConfig
+
+    @property
+    def key(self) -> str:
+        """Deterministic identity: hash of the resolved configuration (seed included)."""
+        return _digest(self.config.to_dict())
+
+    @property
+    def label(self) -> str:
+        return ", ".join(f"{k}={_short(v)}" for k, v in self.setting) or "base"
+
+    @property
+    def run_name(self) -> str:
+        return f"{self.label} | seed={self.seed}"
+
+
+@dataclass(frozen=True)
+class Sweep:
+    path: Path
+    spec: SweepSpec
+    variants: list[Variant]
+
+    @property
+    def hash(self) -> str:
+        """Hash of the file's content (comments and layout ignored)."""
+        return _digest(self.spec.model_dump(mode="json"))
+
+    @property
+    def swept_keys(self) -> list[str]:
+        return [k for k, _ in self.variants[0].setting] if self.variants else []
+
+
+class SweepError(ValueError):
+    """An invalid sweep file; nothing has been trained or logged."""
+
+
+def _digest(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, (list, tuple)):
+        return "x".join(map(str, value))
+    return str(value)
+
+
+def load_sweep(path: str | Path) -> Sweep:
+    """Read, validate and expand a sweep file (yaml.safe_load only)."""
+    path = Path(path)
+    if not path.is_file():
+        raise SweepError(f"{path}: no such sweep file")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise SweepError(f"{path}: not valid YAML: {err}") from None
+    if not isinstance(raw, dict):
+        raise SweepError(f"{path}: expected a mapping with keys {', '.join(SweepSpec.model_fields)}")
+    try:
+        spec = SweepSpec.model_validate(raw)
+    except ValidationError as err:
+        raise SweepError(format_validation_error(err, str(path), SweepSpec)) from None
+    return Sweep(path, spec, expand(spec, str(path)))
+
+
+def _check_axis(source: str, section: str, key: str, values: list[Any], base: dict) -> None:
+    if key not in CONFIG_KEYS:
+        raise SweepError(f"{source}: {section}.{key}: unknown configuration key{did_you_mean(key, list(CONFIG_KEYS))}; "
+                         f"keys look like model.activation, optimizer.learning_rate, training.seed")
+    if key == "training.seed":
+        raise SweepError(f"{source}: {section}.{key}: vary seeds with the top-level 'seeds' key instead")
+    if not values:
+        raise SweepError(f"{source}: {section}.{key}: empty list; give at least one value")
+    for i, value in enumerate(values):
+        try:
+            load_config(set_dotted(base, key, value), source=f"{source}: {section}.{key}[{i}]")
+        except ConfigError as err:
+            raise SweepError(str(err)) from None
+
+
+def _random_settings(spec: RandomSpec, source: str, base: dict) -> list[dict[str, Any]]:
+    rng = np.random.default_rng(spec.seed)
+    settings = []
+    for _ in range(spec.samples):
+        sample = {}
+        for key, dist in spec.params.items():
+            kinds = [k for k, v in dist.model_dump().items() if v is not None]
+            if len(kinds) != 1:
+                raise SweepError(f"{source}: random.params.{key}: give exactly one of choice, uniform, "
+                                 f"loguniform, int (got {', '.join(kinds) or 'none'})")
+            kind, arg = kinds[0], getattr(dist, kinds[0])
+            if kind == "choice":
+                sample[key] = arg[int(rng.integers(len(arg)))] if arg else None
+            elif kind == "uniform":
+                sample[key] = float(rng.uniform(*arg))
+            elif kind == "loguniform":
+                if min(arg) <= 0:
+                    raise SweepError(f"{source}: random.params.{key}.loguniform: {list(arg)} must be positive")
+                sample[key] = float(math.exp(rng.uniform(math.log(arg[0]), math.log(arg[1]))))
+            else:
+                sample[key] = int(rng.integers(arg[0], arg[1] + 1))
+        settings.append(sample)
+    for key in spec.params:
+        _check_axis(source, "random.params", key, [s[key] for s in settings], base)
+    return settings
+
+
+def expand(spec: SweepSpec, source: str) -> list[Variant]:
+    """All variants: grid product x zipped lists x random samples x seeds (seeds innermost)."""
+    try:
+        base = load_config(spec.base, source=f"{source}: base").to_dict()
+    except ConfigError as err:
+        raise SweepError(str(err)) from None
+    for section, axes in (("grid", spec.grid), ("zip", spec.zip)):
+        for key, values in axes.items():
+            _check_axis(source, section, key, values, base)
+    lengths = {len(v) for v in spec.zip.values()}
+    if len(lengths) > 1:
+        sizes = ", ".join(f"{k}: {len(v)}" for k, v in spec.zip.items())
+        raise SweepError(f"{source}: zip: every list must have the same length (got {sizes})")
+    grid = [dict(zip(spec.grid, combo)) for combo in itertools.product(*spec.grid.values())]
+    zipped = [dict(zip(spec.zip, combo)) for combo in zip(*spec.zip.values())] or [{}]
+    sampled = _random_settings(spec.random, source, base) if spec.random else [{}]
+    seeds = list(range(spec.seeds)) if isinstance(spec.seeds, int) else spec.seeds
+    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise SweepError(f"{source}: seeds: {spec.seeds!r}; give a positive count or a list of distinct "
+                         "non-negative integers")
+    variants = []
+    for g, z, r in itertools.product(grid, zipped, sampled):
+        setting = {**g, **z, **r}
+        raw = base
+        for key, value in setting.items():
+            raw = set_dotted(raw, key, value)
+        for seed in seeds:
+            config = load_config(set_dotted(raw, "training.seed", seed), source=source)
+            variants.append(Variant(len(variants), tuple(setting.items()), seed, config))
+    return variants
