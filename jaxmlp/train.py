@@ -306,69 +306,151 @@ class VariantResult:
 
 @dataclasses.dataclass
 class GroupResult:
-    structure: Structure
+    structures: list[Structure]
     variants: list[VariantResult]
     compile_seconds: float
     train_seconds: float
 
 
-class Trainer:
-    """Trains a group of variants that share one structure.
+def merge_key(cfg: RunConfig) -> tuple:
+    """Structures equal up to this key can share one compiled program (activation and init differ)."""
+    return tuple(kv for kv in structure_key(cfg) if kv[0] not in ("model.activation", "model.init"))
 
-    Iterate `run()` to receive one host-side record per epoch (arrays with a leading
-    variant axis); `result` is set when the loop ends.
+
+@dataclasses.dataclass(frozen=True)
+class _Part:
+    """Variants of one structure inside a program; `index` maps rows back to the caller's order."""
+
+    structure: Structure
+    index: np.ndarray
+    hp: HParams
+
+
+def _skip_epoch(run, state: TrainState):
+    """What a part whose variants all stopped returns: its state unchanged, an empty record."""
+    _, shapes = jax.eval_shape(run, state)
+    record = jax.tree_util.tree_map(lambda sd: jnp.zeros(sd.shape, sd.dtype), shapes)
+    record.update(active=state.active, diverged=state.diverged, best_epoch=state.es.best_epoch)
+    return state, record
+
+
+def _program_epoch(parts: Sequence[_Part], states, hps, epoch, train: Split, val: Split):
+    """One epoch of every part; a part with no active variant is skipped by `lax.cond`."""
+    out = []
+    for part, state, hp in zip(parts, states, hps):
+        epoch_fn = jax.vmap(partial(train_epoch, part.structure), in_axes=(0, 0, None, None, None))
+        run = lambda st, hp=hp, epoch_fn=epoch_fn: epoch_fn(st, hp, epoch, train, val)  # noqa: E731
+        out.append(run(state) if len(parts) == 1 else
+                   jax.lax.cond(state.active.any(), run, partial(_skip_epoch, run), state))
+    return tuple(s for s, _ in out), tuple(r for _, r in out)
+
+
+def _program_init(parts: Sequence[_Part], hps, input_shape):
+    return tuple(jax.vmap(partial(init_state, p.structure, input_shape=input_shape))(hp)
+                 for p, hp in zip(parts, hps))
+
+
+def _program_final(parts: Sequence[_Part], states, hps, test: Split):
+    return tuple(jax.vmap(partial(final_evaluation, p.structure), in_axes=(0, 0, None))(st, hp, test)
+                 for p, st, hp in zip(parts, states, hps))
+
+
+class Trainer:
+    """Trains a set of variants in one compiled program.
+
+    Variants are split into parts of one structure each (they may differ in activation
+    and initialiser, see `merge_key`); each part is vmapped, and all parts run in the same
+    jitted epoch. With `devices > 1` every part's variant axis is sharded over that many
+    devices (padded with copies of its last variant). Iterate `run()` to receive one
+    host-side record per epoch (arrays over variants, in the order given); `result` is set
+    when the loop ends.
     """
 
-    def __init__(self, configs: Sequence[RunConfig], data: Dataset):
+    def __init__(self, configs: Sequence[RunConfig], data: Dataset, devices: int = 1):
         self.configs = list(configs)
-        self.structure = structure_of(self.configs, data)
+        if len({merge_key(c) for c in self.configs}) != 1:
+            structure_of(self.configs, data)  # raises, naming the keys that differ
+        by_structure: dict[tuple, list[int]] = {}
+        for i, c in enumerate(self.configs):
+            by_structure.setdefault(structure_key(c), []).append(i)
+        self.parts = []
+        for rows in by_structure.values():
+            padded = rows + [rows[-1]] * (-len(rows) % devices)
+            group = [self.configs[i] for i in padded]
+            self.parts.append(_Part(structure_of(group, data), np.asarray(rows), hparams_of(group)))
+        self.structures = [p.structure for p in self.parts]
+        self.epochs = self.structures[0].epochs
         self.data = data if isinstance(data.train.x, jax.Array) else data.on_device()
-        self.hp = jax.device_put(hparams_of(self.configs))
+        self._variant_sharding = self._sharding(devices)
+        self.hps = self._place(tuple(p.hp for p in self.parts))
         self.compile_seconds = 0.0
         self.result: GroupResult | None = None
-        s = self.structure
-        self._init = jax.jit(jax.vmap(partial(init_state, s, input_shape=self.data.input_shape)))
-        self._epoch = jax.jit(jax.vmap(partial(train_epoch, s), in_axes=(0, 0, None, None, None)),
-                              donate_argnums=0)
-        self._final = jax.jit(jax.vmap(partial(final_evaluation, s), in_axes=(0, 0, None)))
+        parts = tuple(self.parts)
+        self._init = jax.jit(partial(_program_init, parts, input_shape=self.data.input_shape))
+        self._epoch = jax.jit(partial(_program_epoch, parts), donate_argnums=0)
+        self._final = jax.jit(partial(_program_final, parts))
+
+    def _sharding(self, devices: int):
+        """Split the leading (variant) axis over `devices`; the data is replicated on each."""
+        if devices == 1:
+            return None
+        mesh = jax.sharding.Mesh(np.asarray(jax.devices()[:devices]), ("variants",))
+        replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+        put = lambda split: Split(*jax.device_put(tuple(split), replicated))  # noqa: E731
+        self.data = dataclasses.replace(self.data, train=put(self.data.train), val=put(self.data.val),
+                                        test=put(self.data.test))
+        return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("variants"))
+
+    def _place(self, tree):
+        return jax.device_put(tree, self._variant_sharding)
 
     def compile(self) -> float:
         """Compile every program ahead of time; returns (and keeps) the compile seconds."""
         start = time.perf_counter()
         d = self.data
-        state_shape = jax.eval_shape(self._init, self.hp)
-        self._init = self._init.lower(self.hp).compile()
-        self._epoch = self._epoch.lower(state_shape, self.hp, jnp.int32(1), d.train, d.val).compile()
-        self._final = self._final.lower(state_shape, self.hp, d.test).compile()
+        states = jax.tree_util.tree_map(
+            lambda sd: jax.ShapeDtypeStruct(sd.shape, sd.dtype, sharding=self._variant_sharding),
+            jax.eval_shape(self._init, self.hps))
+        self._init = self._init.lower(self.hps).compile()
+        self._epoch = self._epoch.lower(states, self.hps, jnp.int32(1), d.train, d.val).compile()
+        self._final = self._final.lower(states, self.hps, d.test).compile()
         self.compile_seconds = time.perf_counter() - start
         return self.compile_seconds
+
+    def _gather(self, per_part: Sequence[Any]) -> Any:
+        """Concatenate per-part host arrays into the caller's variant order (padding dropped)."""
+        order = np.argsort(np.concatenate([p.index for p in self.parts]))
+        pieces = [jax.tree_util.tree_map(lambda a, n=len(p.index): np.asarray(a)[:n], x)
+                  for p, x in zip(self.parts, per_part)]
+        return jax.tree_util.tree_map(lambda *a: np.concatenate(a)[order], *pieces)
 
     def run(self) -> Iterator[dict[str, np.ndarray]]:
         """Train until no variant is active or the epoch budget is spent, one record per epoch."""
         if not isinstance(self._final, jax.stages.Compiled):
             self.compile()
-        d, s = self.data, self.structure
+        d = self.data
         start = time.perf_counter()
-        state = self._init(self.hp)
+        states = self._place(self._init(self.hps))
         records = []
-        for epoch in range(1, s.epochs + 1):
+        for epoch in range(1, self.epochs + 1):
             tic = time.perf_counter()
-            state, record = self._epoch(state, self.hp, jnp.int32(epoch), d.train, d.val)
-            record = jax.device_get(record)
+            states, per_part = self._epoch(states, self.hps, jnp.int32(epoch), d.train, d.val)
+            record = self._gather(jax.device_get(per_part))
             record["epoch"] = epoch
             record["epoch_seconds"] = time.perf_counter() - tic
             records.append(record)
             yield record
             if not record["active"].any():
                 break
-        params, test = jax.device_get(self._final(state, self.hp, d.test))
-        stopped = jax.device_get(state.stopped_epoch)
-        self.result = GroupResult(s, [
+        params, test = self._gather(jax.device_get(self._final(states, self.hps, d.test)))
+        stopped = self._gather(jax.device_get(tuple(s.stopped_epoch for s in states)))
+        last = records[-1]
+        self.result = GroupResult(self.structures, [
             VariantResult(
-                config=cfg, best_epoch=int(record["best_epoch"][i]),
+                config=cfg, best_epoch=int(last["best_epoch"][i]),
                 stopped_epoch=int(stopped[i]) or len(records),
                 epochs_trained=int(sum(r["trained"][i] for r in records)),
-                diverged=bool(record["diverged"][i]),
+                diverged=bool(last["diverged"][i]),
                 test={k: float(v[i]) for k, v in test.items() if k != "dead_fraction"},
                 history=variant_history(records, i),
                 params=jax.tree_util.tree_map(lambda a: a[i], params),
