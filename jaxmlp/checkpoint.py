@@ -26,11 +26,19 @@ class Checkpoint(NamedTuple):
     meta: dict[str, Any]  # task, n_outputs, input_shape, target_mean / target_std (regression)
 
 
+def checkpoint_files(config: RunConfig, params: Any, meta: dict[str, Any]) -> dict[str, bytes]:
+    """The checkpoint's files by name, as bytes (for a folder or a tracking store)."""
+    return {
+        "config.json": json.dumps({"config": config.to_dict(), "meta": meta}, indent=2).encode(),
+        "params.msgpack": serialization.msgpack_serialize(jax.device_get(params)),
+    }
+
+
 def save_checkpoint(folder: str | Path, config: RunConfig, params: Any, meta: dict[str, Any]) -> Path:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "config.json").write_text(json.dumps({"config": config.to_dict(), "meta": meta}, indent=2))
-    (folder / "params.msgpack").write_bytes(serialization.msgpack_serialize(jax.device_get(params)))
+    for name, data in checkpoint_files(config, params, meta).items():
+        (folder / name).write_bytes(data)
     return folder
 
 

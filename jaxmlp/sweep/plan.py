@@ -1,8 +1,9 @@
 """Grouping a sweep's variants into compiled programs, and describing the plan.
 
 Variants that share their structure (everything but the numbers in
-`train.NUMERIC_KEYS`) train together in one vmapped program; a group larger than
-`max_variants_per_program` is split. Each group also gets a device choice: small
+`train.NUMERIC_KEYS`) train together, vmapped; structures that differ only in activation
+or initialiser share one program (`train.merge_key`), since one larger program compiles
+much faster than several. A group larger than `max_variants_per_program` is split. Each group also gets a device choice: small
 networks run faster with the variant axis sharded over one XLA device per core, wide
 ones keep all cores busy on one device.
 """
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 
 from jaxmlp.data import dataset_shape
 from jaxmlp.sweep.spec import Sweep, Variant
-from jaxmlp.train import structure_key
+from jaxmlp.train import merge_key, structure_key
 
 #: Below this many multiply-adds per training step and variant, sharding variants pays off.
 SHARD_BELOW_FLOPS = 1e8
@@ -29,6 +30,10 @@ class Group:
     @property
     def config(self):
         return self.variants[0].config
+
+    @property
+    def n_structures(self) -> int:
+        return len({structure_key(v.config) for v in self.variants})
 
     @property
     def n_params(self) -> int:
@@ -63,12 +68,12 @@ def choose_devices(mode: str, step_flops: float, n_variants: int, n_devices: int
 
 def plan_groups(sweep: Sweep, n_devices: int = 1) -> list[Group]:
     """Variants grouped by structure (first appearance order), split at the size limit."""
-    by_structure: dict[tuple, list[Variant]] = {}
+    by_program: dict[tuple, list[Variant]] = {}
     for v in sweep.variants:
-        by_structure.setdefault(structure_key(v.config), []).append(v)
+        by_program.setdefault(merge_key(v.config), []).append(v)
     limit = sweep.spec.execution.max_variants_per_program
     groups = []
-    for key, variants in by_structure.items():
+    for key, variants in by_program.items():
         digest = hashlib.sha256(repr(key).encode()).hexdigest()[:8]
         for start in range(0, len(variants), limit):
             chunk = variants[start:start + limit]
@@ -85,12 +90,13 @@ def describe_plan(sweep: Sweep, groups: list[Group]) -> str:
         f"sweep '{sweep.spec.name}' ({sweep.path}): {len(sweep.variants)} variants = "
         f"{len(settings)} settings x {len(sweep.variants) // max(1, len(settings))} seeds; "
         f"{len(groups)} compiled programs",
-        f"{'group':<14}{'variants':>9}{'devices':>8}{'params':>10}{'memory':>10}  structure",
+        f"{'group':<14}{'variants':>9}{'structures':>11}{'devices':>8}{'params':>10}{'memory':>10}  structure",
     ]
     for g in groups:
         c = g.config
-        structure = (f"{c.data.name} {'-'.join(map(str, c.model.hidden))} {c.model.activation} "
+        activations = sorted({v.config.model.activation for v in g.variants})
+        structure = (f"{c.data.name} {'-'.join(map(str, c.model.hidden))} {'/'.join(activations)} "
                      f"{c.optimizer.name} batch {c.training.batch_size}")
-        lines.append(f"{g.id:<14}{len(g.variants):>9}{g.devices:>8}{g.n_params:>10,}"
+        lines.append(f"{g.id:<14}{len(g.variants):>9}{g.n_structures:>11}{g.devices:>8}{g.n_params:>10,}"
                      f"{g.memory_bytes / 2**20:>8.1f}MB  {structure}")
     return "\n".join(lines)

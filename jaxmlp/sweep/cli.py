@@ -1,0 +1,92 @@
+"""Command line of the sweep runner (see `python -m jaxmlp.sweep --help`)."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from jaxmlp.sweep.spec import SweepError, load_sweep
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m jaxmlp.sweep",
+        description="Train every variant of a YAML sweep (vmapped groups, early stopping on validation, "
+                    "test metrics of the selected parameters) and log them to MLflow: one experiment per "
+                    "sweep name, one parent run per invocation, one nested child run per variant.",
+        epilog="Example: python -m jaxmlp.sweep sweeps/activations.yaml && mlflow ui")
+    p.add_argument("sweep", type=Path, help="the sweep file (YAML)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the expanded plan (variants, groups, programs, devices, memory) and exit")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the sweep's newest parent run: train only variants not finished there")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or "
+                                          "sqlite:///mlflow.db in the working directory)")
+    p.add_argument("--no-tracking", action="store_true", help="train and summarise without logging to MLflow")
+    p.add_argument("--register", metavar="NAME", help="register the sweep's best model in the Model Registry")
+    p.add_argument("--devices", choices=["auto", "one", "all"],
+                   help="shard variants over devices: auto (by network size), one, all (overrides the file)")
+    p.add_argument("--max-variants", type=int, metavar="N", help="at most N variants per compiled program")
+    p.add_argument("--compile-cache", metavar="DIR",
+                   help="persistent XLA compilation cache (default: $JAXMLP_CACHE_DIR/xla or ~/.cache/jaxmlp/xla)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        sweep = load_sweep(args.sweep)
+    except SweepError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if args.devices or args.max_variants:
+        execution = sweep.spec.execution.model_copy(update={
+            k: v for k, v in (("devices", args.devices), ("max_variants_per_program", args.max_variants)) if v})
+        sweep = type(sweep)(sweep.path, sweep.spec.model_copy(update={"execution": execution}), sweep.variants)
+
+    import jax
+
+    from jaxmlp.cli import compile_cache_dir
+    from jaxmlp.sweep.plan import describe_plan, plan_groups
+    from jaxmlp.sweep.runner import Options, ResumeRefused, SweepRunner
+    from jaxmlp.train import enable_compilation_cache
+
+    groups = plan_groups(sweep, len(jax.devices()))
+    if args.dry_run:
+        print(describe_plan(sweep, groups))
+        return 0
+    enable_compilation_cache(compile_cache_dir(args.compile_cache))
+    options = Options(tracking=not args.no_tracking, tracking_uri=args.tracking_uri, resume=args.resume,
+                      register=args.register, progress=not args.no_progress)
+    runner = SweepRunner(sweep, groups, options)
+    try:
+        outcome = runner.run()
+    except ResumeRefused as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: unfinished runs were marked KILLED; continue with --resume", file=sys.stderr)
+        return 130
+    print_outcome(sweep, outcome, runner)
+    return 0 if outcome.ok else 1
+
+
+def print_outcome(sweep, outcome, runner) -> None:
+    from jaxmlp import report
+
+    print(f"\nsweep '{sweep.spec.name}': {len(outcome.records)} variants in {outcome.seconds:.1f} s "
+          f"(compile {outcome.compile_seconds:.1f} s)")
+    print(report.to_text(outcome.rows))
+    for failure in outcome.failures:
+        print(f"FAILED: {failure}")
+    for error in outcome.tracking_errors:
+        print(f"TRACKING ERROR: {error}")
+    if runner.tracker is not None and outcome.experiment_id is not None:
+        from jaxmlp.tracking import runs_page_url, ui_base_url, ui_command
+
+        uri = runner.tracker.tracking_uri
+        print(f"\nMLflow: parent run {outcome.parent_run_id} in experiment '{sweep.spec.name}'")
+        print(f"  open the UI:  {ui_command(uri)}")
+        print(f"  runs page:    {runs_page_url(ui_base_url(uri), outcome.experiment_id)}")

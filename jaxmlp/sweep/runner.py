@@ -1,0 +1,333 @@
+"""Running a sweep: groups train one after another while one writer logs the previous ones.
+
+The engine trains; this module turns its results into MLflow runs through `Tracker`
+calls submitted to an `AsyncWriter`, so logging overlaps the next group's compilation and
+training. A failing group or a diverged variant never stops the others. Ctrl-C and
+SIGTERM mark unfinished runs KILLED; `resume` skips variants already FINISHED (or
+diverged, which is deterministic) under the sweep's newest parent run.
+"""
+from __future__ import annotations
+
+import json
+import math
+import platform
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from jaxmlp import report
+from jaxmlp.checkpoint import checkpoint_files, checkpoint_meta, save_checkpoint
+from jaxmlp.config import DataConfig
+from jaxmlp.data import Dataset, load_dataset
+from jaxmlp.sweep.plan import Group
+from jaxmlp.sweep.spec import Sweep, Variant
+from jaxmlp.train import Trainer, VariantResult
+
+DIVERGED_TAG = "jaxmlp.diverged"
+SETTING_TAG = "jaxmlp.setting"
+GROUP_TAG = "jaxmlp.group"
+
+
+class ResumeRefused(RuntimeError):
+    """--resume found a parent run of a different sweep file content."""
+
+
+@dataclass
+class Options:
+    tracking: bool = True
+    tracking_uri: str | None = None
+    resume: bool = False
+    register: str | None = None
+    progress: bool = True
+
+
+@dataclass
+class Outcome:
+    records: list[dict[str, Any]]
+    rows: list[dict[str, Any]]
+    failures: list[str]
+    seconds: float
+    compile_seconds: float = 0.0
+    experiment_id: str | None = None
+    parent_run_id: str | None = None
+    tracking_errors: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures and not self.tracking_errors
+
+
+def _versions() -> dict[str, str]:
+    import flax
+    import jax
+    import optax
+
+    return {"jax_version": jax.__version__, "flax_version": flax.__version__,
+            "optax_version": optax.__version__, "devices": ", ".join(str(d) for d in jax.devices()),
+            "python_version": platform.python_version()}
+
+
+def _git_commit(folder: Path) -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None
+
+
+def variant_record(v: Variant, result: VariantResult | None, status: str, **extra: Any) -> dict[str, Any]:
+    """The flat per-variant record that summaries and plots are built from."""
+    record = {"setting": v.label, "seed": v.seed, "variant_key": v.key, "status": status, **extra}
+    if result is not None:
+        record.update(diverged=result.diverged, best_epoch=result.best_epoch, stopped_epoch=result.stopped_epoch,
+                      **{f"test_{k}": val for k, val in result.test.items()},
+                      **{f"best_{k}": result.best.get(k) for k in ("val_loss", "val_accuracy")})
+    return record
+
+
+def _selection_score(v: Variant, result: VariantResult) -> float:
+    """Lower is better: the monitored validation metric at the best epoch."""
+    monitor = v.config.training.early_stopping.monitor
+    value = result.best.get(monitor, math.nan)
+    score = value if monitor == "val_loss" else -value
+    return score if math.isfinite(score) and not result.diverged else math.inf
+
+
+class SweepRunner:
+    def __init__(self, sweep: Sweep, groups: list[Group], options: Options):
+        self.sweep, self.groups, self.options = sweep, groups, options
+        self.tracker = self.writer = None
+        if options.tracking:
+            from jaxmlp.tracking import AsyncWriter, Tracker
+
+            self.tracker, self.writer = Tracker(options.tracking_uri), AsyncWriter()
+        self.records: list[dict[str, Any]] = []
+        self.failures: list[str] = []
+        self.child_runs: dict[str, Future] = {}
+        self.closed: set[str] = set()
+        self.best: dict[str, tuple[float, Variant, VariantResult, Dataset]] = {}
+        self.datasets: dict[str, Dataset] = {}
+        self.compile_seconds = 0.0
+        self.experiment_id = self.parent_run_id = None
+
+    # -- tracking jobs (they run in the writer's thread, in submission order) --
+    def _submit(self, fn, *args) -> Future | None:
+        return self.writer.submit(fn, *args) if self.writer else None
+
+    def _open_parent(self) -> set[str]:
+        """Experiment and parent run; on resume, the keys of variants that need no training."""
+        from jaxmlp.tracking import SWEEP_HASH_TAG, SWEEP_NAME_TAG, VARIANT_KEY_TAG
+
+        t, spec = self.tracker, self.sweep.spec
+        self.experiment_id = t.experiment(spec.name, {"mlflow.note.content": spec.description.strip()})
+        found = t.find_parent(self.experiment_id, spec.name) if self.options.resume else None
+        if found is None:
+            tags = {SWEEP_NAME_TAG: spec.name, SWEEP_HASH_TAG: self.sweep.hash, "jaxmlp.sweep_file": str(self.sweep.path),
+                    "mlflow.note.content": spec.description.strip(), **_versions()}
+            commit = _git_commit(self.sweep.path.resolve().parent)
+            if commit:
+                tags["mlflow.source.git.commit"] = commit
+            params = {"sweep": spec.name, "n_variants": len(self.sweep.variants), "n_programs": len(self.groups)}
+            self.parent_run_id = t.start_parent(self.experiment_id, f"{spec.name} {time.strftime('%Y-%m-%d %H:%M:%S')}",
+                                                tags, params)
+            t.log_file(self.parent_run_id, self.sweep.path)
+            return set()
+        self.parent_run_id, tags = found
+        if tags.get(SWEEP_HASH_TAG) != self.sweep.hash:
+            raise ResumeRefused(
+                f"{self.sweep.path}: its content changed since parent run {self.parent_run_id} was started "
+                f"(sweep hash {tags.get(SWEEP_HASH_TAG)} then, {self.sweep.hash} now); a resume would mix "
+                "two different sweeps. Restore the file, or run without --resume to start a new parent run.")
+        children = t.children(self.parent_run_id)
+        t.mark_killed([c["run_id"] for c in children if c["status"] == "RUNNING"])
+        t.client.update_run(self.parent_run_id, status="RUNNING")
+        done = set()
+        by_key = {v.key: v for v in self.sweep.variants}
+        for c in children:
+            key = c["tags"].get(VARIANT_KEY_TAG)
+            diverged = c["tags"].get(DIVERGED_TAG) == "true"
+            if key in by_key and (c["status"] == "FINISHED" or (c["status"] == "FAILED" and diverged)):
+                done.add(key)
+                m = c["metrics"]
+                self.records.append({"setting": by_key[key].label, "seed": by_key[key].seed, "variant_key": key,
+                                     "status": c["status"], "diverged": diverged, "run_id": c["run_id"],
+                                     **{k: m.get(k) for k in ("best_epoch", "stopped_epoch", "test_accuracy",
+                                                              "test_loss", "best_val_loss", "best_val_accuracy")}})
+        return done
+
+    def _start_child(self, v: Variant, group: Group) -> str:
+        params = {**v.config.flat(), "variant_key": v.key, "group": group.id}
+        tags = {SETTING_TAG: v.label, GROUP_TAG: group.id, "seed": str(v.seed)}
+        return self.tracker.start_child(self.experiment_id, self.parent_run_id, v.run_name, v.key, params, tags)
+
+    def _log_child(self, run_id: Future, v: Variant, r: VariantResult, meta: dict, seconds: dict) -> None:
+        t, run_id = self.tracker, run_id.result()
+        t.log_history(run_id, r.history)
+        final = {f"test_{k}": val for k, val in r.test.items()}
+        final.update({f"best_{k}": r.best[k] for k in ("val_loss", "val_accuracy") if k in r.best},
+                     best_epoch=r.best_epoch, stopped_epoch=r.stopped_epoch, diverged=float(r.diverged), **seconds)
+        t.log_metrics(run_id, final, step=r.best_epoch)
+        t.set_tags(run_id, {DIVERGED_TAG: str(r.diverged).lower()})
+        for name, data in checkpoint_files(v.config, r.params, meta).items():
+            t.log_bytes(run_id, data, f"checkpoint/{name}")
+        reason = f"diverged: loss became NaN or infinite after epoch {r.stopped_epoch - 1}" if r.diverged else None
+        t.finish(run_id, "FAILED" if r.diverged else "FINISHED", reason)
+
+    def _log_models(self) -> None:
+        """A pyfunc model for the best variant of each setting, and the sweep's best on the parent."""
+        t = self.tracker
+        overall = min(self.best.values(), key=lambda item: item[0], default=None)
+        with tempfile.TemporaryDirectory() as tmp:
+            for i, (score, v, r, data) in enumerate(self.best.values()):
+                folder = save_checkpoint(Path(tmp, str(i)), v.config, r.params, checkpoint_meta(data))
+                uri = t.log_model(self.child_runs[v.key].result(), folder)
+                if overall is not None and v is overall[1]:
+                    t.log_model(self.parent_run_id, folder, "best_model")
+                    t.set_tags(self.parent_run_id, {"jaxmlp.best_run_id": self.child_runs[v.key].result(),
+                                                    "jaxmlp.best_setting": v.label, "jaxmlp.best_model_uri": uri})
+                    if self.options.register:
+                        version = t.register_model(uri, self.options.register)
+                        t.set_tags(self.parent_run_id, {"jaxmlp.registered_model":
+                                                        f"{self.options.register} v{version.version}"})
+
+    def _close_parent(self, rows: list[dict[str, Any]], status: str, reason: str | None) -> None:
+        t, pid = self.tracker, self.parent_run_id
+        t.log_text(pid, report.to_csv(rows), "summary/summary.csv")
+        t.log_text(pid, report.to_markdown(rows), "summary/summary.md")
+        for name, png in report.sweep_figures(self.records, rows).items():
+            t.log_bytes(pid, png, f"plots/{name}")
+        best = report.best_row(rows)
+        metrics = {"n_variants": len(self.records), "n_failed": len(self.failures),
+                   "n_diverged": sum(bool(r.get("diverged")) for r in self.records)}
+        if best is not None:
+            metric = report.primary_metric(self.records)
+            metrics[f"best_setting_{metric}"] = best[metric]
+            t.set_tags(pid, {"jaxmlp.best_setting_by_test_mean": best["setting"]})
+        t.log_metrics(pid, metrics)
+        t.finish(pid, status, reason)
+
+    # -- the main thread --
+    def _dataset(self, cfg: DataConfig) -> Dataset:
+        key = json.dumps(cfg.model_dump(mode="json"), sort_keys=True)
+        if key not in self.datasets:
+            self.datasets[key] = load_dataset(cfg).on_device()
+        return self.datasets[key]
+
+    def _train_group(self, group: Group, todo: list[Variant], bars) -> None:
+        for v in todo:
+            self.child_runs[v.key] = self._submit(self._start_child, v, group)
+        try:
+            data = self._dataset(todo[0].config.data)
+            trainer = Trainer([v.config for v in todo], data, devices=group.devices)
+            self.compile_seconds += trainer.compile()
+            bars.start_group(group, len(todo), trainer.epochs)
+            for record in trainer.run():
+                bars.epoch(record)
+            result = trainer.result
+        except Exception as err:  # noqa: BLE001 - a failing group must not stop the sweep
+            reason = f"group {group.id} failed: {type(err).__name__}: {err}"
+            self.failures.append(reason)
+            for v in todo:
+                self.records.append(variant_record(v, None, "FAILED"))
+                if self.writer:
+                    self._submit(lambda fut, why=reason: self.tracker.finish(fut.result(), "FAILED", why),
+                                 self.child_runs[v.key])
+                self.closed.add(v.key)
+            bars.end_group(len(todo))
+            return
+        seconds = {"compile_seconds": result.compile_seconds, "train_seconds": result.train_seconds}
+        meta = checkpoint_meta(data)
+        for v, r in zip(todo, result.variants):
+            status = "FAILED" if r.diverged else "FINISHED"
+            if r.diverged:
+                self.failures.append(f"{v.run_name}: diverged (NaN/inf loss) after epoch {r.stopped_epoch - 1}")
+            self.records.append(variant_record(v, r, status, **seconds))
+            score = _selection_score(v, r)
+            if score < self.best.get(v.label, (math.inf,))[0]:
+                self.best[v.label] = (score, v, r, data)
+            if self.writer:
+                self._submit(self._log_child, self.child_runs[v.key], v, r, meta, seconds)
+            self.closed.add(v.key)
+        bars.end_group(len(todo))
+
+    def run(self) -> Outcome:
+        start = time.perf_counter()
+        opened = self._submit(self._open_parent)
+        done: set[str] = set()
+        if opened is not None and self.options.resume:
+            done = opened.result()  # resume must know what is finished before planning work
+        todo = [[v for v in g.variants if v.key not in done] for g in self.groups]
+        bars = _Bars(sum(map(len, todo)), self.options.progress)
+        previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+        try:
+            for group, variants in zip(self.groups, todo):
+                if variants:
+                    self._train_group(group, variants, bars)
+            bars.close()
+            rows = report.summarize(self.records)
+            if self.writer:
+                opened.result()
+                if self.best:
+                    self._submit(self._log_models)
+                status = "FAILED" if self.failures else "FINISHED"
+                self._submit(self._close_parent, rows, status, "; ".join(self.failures)[:5000] or None)
+        except KeyboardInterrupt:
+            bars.close()
+            self._kill_unfinished()
+            raise
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+        errors = [f"{type(e).__name__}: {e}" for e in self.writer.close(raise_errors=False)] if self.writer else []
+        return Outcome(self.records, rows, self.failures, time.perf_counter() - start, self.compile_seconds,
+                       self.experiment_id, self.parent_run_id, errors)
+
+    def _kill_unfinished(self) -> None:
+        if not self.writer:
+            return
+        for key, fut in self.child_runs.items():
+            if key not in self.closed:
+                self._submit(lambda f: self.tracker.finish(f.result(), "KILLED", "interrupted"), fut)
+        self._submit(lambda: self.parent_run_id and self.tracker.finish(self.parent_run_id, "KILLED", "interrupted"))
+        self.writer.close(raise_errors=False)
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+class _Bars:
+    """One progress bar for the sweep (variants) and one for the current group (epochs)."""
+
+    def __init__(self, total: int, enabled: bool):
+        from tqdm import tqdm
+
+        self._tqdm = tqdm
+        self.enabled = enabled
+        self.sweep = tqdm(total=total, desc="sweep", unit="variant", position=0, file=sys.stderr,
+                          disable=not enabled or None, dynamic_ncols=True)
+        self.group = None
+
+    def start_group(self, group: Group, n: int, epochs: int) -> None:
+        self.n = n
+        self.group = self._tqdm(total=epochs, desc=f"{group.id} ({n} variants)", unit="ep", position=1,
+                                leave=False, file=sys.stderr, disable=not self.enabled or None, dynamic_ncols=True)
+
+    def epoch(self, record: dict) -> None:
+        best = record["val_loss"][record["trained"]]
+        self.group.set_postfix(active=f"{int(record['active'].sum())}/{self.n}",
+                               best_val_loss=f"{best.min():.4f}" if best.size else "-")
+        self.group.update()
+
+    def end_group(self, n: int) -> None:
+        if self.group is not None:
+            self.group.close()
+        self.sweep.update(n)
+
+    def close(self) -> None:
+        self.sweep.close()
