@@ -89,7 +89,7 @@ def describe_plan(sweep: Sweep, groups: list[Group]) -> str:
     lines = [
         f"sweep '{sweep.spec.name}' ({sweep.path}): {len(sweep.variants)} variants = "
         f"{len(settings)} settings x {len(sweep.variants) // max(1, len(settings))} seeds; "
-        f"{len(groups)} compiled programs",
+        f"{len(groups)} compiled program(s)",
         f"{'group':<14}{'variants':>9}{'structures':>11}{'devices':>8}{'params':>10}{'memory':>10}  structure",
     ]
     for g in groups:
