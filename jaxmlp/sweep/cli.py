@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -31,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compile-cache", metavar="DIR",
                    help="persistent XLA compilation cache (default: $JAXMLP_CACHE_DIR/xla or ~/.cache/jaxmlp/xla)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    p.add_argument("--json", action="store_true", help="print the outcome as one JSON object on stdout")
     return p
 
 
@@ -69,8 +71,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: unfinished runs were marked KILLED; continue with --resume", file=sys.stderr)
         return 130
-    print_outcome(sweep, outcome, runner)
+    if args.json:
+        print(json.dumps(outcome_json(sweep, outcome, runner), default=str))
+    else:
+        print_outcome(sweep, outcome, runner)
     return 0 if outcome.ok else 1
+
+
+def outcome_json(sweep, outcome, runner) -> dict:
+    finished = [r for r in outcome.records if r["status"] == "FINISHED"]
+    accuracies = [r["test_accuracy"] for r in finished if r.get("test_accuracy") is not None]
+    return {
+        "sweep": sweep.spec.name, "n_variants": len(outcome.records), "n_finished": len(finished),
+        "seconds": outcome.seconds, "compile_seconds": outcome.compile_seconds,
+        "mean_test_accuracy": sum(accuracies) / len(accuracies) if accuracies else None,
+        "rows": outcome.rows, "failures": outcome.failures, "tracking_errors": outcome.tracking_errors,
+        "tracking_uri": runner.tracker.tracking_uri if runner.tracker else None,
+        "experiment_id": outcome.experiment_id, "parent_run_id": outcome.parent_run_id,
+    }
 
 
 def print_outcome(sweep, outcome, runner) -> None:
