@@ -25,6 +25,7 @@ from jaxmlp import report
 from jaxmlp.checkpoint import checkpoint_files, checkpoint_meta, save_checkpoint
 from jaxmlp.config import DataConfig
 from jaxmlp.data import Dataset, load_dataset
+from jaxmlp.models import count_params
 from jaxmlp.sweep.plan import Group
 from jaxmlp.sweep.spec import Sweep, Variant
 from jaxmlp.train import Trainer, VariantResult
@@ -86,6 +87,7 @@ def variant_record(v: Variant, result: VariantResult | None, status: str, **extr
     record = {"setting": v.label, "seed": v.seed, "variant_key": v.key, "status": status, **extra}
     if result is not None:
         record.update(diverged=result.diverged, best_epoch=result.best_epoch, stopped_epoch=result.stopped_epoch,
+                      n_params=count_params(result.params),
                       **{f"test_{k}": val for k, val in result.test.items()},
                       **{f"best_{k}": result.best.get(k) for k in ("val_loss", "val_accuracy")})
     return record
@@ -158,7 +160,8 @@ class SweepRunner:
                 self.records.append({"setting": by_key[key].label, "seed": by_key[key].seed, "variant_key": key,
                                      "status": c["status"], "diverged": diverged, "run_id": c["run_id"],
                                      **{k: m.get(k) for k in ("best_epoch", "stopped_epoch", "test_accuracy",
-                                                              "test_loss", "best_val_loss", "best_val_accuracy")}})
+                                                              "test_loss", "best_val_loss", "best_val_accuracy",
+                                                              "n_params", "train_seconds")}})
         return done
 
     def _start_child(self, v: Variant, group: Group) -> str:
@@ -171,7 +174,8 @@ class SweepRunner:
         t.log_history(run_id, r.history)
         final = {f"test_{k}": val for k, val in r.test.items()}
         final.update({f"best_{k}": r.best[k] for k in ("val_loss", "val_accuracy") if k in r.best},
-                     best_epoch=r.best_epoch, stopped_epoch=r.stopped_epoch, diverged=float(r.diverged), **seconds)
+                     best_epoch=r.best_epoch, stopped_epoch=r.stopped_epoch, diverged=float(r.diverged),
+                     n_params=count_params(r.params), **seconds)
         t.log_metrics(run_id, final, step=r.best_epoch)
         t.set_tags(run_id, {DIVERGED_TAG: str(r.diverged).lower()})
         for name, data in checkpoint_files(v.config, r.params, meta).items():
