@@ -22,7 +22,7 @@ import optax
 from jaxmlp.activations import ActivationParams
 from jaxmlp.config import RunConfig
 from jaxmlp.data import Dataset, Split
-from jaxmlp.losses import accuracy, dead_fraction, get_loss, resolve_loss
+from jaxmlp.losses import accuracy, get_example_loss, get_loss, resolve_loss
 from jaxmlp.models import MLP
 from jaxmlp.optim import clip_max_norm, make_optimizer, schedule_factor, set_learning_rate
 
@@ -85,6 +85,9 @@ def structure_of(configs: Sequence[RunConfig], data: Dataset) -> Structure:
     if c.training.batch_size > len(data.train):
         raise ValueError(f"training.batch_size: {c.training.batch_size} exceeds the {len(data.train)} "
                          f"training samples of {data.name}; use at most {len(data.train)}")
+    if c.training.early_stopping.monitor == "val_accuracy" and data.task != "classification":
+        raise ValueError(f"training.early_stopping.monitor: 'val_accuracy' needs class labels; "
+                         f"{data.name} is a regression dataset, use 'val_loss'")
     return Structure(
         hidden=tuple(c.model.hidden), activation=c.model.activation, initializer=c.model.init,
         n_outputs=data.n_outputs, task=data.task, loss=resolve_loss(c.training.loss, data.task),
@@ -209,12 +212,39 @@ def init_state(s: Structure, hp: HParams, input_shape: tuple[int, ...]) -> Train
     )
 
 
+#: Splits larger than this are evaluated in chunks, bounding activation memory.
+EVAL_CHUNK = 4096
+
+
 def evaluate(s: Structure, params, hp: HParams, split: Split) -> dict[str, jax.Array]:
-    """Loss, accuracy (classification) and dead-unit fraction per hidden layer on a whole split."""
-    out, hidden = apply_model(s, params, split.x, hp, return_hidden=True)
-    metrics = {"loss": get_loss(s.loss, s.task)(out, split.y), "dead_fraction": dead_fraction(hidden)}
+    """Loss, accuracy (classification) and dead-unit fraction per hidden layer on a whole split.
+
+    Large splits are processed in chunks of EVAL_CHUNK examples (the last one padded and
+    masked), so memory does not grow with the split.
+    """
+    n = split.x.shape[0]
+    chunk = min(n, EVAL_CHUNK)
+    n_chunks = -(-n // chunk)
+    pad = n_chunks * chunk - n
+    mask = (jnp.arange(n_chunks * chunk) < n).reshape(n_chunks, chunk)
+    x = jnp.pad(split.x, [(0, pad)] + [(0, 0)] * (split.x.ndim - 1)).reshape(n_chunks, chunk, *split.x.shape[1:])
+    y = jnp.pad(split.y, [(0, pad)] + [(0, 0)] * (split.y.ndim - 1)).reshape(n_chunks, chunk, *split.y.shape[1:])
+    example_loss = get_example_loss(s.loss, s.task)
+
+    def chunk_sums(args):
+        xc, yc, mc = args
+        out, hidden = apply_model(s, params, xc, hp, return_hidden=True)
+        sums = {"loss": jnp.sum(jnp.where(mc, example_loss(out, yc), 0.0)),
+                "alive": tuple(jnp.any((h != 0) & mc[:, None], axis=0) for h in hidden)}
+        if s.task == "classification":
+            sums["correct"] = jnp.sum(jnp.where(mc, jnp.argmax(out, -1) == yc, False))
+        return sums
+
+    sums = jax.lax.map(chunk_sums, (x, y, mask))
+    dead = [jnp.mean(~jnp.any(alive, axis=0)) for alive in sums["alive"]]
+    metrics = {"loss": sums["loss"].sum() / n, "dead_fraction": jnp.stack(dead) if dead else jnp.zeros((0,))}
     if s.task == "classification":
-        metrics["accuracy"] = accuracy(out, split.y)
+        metrics["accuracy"] = sums["correct"].sum() / n
     return metrics
 
 
@@ -279,10 +309,11 @@ def train_epoch(s: Structure, state: TrainState, hp: HParams, epoch: jax.Array,
     return new_state, record
 
 
-def final_evaluation(s: Structure, state: TrainState, hp: HParams, test: Split):
-    """Test metrics of the selected parameters (best on validation, or the last ones)."""
+def final_evaluation(s: Structure, state: TrainState, hp: HParams, train: Split, test: Split):
+    """Selected parameters (best on validation, or the last ones) with their test metrics and,
+    for the generalisation gap, their training-split metrics in evaluation mode."""
     params = state.best_params if s.restore_best else state.params
-    return params, evaluate(s, params, hp, test)
+    return params, evaluate(s, params, hp, test), evaluate(s, params, hp, train)
 
 
 @dataclasses.dataclass
@@ -297,6 +328,7 @@ class VariantResult:
     test: dict[str, float]
     history: list[dict[str, float]]
     params: Any
+    train_final: dict[str, float] = dataclasses.field(default_factory=dict)
 
     @property
     def best(self) -> dict[str, float]:
@@ -350,8 +382,8 @@ def _program_init(parts: Sequence[_Part], hps, input_shape):
                  for p, hp in zip(parts, hps))
 
 
-def _program_final(parts: Sequence[_Part], states, hps, test: Split):
-    return tuple(jax.vmap(partial(final_evaluation, p.structure), in_axes=(0, 0, None))(st, hp, test)
+def _program_final(parts: Sequence[_Part], states, hps, train: Split, test: Split):
+    return tuple(jax.vmap(partial(final_evaluation, p.structure), in_axes=(0, 0, None, None))(st, hp, train, test)
                  for p, st, hp in zip(parts, states, hps))
 
 
@@ -413,7 +445,7 @@ class Trainer:
             jax.eval_shape(self._init, self.hps))
         self._init = self._init.lower(self.hps).compile()
         self._epoch = self._epoch.lower(states, self.hps, jnp.int32(1), d.train, d.val).compile()
-        self._final = self._final.lower(states, self.hps, d.test).compile()
+        self._final = self._final.lower(states, self.hps, d.train, d.test).compile()
         self.compile_seconds = time.perf_counter() - start
         return self.compile_seconds
 
@@ -442,7 +474,7 @@ class Trainer:
             yield record
             if not record["active"].any():
                 break
-        params, test = self._gather(jax.device_get(self._final(states, self.hps, d.test)))
+        params, test, train = self._gather(jax.device_get(self._final(states, self.hps, d.train, d.test)))
         stopped = self._gather(jax.device_get(tuple(s.stopped_epoch for s in states)))
         last = records[-1]
         self.result = GroupResult(self.structures, [
@@ -452,6 +484,7 @@ class Trainer:
                 epochs_trained=int(sum(r["trained"][i] for r in records)),
                 diverged=bool(last["diverged"][i]),
                 test={k: float(v[i]) for k, v in test.items() if k != "dead_fraction"},
+                train_final={k: float(v[i]) for k, v in train.items() if k != "dead_fraction"},
                 history=variant_history(records, i),
                 params=jax.tree_util.tree_map(lambda a: a[i], params),
             ) for i, cfg in enumerate(self.configs)

@@ -89,6 +89,7 @@ def variant_record(v: Variant, result: VariantResult | None, status: str, **extr
         record.update(diverged=result.diverged, best_epoch=result.best_epoch, stopped_epoch=result.stopped_epoch,
                       n_params=count_params(result.params),
                       **{f"test_{k}": val for k, val in result.test.items()},
+                      **{f"final_train_{k}": val for k, val in result.train_final.items()},
                       **{f"best_{k}": result.best.get(k) for k in ("val_loss", "val_accuracy")})
     return record
 
@@ -173,6 +174,7 @@ class SweepRunner:
         t, run_id = self.tracker, run_id.result()
         t.log_history(run_id, r.history)
         final = {f"test_{k}": val for k, val in r.test.items()}
+        final.update({f"final_train_{k}": val for k, val in r.train_final.items()})
         final.update({f"best_{k}": r.best[k] for k in ("val_loss", "val_accuracy") if k in r.best},
                      best_epoch=r.best_epoch, stopped_epoch=r.stopped_epoch, diverged=float(r.diverged),
                      n_params=count_params(r.params), **seconds)
