@@ -23,7 +23,7 @@ from jaxmlp.activations import ActivationParams
 from jaxmlp.config import RunConfig
 from jaxmlp.data import Dataset, Split
 from jaxmlp.losses import accuracy, get_example_loss, get_loss, resolve_loss
-from jaxmlp.models import MLP
+from jaxmlp.models import MLP, init_params
 from jaxmlp.optim import clip_max_norm, make_optimizer, schedule_factor, set_learning_rate
 
 #: Configuration keys whose values may differ inside one compiled group.
@@ -203,7 +203,7 @@ def apply_model(s: Structure, params, x: jax.Array, hp: HParams, *, key: jax.Arr
 def init_state(s: Structure, hp: HParams, input_shape: tuple[int, ...]) -> TrainState:
     """A fresh state for one variant, fully determined by its seed."""
     init_key, key = jax.random.split(jax.random.key(hp.seed))
-    params = s.model.init(init_key, jnp.zeros((1, *input_shape), jnp.float32))
+    params = init_params(s.model, init_key, input_shape)
     return TrainState(
         params=params, opt_state=_optimizer(s, hp).init(params), key=key, step=jnp.int32(0),
         best_params=params,
