@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
-import functools
 import os
 import posixpath
 import re
@@ -120,12 +119,6 @@ class AsyncWriter:
         finally:
             self._executor.shutdown(wait=True)
 
-    def __enter__(self) -> AsyncWriter:
-        return self
-
-    def __exit__(self, *exc_info: Any) -> None:
-        self.close(raise_errors=exc_info[0] is None)
-
 
 def _chunks(items: list, size: int) -> Iterator[list]:
     return (items[i:i + size] for i in range(0, len(items), size))
@@ -134,6 +127,12 @@ def _chunks(items: list, size: int) -> Iterator[list]:
 def _truncate(value: Any, limit: int) -> str:
     text = str(value)
     return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _run_params(params: dict[str, Any]) -> list:
+    from mlflow.entities import Param
+
+    return [Param(key, _truncate(value, MAX_PARAM_LENGTH)) for key, value in params.items()]
 
 
 def _run_tags(tags: dict[str, Any]) -> list:
@@ -156,11 +155,7 @@ class Tracker:
         """The `MlflowClient`, created (MLflow imported, store opened) on first use."""
         with self._client_lock:
             if self._client is None:
-                from mlflow.tracking import MlflowClient
-
-                client = MlflowClient(self.tracking_uri)
-                client.search_experiments(max_results=1)  # opens (and if new, creates) the store
-                self._client = client
+                self._client = _open_client(self.tracking_uri)
             return self._client
 
     def experiment(self, name: str, tags: dict[str, str]) -> str:
@@ -178,6 +173,11 @@ class Tracker:
                 found = self.client.get_experiment_by_name(name)
                 if found is None:
                     raise
+        if found.lifecycle_stage == "deleted":
+            raise ValueError(
+                f"MLflow experiment {name!r} in {self.tracking_uri} is deleted; restore it with "
+                f"`MLFLOW_TRACKING_URI={self.tracking_uri} mlflow experiments restore "
+                f"--experiment-id {found.experiment_id}` or choose another experiment name")
         self.experiment_id = found.experiment_id
         for key, value in tags.items():
             self.client.set_experiment_tag(self.experiment_id, key, value)
@@ -204,7 +204,7 @@ class Tracker:
     def _start_run(self, experiment_id: str, run_name: str, tags: dict[str, Any],
                    params: dict[str, Any]) -> str:
         run_id = self.client.create_run(experiment_id, run_name=run_name).info.run_id
-        self._log_batches(run_id, params=[_param(k, v) for k, v in params.items()], tags=_run_tags(tags))
+        self._log_batches(run_id, params=_run_params(params), tags=_run_tags(tags))
         return run_id
 
     def find_parent(self, experiment_id: str, sweep_name: str) -> tuple[str, dict[str, str]] | None:
@@ -282,33 +282,78 @@ class Tracker:
         self.client.set_terminated(run_id, status)
 
     def mark_killed(self, run_ids: Iterable[str], reason: str = "left RUNNING by an interrupted sweep") -> None:
+        """End runs that a crashed or interrupted process left RUNNING."""
         for run_id in run_ids:
             self.finish(run_id, "KILLED", reason)
 
     def log_model(self, run_id: str, checkpoint_dir: str | os.PathLike, artifact_path: str = "model") -> str:
-        """Log a checkpoint folder as a pyfunc model of the run; return its model URI."""
-        import mlflow
-        from mlflow.models import Model
+        """Log a checkpoint folder as the run's MLflow pyfunc model; return its models:/ URI.
 
-        with _global_tracking_uri(self.tracking_uri):
-            info = Model.log(artifact_path=None, name=artifact_path, flavor=mlflow.pyfunc, run_id=run_id,
-                             python_model=_jaxmlp_model_class()(),
-                             artifacts={"checkpoint": os.fspath(checkpoint_dir)},
-                             pip_requirements=_pip_requirements())
-        return info.model_uri
+        The model loads through this module's `_load_pyfunc`, so nothing is pickled and
+        loading it needs jaxmlp importable. Requirements are given, not inferred (that
+        would load the model in a subprocess, seconds per run).
+        """
+        import mlflow.pyfunc
+        from mlflow.entities import LoggedModelOutput, LoggedModelStatus
+
+        run = self.client.get_run(run_id)
+        model = self.client.create_logged_model(
+            run.info.experiment_id, artifact_path, source_run_id=run_id, params=run.data.params)
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                mlflow.pyfunc.save_model(Path(tmp, "model"), loader_module=__name__,
+                                         data_path=os.fspath(checkpoint_dir),
+                                         pip_requirements=_pip_requirements())
+                self.client.log_model_artifacts(model.model_id, Path(tmp, "model"))
+            self.client.log_outputs(run_id, [LoggedModelOutput(model.model_id, step=0)])
+        except BaseException:
+            self.client.finalize_logged_model(model.model_id, LoggedModelStatus.FAILED)
+            raise
+        self.client.finalize_logged_model(model.model_id, LoggedModelStatus.READY)
+        return f"models:/{model.model_id}"
 
     def register_model(self, model_uri: str, name: str):
-        """Register the model under `name` (created if new); return the new ModelVersion."""
-        import mlflow
+        """Register a model logged by `log_model` under `name` (created if new); return the ModelVersion."""
+        from mlflow.exceptions import MlflowException
 
-        with _global_tracking_uri(self.tracking_uri):
-            return mlflow.register_model(model_uri, name)
+        try:
+            self.client.create_registered_model(name)
+        except MlflowException as error:
+            if error.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+        model = self.client.get_logged_model(model_uri.removeprefix("models:/"))
+        # The artifact location, not the models:/ URI: MLflow would resolve that through the
+        # process-wide tracking URI instead of this client's.
+        return self.client.create_model_version(name, model.artifact_location,
+                                                run_id=model.source_run_id, model_id=model.model_id)
 
 
-def _param(key: str, value: Any):
-    from mlflow.entities import Param
+def _open_client(tracking_uri: str):
+    """A client with its store open: a new SQLite file is created and migrated now."""
+    from mlflow.tracking import MlflowClient
 
-    return Param(key, _truncate(value, MAX_PARAM_LENGTH))
+    with _store_creation_lock(tracking_uri):
+        client = MlflowClient(tracking_uri)
+        client.search_experiments(max_results=1)
+    return client
+
+
+@contextlib.contextmanager
+def _store_creation_lock(tracking_uri: str) -> Iterator[None]:
+    """Processes opening SQLite stores in one folder take turns (a lock on the folder):
+    MLflow's schema migrations, run by two processes at once on a new file, fail and can
+    leave the file unusable."""
+    if not tracking_uri.startswith(_SQLITE):
+        yield
+        return
+    import fcntl
+
+    folder = os.open(Path(tracking_uri[len(_SQLITE):]).parent, os.O_RDONLY)
+    try:
+        fcntl.flock(folder, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(folder)  # releases the lock
 
 
 def _quote(value: str) -> str:
@@ -320,23 +365,6 @@ def _quote(value: str) -> str:
     return f"'{value}'"
 
 
-_global_uri_lock = threading.Lock()
-
-
-@contextlib.contextmanager
-def _global_tracking_uri(uri: str) -> Iterator[None]:
-    """Point MLflow's process-wide tracking URI at ours while an API that reads only it runs."""
-    import mlflow
-
-    with _global_uri_lock:
-        previous = os.environ.get("MLFLOW_TRACKING_URI")
-        mlflow.set_tracking_uri(uri)
-        try:
-            yield
-        finally:
-            mlflow.set_tracking_uri(previous)
-
-
 def _pip_requirements() -> list[str]:
     """Pinned requirements of the model, given so MLflow skips inferring them (seconds per model)."""
     from importlib.metadata import version
@@ -344,30 +372,22 @@ def _pip_requirements() -> list[str]:
     return [f"{name}=={version(name)}" for name in ("mlflow", "jax", "flax", "numpy")]
 
 
-@functools.cache
-def _jaxmlp_model_class() -> type:
-    """`JaxMLPModel`, defined on first use because subclassing needs MLflow imported."""
-    import mlflow.pyfunc
-    import numpy as np
+class JaxMLPModel:
+    """The pyfunc model MLflow loads from a logged checkpoint folder."""
 
-    class JaxMLPModel(mlflow.pyfunc.PythonModel):
-        """A pyfunc model whose artifact is a jaxmlp checkpoint folder."""
+    def __init__(self, checkpoint_dir: str | os.PathLike):
+        from jaxmlp.checkpoint import load_checkpoint
 
-        def load_context(self, context) -> None:
-            from jaxmlp.checkpoint import load_checkpoint
+        self.checkpoint = load_checkpoint(checkpoint_dir)
 
-            self.config, self.params = load_checkpoint(context.artifacts["checkpoint"])
+    def predict(self, model_input: Any, params: dict | None = None) -> Any:
+        """Class probabilities [N, C] or regression outputs [N] for an array or DataFrame of features."""
+        import numpy as np
+        from jaxmlp.checkpoint import predict
 
-        def predict(self, context, model_input, params=None):
-            from jaxmlp.checkpoint import predict
-
-            return predict(self.config, self.params, np.asarray(model_input, dtype=np.float32))
-
-    JaxMLPModel.__qualname__ = "JaxMLPModel"  # pickled by reference as jaxmlp.tracking.JaxMLPModel
-    return JaxMLPModel
+        return predict(self.checkpoint, np.asarray(model_input, dtype=np.float32))
 
 
-def __getattr__(name: str) -> Any:
-    if name == "JaxMLPModel":
-        return _jaxmlp_model_class()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+def _load_pyfunc(data_path: str) -> JaxMLPModel:
+    """MLflow's loader-module hook: `data_path` is the checkpoint folder inside the model."""
+    return JaxMLPModel(data_path)

@@ -1,3 +1,391 @@
-def test_import():
-    import jaxmlp, sys
-    print(jaxmlp.__path__)
+"""Tracking against real MLflow stores: SQLite files in temporary folders and a real `mlflow server`."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from jaxmlp.tracking import (
+    AsyncWriter, Tracker, TrackingError, resolve_tracking_uri, runs_page_url, ui_base_url, ui_command,
+)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> Tracker:
+    """One SQLite store for the module (opening a new one costs seconds); tests use own experiments."""
+    tracker = Tracker(f"sqlite:///{tmp_path_factory.mktemp('store')}/mlflow.db")
+    tracker.client  # opens the store now, outside any one test's timing
+    return tracker
+
+
+@pytest.fixture
+def exp(store, request) -> str:
+    return store.experiment(request.node.name, {})
+
+
+def test_resolve_tracking_uri_explicit_then_env_then_cwd(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert resolve_tracking_uri(None) == f"sqlite:///{tmp_path}/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5001")
+    assert resolve_tracking_uri(None) == "http://127.0.0.1:5001"
+    assert resolve_tracking_uri("sqlite:////data/runs.db") == "sqlite:////data/runs.db"
+    assert resolve_tracking_uri("sqlite:///sub/runs.db") == f"sqlite:///{tmp_path}/sub/runs.db"
+
+
+def test_ui_command_and_runs_page():
+    assert ui_command("sqlite:////w/mlflow.db") == "mlflow ui --backend-store-uri sqlite:////w/mlflow.db"
+    assert ui_command("http://127.0.0.1:8080") == "http://127.0.0.1:8080"
+    assert (runs_page_url(ui_base_url("sqlite:////w/mlflow.db"), "3")
+            == "http://127.0.0.1:5000/#/experiments/3/runs?workflowType=machine_learning")
+    assert (runs_page_url(ui_base_url("http://10.0.0.1:8080/"), "7")
+            == "http://10.0.0.1:8080/#/experiments/7/runs?workflowType=machine_learning")
+
+
+def test_importing_tracking_does_not_import_mlflow():
+    code = "import sys, jaxmlp.tracking; assert 'mlflow' not in sys.modules, 'mlflow imported'"
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_experiment_created_with_kind_and_tags_then_reused(store, tmp_path):
+    first = store.experiment("reused", {"jaxmlp.sweep_name": "a"})
+    assert store.experiment("reused", {"jaxmlp.sweep_name": "b"}) == first == store.experiment_id
+    found = store.client.get_experiment(first)
+    assert found.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert found.tags["jaxmlp.sweep_name"] == "b"
+    db_folder = Path(store.tracking_uri.removeprefix("sqlite:///")).parent
+    assert found.artifact_location == (db_folder / "mlruns" / "reused").as_uri()
+
+
+def test_deleted_experiment_error_says_how_to_restore(store):
+    experiment_id = store.experiment("deleted one", {})
+    store.client.delete_experiment(experiment_id)
+    with pytest.raises(ValueError, match=rf"is deleted; restore it with .*--experiment-id {experiment_id}"):
+        store.experiment("deleted one", {})
+
+
+def test_parent_and_nested_children_with_params_and_tags(store, exp):
+    parent = store.start_parent(exp, "sweep", {"jaxmlp.sweep_name": "s"}, {"grid": ["lr"]})
+    kids = [store.start_child(exp, parent, f"v{i}", f"key-{i}", {"lr": 0.1 * i, "hidden": (8, 8)},
+                              {"jaxmlp.group": "g0"}) for i in range(3)]
+    runs = {r.info.run_id: r for r in store.client.search_runs([exp])}
+    assert set(runs) == {parent, *kids}
+    assert runs[parent].data.tags["jaxmlp.role"] == "parent"
+    assert runs[parent].data.params == {"grid": "['lr']"}
+    for i, kid in enumerate(kids):
+        run = runs[kid]
+        assert run.info.run_name == f"v{i}" and run.info.status == "RUNNING"
+        assert run.data.tags["mlflow.parentRunId"] == parent
+        assert run.data.tags["jaxmlp.variant_key"] == f"key-{i}"
+        assert run.data.tags["jaxmlp.group"] == "g0"
+        assert run.data.params == {"lr": str(0.1 * i), "hidden": "(8, 8)"}
+    children = store.children(parent)
+    assert sorted(c["run_id"] for c in children) == sorted(kids)
+    assert {c["tags"]["jaxmlp.variant_key"] for c in children} == {"key-0", "key-1", "key-2"}
+    assert {c["status"] for c in children} == {"RUNNING"}
+
+
+def test_children_reads_every_page(store, exp):
+    parent = store.start_parent(exp, "sweep", {}, {})
+    kids = {store.start_child(exp, parent, f"v{i}", str(i), {}, {}) for i in range(5)}
+    store.start_parent(exp, "other", {}, {})
+    assert {c["run_id"] for c in store.children(parent, page_size=2)} == kids
+
+
+def test_more_than_100_params_and_tags_are_chunked_and_long_values_truncated(store, exp):
+    params = {f"p{i:03d}": i for i in range(250)} | {"long": "x" * 7000}
+    run = store.start_child(exp, store.start_parent(exp, "p", {}, {}), "c", "k", params, {})
+    store.set_tags(run, {f"t{i:03d}": i for i in range(150)} | {"long_tag": "y" * 9000})
+    data = store.client.get_run(run).data
+    assert len(data.params) == 251 and data.params["p249"] == "249"
+    assert len(data.params["long"]) == 6000 and data.params["long"].endswith("...")
+    assert data.tags["t149"] == "149" and len(data.tags["long_tag"]) == 8000
+
+
+def test_log_history_over_1000_points_reads_back_whole_histories(store, exp):
+    run = store.start_parent(exp, "history", {}, {})
+    history = [{"epoch": e, "loss": 1.0 / (e + 1), "acc": e / 400, "lr": 1e-3} for e in range(400)]
+    history[7]["loss"] = math.nan
+    store.log_history(run, history)  # 1200 points: two log_batch calls
+    for key in ("loss", "acc", "lr"):
+        points = sorted(store.client.get_metric_history(run, key), key=lambda m: m.step)
+        assert [m.step for m in points] == list(range(400))
+        expected = [h[key] for h in history]
+        assert [m.value for m in points if not math.isnan(m.value)] == [v for v in expected if not math.isnan(v)]
+    assert math.isnan(store.client.get_metric_history(run, "loss")[7].value)
+    by_step = {}
+    for key in ("loss", "acc", "lr"):
+        for m in store.client.get_metric_history(run, key):
+            by_step.setdefault(m.step, set()).add(m.timestamp)
+    assert all(len(stamps) == 1 for stamps in by_step.values())
+
+
+def test_log_metrics_at_a_step(store, exp):
+    run = store.start_parent(exp, "final", {}, {})
+    store.log_metrics(run, {"test_accuracy": 0.9, "test_loss": np.float32(0.25)}, step=12)
+    assert store.client.get_run(run).data.metrics == {"test_accuracy": 0.9, "test_loss": 0.25}
+    assert [m.step for m in store.client.get_metric_history(run, "test_loss")] == [12]
+
+
+def test_finish_statuses_and_failure_reason(store, exp):
+    parent = store.start_parent(exp, "p", {}, {})
+    ok, failed, killed = (store.start_child(exp, parent, n, n, {}, {}) for n in ("ok", "failed", "killed"))
+    store.finish(ok, "FINISHED")
+    store.finish(failed, "FAILED", reason="diverged: loss is nan at epoch 3")
+    store.finish(killed, "KILLED")
+    runs = {c["run_id"]: c for c in store.children(parent)}
+    assert [runs[r]["status"] for r in (ok, failed, killed)] == ["FINISHED", "FAILED", "KILLED"]
+    assert runs[failed]["tags"]["jaxmlp.failure_reason"] == "diverged: loss is nan at epoch 3"
+    assert "jaxmlp.failure_reason" not in runs[ok]["tags"]
+    assert store.client.get_run(ok).info.end_time is not None
+    with pytest.raises(Exception, match="Valid run status strings"):
+        store.finish(ok, "DONE")
+
+
+def test_mark_killed_ends_runs_left_running(store, exp):
+    parent = store.start_parent(exp, "p", {}, {})
+    left = [store.start_child(exp, parent, f"c{i}", str(i), {}, {}) for i in range(2)]
+    store.mark_killed(left)
+    for child in store.children(parent):
+        assert child["status"] == "KILLED"
+        assert "interrupted" in child["tags"]["jaxmlp.failure_reason"]
+
+
+def test_find_parent_returns_newest_parent_of_that_sweep(store, exp):
+    assert store.find_parent(exp, "mnist") is None
+    store.start_parent(exp, "old", {"jaxmlp.sweep_name": "mnist", "jaxmlp.sweep_hash": "h1"}, {})
+    time.sleep(0.01)
+    newest = store.start_parent(exp, "new", {"jaxmlp.sweep_name": "mnist", "jaxmlp.sweep_hash": "h2"}, {})
+    time.sleep(0.01)
+    store.start_parent(exp, "other", {"jaxmlp.sweep_name": "digits"}, {})
+    store.start_child(exp, newest, "child", "k", {}, {"jaxmlp.sweep_name": "mnist"})
+    run_id, tags = store.find_parent(exp, "mnist")
+    assert run_id == newest and tags["jaxmlp.sweep_hash"] == "h2"
+    assert store.find_parent(exp, "it's") is None
+
+
+def test_artifacts_text_bytes_and_files_land_next_to_the_store(store, exp, tmp_path):
+    run = store.start_parent(exp, "artifacts", {}, {})
+    store.log_text(run, '{"a": 1}', "summary/config.json")
+    store.log_bytes(run, b"\x89PNG..", "plots/loss.png")
+    store.log_bytes(run, b"top", "top.bin")
+    (tmp_path / "table.csv").write_text("a,b\n1,2\n")
+    store.log_file(run, tmp_path / "table.csv", "tables")
+    root = Path(store.client.get_run(run).info.artifact_uri.removeprefix("file://"))
+    assert root.is_relative_to(Path(store.tracking_uri.removeprefix("sqlite:///")).parent)
+    assert (root / "summary/config.json").read_text() == '{"a": 1}'
+    assert (root / "plots/loss.png").read_bytes() == b"\x89PNG.."
+    assert (root / "top.bin").read_bytes() == b"top"
+    assert (root / "tables/table.csv").read_text() == "a,b\n1,2\n"
+
+
+def test_async_writer_runs_jobs_in_order_and_flush_waits():
+    done: list[int] = []
+    writer = AsyncWriter()
+    try:
+        for i in range(5):
+            writer.submit(lambda i=i: (time.sleep(0.02 * (5 - i)), done.append(i)))
+        assert writer.submit(threading.current_thread).result().name.startswith("jaxmlp-tracking")
+        writer.flush()
+        assert done == [0, 1, 2, 3, 4]
+    finally:
+        writer.close()
+
+
+def test_async_writer_keeps_errors_and_runs_later_jobs():
+    done: list[str] = []
+    writer = AsyncWriter()
+    failed = writer.submit(lambda: 1 / 0)
+    writer.submit(done.append, "after")
+    with pytest.raises(TrackingError, match=r"(?s)1 tracking job.*ZeroDivisionError") as raised:
+        writer.flush()
+    assert done == ["after"]
+    assert isinstance(raised.value.errors[0], ZeroDivisionError)
+    assert isinstance(failed.exception(), ZeroDivisionError)
+    writer.flush()  # reported once
+    writer.submit(int, "not a number")
+    assert [type(e) for e in writer.close(raise_errors=False)] == [ValueError]
+
+
+def test_async_writer_close_raises_pending_errors():
+    writer = AsyncWriter()
+    writer.submit(lambda: time.sleep(0.05))
+    writer.submit(dict.__getitem__, {}, "missing")
+    with pytest.raises(TrackingError, match="KeyError"):
+        writer.close()
+
+
+def test_tracker_through_writer_opens_store_in_writer_thread(store, exp):
+    tracker = Tracker(store.tracking_uri)
+    writer = AsyncWriter()
+    parent = writer.submit(tracker.start_parent, exp, "async", {}, {"n": 2}).result()
+    runs = [writer.submit(tracker.start_child, exp, parent, f"c{i}", str(i), {}, {}).result() for i in range(2)]
+    for run in runs:
+        writer.submit(tracker.log_history, run, [{"epoch": e, "loss": float(e)} for e in range(3)])
+        writer.submit(tracker.finish, run, "FINISHED")
+    writer.close()
+    assert [c["status"] for c in tracker.children(parent)] == ["FINISHED", "FINISHED"]
+    assert len(tracker.client.get_metric_history(runs[1], "loss")) == 3
+
+
+def _tiny_checkpoint(folder: Path):
+    import jax
+    import jax.numpy as jnp
+
+    from jaxmlp.checkpoint import load_checkpoint, save_checkpoint
+    from jaxmlp.config import load_config
+    from jaxmlp.models import MLP
+
+    params = MLP((8,), 3).init(jax.random.key(0), jnp.zeros((1, 4)))
+    save_checkpoint(folder, load_config({"model": {"hidden": [8]}}), params,
+                    {"task": "classification", "n_outputs": 3, "input_shape": [4]})
+    return load_checkpoint(folder)
+
+
+@pytest.mark.slow
+def test_log_model_loads_as_pyfunc_and_registers(store, exp, tmp_path, monkeypatch):
+    import mlflow.pyfunc
+    import pandas as pd
+
+    from jaxmlp.checkpoint import predict
+
+    checkpoint = _tiny_checkpoint(tmp_path / "ckpt")
+    run = store.start_parent(exp, "model", {}, {"lr": 0.1})
+    uri = store.log_model(run, tmp_path / "ckpt")
+    model = store.client.get_logged_model(uri.removeprefix("models:/"))
+    assert (str(model.status), model.experiment_id, model.source_run_id) == ("READY", exp, run)
+    assert store.client.get_run(run).outputs.model_outputs[0].model_id == model.model_id
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store.tracking_uri)  # loading reads the global URI
+    loaded = mlflow.pyfunc.load_model(uri)
+    x = np.random.default_rng(0).normal(size=(5, 4))
+    expected = predict(checkpoint, x.astype(np.float32))
+    np.testing.assert_allclose(loaded.predict(x), expected, rtol=1e-6)
+    np.testing.assert_allclose(loaded.predict(pd.DataFrame(x)), expected, rtol=1e-6)
+    np.testing.assert_allclose(expected.sum(axis=1), 1.0, rtol=1e-5)
+
+    assert int(store.register_model(uri, "jaxmlp-tiny").version) == 1
+    second = store.register_model(store.log_model(run, tmp_path / "ckpt", "model2"), "jaxmlp-tiny")
+    assert (int(second.version), second.run_id) == (2, run)
+    np.testing.assert_allclose(mlflow.pyfunc.load_model("models:/jaxmlp-tiny/1").predict(x), expected, rtol=1e-6)
+
+
+@pytest.mark.slow
+def test_processes_opening_one_new_sqlite_store_at_once(tmp_path):
+    uri = f"sqlite:///{tmp_path}/shared.db"
+    code = ("import sys; from jaxmlp.tracking import Tracker; t = Tracker(sys.argv[1]); "
+            "e = t.experiment('shared', {}); p = t.start_parent(e, 'p', {}, {}); t.finish(p, 'FINISHED')")
+    procs = [subprocess.Popen([sys.executable, "-c", code, uri], stderr=subprocess.PIPE, text=True)
+             for _ in range(3)]
+    errors = [p.communicate(timeout=120)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], errors
+    tracker = Tracker(uri)
+    assert len(tracker.client.search_runs([tracker.experiment("shared", {})])) == 3
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    """A real `mlflow server` on a free loopback port, its whole process group stopped after the test.
+
+    Server-side job execution is off: it starts seven more processes that outlive a
+    terminated `mlflow server` for half a minute.
+    """
+    port = _free_port()
+    command = [str(Path(sys.executable).with_name("mlflow")), "server",
+               "--backend-store-uri", f"sqlite:///{tmp_path}/server.db",
+               "--artifacts-destination", str(tmp_path / "mlartifacts"),
+               "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    log = open(tmp_path / "server.log", "w")
+    server = subprocess.Popen(command, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                              env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if server.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"mlflow server did not come up:\n{(tmp_path / 'server.log').read_text()[-3000:]}")
+            time.sleep(0.25)
+        yield url
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+        log.close()
+
+
+def _rest(url: str, path: str, body: dict | None = None, **query) -> dict:
+    request = urllib.request.Request(
+        f"{url}{path}?{urllib.parse.urlencode(query)}", data=json.dumps(body).encode() if body else None,
+        headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.load(response)
+
+
+@pytest.mark.slow
+def test_sweep_through_a_real_mlflow_server(mlflow_server, tmp_path, monkeypatch):
+    tracker = Tracker(mlflow_server)
+    exp = tracker.experiment("served", {"jaxmlp.sweep_name": "s"})
+    parent = tracker.start_parent(exp, "sweep", {"jaxmlp.sweep_name": "s"}, {"variants": 2})
+    kids = []
+    for i in range(2):
+        kid = tracker.start_child(exp, parent, f"v{i}", f"k{i}", {"lr": 0.1 * (i + 1)}, {})
+        history = [{"epoch": e, "loss": 1.0 / (e + 1), "val_loss": 2.0} for e in range(30)]
+        history[-1]["val_loss"] = math.nan  # a diverged variant
+        tracker.log_history(kid, history)
+        tracker.log_text(kid, "a,b\n", "history.csv")
+        tracker.finish(kid, "FINISHED")
+        kids.append(kid)
+    tracker.finish(parent, "FINISHED")
+
+    runs = _rest(mlflow_server, "/api/2.0/mlflow/runs/search", {"experiment_ids": [exp], "max_results": 100})["runs"]
+    by_id = {r["info"]["run_id"]: r for r in runs}
+    assert set(by_id) == {parent, *kids}
+    for kid in kids:
+        tags = {t["key"]: t["value"] for t in by_id[kid]["data"]["tags"]}
+        assert tags["mlflow.parentRunId"] == parent and by_id[kid]["info"]["status"] == "FINISHED"
+        history = _rest(mlflow_server, "/api/2.0/mlflow/metrics/get-history", run_id=kid, metric_key="loss")
+        assert sorted(int(m["step"]) for m in history["metrics"]) == list(range(30))
+        val = _rest(mlflow_server, "/api/2.0/mlflow/metrics/get-history", run_id=kid, metric_key="val_loss")
+        assert math.isnan(float(max(val["metrics"], key=lambda m: int(m["step"]))["value"]))
+        files = _rest(mlflow_server, "/api/2.0/mlflow/artifacts/list", run_id=kid)["files"]
+        assert [f["path"] for f in files] == ["history.csv"]
+    experiment = _rest(mlflow_server, "/api/2.0/mlflow/experiments/get", experiment_id=exp)["experiment"]
+    assert {"key": "mlflow.experimentKind", "value": "custom_model_development"} in experiment["tags"]
+
+    import mlflow.pyfunc
+
+    from jaxmlp.checkpoint import predict
+
+    checkpoint = _tiny_checkpoint(tmp_path / "ckpt")
+    version = tracker.register_model(tracker.log_model(kids[0], tmp_path / "ckpt"), "served-model")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    x = np.ones((2, 4), np.float32)
+    loaded = mlflow.pyfunc.load_model(f"models:/served-model/{version.version}")
+    np.testing.assert_allclose(loaded.predict(x), predict(checkpoint, x), rtol=1e-6)
