@@ -281,6 +281,16 @@ class Tracker:
             self.set_tags(run_id, {FAILURE_REASON_TAG: reason})
         self.client.set_terminated(run_id, status)
 
+    def reopen(self, run_id: str) -> None:
+        """Mark a finished or killed run RUNNING again (a resumed sweep's parent)."""
+        self.client.update_run(run_id, status="RUNNING")
+
+    def log_model_from_run(self, run_id: str) -> str:
+        """Turn a child run's checkpoint artifact into an MLflow model on that run; return its URI."""
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = self.client.download_artifacts(run_id, "checkpoint", tmp)
+            return self.log_model(run_id, folder)
+
     def mark_killed(self, run_ids: Iterable[str], reason: str = "left RUNNING by an interrupted sweep") -> None:
         """End runs that a crashed or interrupted process left RUNNING."""
         for run_id in run_ids:
@@ -391,3 +401,28 @@ class JaxMLPModel:
 def _load_pyfunc(data_path: str) -> JaxMLPModel:
     """MLflow's loader-module hook: `data_path` is the checkpoint folder inside the model."""
     return JaxMLPModel(data_path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m jaxmlp.tracking model RUN_ID`: make any child run's parameters an MLflow model."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m jaxmlp.tracking",
+                                description="Log a sweep child's saved parameters as an MLflow pyfunc model.")
+    sub = p.add_subparsers(dest="command", required=True)
+    model = sub.add_parser("model", help="log the run's checkpoint artifact as a model")
+    model.add_argument("run_id")
+    model.add_argument("--tracking-uri", help="default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db")
+    model.add_argument("--register", metavar="NAME", help="also register it in the Model Registry")
+    args = p.parse_args(argv)
+    tracker = Tracker(args.tracking_uri)
+    uri = tracker.log_model_from_run(args.run_id)
+    print(f"logged {uri} on run {args.run_id}")
+    if args.register:
+        version = tracker.register_model(uri, args.register)
+        print(f"registered as {args.register} version {version.version}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -149,7 +149,7 @@ class SweepRunner:
                 "two different sweeps. Restore the file, or run without --resume to start a new parent run.")
         children = t.children(self.parent_run_id)
         t.mark_killed([c["run_id"] for c in children if c["status"] == "RUNNING"])
-        t.client.update_run(self.parent_run_id, status="RUNNING")
+        t.reopen(self.parent_run_id)
         done = set()
         by_key = {v.key: v for v in self.sweep.variants}
         for c in children:
