@@ -1,0 +1,32 @@
+"""Shared fixtures: tiny configurations and a small synthetic dataset placed on the device once."""
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping
+
+import pytest
+
+from jaxmlp.config import RunConfig, load_config, set_dotted
+from jaxmlp.data import Dataset, load_dataset
+
+#: A 3-class problem small enough that one epoch is a handful of steps (272 training samples).
+SYNTHETIC = {"name": "synthetic", "n_samples": 400, "n_features": 8, "n_classes": 3}
+TINY = {"data": SYNTHETIC, "model": {"hidden": [16]}, "training": {"epochs": 5, "batch_size": 32}}
+
+
+def tiny_config(overrides: Mapping[str, Any] | None = None, base: Mapping[str, Any] = TINY) -> RunConfig:
+    """A validated RunConfig: `base` with dotted overrides, e.g. {'model.dropout': 0.2}."""
+    raw = dict(base)
+    for dotted, value in (overrides or {}).items():
+        raw = set_dotted(raw, dotted, value)
+    return load_config(raw)
+
+
+@pytest.fixture(scope="session")
+def make_config() -> Callable[..., RunConfig]:
+    return tiny_config
+
+
+@pytest.fixture(scope="session")
+def synthetic_data() -> Dataset:
+    """The TINY configuration's dataset, on the device (shared by every engine test)."""
+    return load_dataset(tiny_config().data).on_device()

@@ -1,0 +1,224 @@
+"""The MLP: shapes, parameter counts, initialisers, dropout, and loss gradients vs finite differences."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.flatten_util import ravel_pytree
+
+from jaxmlp import config
+from jaxmlp.activations import ActivationParams
+from jaxmlp.losses import cross_entropy, mse, mse_one_hot
+from jaxmlp.models import MLP, count_params, dropout, resolve_init
+
+KEY = jax.random.key(0)
+
+
+def random_params(model: MLP, n_inputs: int, seed: int = 0, dtype=np.float32):
+    """Parameters of `model` drawn with numpy (cheaper than compiling the initialiser)."""
+    shapes = jax.eval_shape(model.init, KEY, jnp.zeros((1, n_inputs)))
+    rng = np.random.default_rng(seed)
+
+    def draw(path, leaf):
+        scale = 1 / np.sqrt(leaf.shape[0]) if path[-1].key == "kernel" else 0.1
+        return jnp.asarray(rng.normal(scale=scale, size=leaf.shape).astype(dtype))
+
+    return jax.tree_util.tree_map_with_path(draw, shapes)
+
+
+def jitted_apply(model: MLP):
+    return jax.jit(model.apply, static_argnames=("train", "return_hidden"))
+
+
+@pytest.mark.parametrize("n_outputs", [10, 1], ids=["classification", "regression"])
+def test_output_shape_for_classification_and_regression(n_outputs):
+    model = MLP((16, 8), n_outputs)
+    x = jnp.ones((7, 12))
+    out = jax.eval_shape(model.apply, jax.eval_shape(model.init, KEY, x), x)
+    assert out.shape == (7, n_outputs)
+
+
+def test_image_inputs_are_flattened():
+    images = jax.random.uniform(KEY, (5, 8, 8))
+    model = MLP((16,), 10)
+    params = random_params(model, 64)
+    apply = jitted_apply(model)
+    flat = apply(params, images.reshape(5, 64))
+    assert flat.shape == (5, 10)
+    np.testing.assert_allclose(apply(params, images), flat, rtol=1e-6)
+
+
+def test_count_params_counts_weights_and_biases():
+    params = jax.eval_shape(MLP((16, 8), 3).init, KEY, jnp.ones((1, 12)))
+    assert count_params(params) == (12 * 16 + 16) + (16 * 8 + 8) + (8 * 3 + 3)
+    assert count_params(jax.eval_shape(MLP((), 4).init, KEY, jnp.ones((1, 5)))) == 5 * 4 + 4
+    assert count_params(random_params(MLP((16, 8), 3), 12)) == 371
+
+
+def test_return_hidden_gives_one_array_per_hidden_layer():
+    x = jax.random.normal(KEY, (9, 6))
+    model = MLP((16, 8, 4), 3, activation="relu")
+    params = random_params(model, 6)
+    out, hidden = jitted_apply(model)(params, x, return_hidden=True)
+    assert [h.shape for h in hidden] == [(9, 16), (9, 8), (9, 4)]
+    p = params["params"]
+    h = np.asarray(x)
+    for i, layer in enumerate(hidden):
+        h = np.maximum(h @ np.asarray(p[f"hidden_{i}"]["kernel"]) + np.asarray(p[f"hidden_{i}"]["bias"]), 0)
+        np.testing.assert_allclose(np.asarray(layer), h, rtol=1e-5, atol=1e-6)
+    expected = h @ np.asarray(p["output"]["kernel"]) + np.asarray(p["output"]["bias"])
+    np.testing.assert_allclose(np.asarray(out), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_auto_init_follows_the_activation():
+    assert resolve_init("auto", "relu") == "he_normal"
+    assert resolve_init("auto", "elu") == "he_normal"
+    assert resolve_init("auto", "tanh") == "glorot_uniform"
+    assert resolve_init("auto", "sigmoid") == "glorot_uniform"
+    assert resolve_init("auto", "selu") == "lecun_normal"
+    assert resolve_init("glorot_normal", "relu") == "glorot_normal"
+
+
+FAN_IN, FAN_OUT = 256, 512
+
+
+def hidden_kernel(initializer: str, activation: str = "relu") -> np.ndarray:
+    params = MLP((FAN_OUT,), 3, activation, initializer).init(KEY, jnp.ones((1, FAN_IN)))["params"]
+    assert np.all(np.asarray(params["hidden_0"]["bias"]) == 0)
+    return np.asarray(params["hidden_0"]["kernel"])
+
+
+@pytest.mark.parametrize("initializer, variance", [
+    ("he_normal", 2 / FAN_IN), ("he_uniform", 2 / FAN_IN),
+    ("glorot_normal", 2 / (FAN_IN + FAN_OUT)), ("glorot_uniform", 2 / (FAN_IN + FAN_OUT)),
+    ("lecun_normal", 1 / FAN_IN),
+])
+def test_initialiser_by_name_has_the_expected_variance(initializer, variance):
+    assert hidden_kernel(initializer).var() == pytest.approx(variance, rel=0.05)
+
+
+def test_auto_init_gives_he_scale_for_relu_and_glorot_scale_for_tanh():
+    he, glorot = hidden_kernel("auto", "relu").var(), hidden_kernel("auto", "tanh").var()
+    assert he == pytest.approx(2 / FAN_IN, rel=0.05)
+    assert glorot == pytest.approx(2 / (FAN_IN + FAN_OUT), rel=0.05)
+
+
+# --- dropout -------------------------------------------------------------------------------
+
+def test_inverted_dropout_keeps_the_expectation():
+    ones = jnp.ones(400_000)
+    for rate in (0.2, 0.5):
+        out = np.asarray(dropout(ones, rate, KEY))
+        assert out.mean() == pytest.approx(1.0, abs=0.01)
+        assert np.mean(out == 0) == pytest.approx(rate, abs=0.01)
+        np.testing.assert_allclose(out[out != 0], 1 / (1 - rate), rtol=1e-6)
+
+
+def test_dropout_masks_differ_across_keys():
+    ones = jnp.ones(1000)
+    a, b = (np.asarray(dropout(ones, 0.5, k)) != 0 for k in jax.random.split(KEY))
+    assert 0.3 < np.mean(a != b) < 0.7
+
+
+def test_dropout_is_off_without_rate_or_key():
+    x = jax.random.normal(KEY, (4, 5))
+    assert dropout(x, None, KEY) is x
+    assert dropout(x, 0.5, None) is x
+
+
+def test_dropout_rate_may_differ_across_vmapped_variants():
+    x = jnp.ones((3, 2000))
+    out = np.asarray(jax.vmap(dropout)(x, jnp.array([0.0, 0.25, 0.75]), jax.random.split(KEY, 3)))
+    np.testing.assert_array_equal(out[0], 1.0)
+    assert np.mean(out[1] == 0) == pytest.approx(0.25, abs=0.04)
+    assert np.mean(out[2] == 0) == pytest.approx(0.75, abs=0.04)
+
+
+def identity_net(width: int):
+    """Identity activation and identity weights: the output is the dropped-out input."""
+    eye, zero = jnp.eye(width), jnp.zeros(width)
+    params = {"params": {"hidden_0": {"kernel": eye, "bias": zero}, "output": {"kernel": eye, "bias": zero}}}
+    return jitted_apply(MLP((width,), width, activation="identity")), params
+
+
+def test_mlp_dropout_is_off_at_evaluation():
+    apply, params = identity_net(2000)
+    x = jax.random.normal(KEY, (3, 2000))
+    rngs = {"dropout": KEY}
+    evaluated = apply(params, x, train=False, dropout_rate=0.5, input_dropout_rate=0.5, rngs=rngs)
+    np.testing.assert_array_equal(np.asarray(evaluated), np.asarray(apply(params, x)))
+    np.testing.assert_allclose(np.asarray(evaluated), np.asarray(x), rtol=1e-6)
+
+
+def test_mlp_applies_hidden_and_input_dropout_in_training():
+    apply, params = identity_net(2000)
+    x = jnp.ones((1, 2000))
+    hidden_only = np.asarray(apply(params, x, train=True, dropout_rate=0.5, rngs={"dropout": KEY}))
+    assert np.mean(hidden_only == 0) == pytest.approx(0.5, abs=0.04)
+    np.testing.assert_allclose(hidden_only[hidden_only != 0], 2.0)
+    both = np.asarray(apply(params, x, train=True, dropout_rate=0.5, input_dropout_rate=0.5, rngs={"dropout": KEY}))
+    assert np.mean(both == 0) == pytest.approx(0.75, abs=0.04)
+    np.testing.assert_allclose(both[both != 0], 4.0)
+
+
+# --- gradients against finite differences ---------------------------------------------------
+
+ACT_PARAMS = ActivationParams(leaky_slope=0.1, elu_alpha=0.7, noise_std=0.5)
+KINKED = {"relu", "leaky_relu", "noisy_relu", "elu"}
+
+
+def _loss_of_flat_params(activation: str, loss, n_outputs: int, targets, train: bool):
+    """Loss as a function of the flattened float64 parameters, at a fixed batch and noise key."""
+    x = jnp.asarray(np.random.default_rng(1).normal(size=(6, 4)))
+    model = MLP((5, 4), n_outputs, activation=activation)
+    flat, unravel = ravel_pytree(random_params(model, 4, seed=2, dtype=np.float64))
+    rngs = {"noise": jax.random.key(3)} if train else {}
+
+    def f(v):
+        return loss(model.apply(unravel(v), x, train=train, act_params=ACT_PARAMS, rngs=rngs), targets)
+
+    def preactivations(v):
+        _, state = model.apply(unravel(v), x, act_params=ACT_PARAMS, capture_intermediates=True,
+                               mutable=["intermediates"])
+        return [np.asarray(state["intermediates"][f"hidden_{i}"]["__call__"][0]) for i in range(2)]
+
+    return f, flat, preactivations
+
+
+def _check_gradient(f, flat, h=1e-6):
+    """Analytic gradient against central differences along every coordinate."""
+    eye = jnp.eye(flat.size, dtype=flat.dtype)
+
+    @jax.jit
+    def both(v):
+        return jax.grad(f)(v), (jax.vmap(f)(v + h * eye) - jax.vmap(f)(v - h * eye)) / (2 * h)
+
+    grad, fd = both(flat)
+    assert grad.dtype == jnp.float64
+    assert float(jnp.max(jnp.abs(grad))) > 1e-3
+    np.testing.assert_allclose(np.asarray(grad), np.asarray(fd), rtol=1e-5, atol=1e-8)
+
+
+GRADIENT_CASES = [(name, False) for name in config.ACTIVATIONS] + [("noisy_relu", True)]
+
+
+@pytest.mark.parametrize("activation, train", GRADIENT_CASES,
+                         ids=[f"{a}-{'train' if t else 'eval'}" for a, t in GRADIENT_CASES])
+def test_loss_gradient_matches_finite_differences(activation, train):
+    with jax.enable_x64(True):
+        labels = jnp.array([0, 1, 2, 0, 1, 2])
+        f, flat, preactivations = _loss_of_flat_params(activation, cross_entropy, 3, labels, train)
+        if activation in KINKED and not train:
+            assert min(np.abs(z).min() for z in preactivations(flat)) > 1e-4, "test point too close to a kink"
+        _check_gradient(f, flat)
+
+
+@pytest.mark.parametrize("loss, n_outputs, targets", [
+    (mse_one_hot, 3, [0, 1, 2, 2, 1, 0]),
+    (mse, 1, [0.5, -1.0, 2.0, 0.0, 1.5, -0.3]),
+], ids=["mse_one_hot", "mse"])
+def test_other_losses_gradient_matches_finite_differences(loss, n_outputs, targets):
+    with jax.enable_x64(True):
+        f, flat, _ = _loss_of_flat_params("tanh", loss, n_outputs, jnp.asarray(targets), train=False)
+        _check_gradient(f, flat)
