@@ -1,8 +1,9 @@
-"""Named activation functions as pure functions of (x, params, key, train).
+"""Named activation functions as pure functions of (x, params, noise).
 
 Every activation takes the same arguments so the model can call any of them by name:
 `params` holds the numeric knobs (leaky slope, ELU alpha, noise std) as values that may
-differ across vmapped variants; `key` and `train` matter only to noisy ReLU.
+differ across vmapped variants; `noise` (standard normal draws shaped like x in training,
+None at evaluation) matters only to noisy ReLU.
 """
 from __future__ import annotations
 
@@ -20,26 +21,26 @@ class ActivationParams(NamedTuple):
     noise_std: float | jax.Array = 1.0
 
 
-Activation = Callable[[jax.Array, ActivationParams, jax.Array | None, bool], jax.Array]
+Activation = Callable[[jax.Array, ActivationParams, jax.Array | None], jax.Array]
 
 
 def _elementwise(fn: Callable[[jax.Array], jax.Array]) -> Activation:
-    return lambda x, params, key, train: fn(x)
+    return lambda x, params, noise=None: fn(x)
 
 
-def leaky_relu(x, params, key, train):
+def leaky_relu(x, params, noise=None):
     return jnp.where(x >= 0, x, params.leaky_slope * x)
 
 
-def elu(x, params, key, train):
+def elu(x, params, noise=None):
     return jnp.where(x > 0, x, params.elu_alpha * jnp.expm1(jnp.minimum(x, 0.0)))
 
 
-def noisy_relu(x, params, key, train):
-    """max(0, x + N(0, std^2)) in training (Nair & Hinton 2010); plain ReLU at evaluation."""
-    if not train:
+def noisy_relu(x, params, noise=None):
+    """max(0, x + std * noise) in training (Nair & Hinton 2010); plain ReLU at evaluation (noise None)."""
+    if noise is None:
         return jax.nn.relu(x)
-    return jax.nn.relu(x + params.noise_std * jax.random.normal(key, x.shape, x.dtype))
+    return jax.nn.relu(x + params.noise_std * noise)
 
 
 ACTIVATIONS: dict[str, Activation] = {

@@ -67,6 +67,19 @@ def _configs(args: argparse.Namespace, n_samples: int) -> list:
     return [load_config({**base, "training": {**base["training"], "seed": s}}) for s in range(args.variants)]
 
 
+def per_batch_step(s, hp, train):
+    """The engine's `train_step` for one variant, jitted per minibatch (the baseline's unit)."""
+    import jax
+
+    from jaxmlp.train import train_step
+
+    def step(carry, index, key):
+        draws = jax.random.uniform(key, (s.batch_size, s.random_width), minval=1e-7)
+        return train_step(s, hp, train, carry, (index, draws))
+
+    return jax.jit(step)
+
+
 def loop_seconds_per_epoch(configs, data, steps: int = 100) -> float:
     """Seconds for one epoch of every variant, trained one at a time by per-batch jitted steps.
 
@@ -75,23 +88,25 @@ def loop_seconds_per_epoch(configs, data, steps: int = 100) -> float:
     import jax
     import jax.numpy as jnp
 
-    from jaxmlp.train import hparams_of, init_state, structure_of, train_step
+    from jaxmlp.train import hparams_of, init_state, structure_of
 
     per_variant = []
     for cfg in configs[:1]:  # variants of one structure cost the same per step
         s = structure_of([cfg], data)
         hp = jax.tree_util.tree_map(lambda a: jnp.asarray(a[0]), hparams_of([cfg]))
-        state = jax.jit(partial(init_state, s, input_shape=data.input_shape))(hp)
-        step = jax.jit(partial(train_step, s, hp, data.train))
-        carry = (state.params, state.opt_state, state.key, state.step)
+        state = jax.jit(partial(init_state, s))(hp)
+        step = per_batch_step(s, hp, data.train)
+        carry = (state.params, state.opt_state, state.step)
         order = np.random.default_rng(0).permutation(len(data.train))
-        batches = [jnp.asarray(order[i * s.batch_size:(i + 1) * s.batch_size]) for i in range(steps + 5)]
+        keys = jax.random.split(state.key, steps + 5)
+        batches = [(jnp.asarray(order[(np.arange(s.batch_size) + i * s.batch_size) % len(order)]), keys[i])
+                   for i in range(steps + 5)]
         for b in batches[:5]:
-            carry, _ = step(carry, b)
+            carry, _ = step(carry, *b)
         jax.block_until_ready(carry)
         tic = time.perf_counter()
         for b in batches[5:]:
-            carry, _ = step(carry, b)
+            carry, _ = step(carry, *b)
         jax.block_until_ready(carry)
         per_variant.append((time.perf_counter() - tic) / steps * s.steps_per_epoch)
     return float(np.mean(per_variant)) * len(configs)
@@ -165,8 +180,7 @@ def loop_sweep(sweep_path: Path) -> dict[str, Any]:
 
     from jaxmlp.data import load_dataset
     from jaxmlp.sweep.spec import load_sweep
-    from jaxmlp.train import early_stopping_update, EarlyStopping, evaluate, hparams_of, init_state, structure_of
-    from jaxmlp.train import train_step
+    from jaxmlp.train import EarlyStopping, early_stopping_update, evaluate, hparams_of, init_state, structure_of
 
     sweep = load_sweep(sweep_path)
     data = load_dataset(sweep.variants[0].config.data).on_device()
@@ -175,16 +189,17 @@ def loop_sweep(sweep_path: Path) -> dict[str, Any]:
     for v in sweep.variants:
         s = structure_of([v.config], data)
         hp = jax.tree_util.tree_map(lambda a: jnp.asarray(a[0]), hparams_of([v.config]))
-        state = jax.jit(partial(init_state, s, input_shape=data.input_shape))(hp)
-        step = jax.jit(partial(train_step, s, hp, data.train))
+        state = jax.jit(partial(init_state, s))(hp)
+        step = per_batch_step(s, hp, data.train)
         evaluate_fn = jax.jit(partial(evaluate, s))
-        carry = (state.params, state.opt_state, state.key, state.step)
+        carry = (state.params, state.opt_state, state.step)
         es, best_params = EarlyStopping(np.inf, 0, 0), state.params
-        rng = np.random.default_rng(v.seed)
+        rng, key = np.random.default_rng(v.seed), state.key
         for epoch in range(1, s.epochs + 1):
             order = rng.permutation(s.n_train)
             for i in range(s.steps_per_epoch):
-                carry, _ = step(carry, jnp.asarray(order[i * s.batch_size:(i + 1) * s.batch_size]))
+                key, step_key = jax.random.split(key)
+                carry, _ = step(carry, jnp.asarray(order[i * s.batch_size:(i + 1) * s.batch_size]), step_key)
             val_loss = float(evaluate_fn(carry[0], hp, data.val)["loss"])
             es, improved = early_stopping_update(es, val_loss, epoch, 0.0)
             if improved:

@@ -31,20 +31,30 @@ def resolve_init(init: str, activation: str) -> str:
     return _AUTO_INIT.get(activation, "he_normal") if init == "auto" else init
 
 
-def dropout(x: jax.Array, rate: jax.Array | float | None, key: jax.Array | None) -> jax.Array:
-    """Inverted dropout with a rate that may be a traced value; None or no key means off."""
-    if rate is None or key is None:
-        return x
+def dropout(x: jax.Array, rate: jax.Array | float, u: jax.Array) -> jax.Array:
+    """Inverted dropout given uniform draws `u` shaped like x; `rate` may be a traced value."""
     keep = 1.0 - rate
-    mask = jax.random.bernoulli(key, keep, x.shape)
-    return jnp.where(mask, x / keep, 0.0).astype(x.dtype)
+    return jnp.where(u < keep, x / keep, 0.0).astype(x.dtype)
+
+
+class _Draws:
+    """Consecutive column slices of one block of uniform draws."""
+
+    def __init__(self, u: jax.Array):
+        self.u, self.offset = u, 0
+
+    def take(self, width: int) -> jax.Array:
+        self.offset += width
+        return self.u[:, self.offset - width:self.offset]
 
 
 class MLP(nn.Module):
     """Fully connected layers with a named activation and a linear output layer.
 
     Classification heads return logits (softmax gives probabilities); regression heads
-    return one linear output per example.
+    return one linear output per example. Training mode (dropout, activation noise) is on
+    exactly when `draws` is given: uniform numbers in (0, 1), `random_width(...)` per
+    example, that the caller draws in one random call (each call costs XLA compile time).
     """
 
     hidden: Sequence[int]
@@ -52,12 +62,17 @@ class MLP(nn.Module):
     activation: str = "relu"
     initializer: str = "auto"
 
+    def random_width(self, n_inputs: int, dropout: bool, input_dropout: bool) -> int:
+        """How many uniform draws per example one training forward pass needs."""
+        noisy = self.activation == "noisy_relu"
+        return n_inputs * input_dropout + sum(self.hidden) * (dropout + noisy)
+
     @nn.compact
     def __call__(
         self,
         x: jax.Array,
         *,
-        train: bool = False,
+        draws: jax.Array | None = None,
         dropout_rate: jax.Array | float | None = None,
         input_dropout_rate: jax.Array | float | None = None,
         act_params: ActivationParams = ActivationParams(),
@@ -66,14 +81,19 @@ class MLP(nn.Module):
         act = get_activation(self.activation)
         kernel_init = _INITIALIZERS[resolve_init(self.initializer, self.activation)]()
         x = x.reshape(x.shape[0], -1)
-        x = dropout(x, input_dropout_rate, self.make_rng("dropout") if train and input_dropout_rate is not None else None)
+        train = draws is not None
+        if train:
+            draws = _Draws(draws)
+        if train and input_dropout_rate is not None:
+            x = dropout(x, input_dropout_rate, draws.take(x.shape[1]))
         hidden = []
         for i, width in enumerate(self.hidden):
             x = nn.Dense(width, kernel_init=kernel_init, name=f"hidden_{i}")(x)
-            noise_key = self.make_rng("noise") if train and self.activation == "noisy_relu" else None
-            x = act(x, act_params, noise_key, train)
+            noisy = train and self.activation == "noisy_relu"
+            x = act(x, act_params, jax.scipy.special.ndtri(draws.take(width)) if noisy else None)
             hidden.append(x)
-            x = dropout(x, dropout_rate, self.make_rng("dropout") if train and dropout_rate is not None else None)
+            if train and dropout_rate is not None:
+                x = dropout(x, dropout_rate, draws.take(width))
         out = nn.Dense(self.n_outputs, kernel_init=nn.initializers.glorot_uniform(), name="output")(x)
         return (out, hidden) if return_hidden else out
 
@@ -96,6 +116,16 @@ def variance_scaling(u: jax.Array, name: str, fan_in: int, fan_out: int) -> jax.
     return z * jnp.sqrt(variance) / 0.87962566103423978  # std of the standard normal truncated to [-2, 2]
 
 
+def _abstract_params(model: MLP, input_shape: tuple[int, ...]):
+    abstract = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, *input_shape), jnp.float32))
+    return jax.tree_util.tree_flatten_with_path(abstract)
+
+
+def n_kernel_weights(model: MLP, input_shape: tuple[int, ...]) -> int:
+    leaves, _ = _abstract_params(model, input_shape)
+    return sum(leaf.size for path, leaf in leaves if path[-1].key == "kernel")
+
+
 def init_params(model: MLP, key: jax.Array, input_shape: tuple[int, ...]):
     """Parameters with the initializers' distributions, drawn with one random call.
 
@@ -103,10 +133,13 @@ def init_params(model: MLP, key: jax.Array, input_shape: tuple[int, ...]):
     output layer Glorot-uniform, biases zero), but a single draw compiles several times
     faster than one per layer, which matters when many programs are compiled.
     """
-    abstract = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, *input_shape), jnp.float32))
-    leaves, treedef = jax.tree_util.tree_flatten_with_path(abstract)
-    total = sum(leaf.size for path, leaf in leaves if path[-1].key == "kernel")
-    u = jax.random.uniform(key, (total,), jnp.float32, minval=-1.0, maxval=1.0)
+    u = jax.random.uniform(key, (n_kernel_weights(model, input_shape),), jnp.float32, minval=-1.0, maxval=1.0)
+    return params_from_uniform(model, u, input_shape)
+
+
+def params_from_uniform(model: MLP, u: jax.Array, input_shape: tuple[int, ...]):
+    """Parameters from `n_kernel_weights` uniform draws in (-1, 1) (see `init_params`)."""
+    leaves, treedef = _abstract_params(model, input_shape)
     out, offset = [], 0
     for path, leaf in leaves:
         if path[-1].key != "kernel":

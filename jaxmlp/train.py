@@ -23,7 +23,7 @@ from jaxmlp.activations import ActivationParams
 from jaxmlp.config import RunConfig
 from jaxmlp.data import Dataset, Split
 from jaxmlp.losses import accuracy, get_example_loss, get_loss, resolve_loss
-from jaxmlp.models import MLP, init_params
+from jaxmlp.models import MLP, n_kernel_weights, params_from_uniform
 from jaxmlp.optim import clip_max_norm, make_optimizer, schedule_factor, set_learning_rate
 
 #: Configuration keys whose values may differ inside one compiled group.
@@ -59,6 +59,7 @@ class Structure:
     monitor: str
     restore_best: bool
     n_train: int
+    n_inputs: int
     use_dropout: bool
     use_input_dropout: bool
     use_weight_decay: bool
@@ -72,6 +73,11 @@ class Structure:
     @property
     def model(self) -> MLP:
         return MLP(self.hidden, self.n_outputs, self.activation, self.initializer)
+
+    @property
+    def random_width(self) -> int:
+        """Uniform draws per example and training step (dropout masks, activation noise)."""
+        return self.model.random_width(self.n_inputs, self.use_dropout, self.use_input_dropout)
 
 
 def structure_of(configs: Sequence[RunConfig], data: Dataset) -> Structure:
@@ -94,7 +100,7 @@ def structure_of(configs: Sequence[RunConfig], data: Dataset) -> Structure:
         optimizer=c.optimizer.name, nesterov=c.optimizer.nesterov, schedule=c.optimizer.schedule,
         batch_size=c.training.batch_size, epochs=c.training.epochs,
         monitor=c.training.early_stopping.monitor, restore_best=c.training.early_stopping.restore_best,
-        n_train=len(data.train),
+        n_train=len(data.train), n_inputs=int(np.prod(data.input_shape)),
         use_dropout=any(v.model.dropout > 0 for v in configs),
         use_input_dropout=any(v.model.input_dropout > 0 for v in configs),
         use_weight_decay=any(v.optimizer.weight_decay > 0 for v in configs),
@@ -186,30 +192,42 @@ def _optimizer(s: Structure, hp: HParams) -> optax.GradientTransformation:
                    weight_decay=hp.weight_decay, clip_norm=hp.clip_norm)
 
 
-def apply_model(s: Structure, params, x: jax.Array, hp: HParams, *, key: jax.Array | None = None,
+def apply_model(s: Structure, params, x: jax.Array, hp: HParams, *, draws: jax.Array | None = None,
                 return_hidden: bool = False):
-    """Forward pass; training mode (dropout, activation noise) exactly when `key` is given."""
-    train = key is not None
-    rngs = dict(zip(("dropout", "noise"), jax.random.split(key))) if train else {}
+    """Forward pass; training mode (dropout, activation noise) exactly when `draws` is given."""
     return s.model.apply(
-        params, x, train=train,
+        params, x, draws=draws,
         dropout_rate=hp.dropout if s.use_dropout else None,
         input_dropout_rate=hp.input_dropout if s.use_input_dropout else None,
         act_params=ActivationParams(hp.leaky_slope, hp.elu_alpha, hp.noise_std),
-        return_hidden=return_hidden, rngs=rngs,
+        return_hidden=return_hidden,
     )
 
 
-def init_state(s: Structure, hp: HParams, input_shape: tuple[int, ...]) -> TrainState:
-    """A fresh state for one variant, fully determined by its seed."""
-    init_key, key = jax.random.split(jax.random.key(hp.seed))
-    params = init_params(s.model, init_key, input_shape)
+def uniform_from_bits(bits: jax.Array) -> jax.Array:
+    """Uniform floats in [0, 1) from random uint32 bits (the mantissa trick `jax.random` uses)."""
+    return jax.lax.bitcast_convert_type((bits >> 9) | np.uint32(0x3F800000), jnp.float32) - 1.0
+
+
+def init_bits(s: Structure, seed: jax.Array) -> jax.Array:
+    """All the random bits a variant's initial state needs, from its seed, in one call."""
+    return jax.random.bits(jax.random.key(seed), (2 + n_kernel_weights(s.model, (s.n_inputs,)),), jnp.uint32)
+
+
+def state_from_bits(s: Structure, hp: HParams, bits: jax.Array) -> TrainState:
+    """A fresh state: the training key and the parameters, both from `init_bits`."""
+    params = params_from_uniform(s.model, 2.0 * uniform_from_bits(bits[2:]) - 1.0, (s.n_inputs,))
     return TrainState(
-        params=params, opt_state=_optimizer(s, hp).init(params), key=key, step=jnp.int32(0),
-        best_params=params,
+        params=params, opt_state=_optimizer(s, hp).init(params), key=jax.random.wrap_key_data(bits[:2]),
+        step=jnp.int32(0), best_params=params,
         es=EarlyStopping(jnp.float32(jnp.inf), jnp.int32(0), jnp.int32(0)),
         active=jnp.bool_(True), diverged=jnp.bool_(False), stopped_epoch=jnp.int32(0),
     )
+
+
+def init_state(s: Structure, hp: HParams) -> TrainState:
+    """A fresh state for one variant, fully determined by its seed."""
+    return state_from_bits(s, hp, init_bits(s, hp.seed))
 
 
 #: Splits larger than this are evaluated in chunks, bounding activation memory.
@@ -248,15 +266,16 @@ def evaluate(s: Structure, params, hp: HParams, split: Split) -> dict[str, jax.A
     return metrics
 
 
-def train_step(s: Structure, hp: HParams, train: Split, carry, batch_index: jax.Array):
-    """One minibatch of gradient descent; carry is (params, opt_state, key, step)."""
-    params, opt_state, key, step = carry
-    key, step_key = jax.random.split(key)
+def train_step(s: Structure, hp: HParams, train: Split, carry, batch: tuple[jax.Array, jax.Array]):
+    """One minibatch of gradient descent; carry is (params, opt_state, step), batch is
+    (example indices, uniform draws [batch, s.random_width] for dropout and noise)."""
+    params, opt_state, step = carry
+    batch_index, draws = batch
     x, y = train.x[batch_index], train.y[batch_index]
     loss_fn = get_loss(s.loss, s.task)
 
     def objective(p):
-        out = apply_model(s, p, x, hp, key=step_key)
+        out = apply_model(s, p, x, hp, draws=draws)
         return loss_fn(out, y), out
 
     (loss, out), grads = jax.value_and_grad(objective, has_aux=True)(params)
@@ -269,21 +288,28 @@ def train_step(s: Structure, hp: HParams, train: Split, carry, batch_index: jax.
     if s.use_max_norm:
         params = clip_max_norm(params, hp.max_norm)
     acc = accuracy(out, y) if s.task == "classification" else jnp.float32(jnp.nan)
-    return (params, opt_state, key, step + 1), (loss, acc, lr)
+    return (params, opt_state, step + 1), (loss, acc, lr)
 
 
-def train_epoch(s: Structure, state: TrainState, hp: HParams, epoch: jax.Array,
-                train: Split, val: Split) -> tuple[TrainState, dict[str, jax.Array]]:
-    """One variant's epoch: shuffle, scan over minibatches, validate, update early stopping.
+def epoch_randomness(key: jax.Array, n: int, steps: int, batch_size: int):
+    """One random call per variant and epoch: the next epoch's key, this epoch's shuffled
+    minibatches [steps, batch_size] (sorted random bits; the remainder is dropped) and
+    one key per step (for that step's dropout and noise draws)."""
+    bits = jax.random.bits(key, (n + 2 * (steps + 1),), jnp.uint32)
+    keys = jax.random.wrap_key_data(bits[n:].reshape(steps + 1, 2))
+    batches = jnp.argsort(bits[:n])[: steps * batch_size].reshape(steps, batch_size)
+    return keys[0], batches, keys[1:]
+
+
+def end_of_epoch(s: Structure, state: TrainState, hp: HParams, carry, metrics, next_key: jax.Array,
+                 epoch: jax.Array, val: Split) -> tuple[TrainState, dict[str, jax.Array]]:
+    """Validate, update early stopping and freeze: one variant, after its minibatch steps.
 
     A variant that is no longer active keeps its state unchanged; one whose loss turns
     NaN or infinite keeps its last finite state and is marked diverged.
     """
-    key, perm_key = jax.random.split(state.key)
-    n_used = s.steps_per_epoch * s.batch_size
-    batches = jax.random.permutation(perm_key, s.n_train)[:n_used].reshape(s.steps_per_epoch, s.batch_size)
-    (params, opt_state, key, step), (losses, accs, lrs) = jax.lax.scan(
-        partial(train_step, s, hp, train), (state.params, state.opt_state, key, state.step), batches)
+    params, opt_state, step = carry
+    losses, accs, lrs = metrics
     val_metrics = evaluate(s, params, hp, val)
     train_loss = losses.mean()
     finite = jnp.isfinite(train_loss) & jnp.isfinite(val_metrics["loss"])
@@ -292,7 +318,7 @@ def train_epoch(s: Structure, state: TrainState, hp: HParams, epoch: jax.Array,
     best_params = jax.tree_util.tree_map(lambda new, old: jnp.where(improved, new, old), params, state.best_params)
     proceed = state.active & finite
     still_active = proceed & (es.bad_epochs < hp.patience)
-    candidate = TrainState(params, opt_state, key, step, best_params, es, still_active, state.diverged,
+    candidate = TrainState(params, opt_state, next_key, step, best_params, es, still_active, state.diverged,
                            state.stopped_epoch)
     new_state = jax.tree_util.tree_map(lambda new, old: jnp.where(proceed, new, old), candidate, state)
     new_state = new_state._replace(
@@ -358,28 +384,67 @@ class _Part:
     hp: HParams
 
 
-def _skip_epoch(run, state: TrainState):
-    """What a part whose variants all stopped returns: its state unchanged, an empty record."""
-    _, shapes = jax.eval_shape(run, state)
-    record = jax.tree_util.tree_map(lambda sd: jnp.zeros(sd.shape, sd.dtype), shapes)
-    record.update(active=state.active, diverged=state.diverged, best_epoch=state.es.best_epoch)
-    return state, record
+def _skipped(run, *args):
+    """What `run(*args)` returns shaped, for a part whose variants all stopped: the first
+    argument (its state) unchanged and zeros for the rest."""
+    state, rest = jax.eval_shape(run, *args)
+    return args[0], jax.tree_util.tree_map(lambda sd: jnp.zeros(sd.shape, sd.dtype), rest)
+
+
+def _unless_stopped(parts, active, run, *args):
+    """`run(*args)`, skipped by `lax.cond` when the part has no active variant (only when
+    several parts share the program: a lone part runs until the host stops the loop)."""
+    if len(parts) == 1:
+        return run(*args)
+    return jax.lax.cond(active.any(), run, partial(_skipped, run), *args)
 
 
 def _program_epoch(parts: Sequence[_Part], states, hps, epoch, train: Split, val: Split):
-    """One epoch of every part; a part with no active variant is skipped by `lax.cond`."""
-    out = []
-    for part, state, hp in zip(parts, states, hps):
-        epoch_fn = jax.vmap(partial(train_epoch, part.structure), in_axes=(0, 0, None, None, None))
-        run = lambda st, hp=hp, epoch_fn=epoch_fn: epoch_fn(st, hp, epoch, train, val)  # noqa: E731
-        out.append(run(state) if len(parts) == 1 else
-                   jax.lax.cond(state.active.any(), run, partial(_skip_epoch, run), state))
-    return tuple(s for s, _ in out), tuple(r for _, r in out)
+    """One epoch of every part: a single scan over minibatch steps that steps each part.
+
+    Randomness costs compile time per call site, so all variants of all parts draw their
+    epoch's randomness in one vmapped call and each step's draws in another.
+    """
+    s0 = parts[0].structure
+    steps, batch_size, width = s0.steps_per_epoch, s0.batch_size, max(p.structure.random_width for p in parts)
+    bounds = np.cumsum([0] + [st.active.shape[0] for st in states])
+    next_keys, batches, step_keys = jax.vmap(partial(
+        epoch_randomness, n=s0.n_train, steps=steps, batch_size=batch_size))(jnp.concatenate([st.key for st in states]))
+
+    def step_all(carries, xs):
+        index, keys = xs
+        draws = jax.vmap(lambda k: jax.random.uniform(k, (batch_size, width), minval=1e-7))(keys)
+        out = []
+        for i, (part, carry, hp, st) in enumerate(zip(parts, carries, hps, states)):
+            rows = slice(bounds[i], bounds[i + 1])
+            step = jax.vmap(partial(train_step, part.structure), in_axes=(0, None, 0, 0))
+            run = partial(lambda c, b, step=step, hp=hp: step(hp, train, c, b))
+            out.append(_unless_stopped(parts, st.active, run, carry,
+                                       (index[rows], draws[rows, :, :part.structure.random_width])))
+        return tuple(c for c, _ in out), tuple(m for _, m in out)
+
+    carries = tuple((st.params, st.opt_state, st.step) for st in states)
+    carries, metrics = jax.lax.scan(step_all, carries, (jnp.swapaxes(batches, 0, 1), jnp.swapaxes(step_keys, 0, 1)))
+    new_states, records = [], []
+    for i, (part, st, hp, carry, m) in enumerate(zip(parts, states, hps, carries, metrics)):
+        finish = jax.vmap(partial(end_of_epoch, part.structure), in_axes=(0, 0, 0, 0, 0, None, None))
+        m = jax.tree_util.tree_map(lambda a: jnp.swapaxes(a, 0, 1), m)  # [variant, step]
+        run = partial(lambda st, hp, c, m, k, finish=finish: finish(st, hp, c, m, k, epoch, val))
+        new_state, record = _unless_stopped(parts, st.active, run, st, hp, carry, m,
+                                            next_keys[bounds[i]:bounds[i + 1]])
+        if len(parts) > 1:
+            record.update(active=new_state.active, diverged=new_state.diverged, best_epoch=new_state.es.best_epoch)
+        new_states.append(new_state)
+        records.append(record)
+    return tuple(new_states), tuple(records)
 
 
-def _program_init(parts: Sequence[_Part], hps, input_shape):
-    return tuple(jax.vmap(partial(init_state, p.structure, input_shape=input_shape))(hp)
-                 for p, hp in zip(parts, hps))
+def _program_init(parts: Sequence[_Part], hps):
+    """Every part's initial states from one vmapped random call over all variants."""
+    bits = jax.vmap(partial(init_bits, parts[0].structure))(jnp.concatenate([hp.seed for hp in hps]))
+    bounds = np.cumsum([0] + [hp.seed.shape[0] for hp in hps])
+    return tuple(jax.vmap(partial(state_from_bits, p.structure))(hp, bits[bounds[i]:bounds[i + 1]])
+                 for i, (p, hp) in enumerate(zip(parts, hps)))
 
 
 def _program_final(parts: Sequence[_Part], states, hps, train: Split, test: Split):
@@ -413,25 +478,32 @@ class Trainer:
         self.structures = [p.structure for p in self.parts]
         self.epochs = self.structures[0].epochs
         self.data = data if isinstance(data.train.x, jax.Array) else data.on_device()
-        self._variant_sharding = self._sharding(devices)
-        self.hps = self._place(tuple(p.hp for p in self.parts))
         self.compile_seconds = 0.0
         self.result: GroupResult | None = None
         parts = tuple(self.parts)
-        self._init = jax.jit(partial(_program_init, parts, input_shape=self.data.input_shape))
-        self._epoch = jax.jit(partial(_program_epoch, parts), donate_argnums=0)
-        self._final = jax.jit(partial(_program_final, parts))
+        programs = [partial(_program_init, parts), partial(_program_epoch, parts), partial(_program_final, parts)]
+        self._variant_sharding = None
+        if devices > 1:
+            programs = self._shard(programs, devices)
+        self.hps = self._place(tuple(p.hp for p in self.parts))
+        self._init = jax.jit(programs[0])
+        self._epoch = jax.jit(programs[1], donate_argnums=0)
+        self._final = jax.jit(programs[2])
 
-    def _sharding(self, devices: int):
-        """Split the leading (variant) axis over `devices`; the data is replicated on each."""
-        if devices == 1:
-            return None
+    def _shard(self, programs, devices: int):
+        """Each device runs the programs on its share of every part's variants (`shard_map`:
+        no cross-device work, and it compiles about as fast as the one-device program)."""
+        P = jax.sharding.PartitionSpec
         mesh = jax.sharding.Mesh(np.asarray(jax.devices()[:devices]), ("variants",))
-        replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+        replicated = jax.sharding.NamedSharding(mesh, P())
         put = lambda split: Split(*jax.device_put(tuple(split), replicated))  # noqa: E731
         self.data = dataclasses.replace(self.data, train=put(self.data.train), val=put(self.data.val),
                                         test=put(self.data.test))
-        return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("variants"))
+        self._variant_sharding = jax.sharding.NamedSharding(mesh, P("variants"))
+        v = P("variants")
+        specs = [((v,), v), ((v, v, P(), P(), P()), (v, v)), ((v, v, P(), P()), v)]
+        return [jax.shard_map(f, mesh=mesh, in_specs=i, out_specs=o, check_vma=False)
+                for f, (i, o) in zip(programs, specs)]
 
     def _place(self, tree):
         return jax.device_put(tree, self._variant_sharding)

@@ -45,7 +45,7 @@ def test_every_configurable_activation_is_implemented():
 
 @pytest.mark.parametrize("name", config.ACTIVATIONS)
 def test_activation_equals_its_formula(name):
-    out = get_activation(name)(jnp.asarray(X), PARAMS, None, False)
+    out = get_activation(name)(jnp.asarray(X), PARAMS, None)
     assert out.dtype == jnp.float32 and out.shape == X.shape
     np.testing.assert_allclose(np.asarray(out), FORMULAS[name](X.astype(np.float64)), rtol=2e-6, atol=2e-6)
 
@@ -54,22 +54,22 @@ def test_gelu_is_close_to_the_exact_gelu():
     from scipy.special import erf
 
     exact = 0.5 * X * (1.0 + erf(X / math.sqrt(2.0)))
-    out = get_activation("gelu")(jnp.asarray(X), PARAMS, None, False)
+    out = get_activation("gelu")(jnp.asarray(X), PARAMS, None)
     np.testing.assert_allclose(np.asarray(out), exact, atol=1e-3)
 
 
 def test_activation_parameters_may_be_traced_per_variant():
     slopes = jnp.array([0.0, 0.1, 0.5])
     x = jnp.array([-2.0, -0.5, 1.5])
-    out = jax.vmap(lambda s: get_activation("leaky_relu")(x, ActivationParams(leaky_slope=s), None, False))(slopes)
+    out = jax.vmap(lambda s: get_activation("leaky_relu")(x, ActivationParams(leaky_slope=s), None))(slopes)
     np.testing.assert_allclose(np.asarray(out), np.where(x >= 0, x, slopes[:, None] * x), rtol=1e-6)
     alphas = jnp.array([0.5, 2.0])
-    out = jax.vmap(lambda a: get_activation("elu")(x, ActivationParams(elu_alpha=a), None, False))(alphas)
+    out = jax.vmap(lambda a: get_activation("elu")(x, ActivationParams(elu_alpha=a), None))(alphas)
     np.testing.assert_allclose(np.asarray(out), np.where(x > 0, x, alphas[:, None] * np.expm1(x)), rtol=1e-6)
 
 
 def test_elu_gradient_is_finite_for_large_inputs():
-    grad = jax.grad(lambda x: get_activation("elu")(x, PARAMS, None, False))(jnp.float32(100.0))
+    grad = jax.grad(lambda x: get_activation("elu")(x, PARAMS, None))(jnp.float32(100.0))
     assert grad == 1.0
 
 
@@ -77,38 +77,42 @@ NOISY = get_activation("noisy_relu")
 Z = jnp.linspace(-3.0, 3.0, 4096)
 
 
+def normal(seed: int, shape=Z.shape):
+    return jax.random.normal(jax.random.key(seed), shape, Z.dtype)
+
+
 def test_noisy_relu_is_random_in_training():
-    a = NOISY(Z, PARAMS, jax.random.key(0), True)
-    b = NOISY(Z, PARAMS, jax.random.key(1), True)
+    a = NOISY(Z, PARAMS, normal(0))
+    b = NOISY(Z, PARAMS, normal(1))
     assert np.mean(np.asarray(a) != np.asarray(b)) > 0.5
     assert not np.array_equal(np.asarray(a), np.maximum(np.asarray(Z), 0))
     assert np.all(np.asarray(a) >= 0)
 
 
 def test_noisy_relu_in_training_adds_scaled_gaussian_noise_before_the_rectifier():
-    key = jax.random.key(3)
-    out = NOISY(Z, PARAMS, key, True)
-    noise = np.asarray(jax.random.normal(key, Z.shape, Z.dtype))
-    np.testing.assert_allclose(np.asarray(out), np.maximum(np.asarray(Z) + PARAMS.noise_std * noise, 0), rtol=1e-6)
-    np.testing.assert_array_equal(np.asarray(NOISY(Z, PARAMS, key, True)), np.asarray(out))
+    noise = normal(3)
+    out = NOISY(Z, PARAMS, noise)
+    np.testing.assert_allclose(np.asarray(out), np.maximum(np.asarray(Z) + PARAMS.noise_std * np.asarray(noise), 0),
+                               rtol=1e-6)
+    np.testing.assert_array_equal(np.asarray(NOISY(Z, PARAMS, noise)), np.asarray(out))
 
 
 def test_noisy_relu_noise_has_the_configured_scale():
     # E[max(0, s*N(0,1))] = s / sqrt(2 pi)
     zeros = jnp.zeros(200_000)
     for std in (0.5, 2.0):
-        out = NOISY(zeros, ActivationParams(noise_std=std), jax.random.key(7), True)
+        out = NOISY(zeros, ActivationParams(noise_std=std), normal(7, zeros.shape))
         assert float(out.mean()) == pytest.approx(std / math.sqrt(2 * math.pi), rel=0.02)
 
 
 def test_noisy_relu_with_zero_noise_is_relu():
-    out = NOISY(Z, ActivationParams(noise_std=0.0), jax.random.key(0), True)
+    out = NOISY(Z, ActivationParams(noise_std=0.0), normal(0))
     np.testing.assert_array_equal(np.asarray(out), np.maximum(np.asarray(Z), 0))
 
 
 def test_noisy_relu_is_deterministic_relu_at_evaluation():
-    for key in (None, jax.random.key(0), jax.random.key(1)):
-        np.testing.assert_array_equal(np.asarray(NOISY(Z, PARAMS, key, False)), np.maximum(np.asarray(Z), 0))
+    np.testing.assert_array_equal(np.asarray(NOISY(Z, PARAMS, None)), np.maximum(np.asarray(Z), 0))
+    np.testing.assert_array_equal(np.asarray(NOISY(Z, PARAMS)), np.maximum(np.asarray(Z), 0))
 
 
 def test_unknown_activation_lists_allowed_names():

@@ -28,7 +28,7 @@ def random_params(model: MLP, n_inputs: int, seed: int = 0, dtype=np.float32):
 
 
 def jitted_apply(model: MLP):
-    return jax.jit(model.apply, static_argnames=("train", "return_hidden"))
+    return jax.jit(model.apply, static_argnames=("return_hidden",))
 
 
 @pytest.mark.parametrize("n_outputs", [10, 1], ids=["classification", "regression"])
@@ -109,27 +109,22 @@ def test_auto_init_gives_he_scale_for_relu_and_glorot_scale_for_tanh():
 def test_inverted_dropout_keeps_the_expectation():
     ones = jnp.ones(400_000)
     for rate in (0.2, 0.5):
-        out = np.asarray(dropout(ones, rate, KEY))
+        out = np.asarray(dropout(ones, rate, jax.random.uniform(KEY, ones.shape)))
         assert out.mean() == pytest.approx(1.0, abs=0.01)
         assert np.mean(out == 0) == pytest.approx(rate, abs=0.01)
         np.testing.assert_allclose(out[out != 0], 1 / (1 - rate), rtol=1e-6)
 
 
-def test_dropout_masks_differ_across_keys():
+def test_dropout_masks_differ_across_draws():
     ones = jnp.ones(1000)
-    a, b = (np.asarray(dropout(ones, 0.5, k)) != 0 for k in jax.random.split(KEY))
+    a, b = (np.asarray(dropout(ones, 0.5, jax.random.uniform(k, ones.shape))) != 0 for k in jax.random.split(KEY))
     assert 0.3 < np.mean(a != b) < 0.7
-
-
-def test_dropout_is_off_without_rate_or_key():
-    x = jax.random.normal(KEY, (4, 5))
-    assert dropout(x, None, KEY) is x
-    assert dropout(x, 0.5, None) is x
 
 
 def test_dropout_rate_may_differ_across_vmapped_variants():
     x = jnp.ones((3, 2000))
-    out = np.asarray(jax.vmap(dropout)(x, jnp.array([0.0, 0.25, 0.75]), jax.random.split(KEY, 3)))
+    draws = jax.random.uniform(KEY, x.shape)
+    out = np.asarray(jax.vmap(dropout)(x, jnp.array([0.0, 0.25, 0.75]), draws))
     np.testing.assert_array_equal(out[0], 1.0)
     assert np.mean(out[1] == 0) == pytest.approx(0.25, abs=0.04)
     assert np.mean(out[2] == 0) == pytest.approx(0.75, abs=0.04)
@@ -145,8 +140,7 @@ def identity_net(width: int):
 def test_mlp_dropout_is_off_at_evaluation():
     apply, params = identity_net(2000)
     x = jax.random.normal(KEY, (3, 2000))
-    rngs = {"dropout": KEY}
-    evaluated = apply(params, x, train=False, dropout_rate=0.5, input_dropout_rate=0.5, rngs=rngs)
+    evaluated = apply(params, x, dropout_rate=0.5, input_dropout_rate=0.5)
     np.testing.assert_array_equal(np.asarray(evaluated), np.asarray(apply(params, x)))
     np.testing.assert_allclose(np.asarray(evaluated), np.asarray(x), rtol=1e-6)
 
@@ -154,10 +148,11 @@ def test_mlp_dropout_is_off_at_evaluation():
 def test_mlp_applies_hidden_and_input_dropout_in_training():
     apply, params = identity_net(2000)
     x = jnp.ones((1, 2000))
-    hidden_only = np.asarray(apply(params, x, train=True, dropout_rate=0.5, rngs={"dropout": KEY}))
+    hidden_only = np.asarray(apply(params, x, draws=jax.random.uniform(KEY, (1, 2000)), dropout_rate=0.5))
     assert np.mean(hidden_only == 0) == pytest.approx(0.5, abs=0.04)
     np.testing.assert_allclose(hidden_only[hidden_only != 0], 2.0)
-    both = np.asarray(apply(params, x, train=True, dropout_rate=0.5, input_dropout_rate=0.5, rngs={"dropout": KEY}))
+    both = np.asarray(apply(params, x, draws=jax.random.uniform(KEY, (1, 4000)), dropout_rate=0.5,
+                            input_dropout_rate=0.5))
     assert np.mean(both == 0) == pytest.approx(0.75, abs=0.04)
     np.testing.assert_allclose(both[both != 0], 4.0)
 
@@ -173,10 +168,11 @@ def _loss_of_flat_params(activation: str, loss, n_outputs: int, targets, train: 
     x = jnp.asarray(np.random.default_rng(1).normal(size=(6, 4)))
     model = MLP((5, 4), n_outputs, activation=activation)
     flat, unravel = ravel_pytree(random_params(model, 4, seed=2, dtype=np.float64))
-    rngs = {"noise": jax.random.key(3)} if train else {}
+    width = model.random_width(4, dropout=False, input_dropout=False)
+    draws = jax.random.uniform(jax.random.key(3), (6, width), jnp.float64, minval=1e-7) if train else None
 
     def f(v):
-        return loss(model.apply(unravel(v), x, train=train, act_params=ACT_PARAMS, rngs=rngs), targets)
+        return loss(model.apply(unravel(v), x, draws=draws, act_params=ACT_PARAMS), targets)
 
     def preactivations(v):
         _, state = model.apply(unravel(v), x, act_params=ACT_PARAMS, capture_intermediates=True,

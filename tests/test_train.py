@@ -277,17 +277,18 @@ def test_max_norm_holds_after_every_step(make_config, synthetic_data):
     s = train.structure_of([cfg], synthetic_data)
     hp = one_variant(cfg)
     batches = jnp.arange(30 * s.batch_size).reshape(30, s.batch_size) % s.n_train
+    draws = jnp.zeros((30, s.batch_size, s.random_width))
 
     @jax.jit
     def norms_per_step():
-        state = train.init_state(s, hp, synthetic_data.input_shape)
+        state = train.init_state(s, hp)
 
         def step(carry, batch):
             carry, (loss, _, _) = train.train_step(s, hp, synthetic_data.train, carry, batch)
             return carry, (jnp.stack([n.max() for n in kernel_column_norms(carry[0])]), loss)
 
         start = jnp.stack([n.max() for n in kernel_column_norms(state.params)])
-        _, (norms, losses) = jax.lax.scan(step, (state.params, state.opt_state, state.key, state.step), batches)
+        _, (norms, losses) = jax.lax.scan(step, (state.params, state.opt_state, state.step), (batches, draws))
         return start, norms, losses
 
     start, norms, losses = jax.device_get(norms_per_step())
@@ -339,15 +340,17 @@ def test_engine_dropout_masks_differ_across_variants_and_steps(make_config):
 
     @jax.jit
     def kept_units(hp):
-        state = jax.vmap(partial(train.init_state, s, input_shape=(4,)))(hp)
-        step_all = jax.vmap(partial(train.train_step, s), in_axes=(0, None, 0, None))
+        state = jax.vmap(partial(train.init_state, s))(hp)
+        step_all = jax.vmap(partial(train.train_step, s), in_axes=(0, None, 0, (None, 0)))
 
-        def step(carry, _):
-            new, _ = step_all(hp, one, carry, jnp.zeros(1, jnp.int32))
+        def step(carry, key):
+            draws = jax.vmap(lambda k: jax.random.uniform(k, (1, s.random_width)))(jax.random.split(key, 3))
+            new, _ = step_all(hp, one, carry, (jnp.zeros(1, jnp.int32), draws))
             moved = new[0]["params"]["output"]["kernel"][..., 0] != carry[0]["params"]["output"]["kernel"][..., 0]
             return new, moved
 
-        _, kept = jax.lax.scan(step, (state.params, state.opt_state, state.key, state.step), None, length=steps)
+        keys = jax.random.split(jax.random.key(0), steps)
+        _, kept = jax.lax.scan(step, (state.params, state.opt_state, state.step), keys)
         return kept
 
     kept = np.asarray(kept_units(hp))  # [step, variant, unit]

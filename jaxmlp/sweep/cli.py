@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -60,6 +61,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(describe_plan(sweep, groups))
         return 0
     enable_compilation_cache(compile_cache_dir(args.compile_cache))
+    # With a tracking server, MLflow writes two "View run" lines per ended run to stdout; the
+    # sweep prints its own links, and with --json its stdout must be one JSON object.
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     options = Options(tracking=not args.no_tracking, tracking_uri=args.tracking_uri, resume=args.resume,
                       register=args.register, progress=not args.no_progress)
     runner = SweepRunner(sweep, groups, options)

@@ -94,12 +94,12 @@ def variant_record(v: Variant, result: VariantResult | None, status: str, **extr
     return record
 
 
-def _selection_score(v: Variant, result: VariantResult) -> float:
-    """Lower is better: the monitored validation metric at the best epoch."""
+def _selection_score(v: Variant, best: dict[str, float], diverged: bool) -> float:
+    """Lower is better: the monitored validation metric at the best epoch (`best`: that epoch's record)."""
     monitor = v.config.training.early_stopping.monitor
-    value = result.best.get(monitor, math.nan)
+    value = best.get(monitor, math.nan)
     score = value if monitor == "val_loss" else -value
-    return score if math.isfinite(score) and not result.diverged else math.inf
+    return score if math.isfinite(score) and not diverged else math.inf
 
 
 class SweepRunner:
@@ -114,7 +114,8 @@ class SweepRunner:
         self.failures: list[str] = []
         self.child_runs: dict[str, Future] = {}
         self.closed: set[str] = set()
-        self.best: dict[str, tuple[float, Variant, VariantResult, Dataset]] = {}
+        # per setting: score, variant, and its result and data (None: finished by an earlier invocation)
+        self.best: dict[str, tuple[float, Variant, VariantResult | None, Dataset | None]] = {}
         self.datasets: dict[str, Dataset] = {}
         self.compile_seconds = 0.0
         self.experiment_id = self.parent_run_id = None
@@ -158,6 +159,11 @@ class SweepRunner:
             if key in by_key and (c["status"] == "FINISHED" or (c["status"] == "FAILED" and diverged)):
                 done.add(key)
                 m = c["metrics"]
+                self.child_runs[key] = Future()
+                self.child_runs[key].set_result(c["run_id"])
+                self.closed.add(key)
+                best = {k: m.get(f"best_{k}", math.nan) for k in ("val_loss", "val_accuracy")}
+                self._consider_for_best(by_key[key], _selection_score(by_key[key], best, diverged))
                 self.records.append({"setting": by_key[key].label, "seed": by_key[key].seed, "variant_key": key,
                                      "status": c["status"], "diverged": diverged, "run_id": c["run_id"],
                                      **{k: m.get(k) for k in ("best_epoch", "stopped_epoch", "test_accuracy",
@@ -191,11 +197,18 @@ class SweepRunner:
         overall = min(self.best.values(), key=lambda item: item[0], default=None)
         with tempfile.TemporaryDirectory() as tmp:
             for i, (score, v, r, data) in enumerate(self.best.values()):
-                folder = save_checkpoint(Path(tmp, str(i)), v.config, r.params, checkpoint_meta(data))
-                uri = t.log_model(self.child_runs[v.key].result(), folder)
+                run_id, folder = self.child_runs[v.key].result(), Path(tmp, str(i))
+                if r is None:  # finished by an earlier invocation (resume): its checkpoint is in the store
+                    folder.mkdir()
+                    folder = Path(t.client.download_artifacts(run_id, "checkpoint", str(folder)))
+                    logged = t.client.get_run(run_id).outputs.model_outputs
+                else:
+                    save_checkpoint(folder, v.config, r.params, checkpoint_meta(data))
+                    logged = []
+                uri = f"models:/{logged[0].model_id}" if logged else t.log_model(run_id, folder)
                 if overall is not None and v is overall[1]:
                     t.log_model(self.parent_run_id, folder, "best_model")
-                    t.set_tags(self.parent_run_id, {"jaxmlp.best_run_id": self.child_runs[v.key].result(),
+                    t.set_tags(self.parent_run_id, {"jaxmlp.best_run_id": run_id,
                                                     "jaxmlp.best_setting": v.label, "jaxmlp.best_model_uri": uri})
                     if self.options.register:
                         version = t.register_model(uri, self.options.register)
@@ -203,6 +216,16 @@ class SweepRunner:
                                                         f"{self.options.register} v{version.version}"})
 
     def _close_parent(self, rows: list[dict[str, Any]], status: str, reason: str | None) -> None:
+        """Summary, plots and metrics on the parent, then end it; it never stays RUNNING."""
+        try:
+            self._summarize_parent(rows)
+        except Exception as err:
+            why = f"the sweep summary could not be logged: {type(err).__name__}: {err}"
+            self.tracker.finish(self.parent_run_id, "FAILED", "; ".join(filter(None, [reason, why]))[:5000])
+            raise
+        self.tracker.finish(self.parent_run_id, status, reason)
+
+    def _summarize_parent(self, rows: list[dict[str, Any]]) -> None:
         t, pid = self.tracker, self.parent_run_id
         t.log_text(pid, report.to_csv(rows), "summary/summary.csv")
         t.log_text(pid, report.to_markdown(rows), "summary/summary.md")
@@ -216,7 +239,11 @@ class SweepRunner:
             metrics[f"best_setting_{metric}"] = best[metric]
             t.set_tags(pid, {"jaxmlp.best_setting_by_test_mean": best["setting"]})
         t.log_metrics(pid, metrics)
-        t.finish(pid, status, reason)
+
+    def _consider_for_best(self, v: Variant, score: float, result: VariantResult | None = None,
+                           data: Dataset | None = None) -> None:
+        if score < self.best.get(v.label, (math.inf,))[0]:
+            self.best[v.label] = (score, v, result, data)
 
     # -- the main thread --
     def _dataset(self, cfg: DataConfig) -> Dataset:
@@ -254,9 +281,7 @@ class SweepRunner:
             if r.diverged:
                 self.failures.append(f"{v.run_name}: diverged (NaN/inf loss) after epoch {r.stopped_epoch - 1}")
             self.records.append(variant_record(v, r, status, **seconds))
-            score = _selection_score(v, r)
-            if score < self.best.get(v.label, (math.inf,))[0]:
-                self.best[v.label] = (score, v, r, data)
+            self._consider_for_best(v, _selection_score(v, r.best, r.diverged), r, data)
             if self.writer:
                 self._submit(self._log_child, self.child_runs[v.key], v, r, meta, seconds)
             self.closed.add(v.key)

@@ -13,6 +13,7 @@ and what is allowed.
 """
 from __future__ import annotations
 
+import builtins
 import hashlib
 import itertools
 import json
@@ -41,7 +42,7 @@ class Distribution(_Strict):
     choice: list[Any] | None = None
     uniform: tuple[float, float] | None = None
     loguniform: tuple[float, float] | None = None
-    int: tuple[int, int] | None = None
+    int: tuple[builtins.int, builtins.int] | None = None  # the field shadows int inside this class
 
 
 class RandomSpec(_Strict):
@@ -127,7 +128,8 @@ def load_sweep(path: str | Path) -> Sweep:
     if not path.is_file():
         raise SweepError(f"{path}: no such sweep file")
     try:
-        raw = yaml.safe_load(path.read_text())
+        with path.open() as stream:  # a stream, so YAML's error messages name the file, not "<unicode string>"
+            raw = yaml.safe_load(stream)
     except yaml.YAMLError as err:
         raise SweepError(f"{path}: not valid YAML: {err}") from None
     if not isinstance(raw, dict):
@@ -190,6 +192,7 @@ def expand(spec: SweepSpec, source: str) -> list[Variant]:
     for section, axes in (("grid", spec.grid), ("zip", spec.zip)):
         for key, values in axes.items():
             _check_axis(source, section, key, values, base)
+    _check_sections_disjoint(spec, source)
     lengths = {len(v) for v in spec.zip.values()}
     if len(lengths) > 1:
         sizes = ", ".join(f"{k}: {len(v)}" for k, v in spec.zip.items())
@@ -210,4 +213,25 @@ def expand(spec: SweepSpec, source: str) -> list[Variant]:
         for seed in seeds:
             config = load_config(set_dotted(raw, "training.seed", seed), source=source)
             variants.append(Variant(len(variants), tuple(setting.items()), seed, config))
+    _check_distinct(variants, source)
     return variants
+
+
+def _check_sections_disjoint(spec: SweepSpec, source: str) -> None:
+    """A key in two of grid, zip and random would be silently overridden by the later one."""
+    sections = {"grid": spec.grid, "zip": spec.zip, "random.params": spec.random.params if spec.random else {}}
+    for key in set(spec.grid) | set(spec.zip):
+        found = [name for name, axes in sections.items() if key in axes]
+        if len(found) > 1:
+            raise SweepError(f"{source}: {key}: varied in both {' and '.join(found)}; vary it in one of them")
+
+
+def _check_distinct(variants: list[Variant], source: str) -> None:
+    """Two variants with one configuration would share a run identity (their key) and train twice."""
+    seen: dict[str, Variant] = {}
+    for v in variants:
+        if v.key in seen:
+            raise SweepError(f"{source}: variants {seen[v.key].run_name!r} and {v.run_name!r} have the same "
+                             "configuration; remove the duplicate value (or, for random, use fewer samples "
+                             "or a continuous distribution)")
+        seen[v.key] = v
