@@ -1,0 +1,265 @@
+"""The report of a sweep, built from a small real sweep tracked in a temporary MLflow store."""
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import math
+import re
+from types import SimpleNamespace
+
+import matplotlib.image
+import numpy as np
+import pytest
+
+from sweep_helpers import compile_cache
+
+from jaxmlp import report
+from jaxmlp.report_cli import MARK_END, MARK_START, ReportError, load_references
+from jaxmlp.report_cli import main as report_main
+from jaxmlp.sweep.cli import main as sweep_main
+from jaxmlp.tracking import Tracker
+
+SWEEP = """\
+name: report_test
+description: Two activations and two dropout rates on the digits set, for the report tests.
+base:
+  data: {name: digits}
+  model: {hidden: [16]}
+  training: {epochs: 5, batch_size: 64, early_stopping: {patience: 2}}
+grid:
+  model.activation: [relu, tanh]
+  model.dropout: [0.0, 0.3]
+seeds: 2
+"""
+REFERENCES = """\
+references:
+  - setting: model.activation=relu, model.dropout=0
+    value: 30.0
+    source: by label
+  - setting: {model.activation: tanh, model.dropout: 0.3, model.hidden: [16]}
+    metric: test_error_percent
+    value: 20.5
+    source: by configuration
+  - setting: {model.activation: sigmoid}
+    value: 1.0
+    source: matches nothing
+"""
+FIGURES = {"test_metric.png", "learning_curves.png", "activations.png", "generalisation_gap.png"}
+README = f"# An experiment\n\nbefore\n{MARK_START}\nnot yet run\n{MARK_END}\nafter\n"
+
+
+@pytest.fixture(scope="module")
+def tracked(tmp_path_factory):
+    """One sweep run into a fresh store, reported twice: by name without logging, then by file."""
+    root = tmp_path_factory.mktemp("report")
+    sweep = root / "sweep.yaml"
+    sweep.write_text(SWEEP)
+    (root / "references.yaml").write_text(REFERENCES)
+    uri = f"sqlite:///{root}/mlflow.db"
+    assert sweep_main([str(sweep), "--tracking-uri", uri, "--no-progress",
+                       "--compile-cache", compile_cache(tmp_path_factory)]) == 0
+    tracker = Tracker(uri)
+    experiment_id = tracker.client.get_experiment_by_name("report_test").experiment_id
+    parent, _ = tracker.find_parent(experiment_id, "report_test")
+    assert report_main(["report_test", "--tracking-uri", uri, "--out", str(root / "by_name"), "--no-log"]) == 0
+    unlogged = [a.path for a in tracker.client.list_artifacts(parent, "report")]
+    readme = root / "README.md"
+    readme.write_text(README)
+    out = root / "out"
+    assert report_main([str(sweep), "--tracking-uri", uri, "--out", str(out), "--readme", str(readme)]) == 0
+    return SimpleNamespace(root=root, uri=uri, tracker=tracker, parent=parent, out=out, readme=readme,
+                           experiment_id=experiment_id, unlogged=unlogged, children=tracker.children(parent))
+
+
+def _expected(children) -> dict[str, dict]:
+    """Test error (%) mean and std over seeds per setting, computed here from the children's metrics."""
+    by_setting: dict[str, list[dict]] = {}
+    for c in children:
+        by_setting.setdefault(c["tags"]["jaxmlp.setting"], []).append(c)
+    expected = {}
+    for setting, runs in by_setting.items():
+        errors = [100 * (1 - c["metrics"]["test_accuracy"]) for c in runs if c["status"] == "FINISHED"]
+        expected[setting] = {"mean": float(np.mean(errors)), "std": float(np.std(errors, ddof=1)),
+                             "n": len(errors), "n_params": runs[0]["metrics"]["n_params"],
+                             "best_epoch": float(np.mean([c["metrics"]["best_epoch"] for c in runs]))}
+    return expected
+
+
+def _csv_rows(path) -> dict[str, dict]:
+    return {row["setting"]: row for row in csv.DictReader(io.StringIO(path.read_text()))}
+
+
+def test_table_numbers_equal_what_mlflow_holds(tracked):
+    expected = _expected(tracked.children)
+    rows = _csv_rows(tracked.out / "report.csv")
+    assert list(rows) == ["model.activation=relu, model.dropout=0", "model.activation=relu, model.dropout=0.3",
+                          "model.activation=tanh, model.dropout=0", "model.activation=tanh, model.dropout=0.3"]
+    markdown = (tracked.out / "report.md").read_text()
+    for setting, want in expected.items():
+        row = rows[setting]
+        assert float(row["test_error_percent"]) == pytest.approx(want["mean"], abs=1e-9)
+        assert float(row["test_error_percent_std"]) == pytest.approx(want["std"], abs=1e-9)
+        assert int(row["n_seeds"]) == want["n"] == 2
+        assert int(row["n_params"]) == want["n_params"]
+        assert float(row["best_epoch"]) == pytest.approx(want["best_epoch"])
+        assert f"| {setting} | {want['mean']:.2f} ± {want['std']:.2f} | 2 |" in markdown
+
+
+def test_figures_are_valid_pngs(tracked):
+    for name in FIGURES:
+        data = (tracked.out / name).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n", name
+        assert len(data) > 5000, name
+        image = matplotlib.image.imread(tracked.out / name)
+        assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100, name
+
+
+def test_html_is_self_contained_with_table_and_figures(tracked):
+    page = (tracked.out / "report.html").read_text()
+    assert "<table>" in page and "test error (%)" in page
+    for setting, want in _expected(tracked.children).items():
+        assert f"<td>{setting}</td><td>{want['mean']:.2f} ± {want['std']:.2f}</td>" in page
+    images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
+    assert len(images) == len(FIGURES)
+    assert all(base64.b64decode(image)[:4] == b"\x89PNG" for image in images)
+    assert not re.search(r'src="(?!data:)', page), "every image is inlined"
+
+
+def test_artifacts_are_logged_on_the_parent_run_unless_no_log(tracked):
+    assert tracked.unlogged == []
+    logged = {a.path for a in tracked.tracker.client.list_artifacts(tracked.parent, "report")}
+    assert logged == {f"report/{name}" for name in {"report.md", "report.csv", "report.html", *FIGURES}}
+
+
+def test_report_by_sweep_name_equals_report_by_file(tracked):
+    by_name = _csv_rows(tracked.root / "by_name" / "report.csv")
+    assert by_name == _csv_rows(tracked.out / "report.csv")
+
+
+def test_references_appear_with_their_difference(tracked):
+    rows = _csv_rows(tracked.out / "report.csv")
+    expected = _expected(tracked.children)
+    relu, tanh = "model.activation=relu, model.dropout=0", "model.activation=tanh, model.dropout=0.3"
+    for setting, value, source in ((relu, 30.0, "by label"), (tanh, 20.5, "by configuration")):
+        assert float(rows[setting]["reference"]) == value
+        assert float(rows[setting]["reference_diff"]) == pytest.approx(expected[setting]["mean"] - value)
+        assert rows[setting]["reference_source"] == source
+    others = set(rows) - {relu, tanh}
+    assert all(rows[s]["reference"] == "nan" and rows[s]["reference_source"] == "" for s in others)
+    markdown = (tracked.out / "report.md").read_text()
+    assert f"| 30.00 | {expected[relu]['mean'] - 30.0:+.2f} | by label |" in markdown
+    assert "matches nothing" not in markdown
+
+
+def test_readme_changes_only_between_the_markers(tracked):
+    text = tracked.readme.read_text()
+    before, _, rest = text.partition(MARK_START)
+    inside, _, after = rest.partition(MARK_END)
+    assert before == README.partition(MARK_START)[0] and after == README.partition(MARK_END)[2]
+    assert "not yet run" not in inside
+    assert "| setting | test error (%) |" in inside and tracked.parent in inside
+
+
+def test_readme_without_markers_is_an_error(tracked, tmp_path, capsys):
+    readme = tmp_path / "README.md"
+    readme.write_text("# no markers\n")
+    code = report_main(["report_test", "--tracking-uri", tracked.uri, "--out", str(tmp_path / "r"), "--no-log",
+                        "--readme", str(readme)])
+    assert code == 2 and MARK_START in capsys.readouterr().err
+    assert readme.read_text() == "# no markers\n"
+
+
+def test_unknown_sweep_names_the_store_and_the_fix(tracked, capsys):
+    assert report_main(["no_such_sweep", "--tracking-uri", tracked.uri, "--no-log"]) == 2
+    err = capsys.readouterr().err
+    assert "no MLflow experiment named 'no_such_sweep'" in err and "python -m jaxmlp.sweep" in err
+
+
+def test_report_by_experiment_id_and_parent_run(tracked, tmp_path):
+    assert report_main([tracked.experiment_id, "--tracking-uri", tracked.uri, "--run", tracked.parent,
+                        "--out", str(tmp_path), "--no-log"]) == 0
+    assert _csv_rows(tmp_path / "report.csv").keys() == _csv_rows(tracked.out / "report.csv").keys()
+
+
+def test_references_file_errors_name_the_entry_and_key(tmp_path):
+    path = tmp_path / "references.yaml"
+    path.write_text("references:\n  - {setting: {model.hiden: [800]}, value: 1.6, source: paper}\n")
+    with pytest.raises(ReportError, match=r"references\[0\]\.setting\.model\.hiden: unknown configuration key "
+                                          r"\(did you mean 'model\.hidden'\?\)"):
+        load_references(path)
+    path.write_text("references:\n  - {setting: base, metric: accuracy, value: 1.6, source: paper}\n")
+    with pytest.raises(ReportError, match=r"references\.0\.metric: 'accuracy' is not allowed"):
+        load_references(path)
+
+
+# -- pure functions, no MLflow --
+
+def test_report_rows_for_regression_show_test_loss():
+    records = [{"setting": "model.hidden=8", "seed": s, "status": "FINISHED", "test_loss": loss, "best_epoch": 3,
+                "stopped_epoch": 5, "n_params": 100.0} for s, loss in enumerate((1.0, 3.0))]
+    (row,) = report.report_rows(report.summarize(records))
+    assert (row["test_loss"], row["test_loss_std"], row["n_params"]) == (2.0, pytest.approx(math.sqrt(2)), 100)
+    assert "2.0000 ± 1.4142" in report.to_markdown([row], report.HEADERS)
+    assert report.display_metric(records) == "test_loss"
+
+
+def test_swept_axis_prefers_the_last_numeric_key_and_falls_back_to_settings():
+    grid = {f"a={a}, lr={lr}": {"model.activation": a, "optimizer.learning_rate": lr}
+            for a in ("relu", "tanh") for lr in (0.01, 0.1)}
+    assert report.swept_axis(grid) == ("optimizer.learning_rate", True)
+    zipped = {f"h={h}": {"model.hidden": h, "optimizer.learning_rate": lr}
+              for h, lr in (([8], 0.1), ([8, 8], 0.01))}
+    assert report.swept_axis(zipped) == (None, False)
+    paired = {f"{h} {a}": {"model.hidden": h, "model.activation": a, "model.dropout": d}
+              for h, a, d in (([8], "sigmoid", 0.0), ([8, 8], "sigmoid", 0.5), ([8, 8], "relu", 0.5))}
+    assert report.swept_axis(paired) == (None, False), "a zip is no axis, even where two settings differ in one key"
+    assert report.swept_axis(grid, prefer="model.activation") == ("model.activation", False)
+    depth = {f"{h} {p}": {"model.hidden": h, "training.early_stopping.patience": p}
+             for h in ([8], [8, 8]) for p in (None, 5)}
+    assert report.swept_axis(depth) == ("model.hidden", False)
+
+
+def test_setting_values_parse_labels():
+    assert report.setting_values("model.dropout=0.2, model.hidden=128x128, optimizer.max_norm=None") == {
+        "model.dropout": 0.2, "model.hidden": "128x128", "optimizer.max_norm": None}
+    assert report.setting_values("base") == {}
+
+
+def test_a_variant_trained_again_after_a_kill_counts_once(tracked, tmp_path):
+    from jaxmlp.report_cli import load_runs
+
+    t = tracked.tracker
+    experiment_id = t.experiment("resumed_by_hand", {})
+    parent = t.start_parent(experiment_id, "resumed", {"jaxmlp.sweep_name": "resumed_by_hand"}, {})
+    for status, accuracy in (("KILLED", None), ("FINISHED", 0.9)):
+        child = t.start_child(experiment_id, parent, "relu | seed=0", "key0", {"model.activation": "relu"},
+                              {"jaxmlp.setting": "model.activation=relu", "seed": "0"})
+        if accuracy is not None:
+            t.log_history(child, [{"epoch": e, "train_loss": 1.0 / e, "val_loss": 1.5 / e} for e in (1, 2)])
+            t.log_metrics(child, {"test_accuracy": accuracy, "best_epoch": 2, "stopped_epoch": 2}, step=2)
+        t.finish(child, status)
+    (record,) = load_runs(t, "resumed_by_hand").records
+    assert record["status"] == "FINISHED" and record["test_accuracy"] == pytest.approx(0.9)
+    assert record["history"]["val_loss"] == ([1, 2], [1.5, 0.75])
+    assert record["config"] == {"model.activation": "relu"}
+
+
+def test_reference_columns_only_where_an_entry_matched():
+    rows = report.summarize([{"setting": "model.dropout=0.5", "seed": 0, "status": "FINISHED", "test_accuracy": 0.9,
+                              "best_epoch": 4, "stopped_epoch": 6}])
+    assert "reference" not in report.report_rows(rows, {})[0]
+    (row,) = report.report_rows(rows, {"model.dropout=0.5": {"value": 4.0, "source": "paper"}})
+    assert (row["test_error_percent"], row["reference_diff"]) == (pytest.approx(10.0), pytest.approx(6.0))
+
+
+def test_a_setting_whose_group_failed_still_gets_a_row_in_every_format():
+    records = [{"setting": "model.dropout=0", "seed": 0, "status": "FINISHED", "test_accuracy": 0.9, "best_epoch": 3,
+                "stopped_epoch": 5, "n_params": 100, "train_seconds": 1.5},
+               {"setting": "model.dropout=0.5", "seed": 0, "status": "FAILED"}]
+    rows = report.summarize(records)
+    assert [r["n_params"] for r in rows] == [100, None] and list(rows[0]) == list(rows[1])
+    failed = list(csv.DictReader(io.StringIO(report.to_csv(rows))))[1]
+    assert (failed["setting"], failed["n_seeds"], failed["failed"]) == ("model.dropout=0.5", "0", "1")
+    assert "| model.dropout=0.5 | 0 |" in report.to_markdown(rows)
+    assert "model.dropout=0.5" in report.to_text(report.report_rows(rows), report.HEADERS)
