@@ -1,0 +1,128 @@
+"""Shared by the sweep tests: tiny sweep files, the sweep command in-process or as a process,
+and what a real MLflow store holds afterwards."""
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+PARENT_TAG = "mlflow.parentRunId"
+ROLE_TAG = "jaxmlp.role"
+
+#: A network small enough that a group of a few variants trains in well under a second.
+TINY_BASE = {
+    "data": {"name": "digits"},
+    "model": {"hidden": [16]},
+    "optimizer": {"name": "sgd", "learning_rate": 0.1, "momentum": 0.9},
+    "training": {"epochs": 8, "batch_size": 64, "early_stopping": {"patience": 3}},
+}
+
+
+def write_sweep(folder: Path, spec: dict[str, Any], filename: str | None = None) -> Path:
+    path = Path(folder) / (filename or f"{spec['name']}.yaml")
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+def compile_cache(tmp_path_factory) -> str:
+    """One persistent XLA cache per test session, so a program compiled by one test is reused."""
+    folder = tmp_path_factory.getbasetemp() / "xla-cache"
+    folder.mkdir(exist_ok=True)
+    return str(folder)
+
+
+@dataclass
+class CliResult:
+    code: int
+    out: str
+    err: str
+
+
+def run_sweep_cli(*args: Any) -> CliResult:
+    """`python -m jaxmlp.sweep ARGS` in this process, its stdout and stderr captured."""
+    from jaxmlp.sweep.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main([str(a) for a in args])
+    return CliResult(code, out.getvalue(), err.getvalue())
+
+
+def start_sweep(path: Path, *args: Any, log: Path) -> subprocess.Popen:
+    """`python -m jaxmlp.sweep PATH ARGS` as a separate process, output to `log`, started in PATH's folder."""
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    with open(log, "w") as out:
+        return subprocess.Popen([sys.executable, "-m", "jaxmlp.sweep", str(path), "--no-progress", *map(str, args)],
+                                cwd=path.parent, stdout=out, stderr=subprocess.STDOUT, env=env)
+
+
+def store_client(tracking_uri: str):
+    """An MlflowClient on the store (opened like jaxmlp opens it: one process migrates a new file)."""
+    from jaxmlp.tracking import Tracker
+
+    return Tracker(tracking_uri).client
+
+
+def sweep_runs(client, experiment_name: str, settled: bool = True) -> tuple[list, list]:
+    """The parent runs and the child runs of an experiment (every status).
+
+    `settled`: no sweep is writing, so every run must be a parent or a child (while one is
+    writing, a run just created may not have its tags yet).
+    """
+    experiment = client.get_experiment_by_name(experiment_name)
+    if experiment is None:
+        return [], []
+    runs = client.search_runs([experiment.experiment_id], max_results=1000)
+    parents = [r for r in runs if r.data.tags.get(ROLE_TAG) == "parent"]
+    children = [r for r in runs if PARENT_TAG in r.data.tags]
+    if settled:
+        known = {r.info.run_id for r in parents + children}
+        others = [(r.info.run_id, r.info.run_name, r.info.status) for r in runs if r.info.run_id not in known]
+        assert not others, f"runs that are neither parent nor child: {others}"
+    return parents, children
+
+
+def wait_until(condition: Callable[[], bool], what: str, process: subprocess.Popen, log: Path,
+               timeout: float = 180) -> None:
+    """Poll `condition` until it holds; fail (with the process's output) if the process ends first."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if process.poll() is not None:
+            raise AssertionError(f"the sweep ended (exit {process.returncode}) before {what}:\n"
+                                 f"{log.read_text()[-3000:]}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting until {what}:\n{log.read_text()[-3000:]}")
+        time.sleep(0.1)
+
+
+def models_by_run(client, experiment_id: str) -> dict[str, list]:
+    """The READY logged models of an experiment by the run they were logged from."""
+    out: dict[str, list] = {}
+    for model in client.search_logged_models([experiment_id], max_results=1000):
+        if str(model.status) == "READY":
+            out.setdefault(model.source_run_id, []).append(model)
+    return out
+
+
+def check_models_of_the_best(client, parent, children) -> None:
+    """One model per setting, on its child with the lowest best_val_loss; the overall best on the parent."""
+    finished = [c for c in children if c.info.status == "FINISHED"]
+    models = models_by_run(client, parent.info.experiment_id)
+    best_per_setting: dict[str, Any] = {}
+    for c in sorted(finished, key=lambda c: -c.data.metrics["best_val_loss"]):
+        best_per_setting[c.data.tags["jaxmlp.setting"]] = c  # the lowest comes last
+    expected = {c.info.run_id for c in best_per_setting.values()} | {parent.info.run_id}
+    logged = {run_id: len(found) for run_id, found in models.items()}
+    assert logged == {run_id: 1 for run_id in expected}, f"models logged {logged}, expected one on each of {expected}"
+    overall = min(finished, key=lambda c: c.data.metrics["best_val_loss"])
+    assert parent.data.tags["jaxmlp.best_run_id"] == overall.info.run_id, "the parent's best is not the overall best"
+    assert parent.data.tags["jaxmlp.best_model_uri"] == f"models:/{models[overall.info.run_id][0].model_id}"
+

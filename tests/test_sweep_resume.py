@@ -1,0 +1,182 @@
+"""Interrupted sweeps: SIGKILL mid-sweep then --resume; SIGTERM and Ctrl-C; resume refusing a changed file.
+
+The sweep has three programs (three widths); the middle one trains long enough that the
+test can interrupt it after the first group has FINISHED and while the second is RUNNING.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+from types import SimpleNamespace
+
+import pytest
+
+from jaxmlp.sweep.spec import load_sweep
+from sweep_helpers import (check_models_of_the_best, compile_cache, run_sweep_cli, start_sweep, store_client,
+                           sweep_runs, wait_until, write_sweep)
+
+pytestmark = pytest.mark.slow
+
+THREE_GROUPS = {
+    "base": {"data": {"name": "digits"}, "training": {"batch_size": 64, "early_stopping": {"patience": None}}},
+    "zip": {"model.hidden": [[16], [24], [32]], "training.epochs": [5, 1500, 5]},
+    "seeds": 2,
+}
+N_VARIANTS = 6
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> str:
+    return compile_cache(tmp_path_factory)
+
+
+def _by_status(children) -> dict[str, set[str]]:
+    out: dict[str, set[str]] = {}
+    for c in children:
+        out.setdefault(c.info.status, set()).add(c.info.run_id)
+    return out
+
+
+def _interrupt_mid_sweep(path, uri, cache, signum) -> tuple[int, object, list, list]:
+    """Start the sweep as a process; once the first group has FINISHED and the next is RUNNING, send `signum`."""
+    client, name, log = store_client(uri), load_sweep(path).spec.name, path.with_suffix(".log")
+    # a caught (not ignored) SIGINT here is reset to the default in the child, as in a terminal
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        process = start_sweep(path, "--tracking-uri", uri, "--compile-cache", cache, log=log)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    try:
+        def first_group_done() -> bool:
+            by_status = _by_status(sweep_runs(client, name, settled=False)[1])
+            return len(by_status.get("FINISHED", ())) >= 2 and bool(by_status.get("RUNNING"))
+
+        wait_until(first_group_done, "the first group FINISHED and the next RUNNING", process, log)
+        os.kill(process.pid, signum)
+        code = process.wait(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    parents, children = sweep_runs(client, name)
+    return code, client, parents, children
+
+
+@pytest.fixture(scope="module")
+def resumed(tmp_path_factory, cache) -> SimpleNamespace:
+    """The sweep killed with SIGKILL mid-sweep, then run again with --resume."""
+    folder = tmp_path_factory.mktemp("resume")
+    uri = f"sqlite:///{folder}/mlflow.db"
+    path = write_sweep(folder, {"name": "resume", **THREE_GROUPS})
+    code, client, parents, children = _interrupt_mid_sweep(path, uri, cache, signal.SIGKILL)
+    before = SimpleNamespace(code=code, parents=parents, children=children, by_status=_by_status(children))
+    log = folder / "resume.log"
+    second = start_sweep(path, "--resume", "--tracking-uri", uri, "--compile-cache", cache, log=log)
+    try:
+        resume_code = second.wait(timeout=300)
+    finally:
+        if second.poll() is None:
+            second.kill()
+            second.wait()
+    parents, children = sweep_runs(client, "resume")
+    return SimpleNamespace(path=path, uri=uri, client=client, before=before, code=resume_code, log=log.read_text(),
+                           parents=parents, children=children, keys={v.key for v in load_sweep(path).variants})
+
+
+def _key(run) -> str:
+    return run.data.tags["jaxmlp.variant_key"]
+
+
+def test_the_kill_left_some_variants_finished_and_others_running(resumed):
+    before = resumed.before
+    assert before.code == -signal.SIGKILL
+    assert [p.info.status for p in before.parents] == ["RUNNING"]  # nobody could close it
+    finished = before.by_status.get("FINISHED", set())
+    assert 2 <= len(finished) < N_VARIANTS and before.by_status.get("RUNNING")
+
+
+def test_resume_finishes_under_the_same_parent(resumed):
+    assert resumed.code == 0, resumed.log[-3000:]
+    (parent,) = resumed.parents
+    assert parent.info.run_id == resumed.before.parents[0].info.run_id
+    assert parent.info.status == "FINISHED"
+    assert {c.data.tags["mlflow.parentRunId"] for c in resumed.children} == {parent.info.run_id}
+    assert parent.data.metrics["n_variants"] == N_VARIANTS and parent.data.metrics["n_failed"] == 0
+
+
+def test_resume_trains_only_the_missing_variants_and_every_variant_finishes_once(resumed):
+    finished_before = {_key(c): c.info.run_id for c in resumed.before.children if c.info.status == "FINISHED"}
+    finished_now = [c for c in resumed.children if c.info.status == "FINISHED"]
+    assert sorted(_key(c) for c in finished_now) == sorted(resumed.keys)  # each variant exactly once
+    now = {_key(c): c.info.run_id for c in finished_now}
+    assert {k: now[k] for k in finished_before} == finished_before  # kept, not trained again
+    before_ids = {c.info.run_id for c in resumed.before.children}
+    trained_again = {_key(c) for c in resumed.children if c.info.run_id not in before_ids}
+    assert trained_again == resumed.keys - set(finished_before)
+    for run in finished_now:
+        history = resumed.client.get_metric_history(run.info.run_id, "val_loss")
+        assert len(history) == int(run.data.metrics["stopped_epoch"]) == int(run.data.params["training.epochs"])
+
+
+def test_resume_logs_models_also_for_settings_finished_before_the_kill(resumed):
+    """The best model of each setting and of the sweep are chosen among all finished variants, not only
+    those trained by the resuming process."""
+    check_models_of_the_best(resumed.client, resumed.parents[0], resumed.children)
+
+
+def test_runs_left_running_by_the_killed_process_are_now_killed(resumed):
+    left_running = resumed.before.by_status["RUNNING"]
+    statuses = {c.info.run_id: c for c in resumed.children}
+    for run_id in left_running:
+        assert statuses[run_id].info.status == "KILLED"
+        assert statuses[run_id].data.tags["jaxmlp.failure_reason"] == "left RUNNING by an interrupted sweep"
+    assert len(resumed.children) == N_VARIANTS + len(left_running)
+    assert "RUNNING" not in _by_status(resumed.children)
+
+
+def test_resume_of_a_finished_sweep_with_only_a_comment_added_trains_nothing(resumed, cache, tmp_path):
+    path = tmp_path / "resume.yaml"
+    path.write_text("# the same sweep, commented\n" + resumed.path.read_text().replace("\n", "  # note\n", 1))
+    before = {c.info.run_id: c.info.status for c in sweep_runs(resumed.client, "resume")[1]}
+    result = run_sweep_cli(path, "--resume", "--tracking-uri", resumed.uri, "--no-progress", "--json",
+                           "--compile-cache", cache)
+    assert result.code == 0, result.err
+    outcome = json.loads(result.out)
+    assert (outcome["n_variants"], outcome["n_finished"]) == (N_VARIANTS, N_VARIANTS)
+    assert outcome["parent_run_id"] == resumed.parents[0].info.run_id
+    parents, children = sweep_runs(resumed.client, "resume")
+    assert {c.info.run_id: c.info.status for c in children} == before
+    assert [p.info.status for p in parents] == ["FINISHED"]
+
+
+def test_resume_refuses_a_changed_sweep_file(resumed, cache, tmp_path):
+    path = tmp_path / "resume.yaml"
+    path.write_text(resumed.path.read_text().replace("seeds: 2", "seeds: 3"))
+    before = {c.info.run_id: c.info.status for c in sweep_runs(resumed.client, "resume")[1]}
+    result = run_sweep_cli(path, "--resume", "--tracking-uri", resumed.uri, "--no-progress", "--compile-cache", cache)
+    assert result.code == 2
+    assert result.err.startswith(f"error: {path}: its content changed since parent run "
+                                 f"{resumed.parents[0].info.run_id} was started")
+    assert "Restore the file, or run without --resume" in result.err
+    parents, children = sweep_runs(resumed.client, "resume")
+    assert {c.info.run_id: c.info.status for c in children} == before
+    assert [(p.info.run_id, p.info.status) for p in parents] == [(resumed.parents[0].info.run_id, "FINISHED")]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_sigterm_and_ctrl_c_mark_unfinished_runs_killed(tmp_path, cache, signum):
+    path = write_sweep(tmp_path, {"name": f"interrupted-{signum.name.lower()}", **THREE_GROUPS})
+    code, _, parents, children = _interrupt_mid_sweep(path, f"sqlite:///{tmp_path}/mlflow.db", cache, signum)
+    log = path.with_suffix(".log").read_text()
+    assert code == 130, log[-3000:]
+    assert "interrupted: unfinished runs were marked KILLED; continue with --resume" in log
+    by_status = _by_status(children)
+    assert set(by_status) == {"FINISHED", "KILLED"}, by_status
+    assert len(by_status["FINISHED"]) == 2 and len(by_status["KILLED"]) == 2  # group one done, group two not
+    for run in children:
+        if run.info.status == "KILLED":
+            assert run.data.tags["jaxmlp.failure_reason"] == "interrupted"
+            assert run.data.params["training.epochs"] == "1500"
+    (parent,) = parents
+    assert parent.info.status == "KILLED" and parent.data.tags["jaxmlp.failure_reason"] == "interrupted"

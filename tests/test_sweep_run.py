@@ -1,0 +1,321 @@
+"""Running sweeps end to end into a real SQLite MLflow store, and checking what MLflow holds."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from jaxmlp.sweep.spec import load_sweep
+from sweep_helpers import (TINY_BASE, check_models_of_the_best, compile_cache, run_sweep_cli, start_sweep,
+                           store_client, sweep_runs, write_sweep)
+
+EPOCH_METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "dead_fraction_0")
+FINAL_METRICS = ("test_accuracy", "test_loss", "best_epoch", "stopped_epoch", "best_val_loss", "best_val_accuracy",
+                 "final_train_loss", "n_params")
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> str:
+    return compile_cache(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory, cache) -> SimpleNamespace:
+    """One small sweep (2 activations x 2 seeds) run in this process, registering its best model."""
+    folder = tmp_path_factory.mktemp("tiny")
+    uri = f"sqlite:///{folder}/mlflow.db"
+    path = write_sweep(folder, {"name": "tiny-run", "description": "two activations",
+                                "base": TINY_BASE, "grid": {"model.activation": ["relu", "tanh"]}, "seeds": 2})
+    result = run_sweep_cli(path, "--tracking-uri", uri, "--no-progress", "--register", "tiny-best", "--json",
+                           "--compile-cache", cache)
+    client = store_client(uri)
+    parents, children = sweep_runs(client, "tiny-run")
+    return SimpleNamespace(path=path, uri=uri, result=result, client=client, parents=parents, children=children,
+                           sweep=load_sweep(path))
+
+
+def _children_by_key(tiny) -> dict:
+    return {c.data.tags["jaxmlp.variant_key"]: c for c in tiny.children}
+
+
+def test_sweep_exits_0_and_prints_one_json_object(tiny):
+    assert tiny.result.code == 0, tiny.result.err
+    outcome = json.loads(tiny.result.out)
+    assert (outcome["sweep"], outcome["n_variants"], outcome["n_finished"]) == ("tiny-run", 4, 4)
+    assert outcome["failures"] == [] and outcome["tracking_errors"] == []
+    assert outcome["tracking_uri"] == tiny.uri
+    assert outcome["parent_run_id"] == tiny.parents[0].info.run_id
+    assert outcome["experiment_id"] == tiny.client.get_experiment_by_name("tiny-run").experiment_id
+    assert [r["setting"] for r in outcome["rows"]] == ["model.activation=relu", "model.activation=tanh"]
+    assert [r["n_seeds"] for r in outcome["rows"]] == [2, 2]
+    assert 0.5 < outcome["mean_test_accuracy"] <= 1.0
+
+
+def test_one_experiment_named_after_the_sweep_with_one_finished_parent(tiny):
+    experiment = tiny.client.get_experiment_by_name("tiny-run")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert {e.name for e in tiny.client.search_experiments()} - {"Default"} == {"tiny-run"}
+    (parent,) = tiny.parents
+    assert parent.info.status == "FINISHED"
+    assert parent.data.tags["jaxmlp.sweep_name"] == "tiny-run"
+    assert parent.data.tags["jaxmlp.sweep_hash"] == tiny.sweep.hash
+    assert parent.data.params["n_variants"] == "4" and parent.data.params["n_programs"] == "1"
+    assert parent.data.metrics["n_variants"] == 4 and parent.data.metrics["n_failed"] == 0
+
+
+def test_one_finished_child_per_variant_nested_under_the_parent(tiny):
+    parent_id = tiny.parents[0].info.run_id
+    by_key = _children_by_key(tiny)
+    assert len(tiny.children) == 4 and set(by_key) == {v.key for v in tiny.sweep.variants}
+    for v in tiny.sweep.variants:
+        run = by_key[v.key]
+        assert run.info.status == "FINISHED"
+        assert run.data.tags["mlflow.parentRunId"] == parent_id
+        assert run.info.run_name == v.run_name
+        assert run.data.tags["jaxmlp.diverged"] == "false"
+        params = run.data.params
+        assert params["model.activation"] == v.config.model.activation
+        assert params["training.seed"] == str(v.seed)
+        assert params["model.hidden"] == "[16]" and params["optimizer.name"] == "sgd"
+        assert float(params["optimizer.learning_rate"]) == 0.1
+        assert params["variant_key"] == v.key
+    assert sorted((c.data.params["model.activation"], c.data.params["training.seed"]) for c in tiny.children) == [
+        ("relu", "0"), ("relu", "1"), ("tanh", "0"), ("tanh", "1")]
+
+
+def test_children_hold_whole_epoch_histories_and_final_metrics(tiny):
+    for run in tiny.children:
+        metrics = run.data.metrics
+        assert set(FINAL_METRICS) <= set(metrics)
+        stopped = int(metrics["stopped_epoch"])
+        assert 1 <= int(metrics["best_epoch"]) <= stopped <= 8
+        for key in EPOCH_METRICS:
+            history = tiny.client.get_metric_history(run.info.run_id, key)
+            assert [m.step for m in sorted(history, key=lambda m: m.step)] == list(range(1, stopped + 1)), key
+            assert all(math.isfinite(m.value) for m in history)
+        val_loss = {m.step: m.value for m in tiny.client.get_metric_history(run.info.run_id, "val_loss")}
+        assert metrics["best_val_loss"] == pytest.approx(val_loss[int(metrics["best_epoch"])])
+        assert 0.5 < metrics["test_accuracy"] <= 1.0
+
+
+def test_children_carry_checkpoints_and_the_parent_the_sweep_file_summary_and_plots(tiny, tmp_path):
+    client, parent = tiny.client, tiny.parents[0].info.run_id
+    for run in tiny.children:
+        files = {f.path for f in client.list_artifacts(run.info.run_id, "checkpoint")}
+        assert files == {"checkpoint/config.json", "checkpoint/params.msgpack"}
+    top = {f.path for f in client.list_artifacts(parent)}
+    assert {"tiny-run.yaml", "summary", "plots"} <= top
+    assert {f.path for f in client.list_artifacts(parent, "summary")} == {"summary/summary.csv", "summary/summary.md"}
+    plots = client.list_artifacts(parent, "plots")
+    assert plots and all(f.path.endswith(".png") and f.file_size > 1000 for f in plots)
+    client.download_artifacts(parent, "", str(tmp_path))
+    assert (tmp_path / "tiny-run.yaml").read_text() == tiny.path.read_text()
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "summary" / "summary.csv").read_text())))
+    assert [r["setting"] for r in rows] == ["model.activation=relu", "model.activation=tanh"]
+    assert "model.activation=tanh" in (tmp_path / "summary" / "summary.md").read_text()
+    assert (tmp_path / plots[0].path).read_bytes().startswith(b"\x89PNG")
+
+
+def _digits():
+    from jaxmlp.config import load_config
+    from jaxmlp.data import load_dataset
+
+    return load_dataset(load_config(TINY_BASE).data)
+
+
+@pytest.fixture(scope="module")
+def best(tiny, tmp_path_factory) -> SimpleNamespace:
+    """The parent's best model, the run it came from and that run's checkpoint artifact."""
+    from jaxmlp.checkpoint import load_checkpoint
+
+    tags = tiny.parents[0].data.tags
+    run_id = tags["jaxmlp.best_run_id"]
+    folder = tiny.client.download_artifacts(run_id, "checkpoint", str(tmp_path_factory.mktemp("ckpt")))
+    return SimpleNamespace(run=tiny.client.get_run(run_id), uri=tags["jaxmlp.best_model_uri"],
+                           checkpoint=load_checkpoint(folder))
+
+
+def test_best_model_is_the_child_with_the_lowest_validation_loss(tiny, best):
+    assert best.uri.startswith("models:/")
+    assert best.run.info.run_id in {c.info.run_id for c in tiny.children}
+    lowest = min(tiny.children, key=lambda c: c.data.metrics["best_val_loss"])
+    assert best.run.info.run_id == lowest.info.run_id
+    assert tiny.parents[0].data.tags["jaxmlp.best_setting"] == best.run.data.tags["jaxmlp.setting"]
+    assert best.checkpoint.config.model.activation == best.run.data.params["model.activation"]
+    assert best.checkpoint.config.training.seed == int(best.run.data.params["training.seed"])
+
+
+def test_each_setting_logs_the_model_of_its_best_seed(tiny):
+    check_models_of_the_best(tiny.client, tiny.parents[0], tiny.children)
+
+
+def test_logged_pyfunc_model_predicts_what_the_engine_trained(tiny, best, monkeypatch):
+    import mlflow
+    import mlflow.pyfunc
+
+    from jaxmlp.checkpoint import predict
+    from jaxmlp.train import fit
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tiny.uri)  # models:/ URIs resolve through the global URI
+    assert mlflow.get_tracking_uri() == tiny.uri
+    data = _digits()
+    x = np.asarray(data.test.x)
+    probabilities = mlflow.pyfunc.load_model(best.uri).predict(x)
+    assert probabilities.shape == (len(x), 10)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(probabilities, predict(best.checkpoint, x), rtol=1e-6, atol=1e-7)
+    accuracy = float(np.mean(probabilities.argmax(axis=1) == np.asarray(data.test.y)))
+    assert accuracy == pytest.approx(best.run.data.metrics["test_accuracy"], abs=1e-6)
+
+    # the same variants trained again by the engine give the same parameters, hence the same probabilities
+    configs = [v.config for v in tiny.sweep.variants]
+    retrained = fit(configs, data.on_device())
+    (i,) = [i for i, v in enumerate(tiny.sweep.variants) if v.key == best.run.data.tags["jaxmlp.variant_key"]]
+    engine = predict(best.checkpoint._replace(params=retrained.variants[i].params), x)
+    np.testing.assert_allclose(probabilities, engine, rtol=1e-5, atol=1e-6)
+    assert retrained.variants[i].test["accuracy"] == pytest.approx(best.run.data.metrics["test_accuracy"], abs=1e-6)
+
+
+def test_register_creates_a_model_version_of_the_best_model(tiny, best, monkeypatch):
+    import mlflow.pyfunc
+
+    versions = tiny.client.search_model_versions("name='tiny-best'")
+    assert [(int(v.version), v.run_id) for v in versions] == [(1, best.run.info.run_id)]
+    assert tiny.parents[0].data.tags["jaxmlp.registered_model"] == "tiny-best v1"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tiny.uri)
+    x = np.asarray(_digits().test.x[:7])
+    np.testing.assert_allclose(mlflow.pyfunc.load_model("models:/tiny-best/1").predict(x),
+                               mlflow.pyfunc.load_model(best.uri).predict(x), rtol=1e-6)
+
+
+def test_no_tracking_trains_prints_the_table_and_creates_no_store(tiny, cache, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    path = tmp_path / "tiny-run.yaml"
+    path.write_text(tiny.path.read_text())
+    result = run_sweep_cli(path, "--no-tracking", "--no-progress", "--compile-cache", cache)
+    assert result.code == 0, result.err
+    assert "sweep 'tiny-run': 4 variants" in result.out
+    lines = result.out.splitlines()
+    assert any(line.startswith("model.activation=relu") for line in lines)
+    assert any(line.startswith("model.activation=tanh") for line in lines)
+    assert "MLflow" not in result.out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny-run.yaml"]
+    # the same seeds give the same test accuracies as the tracked run
+    tracked = json.loads(tiny.result.out)["rows"]
+    again = json.loads(run_sweep_cli(path, "--no-tracking", "--no-progress", "--json", "--compile-cache", cache).out)
+    assert [r["test_accuracy"] for r in again["rows"]] == [r["test_accuracy"] for r in tracked]
+
+
+def test_dry_run_logs_nothing(tiny, cache):
+    before = tiny.client.search_runs([tiny.parents[0].info.experiment_id])
+    result = run_sweep_cli(tiny.path, "--dry-run", "--tracking-uri", tiny.uri, "--compile-cache", cache)
+    assert result.code == 0 and "4 variants = 2 settings x 2 seeds; 1 compiled program(s)" in result.out
+    after = tiny.client.search_runs([tiny.parents[0].info.experiment_id])
+    assert [r.info.run_id for r in after] == [r.info.run_id for r in before]
+    assert {e.name for e in tiny.client.search_experiments()} - {"Default"} == {"tiny-run"}
+
+
+def test_a_diverged_variant_fails_alone_and_the_others_finish(tmp_path, cache):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    path = write_sweep(tmp_path, {"name": "diverge", "base": TINY_BASE, "grid": {
+        "model.activation": ["relu", "tanh"], "optimizer.learning_rate": [0.1, 1e30]}, "seeds": [0]})
+    result = run_sweep_cli(path, "--tracking-uri", uri, "--no-progress", "--compile-cache", cache)
+    assert result.code == 1, result.err
+    assert "FAILED: model.activation=relu, optimizer.learning_rate=1e+30 | seed=0: diverged" in result.out
+    client = store_client(uri)
+    (parent,), children = sweep_runs(client, "diverge")
+    assert parent.info.status == "FAILED" and "diverged" in parent.data.tags["jaxmlp.failure_reason"]
+    assert parent.data.metrics["n_diverged"] == 1
+    by_setting = {(c.data.params["model.activation"], float(c.data.params["optimizer.learning_rate"])): c
+                  for c in children}
+    assert len(children) == 4 and len(by_setting) == 4
+    diverged = by_setting.pop(("relu", 1e30))
+    assert diverged.info.status == "FAILED"
+    assert diverged.data.tags["jaxmlp.diverged"] == "true"
+    assert "diverged: loss became NaN or infinite" in diverged.data.tags["jaxmlp.failure_reason"]
+    history = client.get_metric_history(diverged.info.run_id, "train_loss")
+    assert len(history) == int(diverged.data.metrics["stopped_epoch"])
+    assert not math.isfinite(max(history, key=lambda m: m.step).value)  # NaN/inf kept as logged
+    for run in by_setting.values():
+        assert run.info.status == "FINISHED" and run.data.tags["jaxmlp.diverged"] == "false"
+        assert "jaxmlp.failure_reason" not in run.data.tags
+        assert all(math.isfinite(run.data.metrics[k]) for k in FINAL_METRICS)
+    assert by_setting[("relu", 0.1)].data.metrics["test_accuracy"] > 0.5
+
+
+@pytest.fixture(scope="module")
+def one_group_fails(tmp_path_factory, cache) -> SimpleNamespace:
+    """A sweep whose first group cannot load its data (MNIST files absent) and whose second trains."""
+    folder = tmp_path_factory.mktemp("fails")
+    uri = f"sqlite:///{folder}/mlflow.db"
+    data = {"data_dir": str(folder / "no-such-folder"), "cache_dir": str(folder / "cache")}
+    base = {**TINY_BASE, "data": {"name": "digits", **data}}
+    path = write_sweep(folder, {"name": "one-group-fails", "base": base, "grid": {
+        "data.name": ["mnist", "digits"], "model.activation": ["relu", "tanh"]}, "seeds": [0]})
+    result = run_sweep_cli(path, "--tracking-uri", uri, "--no-progress", "--compile-cache", cache)
+    client = store_client(uri)
+    return SimpleNamespace(result=result, client=client, runs=sweep_runs(client, "one-group-fails"))
+
+
+def test_a_failing_group_fails_alone_and_the_next_groups_train(one_group_fails):
+    result = one_group_fails.result
+    assert result.code == 1, result.err
+    assert "FAILED: group g00-" in result.out and "DataUnavailableError" in result.out
+    (parent,), children = one_group_fails.runs
+    assert parent.info.status == "FAILED" and "DataUnavailableError" in parent.data.tags["jaxmlp.failure_reason"]
+    statuses = sorted((c.data.params["data.name"], c.info.status) for c in children)
+    assert statuses == [("digits", "FINISHED"), ("digits", "FINISHED"), ("mnist", "FAILED"), ("mnist", "FAILED")]
+    for child in children:
+        if child.info.status == "FAILED":
+            assert child.data.tags["jaxmlp.failure_reason"].startswith("group g00-")
+            assert "jaxmlp.diverged" not in child.data.tags
+        else:
+            assert child.data.metrics["test_accuracy"] > 0.5
+
+
+def test_a_sweep_with_a_failed_group_still_gets_its_summary(one_group_fails):
+    assert "TRACKING ERROR" not in one_group_fails.result.out
+    (parent,), _ = one_group_fails.runs
+    files = {f.path for f in one_group_fails.client.list_artifacts(parent.info.run_id, "summary")}
+    assert files == {"summary/summary.csv", "summary/summary.md"}
+
+
+@pytest.mark.slow
+def test_two_sweeps_at_once_into_one_sqlite_store(tmp_path, cache):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    base = {**TINY_BASE, "training": {"epochs": 5, "batch_size": 64, "early_stopping": {"patience": None}}}
+    names = ["together-a", "together-b"]
+    paths = [write_sweep(tmp_path, {"name": name, "base": base, "grid": {"model.dropout": [0.0, 0.1, 0.2]},
+                                    "seeds": 2}) for name in names]
+    logs = [tmp_path / f"{name}.log" for name in names]
+    processes = [start_sweep(path, "--tracking-uri", uri, "--compile-cache", cache, log=log)
+                 for path, log in zip(paths, logs)]
+    try:
+        codes = [p.wait(timeout=300) for p in processes]
+    finally:
+        for p in processes:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    outputs = [log.read_text() for log in logs]
+    assert codes == [0, 0], "\n\n".join(o[-3000:] for o in outputs)
+    assert not any("database is locked" in o for o in outputs)
+    client = store_client(uri)
+    (a,), (b,) = (sweep_runs(client, name)[0] for name in names)
+    assert a.info.start_time < b.info.end_time and b.info.start_time < a.info.end_time  # they did overlap
+    for name in names:
+        parents, children = sweep_runs(client, name)
+        assert [p.info.status for p in parents] == ["FINISHED"]
+        assert len(children) == 6 and all(c.info.status == "FINISHED" for c in children)
+        assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parents[0].info.run_id}
+        for child in children:
+            stopped = int(child.data.metrics["stopped_epoch"])
+            assert len(client.get_metric_history(child.info.run_id, "val_loss")) == stopped == 5
+            assert {f.path for f in client.list_artifacts(child.info.run_id, "checkpoint")} == {
+                "checkpoint/config.json", "checkpoint/params.msgpack"}

@@ -1,0 +1,287 @@
+"""Sweep files: deterministic expansion, identities, grouping into programs, and errors that say what to type."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from jaxmlp.sweep.plan import describe_plan, plan_groups
+from jaxmlp.sweep.spec import SweepError, load_sweep
+from sweep_helpers import TINY_BASE, run_sweep_cli, write_sweep
+
+
+def _load(tmp_path: Path, **spec):
+    return load_sweep(write_sweep(tmp_path, {"name": "s", "base": TINY_BASE, **spec}))
+
+
+def _values(sweep, *keys: str) -> list[tuple]:
+    return [(*(v.config.flat()[k] for k in keys), v.seed) for v in sweep.variants]
+
+
+def test_grid_is_the_product_in_file_order_last_key_fastest_seeds_innermost(tmp_path):
+    sweep = _load(tmp_path, grid={"model.activation": ["relu", "tanh"], "model.dropout": [0.0, 0.5]}, seeds=2)
+    assert _values(sweep, "model.activation", "model.dropout") == [
+        ("relu", 0.0, 0), ("relu", 0.0, 1), ("relu", 0.5, 0), ("relu", 0.5, 1),
+        ("tanh", 0.0, 0), ("tanh", 0.0, 1), ("tanh", 0.5, 0), ("tanh", 0.5, 1)]
+    assert [v.index for v in sweep.variants] == list(range(8))
+    assert [v.config.training.seed for v in sweep.variants] == [v.seed for v in sweep.variants]
+    assert sweep.swept_keys == ["model.activation", "model.dropout"]
+    assert sweep.variants[2].label == "model.activation=relu, model.dropout=0.5"
+    assert sweep.variants[2].run_name == "model.activation=relu, model.dropout=0.5 | seed=0"
+    assert all(v.config.model.hidden == (16,) and v.config.optimizer.name == "sgd" for v in sweep.variants)
+
+
+def test_zip_advances_lists_together_inside_the_grid(tmp_path):
+    sweep = _load(tmp_path, grid={"model.activation": ["relu", "elu"]},
+                  zip={"optimizer.learning_rate": [0.01, 0.1], "model.dropout": [0.1, 0.2]}, seeds=[7])
+    assert _values(sweep, "model.activation", "optimizer.learning_rate", "model.dropout") == [
+        ("relu", 0.01, 0.1, 7), ("relu", 0.1, 0.2, 7), ("elu", 0.01, 0.1, 7), ("elu", 0.1, 0.2, 7)]
+
+
+def test_zip_lists_of_different_lengths_are_refused(tmp_path):
+    with pytest.raises(SweepError, match=r"zip: every list must have the same length "
+                                         r"\(got model.dropout: 2, optimizer.learning_rate: 1\)"):
+        _load(tmp_path, zip={"model.dropout": [0.1, 0.2], "optimizer.learning_rate": [0.1]})
+
+
+RANDOM = {"samples": 200, "seed": 3, "params": {
+    "optimizer.learning_rate": {"loguniform": [1e-4, 1.0]},
+    "model.dropout": {"uniform": [0.1, 0.3]},
+    "model.activation": {"choice": ["relu", "tanh", "elu"]},
+    "training.early_stopping.patience": {"int": [2, 4]},
+}}
+
+
+def test_random_samples_are_reproducible_within_ranges_and_loguniform_in_log_space(tmp_path):
+    first = _values(_load(tmp_path, random=RANDOM), "optimizer.learning_rate", "model.dropout",
+                    "model.activation", "training.early_stopping.patience")
+    again = _values(_load(tmp_path, random=RANDOM), "optimizer.learning_rate", "model.dropout",
+                    "model.activation", "training.early_stopping.patience")
+    other = _values(_load(tmp_path, random={**RANDOM, "seed": 4}), "optimizer.learning_rate")
+    assert first == again and len(first) == 200
+    assert [r[0] for r in first] != [r[0] for r in other]
+    lr, dropout, activation, patience, _ = (np.array(c) for c in zip(*first))
+    assert lr.min() >= 1e-4 and lr.max() <= 1.0
+    assert -2.5 < np.median(np.log10(lr)) < -1.5  # uniform in log space: median near 1e-2, not 0.5
+    assert dropout.min() >= 0.1 and dropout.max() <= 0.3
+    assert set(activation) == {"relu", "tanh", "elu"}
+    assert set(patience.tolist()) == {2, 3, 4}  # both ends included
+
+
+@pytest.mark.parametrize("dist, message", [
+    ({"uniform": [0.1, 0.2], "loguniform": [0.1, 1.0]},
+     r"random.params.optimizer.learning_rate: give exactly one of choice, uniform, loguniform, int "
+     r"\(got uniform, loguniform\)"),
+    ({"loguniform": [0.0, 1.0]}, r"random.params.optimizer.learning_rate.loguniform: \[0.0, 1.0\] must be positive"),
+    ({"uniform": [-1.0, -0.5]}, r"(?s)random.params.optimizer.learning_rate\[0\].*greater than 0"),
+])
+def test_bad_random_distributions_are_refused(tmp_path, dist, message):
+    with pytest.raises(SweepError, match=message):
+        _load(tmp_path, random={"samples": 2, "params": {"optimizer.learning_rate": dist}})
+
+
+@pytest.mark.parametrize("seeds, expected", [(3, [0, 1, 2]), ([5, 2], [5, 2]), (1, [0])])
+def test_seeds_as_a_count_or_a_list(tmp_path, seeds, expected):
+    sweep = _load(tmp_path, grid={"model.activation": ["relu", "tanh"]}, seeds=seeds)
+    assert [v.seed for v in sweep.variants] == expected * 2
+    assert [v.config.training.seed for v in sweep.variants] == expected * 2
+
+
+@pytest.mark.parametrize("seeds", [0, -1, [], [1, 1], [0, -2]])
+def test_bad_seeds_are_refused(tmp_path, seeds):
+    with pytest.raises(SweepError, match=r"seeds: .*give a positive count or a list of distinct non-negative integers"):
+        _load(tmp_path, seeds=seeds)
+
+
+def test_variant_keys_are_stable_distinct_and_change_with_seed_and_values(tmp_path):
+    spec = {"grid": {"model.activation": ["relu", "tanh"]}, "zip": {"model.dropout": [0.0, 0.2]}, "seeds": 3}
+    keys = [v.key for v in _load(tmp_path, **spec).variants]
+    assert keys == [v.key for v in _load(tmp_path, **spec).variants]
+    assert len(set(keys)) == len(keys) == 12 and all(len(k) == 16 for k in keys)
+    # the same configuration reached another way (value in base instead of on an axis) has the same key
+    base = {**TINY_BASE, "model": {"hidden": [16], "activation": "tanh", "dropout": 0.2}}
+    same = load_sweep(write_sweep(tmp_path, {"name": "t", "base": base, "seeds": [1]}))
+    assert same.variants[0].key == keys[10]  # tanh, dropout 0.2, seed 1
+
+
+@pytest.mark.parametrize("spec, message", [
+    ({"grid": {"model.activation": ["relu", "relu"]}}, r"the same configuration; remove the duplicate value"),
+    ({"grid": {"model.dropout": [0, 0.0]}},
+     r"variants 'model.dropout=0 \| seed=0' and 'model.dropout=0 \| seed=0' have the same configuration"),
+    ({"grid": {"model.dropout": [0.1, 0.2]}, "zip": {"model.dropout": [0.3]}},
+     r"model.dropout: varied in both grid and zip"),
+    ({"random": {"samples": 3, "params": {"model.activation": {"choice": ["relu"]}}}},
+     r"for random, use fewer samples or a continuous distribution"),
+])
+def test_duplicate_variants_are_refused(tmp_path, spec, message):
+    """Two variants with one key would share one MLflow run identity; the sweep says so up front."""
+    with pytest.raises(SweepError, match=message):
+        _load(tmp_path, **spec)
+
+
+def test_sweep_hash_ignores_comments_and_layout_but_not_content(tmp_path):
+    block = """\
+name: h
+# a comment
+base:
+  model:
+    hidden: [16]     # widths
+grid:
+  model.activation:
+    - relu
+    - tanh
+seeds: 2
+"""
+    flow = "{name: h, base: {model: {hidden: [16]}}, grid: {model.activation: [relu, tanh]}, seeds: 2}\n"
+    changed = block.replace("seeds: 2", "seeds: 3")
+    hashes = []
+    for i, text in enumerate([block, flow, changed]):
+        (tmp_path / f"{i}.yaml").write_text(text)
+        hashes.append(load_sweep(tmp_path / f"{i}.yaml").hash)
+    assert hashes[0] == hashes[1] != hashes[2]
+    described = block.replace("name: h", "name: h\ndescription: new words")
+    (tmp_path / "3.yaml").write_text(described)
+    assert load_sweep(tmp_path / "3.yaml").hash != hashes[0]
+
+
+def _group_sizes(sweep, n_devices: int = 1) -> list[int]:
+    return [len(g.variants) for g in plan_groups(sweep, n_devices)]
+
+
+def test_numeric_differences_never_split_a_program(tmp_path):
+    sweep = _load(tmp_path, grid={"model.dropout": [0.0, 0.3], "optimizer.learning_rate": [0.01, 0.1],
+                                  "optimizer.momentum": [0.0, 0.9], "training.early_stopping.patience": [2, 5]},
+                  seeds=3)
+    groups = plan_groups(sweep)
+    assert [len(g.variants) for g in groups] == [48] and groups[0].n_structures == 1
+    assert [v.index for v in groups[0].variants] == list(range(48))
+
+
+def test_activations_share_one_program_as_separate_structures(tmp_path):
+    sweep = _load(tmp_path, grid={"model.activation": ["sigmoid", "tanh", "relu", "leaky_relu", "elu"]}, seeds=2)
+    (group,) = plan_groups(sweep)
+    assert (len(group.variants), group.n_structures) == (10, 5)
+
+
+@pytest.mark.parametrize("key, values", [
+    ("model.hidden", [[16], [32], [16, 16]]),
+    ("optimizer.name", ["sgd", "adam", "rmsprop"]),
+    ("training.batch_size", [32, 64, 128]),
+])
+def test_structural_differences_split_programs(tmp_path, key, values):
+    sweep = _load(tmp_path, grid={key: values, "model.activation": ["relu", "tanh"]}, seeds=2)
+    groups = plan_groups(sweep)
+    assert [len(g.variants) for g in groups] == [4, 4, 4]
+    assert [g.n_structures for g in groups] == [2, 2, 2]
+    assert [{str(v.config.flat()[key]) for v in g.variants} for g in groups] == [{str(v)} for v in values]
+    assert len({g.id for g in groups}) == 3
+
+
+def test_max_variants_per_program_splits_a_group_in_order(tmp_path):
+    sweep = _load(tmp_path, grid={"model.dropout": [0.0, 0.1, 0.2, 0.3]}, seeds=2,
+                  execution={"max_variants_per_program": 3})
+    groups = plan_groups(sweep)
+    assert [len(g.variants) for g in groups] == [3, 3, 2]
+    assert [v.index for g in groups for v in g.variants] == list(range(8))
+    assert len({g.id for g in groups}) == 3
+
+
+def test_devices_per_group_follow_the_execution_mode(tmp_path):
+    small = {"grid": {"model.dropout": [0.0, 0.1]}, "seeds": 2}
+    assert [g.devices for g in plan_groups(_load(tmp_path, **small), n_devices=2)] == [2]
+    assert [g.devices for g in plan_groups(_load(tmp_path, **small, execution={"devices": "one"}), 2)] == [1]
+    assert [g.devices for g in plan_groups(_load(tmp_path, **small), n_devices=1)] == [1]
+    wide = {**TINY_BASE, "model": {"hidden": [4096, 4096]}}
+    sweep = load_sweep(write_sweep(tmp_path, {"name": "w", "base": wide, **small}))
+    assert [g.devices for g in plan_groups(sweep, n_devices=2)] == [1]  # wide: keep one device busy
+    sweep = load_sweep(write_sweep(tmp_path, {"name": "w", "base": wide, **small, "execution": {"devices": "all"}}))
+    assert [g.devices for g in plan_groups(sweep, n_devices=2)] == [2]
+
+
+def test_describe_plan_lists_variants_programs_and_structures(tmp_path):
+    sweep = _load(tmp_path, grid={"model.hidden": [[16], [32, 8]], "model.activation": ["relu", "tanh"]}, seeds=3)
+    text = describe_plan(sweep, plan_groups(sweep))
+    lines = text.splitlines()
+    assert lines[0] == f"sweep 's' ({sweep.path}): 12 variants = 4 settings x 3 seeds; 2 compiled program(s)"
+    assert lines[1].split() == ["group", "variants", "structures", "devices", "params", "memory", "structure"]
+    assert len(lines) == 4
+    assert lines[2].split()[1:5] == ["6", "2", "1", "1,210"] and lines[2].endswith("digits 16 relu/tanh sgd batch 64")
+    assert lines[3].split()[1:5] == ["6", "2", "1", "2,434"] and lines[3].endswith("digits 32-8 relu/tanh sgd batch 64")
+
+
+def test_dry_run_prints_the_plan_and_touches_no_store(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    path = write_sweep(tmp_path, {"name": "dry", "base": TINY_BASE, "grid": {"model.activation": ["relu", "tanh"]},
+                                  "seeds": 2})
+    result = run_sweep_cli(path, "--dry-run", "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db")
+    assert result.code == 0, result.err
+    assert result.out.startswith(f"sweep 'dry' ({path}): 4 variants = 2 settings x 2 seeds; 1 compiled program(s)")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dry.yaml"]
+
+
+# -- errors: exit code 2, a message naming the file, key path, bad value and what is allowed; no store --
+
+BAD_FILES = {
+    "syntax": ("name: s\nbase: {data: [digits\ngrid: {}\n",
+               [r"not valid YAML", r"line 2, column 14", r"expected ',' or '\]'"]),
+    "top-level key": ("name: s\ngird:\n  model.activation: [relu]\n",
+                      [r"gird: unknown key \(did you mean 'grid'\?\)",
+                       r"allowed keys: name, description, base, grid, zip, random, seeds, execution"]),
+    "dotted key": ("name: s\ngrid:\n  model.activaton: [relu, tanh]\n",
+                   [r"grid.model.activaton: unknown configuration key \(did you mean 'model.activation'\?\)"]),
+    "base key": ("name: s\nbase:\n  model: {hiden: [3]}\n",
+                 [r"base: ", r"model.hiden: unknown key \(did you mean 'hidden'\?\)",
+                  r"allowed keys: hidden, activation, init"]),
+    "wrong type": ("name: s\nbase:\n  training: {epochs: ten}\n",
+                   [r"base: ", r"training.epochs: bad value 'ten': Input should be a valid integer"]),
+    "axis not a list": ("name: s\ngrid:\n  model.activation: relu\n",
+                        [r"grid.model.activation: bad value 'relu': Input should be a valid list"]),
+    "activation": ("name: s\ngrid:\n  model.activation: [relu, tanhh]\n",
+                   [r"grid.model.activation\[1\]", r"'tanhh' is not allowed \(did you mean 'tanh'\?\)",
+                    r"allowed values: sigmoid, tanh, relu, leaky_relu, noisy_relu, elu"]),
+    "bad number": ("name: s\nzip:\n  optimizer.learning_rate: [0.1, -1]\n",
+                   [r"zip.optimizer.learning_rate\[1\]", r"bad value -1: Input should be greater than 0"]),
+    "empty axis": ("name: s\ngrid:\n  model.dropout: []\n",
+                   [r"grid.model.dropout: empty list; give at least one value"]),
+    "seed axis": ("name: s\ngrid:\n  training.seed: [1, 2]\n",
+                  [r"grid.training.seed: vary seeds with the top-level 'seeds' key instead"]),
+    "execution": ("name: s\nexecution: {devices: many}\n",
+                  [r"execution.devices: 'many' is not allowed; allowed values: auto, one, all"]),
+    "name": ("name: my sweep\n", [r"name: bad value 'my sweep'"]),
+    "not a mapping": ("- name\n- s\n", [r"expected a mapping with keys name, description, base, grid"]),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_FILES))
+def test_bad_sweep_file_exits_2_with_a_message_and_leaves_the_store_alone(tmp_path, monkeypatch, case):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    text, patterns = BAD_FILES[case]
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    result = run_sweep_cli(path, "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db", "--no-progress")
+    assert result.code == 2
+    assert result.out == ""
+    assert result.err.startswith(f"error: {path}: "), result.err
+    for pattern in patterns:
+        assert any(re.search(pattern, line) for line in result.err.splitlines()), (pattern, result.err)
+    assert "<unicode string>" not in result.err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml"]  # no mlflow.db, no mlruns
+
+
+def test_missing_sweep_file_exits_2(tmp_path):
+    result = run_sweep_cli(tmp_path / "nope.yaml", "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db")
+    assert (result.code, result.err) == (2, f"error: {tmp_path / 'nope.yaml'}: no such sweep file\n")
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_error_names_the_file_not_a_stream(tmp_path):
+    """A YAML syntax error points at the file by its path (line and column included)."""
+    path = tmp_path / "broken.yaml"
+    path.write_text("name: s\nseeds: [1, 2\n")
+    with pytest.raises(SweepError) as err:
+        load_sweep(path)
+    assert f'in "{path}", line' in str(err.value)
