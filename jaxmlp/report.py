@@ -31,6 +31,20 @@ HEADERS = {
 _PERCENT_KEYS = (ERROR_PERCENT, "reference", "reference_diff")
 
 
+def record_from_run(child: dict[str, Any]) -> dict[str, Any]:
+    """The flat record of one tracked variant, from a child run (`Tracker.children` item)."""
+    from jaxmlp.tracking import DIVERGED_TAG, SETTING_TAG, VARIANT_KEY_TAG
+
+    tags, metrics = child["tags"], child["metrics"]
+    record = {"setting": tags.get(SETTING_TAG, "base"), "seed": int(tags.get("seed", 0)),
+              "variant_key": tags.get(VARIANT_KEY_TAG), "run_id": child["run_id"], "status": child["status"],
+              "diverged": tags.get(DIVERGED_TAG) == "true"}
+    record.update({k: v for k, v in metrics.items() if k.startswith(("test_", "final_train_", "best_"))})
+    record.update({k: metrics[k] for k in ("stopped_epoch", "n_params", "train_seconds", "compile_seconds")
+                   if k in metrics})
+    return record
+
+
 def primary_metric(records: Sequence[dict[str, Any]]) -> str:
     """test_accuracy for classification sweeps, test_loss otherwise."""
     return "test_accuracy" if any(r.get("test_accuracy") is not None for r in records) else "test_loss"

@@ -183,32 +183,19 @@ def _variant_order(tracker, parent_run_id: str, tags: dict[str, str]) -> dict[st
         return {}
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            sweep = load_sweep(tracker.client.download_artifacts(parent_run_id, artifact, tmp))
+            sweep = load_sweep(tracker.download(parent_run_id, artifact, tmp))
         except Exception:  # noqa: BLE001 - without the file (or a valid one), order by run name
             return {}
     return {v.key: v.index for v in sweep.variants}
 
 
 def _record(tracker, child: dict[str, Any]) -> dict[str, Any]:
-    from jaxmlp.sweep.runner import DIVERGED_TAG, SETTING_TAG
-    from jaxmlp.tracking import VARIANT_KEY_TAG
-
-    tags, metrics = child["tags"], child["metrics"]
-    record = {"setting": tags.get(SETTING_TAG, "base"), "seed": int(tags.get("seed", 0)),
-              "variant_key": tags.get(VARIANT_KEY_TAG), "run_id": child["run_id"], "status": child["status"],
-              "diverged": tags.get(DIVERGED_TAG) == "true"}
-    record.update({k: v for k, v in metrics.items() if k.startswith(("test_", "final_train_", "best_"))})
-    record.update({k: metrics[k] for k in ("stopped_epoch", "n_params", "train_seconds", "compile_seconds")
-                   if k in metrics})
+    metrics = child["metrics"]
+    record = report.record_from_run(child)
     record["config"] = {k: report.parse_value(v) for k, v in child["params"].items() if k not in _NOT_CONFIG}
-    record["history"] = {k: _history(tracker, child["run_id"], k) for k in metrics
+    record["history"] = {k: tracker.metric_history(child["run_id"], k) for k in metrics
                          if k in ("train_loss", "val_loss") or k.startswith("dead_fraction_")}
     return record
-
-
-def _history(tracker, run_id: str, key: str) -> tuple[list[int], list[float]]:
-    points = sorted((m.step, m.value) for m in tracker.client.get_metric_history(run_id, key))
-    return [s for s, _ in points], [v for _, v in points]
 
 
 # -- rendering -----------------------------------------------------------------------------

@@ -27,6 +27,9 @@ SWEEP_NAME_TAG = "jaxmlp.sweep_name"
 SWEEP_HASH_TAG = "jaxmlp.sweep_hash"
 VARIANT_KEY_TAG = "jaxmlp.variant_key"
 FAILURE_REASON_TAG = "jaxmlp.failure_reason"
+SETTING_TAG = "jaxmlp.setting"
+DIVERGED_TAG = "jaxmlp.diverged"
+GROUP_TAG = "jaxmlp.group"
 PARENT_RUN_TAG = "mlflow.parentRunId"
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 
@@ -281,6 +284,15 @@ class Tracker:
             self.set_tags(run_id, {FAILURE_REASON_TAG: reason})
         self.client.set_terminated(run_id, status)
 
+    def metric_history(self, run_id: str, key: str) -> tuple[list[int], list[float]]:
+        """Steps and values of one metric of a run, in step order."""
+        points = sorted((m.step, m.value) for m in self.client.get_metric_history(run_id, key))
+        return [step for step, _ in points], [value for _, value in points]
+
+    def download(self, run_id: str, artifact_path: str, folder: str | os.PathLike) -> str:
+        """Copy a run's artifact (file or folder) into `folder`; return the local path."""
+        return self.client.download_artifacts(run_id, artifact_path, os.fspath(folder))
+
     def reopen(self, run_id: str) -> None:
         """Mark a finished or killed run RUNNING again (a resumed sweep's parent)."""
         self.client.update_run(run_id, status="RUNNING")
@@ -288,7 +300,7 @@ class Tracker:
     def log_model_from_run(self, run_id: str) -> str:
         """Turn a child run's checkpoint artifact into an MLflow model on that run; return its URI."""
         with tempfile.TemporaryDirectory() as tmp:
-            folder = self.client.download_artifacts(run_id, "checkpoint", tmp)
+            folder = self.download(run_id, "checkpoint", tmp)
             return self.log_model(run_id, folder)
 
     def mark_killed(self, run_ids: Iterable[str], reason: str = "left RUNNING by an interrupted sweep") -> None:

@@ -28,11 +28,9 @@ from jaxmlp.data import Dataset, load_dataset
 from jaxmlp.models import count_params
 from jaxmlp.sweep.plan import Group
 from jaxmlp.sweep.spec import Sweep, Variant
+from jaxmlp.tracking import DIVERGED_TAG, GROUP_TAG, SETTING_TAG
 from jaxmlp.train import Trainer, VariantResult
 
-DIVERGED_TAG = "jaxmlp.diverged"
-SETTING_TAG = "jaxmlp.setting"
-GROUP_TAG = "jaxmlp.group"
 
 
 class ResumeRefused(RuntimeError):
@@ -126,12 +124,13 @@ class SweepRunner:
 
     def _open_parent(self) -> set[str]:
         """Experiment and parent run; on resume, the keys of variants that need no training."""
-        from jaxmlp.tracking import SWEEP_HASH_TAG, SWEEP_NAME_TAG, VARIANT_KEY_TAG
+        from jaxmlp.tracking import SWEEP_HASH_TAG, SWEEP_NAME_TAG
 
         t, spec = self.tracker, self.sweep.spec
-        self.experiment_id = t.experiment(spec.name, {"mlflow.note.content": spec.description.strip()})
+        self.experiment_id = t.experiment(spec.name, {})
         found = t.find_parent(self.experiment_id, spec.name) if self.options.resume else None
         if found is None:
+            t.experiment(spec.name, {"mlflow.note.content": spec.description.strip()})
             tags = {SWEEP_NAME_TAG: spec.name, SWEEP_HASH_TAG: self.sweep.hash, "jaxmlp.sweep_file": str(self.sweep.path),
                     "mlflow.note.content": spec.description.strip(), **_versions()}
             commit = _git_commit(self.sweep.path.resolve().parent)
@@ -154,21 +153,16 @@ class SweepRunner:
         done = set()
         by_key = {v.key: v for v in self.sweep.variants}
         for c in children:
-            key = c["tags"].get(VARIANT_KEY_TAG)
-            diverged = c["tags"].get(DIVERGED_TAG) == "true"
+            record = report.record_from_run(c)
+            key, diverged = record["variant_key"], record["diverged"]
             if key in by_key and (c["status"] == "FINISHED" or (c["status"] == "FAILED" and diverged)):
                 done.add(key)
-                m = c["metrics"]
                 self.child_runs[key] = Future()
                 self.child_runs[key].set_result(c["run_id"])
                 self.closed.add(key)
-                best = {k: m.get(f"best_{k}", math.nan) for k in ("val_loss", "val_accuracy")}
+                best = {k: record.get(f"best_{k}", math.nan) for k in ("val_loss", "val_accuracy")}
                 self._consider_for_best(by_key[key], _selection_score(by_key[key], best, diverged))
-                self.records.append({"setting": by_key[key].label, "seed": by_key[key].seed, "variant_key": key,
-                                     "status": c["status"], "diverged": diverged, "run_id": c["run_id"],
-                                     **{k: m.get(k) for k in ("best_epoch", "stopped_epoch", "test_accuracy",
-                                                              "test_loss", "best_val_loss", "best_val_accuracy",
-                                                              "n_params", "train_seconds")}})
+                self.records.append(record)
         return done
 
     def _start_child(self, v: Variant, group: Group) -> str:
@@ -188,7 +182,7 @@ class SweepRunner:
         t.set_tags(run_id, {DIVERGED_TAG: str(r.diverged).lower()})
         for name, data in checkpoint_files(v.config, r.params, meta).items():
             t.log_bytes(run_id, data, f"checkpoint/{name}")
-        reason = f"diverged: loss became NaN or infinite after epoch {r.stopped_epoch - 1}" if r.diverged else None
+        reason = f"diverged: loss became NaN or infinite in epoch {r.stopped_epoch}" if r.diverged else None
         t.finish(run_id, "FAILED" if r.diverged else "FINISHED", reason)
 
     def _log_models(self) -> None:
@@ -200,7 +194,7 @@ class SweepRunner:
                 run_id, folder = self.child_runs[v.key].result(), Path(tmp, str(i))
                 if r is None:  # finished by an earlier invocation (resume): its checkpoint is in the store
                     folder.mkdir()
-                    folder = Path(t.client.download_artifacts(run_id, "checkpoint", str(folder)))
+                    folder = Path(t.download(run_id, "checkpoint", folder))
                     logged = t.client.get_run(run_id).outputs.model_outputs
                 else:
                     save_checkpoint(folder, v.config, r.params, checkpoint_meta(data))
@@ -279,7 +273,7 @@ class SweepRunner:
         for v, r in zip(todo, result.variants):
             status = "FAILED" if r.diverged else "FINISHED"
             if r.diverged:
-                self.failures.append(f"{v.run_name}: diverged (NaN/inf loss) after epoch {r.stopped_epoch - 1}")
+                self.failures.append(f"{v.run_name}: diverged (NaN/inf loss) in epoch {r.stopped_epoch}")
             self.records.append(variant_record(v, r, status, **seconds))
             self._consider_for_best(v, _selection_score(v, r.best, r.diverged), r, data)
             if self.writer:
