@@ -206,8 +206,10 @@ class Tracker:
 
     def _start_run(self, experiment_id: str, run_name: str, tags: dict[str, Any],
                    params: dict[str, Any]) -> str:
-        run_id = self.client.create_run(experiment_id, run_name=run_name).info.run_id
-        self._log_batches(run_id, params=_run_params(params), tags=_run_tags(tags))
+        # Tags go with the creation, so a process killed right after it leaves no untagged run behind.
+        run_id = self.client.create_run(experiment_id, run_name=run_name,
+                                        tags={t.key: t.value for t in _run_tags(tags)}).info.run_id
+        self._log_batches(run_id, params=_run_params(params))
         return run_id
 
     def find_parent(self, experiment_id: str, sweep_name: str) -> tuple[str, dict[str, str]] | None:
@@ -277,6 +279,13 @@ class Tracker:
             path = Path(tmp, name)
             path.write_bytes(data)
             self.log_file(run_id, path, folder or None)
+
+    def log_folder(self, run_id: str, files: dict[str, bytes], artifact_path: str) -> None:
+        """Several small files into one artifact folder of the run, in one store call."""
+        with tempfile.TemporaryDirectory() as tmp:
+            for name, data in files.items():
+                Path(tmp, name).write_bytes(data)
+            self.client.log_artifacts(run_id, tmp, artifact_path)
 
     def finish(self, run_id: str, status: str, reason: str | None = None) -> None:
         """End a run as FINISHED, FAILED or KILLED; `reason` goes to tag jaxmlp.failure_reason."""

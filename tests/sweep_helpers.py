@@ -85,7 +85,7 @@ def sweep_runs(client, experiment_name: str, settled: bool = True) -> tuple[list
     children = [r for r in runs if PARENT_TAG in r.data.tags]
     if settled:
         known = {r.info.run_id for r in parents + children}
-        others = [(r.info.run_id, r.info.run_name, r.info.status) for r in runs if r.info.run_id not in known]
+        others = [(r.info.run_id, r.info.run_name, r.info.status, dict(r.data.tags)) for r in runs if r.info.run_id not in known]
         assert not others, f"runs that are neither parent nor child: {others}"
     return parents, children
 

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from jaxmlp import report
 from jaxmlp.checkpoint import checkpoint_files, checkpoint_meta, save_checkpoint
 from jaxmlp.config import DataConfig
@@ -29,7 +31,7 @@ from jaxmlp.models import count_params
 from jaxmlp.sweep.plan import Group
 from jaxmlp.sweep.spec import Sweep, Variant
 from jaxmlp.tracking import DIVERGED_TAG, GROUP_TAG, SETTING_TAG
-from jaxmlp.train import Trainer, VariantResult
+from jaxmlp.train import Trainer, VariantResult, variant_history
 
 
 
@@ -112,6 +114,7 @@ class SweepRunner:
         self.failures: list[str] = []
         self.child_runs: dict[str, Future] = {}
         self.closed: set[str] = set()
+        self.history_logged: set[str] = set()
         # per setting: score, variant, and its result and data (None: finished by an earlier invocation)
         self.best: dict[str, tuple[float, Variant, VariantResult | None, Dataset | None]] = {}
         self.datasets: dict[str, Dataset] = {}
@@ -172,7 +175,8 @@ class SweepRunner:
 
     def _log_child(self, run_id: Future, v: Variant, r: VariantResult, meta: dict, seconds: dict) -> None:
         t, run_id = self.tracker, run_id.result()
-        t.log_history(run_id, r.history)
+        if v.key not in self.history_logged:
+            t.log_history(run_id, r.history)
         final = {f"test_{k}": val for k, val in r.test.items()}
         final.update({f"final_train_{k}": val for k, val in r.train_final.items()})
         final.update({f"best_{k}": r.best[k] for k in ("val_loss", "val_accuracy") if k in r.best},
@@ -180,10 +184,19 @@ class SweepRunner:
                      n_params=count_params(r.params), **seconds)
         t.log_metrics(run_id, final, step=r.best_epoch)
         t.set_tags(run_id, {DIVERGED_TAG: str(r.diverged).lower()})
-        for name, data in checkpoint_files(v.config, r.params, meta).items():
-            t.log_bytes(run_id, data, f"checkpoint/{name}")
+        t.log_folder(run_id, checkpoint_files(v.config, r.params, meta), "checkpoint")
         reason = f"diverged: loss became NaN or infinite in epoch {r.stopped_epoch}" if r.diverged else None
         t.finish(run_id, "FAILED" if r.diverged else "FINISHED", reason)
+
+    def _log_stopped_histories(self, todo: list[Variant], records: list[dict]) -> None:
+        """Histories of variants that stopped this epoch are final: log them while the others train."""
+        if not self.writer:
+            return
+        for i in np.flatnonzero(records[-1]["trained"] & ~records[-1]["active"]):
+            v = todo[i]
+            self.history_logged.add(v.key)
+            self._submit(lambda run, history: self.tracker.log_history(run.result(), history),
+                         self.child_runs[v.key], variant_history(records, int(i)))
 
     def _log_models(self) -> None:
         """A pyfunc model for the best variant of each setting, and the sweep's best on the parent."""
@@ -254,8 +267,11 @@ class SweepRunner:
             trainer = Trainer([v.config for v in todo], data, devices=group.devices)
             self.compile_seconds += trainer.compile()
             bars.start_group(group, len(todo), trainer.epochs)
+            records = []
             for record in trainer.run():
                 bars.epoch(record)
+                records.append(record)
+                self._log_stopped_histories(todo, records)
             result = trainer.result
         except Exception as err:  # noqa: BLE001 - a failing group must not stop the sweep
             reason = f"group {group.id} failed: {type(err).__name__}: {err}"
