@@ -1,7 +1,7 @@
 """Losses and metrics on a batch of model outputs."""
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -63,8 +63,3 @@ def get_example_loss(loss: str, task: str) -> Loss:
 
 def accuracy(logits: jax.Array, labels: jax.Array) -> jax.Array:
     return jnp.mean(jnp.argmax(logits, axis=-1) == labels)
-
-
-def dead_fraction(hidden: Sequence[jax.Array]) -> jax.Array:
-    """Per hidden layer, the fraction of units whose output is zero on every example."""
-    return jnp.stack([jnp.mean(jnp.all(h == 0, axis=0)) for h in hidden]) if hidden else jnp.zeros((0,))

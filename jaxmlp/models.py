@@ -126,19 +126,11 @@ def n_kernel_weights(model: MLP, input_shape: tuple[int, ...]) -> int:
     return sum(leaf.size for path, leaf in leaves if path[-1].key == "kernel")
 
 
-def init_params(model: MLP, key: jax.Array, input_shape: tuple[int, ...]):
-    """Parameters with the initializers' distributions, drawn with one random call.
-
-    Equivalent in distribution to `model.init` (kernels by the named initializer, the
-    output layer Glorot-uniform, biases zero), but a single draw compiles several times
-    faster than one per layer, which matters when many programs are compiled.
-    """
-    u = jax.random.uniform(key, (n_kernel_weights(model, input_shape),), jnp.float32, minval=-1.0, maxval=1.0)
-    return params_from_uniform(model, u, input_shape)
-
-
 def params_from_uniform(model: MLP, u: jax.Array, input_shape: tuple[int, ...]):
-    """Parameters from `n_kernel_weights` uniform draws in (-1, 1) (see `init_params`)."""
+    """Parameters from `n_kernel_weights` uniform draws in (-1, 1), with the initializers'
+    distributions: kernels by the named initializer (the output layer Glorot-uniform),
+    biases zero. Equivalent in distribution to `model.init`, but the caller draws all of
+    them in one random call, which compiles several times faster than one per layer."""
     leaves, treedef = _abstract_params(model, input_shape)
     out, offset = [], 0
     for path, leaf in leaves:

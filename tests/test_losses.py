@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxmlp.losses import (accuracy, cross_entropy, dead_fraction, get_loss, mse, mse_one_hot,
+from jaxmlp.losses import (accuracy, cross_entropy, get_loss, mse, mse_one_hot,
                            resolve_loss)
 
 RNG = np.random.default_rng(0)
@@ -49,14 +49,6 @@ def test_accuracy_is_fraction_of_argmax_hits():
     logits = jnp.array([[2.0, 1.0], [0.0, 3.0], [5.0, -1.0], [0.1, 0.2]])
     assert float(accuracy(logits, jnp.array([0, 1, 1, 0]))) == pytest.approx(0.5)
     assert float(accuracy(jnp.asarray(LOGITS), jnp.asarray(LABELS))) == pytest.approx(np.mean(LOGITS.argmax(-1) == LABELS))
-
-
-def test_dead_fraction_counts_units_zero_on_every_example():
-    first = jnp.array([[0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 2.0, 0.0]])  # units 0 and 3 dead
-    second = jnp.array([[1.0, 0.0], [0.0, 0.0]])  # unit 1 dead
-    np.testing.assert_allclose(np.asarray(dead_fraction([first, second])), [0.5, 0.5])
-    np.testing.assert_allclose(np.asarray(dead_fraction([jnp.zeros((3, 4))])), [1.0])
-    assert dead_fraction([]).shape == (0,)
 
 
 def test_auto_loss_depends_on_the_task():

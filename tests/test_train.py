@@ -396,3 +396,25 @@ def test_diabetes_regression_beats_predicting_the_mean():
         last = row["epoch"] * spe - 1
         expected = 3e-3 * min(1.0, (last + 1) / (2 * spe)) * 0.5 * (1 + np.cos(np.pi * last / total))
         assert row["learning_rate"] == pytest.approx(expected, rel=1e-5)
+
+
+def test_evaluate_counts_dead_units_over_the_whole_split_across_chunks(make_config):
+    """Unit 0 never fires, unit 1 always, unit 2 only on the split's last example (past the
+    first evaluation chunk): only unit 0 is dead; loss and accuracy equal the unchunked ones."""
+    n = train.EVAL_CHUNK + 37
+    x = np.zeros((n, 2), np.float32)
+    x[-1, 0] = 1.0
+    y = np.zeros(n, np.int32)
+    data = Dataset("tiny", "classification", Split(x, y), Split(x, y), Split(x, y), num_classes=2)
+    s = train.structure_of([make_config({"model.hidden": [3], "model.activation": "relu"})], data)
+    kernel = jnp.array([[0.0, 0.0, 5.0], [0.0, 0.0, 0.0]])
+    params = {"params": {"hidden_0": {"kernel": kernel, "bias": jnp.array([-1.0, 1.0, 0.0])},
+                         "output": {"kernel": jnp.array([[0.0, 0.0], [1.0, -1.0], [0.0, 0.0]]),
+                                    "bias": jnp.zeros(2)}}}
+    hp = one_variant(make_config({}))
+    metrics = jax.device_get(jax.jit(partial(train.evaluate, s))(params, hp, Split(jnp.asarray(x), jnp.asarray(y))))
+    np.testing.assert_allclose(metrics["dead_fraction"], [1 / 3])
+    logits = np.asarray(s.model.apply(params, jnp.asarray(x)))
+    expected = np.mean(np.log1p(np.exp(logits[:, 1] - logits[:, 0])))
+    assert float(metrics["loss"]) == pytest.approx(expected, rel=1e-5)
+    assert float(metrics["accuracy"]) == 1.0
