@@ -80,36 +80,41 @@ def per_batch_step(s, hp, train):
     return jax.jit(step)
 
 
-def loop_seconds_per_epoch(configs, data, steps: int = 100) -> float:
-    """Seconds for one epoch of every variant, trained one at a time by per-batch jitted steps.
-
-    Times `steps` steps of each distinct structure and scales to a full epoch of all variants.
-    """
+def one_variant(cfg, data):
+    """Structure, hyperparameters, initial state and per-batch jitted step of one variant alone."""
     import jax
     import jax.numpy as jnp
 
     from jaxmlp.train import hparams_of, init_state, structure_of
 
-    per_variant = []
-    for cfg in configs[:1]:  # variants of one structure cost the same per step
-        s = structure_of([cfg], data)
-        hp = jax.tree_util.tree_map(lambda a: jnp.asarray(a[0]), hparams_of([cfg]))
-        state = jax.jit(partial(init_state, s))(hp)
-        step = per_batch_step(s, hp, data.train)
-        carry = (state.params, state.opt_state, state.step)
-        order = np.random.default_rng(0).permutation(len(data.train))
-        keys = jax.random.split(state.key, steps + 5)
-        batches = [(jnp.asarray(order[(np.arange(s.batch_size) + i * s.batch_size) % len(order)]), keys[i])
-                   for i in range(steps + 5)]
-        for b in batches[:5]:
-            carry, _ = step(carry, *b)
-        jax.block_until_ready(carry)
-        tic = time.perf_counter()
-        for b in batches[5:]:
-            carry, _ = step(carry, *b)
-        jax.block_until_ready(carry)
-        per_variant.append((time.perf_counter() - tic) / steps * s.steps_per_epoch)
-    return float(np.mean(per_variant)) * len(configs)
+    s = structure_of([cfg], data)
+    hp = jax.tree_util.tree_map(lambda a: jnp.asarray(a[0]), hparams_of([cfg]))
+    return s, hp, jax.jit(partial(init_state, s))(hp), per_batch_step(s, hp, data.train)
+
+
+def loop_seconds_per_epoch(configs, data, steps: int = 100) -> float:
+    """Seconds for one epoch of every variant, trained one at a time by per-batch jitted steps.
+
+    Times `steps` steps of the first variant (variants of one structure cost the same per
+    step) and scales to a full epoch of all variants.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    s, _, state, step = one_variant(configs[0], data)
+    carry = (state.params, state.opt_state, state.step)
+    order = np.random.default_rng(0).permutation(len(data.train))
+    keys = jax.random.split(state.key, steps + 5)
+    batches = [(jnp.asarray(order[(np.arange(s.batch_size) + i * s.batch_size) % len(order)]), keys[i])
+               for i in range(steps + 5)]
+    for b in batches[:5]:
+        carry, _ = step(carry, *b)
+    jax.block_until_ready(carry)
+    tic = time.perf_counter()
+    for b in batches[5:]:
+        carry, _ = step(carry, *b)
+    jax.block_until_ready(carry)
+    return (time.perf_counter() - tic) / steps * s.steps_per_epoch * len(configs)
 
 
 def bench_train(args: argparse.Namespace) -> dict[str, Any]:
@@ -180,17 +185,14 @@ def loop_sweep(sweep_path: Path) -> dict[str, Any]:
 
     from jaxmlp.data import load_dataset
     from jaxmlp.sweep.spec import load_sweep
-    from jaxmlp.train import EarlyStopping, early_stopping_update, evaluate, hparams_of, init_state, structure_of
+    from jaxmlp.train import EarlyStopping, early_stopping_update, evaluate
 
     sweep = load_sweep(sweep_path)
     data = load_dataset(sweep.variants[0].config.data).on_device()
     tic = time.perf_counter()
     accuracies = []
     for v in sweep.variants:
-        s = structure_of([v.config], data)
-        hp = jax.tree_util.tree_map(lambda a: jnp.asarray(a[0]), hparams_of([v.config]))
-        state = jax.jit(partial(init_state, s))(hp)
-        step = per_batch_step(s, hp, data.train)
+        s, hp, state, step = one_variant(v.config, data)
         evaluate_fn = jax.jit(partial(evaluate, s))
         carry = (state.params, state.opt_state, state.step)
         es, best_params = EarlyStopping(np.inf, 0, 0), state.params

@@ -50,8 +50,7 @@ class Group:
     def memory_bytes(self) -> int:
         """Rough device memory: parameters, best copy, optimizer slots, activations, data."""
         c, k = self.config, len(self.variants)
-        _, _, n_examples = dataset_shape(c.data)
-        n_in, _, _ = dataset_shape(c.data)
+        n_in, _, n_examples = dataset_shape(c.data)
         slots = 2 + _OPTIMIZER_SLOTS[c.optimizer.name]
         activations = (c.training.batch_size * 3 + n_examples * 0.15) * sum(c.model.hidden)
         return int(4 * (k * (slots * self.n_params + activations) + n_examples * n_in))
