@@ -257,7 +257,7 @@ FIGURE_CAPTIONS = {
 _LINESTYLES = ("-", "--", ":", "-.")
 
 
-def _pyplot():
+def import_pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
@@ -269,7 +269,7 @@ def _pyplot():
 def _png(fig) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    _pyplot().close(fig)
+    import_pyplot().close(fig)
     return buf.getvalue()
 
 
@@ -327,7 +327,7 @@ def _axis_figure(records: Sequence[dict[str, Any]], value, ylabel: str, prefer: 
                  title: str = "") -> bytes:
     """Mean ± std over finished seeds of value(record) per setting against the swept axis (`prefer` where it
     is one, see `swept_axis`), one line or point set per combination of the other swept values."""
-    plt = _pyplot()
+    plt = import_pyplot()
     values, by_setting = _values_by_setting(records), _by_setting(records)
     key, numeric = swept_axis(values, prefer)
     series: dict[str, list[tuple[Any, str]]] = {}
@@ -405,7 +405,7 @@ def figure_learning_curves(records: Sequence[dict[str, Any]]) -> bytes:
     from matplotlib.lines import Line2D
     from matplotlib.ticker import MaxNLocator
 
-    plt = _pyplot()
+    plt = import_pyplot()
     groups = {s: _finished(runs) for s, runs in _by_setting(records).items()}
     cols = min(len(groups), 4)
     n_rows = math.ceil(len(groups) / cols)
@@ -446,7 +446,7 @@ def figure_activations(records: Sequence[dict[str, Any]]) -> bytes:
 
     from jaxmlp.activations import ActivationParams, get_activation
 
-    plt = _pyplot()
+    plt = import_pyplot()
     values, by_setting = _values_by_setting(records), _by_setting(records)
     first = {}
     for setting, v in values.items():
@@ -496,6 +496,23 @@ def figure_generalisation_gap(records: Sequence[dict[str, Any]]) -> bytes:
     ylabel = "test error − train error (pp)" if metric == ERROR_PERCENT else "test loss − train loss"
     return _axis_figure(records, lambda r: _gap(r, metric), ylabel, "model.dropout",
                         "generalisation gap (larger = more overfitting)")
+
+
+def log_sweep_summary(tracker, run_id: str, records: Sequence[dict[str, Any]], rows: Sequence[dict[str, Any]],
+                      n_failed: int) -> None:
+    """The summary table (CSV, Markdown), the sweep's plots and metrics naming the best setting, on the
+    sweep's parent run (a `Tracker`; through `TrackerProcess.call` this runs in the tracking process)."""
+    tracker.log_text(run_id, to_csv(rows), "summary/summary.csv")
+    tracker.log_text(run_id, to_markdown(rows), "summary/summary.md")
+    for name, png in sweep_figures(records, rows).items():
+        tracker.log_bytes(run_id, png, f"plots/{name}")
+    best = best_row(rows)
+    metrics = {"n_variants": len(records), "n_failed": n_failed,
+               "n_diverged": sum(bool(r.get("diverged")) for r in records)}
+    if best is not None:
+        metrics[f"best_setting_{primary_metric(records)}"] = best[primary_metric(records)]
+        tracker.set_tags(run_id, {"jaxmlp.best_setting_by_test_mean": best["setting"]})
+    tracker.log_metrics(run_id, metrics)
 
 
 def sweep_figures(records: Sequence[dict[str, Any]], rows: Sequence[dict[str, Any]]) -> dict[str, bytes]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import functools
 import os
 import posixpath
 import re
@@ -123,6 +124,116 @@ class AsyncWriter:
             self._executor.shutdown(wait=True)
 
 
+class RemoteError(RuntimeError):
+    """An exception raised in the tracking process that could not be sent back as it was."""
+
+
+def _serve(conn, tracking_uri: str, warm_up: tuple[Callable[[], Any], ...]) -> None:
+    """The tracking process: run `Tracker` calls received on `conn` one by one, send back results.
+
+    Signals from the terminal are ignored here: the sweep process decides what happens on
+    Ctrl-C (it marks unfinished runs KILLED through this process). When the sweep process
+    dies, the pipe closes and this process ends after the call at hand.
+    """
+    import pickle
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    tracker, pending = Tracker(tracking_uri), list(warm_up)
+    try:
+        tracker.client  # import MLflow and open the store while the sweep process compiles
+    except Exception:  # noqa: BLE001 - the first call reports it
+        pass
+    while True:
+        while pending and not conn.poll(0):
+            pending.pop(0)()  # idle: import what later calls need
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):
+            return
+        if message is None:
+            return
+        name, args, kwargs = message
+        try:
+            fn = getattr(tracker, name) if isinstance(name, str) else functools.partial(name, tracker)
+            reply = (True, fn(*args, **kwargs))
+        except BaseException as err:  # noqa: BLE001 - sent back, raised in the caller
+            try:
+                pickle.dumps(err)
+            except Exception:  # noqa: BLE001
+                err = RemoteError(f"{type(err).__name__}: {err}")
+            reply = (False, err)
+        conn.send(reply)
+
+
+class TrackerProcess:
+    """A `Tracker` whose calls run in a separate Python process, one at a time, in call order.
+
+    The sweep process only pickles arguments and waits on a pipe (the GIL is free meanwhile):
+    importing MLflow, SQL transactions, artifacts, models and plots cost it nothing but
+    their share of the CPU. `Tracker` methods are called as usual; `call(fn, ...)` runs a
+    module-level function `fn(tracker, ...)` there. Exceptions come back and are raised.
+    `warm_up`: module-level functions the process runs while it has nothing else to do
+    (imports that later calls need).
+    """
+
+    def __init__(self, tracking_uri: str | None = None, warm_up: tuple[Callable[[], Any], ...] = ()):
+        import multiprocessing
+
+        self.tracking_uri = resolve_tracking_uri(tracking_uri)
+        context = multiprocessing.get_context("spawn")  # no fork of a process running XLA threads
+        self._conn, child = context.Pipe()
+        self._process = context.Process(target=_serve, args=(child, self.tracking_uri, warm_up),
+                                        name="jaxmlp-tracking", daemon=True)
+        self._process.start()
+        child.close()
+        self._lock = threading.Lock()
+
+    @classmethod
+    def for_sweep(cls, tracking_uri: str | None = None) -> "TrackerProcess":
+        """A sweep's tracking process: it imports MLflow, opens the store, then the model flavour
+        and matplotlib, while the sweep process starts JAX and compiles."""
+        from jaxmlp.report import import_pyplot
+
+        return cls(tracking_uri, warm_up=(import_model_flavour, import_pyplot))
+
+    def _request(self, name: Any, args: tuple, kwargs: dict) -> Any:
+        with self._lock:
+            if self._conn.closed:
+                raise RuntimeError("the tracking process is closed")
+            try:
+                self._conn.send((name, args, kwargs))
+                ok, value = self._conn.recv()
+            except (EOFError, OSError) as err:
+                raise RemoteError(f"the tracking process ended unexpectedly (exit code "
+                                  f"{self._process.exitcode})") from err
+        if not ok:
+            raise value
+        return value
+
+    def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        return self._request(fn, args, kwargs)
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        if name.startswith("_") or not callable(getattr(Tracker, name, None)):
+            raise AttributeError(name)
+        return lambda *args, **kwargs: self._request(name, args, kwargs)
+
+    def close(self, timeout: float = 60.0) -> None:
+        """Let the process finish and end; it has done every call by the time each returned."""
+        with self._lock:
+            if not self._conn.closed:
+                try:
+                    self._conn.send(None)
+                except OSError:
+                    pass
+                self._conn.close()
+        self._process.join(timeout)
+        if self._process.is_alive():
+            self._process.kill()
+
+
 def _chunks(items: list, size: int) -> Iterator[list]:
     return (items[i:i + size] for i in range(0, len(items), size))
 
@@ -130,6 +241,23 @@ def _chunks(items: list, size: int) -> Iterator[list]:
 def _truncate(value: Any, limit: int) -> str:
     text = str(value)
     return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def history_metrics(history: list[dict[str, float]], step_key: str = "epoch") -> list:
+    """MLflow `Metric`s of per-step records ({step_key: n, name: value, ...})."""
+    from mlflow.entities import Metric
+
+    timestamp = int(time.time() * 1000)
+    return [Metric(key, float(value), timestamp, int(record[step_key]))
+            for record in history for key, value in record.items() if key != step_key]
+
+
+def step_metrics(metrics: dict[str, float], step: int = 0) -> list:
+    """MLflow `Metric`s of one value per name at one step."""
+    from mlflow.entities import Metric
+
+    timestamp = int(time.time() * 1000)
+    return [Metric(key, float(value), timestamp, step) for key, value in metrics.items()]
 
 
 def _run_params(params: dict[str, Any]) -> list:
@@ -160,6 +288,10 @@ class Tracker:
             if self._client is None:
                 self._client = _open_client(self.tracking_uri)
             return self._client
+
+    def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """`fn(self, *args, **kwargs)`: the same as `TrackerProcess.call`, in this process."""
+        return fn(self, *args, **kwargs)
 
     def experiment(self, name: str, tags: dict[str, str]) -> str:
         """Get or create the experiment; set its tags; remember and return its id."""
@@ -236,21 +368,11 @@ class Tracker:
 
     def log_history(self, run_id: str, history: list[dict[str, float]], step_key: str = "epoch") -> None:
         """Log per-step records ({step_key: n, name: value, ...}); NaN and inf are kept as they are."""
-        from mlflow.entities import Metric
-
-        metrics = []
-        for record in history:
-            timestamp, step = int(time.time() * 1000), int(record[step_key])
-            metrics += [Metric(key, float(value), timestamp, step)
-                        for key, value in record.items() if key != step_key]
-        self._log_batches(run_id, metrics=metrics)
+        self._log_batches(run_id, metrics=history_metrics(history, step_key))
 
     def log_metrics(self, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
         """Log one value per metric at one step (e.g. final test metrics)."""
-        from mlflow.entities import Metric
-
-        timestamp = int(time.time() * 1000)
-        self._log_batches(run_id, metrics=[Metric(k, float(v), timestamp, step) for k, v in metrics.items()])
+        self._log_batches(run_id, metrics=step_metrics(metrics, step))
 
     def set_tags(self, run_id: str, tags: dict[str, Any]) -> None:
         self._log_batches(run_id, tags=_run_tags(tags))
@@ -287,11 +409,33 @@ class Tracker:
                 Path(tmp, name).write_bytes(data)
             self.client.log_artifacts(run_id, tmp, artifact_path)
 
-    def finish(self, run_id: str, status: str, reason: str | None = None) -> None:
-        """End a run as FINISHED, FAILED or KILLED; `reason` goes to tag jaxmlp.failure_reason."""
+    def finish(self, run_id: str, status: str, reason: str | None = None, *,
+               history: list[dict[str, float]] | None = None, metrics: dict[str, float] | None = None,
+               step: int = 0, tags: dict[str, Any] | None = None, files: dict[str, bytes] | None = None,
+               artifact_path: str = "") -> None:
+        """End a run as FINISHED, FAILED or KILLED; `reason` goes to tag jaxmlp.failure_reason.
+
+        A run's last results can come along, in few store calls: one `log_batch` for the
+        per-epoch `history` (as in `log_history`), the `metrics` at `step` and the tags, one
+        call for the `files` (into `artifact_path`), one for the status.
+        """
+        tags = dict(tags or {})
         if reason is not None:
-            self.set_tags(run_id, {FAILURE_REASON_TAG: reason})
+            tags[FAILURE_REASON_TAG] = reason
+        points = history_metrics(history or []) + step_metrics(metrics or {}, step)
+        tags = _run_tags(tags)
+        if len(points) <= MAX_METRICS_PER_BATCH and len(tags) <= MAX_PARAMS_OR_TAGS_PER_BATCH:
+            if points or tags:
+                self.client.log_batch(run_id, metrics=points, tags=tags)
+        else:
+            self._log_batches(run_id, metrics=points, tags=tags)
+        if files:
+            self.log_folder(run_id, files, artifact_path)
         self.client.set_terminated(run_id, status)
+
+    def model_uris(self, run_id: str) -> list[str]:
+        """The models:/ URIs of the models logged on a run."""
+        return [f"models:/{m.model_id}" for m in self.client.get_run(run_id).outputs.model_outputs]
 
     def metric_history(self, run_id: str, key: str) -> tuple[list[int], list[float]]:
         """Steps and values of one metric of a run, in step order."""
@@ -394,6 +538,11 @@ def _quote(value: str) -> str:
             raise ValueError(f"cannot search MLflow for a value with both quote characters: {value!r}")
         return f'"{value}"'
     return f"'{value}'"
+
+
+def import_model_flavour() -> None:
+    """Import what `Tracker.log_model` needs (done ahead by an idle tracking process)."""
+    import mlflow.pyfunc  # noqa: F401
 
 
 def _pip_requirements() -> list[str]:

@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 
 from jaxmlp.tracking import (
-    AsyncWriter, Tracker, TrackingError, resolve_tracking_uri, runs_page_url, ui_base_url, ui_command,
+    AsyncWriter, Tracker, TrackerProcess, TrackingError, resolve_tracking_uri, runs_page_url, ui_base_url,
+    ui_command,
 )
 
 
@@ -389,3 +390,51 @@ def test_sweep_through_a_real_mlflow_server(mlflow_server, tmp_path, monkeypatch
     x = np.ones((2, 4), np.float32)
     loaded = mlflow.pyfunc.load_model(f"models:/served-model/{version.version}")
     np.testing.assert_allclose(loaded.predict(x), predict(checkpoint, x), rtol=1e-6)
+
+
+def _pid_and_store(tracker: Tracker) -> tuple[int, str]:
+    return os.getpid(), tracker.tracking_uri
+
+
+def test_tracker_process_runs_calls_in_another_process_into_the_same_store(store, exp):
+    remote = TrackerProcess(store.tracking_uri)
+    try:
+        assert remote.call(_pid_and_store) == (remote._process.pid, store.tracking_uri)
+        assert remote._process.pid != os.getpid()
+        parent = remote.start_parent(exp, "remote", {"k": "v"}, {"n": 1})
+        child = remote.start_child(exp, parent, "c0", "key0", {"lr": 0.1}, {})
+        remote.finish(child, "FAILED", "diverged", history=[{"epoch": e, "loss": 1.0 / e} for e in (1, 2, 3)],
+                      metrics={"test_accuracy": 0.5}, step=2, tags={"extra": "yes"},
+                      files={"a.txt": b"hello"}, artifact_path="checkpoint")
+        with pytest.raises(Exception, match="no-such-run|not found|No Run"):
+            remote.finish("no-such-run", "FINISHED")
+        assert remote.children(parent)[0]["run_id"] == child  # still serving after an error
+    finally:
+        remote.close()
+    assert not remote._process.is_alive()
+    run = store.client.get_run(child)
+    assert run.info.status == "FAILED" and run.data.params == {"lr": "0.1"}
+    assert run.data.tags["jaxmlp.failure_reason"] == "diverged" and run.data.tags["extra"] == "yes"
+    assert store.metric_history(child, "loss") == ([1, 2, 3], [1.0, 0.5, 1.0 / 3])
+    assert store.metric_history(child, "test_accuracy") == ([2], [0.5])
+    assert [a.path for a in store.client.list_artifacts(child, "checkpoint")] == ["checkpoint/a.txt"]
+
+
+def test_tracker_process_ends_when_the_process_that_started_it_is_killed(tmp_path):
+    code = ("import os, signal, sys; from jaxmlp.tracking import TrackerProcess\n"
+            f"t = TrackerProcess('sqlite:///{tmp_path}/mlflow.db'); print(t._process.pid, flush=True)\n"
+            "os.kill(os.getpid(), signal.SIGKILL)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == -signal.SIGKILL
+    pid = int(done.stdout.split()[0])
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+            with open(f"/proc/{pid}/stat") as stat:  # a zombie (exited, not yet reaped) has state Z
+                if stat.read().split()[2] == "Z":
+                    return
+        except (ProcessLookupError, FileNotFoundError):
+            return
+        time.sleep(0.2)
+    pytest.fail(f"tracking process {pid} outlived the process that started it")

@@ -49,6 +49,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             k: v for k, v in (("devices", args.devices), ("max_variants_per_program", args.max_variants)) if v})
         sweep = type(sweep)(sweep.path, sweep.spec.model_copy(update={"execution": execution}), sweep.variants)
 
+    tracker = None
+    if not args.dry_run and not args.no_tracking:
+        from jaxmlp.tracking import TrackerProcess
+
+        # With a tracking server, MLflow writes two "View run" lines per ended run to stdout; the
+        # sweep prints its own links, and with --json its stdout must be one JSON object.
+        os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+        tracker = TrackerProcess.for_sweep(args.tracking_uri)  # before JAX: its start overlaps JAX's
+
     import jax
 
     from jaxmlp.cli import compile_cache_dir
@@ -61,12 +70,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(describe_plan(sweep, groups))
         return 0
     enable_compilation_cache(compile_cache_dir(args.compile_cache))
-    # With a tracking server, MLflow writes two "View run" lines per ended run to stdout; the
-    # sweep prints its own links, and with --json its stdout must be one JSON object.
-    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     options = Options(tracking=not args.no_tracking, tracking_uri=args.tracking_uri, resume=args.resume,
                       register=args.register, progress=not args.no_progress)
-    runner = SweepRunner(sweep, groups, options)
+    runner = SweepRunner(sweep, groups, options, tracker)
     try:
         outcome = runner.run()
     except ResumeRefused as err:

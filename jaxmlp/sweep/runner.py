@@ -103,13 +103,16 @@ def _selection_score(v: Variant, best: dict[str, float], diverged: bool) -> floa
 
 
 class SweepRunner:
-    def __init__(self, sweep: Sweep, groups: list[Group], options: Options):
+    """`tracker`: a `Tracker` or `TrackerProcess` (default: `TrackerProcess.for_sweep`); the runner closes it."""
+
+    def __init__(self, sweep: Sweep, groups: list[Group], options: Options, tracker=None):
         self.sweep, self.groups, self.options = sweep, groups, options
         self.tracker = self.writer = None
         if options.tracking:
-            from jaxmlp.tracking import AsyncWriter, Tracker
+            from jaxmlp.tracking import AsyncWriter, TrackerProcess
 
-            self.tracker, self.writer = Tracker(options.tracking_uri), AsyncWriter()
+            self.tracker = tracker or TrackerProcess.for_sweep(options.tracking_uri)
+            self.writer = AsyncWriter()
         self.records: list[dict[str, Any]] = []
         self.failures: list[str] = []
         self.child_runs: dict[str, Future] = {}
@@ -174,19 +177,16 @@ class SweepRunner:
         return self.tracker.start_child(self.experiment_id, self.parent_run_id, v.run_name, v.key, params, tags)
 
     def _log_child(self, run_id: Future, v: Variant, r: VariantResult, meta: dict, seconds: dict) -> None:
-        t, run_id = self.tracker, run_id.result()
-        if v.key not in self.history_logged:
-            t.log_history(run_id, r.history)
         final = {f"test_{k}": val for k, val in r.test.items()}
         final.update({f"final_train_{k}": val for k, val in r.train_final.items()})
         final.update({f"best_{k}": r.best[k] for k in ("val_loss", "val_accuracy") if k in r.best},
                      best_epoch=r.best_epoch, stopped_epoch=r.stopped_epoch, diverged=float(r.diverged),
                      n_params=count_params(r.params), **seconds)
-        t.log_metrics(run_id, final, step=r.best_epoch)
-        t.set_tags(run_id, {DIVERGED_TAG: str(r.diverged).lower()})
-        t.log_folder(run_id, checkpoint_files(v.config, r.params, meta), "checkpoint")
         reason = f"diverged: loss became NaN or infinite in epoch {r.stopped_epoch}" if r.diverged else None
-        t.finish(run_id, "FAILED" if r.diverged else "FINISHED", reason)
+        self.tracker.finish(run_id.result(), "FAILED" if r.diverged else "FINISHED", reason,
+                            history=None if v.key in self.history_logged else r.history,
+                            metrics=final, step=r.best_epoch, tags={DIVERGED_TAG: str(r.diverged).lower()},
+                            files=checkpoint_files(v.config, r.params, meta), artifact_path="checkpoint")
 
     def _log_stopped_histories(self, todo: list[Variant], records: list[dict]) -> None:
         """Histories of variants that stopped this epoch are final: log them while the others train."""
@@ -208,11 +208,11 @@ class SweepRunner:
                 if r is None:  # finished by an earlier invocation (resume): its checkpoint is in the store
                     folder.mkdir()
                     folder = Path(t.download(run_id, "checkpoint", folder))
-                    logged = t.client.get_run(run_id).outputs.model_outputs
+                    logged = t.model_uris(run_id)
                 else:
                     save_checkpoint(folder, v.config, r.params, checkpoint_meta(data))
                     logged = []
-                uri = f"models:/{logged[0].model_id}" if logged else t.log_model(run_id, folder)
+                uri = logged[0] if logged else t.log_model(run_id, folder)
                 if overall is not None and v is overall[1]:
                     t.log_model(self.parent_run_id, folder, "best_model")
                     t.set_tags(self.parent_run_id, {"jaxmlp.best_run_id": run_id,
@@ -225,27 +225,12 @@ class SweepRunner:
     def _close_parent(self, rows: list[dict[str, Any]], status: str, reason: str | None) -> None:
         """Summary, plots and metrics on the parent, then end it; it never stays RUNNING."""
         try:
-            self._summarize_parent(rows)
+            self.tracker.call(report.log_sweep_summary, self.parent_run_id, self.records, rows, len(self.failures))
         except Exception as err:
             why = f"the sweep summary could not be logged: {type(err).__name__}: {err}"
             self.tracker.finish(self.parent_run_id, "FAILED", "; ".join(filter(None, [reason, why]))[:5000])
             raise
         self.tracker.finish(self.parent_run_id, status, reason)
-
-    def _summarize_parent(self, rows: list[dict[str, Any]]) -> None:
-        t, pid = self.tracker, self.parent_run_id
-        t.log_text(pid, report.to_csv(rows), "summary/summary.csv")
-        t.log_text(pid, report.to_markdown(rows), "summary/summary.md")
-        for name, png in report.sweep_figures(self.records, rows).items():
-            t.log_bytes(pid, png, f"plots/{name}")
-        best = report.best_row(rows)
-        metrics = {"n_variants": len(self.records), "n_failed": len(self.failures),
-                   "n_diverged": sum(bool(r.get("diverged")) for r in self.records)}
-        if best is not None:
-            metric = report.primary_metric(self.records)
-            metrics[f"best_setting_{metric}"] = best[metric]
-            t.set_tags(pid, {"jaxmlp.best_setting_by_test_mean": best["setting"]})
-        t.log_metrics(pid, metrics)
 
     def _consider_for_best(self, v: Variant, score: float, result: VariantResult | None = None,
                            data: Dataset | None = None) -> None:
@@ -325,6 +310,7 @@ class SweepRunner:
         finally:
             signal.signal(signal.SIGTERM, previous)
         errors = [f"{type(e).__name__}: {e}" for e in self.writer.close(raise_errors=False)] if self.writer else []
+        self._close_tracker()
         return Outcome(self.records, rows, self.failures, time.perf_counter() - start, self.compile_seconds,
                        self.experiment_id, self.parent_run_id, errors)
 
@@ -336,6 +322,11 @@ class SweepRunner:
                 self._submit(lambda f: self.tracker.finish(f.result(), "KILLED", "interrupted"), fut)
         self._submit(lambda: self.parent_run_id and self.tracker.finish(self.parent_run_id, "KILLED", "interrupted"))
         self.writer.close(raise_errors=False)
+        self._close_tracker()
+
+    def _close_tracker(self) -> None:
+        if hasattr(self.tracker, "close"):
+            self.tracker.close()
 
 
 def _raise_interrupt(signum, frame):
