@@ -7,7 +7,10 @@
 Every figure is measured in the same process: the float32 matmul peak that JAX reaches
 on a large square product, the engine's achieved FLOP/s (6 x weights per sample), and
 for comparisons the same variants trained one at a time by a Python loop of per-batch
-jitted steps (the engine's own `train_step`, so only the loop structure differs).
+jitted steps (the engine's own `train_step`, so only the loop structure differs), in two
+forms: minibatches gathered on the device from data already there (the engine's way),
+and minibatches sliced from NumPy arrays on the host and passed to each step (the common
+way of writing such a loop).
 """
 from __future__ import annotations
 
@@ -68,7 +71,8 @@ def _configs(args: argparse.Namespace, n_samples: int) -> list:
 
 
 def per_batch_step(s, hp, train):
-    """The engine's `train_step` for one variant, jitted per minibatch (the baseline's unit)."""
+    """The engine's `train_step` for one variant, jitted per minibatch (the baseline's unit):
+    `step(carry, index, key)` takes a minibatch's indices into the training split on the device."""
     import jax
 
     from jaxmlp.train import train_step
@@ -76,6 +80,22 @@ def per_batch_step(s, hp, train):
     def step(carry, index, key):
         draws = jax.random.uniform(key, (s.batch_size, s.random_width), minval=1e-7)
         return train_step(s, hp, train, carry, (index, draws))
+
+    return jax.jit(step)
+
+
+def host_batch_step(s, hp):
+    """The same step taking the minibatch itself, `step(carry, x, y, key)`, as a loop over host
+    (NumPy) data calls it: the common way of writing a training loop."""
+    import jax
+    import jax.numpy as jnp
+
+    from jaxmlp.data import Split
+    from jaxmlp.train import train_step
+
+    def step(carry, x, y, key):
+        draws = jax.random.uniform(key, (s.batch_size, s.random_width), minval=1e-7)
+        return train_step(s, hp, Split(x, y), carry, (jnp.arange(s.batch_size), draws))
 
     return jax.jit(step)
 
@@ -92,27 +112,36 @@ def one_variant(cfg, data):
     return s, hp, jax.jit(partial(init_state, s))(hp), per_batch_step(s, hp, data.train)
 
 
-def loop_seconds_per_epoch(configs, data, steps: int = 100) -> float:
+def loop_seconds_per_epoch(configs, data, steps: int = 100, host_data=None) -> float:
     """Seconds for one epoch of every variant, trained one at a time by per-batch jitted steps.
 
     Times `steps` steps of the first variant (variants of one structure cost the same per
-    step) and scales to a full epoch of all variants.
+    step) and scales to a full epoch of all variants. The minibatches are gathered on the
+    device from `data` (already there), or, given `host_data` (its NumPy twin), sliced on
+    the host and passed to each step.
     """
     import jax
     import jax.numpy as jnp
 
-    s, _, state, step = one_variant(configs[0], data)
+    s, hp, state, step = one_variant(configs[0], data)
     carry = (state.params, state.opt_state, state.step)
     order = np.random.default_rng(0).permutation(len(data.train))
     keys = jax.random.split(state.key, steps + 5)
-    batches = [(jnp.asarray(order[(np.arange(s.batch_size) + i * s.batch_size) % len(order)]), keys[i])
-               for i in range(steps + 5)]
-    for b in batches[:5]:
-        carry, _ = step(carry, *b)
+    indices = [order[(np.arange(s.batch_size) + i * s.batch_size) % len(order)] for i in range(steps + 5)]
+    if host_data is None:
+        calls = [(jnp.asarray(index), key) for index, key in zip(indices, keys)]
+    else:
+        host_step, x, y = host_batch_step(s, hp), host_data.train.x, host_data.train.y
+        calls = list(zip(indices, keys))
+
+        def step(carry, index, key):
+            return host_step(carry, x[index], y[index], key)
+    for call in calls[:5]:
+        carry, _ = step(carry, *call)
     jax.block_until_ready(carry)
     tic = time.perf_counter()
-    for b in batches[5:]:
-        carry, _ = step(carry, *b)
+    for call in calls[5:]:
+        carry, _ = step(carry, *call)
     jax.block_until_ready(carry)
     return (time.perf_counter() - tic) / steps * s.steps_per_epoch * len(configs)
 
@@ -125,7 +154,8 @@ def bench_train(args: argparse.Namespace) -> dict[str, Any]:
 
     n_train = args.samples
     configs = _configs(args, int(round(n_train / 0.9)))
-    data = load_dataset(configs[0].data).on_device()
+    host_data = load_dataset(configs[0].data)
+    data = host_data.on_device()
     trainer = Trainer(configs, data, devices=args.devices)
     compile_seconds = trainer.compile()
     epoch_seconds = [r["epoch_seconds"] for r in trainer.run()]
@@ -146,7 +176,9 @@ def bench_train(args: argparse.Namespace) -> dict[str, Any]:
     }
     if args.loop:
         loop = loop_seconds_per_epoch(configs, data)
-        out.update(loop_epoch_seconds=loop, speedup_vs_loop=loop / steady)
+        host_loop = loop_seconds_per_epoch(configs, data, host_data=host_data)
+        out.update(loop_epoch_seconds=loop, speedup_vs_loop=loop / steady,
+                   host_batch_loop_epoch_seconds=host_loop, speedup_vs_host_batch_loop=host_loop / steady)
     return out
 
 
