@@ -1,9 +1,10 @@
 """MLflow edge: experiments, parent and child runs, batched logging, artifacts, models.
 
 Receives plain dicts, lists and bytes; knows nothing about training. Every method of
-`Tracker` is synchronous; the sweep runner overlaps them with training by submitting them
-to one `AsyncWriter`. MLflow is imported on first use, so importing this module is cheap
-and the ~2 s of importing MLflow and opening the store can run in the writer's thread.
+`Tracker` is synchronous. MLflow is imported on first use, so importing this module is
+cheap. The sweep runner runs the calls in a `TrackerProcess` (a separate Python process,
+started before JAX, that imports MLflow and opens the store meanwhile) and overlaps them
+with training by submitting them to one `AsyncWriter` thread.
 """
 from __future__ import annotations
 
