@@ -262,13 +262,23 @@ def to_report_markdown(runs: SweepRuns, results: str, figures: dict[str, bytes])
     return f"# {runs.name}\n\n{description}\n\n{results}\n## Figures\n\n{figs}"
 
 
-def replace_between_markers(text: str, block: str, source: str) -> str:
-    """`text` with everything between the results markers replaced by `block`."""
-    start, end = text.find(MARK_START), text.find(MARK_END)
-    if start < 0 or end < start:
-        raise ReportError(f"{source}: needs the markers {MARK_START} and {MARK_END} (in this order) around the "
-                          "place where the results table goes")
-    return text[:start + len(MARK_START)] + "\n" + block.strip() + "\n" + text[end:]
+def results_markers(name: str | None = None) -> tuple[str, str]:
+    """The comments around a README's results: those of sweep `name`, or the unnamed ones."""
+    if name is None:
+        return MARK_START, MARK_END
+    return MARK_START.replace(" -->", f" {name} -->"), MARK_END.replace(" -->", f" {name} -->")
+
+
+def replace_between_markers(text: str, block: str, source: str, name: str | None = None) -> str:
+    """`text` with everything between the results markers of sweep `name` (or, where it has
+    none, the unnamed markers) replaced by `block`."""
+    for start_mark, end_mark in dict.fromkeys([results_markers(name), results_markers()]):
+        start, end = text.find(start_mark), text.find(end_mark)
+        if start >= 0 and end > start:
+            return text[:start + len(start_mark)] + "\n" + block.strip() + "\n" + text[end:]
+    named = " and ".join(results_markers(name)) + " or " if name else ""
+    raise ReportError(f"{source}: needs the markers {named}{MARK_START} and {MARK_END} (in this order) around "
+                      "the place where the results table goes")
 
 
 # -- the command ---------------------------------------------------------------------------
@@ -288,7 +298,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--references", type=Path, help=f"reference numbers (YAML; default: {REFERENCES_FILE} next to "
                                                    "the sweep file, if there is one)")
     p.add_argument("--no-log", action="store_true", help="do not log the report on the parent run")
-    p.add_argument("--readme", type=Path, help=f"put the table between {MARK_START} and {MARK_END} in this file")
+    p.add_argument("--readme", type=Path, help="put the table between the sweep's results markers in this file: "
+                                               f"{' and '.join(results_markers('NAME'))} (NAME: the sweep's "
+                                               f"name), or else {MARK_START} and {MARK_END}")
     return p
 
 
@@ -339,7 +351,8 @@ def run_report(args: argparse.Namespace) -> Path:
         raise ReportError(f"--readme {args.readme}: no such file")
     references_path = _references_path(args, runs.tags)
     built = build_report(tracker, runs, references_path)
-    readme = replace_between_markers(args.readme.read_text(), built.results, str(args.readme)) if args.readme else None
+    readme = (replace_between_markers(args.readme.read_text(), built.results, str(args.readme), runs.name)
+              if args.readme else None)
     out = args.out or Path("reports") / runs.name
     out.mkdir(parents=True, exist_ok=True)
     for name, data in built.files.items():

@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from jaxmlp import report
-from jaxmlp.report_cli import MARK_END, MARK_START, load_references
+from jaxmlp.report_cli import load_references, results_markers
 from jaxmlp.sweep.cli import main as sweep_main
 from jaxmlp.sweep.spec import load_sweep
 
@@ -66,7 +66,11 @@ def test_references_parse_and_each_matches_a_cpu_and_full_setting_but_none_of_qu
 @pytest.mark.parametrize("folder", FOLDERS, ids=lambda f: f.name)
 def test_readme_has_the_commands_and_the_results_markers(folder):
     text = (folder / "README.md").read_text()
-    assert text.count(MARK_START) == 1 and text.count(MARK_END) == 1
-    assert text.index(MARK_START) < text.index(MARK_END)
+    for path in sorted(folder.glob("*.yaml")):
+        if path.name == "references.yaml":
+            continue
+        start, end = results_markers(load_sweep(path).spec.name)
+        assert text.count(start) == 1 and text.count(end) == 1, path.name
+        assert text.index(start) < text.index(end), path.name
     assert f"python -m jaxmlp.sweep experiments/{folder.name}/cpu.yaml" in text
     assert f"python -m jaxmlp.report experiments/{folder.name}/cpu.yaml" in text

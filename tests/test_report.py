@@ -15,7 +15,7 @@ import pytest
 from sweep_helpers import compile_cache
 
 from jaxmlp import report
-from jaxmlp.report_cli import MARK_END, MARK_START, ReportError, load_references
+from jaxmlp.report_cli import MARK_END, MARK_START, ReportError, load_references, results_markers
 from jaxmlp.report_cli import main as report_main
 from jaxmlp.sweep.cli import main as sweep_main
 from jaxmlp.tracking import Tracker
@@ -159,6 +159,20 @@ def test_readme_changes_only_between_the_markers(tracked):
     assert before == README.partition(MARK_START)[0] and after == README.partition(MARK_END)[2]
     assert "not yet run" not in inside
     assert "| setting | test error (%) |" in inside and tracked.parent in inside
+
+
+def test_readme_with_a_block_per_sweep_changes_only_this_sweeps_block(tracked, tmp_path):
+    other_start, other_end = results_markers("report_test_cpu")
+    start, end = results_markers("report_test")
+    text = f"# two settings\n{other_start}\nkeep me\n{other_end}\n{start}\nnot yet run\n{end}\n"
+    readme = tmp_path / "README.md"
+    readme.write_text(text)
+    assert report_main(["report_test", "--tracking-uri", tracked.uri, "--out", str(tmp_path / "r"), "--no-log",
+                        "--readme", str(readme)]) == 0
+    new = readme.read_text()
+    assert new.startswith(f"# two settings\n{other_start}\nkeep me\n{other_end}\n{start}\n")
+    inside = new.partition(start)[2].partition(end)[0]
+    assert "not yet run" not in inside and tracked.parent in inside and new.endswith(f"{end}\n")
 
 
 def test_readme_without_markers_is_an_error(tracked, tmp_path, capsys):
