@@ -9,6 +9,7 @@ Nothing here touches files, MLflow or the terminal.
 """
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import time
 from functools import partial
@@ -515,9 +516,12 @@ class Trainer:
         states = jax.tree_util.tree_map(
             lambda sd: jax.ShapeDtypeStruct(sd.shape, sd.dtype, sharding=self._variant_sharding),
             jax.eval_shape(self._init, self.hps))
-        self._init = self._init.lower(self.hps).compile()
-        self._epoch = self._epoch.lower(states, self.hps, jnp.int32(1), d.train, d.val).compile()
-        self._final = self._final.lower(states, self.hps, d.train, d.test).compile()
+        # XLA compiles without the GIL: each program compiles in a thread while the next one is traced.
+        with concurrent.futures.ThreadPoolExecutor(3, thread_name_prefix="jaxmlp-compile") as pool:
+            init = pool.submit(self._init.lower(self.hps).compile)
+            epoch = pool.submit(self._epoch.lower(states, self.hps, jnp.int32(1), d.train, d.val).compile)
+            final = pool.submit(self._final.lower(states, self.hps, d.train, d.test).compile)
+            self._init, self._epoch, self._final = init.result(), epoch.result(), final.result()
         self.compile_seconds = time.perf_counter() - start
         return self.compile_seconds
 
