@@ -257,7 +257,7 @@ FIGURE_CAPTIONS = {
 _LINESTYLES = ("-", "--", ":", "-.")
 
 
-def import_pyplot():
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
@@ -269,7 +269,7 @@ def import_pyplot():
 def _png(fig) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    import_pyplot().close(fig)
+    _pyplot().close(fig)
     return buf.getvalue()
 
 
@@ -327,7 +327,7 @@ def _axis_figure(records: Sequence[dict[str, Any]], value, ylabel: str, prefer: 
                  title: str = "") -> bytes:
     """Mean ± std over finished seeds of value(record) per setting against the swept axis (`prefer` where it
     is one, see `swept_axis`), one line or point set per combination of the other swept values."""
-    plt = import_pyplot()
+    plt = _pyplot()
     values, by_setting = _values_by_setting(records), _by_setting(records)
     key, numeric = swept_axis(values, prefer)
     series: dict[str, list[tuple[Any, str]]] = {}
@@ -405,7 +405,7 @@ def figure_learning_curves(records: Sequence[dict[str, Any]]) -> bytes:
     from matplotlib.lines import Line2D
     from matplotlib.ticker import MaxNLocator
 
-    plt = import_pyplot()
+    plt = _pyplot()
     groups = {s: _finished(runs) for s, runs in _by_setting(records).items()}
     cols = min(len(groups), 4)
     n_rows = math.ceil(len(groups) / cols)
@@ -446,7 +446,7 @@ def figure_activations(records: Sequence[dict[str, Any]]) -> bytes:
 
     from jaxmlp.activations import ActivationParams, get_activation
 
-    plt = import_pyplot()
+    plt = _pyplot()
     values, by_setting = _values_by_setting(records), _by_setting(records)
     first = {}
     for setting, v in values.items():
@@ -498,21 +498,19 @@ def figure_generalisation_gap(records: Sequence[dict[str, Any]]) -> bytes:
                         "generalisation gap (larger = more overfitting)")
 
 
-def log_sweep_summary(tracker, run_id: str, records: Sequence[dict[str, Any]], rows: Sequence[dict[str, Any]],
-                      n_failed: int) -> None:
-    """The summary table (CSV, Markdown), the sweep's plots and metrics naming the best setting, on the
-    sweep's parent run (a `Tracker`; through `TrackerProcess.call` this runs in the tracking process)."""
-    tracker.log_text(run_id, to_csv(rows), "summary/summary.csv")
-    tracker.log_text(run_id, to_markdown(rows), "summary/summary.md")
-    for name, png in sweep_figures(records, rows).items():
-        tracker.log_bytes(run_id, png, f"plots/{name}")
-    best = best_row(rows)
+def sweep_summary(records: Sequence[dict[str, Any]], rows: Sequence[dict[str, Any]],
+                  n_failed: int) -> tuple[dict[str, bytes], dict[str, float], dict[str, str]]:
+    """What a sweep's parent run gets besides its plots: the summary table files (CSV,
+    Markdown), metrics (counts, the best setting's test metric) and tags (the best setting)."""
+    files = {"summary.csv": to_csv(rows).encode(), "summary.md": to_markdown(rows).encode()}
     metrics = {"n_variants": len(records), "n_failed": n_failed,
                "n_diverged": sum(bool(r.get("diverged")) for r in records)}
+    tags = {}
+    best = best_row(rows)
     if best is not None:
         metrics[f"best_setting_{primary_metric(records)}"] = best[primary_metric(records)]
-        tracker.set_tags(run_id, {"jaxmlp.best_setting_by_test_mean": best["setting"]})
-    tracker.log_metrics(run_id, metrics)
+        tags["jaxmlp.best_setting_by_test_mean"] = best["setting"]
+    return files, metrics, tags
 
 
 def sweep_figures(records: Sequence[dict[str, Any]], rows: Sequence[dict[str, Any]]) -> dict[str, bytes]:

@@ -19,7 +19,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 DEFAULT_UI_BASE = "http://127.0.0.1:5000"
@@ -129,34 +129,40 @@ class RemoteError(RuntimeError):
     """An exception raised in the tracking process that could not be sent back as it was."""
 
 
-def _serve(conn, tracking_uri: str, warm_up: tuple[Callable[[], Any], ...]) -> None:
-    """The tracking process: run `Tracker` calls received on `conn` one by one, send back results.
+def _serve(fd: int, tracking_uri: str, warm_up: list[str]) -> None:
+    """The tracking process: run `Tracker` calls received on the connection `fd` one by one and
+    send back their results. `warm_up`: "module:function" names to call while idle.
 
     Signals from the terminal are ignored here: the sweep process decides what happens on
     Ctrl-C (it marks unfinished runs KILLED through this process). When the sweep process
-    dies, the pipe closes and this process ends after the call at hand.
+    dies, the connection closes and this process ends after the call at hand.
     """
+    import importlib
     import pickle
     import signal
+    import sys
+    from multiprocessing.connection import Connection
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    tracker, pending = Tracker(tracking_uri), list(warm_up)
+    conn, tracker = Connection(fd), Tracker(tracking_uri)
     try:
         tracker.client  # import MLflow and open the store while the sweep process compiles
     except Exception:  # noqa: BLE001 - the first call reports it
         pass
     while True:
-        while pending and not conn.poll(0):
-            pending.pop(0)()  # idle: import what later calls need
+        while warm_up and not conn.poll(0):
+            module, _, function = warm_up.pop(0).partition(":")
+            getattr(importlib.import_module(module), function)()
         try:
-            message = conn.recv()
+            message = conn.recv_bytes()
         except (EOFError, OSError):
             return
-        if message is None:
-            return
-        name, args, kwargs = message
         try:
+            message = pickle.loads(message)
+            if message is None:
+                break
+            name, args, kwargs = message
             fn = getattr(tracker, name) if isinstance(name, str) else functools.partial(name, tracker)
             reply = (True, fn(*args, **kwargs))
         except BaseException as err:  # noqa: BLE001 - sent back, raised in the caller
@@ -165,7 +171,15 @@ def _serve(conn, tracking_uri: str, warm_up: tuple[Callable[[], Any], ...]) -> N
             except Exception:  # noqa: BLE001
                 err = RemoteError(f"{type(err).__name__}: {err}")
             reply = (False, err)
-        conn.send(reply)
+        try:
+            conn.send(reply)
+        except (pickle.PicklingError, TypeError, AttributeError) as err:
+            conn.send((False, RemoteError(f"the result of {name!r} cannot be sent back: {err}")))
+    # Every call is done and committed: skip the interpreter's teardown of MLflow and
+    # SQLAlchemy (about a second) that the sweep process would wait for.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 class TrackerProcess:
@@ -175,29 +189,38 @@ class TrackerProcess:
     importing MLflow, SQL transactions, artifacts, models and plots cost it nothing but
     their share of the CPU. `Tracker` methods are called as usual; `call(fn, ...)` runs a
     module-level function `fn(tracker, ...)` there. Exceptions come back and are raised.
-    `warm_up`: module-level functions the process runs while it has nothing else to do
-    (imports that later calls need).
+    `warm_up`: "module:function" names of functions the process calls while it has nothing
+    else to do (imports that later calls need).
+
+    The process is a fresh interpreter that imports only this module (not the caller's
+    `__main__`, unlike multiprocessing's spawn), so any script may start one.
     """
 
-    def __init__(self, tracking_uri: str | None = None, warm_up: tuple[Callable[[], Any], ...] = ()):
+    def __init__(self, tracking_uri: str | None = None, warm_up: Sequence[str] = ()):
         import multiprocessing
+        import subprocess
+        import sys
 
         self.tracking_uri = resolve_tracking_uri(tracking_uri)
-        context = multiprocessing.get_context("spawn")  # no fork of a process running XLA threads
-        self._conn, child = context.Pipe()
-        self._process = context.Process(target=_serve, args=(child, self.tracking_uri, warm_up),
-                                        name="jaxmlp-tracking", daemon=True)
-        self._process.start()
+        self._conn, child = multiprocessing.Pipe()
+        # The caller's module search path, so this jaxmlp and the modules of functions given to
+        # `call` are found as they are here.
+        code = (f"import sys; sys.path[:] = {[p for p in sys.path if p]!r}; from jaxmlp.tracking import _serve; "
+                f"_serve({child.fileno()}, {self.tracking_uri!r}, {list(warm_up)!r})")
+        self._process = subprocess.Popen([sys.executable, "-c", code], pass_fds=[child.fileno()],
+                                         stdin=subprocess.DEVNULL)
         child.close()
         self._lock = threading.Lock()
 
     @classmethod
     def for_sweep(cls, tracking_uri: str | None = None) -> "TrackerProcess":
-        """A sweep's tracking process: it imports MLflow, opens the store, then the model flavour
-        and matplotlib, while the sweep process starts JAX and compiles."""
-        from jaxmlp.report import import_pyplot
+        """A sweep's tracking process: it imports MLflow, opens the store, then the model
+        flavour, while the sweep process starts JAX and compiles."""
+        return cls(tracking_uri, warm_up=("jaxmlp.tracking:import_model_flavour",))
 
-        return cls(tracking_uri, warm_up=(import_model_flavour, import_pyplot))
+    @property
+    def pid(self) -> int:
+        return self._process.pid
 
     def _request(self, name: Any, args: tuple, kwargs: dict) -> Any:
         with self._lock:
@@ -208,7 +231,7 @@ class TrackerProcess:
                 ok, value = self._conn.recv()
             except (EOFError, OSError) as err:
                 raise RemoteError(f"the tracking process ended unexpectedly (exit code "
-                                  f"{self._process.exitcode})") from err
+                                  f"{self._process.poll()})") from err
         if not ok:
             raise value
         return value
@@ -223,6 +246,8 @@ class TrackerProcess:
 
     def close(self, timeout: float = 60.0) -> None:
         """Let the process finish and end; it has done every call by the time each returned."""
+        import subprocess
+
         with self._lock:
             if not self._conn.closed:
                 try:
@@ -230,9 +255,15 @@ class TrackerProcess:
                 except OSError:
                     pass
                 self._conn.close()
-        self._process.join(timeout)
-        if self._process.is_alive():
+        try:
+            self._process.wait(timeout)
+        except subprocess.TimeoutExpired:
             self._process.kill()
+            self._process.wait()
+
+    @property
+    def alive(self) -> bool:
+        return self._process.poll() is None
 
 
 def _chunks(items: list, size: int) -> Iterator[list]:

@@ -399,8 +399,8 @@ def _pid_and_store(tracker: Tracker) -> tuple[int, str]:
 def test_tracker_process_runs_calls_in_another_process_into_the_same_store(store, exp):
     remote = TrackerProcess(store.tracking_uri)
     try:
-        assert remote.call(_pid_and_store) == (remote._process.pid, store.tracking_uri)
-        assert remote._process.pid != os.getpid()
+        assert remote.call(_pid_and_store) == (remote.pid, store.tracking_uri)
+        assert remote.pid != os.getpid()
         parent = remote.start_parent(exp, "remote", {"k": "v"}, {"n": 1})
         child = remote.start_child(exp, parent, "c0", "key0", {"lr": 0.1}, {})
         remote.finish(child, "FAILED", "diverged", history=[{"epoch": e, "loss": 1.0 / e} for e in (1, 2, 3)],
@@ -411,7 +411,7 @@ def test_tracker_process_runs_calls_in_another_process_into_the_same_store(store
         assert remote.children(parent)[0]["run_id"] == child  # still serving after an error
     finally:
         remote.close()
-    assert not remote._process.is_alive()
+    assert not remote.alive
     run = store.client.get_run(child)
     assert run.info.status == "FAILED" and run.data.params == {"lr": "0.1"}
     assert run.data.tags["jaxmlp.failure_reason"] == "diverged" and run.data.tags["extra"] == "yes"
@@ -422,7 +422,7 @@ def test_tracker_process_runs_calls_in_another_process_into_the_same_store(store
 
 def test_tracker_process_ends_when_the_process_that_started_it_is_killed(tmp_path):
     code = ("import os, signal, sys; from jaxmlp.tracking import TrackerProcess\n"
-            f"t = TrackerProcess('sqlite:///{tmp_path}/mlflow.db'); print(t._process.pid, flush=True)\n"
+            f"t = TrackerProcess('sqlite:///{tmp_path}/mlflow.db'); print(t.pid, flush=True)\n"
             "os.kill(os.getpid(), signal.SIGKILL)\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == -signal.SIGKILL
@@ -438,3 +438,14 @@ def test_tracker_process_ends_when_the_process_that_started_it_is_killed(tmp_pat
             return
         time.sleep(0.2)
     pytest.fail(f"tracking process {pid} outlived the process that started it")
+
+
+def test_tracker_process_started_from_a_script_without_a_main_guard(tmp_path):
+    script = tmp_path / "plain.py"
+    script.write_text("from jaxmlp.tracking import TrackerProcess\n"
+                      f"t = TrackerProcess('sqlite:///{tmp_path}/mlflow.db')\n"
+                      "print(t.experiment('from_a_script', {}), flush=True)\n"
+                      "t.close()\n")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == [Tracker(f"sqlite:///{tmp_path}/mlflow.db").experiment("from_a_script", {})]

@@ -223,15 +223,19 @@ class SweepRunner:
                         t.set_tags(self.parent_run_id, {"jaxmlp.registered_model":
                                                         f"{self.options.register} v{version.version}"})
 
-    def _close_parent(self, rows: list[dict[str, Any]], status: str, reason: str | None) -> None:
+    def _close_parent(self, rows: list[dict[str, Any]], figures: dict[str, bytes], status: str,
+                      reason: str | None) -> None:
         """Summary, plots and metrics on the parent, then end it; it never stays RUNNING."""
+        t, pid = self.tracker, self.parent_run_id
         try:
-            self.tracker.call(report.log_sweep_summary, self.parent_run_id, self.records, rows, len(self.failures))
+            files, metrics, tags = report.sweep_summary(self.records, rows, len(self.failures))
+            t.log_folder(pid, files, "summary")
+            t.log_folder(pid, figures, "plots")
         except Exception as err:
             why = f"the sweep summary could not be logged: {type(err).__name__}: {err}"
-            self.tracker.finish(self.parent_run_id, "FAILED", "; ".join(filter(None, [reason, why]))[:5000])
+            t.finish(pid, "FAILED", "; ".join(filter(None, [reason, why]))[:5000])
             raise
-        self.tracker.finish(self.parent_run_id, status, reason)
+        t.finish(pid, status, reason, metrics=metrics, tags=tags)
 
     def _consider_for_best(self, v: Variant, score: float, result: VariantResult | None = None,
                            data: Dataset | None = None) -> None:
@@ -302,8 +306,10 @@ class SweepRunner:
                 opened.result()
                 if self.best:
                     self._submit(self._log_models)
+                # the plots are drawn here while the tracking process logs the models
                 status = "FAILED" if self.failures else "FINISHED"
-                self._submit(self._close_parent, rows, status, "; ".join(self.failures)[:5000] or None)
+                self._submit(self._close_parent, rows, report.sweep_figures(self.records, rows), status,
+                             "; ".join(self.failures)[:5000] or None)
         except KeyboardInterrupt:
             bars.close()
             self._kill_unfinished()
