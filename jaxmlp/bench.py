@@ -251,13 +251,19 @@ def bench_sweep(args: argparse.Namespace) -> dict[str, Any]:
         (folder / "sweep.yaml").write_text(SWEEP_YAML)
         cache = ["--compile-cache", str(folder / "xla")]
         cold, summary = _run_sweep_cli(folder, *cache)
-        warm, _ = _run_sweep_cli(folder, *cache)
-        untracked, _ = _run_sweep_cli(folder, *cache, "--no-tracking")
+        warm, untracked = [], []
+        for _ in range(args.repeats):  # alternated, so a slow spell of the machine hits both
+            warm.append(_run_sweep_cli(folder, *cache)[0])
+            untracked.append(_run_sweep_cli(folder, *cache, "--no-tracking")[0])
         loop = loop_sweep(folder / "sweep.yaml") if not args.no_loop else None
+    warm_median, untracked_median = float(np.median(warm)), float(np.median(untracked))
     out = {
-        "benchmark": "sweep", "variants": summary["n_variants"],
-        "sweep_seconds_cold": cold, "sweep_seconds_warm_cache": warm, "sweep_seconds_no_tracking_warm": untracked,
-        "tracking_overhead": warm / untracked - 1, "compile_seconds_cold": summary["compile_seconds"],
+        "benchmark": "sweep", "variants": summary["n_variants"], "repeats": args.repeats,
+        "sweep_seconds_cold": cold, "sweep_seconds_warm_cache": warm_median,
+        "sweep_seconds_no_tracking_warm": untracked_median,
+        "tracking_overhead": warm_median / untracked_median - 1,
+        "sweep_seconds_warm_cache_all": warm, "sweep_seconds_no_tracking_warm_all": untracked,
+        "compile_seconds_cold": summary["compile_seconds"],
         "mean_test_accuracy": summary["mean_test_accuracy"],
     }
     if loop:
@@ -282,6 +288,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--devices", type=int, default=1, help="shard the variants over this many devices")
     p.add_argument("--loop", action="store_true", help="also time a per-batch Python loop over variants")
     p.add_argument("--no-loop", action="store_true", help="sweep: skip the slow one-at-a-time baseline")
+    p.add_argument("--repeats", type=int, default=3,
+                   help="sweep: warm runs with and without tracking, alternated (medians are reported)")
     p.add_argument("--json", action="store_true", help="print the results as one JSON object")
     return p
 
@@ -294,7 +302,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         width = max(map(len, result))
         for key, value in result.items():
-            shown = f"{value:.4g}" if isinstance(value, float) else value
+            shown = (f"{value:.4g}" if isinstance(value, float) else
+                     ", ".join(f"{x:.4g}" for x in value) if isinstance(value, list) else value)
             print(f"{key:<{width}}  {shown}")
     return 0
 

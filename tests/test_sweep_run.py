@@ -66,6 +66,11 @@ def test_one_experiment_named_after_the_sweep_with_one_finished_parent(tiny):
     assert parent.data.tags["jaxmlp.sweep_hash"] == tiny.sweep.hash
     assert parent.data.params["n_variants"] == "4" and parent.data.params["n_programs"] == "1"
     assert parent.data.metrics["n_variants"] == 4 and parent.data.metrics["n_failed"] == 0
+    # the group's epoch wall times, once, on the parent (its children share them)
+    (key,) = [k for k in parent.data.metrics if k.startswith("epoch_seconds_g00-")]
+    epochs = max(int(c.data.metrics["stopped_epoch"]) for c in tiny.children)
+    seconds = tiny.client.get_metric_history(parent.info.run_id, key)
+    assert sorted(m.step for m in seconds) == list(range(1, epochs + 1)) and all(m.value > 0 for m in seconds)
 
 
 def test_one_finished_child_per_variant_nested_under_the_parent(tiny):
@@ -101,6 +106,7 @@ def test_children_hold_whole_epoch_histories_and_final_metrics(tiny):
         val_loss = {m.step: m.value for m in tiny.client.get_metric_history(run.info.run_id, "val_loss")}
         assert metrics["best_val_loss"] == pytest.approx(val_loss[int(metrics["best_epoch"])])
         assert 0.5 < metrics["test_accuracy"] <= 1.0
+        assert "epoch_seconds" not in metrics
 
 
 def test_children_carry_checkpoints_and_the_parent_the_sweep_file_summary_and_plots(tiny, tmp_path):

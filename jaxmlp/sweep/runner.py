@@ -95,6 +95,12 @@ def variant_record(v: Variant, result: VariantResult | None, status: str, **extr
     return record
 
 
+def _child_history(history: list[dict[str, float]]) -> list[dict[str, float]]:
+    """A variant's per-epoch metrics for its run; the epoch's wall time belongs to the group
+    (every variant in it shares it) and goes on the parent run once."""
+    return [{k: val for k, val in row.items() if k != "epoch_seconds"} for row in history]
+
+
 def _selection_score(v: Variant, best: dict[str, float], diverged: bool) -> float:
     """Lower is better: the monitored validation metric at the best epoch (`best`: that epoch's record)."""
     monitor = v.config.training.early_stopping.monitor
@@ -185,7 +191,7 @@ class SweepRunner:
                      n_params=count_params(r.params), **seconds)
         reason = f"diverged: loss became NaN or infinite in epoch {r.stopped_epoch}" if r.diverged else None
         self.tracker.finish(run_id.result(), "FAILED" if r.diverged else "FINISHED", reason,
-                            history=None if v.key in self.history_logged else r.history,
+                            history=None if v.key in self.history_logged else _child_history(r.history),
                             metrics=final, step=r.best_epoch, tags={DIVERGED_TAG: str(r.diverged).lower()},
                             files=checkpoint_files(v.config, r.params, meta), artifact_path="checkpoint")
 
@@ -197,7 +203,7 @@ class SweepRunner:
             v = todo[i]
             self.history_logged.add(v.key)
             self._submit(lambda run, history: self.tracker.log_history(run.result(), history),
-                         self.child_runs[v.key], variant_history(records, int(i)))
+                         self.child_runs[v.key], _child_history(variant_history(records, int(i))))
 
     def _log_models(self) -> None:
         """A pyfunc model for the best variant of each setting, and the sweep's best on the parent."""
@@ -275,6 +281,9 @@ class SweepRunner:
             bars.end_group(len(todo))
             return
         seconds = {"compile_seconds": result.compile_seconds, "train_seconds": result.train_seconds}
+        if self.writer:
+            group_seconds = [{"epoch": r["epoch"], f"epoch_seconds_{group.id}": r["epoch_seconds"]} for r in records]
+            self._submit(lambda: self.tracker.log_history(self.parent_run_id, group_seconds))
         meta = checkpoint_meta(data)
         for v, r in zip(todo, result.variants):
             status = "FAILED" if r.diverged else "FINISHED"
