@@ -27,6 +27,7 @@ HEADERS = {
     ERROR_PERCENT: "test error (%)", "test_loss": "test loss", "n_seeds": "seeds", "best_epoch": "best epoch",
     "stopped_epoch": "stopped epoch", "n_params": "params", "train_seconds": "train time (s)",
     "reference": "reference", "reference_diff": "Δ (ours − ref)", "reference_source": "source",
+    "dead_units_percent": "dead units (%)",
 }
 _PERCENT_KEYS = (ERROR_PERCENT, "reference", "reference_diff")
 
@@ -73,7 +74,24 @@ def summarize(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             "n_params": next((r["n_params"] for r in runs if r.get("n_params") is not None), None),
             "train_seconds": _mean_std(r.get("train_seconds") for r in good)[0],
         })
+        dead = _dead_units_percent(good)
+        if dead is not None:
+            rows[-1]["dead_units_percent"] = dead
     return rows
+
+
+def _dead_units_percent(runs: Sequence[dict[str, Any]]) -> str | None:
+    """Per hidden layer, the percentage of dead units (zero on the whole validation split) at
+    the last epoch trained, mean over seeds, as "layer 1 / layer 2 / ..."; None without
+    histories (records built by the report carry them, the sweep's own do not)."""
+    per_layer: dict[int, list[float]] = {}
+    for r in runs:
+        for key, (_, values) in (r.get("history") or {}).items():
+            if key.startswith("dead_fraction_") and values:
+                per_layer.setdefault(int(key.rsplit("_", 1)[1]), []).append(100.0 * values[-1])
+    if not per_layer:
+        return None
+    return " / ".join(f"{np.mean(per_layer[layer]):.1f}" for layer in sorted(per_layer))
 
 
 def _by_setting(records: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
@@ -123,6 +141,8 @@ def report_rows(rows: Sequence[dict[str, Any]],
                "best_epoch": r["best_epoch"], "stopped_epoch": r["stopped_epoch"],
                "n_params": int(r["n_params"]) if r.get("n_params") is not None else None,
                "train_seconds": r.get("train_seconds", math.nan)}
+        if "dead_units_percent" in r:
+            row["dead_units_percent"] = r["dead_units_percent"]
         if show_failures:
             row.update(diverged=r["diverged"], failed=r["failed"])
         if references:

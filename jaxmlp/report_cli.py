@@ -207,11 +207,14 @@ def provenance(runs: SweepRuns, tracking_uri: str) -> str:
             + f"; generated {time.strftime('%Y-%m-%d %H:%M')} by `python -m jaxmlp.report`.")
 
 
-def column_notes(metric: str, with_references: bool) -> str:
+def column_notes(metric: str, with_references: bool, with_dead_units: bool = False) -> str:
     what = ("test error (%) = 100 × (1 − test accuracy)" if metric == report.ERROR_PERCENT else "test loss")
     notes = (f"{what} of the parameters kept by early stopping (selected on the validation split), mean ± sample "
              "std over the seeds that finished; epochs are means over seeds; train time is the wall time of the "
              "compiled program the variant trained in (variants trained together share it).")
+    if with_dead_units:
+        notes += (" Dead units (%): per hidden layer (first / second / ...), the share of units that are zero on "
+                  "the whole validation split at the last epoch trained, mean over seeds.")
     if with_references:
         notes += " Δ = ours − reference (percentage points for test error)."
     return notes
@@ -330,7 +333,8 @@ def build_report(tracker, runs: SweepRuns, references_path: Path | None) -> Repo
     rows = report.summarize(runs.records)
     table = report.report_rows(rows, references)
     figures = report.sweep_figures(runs.records, rows)
-    meta, notes = provenance(runs, tracker.tracking_uri), column_notes(metric, bool(references))
+    meta = provenance(runs, tracker.tracking_uri)
+    notes = column_notes(metric, bool(references), any("dead_units_percent" in r for r in table))
     cited = references_list(references)
     results = results_markdown(meta, report.to_markdown(table, report.HEADERS), notes, cited)
     files = {"report.md": to_report_markdown(runs, results, figures).encode(),

@@ -104,6 +104,11 @@ def test_table_numbers_equal_what_mlflow_holds(tracked):
         assert int(row["n_params"]) == want["n_params"]
         assert float(row["best_epoch"]) == pytest.approx(want["best_epoch"])
         assert f"| {setting} | {want['mean']:.2f} ± {want['std']:.2f} | 2 |" in markdown
+        # dead units of the one hidden layer at the last epoch, from the histories in the store
+        last = [100 * tracked.tracker.metric_history(c["run_id"], "dead_fraction_0")[1][-1]
+                for c in tracked.children if c["tags"]["jaxmlp.setting"] == setting and c["status"] == "FINISHED"]
+        assert row["dead_units_percent"] == f"{np.mean(last):.1f}"
+    assert "Dead units (%)" in markdown
 
 
 def test_figures_are_valid_pngs(tracked):
