@@ -131,7 +131,7 @@ class RemoteError(RuntimeError):
 
 def _serve(fd: int, tracking_uri: str, warm_up: list[str]) -> None:
     """The tracking process: run `Tracker` calls received on the connection `fd` one by one and
-    send back their results. `warm_up`: "module:function" names to call while idle.
+    send back their results. `warm_up`: "module:function" names to call first.
 
     Signals from the terminal are ignored here: the sweep process decides what happens on
     Ctrl-C (it marks unfinished runs KILLED through this process). When the sweep process
@@ -148,15 +148,14 @@ def _serve(fd: int, tracking_uri: str, warm_up: list[str]) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     conn, tracker = Connection(fd), Tracker(tracking_uri)
     try:
-        tracker.client  # import MLflow and open the store while the sweep process compiles
+        tracker.client  # import MLflow and open the store while the sweep process imports JAX
     except Exception:  # noqa: BLE001 - the first call reports it
         pass
+    for name in warm_up:  # now, while the sweep process compiles, rather than later while it trains
+        module, _, function = name.partition(":")
+        getattr(importlib.import_module(module), function)()
     gc.freeze()  # MLflow's many long-lived objects out of the collector's way: logging runs ~25% faster
     while True:
-        while warm_up and not conn.poll(0):
-            module, _, function = warm_up.pop(0).partition(":")
-            getattr(importlib.import_module(module), function)()
-            gc.freeze()
         try:
             message = conn.recv_bytes()
         except (EOFError, OSError):
@@ -192,8 +191,8 @@ class TrackerProcess:
     importing MLflow, SQL transactions, artifacts, models and plots cost it nothing but
     their share of the CPU. `Tracker` methods are called as usual; `call(fn, ...)` runs a
     module-level function `fn(tracker, ...)` there. Exceptions come back and are raised.
-    `warm_up`: "module:function" names of functions the process calls while it has nothing
-    else to do (imports that later calls need).
+    `warm_up`: "module:function" names of functions the process calls before serving
+    (imports that later calls need).
 
     The process is a fresh interpreter that imports only this module (not the caller's
     `__main__`, unlike multiprocessing's spawn), so any script may start one.
