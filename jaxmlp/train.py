@@ -400,39 +400,45 @@ def _unless_stopped(parts, active, run, *args):
     return jax.lax.cond(active.any(), run, partial(_skipped, run), *args)
 
 
+def _part_epoch(s: Structure, state: TrainState, hp: HParams, batches, step_keys, next_key, epoch: jax.Array,
+                train: Split, val: Split):
+    """One part's epoch (its variants vmapped): a scan over its minibatch steps, then
+    validation, early stopping and freezing. Each step draws its dropout and noise
+    uniforms in one call (none when the structure needs none)."""
+    step = jax.vmap(partial(train_step, s), in_axes=(0, None, 0, 0))
+
+    def body(carry, xs):
+        index, keys = xs
+        if s.random_width:
+            draws = jax.vmap(lambda k: jax.random.uniform(k, (s.batch_size, s.random_width), minval=1e-7))(keys)
+        else:
+            draws = jnp.zeros((keys.shape[0], s.batch_size, 0), jnp.float32)
+        return step(hp, train, carry, (index, draws))
+
+    carry = (state.params, state.opt_state, state.step)
+    carry, metrics = jax.lax.scan(body, carry, (jnp.swapaxes(batches, 0, 1), jnp.swapaxes(step_keys, 0, 1)))
+    metrics = jax.tree_util.tree_map(lambda a: jnp.swapaxes(a, 0, 1), metrics)  # [variant, step]
+    finish = jax.vmap(partial(end_of_epoch, s), in_axes=(0, 0, 0, 0, 0, None, None))
+    return finish(state, hp, carry, metrics, next_key, epoch, val)
+
+
 def _program_epoch(parts: Sequence[_Part], states, hps, epoch, train: Split, val: Split):
-    """One epoch of every part: a single scan over minibatch steps that steps each part.
+    """One epoch of every part, each skipped (`lax.cond`) once all its variants stopped.
 
     Randomness costs compile time per call site, so all variants of all parts draw their
-    epoch's randomness in one vmapped call and each step's draws in another.
+    epoch's randomness (shuffles, step keys) in one vmapped call.
     """
     s0 = parts[0].structure
-    steps, batch_size, width = s0.steps_per_epoch, s0.batch_size, max(p.structure.random_width for p in parts)
     bounds = np.cumsum([0] + [st.active.shape[0] for st in states])
     next_keys, batches, step_keys = jax.vmap(partial(
-        epoch_randomness, n=s0.n_train, steps=steps, batch_size=batch_size))(jnp.concatenate([st.key for st in states]))
-
-    def step_all(carries, xs):
-        index, keys = xs
-        draws = jax.vmap(lambda k: jax.random.uniform(k, (batch_size, width), minval=1e-7))(keys)
-        out = []
-        for i, (part, carry, hp, st) in enumerate(zip(parts, carries, hps, states)):
-            rows = slice(bounds[i], bounds[i + 1])
-            step = jax.vmap(partial(train_step, part.structure), in_axes=(0, None, 0, 0))
-            run = partial(lambda c, b, step=step, hp=hp: step(hp, train, c, b))
-            out.append(_unless_stopped(parts, st.active, run, carry,
-                                       (index[rows], draws[rows, :, :part.structure.random_width])))
-        return tuple(c for c, _ in out), tuple(m for _, m in out)
-
-    carries = tuple((st.params, st.opt_state, st.step) for st in states)
-    carries, metrics = jax.lax.scan(step_all, carries, (jnp.swapaxes(batches, 0, 1), jnp.swapaxes(step_keys, 0, 1)))
+        epoch_randomness, n=s0.n_train, steps=s0.steps_per_epoch, batch_size=s0.batch_size))(
+        jnp.concatenate([st.key for st in states]))
     new_states, records = [], []
-    for i, (part, st, hp, carry, m) in enumerate(zip(parts, states, hps, carries, metrics)):
-        finish = jax.vmap(partial(end_of_epoch, part.structure), in_axes=(0, 0, 0, 0, 0, None, None))
-        m = jax.tree_util.tree_map(lambda a: jnp.swapaxes(a, 0, 1), m)  # [variant, step]
-        run = partial(lambda st, hp, c, m, k, finish=finish: finish(st, hp, c, m, k, epoch, val))
-        new_state, record = _unless_stopped(parts, st.active, run, st, hp, carry, m,
-                                            next_keys[bounds[i]:bounds[i + 1]])
+    for i, (part, st, hp) in enumerate(zip(parts, states, hps)):
+        rows = slice(bounds[i], bounds[i + 1])
+        run = partial(_part_epoch, part.structure, epoch=epoch, train=train, val=val)
+        new_state, record = _unless_stopped(parts, st.active, run, st, hp, batches[rows], step_keys[rows],
+                                            next_keys[rows])
         if len(parts) > 1:
             record.update(active=new_state.active, diverged=new_state.diverged, best_epoch=new_state.es.best_epoch)
         new_states.append(new_state)
