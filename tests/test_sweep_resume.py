@@ -180,3 +180,28 @@ def test_sigterm_and_ctrl_c_mark_unfinished_runs_killed(tmp_path, cache, signum)
             assert run.data.params["training.epochs"] == "1500"
     (parent,) = parents
     assert parent.info.status == "KILLED" and parent.data.tags["jaxmlp.failure_reason"] == "interrupted"
+
+
+def test_a_signal_swallowed_by_a_gc_callback_still_interrupts_at_the_next_epoch(tmp_path):
+    """Python ignores exceptions raised in gc callbacks (JAX has one): the runner remembers the
+    signal, and its next check raises KeyboardInterrupt."""
+    import gc
+
+    from jaxmlp.sweep.runner import Options, SweepRunner
+
+    runner = SweepRunner(load_sweep(write_sweep(tmp_path, {"name": "gc-swallow", **THREE_GROUPS})), [],
+                         Options(tracking=False, progress=False))
+    runner._check_signals()  # nothing received yet
+
+    def callback(phase, info):
+        if phase == "start" and not runner._signals:
+            runner._on_signal(signal.SIGTERM, None)
+
+    gc.callbacks.append(callback)
+    try:
+        gc.collect()
+    finally:
+        gc.callbacks.remove(callback)
+    assert runner._signals == [signal.SIGTERM]
+    with pytest.raises(KeyboardInterrupt, match="signal 15"):
+        runner._check_signals()

@@ -130,6 +130,7 @@ class SweepRunner:
         self.datasets: dict[str, Dataset] = {}
         self.compile_seconds = 0.0
         self.experiment_id = self.parent_run_id = None
+        self._signals: list[int] = []  # Ctrl-C / SIGTERM received (see _on_signal)
 
     # -- tracking jobs (they run in the writer's thread, in submission order) --
     def _submit(self, fn, *args) -> Future | None:
@@ -268,6 +269,7 @@ class SweepRunner:
                 bars.epoch(record)
                 records.append(record)
                 self._log_stopped_histories(todo, records)
+                self._check_signals()
             result = trainer.result
         except Exception as err:  # noqa: BLE001 - a failing group must not stop the sweep
             reason = f"group {group.id} failed: {type(err).__name__}: {err}"
@@ -304,11 +306,13 @@ class SweepRunner:
             done = opened.result()  # resume must know what is finished before planning work
         todo = [[v for v in g.variants if v.key not in done] for g in self.groups]
         bars = _Bars(sum(map(len, todo)), self.options.progress)
-        previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
         try:
             for group, variants in zip(self.groups, todo):
+                self._check_signals()
                 if variants:
                     self._train_group(group, variants, bars)
+            self._check_signals()
             bars.close()
             rows = report.summarize(self.records)
             if self.writer:
@@ -324,11 +328,23 @@ class SweepRunner:
             self._kill_unfinished()
             raise
         finally:
-            signal.signal(signal.SIGTERM, previous)
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
         errors = [f"{type(e).__name__}: {e}" for e in self.writer.close(raise_errors=False)] if self.writer else []
         self._close_tracker()
         return Outcome(self.records, rows, self.failures, time.perf_counter() - start, self.compile_seconds,
                        self.experiment_id, self.parent_run_id, errors)
+
+    def _on_signal(self, signum, frame) -> None:
+        """Ctrl-C or SIGTERM: raise KeyboardInterrupt, and remember the signal. Raised inside a
+        garbage-collector callback (JAX registers one), the exception is swallowed; then the
+        next `_check_signals` (every epoch) raises it again."""
+        self._signals.append(signum)
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    def _check_signals(self) -> None:
+        if self._signals:
+            raise KeyboardInterrupt(f"signal {self._signals[0]}")
 
     def _kill_unfinished(self) -> None:
         if not self.writer:
@@ -343,10 +359,6 @@ class SweepRunner:
     def _close_tracker(self) -> None:
         if hasattr(self.tracker, "close"):
             self.tracker.close()
-
-
-def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt(f"signal {signum}")
 
 
 class _Bars:
