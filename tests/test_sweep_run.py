@@ -325,3 +325,23 @@ def test_two_sweeps_at_once_into_one_sqlite_store(tmp_path, cache):
             assert len(client.get_metric_history(child.info.run_id, "val_loss")) == stopped == 5
             assert {f.path for f in client.list_artifacts(child.info.run_id, "checkpoint")} == {
                 "checkpoint/config.json", "checkpoint/params.msgpack"}
+
+
+def test_plots_that_fail_are_reported_and_the_parent_still_gets_its_summary(tmp_path, cache, monkeypatch):
+    from jaxmlp import report
+
+    def broken(records, rows):
+        raise RuntimeError("no plotting today")
+
+    monkeypatch.setattr(report, "sweep_figures", broken)
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    path = write_sweep(tmp_path, {"name": "no-plots", "base": TINY_BASE, "seeds": [0]})
+    result = run_sweep_cli(path, "--tracking-uri", uri, "--no-progress", "--compile-cache", cache)
+    assert result.code == 1
+    assert "TRACKING ERROR: the sweep's plots could not be drawn: RuntimeError: no plotting today" in result.out
+    client = store_client(uri)
+    (parent,), (child,) = sweep_runs(client, "no-plots")
+    assert parent.info.status == child.info.status == "FINISHED"
+    assert [a.path for a in client.list_artifacts(parent.info.run_id, "summary")] == [
+        "summary/summary.csv", "summary/summary.md"]
+    assert parent.data.metrics["n_variants"] == 1

@@ -3,8 +3,9 @@
 The engine trains; this module turns its results into MLflow runs through `Tracker`
 calls submitted to an `AsyncWriter`, so logging overlaps the next group's compilation and
 training. The calls themselves run in a `TrackerProcess`: the writer's thread only waits
-on a pipe, so MLflow never holds this process's GIL while it drives the training loop. A failing group or a diverged variant never stops the others. Ctrl-C and
-SIGTERM mark unfinished runs KILLED; `resume` skips variants already FINISHED (or
+on a pipe, so MLflow never holds this process's GIL while it drives the training loop.
+A failing group or a diverged variant never stops the others. Ctrl-C and SIGTERM mark
+unfinished runs KILLED; `resume` skips variants already FINISHED (or
 diverged, which is deterministic) under the sweep's newest parent run.
 """
 from __future__ import annotations
@@ -131,6 +132,7 @@ class SweepRunner:
         self.compile_seconds = 0.0
         self.experiment_id = self.parent_run_id = None
         self._signals: list[int] = []  # Ctrl-C / SIGTERM received (see _on_signal)
+        self.plot_errors: list[str] = []
 
     # -- tracking jobs (they run in the writer's thread, in submission order) --
     def _submit(self, fn, *args) -> Future | None:
@@ -319,9 +321,8 @@ class SweepRunner:
                 opened.result()
                 if self.best:
                     self._submit(self._log_models)
-                # the plots are drawn here while the tracking process logs the models
                 status = "FAILED" if self.failures else "FINISHED"
-                self._submit(self._close_parent, rows, report.sweep_figures(self.records, rows), status,
+                self._submit(self._close_parent, rows, self._figures(rows), status,
                              "; ".join(self.failures)[:5000] or None)
         except KeyboardInterrupt:
             bars.close()
@@ -331,9 +332,19 @@ class SweepRunner:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
         errors = [f"{type(e).__name__}: {e}" for e in self.writer.close(raise_errors=False)] if self.writer else []
+        errors += self.plot_errors
         self._close_tracker()
         return Outcome(self.records, rows, self.failures, time.perf_counter() - start, self.compile_seconds,
                        self.experiment_id, self.parent_run_id, errors)
+
+    def _figures(self, rows: list[dict[str, Any]]) -> dict[str, bytes]:
+        """The sweep's plots, drawn here while the tracking process logs the models; a plot
+        that fails is reported with the tracking errors and costs the parent nothing else."""
+        try:
+            return report.sweep_figures(self.records, rows)
+        except Exception as err:  # noqa: BLE001
+            self.plot_errors.append(f"the sweep's plots could not be drawn: {type(err).__name__}: {err}")
+            return {}
 
     def _on_signal(self, signum, frame) -> None:
         """Ctrl-C or SIGTERM: raise KeyboardInterrupt, and remember the signal. Raised inside a
