@@ -75,11 +75,10 @@ def per_batch_step(s, hp, train):
     `step(carry, index, key)` takes a minibatch's indices into the training split on the device."""
     import jax
 
-    from jaxmlp.train import train_step
+    from jaxmlp.train import step_draws, train_step
 
     def step(carry, index, key):
-        draws = jax.random.uniform(key, (s.batch_size, s.random_width), minval=1e-7)
-        return train_step(s, hp, train, carry, (index, draws))
+        return train_step(s, hp, train, carry, (index, step_draws(s, key)))
 
     return jax.jit(step)
 
@@ -91,11 +90,10 @@ def host_batch_step(s, hp):
     import jax.numpy as jnp
 
     from jaxmlp.data import Split
-    from jaxmlp.train import train_step
+    from jaxmlp.train import step_draws, train_step
 
     def step(carry, x, y, key):
-        draws = jax.random.uniform(key, (s.batch_size, s.random_width), minval=1e-7)
-        return train_step(s, hp, Split(x, y), carry, (jnp.arange(s.batch_size), draws))
+        return train_step(s, hp, Split(x, y), carry, (jnp.arange(s.batch_size), step_draws(s, key)))
 
     return jax.jit(step)
 

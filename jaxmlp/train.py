@@ -292,6 +292,14 @@ def train_step(s: Structure, hp: HParams, train: Split, carry, batch: tuple[jax.
     return (params, opt_state, step + 1), (loss, acc, lr)
 
 
+def step_draws(s: Structure, key: jax.Array) -> jax.Array:
+    """One variant's uniform draws for one step, [batch_size, random_width], in one random call
+    (none when the structure has no dropout or noise): `train_step`'s dropout masks and noise."""
+    if not s.random_width:
+        return jnp.zeros((s.batch_size, 0), jnp.float32)
+    return jax.random.uniform(key, (s.batch_size, s.random_width), minval=1e-7)
+
+
 def epoch_randomness(key: jax.Array, n: int, steps: int, batch_size: int):
     """One random call per variant and epoch: the next epoch's key, this epoch's shuffled
     minibatches [steps, batch_size] (sorted random bits; the remainder is dropped) and
@@ -409,11 +417,7 @@ def _part_epoch(s: Structure, state: TrainState, hp: HParams, batches, step_keys
 
     def body(carry, xs):
         index, keys = xs
-        if s.random_width:
-            draws = jax.vmap(lambda k: jax.random.uniform(k, (s.batch_size, s.random_width), minval=1e-7))(keys)
-        else:
-            draws = jnp.zeros((keys.shape[0], s.batch_size, 0), jnp.float32)
-        return step(hp, train, carry, (index, draws))
+        return step(hp, train, carry, (index, jax.vmap(partial(step_draws, s))(keys)))
 
     carry = (state.params, state.opt_state, state.step)
     carry, metrics = jax.lax.scan(body, carry, (jnp.swapaxes(batches, 0, 1), jnp.swapaxes(step_keys, 0, 1)))
