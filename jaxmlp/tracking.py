@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
-import functools
 import os
 import posixpath
 import re
@@ -165,8 +164,7 @@ def _serve(fd: int, tracking_uri: str, warm_up: list[str]) -> None:
             if message is None:
                 break
             name, args, kwargs = message
-            fn = getattr(tracker, name) if isinstance(name, str) else functools.partial(name, tracker)
-            reply = (True, fn(*args, **kwargs))
+            reply = (True, getattr(tracker, name)(*args, **kwargs))
         except BaseException as err:  # noqa: BLE001 - sent back, raised in the caller
             try:
                 pickle.dumps(err)
@@ -189,8 +187,8 @@ class TrackerProcess:
 
     The sweep process only pickles arguments and waits on a pipe (the GIL is free meanwhile):
     importing MLflow, SQL transactions, artifacts, models and plots cost it nothing but
-    their share of the CPU. `Tracker` methods are called as usual; `call(fn, ...)` runs a
-    module-level function `fn(tracker, ...)` there. Exceptions come back and are raised.
+    their share of the CPU. `Tracker` methods are called as usual; their exceptions come
+    back and are raised.
     `warm_up`: "module:function" names of functions the process calls before serving
     (imports that later calls need).
 
@@ -205,8 +203,7 @@ class TrackerProcess:
 
         self.tracking_uri = resolve_tracking_uri(tracking_uri)
         self._conn, child = multiprocessing.Pipe()
-        # The caller's module search path, so this jaxmlp and the modules of functions given to
-        # `call` are found as they are here.
+        # The caller's module search path, so this same jaxmlp is imported, installed or not.
         code = (f"import sys; sys.path[:] = {[p for p in sys.path if p]!r}; from jaxmlp.tracking import _serve; "
                 f"_serve({child.fileno()}, {self.tracking_uri!r}, {list(warm_up)!r})")
         self._process = subprocess.Popen([sys.executable, "-c", code], pass_fds=[child.fileno()],
@@ -224,7 +221,7 @@ class TrackerProcess:
     def pid(self) -> int:
         return self._process.pid
 
-    def _request(self, name: Any, args: tuple, kwargs: dict) -> Any:
+    def _request(self, name: str, args: tuple, kwargs: dict) -> Any:
         with self._lock:
             if self._conn.closed:
                 raise RuntimeError("the tracking process is closed")
@@ -238,8 +235,6 @@ class TrackerProcess:
             raise value
         return value
 
-    def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        return self._request(fn, args, kwargs)
 
     def __getattr__(self, name: str) -> Callable[..., Any]:
         if name.startswith("_") or not callable(getattr(Tracker, name, None)):
@@ -323,9 +318,6 @@ class Tracker:
                 self._client = _open_client(self.tracking_uri)
             return self._client
 
-    def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """`fn(self, *args, **kwargs)`: the same as `TrackerProcess.call`, in this process."""
-        return fn(self, *args, **kwargs)
 
     def experiment(self, name: str, tags: dict[str, str]) -> str:
         """Get or create the experiment; set its tags; remember and return its id."""
