@@ -528,7 +528,8 @@ def sweep_summary(records: Sequence[dict[str, Any]], rows: Sequence[dict[str, An
     tags = {}
     best = best_row(rows)
     if best is not None:
-        metrics[f"best_setting_{primary_metric(records)}"] = best[primary_metric(records)]
+        metric = primary_metric(records)
+        metrics[f"best_setting_{metric}"] = best[metric]
         tags["jaxmlp.best_setting_by_test_mean"] = best["setting"]
     return files, metrics, tags
 

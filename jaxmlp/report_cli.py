@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from jaxmlp import report
 from jaxmlp.config import format_validation_error
+from jaxmlp.tracking import TRACKING_URI_HELP
 
 MARK_START = "<!-- jaxmlp:results:start -->"
 MARK_END = "<!-- jaxmlp:results:end -->"
@@ -294,8 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "and one self-contained HTML page, and logged on the sweep's parent run under report/.",
         epilog="Example: python -m jaxmlp.report experiments/activations/quick.yaml")
     p.add_argument("sweep", help="a sweep file (its name is read), a sweep name, or an MLflow experiment name or id")
-    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or "
-                                          "sqlite:///mlflow.db in the working directory)")
+    p.add_argument("--tracking-uri", help=TRACKING_URI_HELP)
     p.add_argument("--run", metavar="PARENT_RUN_ID", help="report this parent run (default: the newest)")
     p.add_argument("--out", type=Path, help="output folder (default: reports/<sweep name>/)")
     p.add_argument("--references", type=Path, help=f"reference numbers (YAML; default: {REFERENCES_FILE} next to "

@@ -22,6 +22,9 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 DEFAULT_UI_BASE = "http://127.0.0.1:5000"
+#: The `--tracking-uri` option's help, for every command that takes it (see `resolve_tracking_uri`).
+TRACKING_URI_HELP = ("MLflow tracking URI (default: $MLFLOW_TRACKING_URI or "
+                     f"{DEFAULT_TRACKING_URI} in the working directory)")
 
 ROLE_TAG = "jaxmlp.role"
 SWEEP_NAME_TAG = "jaxmlp.sweep_name"
@@ -608,7 +611,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = p.add_subparsers(dest="command", required=True)
     model = sub.add_parser("model", help="log the run's checkpoint artifact as a model")
     model.add_argument("run_id")
-    model.add_argument("--tracking-uri", help="default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db")
+    model.add_argument("--tracking-uri", help=TRACKING_URI_HELP)
     model.add_argument("--register", metavar="NAME", help="also register it in the Model Registry")
     args = p.parse_args(argv)
     tracker = Tracker(args.tracking_uri)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Sequence
 
 from jaxmlp.sweep.spec import SweepError, load_sweep
+from jaxmlp.tracking import TRACKING_URI_HELP
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,8 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="print the expanded plan (variants, groups, programs, devices, memory) and exit")
     p.add_argument("--resume", action="store_true",
                    help="continue the sweep's newest parent run: train only variants not finished there")
-    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or "
-                                          "sqlite:///mlflow.db in the working directory)")
+    p.add_argument("--tracking-uri", help=TRACKING_URI_HELP)
     p.add_argument("--no-tracking", action="store_true", help="train and summarise without logging to MLflow")
     p.add_argument("--register", metavar="NAME", help="register the sweep's best model in the Model Registry")
     p.add_argument("--devices", choices=["auto", "one", "all"],
