@@ -19,6 +19,7 @@ class ActivationParams(NamedTuple):
     leaky_slope: float | jax.Array = 0.01
     elu_alpha: float | jax.Array = 1.0
     noise_std: float | jax.Array = 1.0
+    choice: int | jax.Array = 0  # which of a switched activation's functions (see `get_activation`)
 
 
 Activation = Callable[[jax.Array, ActivationParams, jax.Array | None], jax.Array]
@@ -60,7 +61,17 @@ ACTIVATIONS: dict[str, Activation] = {
 
 
 def get_activation(name: str) -> Activation:
+    """The named activation; 'a|b|...' names a switched one, which applies the function that
+    `params.choice` selects (`lax.switch`: one compiled copy of the surrounding code serves them all)."""
+    if "|" in name:
+        branches = [get_activation(n) for n in name.split("|")]
+        return lambda x, params, noise=None: jax.lax.switch(params.choice, branches, x, params, noise)
     try:
         return ACTIVATIONS[name]
     except KeyError:
         raise ValueError(f"unknown activation {name!r}; allowed: {', '.join(ACTIVATIONS)}") from None
+
+
+def is_noisy(name: str) -> bool:
+    """Whether the activation (every function of a switched one) draws noise in training."""
+    return all(n == "noisy_relu" for n in name.split("|"))

@@ -12,7 +12,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxmlp.activations import ActivationParams, get_activation
+from jaxmlp.activations import ActivationParams, get_activation, is_noisy
 
 _INITIALIZERS = {
     "he_normal": nn.initializers.he_normal,
@@ -64,7 +64,7 @@ class MLP(nn.Module):
 
     def random_width(self, n_inputs: int, dropout: bool, input_dropout: bool) -> int:
         """How many uniform draws per example one training forward pass needs."""
-        noisy = self.activation == "noisy_relu"
+        noisy = is_noisy(self.activation)
         return n_inputs * input_dropout + sum(self.hidden) * (dropout + noisy)
 
     @nn.compact
@@ -89,7 +89,7 @@ class MLP(nn.Module):
         hidden = []
         for i, width in enumerate(self.hidden):
             x = nn.Dense(width, kernel_init=kernel_init, name=f"hidden_{i}")(x)
-            noisy = train and self.activation == "noisy_relu"
+            noisy = train and is_noisy(self.activation)
             x = act(x, act_params, jax.scipy.special.ndtri(draws.take(width)) if noisy else None)
             hidden.append(x)
             if train and dropout_rate is not None:

@@ -194,13 +194,14 @@ def _optimizer(s: Structure, hp: HParams) -> optax.GradientTransformation:
 
 
 def apply_model(s: Structure, params, x: jax.Array, hp: HParams, *, draws: jax.Array | None = None,
-                return_hidden: bool = False):
-    """Forward pass; training mode (dropout, activation noise) exactly when `draws` is given."""
+                return_hidden: bool = False, choice: int | jax.Array = 0):
+    """Forward pass; training mode (dropout, activation noise) exactly when `draws` is given.
+    `choice` selects the function of a switched activation ('a|b|...', see `_Family`)."""
     return s.model.apply(
         params, x, draws=draws,
         dropout_rate=hp.dropout if s.use_dropout else None,
         input_dropout_rate=hp.input_dropout if s.use_input_dropout else None,
-        act_params=ActivationParams(hp.leaky_slope, hp.elu_alpha, hp.noise_std),
+        act_params=ActivationParams(hp.leaky_slope, hp.elu_alpha, hp.noise_std, choice),
         return_hidden=return_hidden,
     )
 
@@ -235,7 +236,7 @@ def init_state(s: Structure, hp: HParams) -> TrainState:
 EVAL_CHUNK = 4096
 
 
-def evaluate(s: Structure, params, hp: HParams, split: Split) -> dict[str, jax.Array]:
+def evaluate(s: Structure, params, hp: HParams, split: Split, choice: int | jax.Array = 0) -> dict[str, jax.Array]:
     """Loss, accuracy (classification) and dead-unit fraction per hidden layer on a whole split.
 
     Large splits are processed in chunks of EVAL_CHUNK examples (the last one padded and
@@ -252,7 +253,7 @@ def evaluate(s: Structure, params, hp: HParams, split: Split) -> dict[str, jax.A
 
     def chunk_sums(args):
         xc, yc, mc = args
-        out, hidden = apply_model(s, params, xc, hp, return_hidden=True)
+        out, hidden = apply_model(s, params, xc, hp, return_hidden=True, choice=choice)
         sums = {"loss": jnp.sum(jnp.where(mc, example_loss(out, yc), 0.0)),
                 "alive": tuple(jnp.any((h != 0) & mc[:, None], axis=0) for h in hidden)}
         if s.task == "classification":
@@ -267,7 +268,8 @@ def evaluate(s: Structure, params, hp: HParams, split: Split) -> dict[str, jax.A
     return metrics
 
 
-def train_step(s: Structure, hp: HParams, train: Split, carry, batch: tuple[jax.Array, jax.Array]):
+def train_step(s: Structure, hp: HParams, train: Split, carry, batch: tuple[jax.Array, jax.Array],
+               choice: int | jax.Array = 0):
     """One minibatch of gradient descent; carry is (params, opt_state, step), batch is
     (example indices, uniform draws [batch, s.random_width] for dropout and noise)."""
     params, opt_state, step = carry
@@ -276,7 +278,7 @@ def train_step(s: Structure, hp: HParams, train: Split, carry, batch: tuple[jax.
     loss_fn = get_loss(s.loss, s.task)
 
     def objective(p):
-        out = apply_model(s, p, x, hp, draws=draws)
+        out = apply_model(s, p, x, hp, draws=draws, choice=choice)
         return loss_fn(out, y), out
 
     (loss, out), grads = jax.value_and_grad(objective, has_aux=True)(params)
@@ -311,7 +313,7 @@ def epoch_randomness(key: jax.Array, n: int, steps: int, batch_size: int):
 
 
 def end_of_epoch(s: Structure, state: TrainState, hp: HParams, carry, metrics, next_key: jax.Array,
-                 epoch: jax.Array, val: Split) -> tuple[TrainState, dict[str, jax.Array]]:
+                 epoch: jax.Array, val: Split, choice: int | jax.Array = 0) -> tuple[TrainState, dict[str, jax.Array]]:
     """Validate, update early stopping and freeze: one variant, after its minibatch steps.
 
     A variant that is no longer active keeps its state unchanged; one whose loss turns
@@ -319,7 +321,7 @@ def end_of_epoch(s: Structure, state: TrainState, hp: HParams, carry, metrics, n
     """
     params, opt_state, step = carry
     losses, accs, lrs = metrics
-    val_metrics = evaluate(s, params, hp, val)
+    val_metrics = evaluate(s, params, hp, val, choice)
     train_loss = losses.mean()
     finite = jnp.isfinite(train_loss) & jnp.isfinite(val_metrics["loss"])
     monitored = val_metrics["loss"] if s.monitor == "val_loss" else -val_metrics["accuracy"]
@@ -344,11 +346,12 @@ def end_of_epoch(s: Structure, state: TrainState, hp: HParams, carry, metrics, n
     return new_state, record
 
 
-def final_evaluation(s: Structure, state: TrainState, hp: HParams, train: Split, test: Split):
+def final_evaluation(s: Structure, state: TrainState, hp: HParams, train: Split, test: Split,
+                     choice: int | jax.Array = 0):
     """Selected parameters (best on validation, or the last ones) with their test metrics and,
     for the generalisation gap, their training-split metrics in evaluation mode."""
     params = state.best_params if s.restore_best else state.params
-    return params, evaluate(s, params, hp, test), evaluate(s, params, hp, train)
+    return params, evaluate(s, params, hp, test, choice), evaluate(s, params, hp, train, choice)
 
 
 @dataclasses.dataclass
@@ -393,6 +396,34 @@ class _Part:
     hp: HParams
 
 
+@dataclasses.dataclass(frozen=True)
+class _Family:
+    """Parts of a program that differ only in activation and initialiser and have as many
+    variants: their code is traced and compiled once, for a structure whose activation is
+    switched ('sigmoid|tanh|...'), and a `lax.scan` runs it part after part, the part's index
+    choosing its activation (`lax.switch` on a scalar: a real branch, not a select). Their
+    states and numbers are stacked: every leaf has leading axes [part, variant]."""
+
+    structure: Structure
+    parts: tuple[_Part, ...]
+
+    @property
+    def hp(self) -> HParams:
+        return jax.tree_util.tree_map(lambda *a: np.stack(a), *(p.hp for p in self.parts))
+
+    @staticmethod
+    def of(parts: Sequence[_Part]) -> list["_Family"]:
+        """Parts grouped into families, in order of first appearance."""
+        by_key: dict[tuple, list[_Part]] = {}
+        for p in parts:
+            s = p.structure
+            key = (dataclasses.replace(s, activation="", initializer=""), s.random_width, len(p.hp.seed))
+            by_key.setdefault(key, []).append(p)
+        return [_Family(dataclasses.replace(members[0].structure,
+                                            activation="|".join(m.structure.activation for m in members)),
+                        tuple(members)) for members in by_key.values()]
+
+
 def _skipped(run, *args):
     """What `run(*args)` returns shaped, for a part whose variants all stopped: the first
     argument (its state) unchanged and zeros for the rest."""
@@ -400,20 +431,30 @@ def _skipped(run, *args):
     return args[0], jax.tree_util.tree_map(lambda sd: jnp.zeros(sd.shape, sd.dtype), rest)
 
 
-def _unless_stopped(parts, active, run, *args):
+def _unless_stopped(several: bool, active, run, *args):
     """`run(*args)`, skipped by `lax.cond` when the part has no active variant (only when
     several parts share the program: a lone part runs until the host stops the loop)."""
-    if len(parts) == 1:
+    if not several:
         return run(*args)
     return jax.lax.cond(active.any(), run, partial(_skipped, run), *args)
 
 
-def _part_epoch(s: Structure, state: TrainState, hp: HParams, batches, step_keys, next_key, epoch: jax.Array,
-                train: Split, val: Split):
+def _over_parts(family: _Family, fn, *stacked):
+    """`fn(*part_slices, choice)` for every part of the family, outputs stacked on a leading
+    part axis: called directly for a lone part, else as the body of a `lax.scan`."""
+    if len(family.parts) == 1:
+        out = fn(*jax.tree_util.tree_map(lambda a: a[0], stacked), 0)
+        return jax.tree_util.tree_map(lambda a: a[None], out)
+    _, out = jax.lax.scan(lambda _, xs: (None, fn(*xs)), None, (*stacked, jnp.arange(len(family.parts))))
+    return out
+
+
+def _part_epoch(s: Structure, state: TrainState, hp: HParams, batches, step_keys, next_key, choice,
+                epoch: jax.Array, train: Split, val: Split):
     """One part's epoch (its variants vmapped): a scan over its minibatch steps, then
     validation, early stopping and freezing. Each step draws its dropout and noise
     uniforms in one call (none when the structure needs none)."""
-    step = jax.vmap(partial(train_step, s), in_axes=(0, None, 0, 0))
+    step = jax.vmap(partial(train_step, s, choice=choice), in_axes=(0, None, 0, 0))
 
     def body(carry, xs):
         index, keys = xs
@@ -422,45 +463,67 @@ def _part_epoch(s: Structure, state: TrainState, hp: HParams, batches, step_keys
     carry = (state.params, state.opt_state, state.step)
     carry, metrics = jax.lax.scan(body, carry, (jnp.swapaxes(batches, 0, 1), jnp.swapaxes(step_keys, 0, 1)))
     metrics = jax.tree_util.tree_map(lambda a: jnp.swapaxes(a, 0, 1), metrics)  # [variant, step]
-    finish = jax.vmap(partial(end_of_epoch, s), in_axes=(0, 0, 0, 0, 0, None, None))
+    finish = jax.vmap(partial(end_of_epoch, s, choice=choice), in_axes=(0, 0, 0, 0, 0, None, None))
     return finish(state, hp, carry, metrics, next_key, epoch, val)
 
 
-def _program_epoch(parts: Sequence[_Part], states, hps, epoch, train: Split, val: Split):
+def _n_parts(families: Sequence[_Family]) -> int:
+    return sum(len(f.parts) for f in families)
+
+
+def _program_epoch(families: Sequence[_Family], states, hps, epoch, train: Split, val: Split):
     """One epoch of every part, each skipped (`lax.cond`) once all its variants stopped.
 
     Randomness costs compile time per call site, so all variants of all parts draw their
     epoch's randomness (shuffles, step keys) in one vmapped call.
     """
-    s0 = parts[0].structure
-    bounds = np.cumsum([0] + [st.active.shape[0] for st in states])
+    s0 = families[0].structure
+    shapes = [st.active.shape for st in states]  # [part, variant] per family
+    bounds = np.cumsum([0] + [int(np.prod(sh)) for sh in shapes])
     next_keys, batches, step_keys = jax.vmap(partial(
         epoch_randomness, n=s0.n_train, steps=s0.steps_per_epoch, batch_size=s0.batch_size))(
-        jnp.concatenate([st.key for st in states]))
+        jnp.concatenate([st.key.reshape(-1) for st in states]))
+    several = _n_parts(families) > 1
     new_states, records = [], []
-    for i, (part, st, hp) in enumerate(zip(parts, states, hps)):
-        rows = slice(bounds[i], bounds[i + 1])
-        run = partial(_part_epoch, part.structure, epoch=epoch, train=train, val=val)
-        new_state, record = _unless_stopped(parts, st.active, run, st, hp, batches[rows], step_keys[rows],
-                                            next_keys[rows])
-        if len(parts) > 1:
-            record.update(active=new_state.active, diverged=new_state.diverged, best_epoch=new_state.es.best_epoch)
+    for i, (family, st, hp) in enumerate(zip(families, states, hps)):
+        rows = lambda a: a[bounds[i]:bounds[i + 1]].reshape(*shapes[i], *a.shape[1:])  # noqa: E731
+        run = partial(_part_epoch, family.structure, epoch=epoch, train=train, val=val)
+
+        def one_part(st, hp, batches, step_keys, next_key, choice, run=run):
+            new_state, record = _unless_stopped(several, st.active, run, st, hp, batches, step_keys, next_key, choice)
+            if several:
+                record.update(active=new_state.active, diverged=new_state.diverged, best_epoch=new_state.es.best_epoch)
+            return new_state, record
+
+        new_state, record = _over_parts(family, one_part, st, hp, rows(batches), rows(step_keys), rows(next_keys))
         new_states.append(new_state)
         records.append(record)
     return tuple(new_states), tuple(records)
 
 
-def _program_init(parts: Sequence[_Part], hps):
-    """Every part's initial states from one vmapped random call over all variants."""
-    bits = jax.vmap(partial(init_bits, parts[0].structure))(jnp.concatenate([hp.seed for hp in hps]))
-    bounds = np.cumsum([0] + [hp.seed.shape[0] for hp in hps])
-    return tuple(jax.vmap(partial(state_from_bits, p.structure))(hp, bits[bounds[i]:bounds[i + 1]])
-                 for i, (p, hp) in enumerate(zip(parts, hps)))
+def _program_init(families: Sequence[_Family], hps):
+    """Every part's initial states (by its own structure: the initialiser may differ) from
+    one vmapped random call over all variants."""
+    seeds = jnp.concatenate([hp.seed.reshape(-1) for hp in hps])
+    bits = jax.vmap(partial(init_bits, families[0].structure))(seeds)
+    out, offset = [], 0
+    for family, hp in zip(families, hps):
+        states = []
+        for j, part in enumerate(family.parts):
+            hp_j = jax.tree_util.tree_map(lambda a: a[j], hp)
+            n = hp_j.seed.shape[0]
+            states.append(jax.vmap(partial(state_from_bits, part.structure))(hp_j, bits[offset:offset + n]))
+            offset += n
+        out.append(jax.tree_util.tree_map(lambda *a: jnp.stack(a), *states))
+    return tuple(out)
 
 
-def _program_final(parts: Sequence[_Part], states, hps, train: Split, test: Split):
-    return tuple(jax.vmap(partial(final_evaluation, p.structure), in_axes=(0, 0, None, None))(st, hp, train, test)
-                 for p, st, hp in zip(parts, states, hps))
+def _program_final(families: Sequence[_Family], states, hps, train: Split, test: Split):
+    def one_part(family, st, hp, choice):
+        return jax.vmap(partial(final_evaluation, family.structure, choice=choice),
+                        in_axes=(0, 0, None, None))(st, hp, train, test)
+
+    return tuple(_over_parts(f, partial(one_part, f), st, hp) for f, st, hp in zip(families, states, hps))
 
 
 class Trainer:
@@ -468,8 +531,9 @@ class Trainer:
 
     Variants are split into parts of one structure each (they may differ in activation
     and initialiser, see `merge_key`); each part is vmapped, and all parts run in the same
-    jitted epoch. With `devices > 1` every part's variant axis is sharded over that many
-    devices (padded with copies of its last variant). Iterate `run()` to receive one
+    jitted epoch, parts that differ only in activation and initialiser sharing one copy of
+    the code (`_Family`). With `devices > 1` every part's variant axis is sharded over that
+    many devices (padded with copies of its last variant). Iterate `run()` to receive one
     host-side record per epoch (arrays over variants, in the order given); `result` is set
     when the loop ends.
     """
@@ -481,22 +545,24 @@ class Trainer:
         by_structure: dict[tuple, list[int]] = {}
         for i, c in enumerate(self.configs):
             by_structure.setdefault(structure_key(c), []).append(i)
-        self.parts = []
+        parts = []
         for rows in by_structure.values():
             padded = rows + [rows[-1]] * (-len(rows) % devices)
             group = [self.configs[i] for i in padded]
-            self.parts.append(_Part(structure_of(group, data), np.asarray(rows), hparams_of(group)))
+            parts.append(_Part(structure_of(group, data), np.asarray(rows), hparams_of(group)))
+        self.families = tuple(_Family.of(parts))
+        self.parts = [p for f in self.families for p in f.parts]
         self.structures = [p.structure for p in self.parts]
         self.epochs = self.structures[0].epochs
         self.data = data if isinstance(data.train.x, jax.Array) else data.on_device()
         self.compile_seconds = 0.0
         self.result: GroupResult | None = None
-        parts = tuple(self.parts)
-        programs = [partial(_program_init, parts), partial(_program_epoch, parts), partial(_program_final, parts)]
+        programs = [partial(_program_init, self.families), partial(_program_epoch, self.families),
+                    partial(_program_final, self.families)]
         self._variant_sharding = None
         if devices > 1:
             programs = self._shard(programs, devices)
-        self.hps = self._place(tuple(p.hp for p in self.parts))
+        self.hps = self._place(tuple(f.hp for f in self.families))
         self._init = jax.jit(programs[0])
         self._epoch = jax.jit(programs[1], donate_argnums=0)
         self._final = jax.jit(programs[2])
@@ -510,8 +576,8 @@ class Trainer:
         put = lambda split: Split(*jax.device_put(tuple(split), replicated))  # noqa: E731
         self.data = dataclasses.replace(self.data, train=put(self.data.train), val=put(self.data.val),
                                         test=put(self.data.test))
-        self._variant_sharding = jax.sharding.NamedSharding(mesh, P("variants"))
-        v = P("variants")
+        v = P(None, "variants")  # [part, variant, ...]
+        self._variant_sharding = jax.sharding.NamedSharding(mesh, v)
         specs = [((v,), v), ((v, v, P(), P(), P()), (v, v)), ((v, v, P(), P()), v)]
         return [jax.shard_map(f, mesh=mesh, in_specs=i, out_specs=o, check_vma=False)
                 for f, (i, o) in zip(programs, specs)]
@@ -535,11 +601,11 @@ class Trainer:
         self.compile_seconds = time.perf_counter() - start
         return self.compile_seconds
 
-    def _gather(self, per_part: Sequence[Any]) -> Any:
-        """Concatenate per-part host arrays into the caller's variant order (padding dropped)."""
+    def _gather(self, per_family: Sequence[Any]) -> Any:
+        """Per-family host arrays [part, variant, ...] in the caller's variant order (padding dropped)."""
         order = np.argsort(np.concatenate([p.index for p in self.parts]))
-        pieces = [jax.tree_util.tree_map(lambda a, n=len(p.index): np.asarray(a)[:n], x)
-                  for p, x in zip(self.parts, per_part)]
+        pieces = [jax.tree_util.tree_map(lambda a, j=j, n=len(p.index): np.asarray(a)[j, :n], x)
+                  for f, x in zip(self.families, per_family) for j, p in enumerate(f.parts)]
         return jax.tree_util.tree_map(lambda *a: np.concatenate(a)[order], *pieces)
 
     def run(self) -> Iterator[dict[str, np.ndarray]]:

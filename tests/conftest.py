@@ -1,6 +1,12 @@
 """Shared fixtures: tiny configurations and a small synthetic dataset placed on the device once."""
 from __future__ import annotations
 
+import os
+
+# Two XLA CPU devices, as the sweep command sets up, so the engine's sharded programs are tested too.
+if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2").strip()
+
 from typing import Any, Callable, Mapping
 
 import pytest

@@ -50,6 +50,19 @@ def test_activation_equals_its_formula(name):
     np.testing.assert_allclose(np.asarray(out), FORMULAS[name](X.astype(np.float64)), rtol=2e-6, atol=2e-6)
 
 
+def test_switched_activation_applies_the_chosen_function_and_its_gradient():
+    names = ["sigmoid", "tanh", "elu", "relu"]
+    switched = get_activation("|".join(names))
+    x = jnp.asarray(X)
+    for choice, name in enumerate(names):
+        params = PARAMS._replace(choice=jnp.int32(choice))
+        np.testing.assert_array_equal(np.asarray(switched(x, params, None)),
+                                      np.asarray(get_activation(name)(x, PARAMS, None)))
+        grad = jax.grad(lambda x: switched(x, params, None).sum())(x)
+        alone = jax.grad(lambda x: get_activation(name)(x, PARAMS, None).sum())(x)
+        np.testing.assert_allclose(np.asarray(grad), np.asarray(alone), rtol=1e-5, atol=1e-7)
+
+
 def test_gelu_is_close_to_the_exact_gelu():
     from scipy.special import erf
 

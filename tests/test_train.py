@@ -167,6 +167,33 @@ def test_vmapped_variants_equal_variants_trained_alone(group, group_configs, syn
         assert_same_run(together, alone, exact=False)
 
 
+MERGED = [  # one program: a family of three activations (two inits), noisy ReLU apart, one part short
+    {"model.activation": "tanh", "training.seed": 0},
+    {"model.activation": "relu", "training.seed": 1, "model.init": "glorot_uniform"},
+    {"model.activation": "noisy_relu", "training.seed": 2, "model.noise_std": 0.5},
+    {"model.activation": "tanh", "training.seed": 3, "training.early_stopping.patience": 2},
+    {"model.activation": "relu", "training.seed": 4},
+    {"model.activation": "elu", "training.seed": 5},
+    {"model.activation": "relu", "training.seed": 6, "model.init": "glorot_uniform"},
+    {"model.activation": "elu", "training.seed": 7},
+]
+
+
+@pytest.mark.parametrize("devices", [1, 2])
+def test_activations_merged_in_one_program_equal_variants_trained_alone(make_config, synthetic_data, devices):
+    if devices > len(jax.devices()):
+        pytest.skip("needs two devices")
+    configs = [make_config({**o, "model.dropout": 0.2, "training.epochs": 8}) for o in MERGED]
+    trainer = train.Trainer(configs, synthetic_data, devices=devices)
+    # tanh, relu/glorot and elu (2 variants each) share one copy of the code, and so does relu/he
+    # once padded to 2 for two devices; noisy ReLU draws more noise and has its own
+    assert sorted(len(f.parts) for f in trainer.families) == ([1, 1, 3] if devices == 1 else [1, 4])
+    for _ in trainer.run():
+        pass
+    for cfg, together in zip(configs, trainer.result.variants):
+        assert_same_run(together, train.fit([cfg], synthetic_data).variants[0], exact=False)
+
+
 def test_early_stopping_stops_where_the_validation_curve_implies(group):
     stopped_early = 0
     for v in group.variants:
