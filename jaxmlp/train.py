@@ -367,6 +367,7 @@ class VariantResult:
     history: list[dict[str, float]]
     params: Any
     train_final: dict[str, float] = dataclasses.field(default_factory=dict)
+    train_seconds: float = 0.0  # from the group's first epoch until this variant's part stopped
 
     @property
     def best(self) -> dict[str, float]:
@@ -518,12 +519,14 @@ def _program_init(families: Sequence[_Family], hps):
     return tuple(out)
 
 
-def _program_final(families: Sequence[_Family], states, hps, train: Split, test: Split):
-    def one_part(family, st, hp, choice):
-        return jax.vmap(partial(final_evaluation, family.structure, choice=choice),
-                        in_axes=(0, 0, None, None))(st, hp, train, test)
-
-    return tuple(_over_parts(f, partial(one_part, f), st, hp) for f, st, hp in zip(families, states, hps))
+def _program_final(family: _Family, state: TrainState, hp: HParams, part: jax.Array, train: Split, test: Split):
+    """One part of a family (`part`: its index there, a traced scalar, so one program serves
+    every part): the selected parameters, their test and training-split metrics, and the
+    epoch each variant stopped in."""
+    state, hp = jax.tree_util.tree_map(lambda a: jax.lax.dynamic_index_in_dim(a, part, keepdims=False), (state, hp))
+    params, test_metrics, train_metrics = jax.vmap(partial(final_evaluation, family.structure, choice=part),
+                                                   in_axes=(0, 0, None, None))(state, hp, train, test)
+    return params, test_metrics, train_metrics, state.stopped_epoch
 
 
 class Trainer:
@@ -558,14 +561,14 @@ class Trainer:
         self.compile_seconds = 0.0
         self.result: GroupResult | None = None
         programs = [partial(_program_init, self.families), partial(_program_epoch, self.families),
-                    partial(_program_final, self.families)]
+                    *(partial(_program_final, f) for f in self.families)]
         self._variant_sharding = None
         if devices > 1:
             programs = self._shard(programs, devices)
         self.hps = self._place(tuple(f.hp for f in self.families))
         self._init = jax.jit(programs[0])
         self._epoch = jax.jit(programs[1], donate_argnums=0)
-        self._final = jax.jit(programs[2])
+        self._finals = [jax.jit(f) for f in programs[2:]]
 
     def _shard(self, programs, devices: int):
         """Each device runs the programs on its share of every part's variants (`shard_map`:
@@ -578,7 +581,7 @@ class Trainer:
                                         test=put(self.data.test))
         v = P(None, "variants")  # [part, variant, ...]
         self._variant_sharding = jax.sharding.NamedSharding(mesh, v)
-        specs = [((v,), v), ((v, v, P(), P(), P()), (v, v)), ((v, v, P(), P()), v)]
+        specs = [((v,), v), ((v, v, P(), P(), P()), (v, v))] + [((v, v, P(), P(), P()), P("variants"))] * len(programs[2:])
         return [jax.shard_map(f, mesh=mesh, in_specs=i, out_specs=o, check_vma=False)
                 for f, (i, o) in zip(programs, specs)]
 
@@ -596,8 +599,10 @@ class Trainer:
         with concurrent.futures.ThreadPoolExecutor(3, thread_name_prefix="jaxmlp-compile") as pool:
             init = pool.submit(self._init.lower(self.hps).compile)
             epoch = pool.submit(self._epoch.lower(states, self.hps, jnp.int32(1), d.train, d.val).compile)
-            final = pool.submit(self._final.lower(states, self.hps, d.train, d.test).compile)
-            self._init, self._epoch, self._final = init.result(), epoch.result(), final.result()
+            finals = [pool.submit(f.lower(st, hp, jnp.int32(0), d.train, d.test).compile)
+                      for f, st, hp in zip(self._finals, states, self.hps)]
+            self._init, self._epoch = init.result(), epoch.result()
+            self._finals = [f.result() for f in finals]
         self.compile_seconds = time.perf_counter() - start
         return self.compile_seconds
 
@@ -608,39 +613,57 @@ class Trainer:
                   for f, x in zip(self.families, per_family) for j, p in enumerate(f.parts)]
         return jax.tree_util.tree_map(lambda *a: np.concatenate(a)[order], *pieces)
 
-    def run(self) -> Iterator[dict[str, np.ndarray]]:
-        """Train until no variant is active or the epoch budget is spent, one record per epoch."""
-        if not isinstance(self._final, jax.stages.Compiled):
+    def run(self) -> Iterator[dict[str, Any]]:
+        """Train until no variant is active or the epoch budget is spent, one record per epoch.
+
+        A part whose variants have all stopped is evaluated at once (test metrics of the
+        selected parameters): the epoch's record lists their `VariantResult`s under
+        "finished", so the caller can log them while the other parts train. `result` holds
+        every variant at the end, in the order given."""
+        if not isinstance(self._epoch, jax.stages.Compiled):
             self.compile()
         d = self.data
-        start = time.perf_counter()
+        self._start = time.perf_counter()
+        self._results: dict[int, VariantResult] = {}
         states = self._place(self._init(self.hps))
         records = []
         for epoch in range(1, self.epochs + 1):
             tic = time.perf_counter()
-            states, per_part = self._epoch(states, self.hps, jnp.int32(epoch), d.train, d.val)
-            record = self._gather(jax.device_get(per_part))
+            states, per_family = self._epoch(states, self.hps, jnp.int32(epoch), d.train, d.val)
+            record = self._gather(jax.device_get(per_family))
             record["epoch"] = epoch
             record["epoch_seconds"] = time.perf_counter() - tic
             records.append(record)
+            record["finished"] = self._finish_parts(states, records, lambda rows: not record["active"][rows].any())
             yield record
             if not record["active"].any():
                 break
-        params, test, train = self._gather(jax.device_get(self._final(states, self.hps, d.train, d.test)))
-        stopped = self._gather(jax.device_get(tuple(s.stopped_epoch for s in states)))
-        last = records[-1]
-        self.result = GroupResult(self.structures, [
-            VariantResult(
-                config=cfg, best_epoch=int(last["best_epoch"][i]),
-                stopped_epoch=int(stopped[i]) or len(records),
-                epochs_trained=int(sum(r["trained"][i] for r in records)),
-                diverged=bool(last["diverged"][i]),
-                test={k: float(v[i]) for k, v in test.items() if k != "dead_fraction"},
-                train_final={k: float(v[i]) for k, v in train.items() if k != "dead_fraction"},
-                history=variant_history(records, i),
-                params=jax.tree_util.tree_map(lambda a: a[i], params),
-            ) for i, cfg in enumerate(self.configs)
-        ], self.compile_seconds, time.perf_counter() - start)
+        self._finish_parts(states, records, lambda rows: True)
+        self.result = GroupResult(self.structures, [self._results[i] for i in range(len(self.configs))],
+                                  self.compile_seconds, time.perf_counter() - self._start)
+
+    def _finish_parts(self, states, records: list[dict[str, Any]], done) -> list[VariantResult]:
+        """Evaluate every part not evaluated yet whose caller-order rows satisfy `done`."""
+        d, finished = self.data, []
+        for family, final, state, hp in zip(self.families, self._finals, states, self.hps):
+            for j, part in enumerate(family.parts):
+                if part.index[0] in self._results or not done(part.index):
+                    continue
+                params, test, train, stopped = jax.device_get(final(state, hp, jnp.int32(j), d.train, d.test))
+                seconds, last = time.perf_counter() - self._start, records[-1]
+                for row, i in enumerate(part.index):
+                    self._results[i] = VariantResult(
+                        config=self.configs[i], best_epoch=int(last["best_epoch"][i]),
+                        stopped_epoch=int(stopped[row]) or len(records),
+                        epochs_trained=int(sum(r["trained"][i] for r in records)),
+                        diverged=bool(last["diverged"][i]),
+                        test={k: float(v[row]) for k, v in test.items() if k != "dead_fraction"},
+                        train_final={k: float(v[row]) for k, v in train.items() if k != "dead_fraction"},
+                        history=variant_history(records, i),
+                        params=jax.tree_util.tree_map(lambda a, row=row: a[row], params),
+                        train_seconds=seconds)
+                    finished.append(self._results[i])
+        return finished
 
 
 def variant_history(records: Sequence[dict[str, np.ndarray]], i: int) -> list[dict[str, float]]:

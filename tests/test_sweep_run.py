@@ -295,7 +295,8 @@ def test_a_sweep_with_a_failed_group_still_gets_its_summary(one_group_fails):
 @pytest.mark.slow
 def test_two_sweeps_at_once_into_one_sqlite_store(tmp_path, cache):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    base = {**TINY_BASE, "training": {"epochs": 5, "batch_size": 64, "early_stopping": {"patience": None}}}
+    # long enough (a few seconds each) that the two sweeps are sure to write at the same time
+    base = {**TINY_BASE, "training": {"epochs": 300, "batch_size": 64, "early_stopping": {"patience": None}}}
     names = ["together-a", "together-b"]
     paths = [write_sweep(tmp_path, {"name": name, "base": base, "grid": {"model.dropout": [0.0, 0.1, 0.2]},
                                     "seeds": 2}) for name in names]
@@ -322,7 +323,7 @@ def test_two_sweeps_at_once_into_one_sqlite_store(tmp_path, cache):
         assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parents[0].info.run_id}
         for child in children:
             stopped = int(child.data.metrics["stopped_epoch"])
-            assert len(client.get_metric_history(child.info.run_id, "val_loss")) == stopped == 5
+            assert len(client.get_metric_history(child.info.run_id, "val_loss")) == stopped == 300
             assert {f.path for f in client.list_artifacts(child.info.run_id, "checkpoint")} == {
                 "checkpoint/config.json", "checkpoint/params.msgpack"}
 

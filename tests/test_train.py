@@ -183,15 +183,26 @@ MERGED = [  # one program: a family of three activations (two inits), noisy ReLU
 def test_activations_merged_in_one_program_equal_variants_trained_alone(make_config, synthetic_data, devices):
     if devices > len(jax.devices()):
         pytest.skip("needs two devices")
-    configs = [make_config({**o, "model.dropout": 0.2, "training.epochs": 8}) for o in MERGED]
+    configs = [make_config({"training.early_stopping.patience": 1, "optimizer.learning_rate": 0.05, **o, "model.dropout": 0.2,
+                            "training.epochs": 30}) for o in MERGED]
     trainer = train.Trainer(configs, synthetic_data, devices=devices)
     # tanh, relu/glorot and elu (2 variants each) share one copy of the code, and so does relu/he
     # once padded to 2 for two devices; noisy ReLU draws more noise and has its own
     assert sorted(len(f.parts) for f in trainer.families) == ([1, 1, 3] if devices == 1 else [1, 4])
-    for _ in trainer.run():
-        pass
+    finished_in = {}  # variant -> the epoch whose record delivered its result
+    for record in trainer.run():
+        for r in record["finished"]:
+            finished_in[configs.index(r.config)] = record["epoch"]
     for cfg, together in zip(configs, trainer.result.variants):
         assert_same_run(together, train.fit([cfg], synthetic_data).variants[0], exact=False)
+    # a part is evaluated in the epoch its last variant stops; one still training at the end, after the loop
+    early = 0
+    for part in trainer.parts:
+        last_stop = max(trainer.result.variants[i].stopped_epoch for i in part.index)
+        delivered = {finished_in.get(i) for i in part.index}
+        assert delivered == {last_stop} or (last_stop == 30 and delivered == {None})
+        early += last_stop < 30
+    assert early >= 1
 
 
 def test_early_stopping_stops_where_the_validation_curve_implies(group):

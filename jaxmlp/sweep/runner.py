@@ -10,6 +10,7 @@ diverged, which is deterministic) under the sweep's newest parent run.
 """
 from __future__ import annotations
 
+import collections
 import json
 import math
 import platform
@@ -133,6 +134,8 @@ class SweepRunner:
         self.experiment_id = self.parent_run_id = None
         self._signals: list[int] = []  # Ctrl-C / SIGTERM received (see _on_signal)
         self.plot_errors: list[str] = []
+        self.open_per_setting: collections.Counter = collections.Counter()  # variants left to train, per setting
+        self.model_uris: dict[str, str] = {}  # per setting, its best variant's logged model (writer thread)
 
     # -- tracking jobs (they run in the writer's thread, in submission order) --
     def _submit(self, fn, *args) -> Future | None:
@@ -199,38 +202,56 @@ class SweepRunner:
                             files=checkpoint_files(v.config, r.params, meta), artifact_path="checkpoint")
 
     def _log_stopped_histories(self, todo: list[Variant], records: list[dict]) -> None:
-        """Histories of variants that stopped this epoch are final: log them while the others train."""
+        """Histories of variants that stopped this epoch are final: log them while the others
+        train (those whose part ends too go with their run's end, in one store call)."""
         if not self.writer:
             return
+        ending = {id(r.config) for r in records[-1]["finished"]}
         for i in np.flatnonzero(records[-1]["trained"] & ~records[-1]["active"]):
             v = todo[i]
+            if id(v.config) in ending:
+                continue
             self.history_logged.add(v.key)
             self._submit(lambda run, history: self.tracker.log_history(run.result(), history),
                          self.child_runs[v.key], _child_history(variant_history(records, int(i))))
 
-    def _log_models(self) -> None:
-        """A pyfunc model for the best variant of each setting, and the sweep's best on the parent."""
+    def _checkpoint(self, best: tuple, tmp: str) -> Path:
+        """A folder with the checkpoint of a setting's best variant (`best`: an entry of
+        `self.best`): written from its result, or downloaded from its run after a resume."""
+        score, v, r, data = best
+        if r is None:
+            return Path(self.tracker.download(self.child_runs[v.key].result(), "checkpoint", tmp))
+        folder = Path(tmp, "checkpoint")
+        save_checkpoint(folder, v.config, r.params, checkpoint_meta(data))
+        return folder
+
+    def _log_setting_model(self, label: str, best: tuple) -> None:
+        """The pyfunc model of a setting's best variant, on its run (kept if a resumed run has one)."""
+        run_id = self.child_runs[best[1].key].result()
+        logged = self.tracker.model_uris(run_id) if best[2] is None else []
+        if not logged:
+            with tempfile.TemporaryDirectory() as tmp:
+                logged = [self.tracker.log_model(run_id, self._checkpoint(best, tmp))]
+        self.model_uris[label] = logged[0]
+
+    def _log_models(self, best: dict[str, tuple]) -> None:
+        """Models of the settings not logged yet, and the sweep's best on the parent."""
         t = self.tracker
-        overall = min(self.best.values(), key=lambda item: item[0], default=None)
+        for label, entry in best.items():
+            if label not in self.model_uris:
+                self._log_setting_model(label, entry)
+        overall = min(best.values(), key=lambda item: item[0], default=None)
+        if overall is None:
+            return
+        v, run_id = overall[1], self.child_runs[overall[1].key].result()
         with tempfile.TemporaryDirectory() as tmp:
-            for i, (score, v, r, data) in enumerate(self.best.values()):
-                run_id, folder = self.child_runs[v.key].result(), Path(tmp, str(i))
-                if r is None:  # finished by an earlier invocation (resume): its checkpoint is in the store
-                    folder.mkdir()
-                    folder = Path(t.download(run_id, "checkpoint", folder))
-                    logged = t.model_uris(run_id)
-                else:
-                    save_checkpoint(folder, v.config, r.params, checkpoint_meta(data))
-                    logged = []
-                uri = logged[0] if logged else t.log_model(run_id, folder)
-                if overall is not None and v is overall[1]:
-                    t.log_model(self.parent_run_id, folder, "best_model")
-                    t.set_tags(self.parent_run_id, {"jaxmlp.best_run_id": run_id,
-                                                    "jaxmlp.best_setting": v.label, "jaxmlp.best_model_uri": uri})
-                    if self.options.register:
-                        version = t.register_model(uri, self.options.register)
-                        t.set_tags(self.parent_run_id, {"jaxmlp.registered_model":
-                                                        f"{self.options.register} v{version.version}"})
+            t.log_model(self.parent_run_id, self._checkpoint(overall, tmp), "best_model")
+        uri = self.model_uris[v.label]
+        t.set_tags(self.parent_run_id, {"jaxmlp.best_run_id": run_id, "jaxmlp.best_setting": v.label,
+                                        "jaxmlp.best_model_uri": uri})
+        if self.options.register:
+            version = t.register_model(uri, self.options.register)
+            t.set_tags(self.parent_run_id, {"jaxmlp.registered_model": f"{self.options.register} v{version.version}"})
 
     def _close_parent(self, rows: list[dict[str, Any]], figures: dict[str, bytes], status: str,
                       reason: str | None) -> None:
@@ -261,44 +282,61 @@ class SweepRunner:
     def _train_group(self, group: Group, todo: list[Variant], bars) -> None:
         for v in todo:
             self.child_runs[v.key] = self._submit(self._start_child, v, group)
+        by_config = {id(v.config): v for v in todo}
         try:
             data = self._dataset(todo[0].config.data)
             trainer = Trainer([v.config for v in todo], data, devices=group.devices)
             self.compile_seconds += trainer.compile()
             bars.start_group(group, len(todo), trainer.epochs)
             records = []
+            meta = checkpoint_meta(data)
             for record in trainer.run():
                 bars.epoch(record)
                 records.append(record)
                 self._log_stopped_histories(todo, records)
+                for r in record["finished"]:  # logged while the other parts train
+                    self._end_variant(by_config[id(r.config)], r, data, meta, trainer.compile_seconds)
                 self._check_signals()
             result = trainer.result
         except Exception as err:  # noqa: BLE001 - a failing group must not stop the sweep
             reason = f"group {group.id} failed: {type(err).__name__}: {err}"
             self.failures.append(reason)
             for v in todo:
+                if v.key in self.closed:
+                    continue
                 self.records.append(variant_record(v, None, "FAILED"))
                 if self.writer:
                     self._submit(lambda fut, why=reason: self.tracker.finish(fut.result(), "FAILED", why),
                                  self.child_runs[v.key])
-                self.closed.add(v.key)
+                self._close(v)
             bars.end_group(len(todo))
             return
-        seconds = {"compile_seconds": result.compile_seconds, "train_seconds": result.train_seconds}
         if self.writer:
             group_seconds = [{"epoch": r["epoch"], f"epoch_seconds_{group.id}": r["epoch_seconds"]} for r in records]
             self._submit(lambda: self.tracker.log_history(self.parent_run_id, group_seconds))
-        meta = checkpoint_meta(data)
         for v, r in zip(todo, result.variants):
-            status = "FAILED" if r.diverged else "FINISHED"
-            if r.diverged:
-                self.failures.append(f"{v.run_name}: diverged (NaN/inf loss) in epoch {r.stopped_epoch}")
-            self.records.append(variant_record(v, r, status, **seconds))
-            self._consider_for_best(v, _selection_score(v, r.best, r.diverged), r, data)
-            if self.writer:
-                self._submit(self._log_child, self.child_runs[v.key], v, r, meta, seconds)
-            self.closed.add(v.key)
+            if v.key not in self.closed:
+                self._end_variant(v, r, data, meta, result.compile_seconds)
         bars.end_group(len(todo))
+
+    def _end_variant(self, v: Variant, r: VariantResult, data: Dataset, meta: dict, compile_seconds: float) -> None:
+        """Record a trained variant and submit the end of its run; once a setting has no
+        variant left to train, its best variant's model is logged too."""
+        status = "FAILED" if r.diverged else "FINISHED"
+        if r.diverged:
+            self.failures.append(f"{v.run_name}: diverged (NaN/inf loss) in epoch {r.stopped_epoch}")
+        seconds = {"compile_seconds": compile_seconds, "train_seconds": r.train_seconds}
+        self.records.append(variant_record(v, r, status, **seconds))
+        self._consider_for_best(v, _selection_score(v, r.best, r.diverged), r, data)
+        if self.writer:
+            self._submit(self._log_child, self.child_runs[v.key], v, r, meta, seconds)
+        self._close(v)
+
+    def _close(self, v: Variant) -> None:
+        self.closed.add(v.key)
+        self.open_per_setting[v.label] -= 1
+        if self.writer and not self.open_per_setting[v.label] and v.label in self.best:
+            self._submit(self._log_setting_model, v.label, self.best[v.label])
 
     def run(self) -> Outcome:
         start = time.perf_counter()
@@ -307,6 +345,7 @@ class SweepRunner:
         if opened is not None and self.options.resume:
             done = opened.result()  # resume must know what is finished before planning work
         todo = [[v for v in g.variants if v.key not in done] for g in self.groups]
+        self.open_per_setting = collections.Counter(v.label for variants in todo for v in variants)
         bars = _Bars(sum(map(len, todo)), self.options.progress)
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
         try:
@@ -320,7 +359,7 @@ class SweepRunner:
             if self.writer:
                 opened.result()
                 if self.best:
-                    self._submit(self._log_models)
+                    self._submit(self._log_models, dict(self.best))
                 status = "FAILED" if self.failures else "FINISHED"
                 self._submit(self._close_parent, rows, self._figures(rows), status,
                              "; ".join(self.failures)[:5000] or None)
