@@ -286,6 +286,18 @@ def _pyplot():
     return plt
 
 
+def prepare_figures() -> None:
+    """Import matplotlib and draw one small figure (fonts, renderer): about 0.6 s the first
+    time in a process, worth spending before the figures are needed (the sweep does it in a
+    thread while it trains)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(1, 1))
+    ax.plot([0, 1], [0, 1], label="x")
+    ax.set_title("x")
+    ax.legend()
+    _png(fig)
+
+
 def _png(fig) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")

@@ -367,7 +367,7 @@ class VariantResult:
     history: list[dict[str, float]]
     params: Any
     train_final: dict[str, float] = dataclasses.field(default_factory=dict)
-    train_seconds: float = 0.0  # from the group's first epoch until this variant's part stopped
+    train_seconds: float = 0.0  # from the group's first epoch until this variant stopped
 
     @property
     def best(self) -> dict[str, float]:
@@ -616,10 +616,10 @@ class Trainer:
     def run(self) -> Iterator[dict[str, Any]]:
         """Train until no variant is active or the epoch budget is spent, one record per epoch.
 
-        A part whose variants have all stopped is evaluated at once (test metrics of the
-        selected parameters): the epoch's record lists their `VariantResult`s under
-        "finished", so the caller can log them while the other parts train. `result` holds
-        every variant at the end, in the order given."""
+        A variant that stopped is evaluated at once (test metrics of its selected
+        parameters, which no longer change): the epoch's record lists the `VariantResult`s
+        of the variants that stopped in it under "finished", so the caller can log them while
+        the others train. `result` holds every variant at the end, in the order given."""
         if not isinstance(self._epoch, jax.stages.Compiled):
             self.compile()
         d = self.data
@@ -634,24 +634,27 @@ class Trainer:
             record["epoch"] = epoch
             record["epoch_seconds"] = time.perf_counter() - tic
             records.append(record)
-            record["finished"] = self._finish_parts(states, records, lambda rows: not record["active"][rows].any())
+            record["finished"] = self._finish(states, records, ~record["active"])
             yield record
             if not record["active"].any():
                 break
-        self._finish_parts(states, records, lambda rows: True)
+        self._finish(states, records, np.ones(len(self.configs), bool))
         self.result = GroupResult(self.structures, [self._results[i] for i in range(len(self.configs))],
                                   self.compile_seconds, time.perf_counter() - self._start)
 
-    def _finish_parts(self, states, records: list[dict[str, Any]], done) -> list[VariantResult]:
-        """Evaluate every part not evaluated yet whose caller-order rows satisfy `done`."""
+    def _finish(self, states, records: list[dict[str, Any]], done: np.ndarray) -> list[VariantResult]:
+        """Results of the variants `done` (caller order) that have none yet; their part is
+        evaluated once for all of them (one program call per part)."""
         d, finished = self.data, []
         for family, final, state, hp in zip(self.families, self._finals, states, self.hps):
             for j, part in enumerate(family.parts):
-                if part.index[0] in self._results or not done(part.index):
+                rows = [row for row, i in enumerate(part.index) if done[i] and i not in self._results]
+                if not rows:
                     continue
                 params, test, train, stopped = jax.device_get(final(state, hp, jnp.int32(j), d.train, d.test))
                 seconds, last = time.perf_counter() - self._start, records[-1]
-                for row, i in enumerate(part.index):
+                for row in rows:
+                    i = part.index[row]
                     self._results[i] = VariantResult(
                         config=self.configs[i], best_epoch=int(last["best_epoch"][i]),
                         stopped_epoch=int(stopped[row]) or len(records),
