@@ -1,8 +1,8 @@
-"""Running a sweep: groups train one after another while one writer logs the previous ones.
+"""Running a sweep: groups train one after another while one writer logs what has ended.
 
 The engine trains; this module turns its results into MLflow runs through `Tracker`
-calls submitted to an `AsyncWriter`, so logging overlaps the next group's compilation and
-training. The calls themselves run in a `TrackerProcess`: the writer's thread only waits
+calls submitted to an `AsyncWriter`, so logging overlaps training: a variant's run ends
+in the epoch it stops, a setting's model is logged once its last variant ended. The calls themselves run in a `TrackerProcess`: the writer's thread only waits
 on a pipe, so MLflow never holds this process's GIL while it drives the training loop.
 A failing group or a diverged variant never stops the others. Ctrl-C and SIGTERM mark
 unfinished runs KILLED; `resume` skips variants already FINISHED (or
