@@ -211,8 +211,9 @@ def provenance(runs: SweepRuns, tracking_uri: str) -> str:
 def column_notes(metric: str, with_references: bool, with_dead_units: bool = False) -> str:
     what = ("test error (%) = 100 × (1 − test accuracy)" if metric == report.ERROR_PERCENT else "test loss")
     notes = (f"{what} of the parameters kept by early stopping (selected on the validation split), mean ± sample "
-             "std over the seeds that finished; epochs are means over seeds; train time is the wall time of the "
-             "compiled program the variant trained in (variants trained together share it).")
+             "std over the seeds that finished; epochs are means over seeds; train time is the wall time from the "
+             "first epoch of the compiled program the variant trained in until the variant stopped (variants "
+             "trained together run at the same time).")
     if with_dead_units:
         notes += (" Dead units (%): per hidden layer (first / second / ...), the share of units that are zero on "
                   "the whole validation split at the last epoch trained, mean over seeds.")
