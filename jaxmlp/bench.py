@@ -148,7 +148,7 @@ def bench_train(args: argparse.Namespace) -> dict[str, Any]:
     import jax
 
     from jaxmlp.data import load_dataset
-    from jaxmlp.train import Trainer
+    from jaxmlp.trainer import Trainer
 
     n_train = args.samples
     configs = _configs(args, int(round(n_train / 0.9)))

@@ -95,7 +95,7 @@ def train_command(args: argparse.Namespace) -> dict[str, Any]:
 
     from jaxmlp.checkpoint import checkpoint_meta, save_checkpoint
     from jaxmlp.data import load_dataset
-    from jaxmlp.train import Trainer, enable_compilation_cache
+    from jaxmlp.trainer import Trainer, enable_compilation_cache
 
     configs = config_from_args(args)
     enable_compilation_cache(compile_cache_dir(args.compile_cache))

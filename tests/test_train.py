@@ -11,6 +11,7 @@ import pytest
 from jaxmlp import train
 from jaxmlp.config import load_config
 from jaxmlp.data import Dataset, Split, load_dataset
+from jaxmlp.trainer import GroupResult, Trainer, VariantResult, fit
 
 
 def one_variant(cfg) -> train.HParams:
@@ -31,7 +32,7 @@ def replay_early_stopping(curve, patience, min_delta):
     return best_epoch, None
 
 
-def assert_same_run(a: train.VariantResult, b: train.VariantResult, exact: bool) -> None:
+def assert_same_run(a: VariantResult, b: VariantResult, exact: bool) -> None:
     close = np.testing.assert_array_equal if exact else partial(np.testing.assert_allclose, rtol=1e-4, atol=1e-5)
     assert (a.best_epoch, a.stopped_epoch, a.epochs_trained, a.diverged) == \
         (b.best_epoch, b.stopped_epoch, b.epochs_trained, b.diverged)
@@ -84,7 +85,7 @@ def test_batch_larger_than_the_training_set_is_rejected(make_config, synthetic_d
     big = make_config({"training.batch_size": 1000})
     with pytest.raises(ValueError, match=r"training.batch_size: 1000 exceeds the 272 training samples of "
                                          r"synthetic; use at most 272"):
-        train.Trainer([big], synthetic_data)
+        Trainer([big], synthetic_data)
 
 
 def test_accuracy_monitor_on_regression_data_is_rejected(make_config):
@@ -155,14 +156,14 @@ def group_configs(make_config):
 
 
 @pytest.fixture(scope="module")
-def group(group_configs, synthetic_data) -> train.GroupResult:
-    return train.fit(group_configs, synthetic_data)
+def group(group_configs, synthetic_data) -> GroupResult:
+    return fit(group_configs, synthetic_data)
 
 
 @pytest.mark.slow
 def test_vmapped_variants_equal_variants_trained_alone(group, group_configs, synthetic_data):
     for cfg, together in zip(group_configs, group.variants):
-        alone = train.fit([cfg], synthetic_data).variants[0]
+        alone = fit([cfg], synthetic_data).variants[0]
         assert together.config == alone.config == cfg
         assert_same_run(together, alone, exact=False)
 
@@ -185,7 +186,7 @@ def test_activations_merged_in_one_program_equal_variants_trained_alone(make_con
         pytest.skip("needs two devices")
     configs = [make_config({"training.early_stopping.patience": 1, "optimizer.learning_rate": 0.05, **o, "model.dropout": 0.2,
                             "training.epochs": 30}) for o in MERGED]
-    trainer = train.Trainer(configs, synthetic_data, devices=devices)
+    trainer = Trainer(configs, synthetic_data, devices=devices)
     # tanh, relu/glorot and elu (2 variants each) share one copy of the code, and so does relu/he
     # once padded to 2 for two devices; noisy ReLU draws more noise and has its own
     assert sorted(len(f.parts) for f in trainer.families) == ([1, 1, 3] if devices == 1 else [1, 4])
@@ -194,7 +195,7 @@ def test_activations_merged_in_one_program_equal_variants_trained_alone(make_con
         for r in record["finished"]:
             finished_in[configs.index(r.config)] = record["epoch"]
     for cfg, together in zip(configs, trainer.result.variants):
-        assert_same_run(together, train.fit([cfg], synthetic_data).variants[0], exact=False)
+        assert_same_run(together, fit([cfg], synthetic_data).variants[0], exact=False)
     # a variant is evaluated in the epoch it stops; one still training at the end, after the loop
     for i, r in enumerate(trainer.result.variants):
         assert finished_in.get(i) == r.stopped_epoch or (r.stopped_epoch == 30 and i not in finished_in)
@@ -262,8 +263,8 @@ def sgd_group(make_config, middle_learning_rate: float):
 @pytest.fixture(scope="module")
 def divergence(make_config, synthetic_data):
     """(group whose middle variant blows up, the same group with a sane middle, its per-epoch records)."""
-    blown = train.fit(sgd_group(make_config, 1e6), synthetic_data)
-    trainer = train.Trainer(sgd_group(make_config, 0.1), synthetic_data)
+    blown = fit(sgd_group(make_config, 1e6), synthetic_data)
+    trainer = Trainer(sgd_group(make_config, 0.1), synthetic_data)
     records = list(trainer.run())
     return blown, trainer.result, records
 
@@ -404,7 +405,7 @@ def test_digits_reaches_95_percent_test_accuracy():
     cfg = load_config({"data": {"name": "digits"}, "model": {"hidden": [64]},
                        "optimizer": {"name": "adam", "learning_rate": 1e-3},
                        "training": {"epochs": 100, "batch_size": 32, "early_stopping": {"patience": 10}}})
-    v = train.fit([cfg], load_dataset(cfg.data)).variants[0]
+    v = fit([cfg], load_dataset(cfg.data)).variants[0]
     assert not v.diverged
     assert v.test["accuracy"] >= 0.95
     assert v.best["val_accuracy"] >= 0.95
@@ -415,7 +416,7 @@ def test_diabetes_regression_beats_predicting_the_mean():
                        "optimizer": {"name": "adam", "learning_rate": 3e-3, "schedule": "cosine", "warmup_epochs": 2},
                        "training": {"epochs": 200, "batch_size": 32, "early_stopping": {"patience": 10}}})
     data = load_dataset(cfg.data)
-    result = train.fit([cfg], data)
+    result = fit([cfg], data)
     v = result.variants[0]
     baseline = float(np.mean((data.test.y - data.train.y.mean()) ** 2))
     assert baseline == pytest.approx(1.0, abs=0.2)

@@ -63,7 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from jaxmlp.cli import compile_cache_dir
     from jaxmlp.sweep.plan import describe_plan, plan_groups
     from jaxmlp.sweep.runner import Options, ResumeRefused, SweepRunner
-    from jaxmlp.train import enable_compilation_cache
+    from jaxmlp.trainer import enable_compilation_cache
 
     groups = plan_groups(sweep, len(jax.devices()))
     if args.dry_run:

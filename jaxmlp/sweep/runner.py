@@ -25,8 +25,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from jaxmlp import report
 from jaxmlp.checkpoint import checkpoint_files, checkpoint_meta, save_checkpoint
 from jaxmlp.config import DataConfig
@@ -35,8 +33,7 @@ from jaxmlp.models import count_params
 from jaxmlp.sweep.plan import Group
 from jaxmlp.sweep.spec import Sweep, Variant
 from jaxmlp.tracking import DIVERGED_TAG, GROUP_TAG, SETTING_TAG
-from jaxmlp.train import Trainer, VariantResult, variant_history
-
+from jaxmlp.trainer import Trainer, VariantResult
 
 
 class ResumeRefused(RuntimeError):

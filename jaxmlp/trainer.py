@@ -1,0 +1,366 @@
+"""The Trainer: K variants of one structure, or of several that share a program, trained at once.
+
+`jaxmlp.train` holds what one variant does (a step, an epoch's end, evaluation, early
+stopping); this module compiles that for many variants: vmapped over a leading variant
+axis, parts of different activations sharing one copy of the code (`_Family`), optionally
+sharded over several devices, and runs the epochs. The host wakes once per epoch to receive
+a small record; a variant that stopped is evaluated at once. Nothing here touches files,
+MLflow or the terminal.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import time
+from functools import partial
+from typing import Any, Iterator, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxmlp.config import RunConfig
+from jaxmlp.data import Dataset, Split
+from jaxmlp.train import (HParams, Structure, TrainState, end_of_epoch, epoch_randomness, final_evaluation,
+                          hparams_of, init_bits, merge_key, state_from_bits, step_draws, structure_key,
+                          structure_of, train_step)
+
+
+@dataclasses.dataclass
+class VariantResult:
+    """What one variant ended with; `history` has one record per epoch it trained."""
+
+    config: RunConfig
+    best_epoch: int
+    stopped_epoch: int
+    epochs_trained: int
+    diverged: bool
+    test: dict[str, float]
+    history: list[dict[str, float]]
+    params: Any
+    train_final: dict[str, float] = dataclasses.field(default_factory=dict)
+    train_seconds: float = 0.0  # from the group's first epoch until this variant stopped
+
+    @property
+    def best(self) -> dict[str, float]:
+        """The epoch record at the best epoch (empty if no epoch improved)."""
+        return next((r for r in self.history if r["epoch"] == self.best_epoch), {})
+
+
+@dataclasses.dataclass
+class GroupResult:
+    structures: list[Structure]
+    variants: list[VariantResult]
+    compile_seconds: float
+    train_seconds: float
+
+
+@dataclasses.dataclass(frozen=True)
+class _Part:
+    """Variants of one structure inside a program; `index` maps rows back to the caller's order."""
+
+    structure: Structure
+    index: np.ndarray
+    hp: HParams
+
+
+@dataclasses.dataclass(frozen=True)
+class _Family:
+    """Parts of a program that differ only in activation and initialiser and have as many
+    variants: their code is traced and compiled once, for a structure whose activation is
+    switched ('sigmoid|tanh|...'), and a `lax.scan` runs it part after part, the part's index
+    choosing its activation (`lax.switch` on a scalar: a real branch, not a select). Their
+    states and numbers are stacked: every leaf has leading axes [part, variant]."""
+
+    structure: Structure
+    parts: tuple[_Part, ...]
+
+    @property
+    def hp(self) -> HParams:
+        return jax.tree_util.tree_map(lambda *a: np.stack(a), *(p.hp for p in self.parts))
+
+    @staticmethod
+    def of(parts: Sequence[_Part]) -> list["_Family"]:
+        """Parts grouped into families, in order of first appearance."""
+        by_key: dict[tuple, list[_Part]] = {}
+        for p in parts:
+            s = p.structure
+            key = (dataclasses.replace(s, activation="", initializer=""), s.random_width, len(p.hp.seed))
+            by_key.setdefault(key, []).append(p)
+        return [_Family(dataclasses.replace(members[0].structure,
+                                            activation="|".join(m.structure.activation for m in members)),
+                        tuple(members)) for members in by_key.values()]
+
+
+def _skipped(run, *args):
+    """What `run(*args)` returns shaped, for a part whose variants all stopped: the first
+    argument (its state) unchanged and zeros for the rest."""
+    state, rest = jax.eval_shape(run, *args)
+    return args[0], jax.tree_util.tree_map(lambda sd: jnp.zeros(sd.shape, sd.dtype), rest)
+
+
+def _unless_stopped(several: bool, active, run, *args):
+    """`run(*args)`, skipped by `lax.cond` when the part has no active variant (only when
+    several parts share the program: a lone part runs until the host stops the loop)."""
+    if not several:
+        return run(*args)
+    return jax.lax.cond(active.any(), run, partial(_skipped, run), *args)
+
+
+def _over_parts(family: _Family, fn, *stacked):
+    """`fn(*part_slices, choice)` for every part of the family, outputs stacked on a leading
+    part axis: called directly for a lone part, else as the body of a `lax.scan`."""
+    if len(family.parts) == 1:
+        out = fn(*jax.tree_util.tree_map(lambda a: a[0], stacked), 0)
+        return jax.tree_util.tree_map(lambda a: a[None], out)
+    _, out = jax.lax.scan(lambda _, xs: (None, fn(*xs)), None, (*stacked, jnp.arange(len(family.parts))))
+    return out
+
+
+def _part_epoch(s: Structure, state: TrainState, hp: HParams, batches, step_keys, next_key, choice,
+                epoch: jax.Array, train: Split, val: Split):
+    """One part's epoch (its variants vmapped): a scan over its minibatch steps, then
+    validation, early stopping and freezing. Each step draws its dropout and noise
+    uniforms in one call (none when the structure needs none)."""
+    step = jax.vmap(partial(train_step, s, choice=choice), in_axes=(0, None, 0, 0))
+
+    def body(carry, xs):
+        index, keys = xs
+        return step(hp, train, carry, (index, jax.vmap(partial(step_draws, s))(keys)))
+
+    carry = (state.params, state.opt_state, state.step)
+    carry, metrics = jax.lax.scan(body, carry, (jnp.swapaxes(batches, 0, 1), jnp.swapaxes(step_keys, 0, 1)))
+    metrics = jax.tree_util.tree_map(lambda a: jnp.swapaxes(a, 0, 1), metrics)  # [variant, step]
+    finish = jax.vmap(partial(end_of_epoch, s, choice=choice), in_axes=(0, 0, 0, 0, 0, None, None))
+    return finish(state, hp, carry, metrics, next_key, epoch, val)
+
+
+def _n_parts(families: Sequence[_Family]) -> int:
+    return sum(len(f.parts) for f in families)
+
+
+def _program_epoch(families: Sequence[_Family], states, hps, epoch, train: Split, val: Split):
+    """One epoch of every part, each skipped (`lax.cond`) once all its variants stopped.
+
+    Randomness costs compile time per call site, so all variants of all parts draw their
+    epoch's randomness (shuffles, step keys) in one vmapped call.
+    """
+    s0 = families[0].structure
+    shapes = [st.active.shape for st in states]  # [part, variant] per family
+    bounds = np.cumsum([0] + [int(np.prod(sh)) for sh in shapes])
+    next_keys, batches, step_keys = jax.vmap(partial(
+        epoch_randomness, n=s0.n_train, steps=s0.steps_per_epoch, batch_size=s0.batch_size))(
+        jnp.concatenate([st.key.reshape(-1) for st in states]))
+    several = _n_parts(families) > 1
+    new_states, records = [], []
+    for i, (family, st, hp) in enumerate(zip(families, states, hps)):
+        rows = lambda a: a[bounds[i]:bounds[i + 1]].reshape(*shapes[i], *a.shape[1:])  # noqa: E731
+        run = partial(_part_epoch, family.structure, epoch=epoch, train=train, val=val)
+
+        def one_part(st, hp, batches, step_keys, next_key, choice, run=run):
+            new_state, record = _unless_stopped(several, st.active, run, st, hp, batches, step_keys, next_key, choice)
+            if several:
+                record.update(active=new_state.active, diverged=new_state.diverged, best_epoch=new_state.es.best_epoch)
+            return new_state, record
+
+        new_state, record = _over_parts(family, one_part, st, hp, rows(batches), rows(step_keys), rows(next_keys))
+        new_states.append(new_state)
+        records.append(record)
+    return tuple(new_states), tuple(records)
+
+
+def _program_init(families: Sequence[_Family], hps):
+    """Every part's initial states (by its own structure: the initialiser may differ) from
+    one vmapped random call over all variants."""
+    seeds = jnp.concatenate([hp.seed.reshape(-1) for hp in hps])
+    bits = jax.vmap(partial(init_bits, families[0].structure))(seeds)
+    out, offset = [], 0
+    for family, hp in zip(families, hps):
+        states = []
+        for j, part in enumerate(family.parts):
+            hp_j = jax.tree_util.tree_map(lambda a: a[j], hp)
+            n = hp_j.seed.shape[0]
+            states.append(jax.vmap(partial(state_from_bits, part.structure))(hp_j, bits[offset:offset + n]))
+            offset += n
+        out.append(jax.tree_util.tree_map(lambda *a: jnp.stack(a), *states))
+    return tuple(out)
+
+
+def _program_final(family: _Family, state: TrainState, hp: HParams, part: jax.Array, train: Split, test: Split):
+    """One part of a family (`part`: its index there, a traced scalar, so one program serves
+    every part): the selected parameters, their test and training-split metrics, and the
+    epoch each variant stopped in."""
+    state, hp = jax.tree_util.tree_map(lambda a: jax.lax.dynamic_index_in_dim(a, part, keepdims=False), (state, hp))
+    params, test_metrics, train_metrics = jax.vmap(partial(final_evaluation, family.structure, choice=part),
+                                                   in_axes=(0, 0, None, None))(state, hp, train, test)
+    return params, test_metrics, train_metrics, state.stopped_epoch
+
+
+class Trainer:
+    """Trains a set of variants in one compiled program.
+
+    Variants are split into parts of one structure each (they may differ in activation
+    and initialiser, see `merge_key`); each part is vmapped, and all parts run in the same
+    jitted epoch, parts that differ only in activation and initialiser sharing one copy of
+    the code (`_Family`). With `devices > 1` every part's variant axis is sharded over that
+    many devices (padded with copies of its last variant). Iterate `run()` to receive one
+    host-side record per epoch (arrays over variants, in the order given); `result` is set
+    when the loop ends.
+    """
+
+    def __init__(self, configs: Sequence[RunConfig], data: Dataset, devices: int = 1):
+        self.configs = list(configs)
+        if len({merge_key(c) for c in self.configs}) != 1:
+            structure_of(self.configs, data)  # raises, naming the keys that differ
+        by_structure: dict[tuple, list[int]] = {}
+        for i, c in enumerate(self.configs):
+            by_structure.setdefault(structure_key(c), []).append(i)
+        parts = []
+        for rows in by_structure.values():
+            padded = rows + [rows[-1]] * (-len(rows) % devices)
+            group = [self.configs[i] for i in padded]
+            parts.append(_Part(structure_of(group, data), np.asarray(rows), hparams_of(group)))
+        self.families = tuple(_Family.of(parts))
+        self.parts = [p for f in self.families for p in f.parts]
+        self.structures = [p.structure for p in self.parts]
+        self.epochs = self.structures[0].epochs
+        self.data = data if isinstance(data.train.x, jax.Array) else data.on_device()
+        self.compile_seconds = 0.0
+        self.result: GroupResult | None = None
+        programs = [partial(_program_init, self.families), partial(_program_epoch, self.families),
+                    *(partial(_program_final, f) for f in self.families)]
+        self._variant_sharding = None
+        if devices > 1:
+            programs = self._shard(programs, devices)
+        self.hps = self._place(tuple(f.hp for f in self.families))
+        self._init = jax.jit(programs[0])
+        self._epoch = jax.jit(programs[1], donate_argnums=0)
+        self._finals = [jax.jit(f) for f in programs[2:]]
+
+    def _shard(self, programs, devices: int):
+        """Each device runs the programs on its share of every part's variants (`shard_map`:
+        no cross-device work, and it compiles about as fast as the one-device program)."""
+        P = jax.sharding.PartitionSpec
+        mesh = jax.sharding.Mesh(np.asarray(jax.devices()[:devices]), ("variants",))
+        replicated = jax.sharding.NamedSharding(mesh, P())
+        put = lambda split: Split(*jax.device_put(tuple(split), replicated))  # noqa: E731
+        self.data = dataclasses.replace(self.data, train=put(self.data.train), val=put(self.data.val),
+                                        test=put(self.data.test))
+        v = P(None, "variants")  # [part, variant, ...]
+        self._variant_sharding = jax.sharding.NamedSharding(mesh, v)
+        specs = [((v,), v), ((v, v, P(), P(), P()), (v, v))] + [((v, v, P(), P(), P()), P("variants"))] * len(programs[2:])
+        return [jax.shard_map(f, mesh=mesh, in_specs=i, out_specs=o, check_vma=False)
+                for f, (i, o) in zip(programs, specs)]
+
+    def _place(self, tree):
+        return jax.device_put(tree, self._variant_sharding)
+
+    def compile(self) -> float:
+        """Compile every program ahead of time; returns (and keeps) the compile seconds."""
+        start = time.perf_counter()
+        d = self.data
+        states = jax.tree_util.tree_map(
+            lambda sd: jax.ShapeDtypeStruct(sd.shape, sd.dtype, sharding=self._variant_sharding),
+            jax.eval_shape(self._init, self.hps))
+        # XLA compiles without the GIL: each program compiles in a thread while the next one is traced.
+        with concurrent.futures.ThreadPoolExecutor(3, thread_name_prefix="jaxmlp-compile") as pool:
+            init = pool.submit(self._init.lower(self.hps).compile)
+            epoch = pool.submit(self._epoch.lower(states, self.hps, jnp.int32(1), d.train, d.val).compile)
+            finals = [pool.submit(f.lower(st, hp, jnp.int32(0), d.train, d.test).compile)
+                      for f, st, hp in zip(self._finals, states, self.hps)]
+            self._init, self._epoch = init.result(), epoch.result()
+            self._finals = [f.result() for f in finals]
+        self.compile_seconds = time.perf_counter() - start
+        return self.compile_seconds
+
+    def _gather(self, per_family: Sequence[Any]) -> Any:
+        """Per-family host arrays [part, variant, ...] in the caller's variant order (padding dropped)."""
+        order = np.argsort(np.concatenate([p.index for p in self.parts]))
+        pieces = [jax.tree_util.tree_map(lambda a, j=j, n=len(p.index): np.asarray(a)[j, :n], x)
+                  for f, x in zip(self.families, per_family) for j, p in enumerate(f.parts)]
+        return jax.tree_util.tree_map(lambda *a: np.concatenate(a)[order], *pieces)
+
+    def run(self) -> Iterator[dict[str, Any]]:
+        """Train until no variant is active or the epoch budget is spent, one record per epoch.
+
+        A variant that stopped is evaluated at once (test metrics of its selected
+        parameters, which no longer change): the epoch's record lists the `VariantResult`s
+        of the variants that stopped in it under "finished", so the caller can log them while
+        the others train. `result` holds every variant at the end, in the order given."""
+        if not isinstance(self._epoch, jax.stages.Compiled):
+            self.compile()
+        d = self.data
+        self._start = time.perf_counter()
+        self._results: dict[int, VariantResult] = {}
+        states = self._place(self._init(self.hps))
+        records = []
+        for epoch in range(1, self.epochs + 1):
+            tic = time.perf_counter()
+            states, per_family = self._epoch(states, self.hps, jnp.int32(epoch), d.train, d.val)
+            record = self._gather(jax.device_get(per_family))
+            record["epoch"] = epoch
+            record["epoch_seconds"] = time.perf_counter() - tic
+            records.append(record)
+            record["finished"] = self._finish(states, records, ~record["active"])
+            yield record
+            if not record["active"].any():
+                break
+        self._finish(states, records, np.ones(len(self.configs), bool))
+        self.result = GroupResult(self.structures, [self._results[i] for i in range(len(self.configs))],
+                                  self.compile_seconds, time.perf_counter() - self._start)
+
+    def _finish(self, states, records: list[dict[str, Any]], done: np.ndarray) -> list[VariantResult]:
+        """Results of the variants `done` (caller order) that have none yet; their part is
+        evaluated once for all of them (one program call per part)."""
+        d, finished = self.data, []
+        for family, final, state, hp in zip(self.families, self._finals, states, self.hps):
+            for j, part in enumerate(family.parts):
+                rows = [row for row, i in enumerate(part.index) if done[i] and i not in self._results]
+                if not rows:
+                    continue
+                params, test, train, stopped = jax.device_get(final(state, hp, jnp.int32(j), d.train, d.test))
+                seconds, last = time.perf_counter() - self._start, records[-1]
+                for row in rows:
+                    i = part.index[row]
+                    self._results[i] = VariantResult(
+                        config=self.configs[i], best_epoch=int(last["best_epoch"][i]),
+                        stopped_epoch=int(stopped[row]) or len(records),
+                        epochs_trained=int(sum(r["trained"][i] for r in records)),
+                        diverged=bool(last["diverged"][i]),
+                        test={k: float(v[row]) for k, v in test.items() if k != "dead_fraction"},
+                        train_final={k: float(v[row]) for k, v in train.items() if k != "dead_fraction"},
+                        history=variant_history(records, i),
+                        params=jax.tree_util.tree_map(lambda a, row=row: a[row], params),
+                        train_seconds=seconds)
+                    finished.append(self._results[i])
+        return finished
+
+
+def variant_history(records: Sequence[dict[str, np.ndarray]], i: int) -> list[dict[str, float]]:
+    """Variant i's per-epoch metrics (only epochs it trained), with one key per dead-unit layer."""
+    history = []
+    for r in records:
+        if not r["trained"][i]:
+            continue
+        row = {"epoch": r["epoch"], "epoch_seconds": r["epoch_seconds"]}
+        for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "learning_rate"):
+            if np.isfinite(r[key][i]) or key.endswith("loss"):
+                row[key] = float(r[key][i])
+        row.update({f"dead_fraction_{j}": float(f) for j, f in enumerate(r["dead_fraction"][i])})
+        history.append(row)
+    return history
+
+
+def fit(configs: Sequence[RunConfig], data: Dataset) -> GroupResult:
+    """Train `configs` (one structure) to the end and return their results."""
+    trainer = Trainer(configs, data)
+    for _ in trainer.run():
+        pass
+    return trainer.result
+
+
+def enable_compilation_cache(path: str) -> None:
+    """Persist compiled programs in `path` so a repeated run compiles nothing."""
+    jax.config.update("jax_compilation_cache_dir", path)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
