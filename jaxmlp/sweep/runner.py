@@ -2,8 +2,9 @@
 
 The engine trains; this module turns its results into MLflow runs through `Tracker`
 calls submitted to an `AsyncWriter`, so logging overlaps training: a variant's run ends
-in the epoch it stops, a setting's model is logged once its last variant ended. The calls themselves run in a `TrackerProcess`: the writer's thread only waits
-on a pipe, so MLflow never holds this process's GIL while it drives the training loop.
+in the epoch it stops, a setting's model is logged once its last variant ended. The calls
+themselves run in a `TrackerProcess`: the writer's thread only waits on a pipe, so MLflow
+never holds this process's GIL while it drives the training loop.
 A failing group or a diverged variant never stops the others. Ctrl-C and SIGTERM mark
 unfinished runs KILLED; `resume` skips variants already FINISHED (or
 diverged, which is deterministic) under the sweep's newest parent run.
