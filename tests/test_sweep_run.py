@@ -328,6 +328,26 @@ def test_two_sweeps_at_once_into_one_sqlite_store(tmp_path, cache):
                 "checkpoint/config.json", "checkpoint/params.msgpack"}
 
 
+def test_a_variant_that_stops_early_ends_its_run_while_the_others_train(tmp_path, cache):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    # in file order the long-running variant comes first; the other stops after a few epochs
+    base = {**TINY_BASE, "training": {"epochs": 200, "batch_size": 64}}
+    path = write_sweep(tmp_path, {"name": "stops-early", "base": base,
+                                  "grid": {"training.early_stopping.patience": [None, 1]}})
+    result = run_sweep_cli(path, "--tracking-uri", uri, "--no-progress", "--json", "--compile-cache", cache)
+    assert result.code == 0, result.err
+    client = store_client(uri)
+    (parent,), children = sweep_runs(client, "stops-early")
+    by_patience = {c.data.params["training.early_stopping.patience"]: c for c in children}
+    late, early = by_patience["None"], by_patience["1"]
+    assert early.data.metrics["stopped_epoch"] < 20 and late.data.metrics["stopped_epoch"] == 200
+    assert early.info.end_time < late.info.end_time  # submitted first, though it comes second in the file
+    assert early.data.metrics["train_seconds"] < late.data.metrics["train_seconds"]
+    # the early setting's model was logged on its run before the parent ended
+    models = {m.source_run_id: m for m in client.search_logged_models([parent.info.experiment_id])}
+    assert models[early.info.run_id].creation_timestamp < late.info.end_time
+
+
 def test_plots_that_fail_are_reported_and_the_parent_still_gets_its_summary(tmp_path, cache, monkeypatch):
     from jaxmlp import report
 
