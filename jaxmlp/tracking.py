@@ -238,7 +238,6 @@ class TrackerProcess:
             raise value
         return value
 
-
     def __getattr__(self, name: str) -> Callable[..., Any]:
         if name.startswith("_") or not callable(getattr(Tracker, name, None)):
             raise AttributeError(name)
@@ -320,7 +319,6 @@ class Tracker:
             if self._client is None:
                 self._client = _open_client(self.tracking_uri)
             return self._client
-
 
     def experiment(self, name: str, tags: dict[str, str]) -> str:
         """Get or create the experiment; set its tags; remember and return its id."""
@@ -407,7 +405,14 @@ class Tracker:
         self._log_batches(run_id, tags=_run_tags(tags))
 
     def _log_batches(self, run_id: str, metrics: list = (), params: list = (), tags: list = ()) -> None:
-        """`log_batch` within MLflow's limits: 1000 metrics, 100 params, 100 tags per call."""
+        """`log_batch` within MLflow's limits: 1000 metrics, 100 params, 100 tags per call; one
+        call when everything fits."""
+        metrics, params, tags = list(metrics), list(params), list(tags)
+        if (len(metrics) <= MAX_METRICS_PER_BATCH and len(params) <= MAX_PARAMS_OR_TAGS_PER_BATCH
+                and len(tags) <= MAX_PARAMS_OR_TAGS_PER_BATCH):
+            if metrics or params or tags:
+                self.client.log_batch(run_id, metrics=metrics, params=params, tags=tags)
+            return
         for chunk in _chunks(list(params), MAX_PARAMS_OR_TAGS_PER_BATCH):
             self.client.log_batch(run_id, params=chunk)
         for chunk in _chunks(list(tags), MAX_PARAMS_OR_TAGS_PER_BATCH):
@@ -451,13 +456,8 @@ class Tracker:
         tags = dict(tags or {})
         if reason is not None:
             tags[FAILURE_REASON_TAG] = reason
-        points = history_metrics(history or []) + step_metrics(metrics or {}, step)
-        tags = _run_tags(tags)
-        if len(points) <= MAX_METRICS_PER_BATCH and len(tags) <= MAX_PARAMS_OR_TAGS_PER_BATCH:
-            if points or tags:
-                self.client.log_batch(run_id, metrics=points, tags=tags)
-        else:
-            self._log_batches(run_id, metrics=points, tags=tags)
+        self._log_batches(run_id, metrics=history_metrics(history or []) + step_metrics(metrics or {}, step),
+                          tags=_run_tags(tags))
         if files:
             self.log_folder(run_id, files, artifact_path)
         self.client.set_terminated(run_id, status)
