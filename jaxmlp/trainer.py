@@ -284,9 +284,9 @@ class Trainer:
         """Train until no variant is active or the epoch budget is spent, one record per epoch.
 
         A variant that stopped is evaluated at once (test metrics of its selected
-        parameters, which no longer change): the epoch's record lists the `VariantResult`s
-        of the variants that stopped in it under "finished", so the caller can log them while
-        the others train. `result` holds every variant at the end, in the order given."""
+        parameters, which no longer change): the epoch's record maps the variants that
+        stopped in it (their index in the order given) to their `VariantResult`s under
+        "finished", so the caller can log them while the others train. `result` holds every variant at the end, in the order given."""
         if not isinstance(self._epoch, jax.stages.Compiled):
             self.compile()
         d = self.data
@@ -309,10 +309,10 @@ class Trainer:
         self.result = GroupResult(self.structures, [self._results[i] for i in range(len(self.configs))],
                                   self.compile_seconds, time.perf_counter() - self._start)
 
-    def _finish(self, states, records: list[dict[str, Any]], done: np.ndarray) -> list[VariantResult]:
+    def _finish(self, states, records: list[dict[str, Any]], done: np.ndarray) -> dict[int, VariantResult]:
         """Results of the variants `done` (caller order) that have none yet; their part is
         evaluated once for all of them (one program call per part)."""
-        d, finished = self.data, []
+        d, finished = self.data, {}
         for family, final, state, hp in zip(self.families, self._finals, states, self.hps):
             for j, part in enumerate(family.parts):
                 rows = [row for row, i in enumerate(part.index) if done[i] and i not in self._results]
@@ -321,7 +321,7 @@ class Trainer:
                 params, test, train, stopped = jax.device_get(final(state, hp, jnp.int32(j), d.train, d.test))
                 seconds, last = time.perf_counter() - self._start, records[-1]
                 for row in rows:
-                    i = part.index[row]
+                    i = int(part.index[row])
                     self._results[i] = VariantResult(
                         config=self.configs[i], best_epoch=int(last["best_epoch"][i]),
                         stopped_epoch=int(stopped[row]) or len(records),
@@ -332,7 +332,7 @@ class Trainer:
                         history=variant_history(records, i),
                         params=jax.tree_util.tree_map(lambda a, row=row: a[row], params),
                         train_seconds=seconds)
-                    finished.append(self._results[i])
+                    finished[i] = self._results[i]
         return finished
 
 

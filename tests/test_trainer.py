@@ -69,8 +69,9 @@ def test_activations_merged_in_one_program_equal_variants_trained_alone(make_con
     assert sorted(len(f.parts) for f in trainer.families) == ([1, 1, 3] if devices == 1 else [1, 4])
     finished_in = {}  # variant -> the epoch whose record delivered its result
     for record in trainer.run():
-        for r in record["finished"]:
-            finished_in[configs.index(r.config)] = record["epoch"]
+        for i, r in record["finished"].items():
+            assert r.config is configs[i]
+            finished_in[i] = record["epoch"]
     for cfg, together in zip(configs, trainer.result.variants):
         assert_same_run(together, fit([cfg], synthetic_data).variants[0], exact=False)
     # a variant is evaluated in the epoch it stops; one still training at the end, after the loop

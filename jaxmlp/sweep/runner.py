@@ -267,7 +267,6 @@ class SweepRunner:
     def _train_group(self, group: Group, todo: list[Variant], bars) -> None:
         for v in todo:
             self.child_runs[v.key] = self._submit(self._start_child, v, group)
-        by_config = {id(v.config): v for v in todo}
         try:
             data = self._dataset(todo[0].config.data)
             trainer = Trainer([v.config for v in todo], data, devices=group.devices)
@@ -279,8 +278,8 @@ class SweepRunner:
             for record in trainer.run():
                 bars.epoch(record)
                 records.append(record)
-                for r in record["finished"]:  # variants that stopped: logged while the others train
-                    self._end_variant(by_config[id(r.config)], r, data, meta, trainer.compile_seconds)
+                for i, r in record["finished"].items():  # variants that stopped: logged while the others train
+                    self._end_variant(todo[i], r, data, meta, trainer.compile_seconds)
                 self._check_signals()
             result = trainer.result
         except Exception as err:  # noqa: BLE001 - a failing group must not stop the sweep
