@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import subprocess
 import sys
@@ -75,7 +74,7 @@ def per_batch_step(s, hp, train):
     `step(carry, index, key)` takes a minibatch's indices into the training split on the device."""
     import jax
 
-    from jaxmlp.train import step_draws, train_step
+    from jaxmlp.engine import step_draws, train_step
 
     def step(carry, index, key):
         return train_step(s, hp, train, carry, (index, step_draws(s, key)))
@@ -90,7 +89,7 @@ def host_batch_step(s, hp):
     import jax.numpy as jnp
 
     from jaxmlp.data import Split
-    from jaxmlp.train import step_draws, train_step
+    from jaxmlp.engine import step_draws, train_step
 
     def step(carry, x, y, key):
         return train_step(s, hp, Split(x, y), carry, (jnp.arange(s.batch_size), step_draws(s, key)))
@@ -103,7 +102,7 @@ def one_variant(cfg, data):
     import jax
     import jax.numpy as jnp
 
-    from jaxmlp.train import hparams_of, init_state, structure_of
+    from jaxmlp.engine import hparams_of, init_state, structure_of
 
     s = structure_of([cfg], data)
     hp = jax.tree_util.tree_map(lambda a: jnp.asarray(a[0]), hparams_of([cfg]))
@@ -148,7 +147,8 @@ def bench_train(args: argparse.Namespace) -> dict[str, Any]:
     import jax
 
     from jaxmlp.data import load_dataset
-    from jaxmlp.trainer import Trainer
+    from jaxmlp.engine import Trainer
+    from jaxmlp.models import n_parameters
 
     n_train = args.samples
     configs = _configs(args, int(round(n_train / 0.9)))
@@ -160,8 +160,7 @@ def bench_train(args: argparse.Namespace) -> dict[str, Any]:
     steady = float(np.median(epoch_seconds[1:] if len(epoch_seconds) > 1 else epoch_seconds))
     s = trainer.structures[0]
     samples = s.steps_per_epoch * s.batch_size * len(configs)
-    n_weights = sum(a * b for a, b in zip([784, *args.hidden], [*args.hidden, 10]))
-    achieved = 6 * n_weights * samples / steady
+    achieved = 6 * n_parameters([784, *args.hidden, 10], biases=False) * samples / steady
     peak = matmul_peak()
     out = {
         "benchmark": "train", "devices": [str(d) for d in jax.devices()[:args.devices]],
@@ -215,7 +214,7 @@ def loop_sweep(sweep_path: Path) -> dict[str, Any]:
 
     from jaxmlp.data import load_dataset
     from jaxmlp.sweep.spec import load_sweep
-    from jaxmlp.train import EarlyStopping, early_stopping_update, evaluate
+    from jaxmlp.engine import EarlyStopping, early_stopping_update, evaluate
 
     sweep = load_sweep(sweep_path)
     data = load_dataset(sweep.variants[0].config.data).on_device()
@@ -307,6 +306,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    if "--devices" in sys.argv and "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
-        os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={os.cpu_count() or 1}"
+    if "--devices" in sys.argv:
+        from jaxmlp.runtime import use_one_cpu_device_per_core
+
+        use_one_cpu_device_per_core()
     raise SystemExit(main())

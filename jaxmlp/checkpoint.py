@@ -15,9 +15,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import serialization
 
-from jaxmlp.activations import ActivationParams
 from jaxmlp.config import RunConfig, load_config
-from jaxmlp.models import MLP
+from jaxmlp.models import activation_params, build_mlp
 
 
 class Checkpoint(NamedTuple):
@@ -62,10 +61,8 @@ def checkpoint_meta(data) -> dict[str, Any]:
 def predict(checkpoint: Checkpoint, x: np.ndarray) -> np.ndarray:
     """Class probabilities [N, C], or regression outputs [N] in the target's original units."""
     cfg, params, meta = checkpoint
-    model = MLP(tuple(cfg.model.hidden), meta["n_outputs"], cfg.model.activation, cfg.model.init)
     x = jnp.asarray(np.asarray(x, np.float32).reshape(-1, *meta["input_shape"]))
-    act = ActivationParams(cfg.model.leaky_slope, cfg.model.elu_alpha, cfg.model.noise_std)
-    out = model.apply(params, x, act_params=act)
+    out = build_mlp(cfg.model, meta["n_outputs"]).apply(params, x, act_params=activation_params(cfg.model))
     if meta["task"] == "classification":
         return np.asarray(jax.nn.softmax(out))
     return np.asarray(out[:, 0]) * meta.get("target_std", 1.0) + meta.get("target_mean", 0.0)

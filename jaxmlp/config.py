@@ -2,12 +2,17 @@
 
 A run is data + model + optimizer + training. Structure (widths, activation, optimizer
 family, batch size, loss) is static; numbers (seed, rates, slopes, patience) may differ
-between variants that train together. Errors name the key path, the bad value, the
-allowed values and, for misspellings, the closest valid name.
+between variants that train together. Which is which is declared here once, on the fields
+(`vmapped()`, `SWITCHED`); the engine derives its per-variant arrays and its program keys
+from that declaration (`numeric_fields`, `switched_keys`). Errors name the key path, the
+bad value, the allowed values and, for misspellings, the closest valid name.
 """
 from __future__ import annotations
 
 import difflib
+import math
+from dataclasses import dataclass
+from functools import cache
 from typing import Any, Literal, Mapping, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError
@@ -23,6 +28,22 @@ OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
 SCHEDULES = ("constant", "cosine", "exponential")
 LOSSES = ("auto", "cross_entropy", "mse")
 MONITORS = ("val_loss", "val_accuracy")
+
+
+#: The patience value that never stops a variant (patience None), as the engine carries it.
+NO_PATIENCE = 2**31 - 1
+
+
+def vmapped(dtype: str = "float32", none: float | None = None) -> dict[str, Any]:
+    """Field metadata declaring a number that may differ between variants trained together:
+    the engine carries it as an array of `dtype` on a leading variant axis (`none`: the
+    value that stands for None). Everything not declared so is structure."""
+    return {"vmapped": {"dtype": dtype, "none": none}}
+
+
+#: Field metadata declaring structure that variants of one program may differ in: the
+#: program holds a switched copy of its code (activation) or initialises per part (init).
+SWITCHED = {"switched": True}
 
 
 class ConfigError(ValueError):
@@ -52,36 +73,40 @@ class ModelConfig(_Section):
     """The MLP's structure and its numeric knobs (dropout, activation parameters)."""
 
     hidden: tuple[PositiveInt, ...] = (64, 64)
-    activation: Literal[ACTIVATIONS] = "relu"  # type: ignore[valid-type]
-    init: Literal[INITS] = "auto"  # type: ignore[valid-type]
-    dropout: float = Field(0.0, ge=0, lt=1)
-    input_dropout: float = Field(0.0, ge=0, lt=1)
-    leaky_slope: float = Field(0.01, ge=0)
-    elu_alpha: float = Field(1.0, gt=0)
-    noise_std: float = Field(1.0, ge=0, description="noisy_relu: std of the Gaussian noise in training")
+    activation: Literal[ACTIVATIONS] = Field("relu", json_schema_extra=SWITCHED)  # type: ignore[valid-type]
+    init: Literal[INITS] = Field("auto", json_schema_extra=SWITCHED)  # type: ignore[valid-type]
+    dropout: float = Field(0.0, ge=0, lt=1, json_schema_extra=vmapped())
+    input_dropout: float = Field(0.0, ge=0, lt=1, json_schema_extra=vmapped())
+    leaky_slope: float = Field(0.01, ge=0, json_schema_extra=vmapped())
+    elu_alpha: float = Field(1.0, gt=0, json_schema_extra=vmapped())
+    noise_std: float = Field(1.0, ge=0, description="noisy_relu: std of the Gaussian noise in training",
+                             json_schema_extra=vmapped())
 
 
 class OptimizerConfig(_Section):
     """Optax optimizer family, schedule and regularisers."""
 
     name: Literal[OPTIMIZERS] = "adam"  # type: ignore[valid-type]
-    learning_rate: float = Field(1e-3, gt=0)
-    momentum: float = Field(0.0, ge=0, lt=1)
+    learning_rate: float = Field(1e-3, gt=0, json_schema_extra=vmapped())
+    momentum: float = Field(0.0, ge=0, lt=1, json_schema_extra=vmapped())
     nesterov: bool = False
-    weight_decay: float = Field(0.0, ge=0)
+    weight_decay: float = Field(0.0, ge=0, json_schema_extra=vmapped())
     schedule: Literal[SCHEDULES] = "constant"  # type: ignore[valid-type]
-    decay_rate: float = Field(1.0, gt=0, le=1, description="exponential: factor per epoch")
-    warmup_epochs: int = Field(0, ge=0)
-    max_norm: float | None = Field(None, gt=0, description="bound on each unit's incoming weight norm")
-    clip_norm: float | None = Field(None, gt=0, description="global gradient-norm clipping")
+    decay_rate: float = Field(1.0, gt=0, le=1, description="exponential: factor per epoch",
+                             json_schema_extra=vmapped())
+    warmup_epochs: int = Field(0, ge=0, json_schema_extra=vmapped())
+    max_norm: float | None = Field(None, gt=0, description="bound on each unit's incoming weight norm",
+                                    json_schema_extra=vmapped(none=math.inf))
+    clip_norm: float | None = Field(None, gt=0, description="global gradient-norm clipping",
+                                     json_schema_extra=vmapped(none=math.inf))
 
 
 class EarlyStoppingConfig(_Section):
     """Validation-based early stopping; patience None trains the whole budget."""
 
     monitor: Literal[MONITORS] = "val_loss"  # type: ignore[valid-type]
-    patience: int | None = Field(10, gt=0)
-    min_delta: float = Field(0.0, ge=0)
+    patience: int | None = Field(10, gt=0, json_schema_extra=vmapped("int32", none=NO_PATIENCE))
+    min_delta: float = Field(0.0, ge=0, json_schema_extra=vmapped())
     restore_best: bool = True
 
 
@@ -91,7 +116,7 @@ class TrainingConfig(_Section):
     epochs: int = Field(100, gt=0)
     batch_size: int = Field(32, gt=0)
     loss: Literal[LOSSES] = "auto"  # type: ignore[valid-type]
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, json_schema_extra=vmapped("uint32"))
     early_stopping: EarlyStoppingConfig = EarlyStoppingConfig()
 
 
@@ -134,6 +159,46 @@ def set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> dict[str, Any]:
     else:
         out[head] = value
     return out
+
+
+@dataclass(frozen=True)
+class NumericField:
+    """A vmapped number: its dotted key, its name in the engine's per-variant arrays, dtype and None value."""
+
+    key: str
+    name: str
+    dtype: str
+    none: float | None
+
+
+def _field_extras(model: type[BaseModel], prefix: str = "") -> dict[str, dict[str, Any]]:
+    """Dotted key -> the json_schema_extra of every leaf field of a (nested) configuration model."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            out.update(_field_extras(annotation, f"{prefix}{name}."))
+        else:
+            out[f"{prefix}{name}"] = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+    return out
+
+
+@cache
+def numeric_fields(config_type: type[BaseModel] | None = None) -> tuple[NumericField, ...]:
+    """The vmapped numbers of a configuration type (default RunConfig), in declaration order."""
+    extras = _field_extras(config_type or RunConfig)
+    fields = tuple(NumericField(key, key.rsplit(".", 1)[-1], **extra["vmapped"])
+                   for key, extra in extras.items() if "vmapped" in extra)
+    names = [f.name for f in fields]
+    if len(set(names)) != len(names):
+        raise TypeError(f"vmapped fields need distinct last names; got {', '.join(names)}")
+    return fields
+
+
+@cache
+def switched_keys(config_type: type[BaseModel] | None = None) -> tuple[str, ...]:
+    """The structural keys that variants of one compiled program may differ in."""
+    return tuple(k for k, extra in _field_extras(config_type or RunConfig).items() if extra.get("switched"))
 
 
 def load_config(raw: Mapping[str, Any] | None = None, *, source: str = "configuration") -> RunConfig:

@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxmlp.activations import ActivationParams, get_activation, is_noisy
+from jaxmlp.config import ModelConfig
 
 _INITIALIZERS = {
     "he_normal": nn.initializers.he_normal,
@@ -144,4 +145,21 @@ def params_from_uniform(model: MLP, u: jax.Array, input_shape: tuple[int, ...]):
 
 
 def count_params(params) -> int:
+    """Parameters of a parameter tree."""
     return sum(int(p.size) for p in jax.tree_util.tree_leaves(params))
+
+
+def n_parameters(widths: Sequence[int], biases: bool = True) -> int:
+    """Parameters of the fully connected layers between `widths` (inputs, hidden..., outputs),
+    known without building the model; without biases: the weights a step multiplies by."""
+    return sum(a * b + b * biases for a, b in zip(widths, widths[1:]))
+
+
+def build_mlp(model: ModelConfig, n_outputs: int) -> MLP:
+    """The MLP a model configuration describes."""
+    return MLP(tuple(model.hidden), n_outputs, model.activation, model.init)
+
+
+def activation_params(model: ModelConfig) -> ActivationParams:
+    """A model configuration's activation numbers, as the MLP takes them at evaluation."""
+    return ActivationParams(model.leaky_slope, model.elu_alpha, model.noise_std)

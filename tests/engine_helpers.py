@@ -7,13 +7,21 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmlp import train
-from jaxmlp.trainer import VariantResult
+from jaxmlp import engine
+from jaxmlp.engine import GroupResult, Trainer, VariantResult
 
 
-def one_variant(cfg) -> train.HParams:
+def fit(configs, data) -> GroupResult:
+    """Train `configs` (one structure) to the end and return their results."""
+    trainer = Trainer(configs, data)
+    for _ in trainer.run():
+        pass
+    return trainer.result
+
+
+def one_variant(cfg) -> engine.HParams:
     """The hyperparameters of a single variant, without the leading variant axis."""
-    return jax.tree_util.tree_map(lambda a: jnp.asarray(a)[0], train.hparams_of([cfg]))
+    return jax.tree_util.tree_map(lambda a: jnp.asarray(a)[0], engine.hparams_of([cfg]))
 
 
 def replay_early_stopping(curve, patience, min_delta):

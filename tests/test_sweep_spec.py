@@ -27,7 +27,7 @@ def test_grid_is_the_product_in_file_order_last_key_fastest_seeds_innermost(tmp_
         ("tanh", 0.0, 0), ("tanh", 0.0, 1), ("tanh", 0.5, 0), ("tanh", 0.5, 1)]
     assert [v.index for v in sweep.variants] == list(range(8))
     assert [v.config.training.seed for v in sweep.variants] == [v.seed for v in sweep.variants]
-    assert sweep.swept_keys == ["model.activation", "model.dropout"]
+    assert [k for k, _ in sweep.variants[0].setting] == ["model.activation", "model.dropout"]
     assert sweep.variants[2].label == "model.activation=relu, model.dropout=0.5"
     assert sweep.variants[2].run_name == "model.activation=relu, model.dropout=0.5 | seed=0"
     assert all(v.config.model.hidden == (16,) and v.config.optimizer.name == "sgd" for v in sweep.variants)

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from engine_helpers import kernel_column_norms, one_variant, replay_early_stopping
-from jaxmlp import train
+from jaxmlp import engine
 from jaxmlp.config import load_config
 from jaxmlp.data import Dataset, Split, load_dataset
-from jaxmlp.trainer import Trainer
+from jaxmlp.engine import Trainer
 
 
 # --- static structure and hyperparameters ----------------------------------------------------
@@ -21,17 +21,17 @@ def test_numeric_values_do_not_change_the_structure(make_config):
     a = make_config()
     b = make_config({"training.seed": 3, "optimizer.learning_rate": 0.5, "model.dropout": 0.3,
                      "optimizer.max_norm": 2.0, "training.early_stopping.patience": None})
-    assert train.structure_key(a) == train.structure_key(b)
-    assert train.structure_key(a) != train.structure_key(make_config({"model.activation": "tanh"}))
+    assert engine.structure_key(a) == engine.structure_key(b)
+    assert engine.structure_key(a) != engine.structure_key(make_config({"model.activation": "tanh"}))
 
 
 def test_variants_of_different_structure_cannot_share_a_group(make_config, synthetic_data):
     with pytest.raises(ValueError, match=r"must share their structure; they differ in model.hidden$"):
-        train.structure_of([make_config(), make_config({"model.hidden": [8]})], synthetic_data)
+        engine.structure_of([make_config(), make_config({"model.hidden": [8]})], synthetic_data)
 
 
 def test_structure_switches_on_features_any_variant_uses(make_config, synthetic_data):
-    s = train.structure_of([make_config(), make_config({"model.dropout": 0.2, "optimizer.clip_norm": 1.0})],
+    s = engine.structure_of([make_config(), make_config({"model.dropout": 0.2, "optimizer.clip_norm": 1.0})],
                            synthetic_data)
     assert (s.use_dropout, s.use_clip, s.use_input_dropout, s.use_max_norm, s.use_weight_decay) == \
         (True, True, False, False, False)
@@ -39,14 +39,14 @@ def test_structure_switches_on_features_any_variant_uses(make_config, synthetic_
 
 
 def test_hparams_are_stacked_along_the_variant_axis(make_config):
-    hp = train.hparams_of([make_config({"training.seed": 4, "optimizer.max_norm": 2.0}),
+    hp = engine.hparams_of([make_config({"training.seed": 4, "optimizer.max_norm": 2.0}),
                            make_config({"optimizer.learning_rate": 0.1, "training.early_stopping.patience": None})])
     assert all(np.shape(v) == (2,) for v in hp)
     np.testing.assert_array_equal(hp.seed, [4, 0])
     np.testing.assert_allclose(hp.learning_rate, [1e-3, 0.1])
     np.testing.assert_array_equal(hp.max_norm, [2.0, np.inf])
     np.testing.assert_array_equal(hp.clip_norm, [np.inf, np.inf])
-    np.testing.assert_array_equal(hp.patience, [10, train.NO_PATIENCE])
+    np.testing.assert_array_equal(hp.patience, [10, engine.NO_PATIENCE])
 
 
 def test_batch_larger_than_the_training_set_is_rejected(make_config, synthetic_data):
@@ -61,7 +61,7 @@ def test_accuracy_monitor_on_regression_data_is_rejected(make_config):
     cfg = make_config({"data.name": "diabetes", "training.early_stopping.monitor": "val_accuracy"})
     with pytest.raises(ValueError, match=r"training.early_stopping.monitor: 'val_accuracy' needs class labels; "
                                          r"diabetes is a regression dataset, use 'val_loss'"):
-        train.structure_of([cfg], data)
+        engine.structure_of([cfg], data)
 
 
 # --- early stopping on a known curve -----------------------------------------------------------
@@ -71,10 +71,10 @@ CURVE = [1.0, 0.8, 0.7, 0.69, 0.72, 0.75, 0.71, 0.68, 0.9]
 
 def stop_on_curve(curve, patience, min_delta):
     """Drive early_stopping_update along `curve`; stop as the engine does when bad_epochs reaches patience."""
-    es = train.EarlyStopping(jnp.float32(jnp.inf), jnp.int32(0), jnp.int32(0))
+    es = engine.EarlyStopping(jnp.float32(jnp.inf), jnp.int32(0), jnp.int32(0))
     improvements = []
     for epoch, value in enumerate(curve, start=1):
-        es, improved = train.early_stopping_update(es, jnp.float32(value), jnp.int32(epoch), jnp.float32(min_delta))
+        es, improved = engine.early_stopping_update(es, jnp.float32(value), jnp.int32(epoch), jnp.float32(min_delta))
         improvements.append(bool(improved))
         if int(es.bad_epochs) >= patience:
             return int(es.best_epoch), epoch, float(es.best_metric), improvements
@@ -96,8 +96,8 @@ def test_early_stopping_update_on_a_known_curve(patience, min_delta, best_epoch,
 
 
 def test_early_stopping_update_is_per_variant():
-    es = train.EarlyStopping(jnp.array([0.7, 0.7]), jnp.array([3, 3]), jnp.array([0, 2]))
-    new, improved = jax.vmap(train.early_stopping_update, in_axes=(0, None, None, 0))(
+    es = engine.EarlyStopping(jnp.array([0.7, 0.7]), jnp.array([3, 3]), jnp.array([0, 2]))
+    new, improved = jax.vmap(engine.early_stopping_update, in_axes=(0, None, None, 0))(
         es, jnp.float32(0.69), jnp.int32(4), jnp.array([0.0, 0.02]))
     np.testing.assert_array_equal(improved, [True, False])
     np.testing.assert_array_equal(new.best_epoch, [4, 3])
@@ -110,17 +110,17 @@ def test_early_stopping_update_is_per_variant():
 def test_max_norm_holds_after_every_step(make_config, synthetic_data):
     cfg = make_config({"model.hidden": [32, 16], "optimizer.name": "sgd", "optimizer.learning_rate": 0.2,
                        "optimizer.momentum": 0.5, "optimizer.max_norm": 0.8})
-    s = train.structure_of([cfg], synthetic_data)
+    s = engine.structure_of([cfg], synthetic_data)
     hp = one_variant(cfg)
     batches = jnp.arange(30 * s.batch_size).reshape(30, s.batch_size) % s.n_train
     draws = jnp.zeros((30, s.batch_size, s.random_width))
 
     @jax.jit
     def norms_per_step():
-        state = train.init_state(s, hp)
+        state = engine.init_state(s, hp)
 
         def step(carry, batch):
-            carry, (loss, _, _) = train.train_step(s, hp, synthetic_data.train, carry, batch)
+            carry, (loss, _, _) = engine.train_step(s, hp, synthetic_data.train, carry, batch)
             return carry, (jnp.stack([n.max() for n in kernel_column_norms(carry[0])]), loss)
 
         start = jnp.stack([n.max() for n in kernel_column_norms(state.params)])
@@ -146,13 +146,13 @@ def test_engine_dropout_masks_differ_across_variants_and_steps(make_config):
                             "training.seed": seed, "training.batch_size": 1, "optimizer.name": "sgd",
                             "optimizer.learning_rate": 0.01})
                for seed, rate in [(0, 0.5), (1, 0.5), (2, 0.0)]]
-    s = train.structure_of(configs, data)
-    hp = train.hparams_of(configs)
+    s = engine.structure_of(configs, data)
+    hp = engine.hparams_of(configs)
 
     @jax.jit
     def kept_units(hp):
-        state = jax.vmap(partial(train.init_state, s))(hp)
-        step_all = jax.vmap(partial(train.train_step, s), in_axes=(0, None, 0, (None, 0)))
+        state = jax.vmap(partial(engine.init_state, s))(hp)
+        step_all = jax.vmap(partial(engine.train_step, s), in_axes=(0, None, 0, (None, 0)))
 
         def step(carry, key):
             draws = jax.vmap(lambda k: jax.random.uniform(k, (1, s.random_width)))(jax.random.split(key, 3))
@@ -178,18 +178,18 @@ def test_engine_dropout_masks_differ_across_variants_and_steps(make_config):
 def test_evaluate_counts_dead_units_over_the_whole_split_across_chunks(make_config):
     """Unit 0 never fires, unit 1 always, unit 2 only on the split's last example (past the
     first evaluation chunk): only unit 0 is dead; loss and accuracy equal the unchunked ones."""
-    n = train.EVAL_CHUNK + 37
+    n = engine.EVAL_CHUNK + 37
     x = np.zeros((n, 2), np.float32)
     x[-1, 0] = 1.0
     y = np.zeros(n, np.int32)
     data = Dataset("tiny", "classification", Split(x, y), Split(x, y), Split(x, y), num_classes=2)
-    s = train.structure_of([make_config({"model.hidden": [3], "model.activation": "relu"})], data)
+    s = engine.structure_of([make_config({"model.hidden": [3], "model.activation": "relu"})], data)
     kernel = jnp.array([[0.0, 0.0, 5.0], [0.0, 0.0, 0.0]])
     params = {"params": {"hidden_0": {"kernel": kernel, "bias": jnp.array([-1.0, 1.0, 0.0])},
                          "output": {"kernel": jnp.array([[0.0, 0.0], [1.0, -1.0], [0.0, 0.0]]),
                                     "bias": jnp.zeros(2)}}}
     hp = one_variant(make_config({}))
-    metrics = jax.device_get(jax.jit(partial(train.evaluate, s))(params, hp, Split(jnp.asarray(x), jnp.asarray(y))))
+    metrics = jax.device_get(jax.jit(partial(engine.evaluate, s))(params, hp, Split(jnp.asarray(x), jnp.asarray(y))))
     np.testing.assert_allclose(metrics["dead_fraction"], [1 / 3])
     logits = np.asarray(s.model.apply(params, jnp.asarray(x)))
     expected = np.mean(np.log1p(np.exp(logits[:, 1] - logits[:, 0])))

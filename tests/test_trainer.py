@@ -7,11 +7,11 @@ import jax
 import numpy as np
 import pytest
 
-from engine_helpers import assert_same_run, kernel_column_norms, one_variant, replay_early_stopping
-from jaxmlp import train
+from engine_helpers import assert_same_run, fit, kernel_column_norms, one_variant, replay_early_stopping
+from jaxmlp import engine
 from jaxmlp.config import load_config
 from jaxmlp.data import load_dataset
-from jaxmlp.trainer import GroupResult, Trainer, fit
+from jaxmlp.engine import GroupResult, Trainer
 
 
 # --- a group of three variants against the same variants trained alone ----------------------
@@ -106,7 +106,7 @@ def test_variant_without_patience_trains_the_whole_budget(group):
 
 
 def test_best_parameters_are_restored(group, synthetic_data):
-    evaluate = jax.jit(partial(train.evaluate, group.structures[0]))
+    evaluate = jax.jit(partial(engine.evaluate, group.structures[0]))
     for v in group.variants:
         hp = one_variant(v.config)
         val = evaluate(v.params, hp, synthetic_data.val)
@@ -187,7 +187,7 @@ def test_max_norm_bounds_the_kernels_of_a_trained_variant(group):
 
 def test_last_parameters_are_kept_without_restore_best(divergence, synthetic_data):
     _, sane, _ = divergence
-    evaluate = jax.jit(partial(train.evaluate, sane.structures[0]))
+    evaluate = jax.jit(partial(engine.evaluate, sane.structures[0]))
     for v in sane.variants:
         val = evaluate(v.params, one_variant(v.config), synthetic_data.val)
         assert float(val["loss"]) == pytest.approx(v.history[-1]["val_loss"], rel=1e-5)

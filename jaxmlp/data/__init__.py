@@ -14,6 +14,7 @@ from typing import Any, Callable, NamedTuple
 import numpy as np
 
 from jaxmlp.config import DataConfig
+from jaxmlp.runtime import cache_root
 
 DEFAULT_VAL_FRACTION = 0.15
 MNIST_VAL_SIZE = 10_000
@@ -177,8 +178,7 @@ def data_folder(cfg: DataConfig) -> Path:
 
 def cache_folder(cfg: DataConfig) -> Path:
     """Where prepared data is cached: data.cache_dir, $JAXMLP_CACHE_DIR, or ~/.cache/jaxmlp."""
-    root = cfg.cache_dir or os.environ.get("JAXMLP_CACHE_DIR") or "~/.cache/jaxmlp"
-    return Path(root).expanduser()
+    return cache_root(cfg.cache_dir)
 
 
 def _tfds_arrays(cfg: DataConfig) -> dict[str, np.ndarray]:

@@ -1,9 +1,9 @@
 """Grouping a sweep's variants into compiled programs, and describing the plan.
 
-Variants that share their structure (everything but the numbers in
-`train.NUMERIC_KEYS`) train together, vmapped; structures that differ only in activation
-or initialiser share one program (`train.merge_key`) and, with as many variants each, one
-copy of its code (`trainer._Family`), since one program compiles much faster than several.
+Variants that share their structure (everything but the numbers declared vmapped in
+`jaxmlp.config`) train together, vmapped; structures that differ only in activation or
+initialiser share one program (`engine.merge_key`) and, with as many variants each, one
+copy of its code (`engine.trainer._Family`), since one program compiles much faster than several.
 A group larger than `max_variants_per_program` is split. Each group also gets a device choice: small
 networks run faster with the variant axis sharded over one XLA device per core, wide
 ones keep all cores busy on one device.
@@ -15,7 +15,8 @@ from dataclasses import dataclass
 
 from jaxmlp.data import dataset_shape
 from jaxmlp.sweep.spec import Sweep, Variant
-from jaxmlp.train import merge_key, structure_key
+from jaxmlp.engine import merge_key, structure_key
+from jaxmlp.models import n_parameters
 
 #: Below this many multiply-adds per training step and variant, sharding variants pays off.
 SHARD_BELOW_FLOPS = 1e8
@@ -39,8 +40,7 @@ class Group:
     @property
     def n_params(self) -> int:
         n_in, n_out, _ = dataset_shape(self.config.data)
-        widths = [n_in, *self.config.model.hidden, n_out]
-        return sum(a * b + b for a, b in zip(widths, widths[1:]))
+        return n_parameters([n_in, *self.config.model.hidden, n_out])
 
     @property
     def step_flops(self) -> float:

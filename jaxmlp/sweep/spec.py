@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from jaxmlp.config import (ConfigError, RunConfig, did_you_mean, format_validation_error, load_config,
                            set_dotted)
+from jaxmlp.records import setting_label
 
 CONFIG_KEYS = tuple(RunConfig().flat())
 
@@ -83,7 +84,7 @@ class Variant:
 
     @property
     def label(self) -> str:
-        return ", ".join(f"{k}={_short(v)}" for k, v in self.setting) or "base"
+        return setting_label(dict(self.setting))
 
     @property
     def run_name(self) -> str:
@@ -101,10 +102,6 @@ class Sweep:
         """Hash of the file's content (comments and layout ignored)."""
         return _digest(self.spec.model_dump(mode="json"))
 
-    @property
-    def swept_keys(self) -> list[str]:
-        return [k for k, _ in self.variants[0].setting] if self.variants else []
-
 
 class SweepError(ValueError):
     """An invalid sweep file; nothing has been trained or logged."""
@@ -112,14 +109,6 @@ class SweepError(ValueError):
 
 def _digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def _short(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    if isinstance(value, (list, tuple)):
-        return "x".join(map(str, value))
-    return str(value)
 
 
 def load_sweep(path: str | Path) -> Sweep:

@@ -1,7 +1,7 @@
 """The Trainer: K variants of one structure, or of several that share a program, trained at once.
 
-`jaxmlp.train` holds what one variant does (a step, an epoch's end, evaluation, early
-stopping); this module compiles that for many variants: vmapped over a leading variant
+The other engine modules hold what one variant does (a step, an epoch's end, evaluation,
+early stopping); this module compiles that for many variants: vmapped over a leading variant
 axis, parts of different activations sharing one copy of the code (`_Family`), optionally
 sharded over several devices, and runs the epochs. The host wakes once per epoch to receive
 a small record; a variant that stopped is evaluated at once. Nothing here touches files,
@@ -21,38 +21,12 @@ import numpy as np
 
 from jaxmlp.config import RunConfig
 from jaxmlp.data import Dataset, Split
-from jaxmlp.train import (HParams, Structure, TrainState, end_of_epoch, epoch_randomness, final_evaluation,
-                          hparams_of, init_bits, merge_key, state_from_bits, step_draws, structure_key,
-                          structure_of, train_step)
-
-
-@dataclasses.dataclass
-class VariantResult:
-    """What one variant ended with; `history` has one record per epoch it trained."""
-
-    config: RunConfig
-    best_epoch: int
-    stopped_epoch: int
-    epochs_trained: int
-    diverged: bool
-    test: dict[str, float]
-    history: list[dict[str, float]]
-    params: Any
-    train_final: dict[str, float] = dataclasses.field(default_factory=dict)
-    train_seconds: float = 0.0  # from the group's first epoch until this variant stopped
-
-    @property
-    def best(self) -> dict[str, float]:
-        """The epoch record at the best epoch (empty if no epoch improved)."""
-        return next((r for r in self.history if r["epoch"] == self.best_epoch), {})
-
-
-@dataclasses.dataclass
-class GroupResult:
-    structures: list[Structure]
-    variants: list[VariantResult]
-    compile_seconds: float
-    train_seconds: float
+from jaxmlp.engine.early_stopping import end_of_epoch
+from jaxmlp.engine.evaluation import final_evaluation
+from jaxmlp.engine.results import GroupResult, VariantResult, variant_history
+from jaxmlp.engine.state import TrainState, init_bits, state_from_bits
+from jaxmlp.engine.step import epoch_randomness, step_draws, train_step
+from jaxmlp.engine.structure import HParams, Structure, hparams_of, merge_key, structure_key, structure_of
 
 
 @dataclasses.dataclass(frozen=True)
@@ -334,33 +308,3 @@ class Trainer:
                         train_seconds=seconds)
                     finished[i] = self._results[i]
         return finished
-
-
-def variant_history(records: Sequence[dict[str, np.ndarray]], i: int) -> list[dict[str, float]]:
-    """Variant i's per-epoch metrics (only epochs it trained), with one key per dead-unit layer."""
-    history = []
-    for r in records:
-        if not r["trained"][i]:
-            continue
-        row = {"epoch": r["epoch"], "epoch_seconds": r["epoch_seconds"]}
-        for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "learning_rate"):
-            if np.isfinite(r[key][i]) or key.endswith("loss"):
-                row[key] = float(r[key][i])
-        row.update({f"dead_fraction_{j}": float(f) for j, f in enumerate(r["dead_fraction"][i])})
-        history.append(row)
-    return history
-
-
-def fit(configs: Sequence[RunConfig], data: Dataset) -> GroupResult:
-    """Train `configs` (one structure) to the end and return their results."""
-    trainer = Trainer(configs, data)
-    for _ in trainer.run():
-        pass
-    return trainer.result
-
-
-def enable_compilation_cache(path: str) -> None:
-    """Persist compiled programs in `path` so a repeated run compiles nothing."""
-    jax.config.update("jax_compilation_cache_dir", path)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)

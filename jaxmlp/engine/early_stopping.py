@@ -1,0 +1,56 @@
+"""Early stopping inside the compiled loop: an epoch's end for one variant (validation, the
+best parameters so far, patience, freezing of stopped or diverged variants)."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from jaxmlp.data import Split
+from jaxmlp.engine.evaluation import evaluate
+from jaxmlp.engine.state import EarlyStopping, TrainState
+from jaxmlp.engine.structure import HParams, Structure
+
+
+def early_stopping_update(es: EarlyStopping, metric: jax.Array, epoch: jax.Array,
+                          min_delta: jax.Array) -> tuple[EarlyStopping, jax.Array]:
+    """Track the best (lowest) monitored metric; returns the new state and whether it improved."""
+    improved = metric < es.best_metric - min_delta
+    return EarlyStopping(
+        best_metric=jnp.where(improved, metric, es.best_metric),
+        best_epoch=jnp.where(improved, epoch, es.best_epoch),
+        bad_epochs=jnp.where(improved, 0, es.bad_epochs + 1),
+    ), improved
+
+
+def end_of_epoch(s: Structure, state: TrainState, hp: HParams, carry, metrics, next_key: jax.Array,
+                 epoch: jax.Array, val: Split, choice: int | jax.Array = 0) -> tuple[TrainState, dict[str, jax.Array]]:
+    """Validate, update early stopping and freeze: one variant, after its minibatch steps.
+
+    A variant that is no longer active keeps its state unchanged; one whose loss turns
+    NaN or infinite keeps its last finite state and is marked diverged.
+    """
+    params, opt_state, step = carry
+    losses, accs, lrs = metrics
+    val_metrics = evaluate(s, params, hp, val, choice)
+    train_loss = losses.mean()
+    finite = jnp.isfinite(train_loss) & jnp.isfinite(val_metrics["loss"])
+    monitored = val_metrics["loss"] if s.monitor == "val_loss" else -val_metrics["accuracy"]
+    es, improved = early_stopping_update(state.es, monitored, epoch, hp.min_delta)
+    best_params = jax.tree_util.tree_map(lambda new, old: jnp.where(improved, new, old), params, state.best_params)
+    proceed = state.active & finite
+    still_active = proceed & (es.bad_epochs < hp.patience)
+    candidate = TrainState(params, opt_state, next_key, step, best_params, es, still_active, state.diverged,
+                           state.stopped_epoch)
+    new_state = jax.tree_util.tree_map(lambda new, old: jnp.where(proceed, new, old), candidate, state)
+    new_state = new_state._replace(
+        active=still_active,
+        diverged=state.diverged | (state.active & ~finite),
+        stopped_epoch=jnp.where(state.active & ~still_active, epoch, state.stopped_epoch),
+    )
+    record = {
+        "trained": state.active, "train_loss": train_loss, "train_accuracy": accs.mean(),
+        "val_loss": val_metrics["loss"], "val_accuracy": val_metrics.get("accuracy", jnp.float32(jnp.nan)),
+        "dead_fraction": val_metrics["dead_fraction"], "learning_rate": lrs[-1],
+        "active": new_state.active, "diverged": new_state.diverged, "best_epoch": new_state.es.best_epoch,
+    }
+    return new_state, record

@@ -1,0 +1,70 @@
+"""What trained variants end with, as the Trainer hands it over: plain Python values and
+host arrays, nothing left on the device."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Sequence
+
+import numpy as np
+
+from jaxmlp.config import RunConfig
+from jaxmlp.engine.structure import Structure
+from jaxmlp.models import count_params
+from jaxmlp.records import VariantRecord
+
+
+@dataclasses.dataclass
+class VariantResult:
+    """What one variant ended with; `history` has one record per epoch it trained."""
+
+    config: RunConfig
+    best_epoch: int
+    stopped_epoch: int
+    epochs_trained: int
+    diverged: bool
+    test: dict[str, float]
+    history: list[dict[str, float]]
+    params: Any
+    train_final: dict[str, float] = dataclasses.field(default_factory=dict)
+    train_seconds: float = 0.0  # from the group's first epoch until this variant stopped
+
+    @property
+    def best(self) -> dict[str, float]:
+        """The epoch record at the best epoch (empty if no epoch improved)."""
+        return next((r for r in self.history if r["epoch"] == self.best_epoch), {})
+
+    def record(self, setting: dict[str, Any], *, status: str | None = None, **fields: Any) -> VariantRecord:
+        """This variant's `VariantRecord` (status: FAILED when it diverged, else FINISHED;
+        `fields`: identities such as variant_key, index, run_id, compile_seconds)."""
+        metrics = {**{f"test_{k}": v for k, v in self.test.items()},
+                   **{f"final_train_{k}": v for k, v in self.train_final.items()},
+                   **{f"best_{k}": self.best[k] for k in ("val_loss", "val_accuracy") if k in self.best}}
+        return VariantRecord(
+            setting=dict(setting), seed=self.config.training.seed,
+            status=status or ("FAILED" if self.diverged else "FINISHED"), diverged=self.diverged,
+            best_epoch=self.best_epoch, stopped_epoch=self.stopped_epoch, n_params=count_params(self.params),
+            train_seconds=self.train_seconds, metrics=metrics, config=self.config.flat(), **fields)
+
+
+@dataclasses.dataclass
+class GroupResult:
+    structures: list[Structure]
+    variants: list[VariantResult]
+    compile_seconds: float
+    train_seconds: float
+
+
+
+def variant_history(records: Sequence[dict[str, np.ndarray]], i: int) -> list[dict[str, float]]:
+    """Variant i's per-epoch metrics (only epochs it trained), with one key per dead-unit layer."""
+    history = []
+    for r in records:
+        if not r["trained"][i]:
+            continue
+        row = {"epoch": r["epoch"], "epoch_seconds": r["epoch_seconds"]}
+        for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "learning_rate"):
+            if np.isfinite(r[key][i]) or key.endswith("loss"):
+                row[key] = float(r[key][i])
+        row.update({f"dead_fraction_{j}": float(f) for j, f in enumerate(r["dead_fraction"][i])})
+        history.append(row)
+    return history

@@ -1,0 +1,60 @@
+"""A variant's training state and its initialisation from the seed alone."""
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxmlp.engine.step import optimizer_of
+from jaxmlp.engine.structure import HParams, Structure
+from jaxmlp.models import n_kernel_weights, params_from_uniform
+
+
+class EarlyStopping(NamedTuple):
+    """The best (lowest) monitored validation metric so far, its epoch, and epochs without improvement."""
+
+    best_metric: jax.Array
+    best_epoch: jax.Array
+    bad_epochs: jax.Array
+
+
+class TrainState(NamedTuple):
+    """One variant's whole training state; `active` is False once it stopped or diverged."""
+
+    params: Any
+    opt_state: Any
+    key: jax.Array
+    step: jax.Array
+    best_params: Any
+    es: EarlyStopping
+    active: jax.Array
+    diverged: jax.Array
+    stopped_epoch: jax.Array
+
+
+def uniform_from_bits(bits: jax.Array) -> jax.Array:
+    """Uniform floats in [0, 1) from random uint32 bits (the mantissa trick `jax.random` uses)."""
+    return jax.lax.bitcast_convert_type((bits >> 9) | np.uint32(0x3F800000), jnp.float32) - 1.0
+
+
+def init_bits(s: Structure, seed: jax.Array) -> jax.Array:
+    """All the random bits a variant's initial state needs, from its seed, in one call."""
+    return jax.random.bits(jax.random.key(seed), (2 + n_kernel_weights(s.model, (s.n_inputs,)),), jnp.uint32)
+
+
+def state_from_bits(s: Structure, hp: HParams, bits: jax.Array) -> TrainState:
+    """A fresh state: the training key and the parameters, both from `init_bits`."""
+    params = params_from_uniform(s.model, 2.0 * uniform_from_bits(bits[2:]) - 1.0, (s.n_inputs,))
+    return TrainState(
+        params=params, opt_state=optimizer_of(s, hp).init(params), key=jax.random.wrap_key_data(bits[:2]),
+        step=jnp.int32(0), best_params=params,
+        es=EarlyStopping(jnp.float32(jnp.inf), jnp.int32(0), jnp.int32(0)),
+        active=jnp.bool_(True), diverged=jnp.bool_(False), stopped_epoch=jnp.int32(0),
+    )
+
+
+def init_state(s: Structure, hp: HParams) -> TrainState:
+    """A fresh state for one variant, fully determined by its seed."""
+    return state_from_bits(s, hp, init_bits(s, hp.seed))

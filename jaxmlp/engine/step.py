@@ -1,0 +1,84 @@
+"""One variant's minibatch step: the forward pass, the loss's gradient, the Optax update.
+
+Written for one variant and vmapped by `jaxmlp.engine.trainer` over a leading variant axis;
+an epoch is a `lax.scan` of `train_step` over the minibatches of a per-variant shuffle
+(`epoch_randomness`), each step's dropout and noise drawn in one call (`step_draws`).
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from jaxmlp.activations import ActivationParams
+from jaxmlp.data import Split
+from jaxmlp.engine.structure import HParams, Structure
+from jaxmlp.losses import accuracy, get_loss
+from jaxmlp.optim import clip_max_norm, make_optimizer, schedule_factor, set_learning_rate
+
+
+def optimizer_of(s: Structure, hp: HParams) -> optax.GradientTransformation:
+    """The variant's Optax transformation, its numbers taken from `hp` (they live in its state)."""
+    factory = make_optimizer(s.optimizer, nesterov=s.nesterov, use_weight_decay=s.use_weight_decay,
+                             use_clip=s.use_clip)
+    return factory(learning_rate=hp.learning_rate, momentum=hp.momentum,
+                   weight_decay=hp.weight_decay, clip_norm=hp.clip_norm)
+
+
+def apply_model(s: Structure, params, x: jax.Array, hp: HParams, *, draws: jax.Array | None = None,
+                return_hidden: bool = False, choice: int | jax.Array = 0):
+    """Forward pass; training mode (dropout, activation noise) exactly when `draws` is given.
+    `choice` selects the function of a switched activation ('a|b|...', see `trainer._Family`)."""
+    return s.model.apply(
+        params, x, draws=draws,
+        dropout_rate=hp.dropout if s.use_dropout else None,
+        input_dropout_rate=hp.input_dropout if s.use_input_dropout else None,
+        act_params=ActivationParams(hp.leaky_slope, hp.elu_alpha, hp.noise_std, choice),
+        return_hidden=return_hidden,
+    )
+
+
+def train_step(s: Structure, hp: HParams, train: Split, carry, batch: tuple[jax.Array, jax.Array],
+               choice: int | jax.Array = 0):
+    """One minibatch of gradient descent; carry is (params, opt_state, step), batch is
+    (example indices, uniform draws [batch, s.random_width] for dropout and noise)."""
+    params, opt_state, step = carry
+    batch_index, draws = batch
+    x, y = train.x[batch_index], train.y[batch_index]
+    loss_fn = get_loss(s.loss, s.task)
+
+    def objective(p):
+        out = apply_model(s, p, x, hp, draws=draws, choice=choice)
+        return loss_fn(out, y), out
+
+    (loss, out), grads = jax.value_and_grad(objective, has_aux=True)(params)
+    total_steps = s.steps_per_epoch * s.epochs
+    lr = hp.learning_rate * schedule_factor(s.schedule, step, s.steps_per_epoch, total_steps,
+                                            hp.decay_rate, hp.warmup_epochs)
+    opt_state = set_learning_rate(opt_state, lr)
+    updates, opt_state = optimizer_of(s, hp).update(grads, opt_state, params)
+    params = optax.apply_updates(params, updates)
+    if s.use_max_norm:
+        params = clip_max_norm(params, hp.max_norm)
+    acc = accuracy(out, y) if s.task == "classification" else jnp.float32(jnp.nan)
+    return (params, opt_state, step + 1), (loss, acc, lr)
+
+
+def step_draws(s: Structure, key: jax.Array) -> jax.Array:
+    """One variant's uniform draws for one step, [batch_size, random_width], in one random call
+    (none when the structure has no dropout or noise): `train_step`'s dropout masks and noise."""
+    if not s.random_width:
+        return jnp.zeros((s.batch_size, 0), jnp.float32)
+    return jax.random.uniform(key, (s.batch_size, s.random_width), minval=1e-7)
+
+
+def epoch_randomness(key: jax.Array, n: int, steps: int, batch_size: int):
+    """One random call per variant and epoch: the next epoch's key, this epoch's shuffled
+    minibatches [steps, batch_size] (sorted random bits; the remainder is dropped) and
+    one key per step (for that step's dropout and noise draws)."""
+    bits = jax.random.bits(key, (n + 2 * (steps + 1),), jnp.uint32)
+    keys = jax.random.wrap_key_data(bits[n:].reshape(steps + 1, 2))
+    batches = jnp.argsort(bits[:n])[: steps * batch_size].reshape(steps, batch_size)
+    return keys[0], batches, keys[1:]
+
+

@@ -1,0 +1,122 @@
+"""A variant's two halves: its structure (static, one compiled program per structure) and its
+numbers (values on a leading variant axis).
+
+Which configuration keys are numbers is declared once, in `jaxmlp.config` (`vmapped()`);
+the per-variant arrays (`HParams`), the structure key and the merge key are derived from
+that declaration, so a new vmappable hyperparameter is one field there.
+"""
+from __future__ import annotations
+
+import dataclasses
+from functools import cache
+from typing import Any, NamedTuple, Sequence
+
+import numpy as np
+
+from jaxmlp.config import RunConfig, numeric_fields, switched_keys
+from jaxmlp.data import Dataset
+from jaxmlp.losses import resolve_loss
+from jaxmlp.models import MLP
+
+
+def structure_key(cfg: RunConfig) -> tuple:
+    """Everything that must be equal for two variants to share a compiled program."""
+    numeric = {f.key for f in numeric_fields(type(cfg))}
+    return tuple(sorted((k, str(v)) for k, v in cfg.flat().items() if k not in numeric))
+
+
+def merge_key(cfg: RunConfig) -> tuple:
+    """Structures equal up to this key can share one compiled program (they differ only in
+    switched keys: activation and initialiser)."""
+    switched = switched_keys(type(cfg))
+    return tuple(kv for kv in structure_key(cfg) if kv[0] not in switched)
+
+
+@cache
+def hparams_type(config_type: type[RunConfig] = RunConfig) -> type:
+    """The NamedTuple of a configuration type's vmapped numbers, one field per declared key
+    (named by the key's last part, e.g. `learning_rate`)."""
+    return NamedTuple("HParams", [(f.name, Any) for f in numeric_fields(config_type)])
+
+
+#: Per-variant numbers of the default configuration; each field an array with a leading variant axis.
+HParams = hparams_type(RunConfig)
+
+
+def hparams_of(configs: Sequence[RunConfig]) -> Any:
+    """Stack the numeric hyperparameters of `configs` along a leading variant axis."""
+    config_type = type(configs[0])
+    flats = [c.flat() for c in configs]
+
+    def column(f):
+        return np.asarray([f.none if flat[f.key] is None else flat[f.key] for flat in flats], f.dtype)
+
+    return hparams_type(config_type)(*(column(f) for f in numeric_fields(config_type)))
+
+
+@dataclasses.dataclass(frozen=True)
+class Structure:
+    """The static part of a group: one compiled program per Structure."""
+
+    hidden: tuple[int, ...]
+    activation: str
+    initializer: str
+    n_outputs: int
+    task: str
+    loss: str
+    optimizer: str
+    nesterov: bool
+    schedule: str
+    batch_size: int
+    epochs: int
+    monitor: str
+    restore_best: bool
+    n_train: int
+    n_inputs: int
+    use_dropout: bool
+    use_input_dropout: bool
+    use_weight_decay: bool
+    use_max_norm: bool
+    use_clip: bool
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return max(1, self.n_train // self.batch_size)
+
+    @property
+    def model(self) -> MLP:
+        return MLP(self.hidden, self.n_outputs, self.activation, self.initializer)
+
+    @property
+    def random_width(self) -> int:
+        """Uniform draws per example and training step (dropout masks, activation noise)."""
+        return self.model.random_width(self.n_inputs, self.use_dropout, self.use_input_dropout)
+
+
+def structure_of(configs: Sequence[RunConfig], data: Dataset) -> Structure:
+    """The shared structure of `configs`; raises if they differ in anything static."""
+    keys = {structure_key(c) for c in configs}
+    if len(keys) != 1:
+        first, other = (dict(k) for k in list(keys)[:2])
+        diff = sorted(k for k in first if first[k] != other.get(k))
+        raise ValueError(f"variants of one group must share their structure; they differ in {', '.join(diff)}")
+    c = configs[0]
+    if c.training.batch_size > len(data.train):
+        raise ValueError(f"training.batch_size: {c.training.batch_size} exceeds the {len(data.train)} "
+                         f"training samples of {data.name}; use at most {len(data.train)}")
+    if c.training.early_stopping.monitor == "val_accuracy" and data.task != "classification":
+        raise ValueError(f"training.early_stopping.monitor: 'val_accuracy' needs class labels; "
+                         f"{data.name} is a regression dataset, use 'val_loss'")
+    return Structure(
+        hidden=tuple(c.model.hidden), activation=c.model.activation, initializer=c.model.init,
+        n_outputs=data.n_outputs, task=data.task, loss=resolve_loss(c.training.loss, data.task),
+        optimizer=c.optimizer.name, nesterov=c.optimizer.nesterov, schedule=c.optimizer.schedule,
+        batch_size=c.training.batch_size, epochs=c.training.epochs,
+        monitor=c.training.early_stopping.monitor, restore_best=c.training.early_stopping.restore_best,
+        n_train=len(data.train), n_inputs=int(np.prod(data.input_shape)),
+        use_dropout=any(v.model.dropout > 0 for v in configs),
+        use_input_dropout=any(v.model.input_dropout > 0 for v in configs),
+        use_weight_decay=any(v.optimizer.weight_decay > 0 for v in configs),
+        use_max_norm=any(v.optimizer.max_norm is not None for v in configs),
+        use_clip=any(v.optimizer.clip_norm is not None for v in configs),
+    )
