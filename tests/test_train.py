@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 
 from engine_helpers import kernel_column_norms, one_variant, replay_early_stopping
-from jaxmlp import engine
+from pydantic import Field
+
+from jaxmlp import config, engine
 from jaxmlp.config import load_config
 from jaxmlp.data import Dataset, Split, load_dataset
 from jaxmlp.engine import Trainer
@@ -47,6 +49,36 @@ def test_hparams_are_stacked_along_the_variant_axis(make_config):
     np.testing.assert_array_equal(hp.max_norm, [2.0, np.inf])
     np.testing.assert_array_equal(hp.clip_norm, [np.inf, np.inf])
     np.testing.assert_array_equal(hp.patience, [10, engine.NO_PATIENCE])
+
+
+def test_a_vmapped_hyperparameter_is_one_declared_field(make_config, synthetic_data):
+    """A new number declared `vmapped()` on a configuration field is carried per variant and
+    left out of the structure and merge keys, with no other edit."""
+    class TemperatureModel(config.ModelConfig):
+        temperature: float = Field(1.0, gt=0, json_schema_extra=config.vmapped())
+
+    class TemperatureRun(config.RunConfig):
+        model: TemperatureModel = TemperatureModel()
+
+    base = make_config().to_dict()
+    cold, hot = (TemperatureRun.model_validate({**base, "model": {**base["model"], "temperature": t}})
+                 for t in (0.5, 2.0))
+    np.testing.assert_allclose(engine.hparams_of([cold, hot]).temperature, [0.5, 2.0])
+    assert "temperature" not in engine.HParams._fields
+    assert engine.structure_key(cold) == engine.structure_key(hot)
+    assert engine.merge_key(cold) == engine.merge_key(hot)
+    assert engine.structure_of([cold, hot], synthetic_data) == engine.structure_of([make_config()], synthetic_data)
+    switched = cold.model_copy(update={"model": cold.model.model_copy(update={"activation": "tanh"})})
+    assert engine.structure_key(switched) != engine.structure_key(cold)
+    assert engine.merge_key(switched) == engine.merge_key(cold)
+
+
+def test_declared_numbers_are_exactly_the_hparams_fields():
+    declared = [f.name for f in config.numeric_fields()]
+    assert list(engine.HParams._fields) == declared
+    assert {f.key for f in config.numeric_fields()} >= {"training.seed", "optimizer.learning_rate", "model.dropout",
+                                                          "training.early_stopping.patience"}
+    assert config.switched_keys() == ("model.activation", "model.init")
 
 
 def test_batch_larger_than_the_training_set_is_rejected(make_config, synthetic_data):
