@@ -147,6 +147,10 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+#: Every configuration key, dotted ('model.activation', 'optimizer.learning_rate', ...).
+CONFIG_KEYS = tuple(RunConfig().flat())
+
+
 def set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> dict[str, Any]:
     """Copy of a nested dict with `dotted` (e.g. 'model.activation') set to value."""
     head, _, rest = dotted.partition(".")

@@ -26,12 +26,9 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from jaxmlp.config import (ConfigError, RunConfig, did_you_mean, format_validation_error, load_config,
+from jaxmlp.config import (CONFIG_KEYS, ConfigError, RunConfig, did_you_mean, format_validation_error, load_config,
                            set_dotted)
 from jaxmlp.records import setting_label
-
-CONFIG_KEYS = tuple(RunConfig().flat())
-
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
