@@ -229,9 +229,17 @@ def _describe(e: Mapping[str, Any], root: type[BaseModel]) -> str:
         return f"{path}: unknown key{did_you_mean(loc[-1], allowed)}; allowed keys: {', '.join(allowed)}"
     if kind == "literal_error":
         allowed = [a.strip(" '") for a in e["ctx"]["expected"].replace(" or ", ",").split(",")]
-        return f"{path}: {value!r} is not allowed{did_you_mean(str(value), allowed)}; allowed values: {', '.join(allowed)}"
+        return (f"{path}: {bounded_repr(value)} is not allowed{did_you_mean(str(value)[:200], allowed)}; "
+                f"allowed values: {', '.join(allowed)}")
     message = e["msg"].removeprefix("Value error, ")
-    return f"{path}: bad value {value!r}: {message}"
+    return f"{path}: bad value {bounded_repr(value)}: {message}"
+
+
+def bounded_repr(value: Any, limit: int = 200) -> str:
+    """repr(value), cut to `limit` characters with its full length said, so no error message
+    prints an unbounded value."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
 
 
 def did_you_mean(word: str, options: list[str]) -> str:

@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from jaxmlp.sweep.plan import describe_plan, plan_groups
-from jaxmlp.sweep.spec import SweepError, load_sweep
+from jaxmlp.sweep.spec import SweepError, load_sweep, n_variants
 from sweep_helpers import TINY_BASE, run_sweep_cli, write_sweep
 
 
@@ -251,6 +253,27 @@ BAD_FILES = {
     "execution": ("name: s\nexecution: {devices: many}\n",
                   [r"execution.devices: 'many' is not allowed; allowed values: auto, one, all"]),
     "name": ("name: my sweep\n", [r"name: bad value 'my sweep'"]),
+    "reversed uniform": ("name: s\nrandom: {samples: 2, params: {model.dropout: {uniform: [0.5, 0.1]}}}\n",
+                         [r"random.params.model.dropout.uniform: \[0.5, 0.1\] is reversed; give \[low, high\], "
+                          r"e.g. \[0.1, 0.5\]"]),
+    "reversed int": ("name: s\nrandom: {samples: 2, params: {training.epochs: {int: [9, 3]}}}\n",
+                     [r"random.params.training.epochs.int: \[9, 3\] is reversed"]),
+    "empty choice": ("name: s\nrandom: {samples: 2, params: {model.activation: {choice: []}}}\n",
+                     [r"random.params.model.activation.choice: empty list"]),
+    "batch larger than the training split": (
+        "name: s\nbase: {data: {name: digits}, training: {batch_size: 5000}}\n",
+        [r"training.batch_size: 5000 \(in 'base \| seed=0'\) exceeds the 1,222 training samples of digits; "
+         r"use at most 1,222"]),
+    "too many variants": (
+        "name: s\ngrid:\n" + "".join(f"  {k}: [{', '.join(str(0.01 * (i + 1)) for i in range(10))}]\n" for k in (
+            "model.dropout", "model.input_dropout", "model.leaky_slope", "model.elu_alpha", "optimizer.momentum",
+            "optimizer.weight_decay", "optimizer.learning_rate")),
+        [r"the sweep expands to 10,000,000 variants \(grid.model.dropout: 10 x .* x seeds: 1\), above "
+         r"execution.max_variants = 50,000; .*raise execution.max_variants"]),
+    "anchor bomb": ("name: s\ndescription: &a [x, x, x, x, x, x, x, x, x, x]\n"
+                    + "".join(f"d{i}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 10)}]\n" for i in range(8)),
+                    [r"its YAML aliases \(&anchor / \*alias\) expand to [\d,]+ values, above the limit of 100,000"]),
+    "long bad value": ("name: '" + "x y" * 5000 + "'\n", [r"name: bad value 'x yx y.*\.\.\. \(15,002 characters\)"]),
     "not a mapping": ("- name\n- s\n", [r"expected a mapping with keys name, description, base, grid"]),
 }
 
@@ -270,6 +293,51 @@ def test_bad_sweep_file_exits_2_with_a_message_and_leaves_the_store_alone(tmp_pa
         assert any(re.search(pattern, line) for line in result.err.splitlines()), (pattern, result.err)
     assert "<unicode string>" not in result.err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml"]  # no mlflow.db, no mlruns
+
+
+def test_error_messages_stay_short_whatever_the_value(tmp_path):
+    path = tmp_path / "long.yaml"
+    path.write_text("name: '" + "x y" * 5000 + "'\n")
+    with pytest.raises(SweepError) as err:
+        load_sweep(path)
+    assert len(str(err.value)) < 1000
+
+
+def test_oversized_files_are_refused_before_parsing(tmp_path):
+    path = tmp_path / "huge.yaml"
+    path.write_text("name: s\nseeds: [" + ", ".join(map(str, range(300_000))) + "]\n")
+    with pytest.raises(SweepError, match=r"huge.yaml: [\d,]+ bytes; sweep files are limited to 1,048,576 bytes"):
+        load_sweep(path)
+
+
+@pytest.mark.parametrize("case", ["too many variants", "anchor bomb"])
+def test_bombs_are_refused_within_a_small_memory_budget(tmp_path, case):
+    """Refused from the axes' sizes and the YAML node count, before anything is expanded: the
+    process grows by well under 200 MB (a 10^7-variant grid or an expanded bomb would take GBs)."""
+    path = tmp_path / "bomb.yaml"
+    path.write_text(BAD_FILES[case][0])
+    code = ("import resource, sys\n"
+            "from jaxmlp.sweep.spec import SweepError, load_sweep, n_variants\n"
+            "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+            "try:\n    load_sweep(sys.argv[1])\nexcept SweepError:\n"
+            "    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)\n")
+    done = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip(), done.stderr
+    assert int(done.stdout) * 1024 < 200 * 2**20
+
+
+def test_variants_are_counted_from_the_axes(tmp_path):
+    sweep = _load(tmp_path, grid={"model.activation": ["relu", "tanh"], "model.dropout": [0.0, 0.5]},
+                  zip={"optimizer.learning_rate": [0.1, 0.2, 0.3], "optimizer.momentum": [0.0, 0.5, 0.9]},
+                  random={"samples": 2, "params": {"model.leaky_slope": {"uniform": [0.01, 0.3]}}}, seeds=[3, 4])
+    assert n_variants(sweep.spec) == len(sweep.variants) == 2 * 2 * 3 * 2 * 2
+
+
+def test_a_larger_sweep_is_allowed_when_the_file_raises_the_limit(tmp_path):
+    grid = {"model.dropout": [0.0, 0.1, 0.2], "optimizer.learning_rate": [0.1, 0.2]}
+    with pytest.raises(SweepError, match=r"expands to 6 variants .* above execution.max_variants = 5"):
+        _load(tmp_path, grid=grid, execution={"max_variants": 5})
+    assert len(_load(tmp_path, grid=grid, execution={"max_variants": 6}).variants) == 6
 
 
 def test_missing_sweep_file_exits_2(tmp_path):

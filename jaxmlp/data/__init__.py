@@ -216,5 +216,36 @@ def _mnist_family(cfg: DataConfig) -> Dataset:
     )
 
 
-for _name in ("mnist", "fashion_mnist", "kmnist"):
+MNIST_FAMILY = ("mnist", "fashion_mnist", "kmnist")
+for _name in MNIST_FAMILY:
     register(_name)(_mnist_family)
+
+
+def split_sizes(cfg: DataConfig) -> tuple[int, int, int]:
+    """(train, validation, test) examples of a dataset, known without loading it; raises the
+    ValueError loading would raise for a split that leaves no training data."""
+    if cfg.name in MNIST_FAMILY:
+        n, n_test = 60_000, 10_000
+        n_val = _held_out(n, cfg.val_size or MNIST_VAL_SIZE, DEFAULT_VAL_FRACTION)
+    else:
+        total = dataset_shape(cfg)[2]
+        n_test = int(round(total * cfg.test_size))
+        n, n_val = total - n_test, _held_out(total - n_test, cfg.val_size, DEFAULT_VAL_FRACTION)
+    n_train = n - n_val
+    return (min(n_train, cfg.train_limit) if cfg.train_limit else n_train), n_val, n_test
+
+
+def check_available(cfg: DataConfig) -> None:
+    """Raise DataUnavailableError, saying which files to put where, when the dataset cannot be
+    loaded offline: an MNIST-family set with neither a prepared cache nor its original files.
+    Cheap (no TensorFlow), so a sweep checks every dataset before it logs or trains anything."""
+    if cfg.name not in MNIST_FAMILY or (cache_folder(cfg) / "arrays" / f"{cfg.name}.npz").exists():
+        return
+    from jaxmlp.data.tfds import DataUnavailableError, missing_files, unavailable_message
+
+    if any((cache_folder(cfg) / "tfds" / cfg.name).glob("*/dataset_info.json")):
+        return  # prepared by tensorflow-datasets earlier
+    folder = data_folder(cfg).absolute()
+    missing = missing_files(cfg.name, folder)
+    if missing:
+        raise DataUnavailableError(unavailable_message(cfg.name, folder, missing))

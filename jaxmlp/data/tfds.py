@@ -58,13 +58,13 @@ def expected_files(name: str) -> tuple[str, ...]:
     return _IDX_FILES
 
 
-def _missing_files(name: str, manual_dir: str | os.PathLike) -> tuple[str, ...]:
+def missing_files(name: str, manual_dir: str | os.PathLike) -> tuple[str, ...]:
     """The expected files of `name` that are not in `manual_dir`."""
     folder = Path(manual_dir)
     return tuple(f for f in expected_files(name) if not (folder / f).is_file())
 
 
-def _unavailable_message(name: str, manual_dir: Path, missing: tuple[str, ...]) -> str:
+def unavailable_message(name: str, manual_dir: Path, missing: tuple[str, ...]) -> str:
     folder_state = "" if manual_dir.is_dir() else " (the folder does not exist)"
     listing = "\n".join(
         f"  {f}{' (missing)' if f in missing else ''}" for f in expected_files(name)
@@ -160,8 +160,8 @@ def load_tfds(
     manual_dir = Path(manual_dir).expanduser().absolute()
     builder = tfds.builder(name, data_dir=os.fspath(Path(cache_dir).expanduser()))
     prepared = _is_prepared(builder)
-    if not prepared and (missing := _missing_files(name, manual_dir)):
-        raise DataUnavailableError(_unavailable_message(name, manual_dir, missing))
+    if not prepared and (missing := missing_files(name, manual_dir)):
+        raise DataUnavailableError(unavailable_message(name, manual_dir, missing))
     _import_runtime(name)
     if not prepared:
         _prepare_offline(builder, manual_dir)

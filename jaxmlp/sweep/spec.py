@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from jaxmlp.config import (CONFIG_KEYS, ConfigError, RunConfig, did_you_mean, format_validation_error, load_config,
                            set_dotted)
+from jaxmlp.data import split_sizes
 from jaxmlp.records import setting_label
 
 class _Strict(BaseModel):
@@ -49,9 +50,18 @@ class RandomSpec(_Strict):
     params: dict[str, Distribution]
 
 
+#: A sweep that expands to more variants is refused unless its file raises `execution.max_variants`.
+MAX_VARIANTS = 50_000
+#: Sweep files larger than this are refused before they are parsed.
+MAX_FILE_BYTES = 1 << 20
+#: YAML aliases (&anchor / *alias) may expand the file to at most this many nodes.
+MAX_YAML_NODES = 100_000
+
+
 class ExecutionSpec(_Strict):
     max_variants_per_program: int = Field(64, gt=0)
     devices: Literal["auto", "one", "all"] = "auto"
+    max_variants: int = Field(MAX_VARIANTS, gt=0, description="refuse to expand a sweep into more variants")
 
 
 class SweepSpec(_Strict):
@@ -109,13 +119,18 @@ def _digest(obj: Any) -> str:
 
 
 def load_sweep(path: str | Path) -> Sweep:
-    """Read, validate and expand a sweep file (yaml.safe_load only)."""
+    """Read, validate and expand a sweep file (safe YAML, bounded in size and alias expansion;
+    the number of variants is counted from the axes before anything is expanded)."""
     path = Path(path)
     if not path.is_file():
         raise SweepError(f"{path}: no such sweep file")
+    size = path.stat().st_size
+    if size > MAX_FILE_BYTES:
+        raise SweepError(f"{path}: {size:,} bytes; sweep files are limited to {MAX_FILE_BYTES:,} bytes "
+                         "(a sweep of many values is better written with random or with ranges in code)")
     try:
         with path.open() as stream:  # a stream, so YAML's error messages name the file, not "<unicode string>"
-            raw = yaml.safe_load(stream)
+            raw = _load_bounded_yaml(stream, str(path))
     except yaml.YAMLError as err:
         raise SweepError(f"{path}: not valid YAML: {err}") from None
     if not isinstance(raw, dict):
@@ -124,7 +139,66 @@ def load_sweep(path: str | Path) -> Sweep:
         spec = SweepSpec.model_validate(raw)
     except ValidationError as err:
         raise SweepError(format_validation_error(err, str(path), SweepSpec)) from None
+    _check_size(spec, str(path))
     return Sweep(path, spec, expand(spec, str(path)))
+
+
+def _load_bounded_yaml(stream, source: str) -> Any:
+    """yaml.safe_load, refusing documents whose aliases expand to more than MAX_YAML_NODES nodes
+    (an "anchor bomb" is small on disk and astronomically large once expanded)."""
+    loader = yaml.SafeLoader(stream)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        expanded = _expanded_size(node, {})
+        if expanded > MAX_YAML_NODES:
+            raise SweepError(f"{source}: its YAML aliases (&anchor / *alias) expand to {expanded:,} values, "
+                             f"above the limit of {MAX_YAML_NODES:,}; write the values out or use fewer aliases")
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def _expanded_size(node: yaml.Node, memo: dict[int, int]) -> int:
+    """Nodes of the document under `node` with every alias expanded (shared nodes counted once
+    per use, each computed once)."""
+    if id(node) in memo:
+        return memo[id(node)]
+    memo[id(node)] = 1  # a recursive alias counts as one node (safe_load builds a recursive object)
+    if isinstance(node, yaml.SequenceNode):
+        size = 1 + sum(_expanded_size(child, memo) for child in node.value)
+    elif isinstance(node, yaml.MappingNode):
+        size = 1 + sum(_expanded_size(k, memo) + _expanded_size(v, memo) for k, v in node.value)
+    else:
+        size = 1
+    memo[id(node)] = size
+    return size
+
+
+def _axis_sizes(spec: SweepSpec) -> dict[str, int]:
+    """The sweep's axes and their lengths, e.g. {'grid.model.activation': 6, 'seeds': 5}."""
+    sizes = {f"grid.{k}": len(v) for k, v in spec.grid.items()}
+    if spec.zip:
+        sizes["zip"] = min(len(v) for v in spec.zip.values())
+    if spec.random:
+        sizes["random.samples"] = spec.random.samples
+    sizes["seeds"] = spec.seeds if isinstance(spec.seeds, int) else len(spec.seeds)
+    return sizes
+
+
+def n_variants(spec: SweepSpec) -> int:
+    """How many variants the sweep expands to, counted from its axes (nothing is expanded)."""
+    return math.prod(_axis_sizes(spec).values())
+
+
+def _check_size(spec: SweepSpec, source: str) -> None:
+    count, limit = n_variants(spec), spec.execution.max_variants
+    if count > limit:
+        axes = " x ".join(f"{k}: {n:,}" for k, n in _axis_sizes(spec).items())
+        raise SweepError(f"{source}: the sweep expands to {count:,} variants ({axes}), above "
+                         f"execution.max_variants = {limit:,}; shrink an axis, or raise execution.max_variants "
+                         "in the file if you mean it")
 
 
 def _check_axis(source: str, section: str, key: str, values: list[Any], base: dict) -> None:
@@ -142,24 +216,36 @@ def _check_axis(source: str, section: str, key: str, values: list[Any], base: di
             raise SweepError(str(err)) from None
 
 
+def _distribution(source: str, key: str, dist: Distribution) -> tuple[str, Any]:
+    """The one kind a distribution names and its argument, checked: ranges [low, high] with
+    low <= high (log-uniform ones positive), choices not empty."""
+    kinds = [k for k, v in dist.model_dump().items() if v is not None]
+    if len(kinds) != 1:
+        raise SweepError(f"{source}: random.params.{key}: give exactly one of choice, uniform, "
+                         f"loguniform, int (got {', '.join(kinds) or 'none'})")
+    kind, arg = kinds[0], getattr(dist, kinds[0])
+    where = f"{source}: random.params.{key}.{kind}"
+    if kind == "choice" and not arg:
+        raise SweepError(f"{where}: empty list; give at least one value")
+    if kind != "choice" and arg[0] > arg[1]:
+        raise SweepError(f"{where}: {list(arg)} is reversed; give [low, high], e.g. {[arg[1], arg[0]]}")
+    if kind == "loguniform" and min(arg) <= 0:
+        raise SweepError(f"{where}: {list(arg)} must be positive")
+    return kind, arg
+
+
 def _random_settings(spec: RandomSpec, source: str, base: dict) -> list[dict[str, Any]]:
+    dists = {key: _distribution(source, key, dist) for key, dist in spec.params.items()}
     rng = np.random.default_rng(spec.seed)
     settings = []
     for _ in range(spec.samples):
         sample = {}
-        for key, dist in spec.params.items():
-            kinds = [k for k, v in dist.model_dump().items() if v is not None]
-            if len(kinds) != 1:
-                raise SweepError(f"{source}: random.params.{key}: give exactly one of choice, uniform, "
-                                 f"loguniform, int (got {', '.join(kinds) or 'none'})")
-            kind, arg = kinds[0], getattr(dist, kinds[0])
+        for key, (kind, arg) in dists.items():
             if kind == "choice":
-                sample[key] = arg[int(rng.integers(len(arg)))] if arg else None
+                sample[key] = arg[int(rng.integers(len(arg)))]
             elif kind == "uniform":
                 sample[key] = float(rng.uniform(*arg))
             elif kind == "loguniform":
-                if min(arg) <= 0:
-                    raise SweepError(f"{source}: random.params.{key}.loguniform: {list(arg)} must be positive")
                 sample[key] = float(math.exp(rng.uniform(math.log(arg[0]), math.log(arg[1]))))
             else:
                 sample[key] = int(rng.integers(arg[0], arg[1] + 1))
@@ -200,7 +286,25 @@ def expand(spec: SweepSpec, source: str) -> list[Variant]:
             config = load_config(set_dotted(raw, "training.seed", seed), source=source)
             variants.append(Variant(len(variants), tuple(setting.items()), seed, config))
     _check_distinct(variants, source)
+    _check_batch_sizes(variants, source)
     return variants
+
+
+def _check_batch_sizes(variants: list[Variant], source: str) -> None:
+    """Every batch fits in its training split (sizes known without loading the data)."""
+    largest: dict[str, tuple[int, Variant]] = {}
+    for v in variants:
+        key = v.config.data.model_dump_json()
+        if key not in largest or v.config.training.batch_size > largest[key][0]:
+            largest[key] = (v.config.training.batch_size, v)
+    for batch, v in largest.values():
+        try:
+            n_train = split_sizes(v.config.data)[0]
+        except ValueError as err:
+            raise SweepError(f"{source}: {err}") from None
+        if batch > n_train:
+            raise SweepError(f"{source}: training.batch_size: {batch} (in {v.run_name!r}) exceeds the {n_train:,} "
+                             f"training samples of {v.config.data.name}; use at most {n_train:,}")
 
 
 def _check_sections_disjoint(spec: SweepSpec, source: str) -> None:
