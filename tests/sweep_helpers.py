@@ -126,3 +126,25 @@ def check_models_of_the_best(client, parent, children) -> None:
     assert parent.data.tags["jaxmlp.best_run_id"] == overall.info.run_id, "the parent's best is not the overall best"
     assert parent.data.tags["jaxmlp.best_model_uri"] == f"models:/{models[overall.info.run_id][0].model_id}"
 
+
+
+def start_parent(tracker, experiment_id: str, run_name: str = "sweep", *, sweep_name: str = "s",
+                 sweep_hash: str = "h", params: dict[str, Any] | None = None) -> str:
+    """A parent run of a made-up sweep (no file, note, commit or environment)."""
+    return tracker.start_parent(experiment_id, run_name, sweep_name=sweep_name, sweep_hash=sweep_hash,
+                                sweep_file=f"{sweep_name}.yaml", note="", git_commit=None, environment={},
+                                params=params or {})
+
+
+def start_child(tracker, experiment_id: str, parent_run_id: str, run_name: str, variant_key: str, *,
+                params: dict[str, Any] | None = None, index: int = 0, setting: dict[str, Any] | None = None,
+                seed: int = 0, group: str = "g0") -> str:
+    """A child run of one made-up variant."""
+    return tracker.start_child(experiment_id, parent_run_id, run_name, variant_key=variant_key, index=index,
+                               setting=setting or {}, seed=seed, group=group, params=params or {})
+
+
+def log_final_metrics(tracker, run_id: str, metrics: dict[str, float], step: int) -> None:
+    """Metrics at one step, through the MLflow client (as a run's final metrics are logged)."""
+    for key, value in metrics.items():
+        tracker.client.log_metric(run_id, key, float(value), step=step)

@@ -1,6 +1,8 @@
 """Tracking against real MLflow stores: SQLite files in temporary folders and a real `mlflow server`."""
 from __future__ import annotations
 
+import ast
+import dataclasses
 import json
 import math
 import os
@@ -17,10 +19,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import jaxmlp
+from jaxmlp.records import VariantRecord
 from jaxmlp.tracking import (
-    AsyncWriter, Tracker, TrackerProcess, TrackingError, resolve_tracking_uri, runs_page_url, ui_base_url,
+    AsyncWriter, SweepNotFound, find_sweep, Tracker, TrackerProcess, TrackingError, resolve_tracking_uri, runs_page_url, ui_base_url,
     ui_command,
 )
+from sweep_helpers import start_child, start_parent
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +38,7 @@ def store(tmp_path_factory) -> Tracker:
 
 @pytest.fixture
 def exp(store, request) -> str:
-    return store.experiment(request.node.name, {})
+    return store.experiment(request.node.name)
 
 
 def test_resolve_tracking_uri_explicit_then_env_then_cwd(tmp_path, monkeypatch):
@@ -61,26 +66,26 @@ def test_importing_tracking_does_not_import_mlflow():
 
 
 def test_experiment_created_with_kind_and_tags_then_reused(store, tmp_path):
-    first = store.experiment("reused", {"jaxmlp.sweep_name": "a"})
-    assert store.experiment("reused", {"jaxmlp.sweep_name": "b"}) == first == store.experiment_id
+    first = store.experiment("reused", note="a")
+    assert store.experiment("reused", note="b") == first
     found = store.client.get_experiment(first)
     assert found.tags["mlflow.experimentKind"] == "custom_model_development"
-    assert found.tags["jaxmlp.sweep_name"] == "b"
+    assert found.tags["mlflow.note.content"] == "b"
     db_folder = Path(store.tracking_uri.removeprefix("sqlite:///")).parent
     assert found.artifact_location == (db_folder / "mlruns" / "reused").as_uri()
 
 
 def test_deleted_experiment_error_says_how_to_restore(store):
-    experiment_id = store.experiment("deleted one", {})
+    experiment_id = store.experiment("deleted one")
     store.client.delete_experiment(experiment_id)
     with pytest.raises(ValueError, match=rf"is deleted; restore it with .*--experiment-id {experiment_id}"):
-        store.experiment("deleted one", {})
+        store.experiment("deleted one")
 
 
 def test_parent_and_nested_children_with_params_and_tags(store, exp):
-    parent = store.start_parent(exp, "sweep", {"jaxmlp.sweep_name": "s"}, {"grid": ["lr"]})
-    kids = [store.start_child(exp, parent, f"v{i}", f"key-{i}", {"lr": 0.1 * i, "hidden": (8, 8)},
-                              {"jaxmlp.group": "g0"}) for i in range(3)]
+    parent = start_parent(store, exp, "sweep", sweep_name="s", params={"grid": ["lr"]})
+    kids = [start_child(store, exp, parent, f"v{i}", f"key-{i}", params={"lr": 0.1 * i, "hidden": (8, 8)},
+                        group="g0") for i in range(3)]
     runs = {r.info.run_id: r for r in store.client.search_runs([exp])}
     assert set(runs) == {parent, *kids}
     assert runs[parent].data.tags["jaxmlp.role"] == "parent"
@@ -91,7 +96,7 @@ def test_parent_and_nested_children_with_params_and_tags(store, exp):
         assert run.data.tags["mlflow.parentRunId"] == parent
         assert run.data.tags["jaxmlp.variant_key"] == f"key-{i}"
         assert run.data.tags["jaxmlp.group"] == "g0"
-        assert run.data.params == {"lr": str(0.1 * i), "hidden": "(8, 8)"}
+        assert run.data.params == {"lr": str(0.1 * i), "hidden": "(8, 8)", "variant_key": f"key-{i}", "group": "g0"}
     children = store.children(parent)
     assert sorted(c["run_id"] for c in children) == sorted(kids)
     assert {c["tags"]["jaxmlp.variant_key"] for c in children} == {"key-0", "key-1", "key-2"}
@@ -99,16 +104,16 @@ def test_parent_and_nested_children_with_params_and_tags(store, exp):
 
 
 def test_children_reads_every_page(store, exp):
-    parent = store.start_parent(exp, "sweep", {}, {})
-    kids = {store.start_child(exp, parent, f"v{i}", str(i), {}, {}) for i in range(5)}
-    store.start_parent(exp, "other", {}, {})
+    parent = start_parent(store, exp, "sweep")
+    kids = {start_child(store, exp, parent, f"v{i}", str(i)) for i in range(5)}
+    start_parent(store, exp, "other")
     assert {c["run_id"] for c in store.children(parent, page_size=2)} == kids
 
 
 def test_more_than_100_params_and_tags_are_chunked_and_long_values_truncated(store, exp):
     params = {f"p{i:03d}": i for i in range(250)} | {"long": "x" * 7000}
-    run = store.start_child(exp, store.start_parent(exp, "p", {}, {}), "c", "k", params, {})
-    store.set_tags(run, {f"t{i:03d}": i for i in range(150)} | {"long_tag": "y" * 9000})
+    run = start_parent(store, exp, "c", params=params)
+    store.finish(run, "FINISHED", tags={f"t{i:03d}": i for i in range(150)} | {"long_tag": "y" * 9000})
     data = store.client.get_run(run).data
     assert len(data.params) == 251 and data.params["p249"] == "249"
     assert len(data.params["long"]) == 6000 and data.params["long"].endswith("...")
@@ -116,7 +121,7 @@ def test_more_than_100_params_and_tags_are_chunked_and_long_values_truncated(sto
 
 
 def test_log_history_over_1000_points_reads_back_whole_histories(store, exp):
-    run = store.start_parent(exp, "history", {}, {})
+    run = start_parent(store, exp, "history")
     history = [{"epoch": e, "loss": 1.0 / (e + 1), "acc": e / 400, "lr": 1e-3} for e in range(400)]
     history[7]["loss"] = math.nan
     store.log_history(run, history)  # 1200 points: two log_batch calls
@@ -133,16 +138,16 @@ def test_log_history_over_1000_points_reads_back_whole_histories(store, exp):
     assert all(len(stamps) == 1 for stamps in by_step.values())
 
 
-def test_log_metrics_at_a_step(store, exp):
-    run = store.start_parent(exp, "final", {}, {})
-    store.log_metrics(run, {"test_accuracy": 0.9, "test_loss": np.float32(0.25)}, step=12)
+def test_final_metrics_at_a_step(store, exp):
+    run = start_parent(store, exp, "final")
+    store.finish(run, "FINISHED", metrics={"test_accuracy": 0.9, "test_loss": np.float32(0.25)}, step=12)
     assert store.client.get_run(run).data.metrics == {"test_accuracy": 0.9, "test_loss": 0.25}
     assert [m.step for m in store.client.get_metric_history(run, "test_loss")] == [12]
 
 
 def test_finish_statuses_and_failure_reason(store, exp):
-    parent = store.start_parent(exp, "p", {}, {})
-    ok, failed, killed = (store.start_child(exp, parent, n, n, {}, {}) for n in ("ok", "failed", "killed"))
+    parent = start_parent(store, exp, "p")
+    ok, failed, killed = (start_child(store, exp, parent, n, n) for n in ("ok", "failed", "killed"))
     store.finish(ok, "FINISHED")
     store.finish(failed, "FAILED", reason="diverged: loss is nan at epoch 3")
     store.finish(killed, "KILLED")
@@ -156,8 +161,8 @@ def test_finish_statuses_and_failure_reason(store, exp):
 
 
 def test_mark_killed_ends_runs_left_running(store, exp):
-    parent = store.start_parent(exp, "p", {}, {})
-    left = [store.start_child(exp, parent, f"c{i}", str(i), {}, {}) for i in range(2)]
+    parent = start_parent(store, exp, "p")
+    left = [start_child(store, exp, parent, f"c{i}", str(i)) for i in range(2)]
     store.mark_killed(left)
     for child in store.children(parent):
         assert child["status"] == "KILLED"
@@ -166,22 +171,94 @@ def test_mark_killed_ends_runs_left_running(store, exp):
 
 def test_find_parent_returns_newest_parent_of_that_sweep(store, exp):
     assert store.find_parent(exp, "mnist") is None
-    store.start_parent(exp, "old", {"jaxmlp.sweep_name": "mnist", "jaxmlp.sweep_hash": "h1"}, {})
+    start_parent(store, exp, "old", sweep_name="mnist", sweep_hash="h1")
     time.sleep(0.01)
-    newest = store.start_parent(exp, "new", {"jaxmlp.sweep_name": "mnist", "jaxmlp.sweep_hash": "h2"}, {})
+    newest = start_parent(store, exp, "new", sweep_name="mnist", sweep_hash="h2")
     time.sleep(0.01)
-    store.start_parent(exp, "other", {"jaxmlp.sweep_name": "digits"}, {})
-    store.start_child(exp, newest, "child", "k", {}, {"jaxmlp.sweep_name": "mnist"})
-    run_id, tags = store.find_parent(exp, "mnist")
-    assert run_id == newest and tags["jaxmlp.sweep_hash"] == "h2"
+    start_parent(store, exp, "other", sweep_name="digits")
+    store.client.set_tag(start_child(store, exp, newest, "child", "k"), "jaxmlp.sweep_name", "mnist")
+    found = store.find_parent(exp, "mnist")
+    assert found.run_id == newest and found.sweep_hash == "h2"
     assert store.find_parent(exp, "it's") is None
 
 
+def test_variant_records_read_back_what_start_and_finish_child_logged(store, exp):
+    setting = {"model.dropout": 0.2, "model.hidden": [128, 128], "optimizer.max_norm": None}
+    config = {**setting, "model.activation": "relu", "training.seed": 3, "training.early_stopping.restore_best": True}
+    parent = start_parent(store, exp, "round trip")
+    child = store.start_child(exp, parent, "v", variant_key="key", index=4, setting=setting, seed=3, group="g1",
+                              params=config)
+    record = VariantRecord(setting=setting, seed=3, status="FAILED", variant_key="key", index=4, diverged=True,
+                           best_epoch=2, stopped_epoch=3, n_params=1234, train_seconds=1.5, compile_seconds=0.25,
+                           metrics={"test_accuracy": 0.75, "test_loss": 0.5, "final_train_loss": 0.25,
+                                    "best_val_loss": 0.125}, config=config)
+    history = [{"epoch": e, "train_loss": 2.0 / e, "val_loss": 1.0 / e, "epoch_seconds": 0.1} for e in (1, 2, 3)]
+    store.finish_child(child, record, history=history, files={"params.msgpack": b"x"}, reason="diverged in 3")
+
+    (back,) = store.variant_records(parent, histories=("val_*",))
+    assert back == dataclasses.replace(record, run_id=child, history={"val_loss": ([1, 2, 3], [1.0, 0.5, 1 / 3])})
+    dropout, hidden, max_norm = (back.setting[k] for k in setting)
+    assert (type(dropout), dropout, hidden, max_norm) == (float, 0.2, [128, 128], None)
+    run = store.client.get_run(child)
+    assert run.info.status == "FAILED" and run.data.tags["jaxmlp.failure_reason"] == "diverged in 3"
+    assert run.data.tags["jaxmlp.setting"] == "model.dropout=0.2, model.hidden=128x128, optimizer.max_norm=None"
+    assert run.data.tags["jaxmlp.diverged"] == "true" and "epoch_seconds" not in run.data.metrics
+    assert store.metric_history(child, "test_accuracy") == ([2], [0.75])  # final metrics at the best epoch
+    assert [a.path for a in store.client.list_artifacts(child, "checkpoint")] == ["checkpoint/params.msgpack"]
+
+
+def test_variant_records_come_in_the_order_of_the_sweep(store, exp):
+    parent = start_parent(store, exp, "order")
+    for name, index in (("a", 2), ("b", 0), ("c", 1)):  # by name, the runs would come in another order
+        start_child(store, exp, parent, name, f"key{index}", index=index, setting={"model.dropout": 0.1 * index})
+    records = store.variant_records(parent)
+    assert [(r.index, r.variant_key) for r in records] == [(0, "key0"), (1, "key1"), (2, "key2")]
+    assert [r.status for r in records] == ["RUNNING"] * 3
+
+
+def test_find_sweep_by_name_or_parent_run_and_its_errors(store, exp):
+    parent = start_parent(store, exp, "found", sweep_name="test_find_sweep_by_name_or_parent_run_and_its_errors")
+    child = start_child(store, exp, parent, "c", "k", setting={"model.dropout": 0.5})
+    by_name = find_sweep(store, "test_find_sweep_by_name_or_parent_run_and_its_errors")
+    assert (by_name.experiment_id, by_name.parent_run_id, [r.run_id for r in by_name.records]) == (exp, parent, [child])
+    assert find_sweep(store, exp, run_id=parent).records == by_name.records
+    with pytest.raises(SweepNotFound, match=rf"--run {child}: not a sweep's parent run .*pass the parent run's id"):
+        find_sweep(store, exp, run_id=child)
+    with pytest.raises(SweepNotFound, match=rf"no MLflow experiment named 'nothing' in {store.tracking_uri}"):
+        find_sweep(store, "nothing")
+
+
+def _string_constants(path: Path) -> set[str]:
+    return {n.value for n in ast.walk(ast.parse(path.read_text())) if isinstance(n, ast.Constant)
+            and isinstance(n.value, str)}
+
+
+def _imported_modules(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    return ({alias.name for n in ast.walk(tree) if isinstance(n, ast.Import) for alias in n.names}
+            | {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module})
+
+
+def test_no_module_outside_tracking_imports_mlflow_or_names_its_tags():
+    from jaxmlp.tracking import store as tracking_store
+
+    tags = {value for name, value in vars(tracking_store).items() if name.endswith("_TAG") and "." in value}
+    package = Path(jaxmlp.__file__).parent
+    outside = [p for p in package.rglob("*.py") if not p.is_relative_to(package / "tracking")]
+    assert outside and {"jaxmlp.role", "jaxmlp.setting", "mlflow.parentRunId"} <= tags
+    for path in outside:
+        mlflow = {m for m in _imported_modules(path) if m == "mlflow" or m.startswith("mlflow.")}
+        assert not mlflow, f"{path} imports {mlflow}"
+        named = _string_constants(path) & tags
+        assert not named, f"{path} names MLflow tags {named}"
+
+
 def test_artifacts_text_bytes_and_files_land_next_to_the_store(store, exp, tmp_path):
-    run = store.start_parent(exp, "artifacts", {}, {})
-    store.log_text(run, '{"a": 1}', "summary/config.json")
-    store.log_bytes(run, b"\x89PNG..", "plots/loss.png")
-    store.log_bytes(run, b"top", "top.bin")
+    run = start_parent(store, exp, "artifacts")
+    store.client.log_text(run, '{"a": 1}', "summary/config.json")
+    store.log_folder(run, {"loss.png": b"\x89PNG.."}, "plots")
+    (tmp_path / "top.bin").write_bytes(b"top")
+    store.log_file(run, tmp_path / "top.bin")
     (tmp_path / "table.csv").write_text("a,b\n1,2\n")
     store.log_file(run, tmp_path / "table.csv", "tables")
     root = Path(store.client.get_run(run).info.artifact_uri.removeprefix("file://"))
@@ -231,8 +308,8 @@ def test_async_writer_close_raises_pending_errors():
 def test_tracker_through_writer_opens_store_in_writer_thread(store, exp):
     tracker = Tracker(store.tracking_uri)
     writer = AsyncWriter()
-    parent = writer.submit(tracker.start_parent, exp, "async", {}, {"n": 2}).result()
-    runs = [writer.submit(tracker.start_child, exp, parent, f"c{i}", str(i), {}, {}).result() for i in range(2)]
+    parent = writer.submit(start_parent, tracker, exp, "async", params={"n": 2}).result()
+    runs = [writer.submit(start_child, tracker, exp, parent, f"c{i}", str(i)).result() for i in range(2)]
     for run in runs:
         writer.submit(tracker.log_history, run, [{"epoch": e, "loss": float(e)} for e in range(3)])
         writer.submit(tracker.finish, run, "FINISHED")
@@ -263,7 +340,7 @@ def test_log_model_loads_as_pyfunc_and_registers(store, exp, tmp_path, monkeypat
     from jaxmlp.checkpoint import predict
 
     checkpoint = _tiny_checkpoint(tmp_path / "ckpt")
-    run = store.start_parent(exp, "model", {}, {"lr": 0.1})
+    run = start_parent(store, exp, "model", params={"lr": 0.1})
     uri = store.log_model(run, tmp_path / "ckpt")
     model = store.client.get_logged_model(uri.removeprefix("models:/"))
     assert (str(model.status), model.experiment_id, model.source_run_id) == ("READY", exp, run)
@@ -287,13 +364,14 @@ def test_log_model_loads_as_pyfunc_and_registers(store, exp, tmp_path, monkeypat
 def test_processes_opening_one_new_sqlite_store_at_once(tmp_path):
     uri = f"sqlite:///{tmp_path}/shared.db"
     code = ("import sys; from jaxmlp.tracking import Tracker; t = Tracker(sys.argv[1]); "
-            "e = t.experiment('shared', {}); p = t.start_parent(e, 'p', {}, {}); t.finish(p, 'FINISHED')")
+            "e = t.experiment('shared'); p = t.start_parent(e, 'p', sweep_name='s', sweep_hash='h', "
+            "sweep_file='s.yaml', note='', git_commit=None, environment={}, params={}); t.finish(p, 'FINISHED')")
     procs = [subprocess.Popen([sys.executable, "-c", code, uri], stderr=subprocess.PIPE, text=True)
              for _ in range(3)]
     errors = [p.communicate(timeout=120)[1] for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0], errors
     tracker = Tracker(uri)
-    assert len(tracker.client.search_runs([tracker.experiment("shared", {})])) == 3
+    assert len(tracker.client.search_runs([tracker.experiment("shared")])) == 3
 
 
 def _free_port() -> int:
@@ -352,15 +430,15 @@ def _rest(url: str, path: str, body: dict | None = None, **query) -> dict:
 @pytest.mark.slow
 def test_sweep_through_a_real_mlflow_server(mlflow_server, tmp_path, monkeypatch):
     tracker = Tracker(mlflow_server)
-    exp = tracker.experiment("served", {"jaxmlp.sweep_name": "s"})
-    parent = tracker.start_parent(exp, "sweep", {"jaxmlp.sweep_name": "s"}, {"variants": 2})
+    exp = tracker.experiment("served")
+    parent = start_parent(tracker, exp, "sweep", sweep_name="s", params={"variants": 2})
     kids = []
     for i in range(2):
-        kid = tracker.start_child(exp, parent, f"v{i}", f"k{i}", {"lr": 0.1 * (i + 1)}, {})
+        kid = start_child(tracker, exp, parent, f"v{i}", f"k{i}", params={"lr": 0.1 * (i + 1)})
         history = [{"epoch": e, "loss": 1.0 / (e + 1), "val_loss": 2.0} for e in range(30)]
         history[-1]["val_loss"] = math.nan  # a diverged variant
         tracker.log_history(kid, history)
-        tracker.log_text(kid, "a,b\n", "history.csv")
+        tracker.client.log_text(kid, "a,b\n", "history.csv")
         tracker.finish(kid, "FINISHED")
         kids.append(kid)
     tracker.finish(parent, "FINISHED")
@@ -395,9 +473,10 @@ def test_sweep_through_a_real_mlflow_server(mlflow_server, tmp_path, monkeypatch
 def test_tracker_process_runs_calls_in_another_process_into_the_same_store(store, exp):
     remote = TrackerProcess(store.tracking_uri)
     try:
-        assert remote.alive and remote.pid != os.getpid() and remote.tracking_uri == store.tracking_uri
-        parent = remote.start_parent(exp, "remote", {"k": "v"}, {"n": 1})
-        child = remote.start_child(exp, parent, "c0", "key0", {"lr": 0.1}, {})
+        process = remote._process
+        assert process.poll() is None and process.pid != os.getpid() and remote.tracking_uri == store.tracking_uri
+        parent = start_parent(remote, exp, "remote", params={"n": 1})
+        child = start_child(remote, exp, parent, "c0", "key0", params={"lr": 0.1})
         remote.finish(child, "FAILED", "diverged", history=[{"epoch": e, "loss": 1.0 / e} for e in (1, 2, 3)],
                       metrics={"test_accuracy": 0.5}, step=2, tags={"extra": "yes"},
                       files={"a.txt": b"hello"}, artifact_path="checkpoint")
@@ -406,9 +485,9 @@ def test_tracker_process_runs_calls_in_another_process_into_the_same_store(store
         assert remote.children(parent)[0]["run_id"] == child  # still serving after an error
     finally:
         remote.close()
-    assert not remote.alive
+    assert process.poll() is not None
     run = store.client.get_run(child)
-    assert run.info.status == "FAILED" and run.data.params == {"lr": "0.1"}
+    assert run.info.status == "FAILED" and run.data.params == {"lr": "0.1", "variant_key": "key0", "group": "g0"}
     assert run.data.tags["jaxmlp.failure_reason"] == "diverged" and run.data.tags["extra"] == "yes"
     assert store.metric_history(child, "loss") == ([1, 2, 3], [1.0, 0.5, 1.0 / 3])
     assert store.metric_history(child, "test_accuracy") == ([2], [0.5])
@@ -417,7 +496,7 @@ def test_tracker_process_runs_calls_in_another_process_into_the_same_store(store
 
 def test_tracker_process_ends_when_the_process_that_started_it_is_killed(tmp_path):
     code = ("import os, signal, sys; from jaxmlp.tracking import TrackerProcess\n"
-            f"t = TrackerProcess('sqlite:///{tmp_path}/mlflow.db'); print(t.pid, flush=True)\n"
+            f"t = TrackerProcess('sqlite:///{tmp_path}/mlflow.db'); print(t._process.pid, flush=True)\n"
             "os.kill(os.getpid(), signal.SIGKILL)\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == -signal.SIGKILL
@@ -439,8 +518,8 @@ def test_tracker_process_started_from_a_script_without_a_main_guard(tmp_path):
     script = tmp_path / "plain.py"
     script.write_text("from jaxmlp.tracking import TrackerProcess\n"
                       f"t = TrackerProcess('sqlite:///{tmp_path}/mlflow.db')\n"
-                      "print(t.experiment('from_a_script', {}), flush=True)\n"
+                      "print(t.experiment('from_a_script'), flush=True)\n"
                       "t.close()\n")
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.split() == [Tracker(f"sqlite:///{tmp_path}/mlflow.db").experiment("from_a_script", {})]
+    assert done.stdout.split() == [Tracker(f"sqlite:///{tmp_path}/mlflow.db").experiment("from_a_script")]

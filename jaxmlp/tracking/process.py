@@ -1,0 +1,143 @@
+"""The tracking process: a `Tracker` whose calls run in a separate Python interpreter, so
+MLflow's imports, SQL transactions, artifacts and models never hold the sweep process's GIL.
+The two talk over a pipe: a call goes as (method name, args, kwargs), its result or
+exception comes back."""
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any, Callable, Sequence
+
+from jaxmlp.tracking.store import Tracker
+from jaxmlp.tracking.uri import resolve_tracking_uri
+
+
+class RemoteError(RuntimeError):
+    """An exception raised in the tracking process that could not be sent back as it was."""
+
+
+def _serve(fd: int, tracking_uri: str, warm_up: list[str]) -> None:
+    """The tracking process: run `Tracker` calls received on the connection `fd` one by one and
+    send back their results. `warm_up`: "module:function" names to call first.
+
+    Signals from the terminal are ignored here: the sweep process decides what happens on
+    Ctrl-C (it marks unfinished runs KILLED through this process). When the sweep process
+    dies, the connection closes and this process ends after the call at hand.
+    """
+    import gc
+    import importlib
+    import pickle
+    import signal
+    import sys
+    from multiprocessing.connection import Connection
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    conn, tracker = Connection(fd), Tracker(tracking_uri)
+    try:
+        tracker.client  # import MLflow and open the store while the sweep process imports JAX
+    except Exception:  # noqa: BLE001 - the first call reports it
+        pass
+    for name in warm_up:  # now, while the sweep process compiles, rather than later while it trains
+        module, _, function = name.partition(":")
+        getattr(importlib.import_module(module), function)()
+    gc.freeze()  # MLflow's many long-lived objects out of the collector's way: logging runs ~25% faster
+    while True:
+        try:
+            message = conn.recv_bytes()
+        except (EOFError, OSError):
+            return
+        try:
+            message = pickle.loads(message)
+            if message is None:
+                break
+            name, args, kwargs = message
+            reply = (True, getattr(tracker, name)(*args, **kwargs))
+        except BaseException as err:  # noqa: BLE001 - sent back, raised in the caller
+            try:
+                pickle.dumps(err)
+            except Exception:  # noqa: BLE001
+                err = RemoteError(f"{type(err).__name__}: {err}")
+            reply = (False, err)
+        try:
+            conn.send(reply)
+        except (pickle.PicklingError, TypeError, AttributeError) as err:
+            conn.send((False, RemoteError(f"the result of {name!r} cannot be sent back: {err}")))
+    # Every call is done and committed: skip the interpreter's teardown of MLflow and
+    # SQLAlchemy (about a second) that the sweep process would wait for.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
+class TrackerProcess:
+    """A `Tracker` whose calls run in a separate Python process, one at a time, in call order.
+
+    The sweep process only pickles arguments and waits on a pipe (the GIL is free meanwhile):
+    importing MLflow, SQL transactions, artifacts, models and plots cost it nothing but
+    their share of the CPU. `Tracker` methods are called as usual; their exceptions come
+    back and are raised.
+    `warm_up`: "module:function" names of functions the process calls before serving
+    (imports that later calls need).
+
+    The process is a fresh interpreter that imports only this module (not the caller's
+    `__main__`, unlike multiprocessing's spawn), so any script may start one.
+    """
+
+    def __init__(self, tracking_uri: str | None = None, warm_up: Sequence[str] = ()):
+        import multiprocessing
+        import subprocess
+        import sys
+
+        self.tracking_uri = resolve_tracking_uri(tracking_uri)
+        self._conn, child = multiprocessing.Pipe()
+        # The caller's module search path, so this same jaxmlp is imported, installed or not.
+        code = (f"import sys; sys.path[:] = {[p for p in sys.path if p]!r}; "
+                f"from {__name__} import _serve; "
+                f"_serve({child.fileno()}, {self.tracking_uri!r}, {list(warm_up)!r})")
+        self._process = subprocess.Popen([sys.executable, "-c", code], pass_fds=[child.fileno()],
+                                         stdin=subprocess.DEVNULL)
+        child.close()
+        self._lock = threading.Lock()
+
+    @classmethod
+    def for_sweep(cls, tracking_uri: str | None = None) -> "TrackerProcess":
+        """A sweep's tracking process: it imports MLflow, opens the store, then the model
+        flavour, while the sweep process starts JAX and compiles."""
+        return cls(tracking_uri, warm_up=("jaxmlp.tracking.model:import_model_flavour",))
+
+    def _request(self, name: str, args: tuple, kwargs: dict) -> Any:
+        with self._lock:
+            if self._conn.closed:
+                raise RuntimeError("the tracking process is closed")
+            try:
+                self._conn.send((name, args, kwargs))
+                ok, value = self._conn.recv()
+            except (EOFError, OSError) as err:
+                raise RemoteError(f"the tracking process ended unexpectedly (exit code "
+                                  f"{self._process.poll()})") from err
+        if not ok:
+            raise value
+        return value
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        if name.startswith("_") or not callable(getattr(Tracker, name, None)):
+            raise AttributeError(name)
+        return lambda *args, **kwargs: self._request(name, args, kwargs)
+
+    def close(self, timeout: float = 60.0) -> None:
+        """Let the process finish and end; it has done every call by the time each returned."""
+        import subprocess
+
+        with self._lock:
+            if not self._conn.closed:
+                try:
+                    self._conn.send(None)
+                except OSError:
+                    pass
+                self._conn.close()
+        try:
+            self._process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()

@@ -1,0 +1,415 @@
+"""The MLflow store as a sweep uses it: experiments, parent and child runs, their tags,
+params, metrics, artifacts and models, and the records read back from them.
+
+`Tracker` takes and returns plain values (names, ids, dicts, `VariantRecord`s); every tag
+name and the layout of a sweep's runs are written down here only. Every method is
+synchronous; MLflow is imported on first use, so importing this module is cheap. Calls are
+batched within MLflow's limits (`jaxmlp.tracking.batches`).
+"""
+from __future__ import annotations
+
+import ast
+import contextlib
+import fnmatch
+import json
+import os
+import re
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Mapping, NamedTuple, Sequence
+
+from jaxmlp.records import VariantRecord, setting_label
+from jaxmlp.tracking.batches import history_metrics, log_batches, run_params, run_tags, step_metrics
+from jaxmlp.tracking.model import save_pyfunc
+from jaxmlp.tracking.uri import resolve_tracking_uri, sqlite_path
+
+ROLE_TAG = "jaxmlp.role"
+SWEEP_NAME_TAG = "jaxmlp.sweep_name"
+SWEEP_HASH_TAG = "jaxmlp.sweep_hash"
+SWEEP_FILE_TAG = "jaxmlp.sweep_file"
+VARIANT_KEY_TAG = "jaxmlp.variant_key"
+VARIANT_INDEX_TAG = "jaxmlp.variant_index"  # the variant's position in its sweep: the report's order
+FAILURE_REASON_TAG = "jaxmlp.failure_reason"
+SETTING_TAG = "jaxmlp.setting"  # the setting's label, for the UI
+SETTING_JSON_TAG = "jaxmlp.setting_json"  # the setting's values (JSON), read back into records
+SEED_TAG = "seed"
+DIVERGED_TAG = "jaxmlp.diverged"
+GROUP_TAG = "jaxmlp.group"
+BEST_RUN_TAG = "jaxmlp.best_run_id"
+BEST_SETTING_TAG = "jaxmlp.best_setting"
+BEST_MODEL_TAG = "jaxmlp.best_model_uri"
+BEST_BY_TEST_MEAN_TAG = "jaxmlp.best_setting_by_test_mean"
+REGISTERED_MODEL_TAG = "jaxmlp.registered_model"
+PARENT_RUN_TAG = "mlflow.parentRunId"
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+NOTE_TAG = "mlflow.note.content"
+GIT_COMMIT_TAG = "mlflow.source.git.commit"
+
+#: Parameters of a child run besides its configuration.
+_IDENTITY_PARAMS = ("variant_key", "group")
+#: A child's final metrics that a record keeps by name (the others have fields of their own).
+_FINAL_METRIC_PREFIXES = ("test_", "final_train_", "best_val_")
+
+class ParentRun(NamedTuple):
+    """A sweep's parent run as a resume and a report need it."""
+
+    run_id: str
+    experiment_id: str
+    sweep_name: str | None
+    sweep_hash: str | None
+    sweep_file: str | None
+    note: str
+    git_commit: str | None
+
+
+def parse_value(text: str) -> Any:
+    """A logged parameter value back as a Python value ('0.5' -> 0.5, '[8, 8]' -> [8, 8], 'relu' stays)."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def _parent_run(run) -> ParentRun:
+    tags = run.data.tags
+    return ParentRun(run.info.run_id, run.info.experiment_id, tags.get(SWEEP_NAME_TAG), tags.get(SWEEP_HASH_TAG),
+                     tags.get(SWEEP_FILE_TAG), tags.get(NOTE_TAG, ""), tags.get(GIT_COMMIT_TAG))
+
+
+def _sweep_order(child: dict[str, Any]) -> tuple[float, str]:
+    """Children in the order of their sweep's expansion (runs without an index last), then by name."""
+    index = child["tags"].get(VARIANT_INDEX_TAG)
+    return (int(index) if index is not None else float("inf"), child["run_name"] or "")
+
+
+def _child_history(history: list[dict[str, float]]) -> list[dict[str, float]]:
+    """A variant's per-epoch metrics for its run; the epoch's wall time belongs to the group
+    (every variant in it shares it) and goes on the parent run once (`log_epoch_seconds`)."""
+    return [{k: val for k, val in row.items() if k != "epoch_seconds"} for row in history]
+
+
+class Tracker:
+    """Experiments, runs, metrics, artifacts and models in one MLflow store, by explicit URI."""
+
+    def __init__(self, tracking_uri: str | None = None):
+        self.tracking_uri = resolve_tracking_uri(tracking_uri)
+        self._client = None
+        self._client_lock = threading.Lock()
+
+    @property
+    def client(self):
+        """The `MlflowClient`, created (MLflow imported, store opened) on first use."""
+        with self._client_lock:
+            if self._client is None:
+                self._client = _open_client(self.tracking_uri)
+            return self._client
+
+    # -- experiments -------------------------------------------------------------------------
+
+    def experiment(self, name: str, note: str | None = None) -> str:
+        """Get or create the experiment (a note, where given, becomes its description); return its id."""
+        from mlflow.exceptions import MlflowException
+
+        tags = {EXPERIMENT_KIND_TAG: "custom_model_development", **({NOTE_TAG: note} if note is not None else {})}
+        found = self.client.get_experiment_by_name(name)
+        if found is None:
+            try:
+                return self.client.create_experiment(name, artifact_location=self._artifact_location(name),
+                                                     tags=tags)
+            except MlflowException:  # another process created it meanwhile
+                found = self.client.get_experiment_by_name(name)
+                if found is None:
+                    raise
+        if found.lifecycle_stage == "deleted":
+            raise ValueError(
+                f"MLflow experiment {name!r} in {self.tracking_uri} is deleted; restore it with "
+                f"`MLFLOW_TRACKING_URI={self.tracking_uri} mlflow experiments restore "
+                f"--experiment-id {found.experiment_id}` or choose another experiment name")
+        for key, value in tags.items():
+            self.client.set_experiment_tag(found.experiment_id, key, value)
+        return found.experiment_id
+
+    def _artifact_location(self, experiment_name: str) -> str | None:
+        """Artifacts of a SQLite store live next to the database, not in the working directory."""
+        database = sqlite_path(self.tracking_uri)
+        if database is None:
+            return None
+        folder = re.sub(r"[^A-Za-z0-9_.-]+", "-", experiment_name).strip("-.") or "experiment"
+        return (database.parent / "mlruns" / folder).as_uri()
+
+    def find_experiment(self, name_or_id: str) -> tuple[str, str] | None:
+        """(id, name) of the experiment with this name, else (all digits) with this id; None if neither."""
+        from mlflow.exceptions import MlflowException
+
+        found = self.client.get_experiment_by_name(name_or_id)
+        if found is None and name_or_id.isdigit():
+            try:
+                found = self.client.get_experiment(name_or_id)
+            except MlflowException:
+                return None
+        return None if found is None else (found.experiment_id, found.name)
+
+    # -- runs --------------------------------------------------------------------------------
+
+    def start_parent(self, experiment_id: str, run_name: str, *, sweep_name: str, sweep_hash: str,
+                     sweep_file: str, note: str, git_commit: str | None, environment: Mapping[str, str],
+                     params: Mapping[str, Any]) -> str:
+        """Create a sweep's parent run (found again by `find_parent`); `environment`: versions
+        and devices, as tags."""
+        tags = {ROLE_TAG: "parent", SWEEP_NAME_TAG: sweep_name, SWEEP_HASH_TAG: sweep_hash,
+                SWEEP_FILE_TAG: sweep_file, NOTE_TAG: note, **environment}
+        if git_commit:
+            tags[GIT_COMMIT_TAG] = git_commit
+        return self._start_run(experiment_id, run_name, tags, params)
+
+    def start_child(self, experiment_id: str, parent_run_id: str, run_name: str, *, variant_key: str,
+                    index: int, setting: Mapping[str, Any], seed: int, group: str,
+                    params: Mapping[str, Any]) -> str:
+        """Create one variant's run, nested under the parent in the UI. The setting goes as its
+        values (JSON, read back by `variant_records`) and as its label (for the UI)."""
+        tags = {ROLE_TAG: "child", PARENT_RUN_TAG: parent_run_id, VARIANT_KEY_TAG: variant_key,
+                VARIANT_INDEX_TAG: str(index), SETTING_TAG: setting_label(setting),
+                SETTING_JSON_TAG: json.dumps(dict(setting)), GROUP_TAG: group, SEED_TAG: str(seed)}
+        return self._start_run(experiment_id, run_name, tags, {**params, "variant_key": variant_key, "group": group})
+
+    def _start_run(self, experiment_id: str, run_name: str, tags: dict[str, Any],
+                   params: Mapping[str, Any]) -> str:
+        # Tags go with the creation, so a process killed right after it leaves no untagged run behind.
+        run_id = self.client.create_run(experiment_id, run_name=run_name,
+                                        tags={t.key: t.value for t in run_tags(tags)}).info.run_id
+        log_batches(self.client, run_id, params=run_params(dict(params)))
+        return run_id
+
+    def find_parent(self, experiment_id: str, sweep_name: str) -> ParentRun | None:
+        """The newest parent run of this sweep (resume compares its sweep hash)."""
+        runs = self.client.search_runs(
+            [experiment_id],
+            f"tags.`{ROLE_TAG}` = 'parent' and tags.`{SWEEP_NAME_TAG}` = {_quote(sweep_name)}",
+            order_by=["attributes.start_time DESC"], max_results=1)
+        return _parent_run(runs[0]) if runs else None
+
+    def parent(self, run_id: str) -> ParentRun | None:
+        """The sweep parent run with this id; None where the run is not a sweep's parent."""
+        run = self.client.get_run(run_id)
+        return _parent_run(run) if run.data.tags.get(ROLE_TAG) == "parent" else None
+
+    def children(self, parent_run_id: str, page_size: int = 1000) -> list[dict[str, Any]]:
+        """Every child run of a parent (all pages): run_id, run_name, status, tags, params, metrics."""
+        experiment_id = self.client.get_run(parent_run_id).info.experiment_id
+        query = f"tags.`{PARENT_RUN_TAG}` = {_quote(parent_run_id)}"
+        found, token = [], None
+        while True:
+            page = self.client.search_runs([experiment_id], query, max_results=page_size, page_token=token)
+            found += [{"run_id": r.info.run_id, "run_name": r.info.run_name, "status": r.info.status,
+                       "tags": dict(r.data.tags), "params": dict(r.data.params),
+                       "metrics": dict(r.data.metrics)} for r in page]
+            token = page.token
+            if not token:
+                return found
+
+    def variant_records(self, parent_run_id: str, histories: Sequence[str] = ()) -> list[VariantRecord]:
+        """Every child run of a parent as a record, in sweep order. `histories`: names (or
+        patterns such as 'dead_fraction_*') of per-epoch metrics whose whole history the
+        records carry."""
+        return [self._record(child, histories) for child in sorted(self.children(parent_run_id), key=_sweep_order)]
+
+    def _record(self, child: dict[str, Any], histories: Sequence[str]) -> VariantRecord:
+        tags, metrics = child["tags"], child["metrics"]
+
+        def number(key: str, kind: type) -> Any:
+            return kind(metrics[key]) if key in metrics else None
+
+        return VariantRecord(
+            setting=json.loads(tags.get(SETTING_JSON_TAG, "{}")), seed=int(tags.get(SEED_TAG, 0)),
+            status=child["status"], variant_key=tags.get(VARIANT_KEY_TAG),
+            index=int(tags[VARIANT_INDEX_TAG]) if VARIANT_INDEX_TAG in tags else None, run_id=child["run_id"],
+            diverged=tags.get(DIVERGED_TAG) == "true", best_epoch=number("best_epoch", int),
+            stopped_epoch=number("stopped_epoch", int), n_params=number("n_params", int),
+            train_seconds=number("train_seconds", float), compile_seconds=number("compile_seconds", float),
+            metrics={k: v for k, v in metrics.items() if k.startswith(_FINAL_METRIC_PREFIXES)},
+            config={k: parse_value(v) for k, v in child["params"].items() if k not in _IDENTITY_PARAMS},
+            history={k: self.metric_history(child["run_id"], k) for k in metrics
+                     if any(fnmatch.fnmatchcase(k, pattern) for pattern in histories)})
+
+    # -- logging -----------------------------------------------------------------------------
+
+    def log_history(self, run_id: str, history: list[dict[str, float]], step_key: str = "epoch") -> None:
+        """Log per-step records ({step_key: n, name: value, ...}); NaN and inf are kept as they are."""
+        log_batches(self.client, run_id, metrics=history_metrics(history, step_key))
+
+    def log_epoch_seconds(self, parent_run_id: str, group: str, seconds: Sequence[tuple[int, float]]) -> None:
+        """The wall time of each epoch of a group (shared by its variants), once, on the parent."""
+        self.log_history(parent_run_id, [{"epoch": epoch, f"epoch_seconds_{group}": s} for epoch, s in seconds])
+
+    def _set_tags(self, run_id: str, tags: dict[str, Any]) -> None:
+        log_batches(self.client, run_id, tags=run_tags(tags))
+
+    def log_file(self, run_id: str, path: str | os.PathLike, artifact_path: str | None = None) -> None:
+        """Copy a local file (or folder) into the run, under `artifact_path`."""
+        self.client.log_artifact(run_id, os.fspath(path), artifact_path)
+
+    def log_folder(self, run_id: str, files: dict[str, bytes], artifact_path: str) -> None:
+        """Several small files into one artifact folder of the run, in one store call."""
+        with tempfile.TemporaryDirectory() as tmp:
+            for name, data in files.items():
+                Path(tmp, name).write_bytes(data)
+            self.client.log_artifacts(run_id, tmp, artifact_path)
+
+    # -- ending runs -------------------------------------------------------------------------
+
+    def finish(self, run_id: str, status: str, reason: str | None = None, *,
+               history: list[dict[str, float]] | None = None, metrics: dict[str, float] | None = None,
+               step: int = 0, tags: dict[str, Any] | None = None, files: dict[str, bytes] | None = None,
+               artifact_path: str = "") -> None:
+        """End a run as FINISHED, FAILED or KILLED; `reason` goes to tag jaxmlp.failure_reason.
+
+        A run's last results can come along, in few store calls: one `log_batch` for the
+        per-epoch `history` (as in `log_history`), the `metrics` at `step` and the tags, one
+        call for the `files` (into `artifact_path`), one for the status.
+        """
+        tags = dict(tags or {})
+        if reason is not None:
+            tags[FAILURE_REASON_TAG] = reason
+        log_batches(self.client, run_id, metrics=history_metrics(history or []) + step_metrics(metrics or {}, step),
+                          tags=run_tags(tags))
+        if files:
+            self.log_folder(run_id, files, artifact_path)
+        self.client.set_terminated(run_id, status)
+
+    def finish_child(self, run_id: str, record: VariantRecord, *, history: list[dict[str, float]],
+                     files: dict[str, bytes], reason: str | None) -> None:
+        """End a trained variant's run with its status: its per-epoch `history`, its final
+        metrics at step best_epoch, whether it diverged, its checkpoint `files` under checkpoint/."""
+        final = {**record.metrics, "best_epoch": record.best_epoch, "stopped_epoch": record.stopped_epoch,
+                 "diverged": float(record.diverged), "n_params": record.n_params,
+                 "compile_seconds": record.compile_seconds, "train_seconds": record.train_seconds}
+        self.finish(run_id, record.status, reason, history=_child_history(history),
+                    metrics={k: v for k, v in final.items() if v is not None}, step=record.best_epoch or 0,
+                    tags={DIVERGED_TAG: str(record.diverged).lower()}, files=files, artifact_path="checkpoint")
+
+    def mark_killed(self, run_ids: Iterable[str], reason: str = "left RUNNING by an interrupted sweep") -> None:
+        """End runs that a crashed or interrupted process left RUNNING."""
+        for run_id in run_ids:
+            self.finish(run_id, "KILLED", reason)
+
+    def reopen(self, run_id: str) -> None:
+        """Mark a finished or killed run RUNNING again (a resumed sweep's parent)."""
+        self.client.update_run(run_id, status="RUNNING")
+
+    def close_parent(self, parent_run_id: str, status: str, reason: str | None, *, summary_files: dict[str, bytes],
+                     figures: dict[str, bytes], metrics: dict[str, float], best_setting: str | None) -> None:
+        """Summary, plots and metrics on the parent, then end it. It never stays RUNNING: where
+        the summary cannot be logged, it ends FAILED and the error is raised."""
+        try:
+            self.log_folder(parent_run_id, summary_files, "summary")
+            self.log_folder(parent_run_id, figures, "plots")
+        except Exception as err:
+            why = f"the sweep summary could not be logged: {type(err).__name__}: {err}"
+            self.finish(parent_run_id, "FAILED", "; ".join(filter(None, [reason, why]))[:5000])
+            raise
+        self.finish(parent_run_id, status, reason, metrics=metrics,
+                    tags={BEST_BY_TEST_MEAN_TAG: best_setting} if best_setting is not None else {})
+
+    # -- artifacts and models ----------------------------------------------------------------
+
+    def metric_history(self, run_id: str, key: str) -> tuple[list[int], list[float]]:
+        """Steps and values of one metric of a run, in step order."""
+        points = sorted((m.step, m.value) for m in self.client.get_metric_history(run_id, key))
+        return [step for step, _ in points], [value for _, value in points]
+
+    def download_checkpoint(self, run_id: str, folder: str | os.PathLike) -> str:
+        """Copy a child run's checkpoint (logged by `finish_child`) into `folder`; return its path."""
+        return self.client.download_artifacts(run_id, "checkpoint", os.fspath(folder))
+
+    def model_uris(self, run_id: str) -> list[str]:
+        """The models:/ URIs of the models logged on a run."""
+        return [f"models:/{m.model_id}" for m in self.client.get_run(run_id).outputs.model_outputs]
+
+    def log_model_from_run(self, run_id: str) -> str:
+        """Turn a child run's checkpoint artifact into an MLflow model on that run; return its URI."""
+        with tempfile.TemporaryDirectory() as tmp:
+            return self.log_model(run_id, self.download_checkpoint(run_id, tmp))
+
+    def log_model(self, run_id: str, checkpoint_dir: str | os.PathLike, artifact_path: str = "model") -> str:
+        """Log a checkpoint folder as the run's MLflow pyfunc model (`jaxmlp.tracking.model`);
+        return its models:/ URI."""
+        from mlflow.entities import LoggedModelOutput, LoggedModelStatus
+
+        run = self.client.get_run(run_id)
+        model = self.client.create_logged_model(
+            run.info.experiment_id, artifact_path, source_run_id=run_id, params=run.data.params)
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                save_pyfunc(Path(tmp, "model"), checkpoint_dir)
+                self.client.log_model_artifacts(model.model_id, Path(tmp, "model"))
+            self.client.log_outputs(run_id, [LoggedModelOutput(model.model_id, step=0)])
+        except BaseException:
+            self.client.finalize_logged_model(model.model_id, LoggedModelStatus.FAILED)
+            raise
+        self.client.finalize_logged_model(model.model_id, LoggedModelStatus.READY)
+        return f"models:/{model.model_id}"
+
+    def mark_best(self, parent_run_id: str, checkpoint_dir: str | os.PathLike, *, run_id: str, setting: str,
+                  model_uri: str) -> None:
+        """The sweep's best variant on its parent: its model (as best_model), run, setting and model URI."""
+        self.log_model(parent_run_id, checkpoint_dir, "best_model")
+        self._set_tags(parent_run_id, {BEST_RUN_TAG: run_id, BEST_SETTING_TAG: setting, BEST_MODEL_TAG: model_uri})
+
+    def register_model(self, model_uri: str, name: str):
+        """Register a model logged by `log_model` under `name` (created if new); return the ModelVersion."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.create_registered_model(name)
+        except MlflowException as error:
+            if error.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+        model = self.client.get_logged_model(model_uri.removeprefix("models:/"))
+        # The artifact location, not the models:/ URI: MLflow would resolve that through the
+        # process-wide tracking URI instead of this client's.
+        return self.client.create_model_version(name, model.artifact_location,
+                                                run_id=model.source_run_id, model_id=model.model_id)
+
+    def register_best(self, parent_run_id: str, model_uri: str, name: str) -> None:
+        """Register the sweep's best model under `name` and note the version on the parent."""
+        version = self.register_model(model_uri, name)
+        self._set_tags(parent_run_id, {REGISTERED_MODEL_TAG: f"{name} v{version.version}"})
+
+
+def _open_client(tracking_uri: str):
+    """A client with its store open: a new SQLite file is created and migrated now."""
+    from mlflow.tracking import MlflowClient
+
+    with _store_creation_lock(tracking_uri):
+        client = MlflowClient(tracking_uri)
+        client.search_experiments(max_results=1)
+    return client
+
+
+@contextlib.contextmanager
+def _store_creation_lock(tracking_uri: str) -> Iterator[None]:
+    """Processes opening SQLite stores in one folder take turns (a lock on the folder):
+    MLflow's schema migrations, run by two processes at once on a new file, fail and can
+    leave the file unusable."""
+    database = sqlite_path(tracking_uri)
+    if database is None:
+        yield
+        return
+    import fcntl
+
+    folder = os.open(database.parent, os.O_RDONLY)
+    try:
+        fcntl.flock(folder, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(folder)  # releases the lock
+
+
+def _quote(value: str) -> str:
+    """A string literal for an MLflow search filter."""
+    if "'" in value:
+        if '"' in value:
+            raise ValueError(f"cannot search MLflow for a value with both quote characters: {value!r}")
+        return f'"{value}"'
+    return f"'{value}'"

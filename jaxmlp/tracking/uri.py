@@ -1,0 +1,49 @@
+"""Where a tracking store is and where its UI shows it: the URI a command resolves, the
+`mlflow ui` command to open it, and the runs page of an experiment."""
+from __future__ import annotations
+
+import os
+import shlex
+from pathlib import Path
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+DEFAULT_UI_BASE = "http://127.0.0.1:5000"
+#: The `--tracking-uri` option's help, for every command that takes it (see `resolve_tracking_uri`).
+TRACKING_URI_HELP = ("MLflow tracking URI (default: $MLFLOW_TRACKING_URI or "
+                     f"{DEFAULT_TRACKING_URI} in the working directory)")
+
+_SQLITE = "sqlite:///"
+
+
+def resolve_tracking_uri(uri: str | None = None) -> str:
+    """Explicit URI, else $MLFLOW_TRACKING_URI, else ./mlflow.db; SQLite paths made absolute."""
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    if uri.startswith(_SQLITE) and not uri[len(_SQLITE):].startswith("/"):
+        uri = _SQLITE + os.path.abspath(uri[len(_SQLITE):])
+    return uri
+
+
+def sqlite_path(tracking_uri: str) -> Path | None:
+    """The database file of a SQLite store; None for any other store."""
+    return Path(tracking_uri[len(_SQLITE):]) if tracking_uri.startswith(_SQLITE) else None
+
+
+def _is_server(tracking_uri: str) -> bool:
+    return tracking_uri.startswith(("http://", "https://"))
+
+
+def ui_command(tracking_uri: str) -> str:
+    """The shell command that shows a local store in the MLflow UI (a server: its URI)."""
+    if _is_server(tracking_uri):
+        return tracking_uri
+    return f"mlflow ui --backend-store-uri {shlex.quote(tracking_uri)}"
+
+
+def ui_base_url(tracking_uri: str) -> str:
+    """Where the UI of this store is: the server itself, or what `mlflow ui` serves by default."""
+    return tracking_uri.rstrip("/") if _is_server(tracking_uri) else DEFAULT_UI_BASE
+
+
+def runs_page_url(ui_base: str, experiment_id: str) -> str:
+    """The classic runs page (parent runs with nested children) of one experiment."""
+    return f"{ui_base.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
