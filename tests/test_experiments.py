@@ -7,7 +7,9 @@ import pytest
 import yaml
 
 from jaxmlp import report
-from jaxmlp.report_cli import load_references, results_markers
+from jaxmlp.records import VariantRecord
+from jaxmlp.report import load_references
+from jaxmlp.report.page import results_markers
 from jaxmlp.sweep.cli import main as sweep_main
 from jaxmlp.sweep.spec import load_sweep
 
@@ -49,7 +51,8 @@ def test_sweep_describes_itself_and_uses_mnist(path):
 
 
 def _matched_sources(path: Path, entries: list[dict]) -> set[str]:
-    records = [{"setting": v.label, "config": v.config.flat()} for v in load_sweep(path).variants]
+    records = [VariantRecord(setting=dict(v.setting), seed=v.seed, status="FINISHED", config=v.config.flat())
+               for v in load_sweep(path).variants]
     return {e["source"] for e in report.match_references(records, entries, report.ERROR_PERCENT).values()}
 
 

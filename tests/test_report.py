@@ -12,11 +12,13 @@ import matplotlib.image
 import numpy as np
 import pytest
 
-from sweep_helpers import compile_cache
+from sweep_helpers import compile_cache, log_final_metrics, start_parent
 
 from jaxmlp import report
-from jaxmlp.report_cli import MARK_END, MARK_START, ReportError, load_references, results_markers
-from jaxmlp.report_cli import main as report_main
+from jaxmlp.records import VariantRecord, setting_label
+from jaxmlp.report import ReportError, load_references
+from jaxmlp.report.cli import main as report_main
+from jaxmlp.report.page import MARK_END, MARK_START, results_markers
 from jaxmlp.sweep.cli import main as sweep_main
 from jaxmlp.tracking import Tracker
 
@@ -61,7 +63,7 @@ def tracked(tmp_path_factory):
                        "--compile-cache", compile_cache(tmp_path_factory)]) == 0
     tracker = Tracker(uri)
     experiment_id = tracker.client.get_experiment_by_name("report_test").experiment_id
-    parent, _ = tracker.find_parent(experiment_id, "report_test")
+    parent = tracker.find_parent(experiment_id, "report_test").run_id
     assert report_main(["report_test", "--tracking-uri", uri, "--out", str(root / "by_name"), "--no-log"]) == 0
     unlogged = [a.path for a in tracker.client.list_artifacts(parent, "report")]
     readme = root / "README.md"
@@ -215,8 +217,8 @@ def test_references_file_errors_name_the_entry_and_key(tmp_path):
 # -- pure functions, no MLflow --
 
 def test_report_rows_for_regression_show_test_loss():
-    records = [{"setting": "model.hidden=8", "seed": s, "status": "FINISHED", "test_loss": loss, "best_epoch": 3,
-                "stopped_epoch": 5, "n_params": 100.0} for s, loss in enumerate((1.0, 3.0))]
+    records = [VariantRecord(setting={"model.hidden": 8}, seed=s, status="FINISHED", metrics={"test_loss": loss},
+                             best_epoch=3, stopped_epoch=5, n_params=100.0) for s, loss in enumerate((1.0, 3.0))]
     (row,) = report.report_rows(report.summarize(records))
     assert (row["test_loss"], row["test_loss_std"], row["n_params"]) == (2.0, pytest.approx(math.sqrt(2)), 100)
     assert "2.0000 ± 1.4142" in report.to_markdown([row], report.HEADERS)
@@ -239,43 +241,44 @@ def test_swept_axis_prefers_the_last_numeric_key_and_falls_back_to_settings():
     assert report.swept_axis(depth) == ("model.hidden", False)
 
 
-def test_setting_values_parse_labels():
-    assert report.setting_values("model.dropout=0.2, model.hidden=128x128, optimizer.max_norm=None") == {
-        "model.dropout": 0.2, "model.hidden": "128x128", "optimizer.max_norm": None}
-    assert report.setting_values("base") == {}
+def test_setting_labels_are_made_from_the_values():
+    assert setting_label({"model.dropout": 0.2, "model.hidden": [128, 128], "optimizer.max_norm": None}) == (
+        "model.dropout=0.2, model.hidden=128x128, optimizer.max_norm=None")
+    assert setting_label({}) == "base"
 
 
 def test_a_variant_trained_again_after_a_kill_counts_once(tracked, tmp_path):
-    from jaxmlp.report_cli import load_runs
+    from jaxmlp.tracking import find_sweep
 
     t = tracked.tracker
-    experiment_id = t.experiment("resumed_by_hand", {})
-    parent = t.start_parent(experiment_id, "resumed", {"jaxmlp.sweep_name": "resumed_by_hand"}, {})
+    experiment_id = t.experiment("resumed_by_hand")
+    parent = start_parent(t, experiment_id, "resumed", sweep_name="resumed_by_hand")
     for status, accuracy in (("KILLED", None), ("FINISHED", 0.9)):
-        child = t.start_child(experiment_id, parent, "relu | seed=0", "key0", {"model.activation": "relu"},
-                              {"jaxmlp.setting": "model.activation=relu", "seed": "0"})
+        child = t.start_child(experiment_id, parent, "relu | seed=0", variant_key="key0", index=0,
+                              setting={"model.activation": "relu"}, seed=0, group="g0",
+                              params={"model.activation": "relu"})
         if accuracy is not None:
             t.log_history(child, [{"epoch": e, "train_loss": 1.0 / e, "val_loss": 1.5 / e} for e in (1, 2)])
-            t.log_metrics(child, {"test_accuracy": accuracy, "best_epoch": 2, "stopped_epoch": 2}, step=2)
+            log_final_metrics(t, child, {"test_accuracy": accuracy, "best_epoch": 2, "stopped_epoch": 2}, step=2)
         t.finish(child, status)
-    (record,) = load_runs(t, "resumed_by_hand").records
-    assert record["status"] == "FINISHED" and record["test_accuracy"] == pytest.approx(0.9)
-    assert record["history"]["val_loss"] == ([1, 2], [1.5, 0.75])
-    assert record["config"] == {"model.activation": "relu"}
+    (record,) = find_sweep(t, "resumed_by_hand").records
+    assert record.status == "FINISHED" and record.metric("test_accuracy") == pytest.approx(0.9)
+    assert record.history["val_loss"] == ([1, 2], [1.5, 0.75])
+    assert record.config == {"model.activation": "relu"}
 
 
 def test_reference_columns_only_where_an_entry_matched():
-    rows = report.summarize([{"setting": "model.dropout=0.5", "seed": 0, "status": "FINISHED", "test_accuracy": 0.9,
-                              "best_epoch": 4, "stopped_epoch": 6}])
+    rows = report.summarize([VariantRecord(setting={"model.dropout": 0.5}, seed=0, status="FINISHED",
+                                           metrics={"test_accuracy": 0.9}, best_epoch=4, stopped_epoch=6)])
     assert "reference" not in report.report_rows(rows, {})[0]
     (row,) = report.report_rows(rows, {"model.dropout=0.5": {"value": 4.0, "source": "paper"}})
     assert (row["test_error_percent"], row["reference_diff"]) == (pytest.approx(10.0), pytest.approx(6.0))
 
 
 def test_a_setting_whose_group_failed_still_gets_a_row_in_every_format():
-    records = [{"setting": "model.dropout=0", "seed": 0, "status": "FINISHED", "test_accuracy": 0.9, "best_epoch": 3,
-                "stopped_epoch": 5, "n_params": 100, "train_seconds": 1.5},
-               {"setting": "model.dropout=0.5", "seed": 0, "status": "FAILED"}]
+    records = [VariantRecord(setting={"model.dropout": 0}, seed=0, status="FINISHED", metrics={"test_accuracy": 0.9},
+                             best_epoch=3, stopped_epoch=5, n_params=100, train_seconds=1.5),
+               VariantRecord(setting={"model.dropout": 0.5}, seed=0, status="FAILED")]
     rows = report.summarize(records)
     assert [r["n_params"] for r in rows] == [100, None] and list(rows[0]) == list(rows[1])
     failed = list(csv.DictReader(io.StringIO(report.to_csv(rows))))[1]

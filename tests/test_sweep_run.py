@@ -165,7 +165,7 @@ def test_logged_pyfunc_model_predicts_what_the_engine_trained(tiny, best, monkey
     import mlflow.pyfunc
 
     from jaxmlp.checkpoint import predict
-    from jaxmlp.trainer import fit
+    from engine_helpers import fit
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", tiny.uri)  # models:/ URIs resolve through the global URI
     assert mlflow.get_tracking_uri() == tiny.uri

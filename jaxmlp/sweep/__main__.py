@@ -1,11 +1,7 @@
 """`python -m jaxmlp.sweep SWEEP.yaml`: train every variant of a sweep and log it to MLflow."""
-import os
+from jaxmlp.runtime import use_one_cpu_device_per_core
 
-if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
-    # One XLA CPU device per core, so small variants can be sharded across cores; it only
-    # affects the CPU platform and must be set before JAX starts.
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
-                               f" --xla_force_host_platform_device_count={os.cpu_count() or 1}").strip()
+use_one_cpu_device_per_core()  # before anything imports JAX
 
 from jaxmlp.sweep.cli import main  # noqa: E402
 

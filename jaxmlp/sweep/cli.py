@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from jaxmlp.runtime import COMPILE_CACHE_HELP, compile_cache_dir, enable_compilation_cache
 from jaxmlp.sweep.spec import SweepError, load_sweep
 from jaxmlp.tracking import TRACKING_URI_HELP
 
@@ -30,8 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--devices", choices=["auto", "one", "all"],
                    help="shard variants over devices: auto (by network size), one, all (overrides the file)")
     p.add_argument("--max-variants", type=int, metavar="N", help="at most N variants per compiled program")
-    p.add_argument("--compile-cache", metavar="DIR",
-                   help="persistent XLA compilation cache (default: $JAXMLP_CACHE_DIR/xla or ~/.cache/jaxmlp/xla)")
+    p.add_argument("--compile-cache", metavar="DIR", help=COMPILE_CACHE_HELP)
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     p.add_argument("--json", action="store_true", help="print the outcome as one JSON object on stdout")
     return p
@@ -60,10 +60,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     import jax
 
-    from jaxmlp.cli import compile_cache_dir
     from jaxmlp.sweep.plan import describe_plan, plan_groups
-    from jaxmlp.sweep.runner import Options, ResumeRefused, SweepRunner
-    from jaxmlp.trainer import enable_compilation_cache
+    from jaxmlp.sweep.runner import Options, SweepRunner
+    from jaxmlp.sweep.runs import ResumeRefused
 
     groups = plan_groups(sweep, len(jax.devices()))
     if args.dry_run:
@@ -89,8 +88,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def outcome_json(sweep, outcome, runner) -> dict:
-    finished = [r for r in outcome.records if r["status"] == "FINISHED"]
-    accuracies = [r["test_accuracy"] for r in finished if r.get("test_accuracy") is not None]
+    finished = [r for r in outcome.records if r.finished]
+    accuracies = [r.metric("test_accuracy") for r in finished if r.metric("test_accuracy") is not None]
     return {
         "sweep": sweep.spec.name, "n_variants": len(outcome.records), "n_finished": len(finished),
         "seconds": outcome.seconds, "compile_seconds": outcome.compile_seconds,

@@ -1,0 +1,137 @@
+"""`python -m jaxmlp.report SWEEP`: the report of a tracked sweep, built only from what MLflow holds.
+
+Asks tracking for the sweep's newest parent run and one record per variant (final metrics,
+per-epoch histories, resolved configuration), builds the table and figures, sets reference
+numbers next to the rows (see `jaxmlp.report.references`), and writes `report.md`,
+`report.csv`, the figures and one self-contained `report.html` to a folder; logs them on the
+parent run under `report/`; optionally puts the table between the results markers of a README.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import yaml
+
+from jaxmlp.report.errors import ReportError
+from jaxmlp.report.figures import sweep_figures
+from jaxmlp.report.page import (MARK_END, MARK_START, column_notes, provenance, references_list,
+                                replace_between_markers, results_markdown, results_markers, to_html,
+                                to_report_markdown)
+from jaxmlp.report.references import load_references, match_references
+from jaxmlp.report.tables import HEADERS, display_metric, report_rows, summarize, to_csv, to_markdown, to_text
+from jaxmlp.tracking import TRACKING_URI_HELP, SweepNotFound, TrackedSweep, Tracker, find_sweep
+
+REFERENCES_FILE = "references.yaml"
+
+
+def _sweep_name(target: str) -> str:
+    """A sweep file's `name`; any other target is a sweep (experiment) name or an experiment id."""
+    path = Path(target)
+    if not (path.suffix in (".yaml", ".yml") or path.is_file()):
+        return target
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as err:
+        raise ReportError(f"{path}: cannot read the sweep file: {err}") from None
+    if not isinstance(raw, dict) or not isinstance(raw.get("name"), str):
+        raise ReportError(f"{path}: a sweep file needs a top-level 'name' (the MLflow experiment to report)")
+    return raw["name"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m jaxmlp.report",
+        description="Build the report of a tracked sweep from MLflow: a table (test error mean ± std over seeds, "
+                    "best epoch, parameters, time, reference numbers) and figures, written as Markdown, CSV, PNG "
+                    "and one self-contained HTML page, and logged on the sweep's parent run under report/.",
+        epilog="Example: python -m jaxmlp.report experiments/activations/quick.yaml")
+    p.add_argument("sweep", help="a sweep file (its name is read), a sweep name, or an MLflow experiment name or id")
+    p.add_argument("--tracking-uri", help=TRACKING_URI_HELP)
+    p.add_argument("--run", metavar="PARENT_RUN_ID", help="report this parent run (default: the newest)")
+    p.add_argument("--out", type=Path, help="output folder (default: reports/<sweep name>/)")
+    p.add_argument("--references", type=Path, help=f"reference numbers (YAML; default: {REFERENCES_FILE} next to "
+                                                   "the sweep file, if there is one)")
+    p.add_argument("--no-log", action="store_true", help="do not log the report on the parent run")
+    p.add_argument("--readme", type=Path, help="put the table between the sweep's results markers in this file: "
+                                               f"{' and '.join(results_markers('NAME'))} (NAME: the sweep's "
+                                               f"name), or else {MARK_START} and {MARK_END}")
+    return p
+
+
+def _references_path(args, sweep_file: str | None) -> Path | None:
+    if args.references:
+        return args.references
+    path = Path(args.sweep) if Path(args.sweep).is_file() else Path(sweep_file or "")
+    candidate = path.parent / REFERENCES_FILE if path.name else None
+    return candidate if candidate is not None and candidate.is_file() else None
+
+
+@dataclass
+class Report:
+    """A built report: the table, the files to write (by name) and the block for a README's markers."""
+
+    sweep: TrackedSweep
+    table: list[dict[str, Any]]
+    files: dict[str, bytes]
+    results: str
+
+
+def build_report(tracking_uri: str, sweep: TrackedSweep, references_path: Path | None) -> Report:
+    """Table, figures, Markdown, CSV and HTML of a tracked sweep."""
+    entries = load_references(references_path) if references_path else None
+    metric = display_metric(sweep.records)
+    references = match_references(sweep.records, entries, metric) if entries is not None else None
+    rows = summarize(sweep.records)
+    table = report_rows(rows, references)
+    figures = sweep_figures(sweep.records, rows)
+    meta = provenance(sweep.name, sweep.parent_run_id, sweep.git_commit, tracking_uri)
+    notes = column_notes(metric, bool(references), any("dead_units_percent" in r for r in table))
+    cited = references_list(references)
+    results = results_markdown(meta, to_markdown(table, HEADERS), notes, cited)
+    files = {"report.md": to_report_markdown(sweep.name, sweep.note, results, figures).encode(),
+             "report.csv": to_csv(table).encode(),
+             "report.html": to_html(sweep.name, sweep.note, table, figures, meta, notes, cited).encode(), **figures}
+    return Report(sweep, table, files, results)
+
+
+def run_report(args: argparse.Namespace) -> Path:
+    """Build the report, write it to the output folder, log it on the parent run, fill the README."""
+    tracker = Tracker(args.tracking_uri)
+    sweep = find_sweep(tracker, _sweep_name(args.sweep), args.run)
+    if not sweep.records:
+        raise ReportError(f"parent run {sweep.parent_run_id} of sweep {sweep.name!r} has no child runs yet")
+    if args.readme and not args.readme.is_file():
+        raise ReportError(f"--readme {args.readme}: no such file")
+    references_path = _references_path(args, sweep.sweep_file)
+    built = build_report(tracker.tracking_uri, sweep, references_path)
+    readme = (replace_between_markers(args.readme.read_text(), built.results, str(args.readme), sweep.name)
+              if args.readme else None)
+    out = args.out or Path("reports") / sweep.name
+    out.mkdir(parents=True, exist_ok=True)
+    for name, data in built.files.items():
+        (out / name).write_bytes(data)
+        if not args.no_log:
+            tracker.log_file(sweep.parent_run_id, out / name, "report")
+    if readme is not None:
+        args.readme.write_text(readme)
+    print(to_text(built.table, HEADERS))
+    print(f"\nreport of sweep '{sweep.name}' (parent run {sweep.parent_run_id}) in {out}/"
+          + ("" if args.no_log else ", logged on the parent run under report/")
+          + (f"; references: {references_path}" if references_path else ""))
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    try:
+        run_report(args)
+    except (ReportError, SweepNotFound) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,289 @@
+"""A sweep's figures from plain `VariantRecord`s: the test metric against the swept axis,
+learning curves, activation functions with dead units, and the generalisation gap (PNG bytes
+by file name, drawn with matplotlib's Agg backend)."""
+from __future__ import annotations
+
+import io
+import math
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from jaxmlp.records import VariantRecord, format_value
+from jaxmlp.report.tables import (ERROR_PERCENT, by_setting, display_metric, finished, mean_std,
+                                  record_value)
+
+FIGURE_CAPTIONS = {
+    "test_metric.png": "Test error (%) of the model selected on validation (test loss for regression) against "
+                       "the swept axis (per setting where the swept keys are zipped): mean ± std over seeds "
+                       "(bars), one dot per seed.",
+    "learning_curves.png": "Training loss (dashed; training mode, running average over the epoch) and "
+                           "validation loss (solid) per setting, mean over the seeds still training; triangles "
+                           "mark the epoch whose parameters were kept (the best validation epoch, or the last "
+                           "epoch where restore_best is false), one per seed.",
+    "activations.png": "The activation functions (left; noisy ReLU as at evaluation, training adds Gaussian "
+                       "noise) and the fraction of dead units (zero on the whole validation split) of each hidden "
+                       "layer over training, mean over seeds.",
+    "generalisation_gap.png": "Generalisation gap against the dropout rate (per setting where the rate is "
+                              "zipped with other keys): test error minus training error "
+                              "(evaluation mode, selected parameters), in percentage points (test minus train "
+                              "loss for regression); larger means more overfitting. Mean ± std over seeds.",
+}
+_LINESTYLES = ("-", "--", ":", "-.")
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def prepare_figures() -> None:
+    """Import matplotlib and draw one small figure (fonts, renderer): about 0.6 s the first
+    time in a process, worth spending before the figures are needed (the sweep does it in a
+    thread while it trains)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(1, 1))
+    ax.plot([0, 1], [0, 1], label="x")
+    ax.set_title("x")
+    ax.legend()
+    _png(fig)
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    _pyplot().close(fig)
+    return buf.getvalue()
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _values_by_setting(records: Sequence[VariantRecord]) -> dict[str, dict[str, Any]]:
+    """Swept key -> value for each setting, from the resolved configuration where the records carry it."""
+    return {setting: {k: runs[0].config.get(k, v) for k, v in runs[0].setting.items()}
+            for setting, runs in by_setting(records).items()}
+
+
+def _others(values: Mapping[str, Any], key: str | None, sep: str = ", ") -> str:
+    """A short label of a setting without `key` (which line of a plot against `key` it is on), with the keys'
+    last parts only: 'patience=None, restore_best=False'."""
+    return sep.join(f"{k.rsplit('.', 1)[-1]}={format_value(v)}" for k, v in values.items() if k != key)
+
+
+def _is_axis(values: Mapping[str, Mapping[str, Any]], key: str) -> bool:
+    """Whether the settings are every value of `key` crossed with every combination of the other keys (a grid
+    axis, with at least two values), not e.g. one of several keys zipped together."""
+    xs = {format_value(v[key]) for v in values.values()}
+    series = {_others(v, key) for v in values.values()}
+    return len(xs) > 1 and len(xs) * len(series) == len(values)
+
+
+def swept_axis(values: Mapping[str, Mapping[str, Any]], prefer: str | None = None) -> tuple[str | None, bool]:
+    """The swept key to put on the x axis and whether it is numeric: `prefer` if it is a grid axis, else the
+    last numeric grid axis, else the first categorical one; None where there is none (e.g. a zip: plot one
+    point per setting)."""
+    keys = list(next(iter(values.values()), {}))
+    numeric = [k for k in keys if all(_is_number(v[k]) for v in values.values())]
+    candidates = [*reversed(numeric), *(k for k in keys if k not in numeric)]
+    for key in [prefer, *candidates] if prefer in keys else candidates:
+        if _is_axis(values, key):
+            return key, key in numeric
+    return None, False
+
+
+def _axis_figure(records: Sequence[VariantRecord], value, ylabel: str, prefer: str | None = None,
+                 title: str = "") -> bytes:
+    """Mean ± std over finished seeds of value(record) per setting against the swept axis (`prefer` where it
+    is one, see `swept_axis`), one line or point set per combination of the other swept values."""
+    plt = _pyplot()
+    values, runs_by_setting = _values_by_setting(records), by_setting(records)
+    key, numeric = swept_axis(values, prefer)
+    series: dict[str, list[tuple[Any, str]]] = {}
+    for setting, v in values.items():
+        x = v[key] if key else _others(v, None, "\n") or setting
+        series.setdefault(_others(v, key) if key else "", []).append((x, setting))
+    categories = list(dict.fromkeys(format_value(x) for points in series.values() for x, _ in points))
+    longest = max(len(line) for c in categories for line in c.split("\n"))
+    width = 6.5 if numeric else max(5.0, len(categories) * max(0.8, 0.075 * longest) + 2.0)
+    fig, ax = plt.subplots(figsize=(width, 4.0))
+    spread = min(0.6 / len(series), 0.15)
+    for i, (label, points) in enumerate(series.items()):
+        xs, means, stds, dots = [], [], [], []
+        for x, setting in sorted(points, key=lambda p: p[0]) if numeric else points:
+            seeds = [y for y in map(value, finished(runs_by_setting[setting])) if y is not None and math.isfinite(y)]
+            pos = float(x) if numeric else categories.index(format_value(x)) + (i - (len(series) - 1) / 2) * spread
+            mean, std = mean_std(seeds)
+            xs.append(pos), means.append(mean), stds.append(std)
+            dots += [(pos, y) for y in seeds]
+        color = f"C{i % 10}"
+        ax.errorbar(xs, means, yerr=stds, fmt="o-" if numeric else "o", capsize=4, color=color,
+                    label=label or None, zorder=3)
+        if dots:
+            ax.scatter(*zip(*dots), s=10, alpha=0.4, color=color, zorder=2)
+    if numeric:
+        xs = [float(x) for points in series.values() for x, _ in points]
+        if min(xs) > 0 and max(xs) / min(xs) >= 20:
+            ax.set_xscale("log")
+    else:
+        tilt = key is not None and longest > 8
+        ax.set_xticks(range(len(categories)), categories, rotation=30 if tilt else 0,
+                      ha="right" if tilt else "center", fontsize=8 if key else 7)
+        ax.set_xlim(-0.5, len(categories) - 0.5)
+    ax.set_xlabel(key or "setting")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    if len(series) > 1:
+        outside = len(series) > 6 or max(map(len, series)) > 30
+        ax.legend(fontsize=7, **({"bbox_to_anchor": (1.02, 1), "loc": "upper left"} if outside else {}))
+    return _png(fig)
+
+
+def figure_test_metric(records: Sequence[VariantRecord]) -> bytes:
+    """Test error (%) or test loss against the swept axis, mean ± std over seeds, one dot per seed."""
+    metric = display_metric(records)
+    label = "test error (%)" if metric == ERROR_PERCENT else "test loss"
+    return _axis_figure(records, lambda r: record_value(r, metric), label)
+
+
+def _curve(runs: Sequence[VariantRecord], name: str) -> tuple[np.ndarray, np.ndarray]:
+    """Epochs and the mean over runs of one per-epoch metric (runs that stopped early leave the mean)."""
+    histories = [r.history[name] for r in runs if name in r.history]
+    epochs = np.unique(np.concatenate([np.asarray(s, int) for s, _ in histories])) if histories else np.zeros(0, int)
+    total, count = np.zeros(len(epochs)), np.zeros(len(epochs))
+    for steps, vals in histories:
+        vals = np.asarray(vals, float)
+        ok = np.isfinite(vals)
+        idx = np.searchsorted(epochs, np.asarray(steps, int)[ok])
+        np.add.at(total, idx, vals[ok])
+        np.add.at(count, idx, 1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return epochs, total / count
+
+
+def _kept_epoch(record: VariantRecord) -> int | None:
+    """The epoch whose parameters the run kept: the best one, or the last where restore_best is false."""
+    restore = record.config.get("training.early_stopping.restore_best", True)
+    epoch = record.best_epoch if restore else record.stopped_epoch
+    return None if epoch is None else int(epoch)
+
+
+def figure_learning_curves(records: Sequence[VariantRecord]) -> bytes:
+    """Per setting: mean training and validation loss over epochs, and each seed's kept epoch."""
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import MaxNLocator
+
+    plt = _pyplot()
+    groups = {s: finished(runs) for s, runs in by_setting(records).items()}
+    cols = min(len(groups), 4)
+    n_rows = math.ceil(len(groups) / cols)
+    fig, axes = plt.subplots(n_rows, cols, figsize=(3.6 * cols, 2.9 * n_rows), squeeze=False)
+    for ax, (setting, runs) in zip(axes.flat, groups.items()):
+        for name, style in (("train_loss", "--"), ("val_loss", "-")):
+            ax.plot(*_curve(runs, name), style, color="C0" if name == "val_loss" else "C1")
+        for r in runs:
+            epoch, (steps, vals) = _kept_epoch(r), r.history.get("val_loss", ((), ()))
+            if epoch in list(steps):
+                ax.plot(epoch, vals[list(steps).index(epoch)], "v", color="black", markersize=5, alpha=0.7)
+        ax.set_title("\n".join(setting.split(", ")), fontsize=7)
+        shown = np.concatenate([line.get_ydata() for line in ax.get_lines()]) if ax.get_lines() else np.ones(1)
+        shown = shown[np.isfinite(shown) & (shown > 0)]
+        if shown.size and shown.max() > 5 * shown.min():
+            ax.set_yscale("log")
+        ax.grid(alpha=0.3, which="both")
+        ax.tick_params(labelsize=7)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if not runs:
+            ax.text(0.5, 0.5, "no finished runs", ha="center", transform=ax.transAxes)
+    for ax in axes.flat[len(groups):]:
+        ax.axis("off")
+    handles = [Line2D([], [], color="C1", linestyle="--", label="train loss (training mode)"),
+               Line2D([], [], color="C0", label="validation loss"),
+               Line2D([], [], color="black", marker="v", linestyle="", label="kept epoch (per seed)")]
+    fig.supxlabel("epoch", fontsize=9)
+    fig.supylabel("loss (mean over seeds)", fontsize=9)
+    fig.tight_layout()
+    fig.legend(handles=handles, loc="lower center", ncol=3, fontsize=8, bbox_to_anchor=(0.5, 1.0))
+    return _png(fig)
+
+
+def figure_activations(records: Sequence[VariantRecord]) -> bytes:
+    """The swept activation functions, and per hidden layer the dead-unit fraction over training."""
+    import jax.numpy as jnp
+    from matplotlib.lines import Line2D
+
+    from jaxmlp.activations import ActivationParams, get_activation
+
+    plt = _pyplot()
+    values, runs_by_setting = _values_by_setting(records), by_setting(records)
+    first = {}
+    for setting, v in values.items():
+        first.setdefault(v["model.activation"], runs_by_setting[setting][0].config)
+    color = {name: f"C{i % 10}" for i, name in enumerate(first)}
+    layers = sorted({k for r in records for k in r.history if k.startswith("dead_fraction_")},
+                    key=lambda k: int(k.rsplit("_", 1)[1]))
+    fig, axes = plt.subplots(1, 1 + len(layers), figsize=(4.3 * (1 + len(layers)), 3.8), squeeze=False)
+    x = np.linspace(-4.0, 4.0, 401)
+    ax = axes[0, 0]
+    for name, config in first.items():
+        params = ActivationParams(**{f: float(config.get(f"model.{f}", d))
+                                     for f, d in ActivationParams()._asdict().items()})
+        ax.plot(x, np.asarray(get_activation(name)(jnp.asarray(x, jnp.float32), params)),
+                color=color[name], label=name)
+    ax.axhline(0, color="gray", linewidth=0.5)
+    ax.axvline(0, color="gray", linewidth=0.5)
+    ax.set(ylim=(-2.0, 4.0), xlabel="x", title="activation functions")
+    ax.legend(fontsize=7)
+    others = list(dict.fromkeys(_others(v, "model.activation") for v in values.values()))
+    for i, (ax, layer) in enumerate(zip(axes[0, 1:], layers)):
+        for setting, v in values.items():
+            ax.plot(*_curve(finished(runs_by_setting[setting]), layer), color=color[v["model.activation"]],
+                    linestyle=_LINESTYLES[others.index(_others(v, "model.activation")) % len(_LINESTYLES)])
+        ax.set(ylim=(-0.03, 1.03), xlabel="epoch", ylabel="fraction of dead units",
+               title=f"dead units, hidden layer {i + 1}")
+        ax.grid(alpha=0.3)
+    if layers and len(others) > 1:
+        axes[0, -1].legend(handles=[Line2D([], [], color="gray", linestyle=_LINESTYLES[j % len(_LINESTYLES)],
+                                           label=label) for j, label in enumerate(others)], fontsize=7)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def _gap(record: VariantRecord, metric: str) -> float | None:
+    """Test minus final training error in percentage points (loss for regression): larger = more overfitting."""
+    if metric == ERROR_PERCENT:
+        train, test = record.metric("final_train_accuracy"), record.metric("test_accuracy")
+        return None if train is None or test is None else 100.0 * (train - test)
+    train, test = record.metric("final_train_loss"), record.metric("test_loss")
+    return None if train is None or test is None else test - train
+
+
+def figure_generalisation_gap(records: Sequence[VariantRecord]) -> bytes:
+    """Test error minus training error (or test minus training loss) against the dropout rate."""
+    metric = display_metric(records)
+    ylabel = "test error − train error (pp)" if metric == ERROR_PERCENT else "test loss − train loss"
+    return _axis_figure(records, lambda r: _gap(r, metric), ylabel, "model.dropout",
+                        "generalisation gap (larger = more overfitting)")
+
+
+def sweep_figures(records: Sequence[VariantRecord], rows: Sequence[dict[str, Any]]) -> dict[str, bytes]:
+    """The figures of a sweep, by file name: the test metric against the swept axis; learning curves (records
+    with `history`); activation functions and dead units (model.activation swept); the generalisation gap
+    (model.dropout swept)."""
+    if not rows:
+        return {}
+    keys = records[0].setting
+    figures = {"test_metric.png": figure_test_metric(records)}
+    if any(r.history for r in records):
+        figures["learning_curves.png"] = figure_learning_curves(records)
+    if "model.activation" in keys:
+        figures["activations.png"] = figure_activations(records)
+    if "model.dropout" in keys and any(_gap(r, display_metric(records)) is not None for r in records):
+        figures["generalisation_gap.png"] = figure_generalisation_gap(records)
+    return figures

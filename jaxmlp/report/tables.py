@@ -1,0 +1,219 @@
+"""A sweep's table: one row per setting (mean and std over seeds of the test metric, epochs,
+parameters, time) from plain `VariantRecord`s, and that table as Markdown, CSV or text.
+
+The sweep runner summarises the records of its own results; `python -m jaxmlp.report` those
+that tracking reads back. Both go through the same functions, so both produce the same table.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import math
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from jaxmlp.records import VariantRecord
+
+#: The report's classification metric: 100 x (1 - test accuracy).
+ERROR_PERCENT = "test_error_percent"
+
+#: Column titles of the report's table (`report_rows`); other columns show their key.
+HEADERS = {
+    ERROR_PERCENT: "test error (%)", "test_loss": "test loss", "n_seeds": "seeds", "best_epoch": "best epoch",
+    "stopped_epoch": "stopped epoch", "n_params": "params", "train_seconds": "train time (s)",
+    "reference": "reference", "reference_diff": "Δ (ours − ref)", "reference_source": "source",
+    "dead_units_percent": "dead units (%)",
+}
+_PERCENT_KEYS = (ERROR_PERCENT, "reference", "reference_diff")
+
+
+def primary_metric(records: Sequence[VariantRecord]) -> str:
+    """test_accuracy for classification sweeps, test_loss otherwise."""
+    return "test_accuracy" if any(r.metric("test_accuracy") is not None for r in records) else "test_loss"
+
+
+def mean_std(values: Iterable[float | None]) -> tuple[float, float]:
+    """Mean and sample std of the finite values (NaN, NaN where there are none)."""
+    arr = np.asarray([v for v in values if v is not None and math.isfinite(v)], float)
+    if arr.size == 0:
+        return math.nan, math.nan
+    return float(arr.mean()), float(arr.std(ddof=1)) if arr.size > 1 else 0.0
+
+
+def by_setting(records: Sequence[VariantRecord]) -> dict[str, list[VariantRecord]]:
+    """Records by their setting's label, settings in first-appearance order."""
+    found: dict[str, list[VariantRecord]] = {}
+    for r in records:
+        found.setdefault(r.label, []).append(r)
+    return found
+
+
+def finished(records: Iterable[VariantRecord]) -> list[VariantRecord]:
+    return [r for r in records if r.finished]
+
+
+def summarize(records: Sequence[VariantRecord]) -> list[dict[str, Any]]:
+    """One row per setting (first-appearance order): mean and std over seeds of the test metric."""
+    metric = primary_metric(records)
+    rows = []
+    for setting, runs in by_setting(records).items():
+        good = finished(runs)
+        mean, std = mean_std(r.metric(metric) for r in good)
+        rows.append({
+            "setting": setting, "n_seeds": len(good), metric: mean, f"{metric}_std": std,
+            "best_epoch": mean_std(r.best_epoch for r in good)[0],
+            "stopped_epoch": mean_std(r.stopped_epoch for r in good)[0],
+            "diverged": sum(r.diverged for r in runs),
+            "failed": sum(r.status == "FAILED" and not r.diverged for r in runs),
+            "n_params": next((r.n_params for r in runs if r.n_params is not None), None),
+            "train_seconds": mean_std(r.train_seconds for r in good)[0],
+        })
+        dead = _dead_units_percent(good)
+        if dead is not None:
+            rows[-1]["dead_units_percent"] = dead
+    return rows
+
+
+def _dead_units_percent(runs: Sequence[VariantRecord]) -> str | None:
+    """Per hidden layer, the percentage of dead units (zero on the whole validation split) at
+    the last epoch trained, mean over seeds, as "layer 1 / layer 2 / ..."; None without
+    histories (records read back for the report carry them, the sweep's own do not)."""
+    per_layer: dict[int, list[float]] = {}
+    for r in runs:
+        for key, (_, values) in r.history.items():
+            if key.startswith("dead_fraction_") and values:
+                per_layer.setdefault(int(key.rsplit("_", 1)[1]), []).append(100.0 * values[-1])
+    if not per_layer:
+        return None
+    return " / ".join(f"{np.mean(per_layer[layer]):.1f}" for layer in sorted(per_layer))
+
+
+def best_row(rows: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """The setting with the best mean test metric (highest accuracy or lowest loss)."""
+    metric = "test_accuracy" if rows and "test_accuracy" in rows[0] else "test_loss"
+    scored = [r for r in rows if math.isfinite(r[metric])]
+    if not scored:
+        return None
+    return (max if metric == "test_accuracy" else min)(scored, key=lambda r: r[metric])
+
+
+def sweep_summary(records: Sequence[VariantRecord], rows: Sequence[dict[str, Any]],
+                  n_failed: int) -> tuple[dict[str, bytes], dict[str, float], str | None]:
+    """What a sweep's parent run gets besides its plots: the summary table files (CSV,
+    Markdown), metrics (counts, the best setting's test metric) and the best setting's label."""
+    files = {"summary.csv": to_csv(rows).encode(), "summary.md": to_markdown(rows).encode()}
+    metrics = {"n_variants": len(records), "n_failed": n_failed, "n_diverged": sum(r.diverged for r in records)}
+    best = best_row(rows)
+    if best is None:
+        return files, metrics, None
+    metric = primary_metric(records)
+    metrics[f"best_setting_{metric}"] = best[metric]
+    return files, metrics, best["setting"]
+
+
+# -- the report's table --------------------------------------------------------------------
+
+def display_metric(records: Sequence[VariantRecord]) -> str:
+    """What the report shows: test error in percent for classification, test loss otherwise."""
+    return ERROR_PERCENT if primary_metric(records) == "test_accuracy" else "test_loss"
+
+
+def record_value(record: VariantRecord, metric: str) -> float | None:
+    """A record's value of a displayed metric (test error in percent, or a metric by name)."""
+    if metric == ERROR_PERCENT:
+        acc = record.metric("test_accuracy")
+        return None if acc is None else 100.0 * (1.0 - acc)
+    return record.metric(metric)
+
+
+def report_rows(rows: Sequence[dict[str, Any]],
+                references: Mapping[str, Mapping[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """The report's table from `summarize` rows: test error (%) (classification) or test loss as mean ± std over
+    seeds, seeds, best and stopped epoch, parameters, training time; with `references` (setting -> entry, see
+    `match_references`; none matched: no such columns) also the reference value, its source and the difference
+    ours − reference."""
+    show_failures = any(r["diverged"] or r["failed"] for r in rows)
+    out = []
+    for r in rows:
+        if "test_accuracy" in r:
+            metric, mean, std = ERROR_PERCENT, 100.0 * (1.0 - r["test_accuracy"]), 100.0 * r["test_accuracy_std"]
+        else:
+            metric, mean, std = "test_loss", r["test_loss"], r["test_loss_std"]
+        row = {"setting": r["setting"], metric: mean, f"{metric}_std": std, "n_seeds": r["n_seeds"],
+               "best_epoch": r["best_epoch"], "stopped_epoch": r["stopped_epoch"],
+               "n_params": int(r["n_params"]) if r.get("n_params") is not None else None,
+               "train_seconds": r.get("train_seconds", math.nan)}
+        if "dead_units_percent" in r:
+            row["dead_units_percent"] = r["dead_units_percent"]
+        if show_failures:
+            row.update(diverged=r["diverged"], failed=r["failed"])
+        if references:
+            ref = references.get(r["setting"])
+            value = float(ref["value"]) if ref else math.nan
+            row.update(reference=value, reference_diff=mean - value, reference_source=ref["source"] if ref else "")
+        out.append(row)
+    return out
+
+
+# -- text tables ---------------------------------------------------------------------------
+
+def _cell(value: Any, key: str = "") -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        if math.isnan(value):
+            return ""
+        if key in _PERCENT_KEYS:
+            return f"{value:+.2f}" if key == "reference_diff" else f"{value:.2f}"
+        return f"{value:.4g}"
+    return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value)
+
+
+def _columns(rows: Sequence[dict[str, Any]]) -> list[str]:
+    return list(dict.fromkeys(key for row in rows for key in row))
+
+
+def _table_metric(rows: Sequence[dict[str, Any]]) -> str | None:
+    """The column shown as mean ± std: the first one with a `<name>_std` partner."""
+    return next((c for c in _columns(rows) if f"{c}_std" in rows[0]), None)
+
+
+def table_cells(rows: Sequence[dict[str, Any]],
+                headers: Mapping[str, str] | None = None) -> tuple[list[str], list[list[str]]]:
+    """Column titles and formatted cells; the metric shows as mean ± std (percent with 2 decimals)."""
+    metric = _table_metric(rows)
+    columns = [c for c in _columns(rows) if c != f"{metric}_std"]
+    digits = 2 if metric in _PERCENT_KEYS else 4
+    cells = [[f"{r[c]:.{digits}f} ± {r[f'{c}_std']:.{digits}f}" if c == metric and math.isfinite(r[c])
+              else _cell(r.get(c), c) for c in columns] for r in rows]
+    return [(headers or {}).get(c, c) for c in columns], cells
+
+
+def to_markdown(rows: Sequence[dict[str, Any]], headers: Mapping[str, str] | None = None) -> str:
+    """A Markdown table; the test metric shows as mean ± std."""
+    if not rows:
+        return "(no runs)\n"
+    titles, cells = table_cells(rows, headers)
+    lines = ["| " + " | ".join(titles) + " |", "|" + "---|" * len(titles)]
+    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in cells]
+    return "\n".join(lines) + "\n"
+
+
+def to_csv(rows: Sequence[dict[str, Any]]) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=_columns(rows), restval="")
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue()
+
+
+def to_text(rows: Sequence[dict[str, Any]], headers: Mapping[str, str] | None = None) -> str:
+    """An aligned plain-text table for the terminal."""
+    if not rows:
+        return "(no runs)"
+    titles, cells = table_cells(rows, headers)
+    table = [titles] + cells
+    widths = [max(len(row[j]) for row in table) for j in range(len(titles))]
+    return "\n".join("  ".join(cell.ljust(w) if j == 0 else cell.rjust(w) for j, (cell, w)
+                               in enumerate(zip(row, widths))) for row in table)

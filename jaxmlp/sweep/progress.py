@@ -1,0 +1,39 @@
+"""Progress display of a running sweep: one bar for the sweep (variants), one for the group
+that trains (epochs, active variants, best validation loss), on stderr."""
+from __future__ import annotations
+
+import sys
+
+from jaxmlp.sweep.plan import Group
+
+
+class ProgressBars:
+    """One progress bar for the sweep (variants) and one for the current group (epochs)."""
+
+    def __init__(self, total: int, enabled: bool):
+        from tqdm import tqdm
+
+        self._tqdm = tqdm
+        self.enabled = enabled
+        self.sweep = tqdm(total=total, desc="sweep", unit="variant", position=0, file=sys.stderr,
+                          disable=not enabled or None, dynamic_ncols=True)
+        self.group = None
+
+    def start_group(self, group: Group, n: int, epochs: int) -> None:
+        self.n = n
+        self.group = self._tqdm(total=epochs, desc=f"{group.id} ({n} variants)", unit="ep", position=1,
+                                leave=False, file=sys.stderr, disable=not self.enabled or None, dynamic_ncols=True)
+
+    def epoch(self, record: dict) -> None:
+        best = record["val_loss"][record["trained"]]
+        self.group.set_postfix(active=f"{int(record['active'].sum())}/{self.n}",
+                               best_val_loss=f"{best.min():.4f}" if best.size else "-")
+        self.group.update()
+
+    def end_group(self, n: int) -> None:
+        if self.group is not None:
+            self.group.close()
+        self.sweep.update(n)
+
+    def close(self) -> None:
+        self.sweep.close()

@@ -1,0 +1,201 @@
+"""A sweep's runs in MLflow, the protocol the runner follows: one experiment per sweep name;
+one parent run per invocation (with --resume, the sweep's newest, reopened); one child run
+per variant, started when its group starts and ended in the epoch it stops; a setting's
+model once its last variant ended; the sweep's best model, summary and plots on the parent,
+which never stays RUNNING.
+
+Each method submits its tracking calls to one `AsyncWriter` thread and returns at once, so
+logging overlaps training; the calls run in submission order. The tracker is usually a
+`TrackerProcess`, so the writer's thread only waits on a pipe.
+"""
+from __future__ import annotations
+
+import dataclasses
+import platform
+import subprocess
+import tempfile
+import time
+from concurrent.futures import Future
+from pathlib import Path
+
+from jaxmlp.checkpoint import checkpoint_files, checkpoint_meta, save_checkpoint
+from jaxmlp.engine import VariantResult
+from jaxmlp.records import VariantRecord
+from jaxmlp.sweep.best import BestVariant, overall_best
+from jaxmlp.sweep.plan import Group
+from jaxmlp.sweep.spec import Sweep, Variant
+from jaxmlp.tracking import AsyncWriter
+
+
+class ResumeRefused(RuntimeError):
+    """--resume found a parent run of a different sweep file content."""
+
+
+def _versions() -> dict[str, str]:
+    import flax
+    import jax
+    import optax
+
+    return {"jax_version": jax.__version__, "flax_version": flax.__version__,
+            "optax_version": optax.__version__, "devices": ", ".join(str(d) for d in jax.devices()),
+            "python_version": platform.python_version()}
+
+
+def _git_commit(folder: Path) -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None
+
+
+def _resolved(value) -> Future:
+    future: Future = Future()
+    future.set_result(value)
+    return future
+
+
+class SweepRuns:
+    """The runs of one sweep invocation. `tracker`: a `Tracker` or `TrackerProcess`; `close`
+    and `kill` close it."""
+
+    def __init__(self, sweep: Sweep, groups: list[Group], tracker, *, resume: bool, register: str | None):
+        self.sweep, self.groups, self.tracker = sweep, groups, tracker
+        self.resume, self.register = resume, register
+        self.writer = AsyncWriter()
+        self.run_ids: dict[str, Future] = {}  # variant key -> its child run's id
+        self.model_uris: dict[str, str] = {}  # per setting, its best variant's logged model (writer thread)
+        self.experiment_id = self.parent_run_id = None
+
+    def _submit(self, fn, *args) -> Future:
+        return self.writer.submit(fn, *args)
+
+    def open(self) -> Future:
+        """Experiment and parent run; the future's result: on resume, the records of the
+        variants that need no training (FINISHED, or diverged, which is deterministic)."""
+        return self._submit(self._open_parent)
+
+    def _open_parent(self) -> list[VariantRecord]:
+        t, spec = self.tracker, self.sweep.spec
+        self.experiment_id = t.experiment(spec.name)
+        found = t.find_parent(self.experiment_id, spec.name) if self.resume else None
+        if found is None:
+            t.experiment(spec.name, note=spec.description.strip())
+            self.parent_run_id = t.start_parent(
+                self.experiment_id, f"{spec.name} {time.strftime('%Y-%m-%d %H:%M:%S')}", sweep_name=spec.name,
+                sweep_hash=self.sweep.hash, sweep_file=str(self.sweep.path), note=spec.description.strip(),
+                git_commit=_git_commit(self.sweep.path.resolve().parent), environment=_versions(),
+                params={"sweep": spec.name, "n_variants": len(self.sweep.variants), "n_programs": len(self.groups)})
+            t.log_file(self.parent_run_id, self.sweep.path)
+            return []
+        self.parent_run_id = found.run_id
+        if found.sweep_hash != self.sweep.hash:
+            raise ResumeRefused(
+                f"{self.sweep.path}: its content changed since parent run {self.parent_run_id} was started "
+                f"(sweep hash {found.sweep_hash} then, {self.sweep.hash} now); a resume would mix "
+                "two different sweeps. Restore the file, or run without --resume to start a new parent run.")
+        records = t.variant_records(self.parent_run_id)
+        t.mark_killed([r.run_id for r in records if r.status == "RUNNING"])
+        t.reopen(self.parent_run_id)
+        by_key = {v.key: v for v in self.sweep.variants}
+        done = [dataclasses.replace(r, setting=dict(by_key[r.variant_key].setting)) for r in records
+                if r.variant_key in by_key and (r.finished or (r.status == "FAILED" and r.diverged))]
+        self.run_ids.update({r.variant_key: _resolved(r.run_id) for r in done})
+        return done
+
+    def start_child(self, v: Variant, group: Group) -> None:
+        self.run_ids[v.key] = self._submit(self._start_child, v, group)
+
+    def _start_child(self, v: Variant, group: Group) -> str:
+        return self.tracker.start_child(self.experiment_id, self.parent_run_id, v.run_name, variant_key=v.key,
+                                        index=v.index, setting=dict(v.setting), seed=v.seed, group=group.id,
+                                        params=v.config.flat())
+
+    def end_child(self, v: Variant, record: VariantRecord, result: VariantResult, meta: dict) -> None:
+        """End a trained variant's run: history, final metrics, checkpoint, status."""
+        self._submit(self._finish_child, v, record, result, meta)
+
+    def _finish_child(self, v: Variant, record: VariantRecord, result: VariantResult, meta: dict) -> None:
+        reason = (f"diverged: loss became NaN or infinite in epoch {record.stopped_epoch}" if record.diverged
+                  else None)
+        self.tracker.finish_child(self.run_ids[v.key].result(), record, history=result.history,
+                                  files=checkpoint_files(v.config, result.params, meta), reason=reason)
+
+    def end_unfinished(self, key: str, status: str, reason: str) -> None:
+        """End the run of a variant that did not train to its end (its group failed, or Ctrl-C)."""
+        self._submit(lambda: self.tracker.finish(self.run_ids[key].result(), status, reason))
+
+    def log_epoch_seconds(self, group: Group, epochs: list[dict]) -> None:
+        """The group's epoch wall times (its `Trainer.run` records), once, on the parent."""
+        seconds = [(int(r["epoch"]), float(r["epoch_seconds"])) for r in epochs]
+        self._submit(lambda: self.tracker.log_epoch_seconds(self.parent_run_id, group.id, seconds))
+
+    def _checkpoint(self, best: BestVariant, tmp: str) -> Path:
+        """A folder with the checkpoint of a setting's best variant: written from its result,
+        or downloaded from its run after a resume."""
+        if best.result is None:
+            return Path(self.tracker.download_checkpoint(self.run_ids[best.variant.key].result(), tmp))
+        folder = Path(tmp, "checkpoint")
+        save_checkpoint(folder, best.variant.config, best.result.params, checkpoint_meta(best.data))
+        return folder
+
+    def log_setting_model(self, best: BestVariant) -> None:
+        """The pyfunc model of a setting's best variant, on its run (kept if a resumed run has one)."""
+        self._submit(self._log_setting_model, best)
+
+    def _log_setting_model(self, best: BestVariant) -> None:
+        run_id = self.run_ids[best.variant.key].result()
+        logged = self.tracker.model_uris(run_id) if best.result is None else []
+        if not logged:
+            with tempfile.TemporaryDirectory() as tmp:
+                logged = [self.tracker.log_model(run_id, self._checkpoint(best, tmp))]
+        self.model_uris[best.variant.label] = logged[0]
+
+    def log_models(self, best: dict[str, BestVariant]) -> None:
+        """Models of the settings not logged yet, and the sweep's best on the parent (registered
+        where asked)."""
+        self._submit(self._log_models, dict(best))
+
+    def _log_models(self, best: dict[str, BestVariant]) -> None:
+        for label, entry in best.items():
+            if label not in self.model_uris:
+                self._log_setting_model(entry)
+        overall = overall_best(best)
+        if overall is None:
+            return
+        uri = self.model_uris[overall.variant.label]
+        with tempfile.TemporaryDirectory() as tmp:
+            self.tracker.mark_best(self.parent_run_id, self._checkpoint(overall, tmp),
+                                   run_id=self.run_ids[overall.variant.key].result(),
+                                   setting=overall.variant.label, model_uri=uri)
+        if self.register:
+            self.tracker.register_best(self.parent_run_id, uri, self.register)
+
+    def close_parent(self, summary: tuple[dict[str, bytes], dict[str, float], str | None],
+                     figures: dict[str, bytes], failures: list[str]) -> None:
+        """Summary (`report.sweep_summary`), plots and metrics on the parent, then end it:
+        FAILED where a variant or group failed."""
+        files, metrics, best_setting = summary
+        status = "FAILED" if failures else "FINISHED"
+        reason = "; ".join(failures)[:5000] or None
+        self._submit(lambda: self.tracker.close_parent(self.parent_run_id, status, reason, summary_files=files,
+                                                       figures=figures, metrics=metrics,
+                                                       best_setting=best_setting))
+
+    def close(self) -> list[str]:
+        """Wait for every submitted call, close the tracker; return the calls' errors."""
+        errors = [f"{type(e).__name__}: {e}" for e in self.writer.close(raise_errors=False)]
+        self._close_tracker()
+        return errors
+
+    def kill(self, ended: set[str]) -> None:
+        """After Ctrl-C or SIGTERM: mark every started run not in `ended` (variant keys) and the
+        parent KILLED, close the tracker."""
+        for key in [k for k in self.run_ids if k not in ended]:
+            self.end_unfinished(key, "KILLED", "interrupted")
+        self._submit(lambda: self.parent_run_id and self.tracker.finish(self.parent_run_id, "KILLED", "interrupted"))
+        self.close()
+
+    def _close_tracker(self) -> None:
+        if hasattr(self.tracker, "close"):
+            self.tracker.close()
