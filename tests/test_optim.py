@@ -125,6 +125,58 @@ def test_weight_decay_shrinks_weights_without_gradient(name):
         np.testing.assert_array_equal(plain, 0.0)
 
 
+GRADS = [{"w": jnp.array([0.5, -1.0])}, {"w": jnp.array([-0.2, 0.3])}, {"w": jnp.array([1.5, 0.1])}]
+REFERENCE_CHAINS = {  # coupled (L2) weight decay before the optimizer: optax's own composition
+    "sgd": lambda wd: optax.chain(optax.add_decayed_weights(wd), optax.sgd(0.1, momentum=0.9)),
+    "adam": lambda wd: optax.chain(optax.add_decayed_weights(wd), optax.adam(0.1)),
+    "adamw": lambda wd: optax.adamw(0.1, weight_decay=wd),
+    "rmsprop": lambda wd: optax.chain(optax.add_decayed_weights(wd), optax.rmsprop(0.1, momentum=0.9)),
+}
+
+
+def updates_along(tx, grads_seq, params):
+    """Updates of `tx` along a trajectory: each update applied before the next gradient."""
+    state, out = tx.init(params), []
+    for g in grads_seq:
+        u, state = tx.update(g, state, params)
+        params = optax.apply_updates(params, u)
+        out.append(np.asarray(u["w"]))
+    return out
+
+
+@pytest.mark.parametrize("name", ["sgd", "adam", "adamw", "rmsprop"])
+def test_weight_decay_equals_optax_own_chain_step_by_step(name):
+    momentum = 0.0 if name in ("adam", "adamw") else 0.9
+    ours = updates_along(optimizer(name, 0.1, momentum=momentum, weight_decay=0.05, use_weight_decay=True), GRADS, P)
+    np.testing.assert_allclose(ours, updates_along(REFERENCE_CHAINS[name](0.05), GRADS, P), rtol=1e-6, atol=1e-8)
+    if name != "adamw":  # and the decay is really in it: without it the updates differ
+        assert not np.allclose(ours, updates_along(REFERENCE_CHAINS[name](0.0), GRADS, P), rtol=1e-3)
+
+
+def test_adam_weight_decay_is_l2_added_to_the_gradient_before_the_moments():
+    lr, wd, b1, b2, eps = 0.1, 0.05, 0.9, 0.999, 1e-8
+    ours = updates_along(optimizer("adam", lr, weight_decay=wd, use_weight_decay=True), GRADS, P)
+    p, m, v = np.asarray(P["w"], np.float64), 0.0, 0.0
+    for t, (g, u) in enumerate(zip(GRADS, ours), start=1):
+        g = np.asarray(g["w"], np.float64) + wd * p
+        m, v = b1 * m + (1 - b1) * g, b2 * v + (1 - b2) * g**2
+        expected = -lr * (m / (1 - b1**t)) / (np.sqrt(v / (1 - b2**t)) + eps)
+        np.testing.assert_allclose(u, expected, rtol=1e-5)
+        p = p + expected
+
+
+def test_rmsprop_weight_decay_is_l2_added_to_the_gradient():
+    lr, wd, decay, eps = 0.1, 0.05, 0.9, 1e-8
+    ours = updates_along(optimizer("rmsprop", lr, weight_decay=wd, use_weight_decay=True), GRADS, P)
+    p, nu = np.asarray(P["w"], np.float64), 0.0
+    for g, u in zip(GRADS, ours):
+        g = np.asarray(g["w"], np.float64) + wd * p
+        nu = decay * nu + (1 - decay) * g**2
+        expected = -lr * g / (np.sqrt(nu) + eps)
+        np.testing.assert_allclose(u, expected, rtol=1e-5)
+        p = p + expected
+
+
 def test_gradient_clipping_bounds_the_global_norm():
     big = {"w": jnp.array([30.0, -40.0])}  # norm 50
     (u,) = updates_for(optimizer("sgd", 1.0, clip_norm=5.0, use_clip=True), [big], P)
