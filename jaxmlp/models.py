@@ -80,7 +80,8 @@ class MLP(nn.Module):
         return_hidden: bool = False,
     ):
         act = get_activation(self.activation)
-        kernel_init = _INITIALIZERS[resolve_init(self.initializer, self.activation)]()
+        # A switched initializer's first function: `params_from_uniform` makes the real parameters.
+        kernel_init = _INITIALIZERS[resolve_init(self.initializer.split("|")[0], self.activation)]()
         x = x.reshape(x.shape[0], -1)
         train = draws is not None
         if train:
@@ -127,19 +128,25 @@ def n_kernel_weights(model: MLP, input_shape: tuple[int, ...]) -> int:
     return sum(leaf.size for path, leaf in leaves if path[-1].key == "kernel")
 
 
-def params_from_uniform(model: MLP, u: jax.Array, input_shape: tuple[int, ...]):
+def params_from_uniform(model: MLP, u: jax.Array, input_shape: tuple[int, ...], init_choice: int | jax.Array = 0):
     """Parameters from `n_kernel_weights` uniform draws in (-1, 1), with the initializers'
     distributions: kernels by the named initializer (the output layer Glorot-uniform),
     biases zero. Equivalent in distribution to `model.init`, but the caller draws all of
-    them in one random call, which compiles several times faster than one per layer."""
+    them in one random call, which compiles several times faster than one per layer.
+    A switched initializer ('he_normal|glorot_uniform|...') applies the one `init_choice` selects."""
     leaves, treedef = _abstract_params(model, input_shape)
+    names = [resolve_init(name, model.activation) for name in model.initializer.split("|")]
     out, offset = [], 0
     for path, leaf in leaves:
         if path[-1].key != "kernel":
             out.append(jnp.zeros(leaf.shape, leaf.dtype))
             continue
-        name = "glorot_uniform" if path[-2].key == "output" else resolve_init(model.initializer, model.activation)
-        out.append(variance_scaling(u[offset:offset + leaf.size].reshape(leaf.shape), name, *leaf.shape))
+        draws = u[offset:offset + leaf.size].reshape(leaf.shape)
+        if path[-2].key == "output" or len(names) == 1:
+            out.append(variance_scaling(draws, "glorot_uniform" if path[-2].key == "output" else names[0], *leaf.shape))
+        else:
+            branches = [lambda d, name=name: variance_scaling(d, name, *leaf.shape) for name in names]
+            out.append(jax.lax.switch(init_choice, branches, draws))
         offset += leaf.size
     return jax.tree_util.tree_unflatten(treedef, out)
 

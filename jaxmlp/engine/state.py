@@ -44,9 +44,10 @@ def init_bits(s: Structure, seed: jax.Array) -> jax.Array:
     return jax.random.bits(jax.random.key(seed), (2 + n_kernel_weights(s.model, (s.n_inputs,)),), jnp.uint32)
 
 
-def state_from_bits(s: Structure, hp: HParams, bits: jax.Array) -> TrainState:
-    """A fresh state: the training key and the parameters, both from `init_bits`."""
-    params = params_from_uniform(s.model, 2.0 * uniform_from_bits(bits[2:]) - 1.0, (s.n_inputs,))
+def state_from_bits(s: Structure, hp: HParams, bits: jax.Array, init_choice: int | jax.Array = 0) -> TrainState:
+    """A fresh state: the training key and the parameters, both from `init_bits` (`init_choice`:
+    which function of a switched initializer, see `models.params_from_uniform`)."""
+    params = params_from_uniform(s.model, 2.0 * uniform_from_bits(bits[2:]) - 1.0, (s.n_inputs,), init_choice)
     return TrainState(
         params=params, opt_state=optimizer_of(s, hp).init(params), key=jax.random.wrap_key_data(bits[:2]),
         step=jnp.int32(0), best_params=params,

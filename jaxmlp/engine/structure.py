@@ -93,14 +93,16 @@ class Structure:
         return self.model.random_width(self.n_inputs, self.use_dropout, self.use_input_dropout)
 
 
-def structure_of(configs: Sequence[RunConfig], data: Dataset) -> Structure:
-    """The shared structure of `configs`; raises if they differ in anything static."""
+def structure_of(configs: Sequence[RunConfig], data: Dataset, features: frozenset[str] = frozenset()) -> Structure:
+    """The shared structure of `configs`, with the FEATURES they need and `features` on;
+    raises if they differ in anything static."""
     keys = {structure_key(c) for c in configs}
     if len(keys) != 1:
         first, other = (dict(k) for k in list(keys)[:2])
         diff = sorted(k for k in first if first[k] != other.get(k))
         raise ValueError(f"variants of one group must share their structure; they differ in {', '.join(diff)}")
     c = configs[0]
+    features = features | features_of(configs)
     if c.training.batch_size > len(data.train):
         raise ValueError(f"training.batch_size: {c.training.batch_size} exceeds the {len(data.train)} "
                          f"training samples of {data.name}; use at most {len(data.train)}")
@@ -114,9 +116,21 @@ def structure_of(configs: Sequence[RunConfig], data: Dataset) -> Structure:
         batch_size=c.training.batch_size, epochs=c.training.epochs,
         monitor=c.training.early_stopping.monitor, restore_best=c.training.early_stopping.restore_best,
         n_train=len(data.train), n_inputs=int(np.prod(data.input_shape)),
-        use_dropout=any(v.model.dropout > 0 for v in configs),
-        use_input_dropout=any(v.model.input_dropout > 0 for v in configs),
-        use_weight_decay=any(v.optimizer.weight_decay > 0 for v in configs),
-        use_max_norm=any(v.optimizer.max_norm is not None for v in configs),
-        use_clip=any(v.optimizer.clip_norm is not None for v in configs),
+        **{flag: flag in features for flag in FEATURES},
     )
+
+
+#: The Structure's switches for parts of the training step that only some variants need.
+FEATURES = ("use_dropout", "use_input_dropout", "use_weight_decay", "use_max_norm", "use_clip")
+
+
+def features_of(configs: Sequence[RunConfig]) -> frozenset[str]:
+    """The FEATURES that any of `configs` needs (a program has them on for all its variants)."""
+    needs = {
+        "use_dropout": lambda c: c.model.dropout > 0,
+        "use_input_dropout": lambda c: c.model.input_dropout > 0,
+        "use_weight_decay": lambda c: c.optimizer.weight_decay > 0,
+        "use_max_norm": lambda c: c.optimizer.max_norm is not None,
+        "use_clip": lambda c: c.optimizer.clip_norm is not None,
+    }
+    return frozenset(flag for flag in FEATURES if any(needs[flag](c) for c in configs))

@@ -13,7 +13,7 @@ import concurrent.futures
 import dataclasses
 import time
 from functools import partial
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -26,44 +26,98 @@ from jaxmlp.engine.evaluation import final_evaluation
 from jaxmlp.engine.results import GroupResult, VariantResult, variant_history
 from jaxmlp.engine.state import TrainState, init_bits, state_from_bits
 from jaxmlp.engine.step import epoch_randomness, step_draws, train_step
+from jaxmlp.activations import is_noisy
+from jaxmlp.engine.layout import Layout
 from jaxmlp.engine.structure import HParams, Structure, hparams_of, merge_key, structure_key, structure_of
+from jaxmlp.models import resolve_init
+
+
+class Selectors(NamedTuple):
+    """Per part, what its variants run as, given as inputs (arrays [part, variant], equal along
+    the variant axis), so one compiled program serves parts of any activation or initialiser:
+    the index into the family's switched activation and initializer, and the variants that
+    are frozen from the start (filler parts, or variants finished earlier)."""
+
+    activation: Any
+    init: Any
+    frozen: Any
 
 
 @dataclasses.dataclass(frozen=True)
 class _Part:
-    """Variants of one structure inside a program; `index` maps rows back to the caller's order."""
+    """Variants of one structure inside a program; `index` maps its first rows back to the
+    caller's order (the rest pad the part to its size)."""
 
     structure: Structure
     index: np.ndarray
     hp: HParams
+    frozen: np.ndarray  # [part size] bool
 
 
 @dataclasses.dataclass(frozen=True)
 class _Family:
     """Parts of a program that differ only in activation and initialiser and have as many
-    variants: their code is traced and compiled once, for a structure whose activation is
-    switched ('sigmoid|tanh|...'), and a `lax.scan` runs it part after part, the part's index
-    choosing its activation (`lax.switch` on a scalar: a real branch, not a select). Their
-    states and numbers are stacked: every leaf has leading axes [part, variant]."""
+    variants: their code is traced and compiled once, for a structure whose activation and
+    initializer are switched ('sigmoid|tanh|...'), and a `lax.scan` runs it part after part,
+    the part's selectors choosing its functions (`lax.switch` on a scalar: a real branch, not
+    a select). Their states and numbers are stacked: every leaf has leading axes [part, variant].
+    Programs of equal families (`key`) are the same program."""
 
     structure: Structure
     parts: tuple[_Part, ...]
 
     @property
-    def hp(self) -> HParams:
-        return jax.tree_util.tree_map(lambda *a: np.stack(a), *(p.hp for p in self.parts))
+    def key(self) -> tuple:
+        return self.structure, len(self.parts), len(self.parts[0].frozen)
+
+    @property
+    def inputs(self) -> tuple[HParams, Selectors]:
+        """The family's numbers and selectors, stacked over its parts."""
+        acts, inits = self.structure.activation.split("|"), self.structure.initializer.split("|")
+        for p in self.parts:
+            if p.structure.activation not in acts or _resolved_init(p.structure) not in inits:
+                raise ValueError(f"a part of activation {p.structure.activation!r} and initializer "
+                                 f"{_resolved_init(p.structure)!r} is not in the layout ({', '.join(acts)}; "
+                                 f"{', '.join(inits)})")
+        size = len(self.parts[0].frozen)
+        selectors = [Selectors(np.full(size, acts.index(p.structure.activation), np.int32),
+                               np.full(size, inits.index(_resolved_init(p.structure)), np.int32), p.frozen)
+                     for p in self.parts]
+        return jax.tree_util.tree_map(lambda *a: np.stack(a), *((p.hp, sel) for p, sel in zip(self.parts, selectors)))
 
     @staticmethod
-    def of(parts: Sequence[_Part]) -> list["_Family"]:
-        """Parts grouped into families, in order of first appearance."""
+    def of(parts: Sequence[_Part], layout: Layout | None = None) -> list["_Family"]:
+        """Parts grouped into families, in order of first appearance; with a `layout`, each
+        family switches over the layout's activations (those drawing as many random numbers)
+        and initialisers, and is filled up with frozen parts to the layout's part count."""
         by_key: dict[tuple, list[_Part]] = {}
         for p in parts:
             s = p.structure
-            key = (dataclasses.replace(s, activation="", initializer=""), s.random_width, len(p.hp.seed))
+            key = (dataclasses.replace(s, activation="", initializer=""), s.random_width, len(p.frozen))
             by_key.setdefault(key, []).append(p)
-        return [_Family(dataclasses.replace(members[0].structure,
-                                            activation="|".join(m.structure.activation for m in members)),
-                        tuple(members)) for members in by_key.values()]
+        families = []
+        for members in by_key.values():
+            noisy = is_noisy(members[0].structure.activation)
+            acts = ([a for a in layout.activations if is_noisy(a) == noisy] if layout
+                    else [m.structure.activation for m in members])
+            inits = list(layout.initializers) if layout else [_resolved_init(m.structure) for m in members]
+            if layout:
+                filler = dataclasses.replace(members[-1], index=np.zeros(0, int),
+                                             frozen=np.ones_like(members[-1].frozen))
+                members = members + [filler] * (layout.n_parts - len(members))
+            structure = dataclasses.replace(members[0].structure, activation="|".join(dict.fromkeys(acts)),
+                                            initializer="|".join(dict.fromkeys(inits)))
+            families.append(_Family(structure, tuple(members)))
+        return families
+
+
+def _resolved_init(s: Structure) -> str:
+    return resolve_init(s.initializer, s.activation)
+
+
+#: Compiled programs by the static description of what they run: a chunk of a group whose
+#: families equal an earlier chunk's (same layout) runs the programs compiled for that one.
+_COMPILED: dict[tuple, tuple] = {}
 
 
 def _skipped(run, *args):
@@ -82,12 +136,12 @@ def _unless_stopped(several: bool, active, run, *args):
 
 
 def _over_parts(family: _Family, fn, *stacked):
-    """`fn(*part_slices, choice)` for every part of the family, outputs stacked on a leading
-    part axis: called directly for a lone part, else as the body of a `lax.scan`."""
+    """`fn(*part_slices)` for every part of the family, outputs stacked on a leading part axis:
+    called directly for a lone part, else as the body of a `lax.scan`."""
     if len(family.parts) == 1:
-        out = fn(*jax.tree_util.tree_map(lambda a: a[0], stacked), 0)
+        out = fn(*jax.tree_util.tree_map(lambda a: a[0], stacked))
         return jax.tree_util.tree_map(lambda a: a[None], out)
-    _, out = jax.lax.scan(lambda _, xs: (None, fn(*xs)), None, (*stacked, jnp.arange(len(family.parts))))
+    _, out = jax.lax.scan(lambda _, xs: (None, fn(*xs)), None, stacked)
     return out
 
 
@@ -113,7 +167,7 @@ def _n_parts(families: Sequence[_Family]) -> int:
     return sum(len(f.parts) for f in families)
 
 
-def _program_epoch(families: Sequence[_Family], states, hps, epoch, train: Split, val: Split):
+def _program_epoch(families: Sequence[_Family], states, inputs, epoch, train: Split, val: Split):
     """One epoch of every part, each skipped (`lax.cond`) once all its variants stopped.
 
     Randomness costs compile time per call site, so all variants of all parts draw their
@@ -127,45 +181,47 @@ def _program_epoch(families: Sequence[_Family], states, hps, epoch, train: Split
         jnp.concatenate([st.key.reshape(-1) for st in states]))
     several = _n_parts(families) > 1
     new_states, records = [], []
-    for i, (family, st, hp) in enumerate(zip(families, states, hps)):
+    for i, (family, st, (hp, sel)) in enumerate(zip(families, states, inputs)):
         rows = lambda a: a[bounds[i]:bounds[i + 1]].reshape(*shapes[i], *a.shape[1:])  # noqa: E731
         run = partial(_part_epoch, family.structure, epoch=epoch, train=train, val=val)
 
-        def one_part(st, hp, batches, step_keys, next_key, choice, run=run):
-            new_state, record = _unless_stopped(several, st.active, run, st, hp, batches, step_keys, next_key, choice)
+        def one_part(st, hp, sel, batches, step_keys, next_key, run=run):
+            new_state, record = _unless_stopped(several, st.active, run, st, hp, batches, step_keys, next_key,
+                                                sel.activation[0])
             if several:
                 record.update(active=new_state.active, diverged=new_state.diverged, best_epoch=new_state.es.best_epoch)
             return new_state, record
 
-        new_state, record = _over_parts(family, one_part, st, hp, rows(batches), rows(step_keys), rows(next_keys))
+        new_state, record = _over_parts(family, one_part, st, hp, sel, rows(batches), rows(step_keys), rows(next_keys))
         new_states.append(new_state)
         records.append(record)
     return tuple(new_states), tuple(records)
 
 
-def _program_init(families: Sequence[_Family], hps):
-    """Every part's initial states (by its own structure: the initialiser may differ) from
-    one vmapped random call over all variants."""
-    seeds = jnp.concatenate([hp.seed.reshape(-1) for hp in hps])
+def _program_init(families: Sequence[_Family], inputs):
+    """Every part's initial states, from one vmapped random call over all variants; each part
+    initialised by its selected initializer, frozen variants inactive from the start."""
+    seeds = jnp.concatenate([hp.seed.reshape(-1) for hp, _ in inputs])
     bits = jax.vmap(partial(init_bits, families[0].structure))(seeds)
     out, offset = [], 0
-    for family, hp in zip(families, hps):
-        states = []
-        for j, part in enumerate(family.parts):
-            hp_j = jax.tree_util.tree_map(lambda a: a[j], hp)
-            n = hp_j.seed.shape[0]
-            states.append(jax.vmap(partial(state_from_bits, part.structure))(hp_j, bits[offset:offset + n]))
-            offset += n
-        out.append(jax.tree_util.tree_map(lambda *a: jnp.stack(a), *states))
+    for family, (hp, sel) in zip(families, inputs):
+        shape = sel.frozen.shape
+        n = int(np.prod(shape))
+        init = jax.vmap(jax.vmap(partial(state_from_bits, family.structure)))
+        state = init(hp, bits[offset:offset + n].reshape(*shape, -1), sel.init)
+        out.append(state._replace(active=~sel.frozen))
+        offset += n
     return tuple(out)
 
 
-def _program_final(family: _Family, state: TrainState, hp: HParams, part: jax.Array, train: Split, test: Split):
+def _program_final(family: _Family, state: TrainState, inputs, part: jax.Array, train: Split, test: Split):
     """One part of a family (`part`: its index there, a traced scalar, so one program serves
     every part): the selected parameters, their test and training-split metrics, and the
     epoch each variant stopped in."""
-    state, hp = jax.tree_util.tree_map(lambda a: jax.lax.dynamic_index_in_dim(a, part, keepdims=False), (state, hp))
-    params, test_metrics, train_metrics = jax.vmap(partial(final_evaluation, family.structure, choice=part),
+    state, (hp, sel) = jax.tree_util.tree_map(lambda a: jax.lax.dynamic_index_in_dim(a, part, keepdims=False),
+                                              (state, inputs))
+    params, test_metrics, train_metrics = jax.vmap(partial(final_evaluation, family.structure,
+                                                           choice=sel.activation[0]),
                                                    in_axes=(0, 0, None, None))(state, hp, train, test)
     return params, test_metrics, train_metrics, state.stopped_epoch
 
@@ -182,31 +238,43 @@ class Trainer:
     when the loop ends.
     """
 
-    def __init__(self, configs: Sequence[RunConfig], data: Dataset, devices: int = 1):
+    def __init__(self, configs: Sequence[RunConfig], data: Dataset, devices: int = 1, *,
+                 layout: Layout | None = None, frozen: Sequence[bool] | None = None):
         self.configs = list(configs)
+        self.frozen = np.zeros(len(self.configs), bool) if frozen is None else np.asarray(frozen, bool)
+        if self.frozen.shape != (len(self.configs),):
+            raise ValueError(f"frozen: {self.frozen.shape[0]} flags for {len(self.configs)} variants; give one per variant")
         if len({merge_key(c) for c in self.configs}) != 1:
             structure_of(self.configs, data)  # raises, naming the keys that differ
         by_structure: dict[tuple, list[int]] = {}
         for i, c in enumerate(self.configs):
             by_structure.setdefault(structure_key(c), []).append(i)
+        features = layout.features if layout else frozenset()
         parts = []
         for rows in by_structure.values():
-            padded = rows + [rows[-1]] * (-len(rows) % devices)
-            group = [self.configs[i] for i in padded]
-            parts.append(_Part(structure_of(group, data), np.asarray(rows), hparams_of(group)))
-        self.families = tuple(_Family.of(parts))
+            size = layout.part_size if layout else len(rows) + (-len(rows) % devices)
+            for piece in (rows[start:start + size] for start in range(0, len(rows), size)):
+                padded = piece + [piece[-1]] * (size - len(piece))
+                group = [self.configs[i] for i in padded]
+                parts.append(_Part(structure_of(group, data, features), np.asarray(piece), hparams_of(group),
+                                   self.frozen[padded]))
+        self.families = tuple(_Family.of(parts, layout))
         self.parts = [p for f in self.families for p in f.parts]
-        self.structures = [p.structure for p in self.parts]
+        self.structures = [p.structure for p in self.parts if len(p.index)]
         self.epochs = self.structures[0].epochs
         self.data = data if isinstance(data.train.x, jax.Array) else data.on_device()
         self.compile_seconds = 0.0
+        self.reused_programs = False  # whether compile() found this trainer's programs already compiled
         self.result: GroupResult | None = None
+        d = self.data
+        self._key = (tuple(f.key for f in self.families), devices,
+                     tuple((a.shape, str(a.dtype)) for a in (*d.train, *d.val, *d.test)))
         programs = [partial(_program_init, self.families), partial(_program_epoch, self.families),
                     *(partial(_program_final, f) for f in self.families)]
         self._variant_sharding = None
         if devices > 1:
             programs = self._shard(programs, devices)
-        self.hps = self._place(tuple(f.hp for f in self.families))
+        self.inputs = self._place(tuple(f.inputs for f in self.families))
         self._init = jax.jit(programs[0])
         self._epoch = jax.jit(programs[1], donate_argnums=0)
         self._finals = [jax.jit(f) for f in programs[2:]]
@@ -230,20 +298,27 @@ class Trainer:
         return jax.device_put(tree, self._variant_sharding)
 
     def compile(self) -> float:
-        """Compile every program ahead of time; returns (and keeps) the compile seconds."""
+        """Compile every program ahead of time, or take them from an earlier Trainer with the
+        same families; returns (and keeps) the compile seconds."""
         start = time.perf_counter()
+        self.reused_programs = self._key in _COMPILED
+        if self.reused_programs:
+            self._init, self._epoch, self._finals = _COMPILED[self._key]
+            self.compile_seconds = time.perf_counter() - start
+            return self.compile_seconds
         d = self.data
         states = jax.tree_util.tree_map(
             lambda sd: jax.ShapeDtypeStruct(sd.shape, sd.dtype, sharding=self._variant_sharding),
-            jax.eval_shape(self._init, self.hps))
+            jax.eval_shape(self._init, self.inputs))
         # XLA compiles without the GIL: each program compiles in a thread while the next one is traced.
         with concurrent.futures.ThreadPoolExecutor(3, thread_name_prefix="jaxmlp-compile") as pool:
-            init = pool.submit(self._init.lower(self.hps).compile)
-            epoch = pool.submit(self._epoch.lower(states, self.hps, jnp.int32(1), d.train, d.val).compile)
-            finals = [pool.submit(f.lower(st, hp, jnp.int32(0), d.train, d.test).compile)
-                      for f, st, hp in zip(self._finals, states, self.hps)]
+            init = pool.submit(self._init.lower(self.inputs).compile)
+            epoch = pool.submit(self._epoch.lower(states, self.inputs, jnp.int32(1), d.train, d.val).compile)
+            finals = [pool.submit(f.lower(st, inp, jnp.int32(0), d.train, d.test).compile)
+                      for f, st, inp in zip(self._finals, states, self.inputs)]
             self._init, self._epoch = init.result(), epoch.result()
             self._finals = [f.result() for f in finals]
+        _COMPILED[self._key] = (self._init, self._epoch, self._finals)
         self.compile_seconds = time.perf_counter() - start
         return self.compile_seconds
 
@@ -260,39 +335,40 @@ class Trainer:
         A variant that stopped is evaluated at once (test metrics of its selected
         parameters, which no longer change): the epoch's record maps the variants that
         stopped in it (their index in the order given) to their `VariantResult`s under
-        "finished", so the caller can log them while the others train. `result` holds every variant at the end, in the order given."""
+        "finished", so the caller can log them while the others train. `result` holds every
+        variant that is not frozen, at the end, in the order given."""
         if not isinstance(self._epoch, jax.stages.Compiled):
             self.compile()
         d = self.data
         self._start = time.perf_counter()
         self._results: dict[int, VariantResult] = {}
-        states = self._place(self._init(self.hps))
+        states = self._place(self._init(self.inputs))
         records = []
         for epoch in range(1, self.epochs + 1):
             tic = time.perf_counter()
-            states, per_family = self._epoch(states, self.hps, jnp.int32(epoch), d.train, d.val)
+            states, per_family = self._epoch(states, self.inputs, jnp.int32(epoch), d.train, d.val)
             record = self._gather(jax.device_get(per_family))
             record["epoch"] = epoch
             record["epoch_seconds"] = time.perf_counter() - tic
             records.append(record)
-            record["finished"] = self._finish(states, records, ~record["active"])
+            record["finished"] = self._finish(states, records, ~record["active"] & ~self.frozen)
             yield record
             if not record["active"].any():
                 break
-        self._finish(states, records, np.ones(len(self.configs), bool))
-        self.result = GroupResult(self.structures, [self._results[i] for i in range(len(self.configs))],
+        self._finish(states, records, ~self.frozen)
+        self.result = GroupResult(self.structures, [self._results[i] for i in sorted(self._results)],
                                   self.compile_seconds, time.perf_counter() - self._start)
 
     def _finish(self, states, records: list[dict[str, Any]], done: np.ndarray) -> dict[int, VariantResult]:
         """Results of the variants `done` (caller order) that have none yet; their part is
         evaluated once for all of them (one program call per part)."""
         d, finished = self.data, {}
-        for family, final, state, hp in zip(self.families, self._finals, states, self.hps):
+        for family, final, state, inputs in zip(self.families, self._finals, states, self.inputs):
             for j, part in enumerate(family.parts):
                 rows = [row for row, i in enumerate(part.index) if done[i] and i not in self._results]
                 if not rows:
                     continue
-                params, test, train, stopped = jax.device_get(final(state, hp, jnp.int32(j), d.train, d.test))
+                params, test, train, stopped = jax.device_get(final(state, inputs, jnp.int32(j), d.train, d.test))
                 seconds, last = time.perf_counter() - self._start, records[-1]
                 for row in rows:
                     i = int(part.index[row])
