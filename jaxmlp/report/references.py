@@ -17,7 +17,7 @@ from typing import Any, Literal, Mapping, Sequence
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from jaxmlp.config import RunConfig, did_you_mean, format_validation_error
+from jaxmlp.config import CONFIG_KEYS, did_you_mean, format_validation_error
 from jaxmlp.records import VariantRecord
 from jaxmlp.report.errors import ReportError
 from jaxmlp.report.tables import ERROR_PERCENT, by_setting
@@ -52,12 +52,11 @@ def load_references(path: str | Path) -> list[dict[str, Any]]:
         raise ReportError(f"{path}: not valid YAML: {err}") from None
     except ValidationError as err:
         raise ReportError(format_validation_error(err, str(path), ReferencesFile)) from None
-    config_keys = list(RunConfig().flat())
     for i, entry in enumerate(parsed.references):
         for key in entry.setting if isinstance(entry.setting, dict) else ():
-            if key not in config_keys:
+            if key not in CONFIG_KEYS:
                 raise ReportError(f"{path}: references[{i}].setting.{key}: unknown configuration key"
-                                  f"{did_you_mean(key, config_keys)}; keys look like model.hidden, "
+                                  f"{did_you_mean(key, list(CONFIG_KEYS))}; keys look like model.hidden, "
                                   "model.activation, optimizer.max_norm")
     return [entry.model_dump() for entry in parsed.references]
 
