@@ -23,7 +23,7 @@ def test_plan_chunks_cuts_groups_into_equal_programs(make_config, n_activations,
                                                      n_parts, chunk_parts):
     activations = ["relu", "tanh", "elu", "sigmoid", "leaky_relu", "selu", "gelu"][:n_activations]
     configs = _grid(make_config, activations, range(n_seeds))
-    layout, chunks = plan_chunks(configs, cap, devices)
+    layout, chunks = plan_chunks(configs, cap, cap, devices)
     assert (layout.part_size, layout.n_parts) == (part_size, n_parts)
     assert layout.activations == tuple(activations)
     assert sorted(i for chunk in chunks for i in chunk) == list(range(len(configs)))
@@ -84,9 +84,21 @@ def test_frozen_variants_leave_the_others_bit_identical(make_config, synthetic_d
 
 
 def test_a_part_outside_the_layout_is_refused(make_config, synthetic_data):
-    layout = Layout(part_size=2, n_parts=1, activations=("relu",), initializers=("he_normal",))
+    layout = Layout(part_size=2, families=((make_config(), 1),), activations=("relu",), initializers=("he_normal",))
     with pytest.raises(ValueError, match="tanh"):
         Trainer([make_config({"model.activation": "tanh"})], synthetic_data, layout=layout)
+
+
+def test_a_noisy_family_rides_in_the_same_program_and_chunks_lacking_it_get_a_frozen_one(make_config, synthetic_data):
+    configs = _grid(make_config, ["relu", "tanh"], range(4)) + _grid(make_config, ["noisy_relu"], range(2))
+    layout, chunks = plan_chunks(configs, 2, 4)
+    assert [n for _, n in layout.families] == [2, 1] and layout.part_size == 2
+    assert [[configs[i].model.activation for i in chunk] for chunk in chunks] == [
+        ["relu"] * 4 + ["noisy_relu"] * 2, ["tanh"] * 4]
+    trainers = [Trainer([configs[i] for i in chunk], synthetic_data, layout=layout) for chunk in chunks]
+    assert [len(f.parts) for t in trainers for f in t.families] == [2, 1, 2, 1]
+    assert not trainers[1].families[1].parts[0].index.size and trainers[1].families[1].parts[0].frozen.all()
+    assert trainers[0]._key == trainers[1]._key  # one compiled program serves both
 
 
 def test_frozen_mask_must_match_the_configs(make_config, synthetic_data):

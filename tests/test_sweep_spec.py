@@ -190,6 +190,30 @@ def test_max_variants_per_program_splits_a_group_in_order(tmp_path):
     assert len({g.id for g in groups}) == 3
 
 
+def test_chunks_of_one_group_share_one_compiled_program(tmp_path):
+    sweep = _load(tmp_path, grid={"model.activation": ["relu", "tanh", "elu"]}, seeds=10,
+                  execution={"max_variants_per_part": 5, "max_variants_per_program": 10})
+    groups = plan_groups(sweep)
+    assert [len(g.variants) for g in groups] == [10, 10, 10]
+    assert {g.program for g in groups} == {"p0"} and len({g.layout for g in groups}) == 1
+    assert [v.index for g in groups for v in g.variants] == list(range(30))
+
+
+def test_program_size_follows_the_memory_budget(tmp_path):
+    """On a small fake budget, a group is cut into as many programs as the estimate says."""
+    sweep = _load(tmp_path, grid={"model.dropout": [0.0, 0.1, 0.2, 0.3]}, seeds=16)
+    (whole,) = plan_groups(sweep, budget=2**30)
+    footprint, part = whole.footprint, whole.layout.part_size
+    assert (len(whole.variants), part, whole.layout.n_parts) == (64, 64, 1)
+    small = footprint.data + 8 * footprint.transient + 2 * 8 * footprint.state  # two parts of 8 variants
+    groups = plan_groups(load_sweep(write_sweep(tmp_path, {"name": "s", "base": TINY_BASE, "grid": {
+        "model.dropout": [0.0, 0.1, 0.2, 0.3]}, "seeds": 16, "execution": {"max_variants_per_part": 8}})),
+        budget=small)
+    assert [len(g.variants) for g in groups] == [16, 16, 16, 16]
+    assert all(g.layout.n_parts == 2 and g.memory_bytes <= small for g in groups)
+    assert footprint.max_variants(small, 8) == 16 and footprint.max_variants(small - 1, 8) == 8
+
+
 def test_devices_per_group_follow_the_execution_mode(tmp_path):
     small = {"grid": {"model.dropout": [0.0, 0.1]}, "seeds": 2}
     assert [g.devices for g in plan_groups(_load(tmp_path, **small), n_devices=2)] == [2]
@@ -204,13 +228,17 @@ def test_devices_per_group_follow_the_execution_mode(tmp_path):
 
 def test_describe_plan_lists_variants_programs_and_structures(tmp_path):
     sweep = _load(tmp_path, grid={"model.hidden": [[16], [32, 8]], "model.activation": ["relu", "tanh"]}, seeds=3)
-    text = describe_plan(sweep, plan_groups(sweep))
+    text = describe_plan(sweep, plan_groups(sweep), budget=2**30)
     lines = text.splitlines()
-    assert lines[0] == f"sweep 's' ({sweep.path}): 12 variants = 4 settings x 3 seeds; 2 compiled program(s)"
-    assert lines[1].split() == ["group", "variants", "structures", "devices", "params", "memory", "structure"]
+    assert lines[0] == (f"sweep 's' ({sweep.path}): 12 variants = 4 settings x 3 seeds; 2 group(s), "
+                        "2 compiled program(s); memory budget 1.0 GiB per device")
+    assert lines[1].split() == ["group", "variants", "structures", "devices", "params", "program", "parts", "memory",
+                                "structure"]
     assert len(lines) == 4
-    assert lines[2].split()[1:5] == ["6", "2", "1", "1,210"] and lines[2].endswith("digits 16 relu/tanh sgd batch 64")
-    assert lines[3].split()[1:5] == ["6", "2", "1", "2,434"] and lines[3].endswith("digits 32-8 relu/tanh sgd batch 64")
+    assert lines[2].split()[1:7] == ["6", "2", "1", "1,210", "p0", "2x3"]
+    assert lines[2].endswith("digits 16 relu/tanh sgd batch 64")
+    assert lines[3].split()[1:7] == ["6", "2", "1", "2,434", "p1", "2x3"]
+    assert lines[3].endswith("digits 32-8 relu/tanh sgd batch 64")
 
 
 def test_dry_run_prints_the_plan_and_touches_no_store(tmp_path, monkeypatch):
@@ -220,7 +248,8 @@ def test_dry_run_prints_the_plan_and_touches_no_store(tmp_path, monkeypatch):
                                   "seeds": 2})
     result = run_sweep_cli(path, "--dry-run", "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db")
     assert result.code == 0, result.err
-    assert result.out.startswith(f"sweep 'dry' ({path}): 4 variants = 2 settings x 2 seeds; 1 compiled program(s)")
+    assert result.out.startswith(f"sweep 'dry' ({path}): 4 variants = 2 settings x 2 seeds; 1 group(s), "
+                                 "1 compiled program(s)")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dry.yaml"]
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Sequence
 
+from jaxmlp.activations import is_noisy
 from jaxmlp.config import RunConfig
 from jaxmlp.engine.structure import features_of, structure_key
 from jaxmlp.models import resolve_init
@@ -22,13 +23,20 @@ from jaxmlp.models import resolve_init
 
 @dataclasses.dataclass(frozen=True)
 class Layout:
-    """The shape of every program of a group (see the module docstring)."""
+    """The shape of every program of a group (see the module docstring). Its families are the
+    group's parts that draw as many random numbers per step (noisy activations draw more),
+    each with a template variant, from which a chunk without parts of that family makes
+    frozen ones, and its number of parts per program."""
 
     part_size: int
-    n_parts: int
+    families: tuple[tuple[RunConfig, int], ...]
     activations: tuple[str, ...]  # what the programs' switched activation covers, in order
-    initializers: tuple[str, ...]  # resolved initialiser names the programs cover, in order
+    initializers: tuple[str, ...]  # resolved initialiser names it covers, in order
     features: frozenset[str] = frozenset()  # Structure FEATURES on in every program of the group
+
+    @property
+    def n_parts(self) -> int:
+        return sum(n for _, n in self.families)
 
     @property
     def n_variants(self) -> int:
@@ -36,28 +44,41 @@ class Layout:
         return self.part_size * self.n_parts
 
 
-def plan_chunks(configs: Sequence[RunConfig], max_variants: int, devices: int = 1) -> tuple[Layout, list[list[int]]]:
+def family_of(c: RunConfig) -> bool:
+    """Which family of its group a variant's parts belong to: whether its activation is noisy."""
+    return is_noisy(c.model.activation)
+
+
+def plan_chunks(configs: Sequence[RunConfig], max_part: int, max_program: int | None = None,
+                devices: int = 1) -> tuple[Layout, list[list[int]]]:
     """The layout of one group and its chunks (lists of indices into `configs`, part by part).
 
-    The part size is the smallest that cuts the largest structure into as few parts as
-    `max_variants` allows (a multiple of `devices`, as the variant axis is sharded); as many
-    parts as fit in `max_variants` make a chunk, spread evenly over the chunks needed.
+    The part size is the smallest that cuts the largest structure into as few parts of at
+    most `max_part` variants as possible (a multiple of `devices`, as the variant axis is
+    sharded); as many parts as fit in `max_program` variants (default `max_part`) make a
+    chunk, each family's parts spread evenly over the chunks needed.
     """
+    max_program = max_part if max_program is None else max_program
     rows: dict[tuple, list[int]] = {}
     for i, c in enumerate(configs):
         rows.setdefault(structure_key(c), []).append(i)
     biggest = max(map(len, rows.values()))
-    pieces = -(-biggest // max(1, max_variants))
+    pieces = -(-biggest // max(1, max_part))
     part_size = -(-biggest // pieces)
     part_size += -part_size % devices
-    parts = [r[start:start + part_size] for r in rows.values() for start in range(0, len(r), part_size)]
-    per_chunk = max(1, min(len(parts), max_variants // part_size))
-    n_chunks = -(-len(parts) // per_chunk)
-    n_parts = -(-len(parts) // n_chunks)
-    chunks = [sum(parts[k * n_parts:(k + 1) * n_parts], []) for k in range(n_chunks)]
+    families: dict[bool, list[list[int]]] = {}
+    for r in rows.values():
+        families.setdefault(family_of(configs[r[0]]), []).extend(
+            r[start:start + part_size] for start in range(0, len(r), part_size))
+    n_total = sum(map(len, families.values()))
+    n_chunks = -(-n_total // max(1, min(n_total, max_program // part_size)))
+    per_family = {f: -(-len(parts) // n_chunks) for f, parts in families.items()}
+    chunks = [sum((parts[k * per_family[f]:(k + 1) * per_family[f]] for f, parts in families.items()), [])
+              for k in range(n_chunks)]
     layout = Layout(
-        part_size=part_size, n_parts=n_parts,
+        part_size=part_size,
+        families=tuple((configs[parts[0][0]], per_family[f]) for f, parts in families.items()),
         activations=tuple(dict.fromkeys(c.model.activation for c in configs)),
         initializers=tuple(dict.fromkeys(resolve_init(c.model.init, c.model.activation) for c in configs)),
         features=features_of(configs))
-    return layout, chunks
+    return layout, [sum(chunk, []) for chunk in chunks if chunk]

@@ -27,7 +27,7 @@ from jaxmlp.engine.results import GroupResult, VariantResult, variant_history
 from jaxmlp.engine.state import TrainState, init_bits, state_from_bits
 from jaxmlp.engine.step import epoch_randomness, step_draws, train_step
 from jaxmlp.activations import is_noisy
-from jaxmlp.engine.layout import Layout
+from jaxmlp.engine.layout import Layout, family_of
 from jaxmlp.engine.structure import HParams, Structure, hparams_of, merge_key, structure_key, structure_of
 from jaxmlp.models import resolve_init
 
@@ -86,29 +86,39 @@ class _Family:
         return jax.tree_util.tree_map(lambda *a: np.stack(a), *((p.hp, sel) for p, sel in zip(self.parts, selectors)))
 
     @staticmethod
-    def of(parts: Sequence[_Part], layout: Layout | None = None) -> list["_Family"]:
-        """Parts grouped into families, in order of first appearance; with a `layout`, each
-        family switches over the layout's activations (those drawing as many random numbers)
-        and initialisers, and is filled up with frozen parts to the layout's part count."""
-        by_key: dict[tuple, list[_Part]] = {}
-        for p in parts:
-            s = p.structure
-            key = (dataclasses.replace(s, activation="", initializer=""), s.random_width, len(p.frozen))
-            by_key.setdefault(key, []).append(p)
+    def of(parts: Sequence[_Part], layout: Layout | None = None, make_part=None) -> list["_Family"]:
+        """Parts grouped into families, in order of first appearance. With a `layout`, the
+        layout's families in its order, each switching over the layout's activations (those
+        of its kind) and initialisers, and filled up to its part count with frozen parts
+        (`make_part(template)` makes one where the family has none here)."""
+        if layout is None:
+            by_key: dict[tuple, list[_Part]] = {}
+            for p in parts:
+                s = p.structure
+                key = (dataclasses.replace(s, activation="", initializer=""), s.random_width, len(p.frozen))
+                by_key.setdefault(key, []).append(p)
+            return [_Family.switched(members, [m.structure.activation for m in members],
+                                     [_resolved_init(m.structure) for m in members]) for members in by_key.values()]
         families = []
-        for members in by_key.values():
-            noisy = is_noisy(members[0].structure.activation)
-            acts = ([a for a in layout.activations if is_noisy(a) == noisy] if layout
-                    else [m.structure.activation for m in members])
-            inits = list(layout.initializers) if layout else [_resolved_init(m.structure) for m in members]
-            if layout:
-                filler = dataclasses.replace(members[-1], index=np.zeros(0, int),
-                                             frozen=np.ones_like(members[-1].frozen))
-                members = members + [filler] * (layout.n_parts - len(members))
-            structure = dataclasses.replace(members[0].structure, activation="|".join(dict.fromkeys(acts)),
-                                            initializer="|".join(dict.fromkeys(inits)))
-            families.append(_Family(structure, tuple(members)))
+        for template, n_parts in layout.families:
+            noisy = family_of(template)
+            members = [p for p in parts if is_noisy(p.structure.activation) == noisy]
+            if len(members) > n_parts:
+                raise ValueError(f"{len(members)} parts of {layout.part_size} variants exceed the layout's "
+                                 f"{n_parts} parts per program")
+            last = members[-1] if members else make_part(template)
+            filler = dataclasses.replace(last, index=np.zeros(0, int), frozen=np.ones_like(last.frozen))
+            members += [filler] * (n_parts - len(members))
+            acts = [a for a in layout.activations if is_noisy(a) == noisy]
+            families.append(_Family.switched(members, acts, layout.initializers))
         return families
+
+    @staticmethod
+    def switched(members: Sequence[_Part], activations: Sequence[str], initializers: Sequence[str]) -> "_Family":
+        """A family of `members` whose code switches over `activations` and `initializers`."""
+        structure = dataclasses.replace(members[0].structure, activation="|".join(dict.fromkeys(activations)),
+                                        initializer="|".join(dict.fromkeys(initializers)))
+        return _Family(structure, tuple(members))
 
 
 def _resolved_init(s: Structure) -> str:
@@ -258,7 +268,12 @@ class Trainer:
                 group = [self.configs[i] for i in padded]
                 parts.append(_Part(structure_of(group, data, features), np.asarray(piece), hparams_of(group),
                                    self.frozen[padded]))
-        self.families = tuple(_Family.of(parts, layout))
+
+        def filler_part(template: RunConfig) -> _Part:
+            group = [template] * layout.part_size
+            return _Part(structure_of(group, data, features), np.zeros(0, int), hparams_of(group), np.ones(size, bool))
+
+        self.families = tuple(_Family.of(parts, layout, filler_part))
         self.parts = [p for f in self.families for p in f.parts]
         self.structures = [p.structure for p in self.parts if len(p.index)]
         self.epochs = self.structures[0].epochs

@@ -11,23 +11,80 @@ ones keep all cores busy on one device.
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass
 
-from jaxmlp.data import dataset_shape
-from jaxmlp.sweep.spec import Sweep, Variant
-from jaxmlp.engine import merge_key, structure_key
+from jaxmlp.config import RunConfig
+from jaxmlp.data import dataset_shape, split_sizes
+from jaxmlp.engine import EVAL_CHUNK, Layout, merge_key, plan_chunks, structure_key
 from jaxmlp.models import n_parameters
+from jaxmlp.sweep.spec import Sweep, Variant
 
 #: Below this many multiply-adds per training step and variant, sharding variants pays off.
 SHARD_BELOW_FLOPS = 1e8
+#: The share of a device's memory (a CPU's: of the host's, split over its XLA devices) that
+#: the states of one program may take.
+MEMORY_FRACTION = 0.5
 _OPTIMIZER_SLOTS = {"sgd": 1, "rmsprop": 2, "adam": 2, "adamw": 2}
 
 
 @dataclass(frozen=True)
+class Footprint:
+    """Estimated device bytes of a structure's program (float32 everywhere): per variant, what
+    lives for the whole run (parameters, best parameters, optimizer slots, gradients and
+    updates of a step, the epoch's shuffle); per variant of the part being stepped or
+    evaluated, what lives only then (a minibatch's activations and random draws, an
+    evaluation chunk's activations); and the dataset, once."""
+
+    state: int
+    transient: int
+    data: int
+
+    @staticmethod
+    def of(c: RunConfig) -> "Footprint":
+        n_in, n_out, n_examples = dataset_shape(c.data)
+        n_train = split_sizes(c.data)[0]
+        params = _n_params(c)
+        width = sum(c.model.hidden)
+        state = (4 + _OPTIMIZER_SLOTS[c.optimizer.name]) * params + 3 * n_train
+        draws = n_in + 2 * width  # input dropout, hidden dropout and noise at most
+        transient = c.training.batch_size * (3 * width + n_in + draws) + 2 * min(EVAL_CHUNK, n_train) * width
+        return Footprint(4 * state, 4 * transient, 4 * n_examples * (n_in + 1))
+
+    def program_bytes(self, part_size: int, n_parts: int, devices: int = 1) -> int:
+        """One device's share of a program of `n_parts` parts of `part_size` variants."""
+        per_device = -(-part_size // devices)
+        return self.data + per_device * (n_parts * self.state + self.transient)
+
+    def max_variants(self, budget: int, part_size: int, devices: int = 1) -> int:
+        """The most variants (whole parts of `part_size`) whose program fits in `budget` bytes per device."""
+        per_device = -(-part_size // devices)
+        parts = (budget - self.data - per_device * self.transient) // max(1, per_device * self.state)
+        return max(1, int(parts)) * part_size
+
+
+def memory_budget() -> int:
+    """Bytes one program may use per device: MEMORY_FRACTION of the device's memory where the
+    backend reports it (GPUs, TPUs), else of the host's memory over its XLA devices."""
+    import jax
+
+    devices = jax.devices()
+    stats = devices[0].memory_stats() or {}
+    total = stats.get("bytes_limit") or os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // len(devices)
+    return int(MEMORY_FRACTION * total)
+
+
+@dataclass(frozen=True)
 class Group:
+    """One chunk of variants that trains in one call of a compiled program; groups with the
+    same `program` run the same compiled program (their layout and structure agree)."""
+
     id: str
     variants: list[Variant]
     devices: int
+    layout: Layout
+    program: str
+    footprint: Footprint
 
     @property
     def config(self):
@@ -39,22 +96,26 @@ class Group:
 
     @property
     def n_params(self) -> int:
-        n_in, n_out, _ = dataset_shape(self.config.data)
-        return n_parameters([n_in, *self.config.model.hidden, n_out])
+        return _n_params(self.config)
 
     @property
     def step_flops(self) -> float:
-        """Training FLOPs per step and variant: forward + backward is about 6 x weights x batch."""
-        return 6.0 * self.n_params * self.config.training.batch_size
+        return step_flops(self.config)
 
     @property
     def memory_bytes(self) -> int:
-        """Rough device memory: parameters, best copy, optimizer slots, activations, data."""
-        c, k = self.config, len(self.variants)
-        n_in, _, n_examples = dataset_shape(c.data)
-        slots = 2 + _OPTIMIZER_SLOTS[c.optimizer.name]
-        activations = (c.training.batch_size * 3 + n_examples * 0.15) * sum(c.model.hidden)
-        return int(4 * (k * (slots * self.n_params + activations) + n_examples * n_in))
+        """Estimated memory per device of the program the group runs."""
+        return self.footprint.program_bytes(self.layout.part_size, self.layout.n_parts, self.devices)
+
+
+def _n_params(c: RunConfig) -> int:
+    n_in, n_out, _ = dataset_shape(c.data)
+    return n_parameters([n_in, *c.model.hidden, n_out])
+
+
+def step_flops(c: RunConfig) -> float:
+    """Training FLOPs per step and variant: forward + backward is about 6 x weights x batch."""
+    return 6.0 * _n_params(c) * c.training.batch_size
 
 
 def choose_devices(mode: str, step_flops: float, n_variants: int, n_devices: int) -> int:
@@ -66,37 +127,51 @@ def choose_devices(mode: str, step_flops: float, n_variants: int, n_devices: int
     return n_devices if step_flops < SHARD_BELOW_FLOPS else 1
 
 
-def plan_groups(sweep: Sweep, n_devices: int = 1) -> list[Group]:
-    """Variants grouped by structure (first appearance order), split at the size limit."""
+def plan_groups(sweep: Sweep, n_devices: int = 1, budget: int | None = None) -> list[Group]:
+    """Variants that can share a program (`engine.merge_key`), cut into chunks of one layout
+    each (`engine.plan_chunks`): parts of at most
+    `max_variants_per_part`, as many parts per program as `budget` bytes per device (default:
+    `memory_budget()`) and `max_variants_per_program` allow."""
+    execution = sweep.spec.execution
     by_program: dict[tuple, list[Variant]] = {}
     for v in sweep.variants:
         by_program.setdefault(merge_key(v.config), []).append(v)
-    limit = sweep.spec.execution.max_variants_per_program
-    groups = []
-    for key, variants in by_program.items():
+    budget = memory_budget() if budget is None else budget
+    groups: list[Group] = []
+    for n, (key, variants) in enumerate(by_program.items()):
         digest = hashlib.sha256(repr(key).encode()).hexdigest()[:8]
-        for start in range(0, len(variants), limit):
-            chunk = variants[start:start + limit]
-            probe = Group("", chunk, 1)
-            devices = choose_devices(sweep.spec.execution.devices, probe.step_flops, len(chunk), n_devices)
-            groups.append(Group(f"g{len(groups):02d}-{digest}", chunk, devices))
+        configs = [v.config for v in variants]
+        footprint = Footprint.of(configs[0])
+        devices = choose_devices(execution.devices, step_flops(configs[0]), len(variants), n_devices)
+        part_cap = min(execution.max_variants_per_part, execution.max_variants_per_program)
+        probe, _ = plan_chunks(configs, part_cap, part_cap, devices)
+        cap = min(execution.max_variants_per_program, footprint.max_variants(budget, probe.part_size, devices))
+        layout, chunks = plan_chunks(configs, part_cap, cap, devices)
+        for chunk in chunks:
+            groups.append(Group(f"g{len(groups):02d}-{digest}", [variants[i] for i in chunk], devices, layout,
+                                f"p{n}", footprint))
     return groups
 
 
-def describe_plan(sweep: Sweep, groups: list[Group]) -> str:
-    """The --dry-run text: variants, groups, programs, devices and memory per group."""
+def describe_plan(sweep: Sweep, groups: list[Group], budget: int | None = None) -> str:
+    """The --dry-run text: variants, groups, compiled programs, their layout (parts x variants
+    per part), devices and estimated memory per device."""
     settings = {v.label for v in sweep.variants}
+    programs = len({g.program for g in groups})
+    budget = memory_budget() if budget is None else budget
     lines = [
         f"sweep '{sweep.spec.name}' ({sweep.path}): {len(sweep.variants)} variants = "
         f"{len(settings)} settings x {len(sweep.variants) // max(1, len(settings))} seeds; "
-        f"{len(groups)} compiled program(s)",
-        f"{'group':<14}{'variants':>9}{'structures':>11}{'devices':>8}{'params':>10}{'memory':>10}  structure",
+        f"{len(groups)} group(s), {programs} compiled program(s); memory budget {budget / 2**30:.1f} GiB per device",
+        f"{'group':<14}{'variants':>9}{'structures':>11}{'devices':>8}{'params':>10}{'program':>8}{'parts':>9}"
+        f"{'memory':>10}  structure",
     ]
     for g in groups:
         c = g.config
         activations = sorted({v.config.model.activation for v in g.variants})
         structure = (f"{c.data.name} {'-'.join(map(str, c.model.hidden))} {'/'.join(activations)} "
                      f"{c.optimizer.name} batch {c.training.batch_size}")
+        parts = f"{g.layout.n_parts}x{g.layout.part_size}"
         lines.append(f"{g.id:<14}{len(g.variants):>9}{g.n_structures:>11}{g.devices:>8}{g.n_params:>10,}"
-                     f"{g.memory_bytes / 2**20:>8.1f}MB  {structure}")
+                     f"{g.program:>8}{parts:>9}{g.memory_bytes / 2**20:>8.1f}MB  {structure}")
     return "\n".join(lines)

@@ -59,7 +59,8 @@ MAX_YAML_NODES = 100_000
 
 
 class ExecutionSpec(_Strict):
-    max_variants_per_program: int = Field(64, gt=0)
+    max_variants_per_program: int = Field(100_000, gt=0, description="a cap on top of the memory-sized choice")
+    max_variants_per_part: int = Field(64, gt=0, description="variants vmapped together (a part stops as a whole)")
     devices: Literal["auto", "one", "all"] = "auto"
     max_variants: int = Field(MAX_VARIANTS, gt=0, description="refuse to expand a sweep into more variants")
 
