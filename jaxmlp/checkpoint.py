@@ -61,7 +61,13 @@ def checkpoint_meta(data) -> dict[str, Any]:
 def predict(checkpoint: Checkpoint, x: np.ndarray) -> np.ndarray:
     """Class probabilities [N, C], or regression outputs [N] in the target's original units."""
     cfg, params, meta = checkpoint
-    x = jnp.asarray(np.asarray(x, np.float32).reshape(-1, *meta["input_shape"]))
+    x = np.asarray(x, np.float32)
+    x = x[None] if x.ndim == 1 else x
+    shape, width = tuple(meta["input_shape"]), int(np.prod(meta["input_shape"]))
+    if x.ndim < 2 or int(np.prod(x.shape[1:])) != width:
+        raise ValueError(f"inputs of shape {x.shape}: the model takes rows of {width} features "
+                         f"(input shape {list(shape)}); give an array [n, {width}]")
+    x = jnp.asarray(x.reshape(-1, *shape))
     out = build_mlp(cfg.model, meta["n_outputs"]).apply(params, x, act_params=activation_params(cfg.model))
     if meta["task"] == "classification":
         return np.asarray(jax.nn.softmax(out))

@@ -141,8 +141,6 @@ def test_predict_without_json_prints_the_array(trained, input_files):
     assert out.startswith("[[") and out.count("\n") >= 60
 
 
-@pytest.mark.xfail(strict=True, reason="bug: predict reshapes inputs to (-1, *input_shape), so rows of the wrong "
-                                       "width are silently re-cut into other rows instead of refused")
 def test_predict_refuses_inputs_of_the_wrong_width(trained, tmp_path):
     wide = tmp_path / "wide.npy"
     np.save(wide, np.ones((5, 12), np.float32))  # 12 features for a 6-feature model: 10 made-up rows
