@@ -1,6 +1,7 @@
 """The Trainer: vmapped variants equal lone runs, merged activations, early stopping, divergence, real datasets."""
 from __future__ import annotations
 
+import time
 from functools import partial
 
 import jax
@@ -8,6 +9,7 @@ import numpy as np
 import pytest
 
 from engine_helpers import assert_same_run, fit, kernel_column_norms, one_variant, replay_early_stopping
+from reference_mlp import classification_metrics
 from jaxmlp import engine
 from jaxmlp.config import load_config
 from jaxmlp.data import load_dataset
@@ -117,14 +119,28 @@ def test_best_parameters_are_restored(group, synthetic_data):
         assert v.test["accuracy"] > 0.6  # three overlapping clusters: chance is 1/3
 
 
-def test_history_has_one_record_per_trained_epoch(group):
+def test_history_has_one_record_per_trained_epoch(group, synthetic_data):
+    n_val, width = len(synthetic_data.val), group.variants[0].config.model.hidden[0]
     for v in group.variants:
         for row in v.history:
             assert set(row) == {"epoch", "epoch_seconds", "train_loss", "train_accuracy", "val_loss",
                                 "val_accuracy", "learning_rate", "dead_fraction_0"}
             assert row["learning_rate"] == pytest.approx(v.config.optimizer.learning_rate)
             assert 0 <= row["dead_fraction_0"] <= 1 and 0 <= row["val_accuracy"] <= 1
+            # counts over the validation examples and over the hidden units
+            assert row["val_accuracy"] * n_val == pytest.approx(round(row["val_accuracy"] * n_val), abs=1e-3)
+            assert row["dead_fraction_0"] * width == pytest.approx(round(row["dead_fraction_0"] * width), abs=1e-4)
         assert v.history[-1]["train_loss"] < v.history[0]["train_loss"]
+
+
+def test_best_epochs_metrics_equal_a_hand_evaluation_of_the_selected_parameters(group, synthetic_data):
+    """The best epoch's validation loss, accuracy and dead-unit fraction, recomputed in NumPy from
+    the restored parameters: a unit is dead when its ReLU is zero for every validation example."""
+    for v in group.variants:
+        ours = classification_metrics(v.params, synthetic_data.val.x, synthetic_data.val.y)
+        assert v.best["val_loss"] == pytest.approx(ours["loss"], rel=1e-5)
+        assert v.best["val_accuracy"] == pytest.approx(ours["accuracy"], abs=1e-6)
+        assert v.best["dead_fraction_0"] == pytest.approx(ours["dead_fraction"][0], abs=1e-6)
 
 
 # --- divergence ------------------------------------------------------------------------------
@@ -143,19 +159,21 @@ def divergence(make_config, synthetic_data):
     """(group whose middle variant blows up, the same group with a sane middle, its per-epoch records)."""
     blown = fit(sgd_group(make_config, 1e6), synthetic_data)
     trainer = Trainer(sgd_group(make_config, 0.1), synthetic_data)
+    tic = time.perf_counter()
     records = list(trainer.run())
-    return blown, trainer.result, records
+    trainer.wall_seconds = time.perf_counter() - tic  # compiling (run compiles first) and training
+    return blown, trainer.result, records, trainer
 
 
 def test_nan_in_one_variant_leaves_the_others_bit_identical(divergence):
-    blown, sane, _ = divergence
+    blown, sane, *_ = divergence
     for i in (0, 2):
         assert not blown.variants[i].diverged
         assert_same_run(blown.variants[i], sane.variants[i], exact=True)
 
 
 def test_diverged_variant_is_frozen_with_finite_parameters(divergence):
-    blown, sane, _ = divergence
+    blown, sane, *_ = divergence
     v = blown.variants[1]
     assert v.diverged and not sane.variants[1].diverged
     assert v.epochs_trained < 6 == blown.variants[0].epochs_trained
@@ -166,7 +184,7 @@ def test_diverged_variant_is_frozen_with_finite_parameters(divergence):
 
 
 def test_trainer_yields_one_record_per_epoch_with_a_variant_axis(divergence):
-    _, result, records = divergence
+    _, result, records, trainer = divergence
     assert [r["epoch"] for r in records] == list(range(1, 7))
     for r in records:
         assert r["val_loss"].shape == r["active"].shape == r["best_epoch"].shape == (3,)
@@ -175,6 +193,10 @@ def test_trainer_yields_one_record_per_epoch_with_a_variant_axis(divergence):
     for i, v in enumerate(result.variants):
         np.testing.assert_array_equal([row["val_loss"] for row in v.history], [r["val_loss"][i] for r in records])
     assert result.compile_seconds > 0
+    # nested intervals of one clock: compiling, then the epochs, within the wall time around run()
+    assert result.compile_seconds == trainer.compile_seconds
+    assert sum(r["epoch_seconds"] for r in records) <= result.train_seconds
+    assert result.compile_seconds + result.train_seconds <= trainer.wall_seconds
 
 
 def test_max_norm_bounds_the_kernels_of_a_trained_variant(group):
@@ -186,16 +208,20 @@ def test_max_norm_bounds_the_kernels_of_a_trained_variant(group):
 
 
 def test_last_parameters_are_kept_without_restore_best(divergence, synthetic_data):
-    _, sane, _ = divergence
+    _, sane, *_ = divergence
     evaluate = jax.jit(partial(engine.evaluate, sane.structures[0]))
     for v in sane.variants:
         val = evaluate(v.params, one_variant(v.config), synthetic_data.val)
         assert float(val["loss"]) == pytest.approx(v.history[-1]["val_loss"], rel=1e-5)
         assert float(val["accuracy"]) == pytest.approx(v.history[-1]["val_accuracy"], abs=1e-6)
+        ours = classification_metrics(v.params, synthetic_data.val.x, synthetic_data.val.y)
+        assert v.history[-1]["val_loss"] == pytest.approx(ours["loss"], rel=1e-5)
+        assert v.history[-1]["val_accuracy"] == pytest.approx(ours["accuracy"], abs=1e-6)
+        assert v.history[-1]["dead_fraction_0"] == pytest.approx(ours["dead_fraction"][0], abs=1e-6)
 
 
 def test_accuracy_monitor_picks_the_first_most_accurate_epoch(divergence):
-    _, sane, _ = divergence
+    _, sane, *_ = divergence
     for v in sane.variants:
         accuracies = [r["val_accuracy"] for r in v.history]
         assert v.best_epoch == int(np.argmax(accuracies)) + 1
