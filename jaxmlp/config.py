@@ -89,6 +89,11 @@ class OptimizerConfig(_Section):
     name: Literal[OPTIMIZERS] = "adam"  # type: ignore[valid-type]
     learning_rate: float = Field(1e-3, gt=0, json_schema_extra=vmapped())
     momentum: float = Field(0.0, ge=0, lt=1, json_schema_extra=vmapped())
+    momentum_start: float | None = Field(None, ge=0, lt=1, description="ramp: momentum at the first step, rising "
+                                         "linearly to `momentum` (None: constant momentum)",
+                                         json_schema_extra=vmapped(none=-1.0))
+    momentum_ramp_epochs: float = Field(0.0, ge=0, description="ramp: epochs from momentum_start to momentum",
+                                        json_schema_extra=vmapped())
     nesterov: bool = False
     weight_decay: float = Field(0.0, ge=0, json_schema_extra=vmapped())
     schedule: Literal[SCHEDULES] = "constant"  # type: ignore[valid-type]

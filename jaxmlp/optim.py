@@ -59,6 +59,23 @@ def schedule_factor(schedule: str, step: jax.Array, steps_per_epoch: int, total_
     return warmup * decay
 
 
+def momentum_at(step: jax.Array, steps_per_epoch: int, momentum: jax.Array, start: jax.Array,
+                ramp_epochs: jax.Array) -> jax.Array:
+    """Momentum at `step` (0-based): a linear ramp from `start` to `momentum` over `ramp_epochs`
+    epochs, then constant (Hinton et al. 2012; Srivastava et al. 2014). A negative `start`
+    (no ramp configured) or no ramp epochs give `momentum` throughout."""
+    ramp_steps = ramp_epochs * steps_per_epoch
+    progress = jnp.where(ramp_steps > 0, jnp.minimum(1.0, jnp.asarray(step, jnp.float32) / jnp.maximum(ramp_steps, 1)),
+                         1.0)
+    return jnp.where(start < 0, momentum, start + (momentum - start) * progress)
+
+
+def set_hyperparams(opt_state, **values: jax.Array):
+    """The same optimizer state with the named hyperparameters replaced (inject_hyperparams state)."""
+    hyperparams = dict(opt_state.hyperparams, **{k: jnp.asarray(v, jnp.float32) for k, v in values.items()})
+    return opt_state._replace(hyperparams=hyperparams)
+
+
 def set_learning_rate(opt_state, learning_rate: jax.Array):
     """The same optimizer state with `learning_rate` replaced (inject_hyperparams state)."""
     hyperparams = dict(opt_state.hyperparams, learning_rate=jnp.asarray(learning_rate, jnp.float32))

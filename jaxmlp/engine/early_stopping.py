@@ -9,6 +9,7 @@ from jaxmlp.data import Split
 from jaxmlp.engine.evaluation import evaluate
 from jaxmlp.engine.state import EarlyStopping, TrainState
 from jaxmlp.engine.structure import HParams, Structure
+from jaxmlp.optim import momentum_at
 
 
 def early_stopping_update(es: EarlyStopping, metric: jax.Array, epoch: jax.Array,
@@ -51,6 +52,8 @@ def end_of_epoch(s: Structure, state: TrainState, hp: HParams, carry, metrics, n
         "trained": state.active, "train_loss": train_loss, "train_accuracy": accs.mean(),
         "val_loss": val_metrics["loss"], "val_accuracy": val_metrics.get("accuracy", jnp.float32(jnp.nan)),
         "dead_fraction": val_metrics["dead_fraction"], "learning_rate": lrs[-1],
+        "momentum": (momentum_at(step - 1, s.steps_per_epoch, hp.momentum, hp.momentum_start, hp.momentum_ramp_epochs)
+                     if s.optimizer in ("sgd", "rmsprop") else jnp.float32(jnp.nan)),
         "active": new_state.active, "diverged": new_state.diverged, "best_epoch": new_state.es.best_epoch,
     }
     return new_state, record

@@ -62,7 +62,7 @@ def variant_history(records: Sequence[dict[str, np.ndarray]], i: int) -> list[di
         if not r["trained"][i]:
             continue
         row = {"epoch": r["epoch"], "epoch_seconds": r["epoch_seconds"]}
-        for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "learning_rate"):
+        for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "learning_rate", "momentum"):
             if np.isfinite(r[key][i]) or key.endswith("loss"):
                 row[key] = float(r[key][i])
         row.update({f"dead_fraction_{j}": float(f) for j, f in enumerate(r["dead_fraction"][i])})

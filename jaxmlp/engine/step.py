@@ -14,7 +14,7 @@ from jaxmlp.activations import ActivationParams
 from jaxmlp.data import Split
 from jaxmlp.engine.structure import HParams, Structure
 from jaxmlp.losses import accuracy, get_loss
-from jaxmlp.optim import clip_max_norm, make_optimizer, schedule_factor, set_learning_rate
+from jaxmlp.optim import clip_max_norm, make_optimizer, momentum_at, schedule_factor, set_hyperparams
 
 
 def optimizer_of(s: Structure, hp: HParams) -> optax.GradientTransformation:
@@ -55,7 +55,8 @@ def train_step(s: Structure, hp: HParams, train: Split, carry, batch: tuple[jax.
     total_steps = s.steps_per_epoch * s.epochs
     lr = hp.learning_rate * schedule_factor(s.schedule, step, s.steps_per_epoch, total_steps,
                                             hp.decay_rate, hp.warmup_epochs)
-    opt_state = set_learning_rate(opt_state, lr)
+    momentum = momentum_at(step, s.steps_per_epoch, hp.momentum, hp.momentum_start, hp.momentum_ramp_epochs)
+    opt_state = set_hyperparams(opt_state, learning_rate=lr, momentum=momentum)
     updates, opt_state = optimizer_of(s, hp).update(grads, opt_state, params)
     params = optax.apply_updates(params, updates)
     if s.use_max_norm:
