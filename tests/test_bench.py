@@ -13,8 +13,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxmlp import bench
+from engine_helpers import replay_early_stopping
+from jaxmlp import bench, engine
 from jaxmlp.data import load_dataset
+from reference_mlp import classification_metrics
 
 
 def small_configs(variants: int = 2):
@@ -59,9 +61,42 @@ def test_train_benchmark_prints_every_figure_as_json():
         out["train_samples"] // 50 * 50 * 2 / out["epoch_seconds"])
     assert out["fraction_of_peak"] == pytest.approx(out["achieved_flops"] / out["matmul_peak_flops"])
     assert out["speedup_vs_loop"] == pytest.approx(out["loop_epoch_seconds"] / out["epoch_seconds"])
+    # the FLOP count from the architecture: 6 x weights (784*16 + 16*10) x samples of an epoch (both variants)
+    samples = out["train_samples"] // 50 * 50 * 2
+    assert out["achieved_flops"] * out["epoch_seconds"] == pytest.approx(6 * (784 * 16 + 16 * 10) * samples, rel=1e-9)
 
 
-def test_sweep_loop_baseline_trains_every_variant_with_early_stopping(tmp_path):
+class FakeClock:
+    """A perf_counter that returns the given readings in turn (so timed code sees known durations)."""
+
+    def __init__(self, *readings: float):
+        self.readings = list(readings)
+
+    def perf_counter(self) -> float:
+        return self.readings.pop(0)
+
+
+def test_matmul_peak_is_the_flops_of_the_fastest_product(monkeypatch):
+    clock = FakeClock(0.0, 0.5, 1.0, 1.25, 2.0, 2.75)  # products of 0.5 s, 0.25 s and 0.75 s
+    monkeypatch.setattr(bench, "time", clock)
+    assert bench.matmul_peak(n=64, repeats=3) == 2 * 64**3 / 0.25
+    assert clock.readings == []
+
+
+@pytest.mark.parametrize("host", [False, True], ids=["device-batches", "host-batches"])
+def test_loop_epoch_seconds_scale_the_timed_steps_to_an_epoch_of_every_variant(monkeypatch, host):
+    configs = small_configs(variants=3)
+    host_data = load_dataset(configs[0].data)
+    steps_per_epoch = len(host_data.train) // 25
+    clock = FakeClock(10.0, 12.0)  # 4 timed steps in 2 s
+    monkeypatch.setattr(bench, "time", clock)
+    seconds = bench.loop_seconds_per_epoch(configs, host_data.on_device(), steps=4,
+                                           host_data=host_data if host else None)
+    assert seconds == pytest.approx(2.0 / 4 * steps_per_epoch * 3, rel=1e-12)
+    assert clock.readings == []
+
+
+def test_sweep_loop_baseline_trains_every_variant_with_early_stopping(tmp_path, monkeypatch):
     path = tmp_path / "sweep.yaml"
     path.write_text(textwrap.dedent("""\
         name: loop_baseline
@@ -73,6 +108,44 @@ def test_sweep_loop_baseline_trains_every_variant_with_early_stopping(tmp_path):
         grid:
           model.activation: [relu, tanh]
         """))
+    runs = []  # per variant: its config and, per epoch, (epoch, validation loss, parameters)
+    latest = {}
+    real_one_variant, real_update = bench.one_variant, engine.early_stopping_update
+
+    def one_variant(cfg, data):
+        s, hp, state, step = real_one_variant(cfg, data)
+        runs.append({"config": cfg, "epochs": []})
+
+        def recording_step(carry, index, key):
+            carry, out = step(carry, index, key)
+            latest["params"] = carry[0]
+            return carry, out
+
+        return s, hp, state, recording_step
+
+    def recording_update(es, metric, epoch, min_delta):
+        runs[-1]["epochs"].append((epoch, metric, latest["params"]))
+        return real_update(es, metric, epoch, min_delta)
+
+    monkeypatch.setattr(bench, "one_variant", one_variant)
+    monkeypatch.setattr(engine, "early_stopping_update", recording_update)
     out = bench.loop_sweep(path)
     assert out["variants"] == 2
     assert 0.85 < out["mean_test_accuracy"] <= 1.0
+    # independently: each epoch's validation loss, where patience 2 stops, and the best epoch's test accuracy
+    data = load_dataset(runs[0]["config"].data)
+    accuracies, stopped_early = [], 0
+    for run in runs:
+        activation = run["config"].model.activation
+        curve = [loss for _, loss, _ in run["epochs"]]
+        assert [epoch for epoch, _, _ in run["epochs"]] == list(range(1, len(curve) + 1))
+        for _, loss, params in run["epochs"]:
+            assert loss == pytest.approx(classification_metrics(params, data.val.x, data.val.y, activation)["loss"],
+                                         rel=1e-5)
+        best_epoch, stop_epoch = replay_early_stopping(curve, 2, 0.0)
+        assert len(curve) == (stop_epoch or 30)
+        stopped_early += stop_epoch is not None
+        best = run["epochs"][best_epoch - 1][2]
+        accuracies.append(classification_metrics(best, data.test.x, data.test.y, activation)["accuracy"])
+    assert [r["config"].model.activation for r in runs] == ["relu", "tanh"] and stopped_early >= 1
+    assert out["mean_test_accuracy"] == pytest.approx(np.mean(accuracies), abs=1e-6)
