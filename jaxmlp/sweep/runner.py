@@ -178,8 +178,7 @@ class SweepRunner:
                 opened.result()
                 if self.best:
                     self.runs.log_models(self.best)
-                summary = report.sweep_summary(self.records, rows, len(self.failures))
-                self.runs.close_parent(summary, self._figures(rows), self.failures)
+                self.runs.close_parent(self.records, rows, self._figures(rows), self.failures)
         except KeyboardInterrupt:
             bars.close()
             if self.runs:
@@ -189,8 +188,9 @@ class SweepRunner:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
         errors = (self.runs.close() if self.runs else []) + self.plot_errors
+        ids = (self.runs.experiment_id, self.runs.parent_run_id) if self.runs else (None, None)
         return Outcome(self.records, rows, self.failures, time.perf_counter() - start, self.compile_seconds,
-                       self.runs and self.runs.experiment_id, self.runs and self.runs.parent_run_id, errors)
+                       *ids, errors)
 
     def _prepare_figures(self) -> None:
         """Start matplotlib in a thread while the first group trains (after its compilation,

@@ -17,7 +17,9 @@ import tempfile
 import time
 from concurrent.futures import Future
 from pathlib import Path
+from typing import Any
 
+from jaxmlp import report
 from jaxmlp.checkpoint import checkpoint_files, checkpoint_meta, save_checkpoint
 from jaxmlp.engine import VariantResult
 from jaxmlp.records import VariantRecord
@@ -171,11 +173,11 @@ class SweepRuns:
         if self.register:
             self.tracker.register_best(self.parent_run_id, uri, self.register)
 
-    def close_parent(self, summary: tuple[dict[str, bytes], dict[str, float], str | None],
-                     figures: dict[str, bytes], failures: list[str]) -> None:
-        """Summary (`report.sweep_summary`), plots and metrics on the parent, then end it:
-        FAILED where a variant or group failed."""
-        files, metrics, best_setting = summary
+    def close_parent(self, records: list[VariantRecord], rows: list[dict[str, Any]], figures: dict[str, bytes],
+                     failures: list[str]) -> None:
+        """The summary of `rows` (`summarize`), the plots and the counts on the parent, then end
+        it: FAILED where a variant or group failed."""
+        files, metrics, best_setting = report.sweep_summary(records, rows, len(failures))
         status = "FAILED" if failures else "FINISHED"
         reason = "; ".join(failures)[:5000] or None
         self._submit(lambda: self.tracker.close_parent(self.parent_run_id, status, reason, summary_files=files,
