@@ -27,6 +27,8 @@ class VariantResult:
     params: Any
     train_final: dict[str, float] = dataclasses.field(default_factory=dict)
     train_seconds: float = 0.0  # from the group's first epoch until this variant stopped
+    pruned_at: int | None = None  # the epoch an adaptive search stopped it in
+    lineage: list[dict[str, int]] = dataclasses.field(default_factory=list)  # exploit steps: epoch, source index
 
     @property
     def best(self) -> dict[str, float]:
@@ -43,7 +45,8 @@ class VariantResult:
             setting=dict(setting), seed=self.config.training.seed,
             status=status or ("FAILED" if self.diverged else "FINISHED"), diverged=self.diverged,
             best_epoch=self.best_epoch, stopped_epoch=self.stopped_epoch, n_params=count_params(self.params),
-            train_seconds=self.train_seconds, metrics=metrics, config=self.config.flat(), **fields)
+            train_seconds=self.train_seconds, pruned_at=self.pruned_at, metrics=metrics, config=self.config.flat(),
+            **fields)
 
 
 @dataclasses.dataclass
@@ -66,5 +69,6 @@ def variant_history(records: Sequence[dict[str, np.ndarray]], i: int) -> list[di
             if np.isfinite(r[key][i]) or key.endswith("loss"):
                 row[key] = float(r[key][i])
         row.update({f"dead_fraction_{j}": float(f) for j, f in enumerate(r["dead_fraction"][i])})
+        row.update({f"hp/{key}": float(values[i]) for key, values in r.get("hparams", {}).items()})
         history.append(row)
     return history

@@ -13,13 +13,13 @@ import concurrent.futures
 import dataclasses
 import time
 from functools import partial
-from typing import Any, Iterator, NamedTuple, Sequence
+from typing import Any, Iterator, Mapping, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmlp.config import RunConfig
+from jaxmlp.config import RunConfig, numeric_fields
 from jaxmlp.data import Dataset, Split
 from jaxmlp.engine.early_stopping import end_of_epoch
 from jaxmlp.engine.evaluation import final_evaluation
@@ -123,6 +123,26 @@ class _Family:
 
 def _resolved_init(s: Structure) -> str:
     return resolve_init(s.initializer, s.activation)
+
+
+@jax.jit
+def _stop_rows(state: TrainState, rows: jax.Array, epoch: jax.Array) -> TrainState:
+    """The state with the active variants of `rows` stopped in `epoch`."""
+    return state._replace(active=state.active & ~rows,
+                          stopped_epoch=jnp.where(rows & state.active, epoch, state.stopped_epoch))
+
+
+@jax.jit
+def _copy_rows(state: TrainState, gather: jax.Array) -> TrainState:
+    """Each row [part, variant] of the state replaced by the row `gather` names (its flat index),
+    but for its random key."""
+    flat = gather.reshape(-1)
+
+    def take(a):
+        return a.reshape(-1, *a.shape[2:])[flat].reshape(a.shape)
+
+    key = state.key
+    return jax.tree_util.tree_map(take, state._replace(key=None))._replace(key=key)
 
 
 #: Compiled programs by the static description of what they run: a chunk of a group whose
@@ -289,7 +309,13 @@ class Trainer:
         self._variant_sharding = None
         if devices > 1:
             programs = self._shard(programs, devices)
-        self.inputs = self._place(tuple(f.inputs for f in self.families))
+        self._host_inputs = tuple(f.inputs for f in self.families)
+        self.inputs = self._place(self._host_inputs)
+        self.tracked_hparams: tuple[str, ...] = ()  # vmapped numbers each record carries (they may change)
+        self._results: dict[int, VariantResult] = {}
+        self._pending: dict[int, VariantResult] = {}
+        self._pruned: dict[int, int] = {}
+        self._lineage: dict[int, list[dict[str, int]]] = {}
         self._init = jax.jit(programs[0])
         self._epoch = jax.jit(programs[1], donate_argnums=0)
         self._finals = [jax.jit(f) for f in programs[2:]]
@@ -350,35 +376,103 @@ class Trainer:
         A variant that stopped is evaluated at once (test metrics of its selected
         parameters, which no longer change): the epoch's record maps the variants that
         stopped in it (their index in the order given) to their `VariantResult`s under
-        "finished", so the caller can log them while the others train. `result` holds every
+        "finished", so the caller can log them while the others train. Between two records
+        the caller may `stop` variants or let some `exploit` others. `result` holds every
         variant that is not frozen, at the end, in the order given."""
         if not isinstance(self._epoch, jax.stages.Compiled):
             self.compile()
         d = self.data
         self._start = time.perf_counter()
-        self._results: dict[int, VariantResult] = {}
-        states = self._place(self._init(self.inputs))
-        records = []
+        self.states = self._place(self._init(self.inputs))
+        self.records: list[dict[str, Any]] = []
+        self.active = ~self.frozen
         for epoch in range(1, self.epochs + 1):
+            if not self.active.any():
+                break
             tic = time.perf_counter()
-            states, per_family = self._epoch(states, self.inputs, jnp.int32(epoch), d.train, d.val)
+            self.states, per_family = self._epoch(self.states, self.inputs, jnp.int32(epoch), d.train, d.val)
             record = self._gather(jax.device_get(per_family))
             record["epoch"] = epoch
             record["epoch_seconds"] = time.perf_counter() - tic
-            records.append(record)
-            record["finished"] = self._finish(states, records, ~record["active"] & ~self.frozen)
+            if self.tracked_hparams:
+                record["hparams"] = self.hparams(self.tracked_hparams)
+            self.records.append(record)
+            self.active = record["active"] & ~self.frozen
+            pending, self._pending = self._pending, {}
+            record["finished"] = {**pending, **self._finish(~self.active & ~self.frozen)}
             yield record
-            if not record["active"].any():
-                break
-        self._finish(states, records, ~self.frozen)
+        self._finish(~self.frozen)
         self.result = GroupResult(self.structures, [self._results[i] for i in sorted(self._results)],
                                   self.compile_seconds, time.perf_counter() - self._start)
 
-    def _finish(self, states, records: list[dict[str, Any]], done: np.ndarray) -> dict[int, VariantResult]:
+    # -- between two epochs: adaptive search (see `jaxmlp.engine.search`) --
+    def _rows(self, indices: Sequence[int]) -> list[np.ndarray]:
+        """Per family, a bool mask [part, variant] of the rows that hold the variants `indices`."""
+        masks = [np.zeros(np.shape(inputs[1].frozen), bool) for inputs in self._host_inputs]
+        wanted = set(int(i) for i in indices)
+        for f, family in enumerate(self.families):
+            for j, part in enumerate(family.parts):
+                for row, i in enumerate(part.index):
+                    masks[f][j, row] = int(i) in wanted
+        return masks
+
+    def stop(self, indices: Sequence[int]) -> dict[int, VariantResult]:
+        """Stop the active variants among `indices` (caller order) now, as early stopping would
+        have at the last epoch: their selected parameters are evaluated at once; the results
+        come back here and with the next record's "finished"."""
+        indices = [int(i) for i in indices if self.active[i]]
+        if not indices:
+            return {}
+        epoch = len(self.records)
+        self.states = tuple(_stop_rows(st, self._place(mask), jnp.int32(epoch))
+                            for st, mask in zip(self.states, self._rows(indices)))
+        self.active[indices] = False
+        self._pruned.update({i: epoch for i in indices})
+        done = np.zeros(len(self.configs), bool)
+        done[indices] = True
+        finished = self._finish(done)
+        self._pending.update(finished)
+        return finished
+
+    def exploit(self, sources: Mapping[int, int], values: Mapping[str, Mapping[int, float]]) -> None:
+        """Each member `dst` of `sources` (caller order) becomes a copy of its source: the whole
+        training state (parameters, optimizer state, best parameters, early stopping) but its
+        own random key, and every vmapped number but its seed; then `values` (configuration
+        key -> member -> value) are set. Runs on the device (a gather along the variant axis)."""
+        where = {int(i): (f, j, row) for f, family in enumerate(self.families)
+                 for j, part in enumerate(family.parts) for row, i in enumerate(part.index)}
+        epoch = len(self.records)
+        shapes = [np.shape(inputs[1].frozen) for inputs in self._host_inputs]
+        gathers = [np.arange(int(np.prod(shape))).reshape(shape) for shape in shapes]
+        host = [(jax.tree_util.tree_map(np.copy, hp), sel) for hp, sel in self._host_inputs]
+        names = {f.key: f.name for f in numeric_fields(type(self.configs[0]))}
+        for dst, src in sources.items():
+            (f, j, row), (g, k, col) = where[int(dst)], where[int(src)]
+            if f != g:
+                raise ValueError(f"variant {dst} cannot copy variant {src}: they train in different families")
+            gathers[f][j, row] = gathers[f][k, col]
+            for name in names.values():
+                if name != "seed":
+                    getattr(host[f][0], name)[j, row] = getattr(host[f][0], name)[k, col]
+            self._lineage.setdefault(int(dst), []).append({"epoch": epoch, "source": int(src)})
+        for key, members in values.items():
+            for dst, value in members.items():
+                f, j, row = where[int(dst)]
+                getattr(host[f][0], names[key])[j, row] = value
+        self.states = tuple(_copy_rows(st, self._place(gather)) for st, gather in zip(self.states, gathers))
+        self._host_inputs = tuple(host)
+        self.inputs = self._place(self._host_inputs)
+
+    def hparams(self, keys: Sequence[str]) -> dict[str, np.ndarray]:
+        """The current values of vmapped numbers (by configuration key), over variants in caller order."""
+        names = {f.key: f.name for f in numeric_fields(type(self.configs[0]))}
+        return self._gather([{key: getattr(hp, names[key]) for key in keys} for hp, _ in self._host_inputs])
+
+    def _finish(self, done: np.ndarray) -> dict[int, VariantResult]:
         """Results of the variants `done` (caller order) that have none yet; their part is
         evaluated once for all of them (one program call per part)."""
-        d, finished = self.data, {}
-        for family, final, state, inputs in zip(self.families, self._finals, states, self.inputs):
+        d, finished, records = self.data, {}, self.records
+        for family, final, state, inputs in zip(self.families, self._finals, self.states, self.inputs):
             for j, part in enumerate(family.parts):
                 rows = [row for row, i in enumerate(part.index) if done[i] and i not in self._results]
                 if not rows:
@@ -396,6 +490,6 @@ class Trainer:
                         train_final={k: float(v[row]) for k, v in train.items() if k != "dead_fraction"},
                         history=variant_history(records, i),
                         params=jax.tree_util.tree_map(lambda a, row=row: a[row], params),
-                        train_seconds=seconds)
+                        train_seconds=seconds, pruned_at=self._pruned.get(i), lineage=self._lineage.get(i, []))
                     finished[i] = self._results[i]
         return finished

@@ -1,0 +1,162 @@
+"""Adaptive search inside the training loop: successive halving and population-based training.
+
+A whole population trains in a few compiled programs, so a scheduler needs no process per
+trial: at its epochs it looks at every variant's validation metric (a few numbers per
+variant on the host, so chunks of one group and shards on several devices agree), and the
+programs carry out the decision on the device: pruned variants stop exactly as early
+stopping stops them (`Trainer.stop`), exploiting members copy their source's state along
+the variant axis (`Trainer.exploit`).
+
+`run_search` interleaves the chunks of a group epoch by epoch, so that every decision sees
+them all. The decisions are pure functions of the metrics and a seed, so a rerun makes the
+same ones.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+import numpy as np
+
+from jaxmlp.engine.trainer import Trainer
+
+
+@dataclasses.dataclass(frozen=True)
+class SuccessiveHalving:
+    """At each rung epoch, the settings (a setting: its seeds, which live or die together)
+    ranked by `aggregate` over seeds of their best `metric` so far keep the best `keep`
+    fraction of those still training (at least one); the others stop. Diverged variants rank last."""
+
+    rungs: tuple[int, ...]
+    keep: float
+    metric: str = "val_loss"
+    aggregate: str = "mean"
+
+
+@dataclasses.dataclass(frozen=True)
+class PopulationBasedTraining:
+    """Every `interval` epochs, in each population (the active variants of one structure in
+    one program), the bottom `quantile` by the current `metric` copies the state and numbers
+    of a member of the top `quantile` (chosen at random), then multiplies each `perturb` key
+    by one of its factors (or, with `resample_probability`, draws it anew from `resample`)."""
+
+    interval: int
+    quantile: float
+    perturb: Mapping[str, Sequence[float]]
+    metric: str = "val_loss"
+    seed: int = 0
+    resample_probability: float = 0.0
+    resample: Mapping[str, Callable[[np.random.Generator], float]] = dataclasses.field(default_factory=dict)
+    bounds: Mapping[str, tuple[float, float]] = dataclasses.field(default_factory=dict)
+
+
+Search = SuccessiveHalving | PopulationBasedTraining
+
+_AGGREGATES = {"mean": np.mean, "median": np.median, "best": np.min}
+
+
+def _score(metric: str, values: np.ndarray) -> np.ndarray:
+    """Lower is better; NaN (never evaluated, diverged) ranks last."""
+    scores = np.asarray(values, float) * (-1.0 if metric == "val_accuracy" else 1.0)
+    return np.where(np.isfinite(scores), scores, np.inf)
+
+
+def best_so_far(trainer: Trainer, metric: str) -> np.ndarray:
+    """Each variant's best `metric` over the epochs it trained (as a score: lower is better)."""
+    scores = np.full(len(trainer.configs), np.inf)
+    for r in trainer.records:
+        epoch_scores = np.where(r["trained"], _score(metric, r[metric]), np.inf)
+        scores = np.minimum(scores, epoch_scores)
+    diverged = trainer.records[-1]["diverged"] if trainer.records else np.zeros(len(scores), bool)
+    return np.where(diverged, np.inf, scores)
+
+
+def halving_survivors(scores: np.ndarray, settings: np.ndarray, active: np.ndarray, keep: float,
+                      aggregate: str = "mean") -> np.ndarray:
+    """Which variants stop at a rung: those of the settings ranked below the best `keep`
+    fraction of the settings with an active variant. `scores` per variant (lower is better,
+    inf for diverged), `settings` per variant (seeds of a setting share an id). Ties keep
+    the setting listed first."""
+    alive = list(dict.fromkeys(settings[active].tolist()))
+    if not alive:
+        return np.zeros(len(scores), bool)
+    agg = _AGGREGATES[aggregate]
+    setting_scores = [float(agg(scores[settings == s])) if np.isfinite(scores[settings == s]).all() else math.inf
+                      for s in alive]
+    order = sorted(range(len(alive)), key=lambda k: (setting_scores[k], k))
+    n_keep = max(1, int(math.floor(keep * len(alive) + 1e-9)))
+    dropped = {alive[k] for k in order[n_keep:]}
+    return active & np.isin(settings, list(dropped))
+
+
+def pbt_step(trainer: Trainer, pbt: PopulationBasedTraining, epoch: int, population: np.ndarray,
+             rng: np.random.Generator) -> tuple[dict[int, int], dict[str, dict[int, float]]]:
+    """One exploit-and-explore step of the populations of a trainer (`population`: an id per
+    variant): the members that copy (member -> source) and their perturbed values."""
+    scores = _score(pbt.metric, trainer.records[-1][pbt.metric])
+    current = trainer.hparams(list(pbt.perturb))
+    sources: dict[int, int] = {}
+    values: dict[str, dict[int, float]] = {key: {} for key in pbt.perturb}
+    for pop in dict.fromkeys(population.tolist()):
+        members = np.flatnonzero((population == pop) & trainer.active)
+        n = int(math.floor(pbt.quantile * len(members) + 1e-9))
+        if n == 0:
+            continue
+        ranked = members[np.argsort(scores[members], kind="stable")]
+        top, bottom = ranked[:n], ranked[-n:]
+        for member in bottom:
+            source = int(top[rng.integers(n)])
+            sources[int(member)] = source
+            for key, factors in pbt.perturb.items():
+                if key in pbt.resample and rng.random() < pbt.resample_probability:
+                    value = pbt.resample[key](rng)
+                else:
+                    value = float(current[key][source]) * float(factors[rng.integers(len(factors))])
+                low, high = pbt.bounds.get(key, (-math.inf, math.inf))
+                values[key][int(member)] = float(min(max(value, low), high))
+    return sources, values
+
+
+def run_search(trainers: Sequence[Trainer], search: Search | None, settings: Sequence[np.ndarray],
+               populations: Sequence[np.ndarray] | None = None) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Train the chunks of one group epoch by epoch together, applying `search` after the
+    epochs it acts on; yields (chunk index, epoch record) as `Trainer.run` does. `settings`
+    per chunk: a setting id per variant (comparable across chunks); `populations` per chunk
+    (PBT): a population id per variant. Variants a rung stops come with their chunk's next
+    record (or its result)."""
+    runs = [t.run() for t in trainers]
+    if isinstance(search, PopulationBasedTraining):
+        for t in trainers:
+            t.tracked_hparams = tuple(search.perturb)
+    running = list(range(len(trainers)))
+    epoch = 0
+    while running:
+        epoch += 1
+        for k in list(running):
+            try:
+                yield k, next(runs[k])
+            except StopIteration:
+                running.remove(k)
+        if not running:
+            return
+        if isinstance(search, SuccessiveHalving) and epoch in search.rungs:
+            _halve(trainers, search, settings)
+        elif isinstance(search, PopulationBasedTraining) and epoch % search.interval == 0:
+            for k, t in enumerate(trainers):
+                if t.active.any():
+                    rng = np.random.default_rng([search.seed, epoch, k])
+                    sources, values = pbt_step(t, search, epoch, populations[k], rng)
+                    if sources:
+                        t.exploit(sources, values)
+
+
+def _halve(trainers: Sequence[Trainer], search: SuccessiveHalving, settings: Sequence[np.ndarray]) -> None:
+    scores = np.concatenate([best_so_far(t, search.metric) for t in trainers])
+    active = np.concatenate([t.active for t in trainers])
+    stop = halving_survivors(scores, np.concatenate(settings), active, search.keep, search.aggregate)
+    offset = 0
+    for t in trainers:
+        n = len(t.configs)
+        t.stop(np.flatnonzero(stop[offset:offset + n]))
+        offset += n
