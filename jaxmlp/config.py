@@ -204,6 +204,25 @@ def numeric_fields(config_type: type[BaseModel] | None = None) -> tuple[NumericF
     return fields
 
 
+def bounds(key: str) -> tuple[float, float]:
+    """The closed range a number's field allows (an open bound moved in to the next float),
+    e.g. model.dropout -> (0, 0.9999999999999999); for clipping values made during training (PBT)."""
+    model: type[BaseModel] = RunConfig
+    for part in key.split(".")[:-1]:
+        model = model.model_fields[part].annotation
+    low, high = -math.inf, math.inf
+    for item in model.model_fields[key.rsplit(".", 1)[-1]].metadata:
+        if getattr(item, "gt", None) is not None:
+            low = max(low, math.nextafter(item.gt, math.inf))
+        if getattr(item, "lt", None) is not None:
+            high = min(high, math.nextafter(item.lt, -math.inf))
+        if getattr(item, "ge", None) is not None:
+            low = max(low, item.ge)
+        if getattr(item, "le", None) is not None:
+            high = min(high, item.le)
+    return low, high
+
+
 @cache
 def switched_keys(config_type: type[BaseModel] | None = None) -> tuple[str, ...]:
     """The structural keys that variants of one compiled program may differ in."""

@@ -369,6 +369,46 @@ def test_a_larger_sweep_is_allowed_when_the_file_raises_the_limit(tmp_path):
     assert len(_load(tmp_path, grid=grid, execution={"max_variants": 6}).variants) == 6
 
 
+@pytest.mark.parametrize("search, message", [
+    ({"scheduler": "asha"}, r"search.scheduler: 'asha' is not allowed; allowed values: successive_halving, pbt"),
+    ({"scheduler": "successive_halving", "rungs": [4, 2]},
+     r"search.rungs: \[4, 2\]; give increasing epochs between 1 and 7 \(the epoch budget is 8\)"),
+    ({"scheduler": "successive_halving", "rungs": [2, 8]}, r"search.rungs: \[2, 8\]; give increasing epochs"),
+    ({"scheduler": "successive_halving"}, r"search: give rungs .* or min_epochs with reduction_factor"),
+    ({"scheduler": "successive_halving", "rungs": [2], "interval": 3},
+     r"search.interval: not a successive_halving key; its keys are scheduler, metric, rungs, min_epochs"),
+    ({"scheduler": "pbt", "interval": 2, "quantile": 0.7, "perturb": {"optimizer.learning_rate": [0.8, 1.25]}},
+     r"search.quantile: 0.7; give a fraction in \(0, 0.5\]"),
+    ({"scheduler": "pbt", "interval": 2, "perturb": {"model.hidden": [0.5, 2]}},
+     r"search.perturb.model.hidden: not a number that can change during training; allowed keys: .*model.dropout"),
+    ({"scheduler": "pbt", "interval": 2, "perturb": {"training.seed": [0.5, 2]}},
+     r"search.perturb.training.seed: not a number"),
+    ({"scheduler": "pbt", "perturb": {"model.dropout": [0.5, 2]}}, r"search.interval: missing"),
+    ({"scheduler": "pbt", "interval": 2, "perturb": {"model.dropout": [0.0, 2]}},
+     r"search.perturb.model.dropout: \[0.0, 2.0\]; give positive factors"),
+    ({"scheduler": "pbt", "interval": 2, "rungs": [2], "perturb": {"model.dropout": [0.5]}},
+     r"search.rungs: not a pbt key"),
+])
+def test_bad_search_sections_are_refused_before_training(tmp_path, search, message):
+    with pytest.raises(SweepError, match=message):
+        _load(tmp_path, grid={"model.dropout": [0.0, 0.2]}, search=search)
+
+
+def test_search_sections_become_the_engines_schedulers(tmp_path):
+    halving = _load(tmp_path, grid={"model.dropout": [0.0, 0.2]}, search={
+        "scheduler": "successive_halving", "min_epochs": 1, "reduction_factor": 2}).search
+    assert (halving.rungs, halving.keep, halving.metric, halving.aggregate) == ((1, 2, 4), 0.5, "val_loss", "mean")
+    pbt = _load(tmp_path, random={"samples": 4, "params": {"optimizer.learning_rate": {"loguniform": [1e-3, 1e-1]}}},
+                search={"scheduler": "pbt", "interval": 2, "perturb": {"optimizer.learning_rate": [0.8, 1.25],
+                                                                      "model.dropout": [0.9, 1.1]},
+                        "resample_probability": 0.25, "metric": "val_accuracy"}).search
+    assert (pbt.interval, pbt.quantile, pbt.metric, pbt.resample_probability) == (2, 0.25, "val_accuracy", 0.25)
+    assert set(pbt.resample) == {"optimizer.learning_rate"}
+    assert 1e-3 <= pbt.resample["optimizer.learning_rate"](np.random.default_rng(0)) <= 1e-1
+    assert pbt.bounds["model.dropout"][0] == 0 and pbt.bounds["model.dropout"][1] < 1
+    assert _load(tmp_path).search is None
+
+
 def test_missing_sweep_file_exits_2(tmp_path):
     result = run_sweep_cli(tmp_path / "nope.yaml", "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db")
     assert (result.code, result.err) == (2, f"error: {tmp_path / 'nope.yaml'}: no such sweep file\n")

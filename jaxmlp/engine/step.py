@@ -56,7 +56,9 @@ def train_step(s: Structure, hp: HParams, train: Split, carry, batch: tuple[jax.
     lr = hp.learning_rate * schedule_factor(s.schedule, step, s.steps_per_epoch, total_steps,
                                             hp.decay_rate, hp.warmup_epochs)
     momentum = momentum_at(step, s.steps_per_epoch, hp.momentum, hp.momentum_start, hp.momentum_ramp_epochs)
-    opt_state = set_hyperparams(opt_state, learning_rate=lr, momentum=momentum)
+    # Every number from `hp` at every step, so numbers changed during training (PBT) take effect.
+    opt_state = set_hyperparams(opt_state, learning_rate=lr, momentum=momentum, weight_decay=hp.weight_decay,
+                                clip_norm=hp.clip_norm)
     updates, opt_state = optimizer_of(s, hp).update(grads, opt_state, params)
     params = optax.apply_updates(params, updates)
     if s.use_max_norm:
