@@ -158,6 +158,7 @@ def test_a_lone_variant_matches_the_reference_loop(make_config, synthetic_data, 
     assert reference["history"][-1][1] < reference["history"][0][1]
 
 
+@pytest.mark.slow
 def test_the_same_variant_inside_a_vmapped_group_of_four_matches_the_reference(make_config, synthetic_data, reference):
     configs = [config(make_config, 1, dropout=0.1), config(make_config, 2, learning_rate=3e-2),
                config(make_config, 7), config(make_config, 3, dropout=0.0, learning_rate=0.05)]
