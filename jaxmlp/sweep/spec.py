@@ -13,36 +13,28 @@ and what is allowed.
 """
 from __future__ import annotations
 
-import builtins
 import hashlib
 import itertools
 import json
 import math
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from jaxmlp.config import (CONFIG_KEYS, ConfigError, RunConfig, bounds, did_you_mean, format_validation_error,
-                           load_config, numeric_fields, set_dotted)
+from jaxmlp.config import (CONFIG_KEYS, ConfigError, RunConfig, did_you_mean, format_validation_error, load_config,
+                           set_dotted)
 from jaxmlp.data import split_sizes
 from jaxmlp.records import setting_label
+from jaxmlp.sweep.bounded_yaml import load_bounded_yaml
+from jaxmlp.sweep.distributions import Distribution, checked, draw
+from jaxmlp.sweep.errors import SweepError
+from jaxmlp.sweep.schedulers import SearchSpec, search_of
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Distribution(_Strict):
-    """Exactly one of: choice (list), uniform / loguniform ([low, high]), int ([low, high] inclusive)."""
-
-    choice: list[Any] | None = None
-    uniform: tuple[float, float] | None = None
-    loguniform: tuple[float, float] | None = None
-    int: tuple[builtins.int, builtins.int] | None = None  # the field shadows int inside this class
 
 
 class RandomSpec(_Strict):
@@ -53,39 +45,11 @@ class RandomSpec(_Strict):
 
 #: A sweep that expands to more variants is refused unless its file raises `execution.max_variants`.
 MAX_VARIANTS = 50_000
-#: Sweep files larger than this are refused before they are parsed.
-MAX_FILE_BYTES = 1 << 20
-#: YAML aliases (&anchor / *alias) may expand the file to at most this many nodes.
-MAX_YAML_NODES = 100_000
-
-
 class ExecutionSpec(_Strict):
     max_variants_per_program: int = Field(100_000, gt=0, description="a cap on top of the memory-sized choice")
     max_variants_per_part: int = Field(64, gt=0, description="variants vmapped together (a part stops as a whole)")
     devices: Literal["auto", "one", "all"] = "auto"
     max_variants: int = Field(MAX_VARIANTS, gt=0, description="refuse to expand a sweep into more variants")
-
-
-SCHEDULERS = ("successive_halving", "pbt")
-_HALVING_KEYS = ("rungs", "min_epochs", "reduction_factor", "keep", "aggregate")
-_PBT_KEYS = ("interval", "quantile", "perturb", "resample_probability", "seed")
-
-
-class SearchSpec(_Strict):
-    """Adaptive search inside the compiled loop (see `jaxmlp.engine.search`)."""
-
-    scheduler: Literal[SCHEDULERS]  # type: ignore[valid-type]
-    metric: Literal["val_loss", "val_accuracy"] | None = None  # default: the early-stopping monitor
-    rungs: list[int] | None = None
-    min_epochs: int | None = Field(None, gt=0)
-    reduction_factor: float | None = Field(None, gt=1)
-    keep: float | None = Field(None, gt=0, lt=1)
-    aggregate: Literal["mean", "median", "best"] | None = None
-    interval: int | None = Field(None, gt=0)
-    quantile: float | None = None
-    perturb: dict[str, list[float]] | None = None
-    resample_probability: float | None = Field(None, ge=0, le=1)
-    seed: int | None = Field(None, ge=0)
 
 
 class SweepSpec(_Strict):
@@ -140,10 +104,6 @@ class Sweep:
         return _digest(self.spec.model_dump(mode="json"))
 
 
-class SweepError(ValueError):
-    """An invalid sweep file; nothing has been trained or logged."""
-
-
 def _digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -154,15 +114,7 @@ def load_sweep(path: str | Path) -> Sweep:
     path = Path(path)
     if not path.is_file():
         raise SweepError(f"{path}: no such sweep file")
-    size = path.stat().st_size
-    if size > MAX_FILE_BYTES:
-        raise SweepError(f"{path}: {size:,} bytes; sweep files are limited to {MAX_FILE_BYTES:,} bytes "
-                         "(a sweep of many values is better written with random or with ranges in code)")
-    try:
-        with path.open() as stream:  # a stream, so YAML's error messages name the file, not "<unicode string>"
-            raw = _load_bounded_yaml(stream, str(path))
-    except yaml.YAMLError as err:
-        raise SweepError(f"{path}: not valid YAML: {err}") from None
+    raw = load_bounded_yaml(path)
     if not isinstance(raw, dict):
         raise SweepError(f"{path}: expected a mapping with keys {', '.join(SweepSpec.model_fields)}")
     try:
@@ -174,39 +126,6 @@ def load_sweep(path: str | Path) -> Sweep:
     if spec.search:
         search_of(spec, variants, str(path))  # refused now, before anything is trained
     return Sweep(path, spec, variants)
-
-
-def _load_bounded_yaml(stream, source: str) -> Any:
-    """yaml.safe_load, refusing documents whose aliases expand to more than MAX_YAML_NODES nodes
-    (an "anchor bomb" is small on disk and astronomically large once expanded)."""
-    loader = yaml.SafeLoader(stream)
-    try:
-        node = loader.get_single_node()
-        if node is None:
-            return None
-        expanded = _expanded_size(node, {})
-        if expanded > MAX_YAML_NODES:
-            raise SweepError(f"{source}: its YAML aliases (&anchor / *alias) expand to {expanded:,} values, "
-                             f"above the limit of {MAX_YAML_NODES:,}; write the values out or use fewer aliases")
-        return loader.construct_document(node)
-    finally:
-        loader.dispose()
-
-
-def _expanded_size(node: yaml.Node, memo: dict[int, int]) -> int:
-    """Nodes of the document under `node` with every alias expanded (shared nodes counted once
-    per use, each computed once)."""
-    if id(node) in memo:
-        return memo[id(node)]
-    memo[id(node)] = 1  # a recursive alias counts as one node (safe_load builds a recursive object)
-    if isinstance(node, yaml.SequenceNode):
-        size = 1 + sum(_expanded_size(child, memo) for child in node.value)
-    elif isinstance(node, yaml.MappingNode):
-        size = 1 + sum(_expanded_size(k, memo) + _expanded_size(v, memo) for k, v in node.value)
-    else:
-        size = 1
-    memo[id(node)] = size
-    return size
 
 
 def _axis_sizes(spec: SweepSpec) -> dict[str, int]:
@@ -249,32 +168,14 @@ def _check_axis(source: str, section: str, key: str, values: list[Any], base: di
             raise SweepError(str(err)) from None
 
 
-def _distribution(source: str, key: str, dist: Distribution) -> tuple[str, Any]:
-    """The one kind a distribution names and its argument, checked: ranges [low, high] with
-    low <= high (log-uniform ones positive), choices not empty."""
-    kinds = [k for k, v in dist.model_dump().items() if v is not None]
-    if len(kinds) != 1:
-        raise SweepError(f"{source}: random.params.{key}: give exactly one of choice, uniform, "
-                         f"loguniform, int (got {', '.join(kinds) or 'none'})")
-    kind, arg = kinds[0], getattr(dist, kinds[0])
-    where = f"{source}: random.params.{key}.{kind}"
-    if kind == "choice" and not arg:
-        raise SweepError(f"{where}: empty list; give at least one value")
-    if kind != "choice" and arg[0] > arg[1]:
-        raise SweepError(f"{where}: {list(arg)} is reversed; give [low, high], e.g. {[arg[1], arg[0]]}")
-    if kind == "loguniform" and min(arg) <= 0:
-        raise SweepError(f"{where}: {list(arg)} must be positive")
-    return kind, arg
-
-
 def _random_settings(spec: RandomSpec, source: str, base: dict) -> list[dict[str, Any]]:
-    dists = {key: _distribution(source, key, dist) for key, dist in spec.params.items()}
+    dists = {key: checked(source, key, dist) for key, dist in spec.params.items()}
     rng = np.random.default_rng(spec.seed)
     settings = []
     for _ in range(spec.samples):
         sample = {}
         for key, (kind, arg) in dists.items():
-            sample[key] = _draw(kind, arg, rng)
+            sample[key] = draw(kind, arg, rng)
         settings.append(sample)
     for key in spec.params:
         _check_axis(source, "random.params", key, [s[key] for s in settings], base)
@@ -353,77 +254,3 @@ def _check_distinct(variants: list[Variant], source: str) -> None:
         seen[v.key] = v
 
 
-def search_of(spec: SweepSpec, variants: list[Variant], source: str):
-    """The engine's scheduler for a sweep's `search` section, validated: unknown or misplaced
-    keys, rungs not increasing or past the epoch budget, a quantile outside (0, 0.5] and
-    perturbed keys that are not vmapped numbers are refused with the key and what is allowed."""
-    from jaxmlp.engine.search import PopulationBasedTraining, SuccessiveHalving
-
-    s, where = spec.search, f"{source}: search"
-    given = {k for k, v in s.model_dump().items() if v is not None}
-    own, other = (_HALVING_KEYS, _PBT_KEYS) if s.scheduler == "successive_halving" else (_PBT_KEYS, _HALVING_KEYS)
-    misplaced = sorted(given & set(other))
-    if misplaced:
-        raise SweepError(f"{where}.{misplaced[0]}: not a {s.scheduler} key; its keys are scheduler, metric, "
-                         f"{', '.join(own)}")
-    epochs = min(v.config.training.epochs for v in variants)
-    monitor = variants[0].config.training.early_stopping.monitor
-    metric = s.metric or monitor
-    if s.scheduler == "successive_halving":
-        return SuccessiveHalving(rungs=_rungs(s, epochs, where), metric=metric, aggregate=s.aggregate or "mean",
-                                 keep=s.keep if s.keep is not None else 1 / (s.reduction_factor or 2))
-    if s.interval is None:
-        raise SweepError(f"{where}.interval: missing; give the epochs between exploit steps, e.g. interval: 4")
-    quantile = 0.25 if s.quantile is None else s.quantile
-    if not 0 < quantile <= 0.5:
-        raise SweepError(f"{where}.quantile: {quantile}; give a fraction in (0, 0.5], e.g. 0.25")
-    perturb = s.perturb or {}
-    if not perturb:
-        raise SweepError(f"{where}.perturb: missing; give the numbers to perturb and their factors, "
-                         "e.g. {optimizer.learning_rate: [0.8, 1.25]}")
-    numeric = [f.key for f in numeric_fields() if f.key != "training.seed"]
-    resample = {}
-    for key, factors in perturb.items():
-        if key not in numeric:
-            raise SweepError(f"{where}.perturb.{key}: not a number that can change during training"
-                             f"{did_you_mean(key, numeric)}; allowed keys: {', '.join(numeric)}")
-        if not factors or min(factors) <= 0:
-            raise SweepError(f"{where}.perturb.{key}: {factors}; give positive factors, e.g. [0.8, 1.25]")
-        dist = spec.random.params.get(key) if spec.random else None
-        if dist is not None:
-            kind, arg = _distribution(source, key, dist)
-            resample[key] = partial(_draw, kind, arg)
-    return PopulationBasedTraining(
-        interval=s.interval, quantile=quantile, perturb=perturb, metric=metric, seed=s.seed or 0,
-        resample_probability=s.resample_probability or 0.0, resample=resample,
-        bounds={key: bounds(key) for key in perturb})
-
-
-def _rungs(s: SearchSpec, epochs: int, where: str) -> tuple[int, ...]:
-    if s.rungs is not None:
-        rungs = list(s.rungs)
-        if not rungs or any(b <= a for a, b in zip(rungs, rungs[1:])) or rungs[0] < 1 or rungs[-1] >= epochs:
-            raise SweepError(f"{where}.rungs: {rungs}; give increasing epochs between 1 and {epochs - 1} "
-                             f"(the epoch budget is {epochs}), e.g. [2, 4, 8]")
-        return tuple(rungs)
-    if s.min_epochs is None:
-        raise SweepError(f"{where}: give rungs (e.g. rungs: [2, 4, 8]) or min_epochs with reduction_factor")
-    factor, rungs, rung = s.reduction_factor or 2.0, [], float(s.min_epochs)
-    while round(rung) < epochs:
-        if not rungs or round(rung) > rungs[-1]:
-            rungs.append(int(round(rung)))
-        rung *= factor
-    if not rungs:
-        raise SweepError(f"{where}.min_epochs: {s.min_epochs} is not below the epoch budget of {epochs}")
-    return tuple(rungs)
-
-
-def _draw(kind: str, arg: Any, rng: np.random.Generator) -> Any:
-    """One value of a random distribution (the sweep's `random.params` entry)."""
-    if kind == "choice":
-        return arg[int(rng.integers(len(arg)))]
-    if kind == "uniform":
-        return float(rng.uniform(*arg))
-    if kind == "loguniform":
-        return float(math.exp(rng.uniform(math.log(arg[0]), math.log(arg[1]))))
-    return int(rng.integers(arg[0], arg[1] + 1))

@@ -1,0 +1,62 @@
+"""Reading a sweep file's YAML within bounds: a size limit on the file and an expansion
+budget for its aliases, checked before anything is built from it."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from jaxmlp.sweep.errors import SweepError
+
+#: Sweep files larger than this are refused before they are parsed.
+MAX_FILE_BYTES = 1 << 20
+#: YAML aliases (&anchor / *alias) may expand the file to at most this many nodes.
+MAX_YAML_NODES = 100_000
+
+
+def load_bounded_yaml(path: Path) -> Any:
+    """yaml.safe_load of a file of at most MAX_FILE_BYTES whose aliases expand to at most
+    MAX_YAML_NODES nodes; YAML errors name the file, line and column."""
+    size = path.stat().st_size
+    if size > MAX_FILE_BYTES:
+        raise SweepError(f"{path}: {size:,} bytes; sweep files are limited to {MAX_FILE_BYTES:,} bytes "
+                         "(a sweep of many values is better written with random or with ranges in code)")
+    try:
+        with path.open() as stream:  # a stream, so YAML's error messages name the file, not "<unicode string>"
+            return _load(stream, str(path))
+    except yaml.YAMLError as err:
+        raise SweepError(f"{path}: not valid YAML: {err}") from None
+
+
+def _load(stream, source: str) -> Any:
+    """yaml.safe_load, refusing documents whose aliases expand to more than MAX_YAML_NODES nodes
+    (an "anchor bomb" is small on disk and astronomically large once expanded)."""
+    loader = yaml.SafeLoader(stream)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        expanded = _expanded_size(node, {})
+        if expanded > MAX_YAML_NODES:
+            raise SweepError(f"{source}: its YAML aliases (&anchor / *alias) expand to {expanded:,} values, "
+                             f"above the limit of {MAX_YAML_NODES:,}; write the values out or use fewer aliases")
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def _expanded_size(node: yaml.Node, memo: dict[int, int]) -> int:
+    """Nodes of the document under `node` with every alias expanded (shared nodes counted once
+    per use, each computed once)."""
+    if id(node) in memo:
+        return memo[id(node)]
+    memo[id(node)] = 1  # a recursive alias counts as one node (safe_load builds a recursive object)
+    if isinstance(node, yaml.SequenceNode):
+        size = 1 + sum(_expanded_size(child, memo) for child in node.value)
+    elif isinstance(node, yaml.MappingNode):
+        size = 1 + sum(_expanded_size(k, memo) + _expanded_size(v, memo) for k, v in node.value)
+    else:
+        size = 1
+    memo[id(node)] = size
+    return size
