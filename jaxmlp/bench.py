@@ -3,6 +3,7 @@
     python -m jaxmlp.bench                 # 784-512-512-10, K=8 vmapped variants, synthetic MNIST-sized data
     python -m jaxmlp.bench --hidden 128,128 --variants 32 --loop   # also the per-batch Python loop
     python -m jaxmlp.bench sweep           # the 50-variant digits sweep vs a per-batch loop, end to end
+    python -m jaxmlp.bench scale           # the same sweep at 50, 400 and 2,000 variants, tracked and not
 
 Every figure is measured in the same process: the float32 matmul peak that JAX reaches
 on a large square product, the engine's achieved FLOP/s (6 x weights per sample), and
@@ -269,10 +270,58 @@ def bench_sweep(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+# -- the scale benchmark ------------------------------------------------------------------
+
+SCALE_SIZES = (50, 400, 2000)
+
+
+def _scale_sweep(n_variants: int) -> str:
+    """The bench sweep with as many seeds per activation as make `n_variants` variants."""
+    seeds = n_variants // 5
+    return SWEEP_YAML.replace("name: bench_sweep", f"name: bench_scale_{n_variants}").replace(
+        "seeds: 10", f"seeds: {seeds}\nexecution: {{max_variants: {max(n_variants, 50_000)}}}")
+
+
+def bench_scale(args: argparse.Namespace) -> dict[str, Any]:
+    """The digits activation sweep at several sizes, each into a fresh store with a fresh
+    compilation cache, tracked and not: wall time, compile time, compiled programs,
+    training throughput and what tracking costs per run."""
+    rows = []
+    for n in args.sizes:
+        row: dict[str, Any] = {"variants": n}
+        for tracked in (True, False):
+            with tempfile.TemporaryDirectory() as tmp:
+                folder = Path(tmp)
+                (folder / "sweep.yaml").write_text(_scale_sweep(n))
+                extra = ["--compile-cache", str(folder / "xla")] + ([] if tracked else ["--no-tracking"])
+                seconds, summary = _run_sweep_cli(folder, *extra)
+            key = "tracked" if tracked else "untracked"
+            row[f"{key}_seconds"] = seconds
+            row[f"{key}_compile_seconds"] = summary["compile_seconds"]
+            row[f"{key}_variant_epochs"] = summary["variant_epochs"]
+            row["compiled_programs"] = summary["n_programs"]
+            row["mean_test_accuracy"] = summary["mean_test_accuracy"]
+        row["seconds_per_variant"] = row["tracked_seconds"] / n
+        row["variant_epochs_per_second"] = row["untracked_variant_epochs"] / row["untracked_seconds"]
+        row["tracking_seconds_per_run"] = (row["tracked_seconds"] - row["untracked_seconds"]) / n
+        row["tracking_overhead"] = row["tracked_seconds"] / row["untracked_seconds"] - 1
+        rows.append(row)
+        if not args.json:
+            print(", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()),
+                  file=sys.stderr)
+    first, last = rows[0], rows[-1]
+    return {"benchmark": "scale", "sizes": rows,
+            "compile_ratio_largest_to_smallest": last["tracked_compile_seconds"] / first["tracked_compile_seconds"],
+            "seconds_per_variant_ratio_largest_to_middle": (
+                last["seconds_per_variant"] / rows[-2]["seconds_per_variant"] if len(rows) > 2 else None)}
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m jaxmlp.bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", nargs="?", choices=["train", "sweep"], default="train")
+    p.add_argument("what", nargs="?", choices=["train", "sweep", "scale"], default="train")
+    p.add_argument("--sizes", type=lambda t: [int(x) for x in t.split(",")], default=list(SCALE_SIZES),
+                   help="scale: sweep sizes (variants, multiples of 5), e.g. 50,400,2000")
     p.add_argument("--hidden", type=lambda t: [int(x) for x in t.split(",")], default=[512, 512])
     p.add_argument("--variants", type=int, default=8, help="K, variants trained at once")
     p.add_argument("--activation", default="relu")
@@ -293,9 +342,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    result = bench_sweep(args) if args.what == "sweep" else bench_train(args)
+    result = {"sweep": bench_sweep, "scale": bench_scale, "train": bench_train}[args.what](args)
     if args.json:
         print(json.dumps(result))
+    elif args.what == "scale":
+        columns = list(result["sizes"][0])
+        cells = [[f"{r[c]:.4g}" if isinstance(r[c], float) else str(r[c]) for c in columns] for r in result["sizes"]]
+        widths = [max(len(c), *(len(row[j]) for row in cells)) for j, c in enumerate(columns)]
+        for row in [columns, *cells]:
+            print("  ".join(cell.rjust(w) for cell, w in zip(row, widths)))
+        print(f"compile seconds, largest / smallest sweep: {result['compile_ratio_largest_to_smallest']:.3g}")
+        if result["seconds_per_variant_ratio_largest_to_middle"] is not None:
+            print(f"seconds per variant, largest / middle sweep: "
+                  f"{result['seconds_per_variant_ratio_largest_to_middle']:.3g}")
     else:
         width = max(map(len, result))
         for key, value in result.items():
