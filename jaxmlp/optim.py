@@ -76,12 +76,6 @@ def set_hyperparams(opt_state, **values: jax.Array):
     return opt_state._replace(hyperparams=hyperparams)
 
 
-def set_learning_rate(opt_state, learning_rate: jax.Array):
-    """The same optimizer state with `learning_rate` replaced (inject_hyperparams state)."""
-    hyperparams = dict(opt_state.hyperparams, learning_rate=jnp.asarray(learning_rate, jnp.float32))
-    return opt_state._replace(hyperparams=hyperparams)
-
-
 def clip_max_norm(params, max_norm: jax.Array):
     """Rescale each unit's incoming weights (kernel columns) to norm <= max_norm."""
     def clip(path, leaf):

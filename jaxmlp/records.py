@@ -52,7 +52,9 @@ class VariantRecord:
     n_params: int | None = None
     train_seconds: float | None = None
     compile_seconds: float | None = None
+    epochs_trained: int | None = None
     pruned_at: int | None = None  # the epoch an adaptive search (successive halving) stopped it in
+    lineage: list[dict[str, int]] = dataclasses.field(default_factory=list)  # PBT: epoch and source of each copy
     metrics: dict[str, float] = dataclasses.field(default_factory=dict)
     config: dict[str, Any] = dataclasses.field(default_factory=dict)  # resolved configuration by dotted key
     history: dict[str, tuple[list[int], list[float]]] = dataclasses.field(default_factory=dict)

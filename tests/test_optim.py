@@ -9,7 +9,7 @@ import numpy as np
 import optax
 import pytest
 
-from jaxmlp.optim import clip_max_norm, make_optimizer, schedule_factor, set_learning_rate
+from jaxmlp.optim import clip_max_norm, make_optimizer, schedule_factor, set_hyperparams
 
 INF = jnp.inf
 
@@ -80,7 +80,7 @@ def test_set_learning_rate_changes_the_update():
     state = tx.init(params)
     before, _ = tx.update(grads, state)
     np.testing.assert_allclose(before["w"], [-0.05, 0.1], rtol=1e-6)
-    state = set_learning_rate(state, 0.5)
+    state = set_hyperparams(state, learning_rate=0.5)
     assert float(state.hyperparams["learning_rate"]) == 0.5
     after, state = tx.update(grads, state)
     np.testing.assert_allclose(after["w"], [-0.25, 0.5], rtol=1e-6)

@@ -221,7 +221,7 @@ def test_no_tracking_trains_prints_the_table_and_creates_no_store(tiny, cache, t
 def test_dry_run_logs_nothing(tiny, cache):
     before = tiny.client.search_runs([tiny.parents[0].info.experiment_id])
     result = run_sweep_cli(tiny.path, "--dry-run", "--tracking-uri", tiny.uri, "--compile-cache", cache)
-    assert result.code == 0 and "4 variants = 2 settings x 2 seeds; 1 compiled program(s)" in result.out
+    assert result.code == 0 and "4 variants = 2 settings x 2 seeds; 1 group(s), 1 compiled program(s)" in result.out
     after = tiny.client.search_runs([tiny.parents[0].info.experiment_id])
     assert [r.info.run_id for r in after] == [r.info.run_id for r in before]
     assert {e.name for e in tiny.client.search_experiments()} - {"Default"} == {"tiny-run"}

@@ -45,8 +45,8 @@ class VariantResult:
             setting=dict(setting), seed=self.config.training.seed,
             status=status or ("FAILED" if self.diverged else "FINISHED"), diverged=self.diverged,
             best_epoch=self.best_epoch, stopped_epoch=self.stopped_epoch, n_params=count_params(self.params),
-            train_seconds=self.train_seconds, pruned_at=self.pruned_at, metrics=metrics, config=self.config.flat(),
-            **fields)
+            train_seconds=self.train_seconds, epochs_trained=self.epochs_trained, pruned_at=self.pruned_at,
+            lineage=list(self.lineage), metrics=metrics, config=self.config.flat(), **fields)
 
 
 @dataclasses.dataclass

@@ -138,8 +138,8 @@ def run_search(trainers: Sequence[Trainer], search: Search | None, settings: Seq
                 yield k, next(runs[k])
             except StopIteration:
                 running.remove(k)
-        if not running:
-            return
+        if not running or epoch >= max(t.epochs for t in trainers):
+            continue  # nothing left to decide for: the last epoch's states are the results
         if isinstance(search, SuccessiveHalving) and epoch in search.rungs:
             _halve(trainers, search, settings)
         elif isinstance(search, PopulationBasedTraining) and epoch % search.interval == 0:

@@ -93,6 +93,9 @@ def outcome_json(sweep, outcome, runner) -> dict:
     return {
         "sweep": sweep.spec.name, "n_variants": len(outcome.records), "n_finished": len(finished),
         "seconds": outcome.seconds, "compile_seconds": outcome.compile_seconds,
+        "n_programs": len({g.program for g in runner.groups}),
+        "variant_epochs": sum(r.epochs_trained or 0 for r in outcome.records),
+        "n_pruned": sum(r.pruned_at is not None for r in outcome.records),
         "mean_test_accuracy": sum(accuracies) / len(accuracies) if accuracies else None,
         "rows": outcome.rows, "failures": outcome.failures, "tracking_errors": outcome.tracking_errors,
         "tracking_uri": runner.tracker.tracking_uri if runner.tracker else None,

@@ -30,10 +30,12 @@ class ProgressBars:
                                best_val_loss=f"{best.min():.4f}" if best.size else "-")
         self.group.update()
 
-    def end_group(self, n: int) -> None:
+    def end_group(self) -> None:
         if self.group is not None:
             self.group.close()
-        self.sweep.update(n)
+
+    def variant_done(self) -> None:
+        self.sweep.update(1)
 
     def close(self) -> None:
         self.sweep.close()

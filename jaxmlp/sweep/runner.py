@@ -17,11 +17,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from jaxmlp import report
 from jaxmlp.checkpoint import checkpoint_meta
 from jaxmlp.config import DataConfig
 from jaxmlp.data import Dataset, load_dataset
-from jaxmlp.engine import Trainer, VariantResult
+from jaxmlp.engine import Trainer, VariantResult, structure_key
+from jaxmlp.engine.search import run_search
 from jaxmlp.records import VariantRecord
 from jaxmlp.sweep.best import BestVariant, consider, selection_score
 from jaxmlp.sweep.plan import Group
@@ -76,6 +79,7 @@ class SweepRunner:
         self.plot_errors: list[str] = []
         self.open_per_setting: collections.Counter = collections.Counter()  # variants left to train, per setting
         self._figures_prepared = False
+        self.bars: ProgressBars | None = None
 
     @property
     def tracker(self):
@@ -98,35 +102,78 @@ class SweepRunner:
             self.records.append(record)
         return {r.variant_key for r in records}
 
-    def _train_group(self, group: Group, todo: list[Variant], bars: ProgressBars) -> None:
-        if self.runs:
-            for v in todo:
-                self.runs.start_child(v, group)
-        try:
-            data = self._dataset(todo[0].config.data)
-            trainer = Trainer([v.config for v in todo], data, devices=group.devices)
-            self.compile_seconds += trainer.compile()
-            self._prepare_figures()
-            bars.start_group(group, len(todo), trainer.epochs)
-            epochs = []
-            meta = checkpoint_meta(data)
-            for epoch in trainer.run():
-                bars.epoch(epoch)
-                epochs.append(epoch)
-                for i, r in epoch["finished"].items():  # variants that stopped: logged while the others train
-                    self._end_variant(todo[i], r, data, meta, trainer.compile_seconds)
-                self._check_signals()
-            result = trainer.result
-        except Exception as err:  # noqa: BLE001 - a failing group must not stop the sweep
-            self._fail_group(group, todo, f"group {group.id} failed: {type(err).__name__}: {err}")
-            bars.end_group(len(todo))
+    def _train_program(self, chunks: list[Group], bars: ProgressBars) -> None:
+        """Train the chunks of one compiled program (groups of one layout): one after another,
+        or, under an adaptive search, together epoch by epoch. A chunk keeps its shape on
+        resume: variants finished earlier ride along frozen (a search retrains them all, its
+        decisions need every variant, and logs only those not finished), so every variant's
+        numbers are those of an uninterrupted run."""
+        search = self.sweep.search
+        todo = [[v for v in g.variants if v.key not in self.closed] for g in chunks]
+        if not any(todo):
             return
+        if search is None:  # (a search ranks every chunk, finished or not)
+            chunks, todo = zip(*[(g, t) for g, t in zip(chunks, todo) if t])
         if self.runs:
-            self.runs.log_epoch_seconds(group, epochs)
-        for v, r in zip(todo, result.variants):
-            if v.key not in self.closed:
-                self._end_variant(v, r, data, meta, result.compile_seconds)
-        bars.end_group(len(todo))
+            for g, variants in zip(chunks, todo):
+                for v in variants:
+                    self.runs.start_child(v, g)
+        labels = {label: n for n, label in enumerate(dict.fromkeys(v.label for v in self.sweep.variants))}
+        try:
+            data = self._dataset(chunks[0].config.data)
+            trainers = [Trainer([v.config for v in g.variants], data, g.devices, layout=g.layout,
+                                frozen=None if search else [v.key in self.closed for v in g.variants])
+                        for g in chunks]
+            for t in trainers:
+                self.compile_seconds += t.compile()
+            self._prepare_figures()
+            meta = checkpoint_meta(data)
+            epochs: list[list[dict]] = [[] for _ in chunks]
+            if search is None:
+                stream = ((k, record) for k, t in enumerate(trainers) for record in self._bar(bars, chunks[k], t))
+            else:
+                bars.start_group(chunks[0], sum(map(len, todo)), trainers[0].epochs)
+                settings = [np.asarray([labels[v.label] for v in g.variants]) for g in chunks]
+                populations = [np.asarray([hash(structure_key(v.config)) for v in g.variants]) for g in chunks]
+                stream = self._shown(bars, run_search(trainers, search, settings, populations))
+            for k, record in stream:
+                epochs[k].append(record)
+                for i, r in record["finished"].items():  # variants that stopped: logged while the others train
+                    self._end_variant(chunks[k], i, r, data, meta, trainers[k].compile_seconds)
+                self._check_signals()
+        except Exception as err:  # noqa: BLE001 - a failing program must not stop the sweep
+            for g in chunks:
+                self._fail_group(g, [v for v in g.variants if v.key not in self.closed],
+                                 f"group {g.id} failed: {type(err).__name__}: {err}")
+            bars.end_group()
+            return
+        for g, t, records in zip(chunks, trainers, epochs):
+            if self.runs:
+                self.runs.log_epoch_seconds(g, records)
+            trained = [i for i, frozen in enumerate(t.frozen) if not frozen]
+            for i, r in zip(trained, t.result.variants):
+                self._end_variant(g, i, r, data, meta, t.result.compile_seconds)
+        bars.end_group()
+
+    @staticmethod
+    def _bar(bars: ProgressBars, group: Group, trainer: Trainer):
+        """A chunk's epochs, trained one chunk after another, with its progress bar."""
+        n = int((~trainer.frozen).sum())
+        bars.start_group(group, n, trainer.epochs)
+        for record in trainer.run():
+            bars.epoch(record)
+            yield record
+        bars.end_group()
+
+    @staticmethod
+    def _shown(bars: ProgressBars, stream):
+        """Chunks trained together: the epoch bar moves once per epoch, whichever chunk reports."""
+        shown = 0
+        for k, record in stream:
+            if record["epoch"] > shown:
+                shown = record["epoch"]
+                bars.epoch(record)
+            yield k, record
 
     def _fail_group(self, group: Group, todo: list[Variant], reason: str) -> None:
         """Record the group's variants that had not ended as FAILED, and end their runs."""
@@ -140,9 +187,15 @@ class SweepRunner:
                 self.runs.end_unfinished(v.key, "FAILED", reason)
             self._close(v)
 
-    def _end_variant(self, v: Variant, r: VariantResult, data: Dataset, meta: dict, compile_seconds: float) -> None:
-        """Record a trained variant and submit the end of its run; once a setting has no
-        variant left to train, its best variant's model is logged too."""
+    def _end_variant(self, group: Group, i: int, r: VariantResult, data: Dataset, meta: dict,
+                     compile_seconds: float) -> None:
+        """Record the group's trained variant `i` and submit the end of its run (unless it ended
+        already, or an earlier invocation finished it); once a setting has no variant left to
+        train, its best variant's model is logged too."""
+        v = group.variants[i]
+        if v.key in self.closed:
+            return
+        r.lineage = [{"epoch": step["epoch"], "source": group.variants[step["source"]].index} for step in r.lineage]
         if r.diverged:
             self.failures.append(f"{v.run_name}: diverged (NaN/inf loss) in epoch {r.stopped_epoch}")
         record = r.record(dict(v.setting), variant_key=v.key, index=v.index, compile_seconds=compile_seconds)
@@ -154,6 +207,8 @@ class SweepRunner:
 
     def _close(self, v: Variant) -> None:
         self.closed.add(v.key)
+        if self.bars is not None:
+            self.bars.variant_done()
         self.open_per_setting[v.label] -= 1
         if self.runs and not self.open_per_setting[v.label] and v.label in self.best:
             self.runs.log_setting_model(self.best[v.label])
@@ -164,13 +219,12 @@ class SweepRunner:
         done = self._resumed(opened.result()) if opened is not None and self.options.resume else set()
         todo = [[v for v in g.variants if v.key not in done] for g in self.groups]
         self.open_per_setting = collections.Counter(v.label for variants in todo for v in variants)
-        bars = ProgressBars(sum(map(len, todo)), self.options.progress)
+        bars = self.bars = ProgressBars(sum(map(len, todo)), self.options.progress)
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
         try:
-            for group, variants in zip(self.groups, todo):
+            for program in dict.fromkeys(g.program for g in self.groups):
                 self._check_signals()
-                if variants:
-                    self._train_group(group, variants, bars)
+                self._train_program([g for g in self.groups if g.program == program], bars)
             self._check_signals()
             bars.close()
             rows = report.summarize(self.records)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from functools import partial
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -13,7 +13,6 @@ from jaxmlp.sweep.errors import SweepError
 
 if TYPE_CHECKING:  # the engine (and JAX) are imported only when a sweep has a search
     from jaxmlp.engine.search import PopulationBasedTraining, SuccessiveHalving
-    from jaxmlp.sweep.spec import SweepSpec, Variant
 
 SCHEDULERS = ("successive_halving", "pbt")
 _HALVING_KEYS = ("rungs", "min_epochs", "reduction_factor", "keep", "aggregate")
@@ -39,22 +38,22 @@ class SearchSpec(BaseModel):
     seed: int | None = Field(None, ge=0)
 
 
-def search_of(spec: SweepSpec, variants: list[Variant],
+def search_of(s: SearchSpec, random_params: dict[str, Any], epochs: int, monitor: str,
               source: str) -> SuccessiveHalving | PopulationBasedTraining:
-    """The engine's scheduler for a sweep's `search` section, validated: unknown or misplaced
+    """The engine's scheduler for a sweep's `search` section `s` (`random_params`: the sweep's
+    random distributions, for resampling; `epochs` and `monitor`: its budget and early-stopping
+    metric), validated: unknown or misplaced
     keys, rungs not increasing or past the epoch budget, a quantile outside (0, 0.5] and
     perturbed keys that are not vmapped numbers are refused with the key and what is allowed."""
     from jaxmlp.engine.search import PopulationBasedTraining, SuccessiveHalving
 
-    s, where = spec.search, f"{source}: search"
+    where = f"{source}: search"
     given = {k for k, v in s.model_dump().items() if v is not None}
     own, other = (_HALVING_KEYS, _PBT_KEYS) if s.scheduler == "successive_halving" else (_PBT_KEYS, _HALVING_KEYS)
     misplaced = sorted(given & set(other))
     if misplaced:
         raise SweepError(f"{where}.{misplaced[0]}: not a {s.scheduler} key; its keys are scheduler, metric, "
                          f"{', '.join(own)}")
-    epochs = min(v.config.training.epochs for v in variants)
-    monitor = variants[0].config.training.early_stopping.monitor
     metric = s.metric or monitor
     if s.scheduler == "successive_halving":
         return SuccessiveHalving(rungs=_rungs(s, epochs, where), metric=metric, aggregate=s.aggregate or "mean",
@@ -76,7 +75,7 @@ def search_of(spec: SweepSpec, variants: list[Variant],
                              f"{did_you_mean(key, numeric)}; allowed keys: {', '.join(numeric)}")
         if not factors or min(factors) <= 0:
             raise SweepError(f"{where}.perturb.{key}: {factors}; give positive factors, e.g. [0.8, 1.25]")
-        dist = spec.random.params.get(key) if spec.random else None
+        dist = random_params.get(key)
         if dist is not None:
             kind, arg = checked(source, key, dist)
             resample[key] = partial(draw, kind, arg)

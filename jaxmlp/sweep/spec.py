@@ -96,12 +96,17 @@ class Sweep:
     @property
     def search(self):
         """The engine's scheduler for the file's `search` section (None without one)."""
-        return search_of(self.spec, self.variants, str(self.path)) if self.spec.search else None
+        if self.spec.search is None:
+            return None
+        return search_of(self.spec.search, self.spec.random.params if self.spec.random else {},
+                         min(v.config.training.epochs for v in self.variants),
+                         self.variants[0].config.training.early_stopping.monitor, str(self.path))
 
     @property
     def hash(self) -> str:
-        """Hash of the file's content (comments and layout ignored)."""
-        return _digest(self.spec.model_dump(mode="json"))
+        """Hash of the file's content (comments, layout and values equal to their defaults
+        ignored, so a new option with a default leaves the hash of existing sweeps alone)."""
+        return _digest(self.spec.model_dump(mode="json", exclude_defaults=True))
 
 
 def _digest(obj: Any) -> str:
@@ -123,9 +128,9 @@ def load_sweep(path: str | Path) -> Sweep:
         raise SweepError(format_validation_error(err, str(path), SweepSpec)) from None
     _check_size(spec, str(path))
     variants = expand(spec, str(path))
-    if spec.search:
-        search_of(spec, variants, str(path))  # refused now, before anything is trained
-    return Sweep(path, spec, variants)
+    sweep = Sweep(path, spec, variants)
+    sweep.search  # a bad search section is refused now, before anything is trained
+    return sweep
 
 
 def _axis_sizes(spec: SweepSpec) -> dict[str, int]:

@@ -35,6 +35,8 @@ SETTING_TAG = "jaxmlp.setting"  # the setting's label, for the UI
 SETTING_JSON_TAG = "jaxmlp.setting_json"  # the setting's values (JSON), read back into records
 SEED_TAG = "seed"
 DIVERGED_TAG = "jaxmlp.diverged"
+OUTCOME_TAG = "jaxmlp.outcome"  # pruned: stopped by successive halving
+LINEAGE_TAG = "jaxmlp.lineage"  # PBT: the exploit steps (epoch, source variant index) as JSON
 GROUP_TAG = "jaxmlp.group"
 BEST_RUN_TAG = "jaxmlp.best_run_id"
 BEST_SETTING_TAG = "jaxmlp.best_setting"
@@ -227,6 +229,8 @@ class Tracker:
             diverged=tags.get(DIVERGED_TAG) == "true", best_epoch=number("best_epoch", int),
             stopped_epoch=number("stopped_epoch", int), n_params=number("n_params", int),
             train_seconds=number("train_seconds", float), compile_seconds=number("compile_seconds", float),
+            epochs_trained=number("epochs_trained", int), pruned_at=number("pruned_at_epoch", int),
+            lineage=json.loads(tags.get(LINEAGE_TAG, "[]")),
             metrics={k: v for k, v in metrics.items() if k.startswith(_FINAL_METRIC_PREFIXES)},
             config={k: parse_value(v) for k, v in child["params"].items() if k not in _IDENTITY_PARAMS},
             history={k: self.metric_history(child["run_id"], k) for k in metrics
@@ -283,10 +287,16 @@ class Tracker:
         metrics at step best_epoch, whether it diverged, its checkpoint `files` under checkpoint/."""
         final = {**record.metrics, "best_epoch": record.best_epoch, "stopped_epoch": record.stopped_epoch,
                  "diverged": float(record.diverged), "n_params": record.n_params,
-                 "compile_seconds": record.compile_seconds, "train_seconds": record.train_seconds}
+                 "compile_seconds": record.compile_seconds, "train_seconds": record.train_seconds,
+                 "epochs_trained": record.epochs_trained, "pruned_at_epoch": record.pruned_at}
+        tags = {DIVERGED_TAG: str(record.diverged).lower()}
+        if record.pruned_at is not None:
+            tags[OUTCOME_TAG] = "pruned"
+        if record.lineage:
+            tags[LINEAGE_TAG] = json.dumps(record.lineage)
         self.finish(run_id, record.status, reason, history=_child_history(history),
                     metrics={k: v for k, v in final.items() if v is not None}, step=record.best_epoch or 0,
-                    tags={DIVERGED_TAG: str(record.diverged).lower()}, files=files, artifact_path="checkpoint")
+                    tags=tags, files=files, artifact_path="checkpoint")
 
     def mark_killed(self, run_ids: Iterable[str], reason: str = "left RUNNING by an interrupted sweep") -> None:
         """End runs that a crashed or interrupted process left RUNNING."""
