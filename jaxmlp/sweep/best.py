@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from jaxmlp.data import Dataset
 from jaxmlp.engine import VariantResult
 from jaxmlp.records import VariantRecord
 from jaxmlp.sweep.spec import Variant
@@ -14,13 +13,13 @@ from jaxmlp.sweep.spec import Variant
 @dataclass(frozen=True)
 class BestVariant:
     """A candidate for its setting's best: its score (lower is better), the variant, and the
-    result and dataset its checkpoint is written from (None: it finished in an earlier
-    invocation of the sweep, and its checkpoint is on its run)."""
+    result and dataset facts (`checkpoint.checkpoint_meta`) its checkpoint is written from
+    (None: it finished in an earlier invocation of the sweep, and its checkpoint is on its run)."""
 
     score: float
     variant: Variant
     result: VariantResult | None = None
-    data: Dataset | None = None
+    meta: dict | None = None
 
 
 def selection_score(variant: Variant, record: VariantRecord) -> float:

@@ -23,10 +23,10 @@ from jaxmlp import report
 from jaxmlp.checkpoint import checkpoint_meta
 from jaxmlp.config import DataConfig
 from jaxmlp.data import Dataset, load_dataset
-from jaxmlp.engine import Trainer, VariantResult, structure_key
-from jaxmlp.engine.search import run_search
+from jaxmlp.engine import VariantResult, structure_key
 from jaxmlp.records import VariantRecord
 from jaxmlp.sweep.best import BestVariant, consider, selection_score
+from jaxmlp.sweep.executors import LocalExecutor, ProgramTask
 from jaxmlp.sweep.plan import Group
 from jaxmlp.sweep.progress import ProgressBars
 from jaxmlp.sweep.runs import SweepRuns
@@ -61,8 +61,9 @@ class Outcome:
 class SweepRunner:
     """`tracker`: a `Tracker` or `TrackerProcess` (default: `TrackerProcess.for_sweep`); the runner closes it."""
 
-    def __init__(self, sweep: Sweep, groups: list[Group], options: Options, tracker=None):
+    def __init__(self, sweep: Sweep, groups: list[Group], options: Options, tracker=None, executor=None):
         self.sweep, self.groups, self.options = sweep, groups, options
+        self.executor = executor or LocalExecutor()
         self.runs: SweepRuns | None = None
         if options.tracking:
             from jaxmlp.tracking import TrackerProcess
@@ -89,7 +90,7 @@ class SweepRunner:
     def _dataset(self, cfg: DataConfig) -> Dataset:
         key = json.dumps(cfg.model_dump(mode="json"), sort_keys=True)
         if key not in self.datasets:
-            self.datasets[key] = load_dataset(cfg).on_device()
+            self.datasets[key] = load_dataset(cfg)
         return self.datasets[key]
 
     def _resumed(self, records: list[VariantRecord]) -> set[str]:
@@ -103,11 +104,11 @@ class SweepRunner:
         return {r.variant_key for r in records}
 
     def _train_program(self, chunks: list[Group], bars: ProgressBars) -> None:
-        """Train the chunks of one compiled program (groups of one layout): one after another,
-        or, under an adaptive search, together epoch by epoch. A chunk keeps its shape on
-        resume: variants finished earlier ride along frozen (a search retrains them all, its
-        decisions need every variant, and logs only those not finished), so every variant's
-        numbers are those of an uninterrupted run."""
+        """Train the chunks of one compiled program (groups of one layout) on the executor: one
+        after another, or, under an adaptive search, together epoch by epoch. A chunk keeps its
+        shape on resume: variants finished earlier ride along frozen (a search retrains them
+        all, its decisions need every variant, and logs only those not finished), so every
+        variant's numbers are those of an uninterrupted run."""
         search = self.sweep.search
         todo = [[v for v in g.variants if v.key not in self.closed] for g in chunks]
         if not any(todo):
@@ -119,61 +120,46 @@ class SweepRunner:
                 for v in variants:
                     self.runs.start_child(v, g)
         labels = {label: n for n, label in enumerate(dict.fromkeys(v.label for v in self.sweep.variants))}
+        task = ProgramTask(
+            chunks=tuple(tuple(v.config for v in g.variants) for g in chunks),
+            frozen=tuple(tuple(bool(search is None and v.key in self.closed) for v in g.variants) for g in chunks),
+            layout=chunks[0].layout, devices=chunks[0].devices, search=search,
+            settings=tuple(np.asarray([labels[v.label] for v in g.variants]) for g in chunks),
+            populations=tuple(np.asarray([hash(structure_key(v.config)) for v in g.variants]) for g in chunks))
+        compile_seconds = [0.0] * len(chunks)
+        epochs: list[list[dict]] = [[] for _ in chunks]
+        shown = 0
         try:
             data = self._dataset(chunks[0].config.data)
-            trainers = [Trainer([v.config for v in g.variants], data, g.devices, layout=g.layout,
-                                frozen=None if search else [v.key in self.closed for v in g.variants])
-                        for g in chunks]
-            for t in trainers:
-                self.compile_seconds += t.compile()
-            self._prepare_figures()
             meta = checkpoint_meta(data)
-            epochs: list[list[dict]] = [[] for _ in chunks]
-            if search is None:
-                stream = ((k, record) for k, t in enumerate(trainers) for record in self._bar(bars, chunks[k], t))
-            else:
-                bars.start_group(chunks[0], sum(map(len, todo)), trainers[0].epochs)
-                settings = [np.asarray([labels[v.label] for v in g.variants]) for g in chunks]
-                populations = [np.asarray([hash(structure_key(v.config)) for v in g.variants]) for g in chunks]
-                stream = self._shown(bars, run_search(trainers, search, settings, populations))
-            for k, record in stream:
-                epochs[k].append(record)
-                for i, r in record["finished"].items():  # variants that stopped: logged while the others train
-                    self._end_variant(chunks[k], i, r, data, meta, trainers[k].compile_seconds)
-                self._check_signals()
+            for kind, k, payload in self.executor.run(task, data):
+                if kind == "compiled":
+                    compile_seconds[k] = payload
+                    self.compile_seconds += payload
+                    self._prepare_figures()
+                elif kind == "epoch":
+                    if not epochs[k] and (search is None or k == 0):
+                        bars.start_group(chunks[k], sum(map(len, todo if search else [todo[k]])),
+                                         chunks[k].config.training.epochs)
+                    if search is None or payload["epoch"] > shown:
+                        shown = payload["epoch"]
+                        bars.epoch(payload)
+                    epochs[k].append(payload)
+                    for i, r in payload["finished"].items():  # variants that stopped: logged while the others train
+                        self._end_variant(chunks[k], i, r, meta, compile_seconds[k])
+                    self._check_signals()
+                else:
+                    for i, r in zip(payload[0], payload[1].variants):
+                        self._end_variant(chunks[k], i, r, meta, compile_seconds[k])
+                    if self.runs:
+                        self.runs.log_epoch_seconds(chunks[k], epochs[k])
+                    if search is None:
+                        bars.end_group()
         except Exception as err:  # noqa: BLE001 - a failing program must not stop the sweep
             for g in chunks:
                 self._fail_group(g, [v for v in g.variants if v.key not in self.closed],
                                  f"group {g.id} failed: {type(err).__name__}: {err}")
-            bars.end_group()
-            return
-        for g, t, records in zip(chunks, trainers, epochs):
-            if self.runs:
-                self.runs.log_epoch_seconds(g, records)
-            trained = [i for i, frozen in enumerate(t.frozen) if not frozen]
-            for i, r in zip(trained, t.result.variants):
-                self._end_variant(g, i, r, data, meta, t.result.compile_seconds)
         bars.end_group()
-
-    @staticmethod
-    def _bar(bars: ProgressBars, group: Group, trainer: Trainer):
-        """A chunk's epochs, trained one chunk after another, with its progress bar."""
-        n = int((~trainer.frozen).sum())
-        bars.start_group(group, n, trainer.epochs)
-        for record in trainer.run():
-            bars.epoch(record)
-            yield record
-        bars.end_group()
-
-    @staticmethod
-    def _shown(bars: ProgressBars, stream):
-        """Chunks trained together: the epoch bar moves once per epoch, whichever chunk reports."""
-        shown = 0
-        for k, record in stream:
-            if record["epoch"] > shown:
-                shown = record["epoch"]
-                bars.epoch(record)
-            yield k, record
 
     def _fail_group(self, group: Group, todo: list[Variant], reason: str) -> None:
         """Record the group's variants that had not ended as FAILED, and end their runs."""
@@ -187,8 +173,7 @@ class SweepRunner:
                 self.runs.end_unfinished(v.key, "FAILED", reason)
             self._close(v)
 
-    def _end_variant(self, group: Group, i: int, r: VariantResult, data: Dataset, meta: dict,
-                     compile_seconds: float) -> None:
+    def _end_variant(self, group: Group, i: int, r: VariantResult, meta: dict, compile_seconds: float) -> None:
         """Record the group's trained variant `i` and submit the end of its run (unless it ended
         already, or an earlier invocation finished it); once a setting has no variant left to
         train, its best variant's model is logged too."""
@@ -200,7 +185,7 @@ class SweepRunner:
             self.failures.append(f"{v.run_name}: diverged (NaN/inf loss) in epoch {r.stopped_epoch}")
         record = r.record(dict(v.setting), variant_key=v.key, index=v.index, compile_seconds=compile_seconds)
         self.records.append(record)
-        consider(self.best, BestVariant(selection_score(v, record), v, r, data))
+        consider(self.best, BestVariant(selection_score(v, record), v, r, meta))
         if self.runs:
             self.runs.end_child(v, record, r, meta)
         self._close(v)

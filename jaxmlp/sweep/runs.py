@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from jaxmlp import report
-from jaxmlp.checkpoint import checkpoint_files, checkpoint_meta, save_checkpoint
+from jaxmlp.checkpoint import checkpoint_files, save_checkpoint
 from jaxmlp.engine import VariantResult
 from jaxmlp.records import VariantRecord
 from jaxmlp.sweep.best import BestVariant, overall_best
@@ -138,7 +138,7 @@ class SweepRuns:
         if best.result is None:
             return Path(self.tracker.download_checkpoint(self.run_ids[best.variant.key].result(), tmp))
         folder = Path(tmp, "checkpoint")
-        save_checkpoint(folder, best.variant.config, best.result.params, checkpoint_meta(best.data))
+        save_checkpoint(folder, best.variant.config, best.result.params, best.meta)
         return folder
 
     def log_setting_model(self, best: BestVariant) -> None:
