@@ -32,6 +32,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="shard variants over devices: auto (by network size), one, all (overrides the file)")
     p.add_argument("--max-variants", type=int, metavar="N", help="at most N variants per compiled program")
     p.add_argument("--compile-cache", metavar="DIR", help=COMPILE_CACHE_HELP)
+    p.add_argument("--executor", choices=["local", "ray"], default="local",
+                   help="where programs train: this process (local) or a Ray cluster (needs the ray extra)")
+    p.add_argument("--ray-address", metavar="ADDR",
+                   help="with --executor ray: the cluster to join (default: start a local one)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     p.add_argument("--json", action="store_true", help="print the outcome as one JSON object on stdout")
     return p
@@ -48,6 +52,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         execution = sweep.spec.execution.model_copy(update={
             k: v for k, v in (("devices", args.devices), ("max_variants_per_program", args.max_variants)) if v})
         sweep = type(sweep)(sweep.path, sweep.spec.model_copy(update={"execution": execution}), sweep.variants)
+
+    executor = None
+    if args.executor == "ray":
+        try:
+            from jaxmlp.sweep.ray_executor import RayExecutor
+        except ImportError as err:
+            print(f"error: --executor ray needs Ray ({err}); install it with: pip install -e \".[ray]\"",
+                  file=sys.stderr)
+            return 2
+        executor = RayExecutor(args.ray_address, sweep.spec.execution)
 
     tracker = None
     if not args.dry_run and not args.no_tracking:
@@ -71,7 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     enable_compilation_cache(compile_cache_dir(args.compile_cache))
     options = Options(tracking=not args.no_tracking, tracking_uri=args.tracking_uri, resume=args.resume,
                       register=args.register, progress=not args.no_progress)
-    runner = SweepRunner(sweep, groups, options, tracker)
+    runner = SweepRunner(sweep, groups, options, tracker, executor)
     try:
         outcome = runner.run()
     except ResumeRefused as err:
