@@ -122,6 +122,10 @@ class TrainingConfig(_Section):
     batch_size: int = Field(32, gt=0)
     loss: Literal[LOSSES] = "auto"  # type: ignore[valid-type]
     seed: int = Field(0, ge=0, json_schema_extra=vmapped("uint32"))
+    divergence_factor: float | None = Field(
+        100.0, gt=1, description="a variant whose training or validation loss exceeds this multiple of its loss "
+        "before the first update is diverged, as one whose loss is NaN or infinite (None: only those)",
+        json_schema_extra=vmapped(none=math.inf))
     early_stopping: EarlyStoppingConfig = EarlyStoppingConfig()
 
 

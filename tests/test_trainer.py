@@ -260,3 +260,16 @@ def test_diabetes_regression_beats_predicting_the_mean():
         last = row["epoch"] * spe - 1
         expected = 3e-3 * min(1.0, (last + 1) / (2 * spe)) * 0.5 * (1 + np.cos(np.pi * last / total))
         assert row["learning_rate"] == pytest.approx(expected, rel=1e-5)
+
+
+def test_a_loss_far_above_its_initial_value_counts_as_diverged(make_config, synthetic_data):
+    """Adam at a learning rate of 1e9 does not reach NaN, but its loss explodes: diverged,
+    frozen at its last sane state; with divergence_factor None only NaN/inf counts."""
+    wild = {"optimizer.name": "adam", "optimizer.learning_rate": 1e9, "training.epochs": 3}
+    (blown,) = fit([make_config(wild)], synthetic_data).variants
+    assert blown.diverged and blown.stopped_epoch == 1 and blown.epochs_trained == 1
+    (tolerated,) = fit([make_config({**wild, "training.divergence_factor": None})], synthetic_data).variants
+    assert not tolerated.diverged and np.isfinite(tolerated.history[-1]["val_loss"])
+    assert tolerated.history[-1]["val_loss"] > 100 * np.log(3)  # what the rule looks at: far above chance
+    (sane,) = fit([make_config({"training.epochs": 3})], synthetic_data).variants
+    assert not sane.diverged

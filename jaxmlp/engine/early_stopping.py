@@ -28,20 +28,24 @@ def end_of_epoch(s: Structure, state: TrainState, hp: HParams, carry, metrics, n
     """Validate, update early stopping and freeze: one variant, after its minibatch steps.
 
     A variant that is no longer active keeps its state unchanged; one whose loss turns
-    NaN or infinite keeps its last finite state and is marked diverged.
+    NaN or infinite, or exceeds `divergence_factor` times its loss before the first update
+    (the first minibatch's), keeps its last sane state and is marked diverged.
     """
     params, opt_state, step = carry
     losses, accs, lrs = metrics
     val_metrics = evaluate(s, params, hp, val, choice)
     train_loss = losses.mean()
-    finite = jnp.isfinite(train_loss) & jnp.isfinite(val_metrics["loss"])
+    initial_loss = jnp.where(jnp.isnan(state.initial_loss), losses[0], state.initial_loss)
+    bound = hp.divergence_factor * initial_loss
+    finite = (jnp.isfinite(train_loss) & jnp.isfinite(val_metrics["loss"])
+              & (train_loss <= bound) & (val_metrics["loss"] <= bound))
     monitored = val_metrics["loss"] if s.monitor == "val_loss" else -val_metrics["accuracy"]
     es, improved = early_stopping_update(state.es, monitored, epoch, hp.min_delta)
     best_params = jax.tree_util.tree_map(lambda new, old: jnp.where(improved, new, old), params, state.best_params)
     proceed = state.active & finite
     still_active = proceed & (es.bad_epochs < hp.patience)
     candidate = TrainState(params, opt_state, next_key, step, best_params, es, still_active, state.diverged,
-                           state.stopped_epoch)
+                           state.stopped_epoch, initial_loss)
     new_state = jax.tree_util.tree_map(lambda new, old: jnp.where(proceed, new, old), candidate, state)
     new_state = new_state._replace(
         active=still_active,

@@ -32,6 +32,7 @@ class TrainState(NamedTuple):
     active: jax.Array
     diverged: jax.Array
     stopped_epoch: jax.Array
+    initial_loss: jax.Array  # the first minibatch's loss before any update (NaN until then)
 
 
 def uniform_from_bits(bits: jax.Array) -> jax.Array:
@@ -53,6 +54,7 @@ def state_from_bits(s: Structure, hp: HParams, bits: jax.Array, init_choice: int
         step=jnp.int32(0), best_params=params,
         es=EarlyStopping(jnp.float32(jnp.inf), jnp.int32(0), jnp.int32(0)),
         active=jnp.bool_(True), diverged=jnp.bool_(False), stopped_epoch=jnp.int32(0),
+        initial_loss=jnp.float32(jnp.nan),
     )
 
 

@@ -182,7 +182,8 @@ class SweepRunner:
             return
         r.lineage = [{"epoch": step["epoch"], "source": group.variants[step["source"]].index} for step in r.lineage]
         if r.diverged:
-            self.failures.append(f"{v.run_name}: diverged (NaN/inf loss) in epoch {r.stopped_epoch}")
+            self.failures.append(f"{v.run_name}: diverged (loss NaN, infinite or above training.divergence_factor "
+                                 f"x its initial loss) in epoch {r.stopped_epoch}")
         record = r.record(dict(v.setting), variant_key=v.key, index=v.index, compile_seconds=compile_seconds)
         self.records.append(record)
         consider(self.best, BestVariant(selection_score(v, record), v, r, meta))

@@ -118,7 +118,8 @@ class SweepRuns:
         self._submit(self._finish_child, v, record, result, meta)
 
     def _finish_child(self, v: Variant, record: VariantRecord, result: VariantResult, meta: dict) -> None:
-        reason = (f"diverged: loss became NaN or infinite in epoch {record.stopped_epoch}" if record.diverged
+        reason = (f"diverged: loss NaN, infinite or above training.divergence_factor x its initial loss in epoch "
+                  f"{record.stopped_epoch}" if record.diverged
                   else None)
         self.tracker.finish_child(self.run_ids[v.key].result(), record, history=result.history,
                                   files=checkpoint_files(v.config, result.params, meta), reason=reason)
