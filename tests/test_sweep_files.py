@@ -1,0 +1,44 @@
+"""Every shipped sweep file (sweeps/*.yaml) loads, expands and dry-runs, as the experiments' files do."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from jaxmlp.sweep.cli import main as sweep_main
+from jaxmlp.sweep.spec import load_sweep
+
+ROOT = Path(__file__).resolve().parents[1]
+SWEEP_FILES = sorted((ROOT / "sweeps").glob("*.yaml"))
+EXPERIMENT_FILES = sorted(f for f in (ROOT / "experiments").glob("*/*.yaml") if f.name != "references.yaml")
+
+
+def test_the_shipped_sweep_files_are_there():
+    assert len(SWEEP_FILES) >= 10
+    assert {"activations.yaml", "depth.yaml", "dropout.yaml", "mnist_random.yaml"} <= {f.name for f in SWEEP_FILES}
+
+
+@pytest.mark.parametrize("path", SWEEP_FILES, ids=lambda f: f.name)
+def test_sweep_file_dry_runs_and_prints_its_whole_plan(path, capsys):
+    sweep = load_sweep(path)
+    assert sweep_main([str(path), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    settings = len({v.label for v in sweep.variants})
+    header = re.escape(f"sweep '{sweep.spec.name}' ({path}): {len(sweep.variants)} variants = {settings} settings x ")
+    assert re.match(header + r"\d+ seeds; (\d+) group\(s\), (\d+) compiled program\(s\)", out), out[:400]
+    groups = int(re.search(r"(\d+) group\(s\)", out).group(1))
+    rows = [line for line in out.splitlines()[2:] if line.strip()]
+    assert len(rows) == groups >= 1
+    assert sum(int(row.split()[1]) for row in rows) == len(sweep.variants)  # every variant in one group
+
+
+@pytest.mark.parametrize("path", SWEEP_FILES, ids=lambda f: f.name)
+def test_sweep_file_describes_itself(path):
+    assert len(load_sweep(path).spec.description.strip()) > 50
+
+
+def test_sweep_names_are_unique_across_sweeps_and_experiments():
+    """One MLflow experiment per sweep name: two files of one name would mix their runs."""
+    names = [load_sweep(f).spec.name for f in SWEEP_FILES + EXPERIMENT_FILES]
+    assert len(names) == len(set(names)), sorted(n for n in names if names.count(n) > 1)
