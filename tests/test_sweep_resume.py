@@ -169,7 +169,7 @@ def test_sigterm_and_ctrl_c_mark_unfinished_runs_killed(tmp_path, cache, signum)
     path = write_sweep(tmp_path, {"name": f"interrupted-{signum.name.lower()}", **THREE_GROUPS})
     code, _, parents, children = _interrupt_mid_sweep(path, f"sqlite:///{tmp_path}/mlflow.db", cache, signum)
     log = path.with_suffix(".log").read_text()
-    assert code == 130, log[-3000:]
+    assert code == 128 + signum, log[-3000:]  # 130 for Ctrl-C, 143 for SIGTERM
     assert "interrupted: unfinished runs were marked KILLED; continue with --resume" in log
     by_status = _by_status(children)
     assert set(by_status) == {"FINISHED", "KILLED"}, by_status
@@ -191,17 +191,48 @@ def test_a_signal_swallowed_by_a_gc_callback_still_interrupts_at_the_next_epoch(
 
     runner = SweepRunner(load_sweep(write_sweep(tmp_path, {"name": "gc-swallow", **THREE_GROUPS})), [],
                          Options(tracking=False, progress=False))
-    runner._check_signals()  # nothing received yet
+    runner.interrupts.check()  # nothing received yet
 
     def callback(phase, info):
-        if phase == "start" and not runner._signals:
-            runner._on_signal(signal.SIGTERM, None)
+        if phase == "start" and not runner.interrupts.received:
+            runner.interrupts.handler(signal.SIGTERM, None)
 
     gc.callbacks.append(callback)
     try:
         gc.collect()
     finally:
         gc.callbacks.remove(callback)
-    assert runner._signals == [signal.SIGTERM]
+    assert runner.interrupts.received == [signal.SIGTERM]
     with pytest.raises(KeyboardInterrupt, match="signal 15"):
-        runner._check_signals()
+        runner.interrupts.check()
+
+
+@pytest.mark.parametrize("delay", [0.4, 1.0, 1.8, 3.0, 6.0])
+def test_ctrl_c_at_any_early_moment_ends_the_sweep_with_130_and_no_run_left_running(tmp_path, cache, delay):
+    """Ctrl-C while jaxmlp, JAX and MLflow import, the store opens or the program compiles: the
+    sweep ends with 130 (never trains to the end), no traceback from the tracking process, and
+    no run stays RUNNING. (A Ctrl-C before the interpreter has finished starting ends it before
+    any of jaxmlp runs: Python's own exit.)"""
+    import time
+
+    path = write_sweep(tmp_path, {"name": "early", **THREE_GROUPS})
+    uri, log = f"sqlite:///{tmp_path}/mlflow.db", tmp_path / "early.log"
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        process = start_sweep(path, "--tracking-uri", uri, "--compile-cache", cache, log=log)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    try:
+        time.sleep(delay)
+        os.kill(process.pid, signal.SIGINT)
+        code = process.wait(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    text = log.read_text()
+    assert code == 130, text[-3000:]
+    assert "Traceback" not in text, text[-3000:]
+    if (tmp_path / "mlflow.db").exists():
+        parents, children = sweep_runs(store_client(uri), "early", settled=False)
+        assert not [r for r in parents + children if r.info.status == "RUNNING"]

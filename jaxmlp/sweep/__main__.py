@@ -1,8 +1,18 @@
 """`python -m jaxmlp.sweep SWEEP.yaml`: train every variant of a sweep and log it to MLflow."""
-from jaxmlp.runtime import use_one_cpu_device_per_core
+import os
+import sys
 
-use_one_cpu_device_per_core()  # before anything imports JAX
+from jaxmlp.sweep.signals import Interrupts
 
-from jaxmlp.sweep.cli import main  # noqa: E402
+interrupts = Interrupts()
+interrupts.install()  # Ctrl-C and SIGTERM count from here on, before JAX and MLflow are imported
+try:
+    from jaxmlp.runtime import use_one_cpu_device_per_core
 
-raise SystemExit(main())
+    use_one_cpu_device_per_core()  # before anything imports JAX
+    from jaxmlp.sweep.cli import main
+except KeyboardInterrupt:
+    print("interrupted before the sweep started: nothing was trained or logged", file=sys.stderr, flush=True)
+    os._exit(interrupts.exit_code)  # nothing to tear down yet; and Python would not re-raise the signal
+
+raise SystemExit(main(interrupts=interrupts))

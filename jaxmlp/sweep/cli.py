@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Sequence
 
 from jaxmlp.runtime import COMPILE_CACHE_HELP, compile_cache_dir, enable_compilation_cache
+from jaxmlp.sweep.signals import Interrupts
 from jaxmlp.sweep.spec import SweepError, load_sweep
 from jaxmlp.tracking import TRACKING_URI_HELP
 
@@ -41,8 +42,21 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, interrupts: Interrupts | None = None) -> int:
+    """The sweep command; `interrupts`: the signal handlers `python -m jaxmlp.sweep` installed first."""
     args = build_parser().parse_args(argv)
+    interrupts = interrupts or Interrupts()
+    interrupts.install()
+    try:
+        return _main(args, interrupts)
+    except KeyboardInterrupt:
+        print("interrupted: unfinished runs were marked KILLED; continue with --resume", file=sys.stderr)
+        return interrupts.exit_code
+    finally:
+        interrupts.restore()
+
+
+def _main(args: argparse.Namespace, interrupts: Interrupts) -> int:
     try:
         sweep = load_sweep(args.sweep)
     except SweepError as err:
@@ -61,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"error: --executor ray needs Ray ({err}); install it with: pip install -e \".[ray]\"",
                   file=sys.stderr)
             return 2
-        executor = RayExecutor(args.ray_address, sweep.spec.execution)
+        executor = RayExecutor(args.ray_address, sweep.spec.execution, compile_cache_dir(args.compile_cache))
 
     tracker = None
     if not args.dry_run and not args.no_tracking:
@@ -72,28 +86,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
         tracker = TrackerProcess.for_sweep(args.tracking_uri)  # before JAX: its start overlaps JAX's
 
+    interrupts.check()
     import jax
 
     from jaxmlp.sweep.plan import describe_plan, plan_groups
     from jaxmlp.sweep.runner import Options, SweepRunner
     from jaxmlp.sweep.runs import ResumeRefused
 
-    groups = plan_groups(sweep, len(jax.devices()))
+    groups = plan_groups(sweep, executor.plan_devices(len(jax.devices())) if executor else len(jax.devices()))
     if args.dry_run:
         print(describe_plan(sweep, groups))
+        if executor:
+            print(executor.describe(groups, search=sweep.spec.search is not None))
         return 0
     enable_compilation_cache(compile_cache_dir(args.compile_cache))
     options = Options(tracking=not args.no_tracking, tracking_uri=args.tracking_uri, resume=args.resume,
                       register=args.register, progress=not args.no_progress)
-    runner = SweepRunner(sweep, groups, options, tracker, executor)
+    interrupts.check()
+    runner = SweepRunner(sweep, groups, options, tracker, executor, interrupts)
     try:
         outcome = runner.run()
     except ResumeRefused as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted: unfinished runs were marked KILLED; continue with --resume", file=sys.stderr)
-        return 130
     if args.json:
         print(json.dumps(outcome_json(sweep, outcome, runner), default=str))
     else:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import collections
 import json
-import signal
 import threading
 import time
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ from jaxmlp.sweep.executors import LocalExecutor, ProgramTask
 from jaxmlp.sweep.plan import Group
 from jaxmlp.sweep.progress import ProgressBars
 from jaxmlp.sweep.runs import SweepRuns
+from jaxmlp.sweep.signals import Interrupts
 from jaxmlp.sweep.spec import Sweep, Variant
 
 
@@ -61,9 +61,11 @@ class Outcome:
 class SweepRunner:
     """`tracker`: a `Tracker` or `TrackerProcess` (default: `TrackerProcess.for_sweep`); the runner closes it."""
 
-    def __init__(self, sweep: Sweep, groups: list[Group], options: Options, tracker=None, executor=None):
+    def __init__(self, sweep: Sweep, groups: list[Group], options: Options, tracker=None, executor=None,
+                 interrupts: Interrupts | None = None):
         self.sweep, self.groups, self.options = sweep, groups, options
         self.executor = executor or LocalExecutor()
+        self.interrupts = interrupts or Interrupts()
         self.runs: SweepRuns | None = None
         if options.tracking:
             from jaxmlp.tracking import TrackerProcess
@@ -76,7 +78,6 @@ class SweepRunner:
         self.best: dict[str, BestVariant] = {}  # per setting label
         self.datasets: dict[str, Dataset] = {}
         self.compile_seconds = 0.0
-        self._signals: list[int] = []  # Ctrl-C / SIGTERM received (see _on_signal)
         self.plot_errors: list[str] = []
         self.open_per_setting: collections.Counter = collections.Counter()  # variants left to train, per setting
         self._figures_prepared = False
@@ -147,7 +148,7 @@ class SweepRunner:
                     epochs[k].append(payload)
                     for i, r in payload["finished"].items():  # variants that stopped: logged while the others train
                         self._end_variant(chunks[k], i, r, meta, compile_seconds[k])
-                    self._check_signals()
+                    self.interrupts.check()
                 else:
                     for i, r in zip(payload[0], payload[1].variants):
                         self._end_variant(chunks[k], i, r, meta, compile_seconds[k])
@@ -206,12 +207,12 @@ class SweepRunner:
         todo = [[v for v in g.variants if v.key not in done] for g in self.groups]
         self.open_per_setting = collections.Counter(v.label for variants in todo for v in variants)
         bars = self.bars = ProgressBars(sum(map(len, todo)), self.options.progress)
-        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        self.interrupts.install()
         try:
             for program in dict.fromkeys(g.program for g in self.groups):
-                self._check_signals()
+                self.interrupts.check()
                 self._train_program([g for g in self.groups if g.program == program], bars)
-            self._check_signals()
+            self.interrupts.check()
             bars.close()
             rows = report.summarize(self.records)
             if self.runs:
@@ -225,8 +226,7 @@ class SweepRunner:
                 self.runs.kill(self.closed)
             raise
         finally:
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
+            self.interrupts.restore()
         errors = (self.runs.close() if self.runs else []) + self.plot_errors
         ids = (self.runs.experiment_id, self.runs.parent_run_id) if self.runs else (None, None)
         return Outcome(self.records, rows, self.failures, time.perf_counter() - start, self.compile_seconds,
@@ -248,17 +248,6 @@ class SweepRunner:
         except Exception as err:  # noqa: BLE001
             self.plot_errors.append(f"the sweep's plots could not be drawn: {type(err).__name__}: {err}")
             return {}
-
-    def _on_signal(self, signum, frame) -> None:
-        """Ctrl-C or SIGTERM: raise KeyboardInterrupt, and remember the signal. Raised inside a
-        garbage-collector callback (JAX registers one), the exception is swallowed; then the
-        next `_check_signals` (every epoch) raises it again."""
-        self._signals.append(signum)
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    def _check_signals(self) -> None:
-        if self._signals:
-            raise KeyboardInterrupt(f"signal {self._signals[0]}")
 
 
 def _quietly(fn) -> None:

@@ -45,11 +45,24 @@ class RandomSpec(_Strict):
 
 #: A sweep that expands to more variants is refused unless its file raises `execution.max_variants`.
 MAX_VARIANTS = 50_000
+class RaySpec(_Strict):
+    """What each program chunk asks a Ray cluster for (`--executor ray`); unset numbers are
+    derived from the cluster and the chunk's memory estimate (`jaxmlp.sweep.ray_executor`)."""
+
+    num_cpus: float | None = Field(None, gt=0, description="CPUs per chunk (default: its XLA devices on a CPU "
+                                                              "cluster, 1 beside a GPU)")
+    num_gpus: float | None = Field(None, ge=0, le=1, description="GPUs per chunk, a fraction shares one "
+                                                                 "(default: 1 where the cluster has GPUs, else 0)")
+    memory_gib: float | None = Field(None, gt=0, description="host memory per chunk (default: from its footprint)")
+    max_retries: int = Field(3, ge=0, description="times Ray reruns a chunk whose worker or node died")
+
+
 class ExecutionSpec(_Strict):
     max_variants_per_program: int = Field(100_000, gt=0, description="a cap on top of the memory-sized choice")
     max_variants_per_part: int = Field(64, gt=0, description="variants vmapped together (a part stops as a whole)")
     devices: Literal["auto", "one", "all"] = "auto"
     max_variants: int = Field(MAX_VARIANTS, gt=0, description="refuse to expand a sweep into more variants")
+    ray: RaySpec = RaySpec()
 
 
 class SweepSpec(_Strict):
