@@ -3,44 +3,29 @@ keeps the training targets' statistics, `predict` answers in the target's origin
 `--evaluate` reports the MSE in those units, and a reloaded checkpoint predicts the same."""
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 
 import jax
 import numpy as np
 import pytest
 
-from jaxmlp import train
 from jaxmlp.checkpoint import load_checkpoint, predict, save_checkpoint
 from jaxmlp.data import load_dataset
 from jaxmlp.models import activation_params, build_mlp
+from train_helpers import jax_cache_settings_restored, run_main
 from reference_mlp import forward
-
-_CACHE_OPTIONS = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
-                  "jax_persistent_cache_min_entry_size_bytes")
-
-
-def run_main(argv) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = train.main([str(a) for a in argv])
-    return code, out.getvalue(), err.getvalue()
-
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """One diabetes regressor (10-8-1, 5 epochs) trained and saved: (summary row, folder)."""
-    saved = {name: getattr(jax.config, name) for name in _CACHE_OPTIONS}
     folder = tmp_path_factory.mktemp("regressor")
-    code, out, err = run_main(["--dataset", "diabetes", "--hidden", "8", "--epochs", "5", "--lr", "0.01",
-                               "--save", folder, "--json", "--no-progress",
-                               "--compile-cache", tmp_path_factory.mktemp("xla")])
-    assert code == 0, err
-    (row,) = json.loads(out)["variants"]
-    yield row, folder
-    for name, value in saved.items():
-        jax.config.update(name, value)
+    with jax_cache_settings_restored():
+        code, out, err = run_main(["--dataset", "diabetes", "--hidden", "8", "--epochs", "5", "--lr", "0.01",
+                                   "--save", folder, "--json", "--no-progress",
+                                   "--compile-cache", tmp_path_factory.mktemp("xla")])
+        assert code == 0, err
+        (row,) = json.loads(out)["variants"]
+        yield row, folder
 
 
 @pytest.fixture(scope="module")

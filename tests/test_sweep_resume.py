@@ -38,15 +38,20 @@ def _by_status(children) -> dict[str, set[str]]:
     return out
 
 
+def _start_interruptible(path, uri, cache, log):
+    """The sweep as a process that Ctrl-C reaches as in a terminal: a caught (not ignored)
+    SIGINT here is reset to the default in the child."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        return start_sweep(path, "--tracking-uri", uri, "--compile-cache", cache, log=log)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def _interrupt_mid_sweep(path, uri, cache, signum) -> tuple[int, object, list, list]:
     """Start the sweep as a process; once the first group has FINISHED and the next is RUNNING, send `signum`."""
     client, name, log = store_client(uri), load_sweep(path).spec.name, path.with_suffix(".log")
-    # a caught (not ignored) SIGINT here is reset to the default in the child, as in a terminal
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        process = start_sweep(path, "--tracking-uri", uri, "--compile-cache", cache, log=log)
-    finally:
-        signal.signal(signal.SIGINT, previous)
+    process = _start_interruptible(path, uri, cache, log)
     try:
         def first_group_done() -> bool:
             by_status = _by_status(sweep_runs(client, name, settled=False)[1])
@@ -217,11 +222,7 @@ def test_ctrl_c_at_any_early_moment_ends_the_sweep_with_130_and_no_run_left_runn
 
     path = write_sweep(tmp_path, {"name": "early", **THREE_GROUPS})
     uri, log = f"sqlite:///{tmp_path}/mlflow.db", tmp_path / "early.log"
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        process = start_sweep(path, "--tracking-uri", uri, "--compile-cache", cache, log=log)
-    finally:
-        signal.signal(signal.SIGINT, previous)
+    process = _start_interruptible(path, uri, cache, log)
     try:
         time.sleep(delay)
         os.kill(process.pid, signal.SIGINT)

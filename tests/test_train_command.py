@@ -4,14 +4,11 @@ the module entry point; every number is checked against a float64 NumPy evaluati
 saved parameters (tests/reference_mlp.py)."""
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import subprocess
 import sys
 from pathlib import Path
 
-import jax
 import numpy as np
 import pytest
 import yaml
@@ -19,31 +16,20 @@ import yaml
 from jaxmlp import train
 from jaxmlp.checkpoint import load_checkpoint
 from jaxmlp.data import load_dataset
+from train_helpers import jax_cache_settings_restored, run_main
 from reference_mlp import classification_metrics, forward, softmax
 
 #: A 3-class synthetic problem: 204 train / 36 val / 60 test rows, 6 features; 4 epochs of a 6-8-3 MLP.
 DATA = ["--dataset", "synthetic", "--set", "data.n_samples=300", "--set", "data.n_features=6",
         "--set", "data.n_classes=3"]
 TINY = [*DATA, "--hidden", "8", "--epochs", "4", "--lr", "0.02", "--no-progress"]
-_CACHE_OPTIONS = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
-                  "jax_persistent_cache_min_entry_size_bytes")
-
-
-def run_main(argv) -> tuple[int, str, str]:
-    """(exit code, stdout, stderr) of `python -m jaxmlp.train ARGV`, in this process."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = train.main([str(a) for a in argv])
-    return code, out.getvalue(), err.getvalue()
 
 
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory):
     """A compilation cache folder for this module; JAX's global cache settings restored after it."""
-    saved = {name: getattr(jax.config, name) for name in _CACHE_OPTIONS}
-    yield ["--compile-cache", tmp_path_factory.mktemp("xla")]
-    for name, value in saved.items():
-        jax.config.update(name, value)
+    with jax_cache_settings_restored():
+        yield ["--compile-cache", tmp_path_factory.mktemp("xla")]
 
 
 @pytest.fixture(scope="module")
