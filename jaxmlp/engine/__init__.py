@@ -3,9 +3,11 @@
 One variant's pieces, each in its module:
 `structure` (static structure and vmapped numbers), `state` (training state, initialisation
 from the seed), `step` (a minibatch step), `evaluation` (a whole split), `early_stopping`
-(an epoch's end). `trainer` compiles them for many variants at once (vmapped, sharded,
-activations sharing one copy of the code) and runs the epochs; `layout` cuts a large group
-into chunks that all run one compiled program; `results` is what the trainer hands back.
+(an epoch's end). `trainer` compiles them for many variants at once (`programs`: vmapped,
+sharded, activations sharing one copy of the code, see `families`) and runs the epochs;
+`layout` cuts a large group into chunks that all run one compiled program; `search` stops
+or copies variants between epochs (successive halving, PBT); `results` is what the trainer
+hands back.
 """
 from jaxmlp.config import NO_PATIENCE
 from jaxmlp.engine.early_stopping import early_stopping_update, end_of_epoch

@@ -3,7 +3,7 @@
 Variants that share their structure (everything but the numbers declared vmapped in
 `jaxmlp.config`) train together, vmapped; structures that differ only in activation or
 initialiser share one program (`engine.merge_key`) and, with as many variants each, one
-copy of its code (`engine.trainer._Family`), since one program compiles much faster than several.
+copy of its code (`engine.families.Family`), since one program compiles much faster than several.
 A group larger than `max_variants_per_program` is split. Each group also gets a device choice: small
 networks run faster with the variant axis sharded over one XLA device per core, wide
 ones keep all cores busy on one device.

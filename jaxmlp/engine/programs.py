@@ -1,0 +1,145 @@
+"""The compiled programs a Trainer runs, for the families of its variants: initialisation,
+one epoch of every part, a part's final evaluation; and the two small programs an adaptive
+search runs between epochs (stopping variants, copying states along the variant axis)."""
+from __future__ import annotations
+
+from functools import partial
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxmlp.data import Split
+from jaxmlp.engine.early_stopping import end_of_epoch
+from jaxmlp.engine.evaluation import final_evaluation
+from jaxmlp.engine.families import Family
+from jaxmlp.engine.state import TrainState, init_bits, state_from_bits
+from jaxmlp.engine.step import epoch_randomness, step_draws, train_step
+from jaxmlp.engine.structure import HParams, Structure
+
+
+def _skipped(run, *args):
+    """What `run(*args)` returns shaped, for a part whose variants all stopped: the first
+    argument (its state) unchanged and zeros for the rest."""
+    state, rest = jax.eval_shape(run, *args)
+    return args[0], jax.tree_util.tree_map(lambda sd: jnp.zeros(sd.shape, sd.dtype), rest)
+
+
+def _unless_stopped(several: bool, active, run, *args):
+    """`run(*args)`, skipped by `lax.cond` when the part has no active variant (only when
+    several parts share the program: a lone part runs until the host stops the loop)."""
+    if not several:
+        return run(*args)
+    return jax.lax.cond(active.any(), run, partial(_skipped, run), *args)
+
+
+def _over_parts(family: Family, fn, *stacked):
+    """`fn(*part_slices)` for every part of the family, outputs stacked on a leading part axis:
+    called directly for a lone part, else as the body of a `lax.scan`."""
+    if len(family.parts) == 1:
+        out = fn(*jax.tree_util.tree_map(lambda a: a[0], stacked))
+        return jax.tree_util.tree_map(lambda a: a[None], out)
+    _, out = jax.lax.scan(lambda _, xs: (None, fn(*xs)), None, stacked)
+    return out
+
+
+def _part_epoch(s: Structure, state: TrainState, hp: HParams, batches, step_keys, next_key, choice,
+                epoch: jax.Array, train: Split, val: Split):
+    """One part's epoch (its variants vmapped): a scan over its minibatch steps, then
+    validation, early stopping and freezing. Each step draws its dropout and noise
+    uniforms in one call (none when the structure needs none)."""
+    step = jax.vmap(partial(train_step, s, choice=choice), in_axes=(0, None, 0, 0))
+
+    def body(carry, xs):
+        index, keys = xs
+        return step(hp, train, carry, (index, jax.vmap(partial(step_draws, s))(keys)))
+
+    carry = (state.params, state.opt_state, state.step)
+    carry, metrics = jax.lax.scan(body, carry, (jnp.swapaxes(batches, 0, 1), jnp.swapaxes(step_keys, 0, 1)))
+    metrics = jax.tree_util.tree_map(lambda a: jnp.swapaxes(a, 0, 1), metrics)  # [variant, step]
+    finish = jax.vmap(partial(end_of_epoch, s, choice=choice), in_axes=(0, 0, 0, 0, 0, None, None))
+    return finish(state, hp, carry, metrics, next_key, epoch, val)
+
+
+def _n_parts(families: Sequence[Family]) -> int:
+    return sum(len(f.parts) for f in families)
+
+
+def program_epoch(families: Sequence[Family], states, inputs, epoch, train: Split, val: Split):
+    """One epoch of every part, each skipped (`lax.cond`) once all its variants stopped.
+
+    Randomness costs compile time per call site, so all variants of all parts draw their
+    epoch's randomness (shuffles, step keys) in one vmapped call.
+    """
+    s0 = families[0].structure
+    shapes = [st.active.shape for st in states]  # [part, variant] per family
+    bounds = np.cumsum([0] + [int(np.prod(sh)) for sh in shapes])
+    next_keys, batches, step_keys = jax.vmap(partial(
+        epoch_randomness, n=s0.n_train, steps=s0.steps_per_epoch, batch_size=s0.batch_size))(
+        jnp.concatenate([st.key.reshape(-1) for st in states]))
+    several = _n_parts(families) > 1
+    new_states, records = [], []
+    for i, (family, st, (hp, sel)) in enumerate(zip(families, states, inputs)):
+        rows = lambda a: a[bounds[i]:bounds[i + 1]].reshape(*shapes[i], *a.shape[1:])  # noqa: E731
+        run = partial(_part_epoch, family.structure, epoch=epoch, train=train, val=val)
+
+        def one_part(st, hp, sel, batches, step_keys, next_key, run=run):
+            new_state, record = _unless_stopped(several, st.active, run, st, hp, batches, step_keys, next_key,
+                                                sel.activation[0])
+            if several:
+                record.update(active=new_state.active, diverged=new_state.diverged, best_epoch=new_state.es.best_epoch)
+            return new_state, record
+
+        new_state, record = _over_parts(family, one_part, st, hp, sel, rows(batches), rows(step_keys), rows(next_keys))
+        new_states.append(new_state)
+        records.append(record)
+    return tuple(new_states), tuple(records)
+
+
+def program_init(families: Sequence[Family], inputs):
+    """Every part's initial states, from one vmapped random call over all variants; each part
+    initialised by its selected initializer, frozen variants inactive from the start."""
+    seeds = jnp.concatenate([hp.seed.reshape(-1) for hp, _ in inputs])
+    bits = jax.vmap(partial(init_bits, families[0].structure))(seeds)
+    out, offset = [], 0
+    for family, (hp, sel) in zip(families, inputs):
+        shape = sel.frozen.shape
+        n = int(np.prod(shape))
+        init = jax.vmap(jax.vmap(partial(state_from_bits, family.structure)))
+        state = init(hp, bits[offset:offset + n].reshape(*shape, -1), sel.init)
+        out.append(state._replace(active=~sel.frozen))
+        offset += n
+    return tuple(out)
+
+
+def program_final(family: Family, state: TrainState, inputs, part: jax.Array, train: Split, test: Split):
+    """One part of a family (`part`: its index there, a traced scalar, so one program serves
+    every part): the selected parameters, their test and training-split metrics, and the
+    epoch each variant stopped in."""
+    state, (hp, sel) = jax.tree_util.tree_map(lambda a: jax.lax.dynamic_index_in_dim(a, part, keepdims=False),
+                                              (state, inputs))
+    params, test_metrics, train_metrics = jax.vmap(partial(final_evaluation, family.structure,
+                                                           choice=sel.activation[0]),
+                                                   in_axes=(0, 0, None, None))(state, hp, train, test)
+    return params, test_metrics, train_metrics, state.stopped_epoch
+
+
+@jax.jit
+def stop_rows(state: TrainState, rows: jax.Array, epoch: jax.Array) -> TrainState:
+    """The state with the active variants of `rows` stopped in `epoch`."""
+    return state._replace(active=state.active & ~rows,
+                          stopped_epoch=jnp.where(rows & state.active, epoch, state.stopped_epoch))
+
+
+@jax.jit
+def copy_rows(state: TrainState, gather: jax.Array) -> TrainState:
+    """Each row [part, variant] of the state replaced by the row `gather` names (its flat index),
+    but for its random key."""
+    flat = gather.reshape(-1)
+
+    def take(a):
+        return a.reshape(-1, *a.shape[2:])[flat].reshape(a.shape)
+
+    key = state.key
+    return jax.tree_util.tree_map(take, state._replace(key=None))._replace(key=key)
