@@ -1,0 +1,177 @@
+"""Sweep command options and what a parent run records: --devices and --max-variants in the
+plan and the run; the parent's tags (git commit, versions, note); `python -m jaxmlp.tracking
+model RUN_ID [--register NAME]`; a repeated run with a warm compilation cache compiles nothing."""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import platform
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from jaxmlp.sweep.spec import load_sweep
+from sweep_helpers import TINY_BASE, compile_cache, run_sweep_cli, store_client, sweep_runs, write_sweep
+
+SPEC = {"name": "options", "description": "relu against tanh, two seeds each: a note for the parent run",
+        "base": TINY_BASE, "grid": {"model.activation": ["relu", "tanh"]}, "seeds": 2}
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> str:
+    return compile_cache(tmp_path_factory)
+
+
+def _plan(path, *args) -> list[list[str]]:
+    """The group rows that --dry-run prints: [id, variants, structures, devices, ...]."""
+    result = run_sweep_cli(path, "--dry-run", *args)
+    assert result.code == 0, result.err
+    return [line.split() for line in result.out.splitlines()[2:] if line.strip()]
+
+
+def test_devices_and_max_variants_override_the_file_in_the_plan(tmp_path):
+    path = write_sweep(tmp_path, {**SPEC, "execution": {"devices": "all"}})
+    assert [(r[1], r[3]) for r in _plan(path)] == [("4", "2")]  # conftest: two XLA CPU devices
+    assert [(r[1], r[3]) for r in _plan(path, "--devices", "one")] == [("4", "1")]
+    assert [r[1] for r in _plan(path, "--max-variants", "2")] == ["2", "2"]
+    assert [(r[1], r[3]) for r in _plan(path, "--devices", "one", "--max-variants", "1")] == [("1", "1")] * 4
+
+
+@pytest.fixture(scope="module")
+def tracked(tmp_path_factory, cache) -> SimpleNamespace:
+    """The sweep run from a git work tree, two variants per compiled group (--max-variants 2)."""
+    folder = tmp_path_factory.mktemp("options")
+    path = write_sweep(folder, SPEC)
+    git = lambda *a: subprocess.run(["git", *a], cwd=folder, capture_output=True, text=True, check=True)  # noqa: E731
+    git("init", "-q")
+    git("add", path.name)
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "the sweep")
+    uri = f"sqlite:///{folder}/mlflow.db"
+    result = run_sweep_cli(path, "--tracking-uri", uri, "--no-progress", "--json", "--compile-cache", cache,
+                           "--max-variants", "2", "--devices", "one")
+    client = store_client(uri)
+    (parent,), children = sweep_runs(client, "options")
+    return SimpleNamespace(result=result, outcome=json.loads(result.out), uri=uri, client=client, parent=parent,
+                           children=children, commit=git("rev-parse", "HEAD").stdout.strip(), path=path)
+
+
+@pytest.mark.slow
+def test_max_variants_splits_the_run_into_groups_of_that_size(tracked):
+    assert tracked.result.code == 0, tracked.result.err
+    assert tracked.outcome["n_finished"] == 4
+    groups = {}
+    for c in tracked.children:
+        groups.setdefault(c.data.tags["jaxmlp.group"], []).append(c.data.params["model.activation"])
+    assert sorted(map(sorted, groups.values())) == [["relu", "relu"], ["tanh", "tanh"]]
+    assert tracked.parent.data.params["n_programs"] == "2"  # (compiled groups)
+
+
+@pytest.mark.slow
+def test_the_parent_carries_git_commit_versions_devices_and_the_note(tracked):
+    import flax
+    import jax
+    import optax
+
+    tags = tracked.parent.data.tags
+    assert tags["mlflow.source.git.commit"] == tracked.commit
+    assert (tags["jax_version"], tags["flax_version"], tags["optax_version"]) == (
+        jax.__version__, flax.__version__, optax.__version__)
+    assert tags["python_version"] == platform.python_version()
+    assert tags["devices"] == ", ".join(str(d) for d in jax.devices())
+    assert tags["mlflow.note.content"] == SPEC["description"]
+    assert tags["jaxmlp.sweep_file"] == str(tracked.path)
+
+
+@pytest.mark.slow
+def test_a_sweep_file_outside_git_gets_no_commit_tag(tmp_path, cache):
+    path = write_sweep(tmp_path, {**SPEC, "name": "no-git", "grid": {}, "seeds": [0]})
+    assert run_sweep_cli(path, "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db", "--no-progress",
+                         "--compile-cache", cache).code == 0
+    (parent,), _ = sweep_runs(store_client(f"sqlite:///{tmp_path}/mlflow.db"), "no-git")
+    assert "mlflow.source.git.commit" not in parent.data.tags and parent.data.tags["jax_version"]
+
+
+def _tracking_cli(*args) -> str:
+    from jaxmlp.tracking.__main__ import main
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main([str(a) for a in args]) == 0
+    return out.getvalue()
+
+
+@pytest.mark.slow
+def test_tracking_model_command_logs_and_registers_a_childs_checkpoint(tracked, tmp_path, monkeypatch):
+    import mlflow.pyfunc
+
+    from jaxmlp.checkpoint import load_checkpoint, predict
+
+    child = max(tracked.children, key=lambda c: c.data.metrics["best_val_loss"])  # not the one with a model
+    run_id = child.info.run_id
+    before = {m.model_id for m in tracked.client.search_logged_models([tracked.parent.info.experiment_id])}
+    out = _tracking_cli("model", run_id, "--tracking-uri", tracked.uri, "--register", "from-cli")
+    logged, registered = out.splitlines()
+    assert logged.startswith("logged models:/") and logged.endswith(f" on run {run_id}")
+    assert registered == "registered as from-cli version 1"
+    uri = logged.split()[1]
+    models = {m.model_id: m for m in tracked.client.search_logged_models([tracked.parent.info.experiment_id])}
+    (new,) = set(models) - before
+    assert uri == f"models:/{new}" and models[new].source_run_id == run_id
+    (version,) = tracked.client.search_model_versions("name='from-cli'")
+    assert (int(version.version), version.run_id) == (1, run_id)
+
+    checkpoint = load_checkpoint(tracked.client.download_artifacts(run_id, "checkpoint", str(tmp_path)))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracked.uri)
+    x = np.random.default_rng(0).random((5, 64), dtype=np.float32)
+    expected = predict(checkpoint, x)
+    np.testing.assert_allclose(mlflow.pyfunc.load_model(uri).predict(x), expected, rtol=1e-6)
+    np.testing.assert_allclose(mlflow.pyfunc.load_model("models:/from-cli/1").predict(x), expected, rtol=1e-6)
+
+    again = _tracking_cli("model", run_id, "--tracking-uri", tracked.uri)  # without --register: no new version
+    assert len(again.splitlines()) == 1 and again.split()[1] != uri
+    assert len(tracked.client.search_model_versions("name='from-cli'")) == 1
+
+
+COUNT_COMPILATIONS = """
+import collections, json, sys
+import jax.monitoring
+events = collections.Counter()
+jax.monitoring.register_event_listener(lambda event, **kwargs: events.update([event]))
+from jaxmlp.sweep.cli import main
+code = main(sys.argv[2:])
+with open(sys.argv[1], "w") as f:
+    json.dump({"code": code, "events": events}, f)
+"""
+
+
+@pytest.mark.slow
+def test_a_repeated_run_with_a_warm_compilation_cache_compiles_nothing(tmp_path):
+    """JAX's own events: the second process finds every program in the persistent cache (no
+    miss, as many hits as requests) and writes no new cache file."""
+    path = write_sweep(tmp_path, {**SPEC, "name": "warm", "seeds": [0]})
+    xla = tmp_path / "xla"
+
+    def run(n: int) -> dict:
+        out = tmp_path / f"events{n}.json"
+        done = subprocess.run([sys.executable, "-c", COUNT_COMPILATIONS, str(out), str(path), "--no-tracking",
+                               "--no-progress", "--compile-cache", str(xla)], capture_output=True, text=True,
+                              timeout=300, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr[-3000:]
+        result = json.loads(out.read_text())
+        assert result["code"] == 0
+        return result["events"]
+
+    cold = run(1)
+    files = sorted(p.name for p in xla.rglob("*") if p.is_file())
+    warm = run(2)
+    requests = "/jax/compilation_cache/compile_requests_use_cache"
+    assert cold.get("/jax/compilation_cache/cache_misses", 0) > 0 and files
+    assert warm.get(requests, 0) >= cold.get("/jax/compilation_cache/cache_misses", 0)
+    assert warm.get("/jax/compilation_cache/cache_misses", 0) == 0
+    assert warm.get("/jax/compilation_cache/cache_hits", 0) == warm[requests]
+    assert "/jax/compilation_cache/task_disabled_cache" not in warm
+    assert sorted(p.name for p in xla.rglob("*") if p.is_file()) == files
