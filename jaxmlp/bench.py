@@ -4,6 +4,7 @@
     python -m jaxmlp.bench --hidden 128,128 --variants 32 --loop   # also the per-batch Python loop
     python -m jaxmlp.bench sweep           # the 50-variant digits sweep vs a per-batch loop, end to end
     python -m jaxmlp.bench scale           # the same sweep at 50, 400 and 2,000 variants, tracked and not
+    python -m jaxmlp.bench search          # a grid with early stopping vs successive halving vs PBT
 
 Every figure is measured in the same process: the float32 matmul peak that JAX reaches
 on a large square product, the engine's achieved FLOP/s (6 x weights per sample), and
@@ -316,10 +317,60 @@ def bench_scale(args: argparse.Namespace) -> dict[str, Any]:
                 last["seconds_per_variant"] / rows[-2]["seconds_per_variant"] if len(rows) > 2 else None)}
 
 
+# -- the adaptive-search benchmark --------------------------------------------------------
+
+SEARCH_BASE = """\
+description: CPU-sized learning-rate x dropout x width search on the embedded digits set
+base:
+  data: {name: digits}
+  optimizer: {name: sgd, momentum: 0.9}
+  training: {epochs: 120, batch_size: 32, early_stopping: {monitor: val_loss, patience: 12}}
+"""
+SEARCH_GRID = """\
+grid:
+  optimizer.learning_rate: [0.003, 0.01, 0.03, 0.1]
+  model.dropout: [0.0, 0.2, 0.4]
+  model.hidden: [[64, 64], [256, 256]]
+seeds: 3
+"""
+SEARCHES = {
+    "grid": "",
+    "halving": "search: {scheduler: successive_halving, rungs: [3, 6, 12, 24], keep: 0.5}\n",
+    "pbt": ("search: {scheduler: pbt, interval: 6, quantile: 0.25, seed: 0,\n"
+            "         perturb: {optimizer.learning_rate: [0.8, 1.25], model.dropout: [0.8, 1.25]}}\n"),
+}
+
+
+def bench_search(args: argparse.Namespace) -> dict[str, Any]:
+    """The full grid with early stopping, successive halving and PBT on the same grid and seeds
+    (digits, a CPU-sized version of an MNIST search): variant-epochs, wall time and the best
+    setting's test error (mean and std over seeds), in fresh processes without tracking."""
+    out: dict[str, Any] = {"benchmark": "search", "dataset": "digits (CPU-sized)"}
+    for name, search in SEARCHES.items():
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(tmp)
+            text = f"name: bench_search_{name}\n{SEARCH_BASE}{SEARCH_GRID}{search}"
+            (folder / "sweep.yaml").write_text(text)
+            seconds, summary = _run_sweep_cli(folder, "--no-tracking", "--compile-cache", str(folder / "xla"))
+        rows = [r for r in summary["rows"] if r.get("test_accuracy") == r.get("test_accuracy")]
+        best = max(rows, key=lambda r: r["test_accuracy"])
+        out[name] = {"seconds": seconds, "variant_epochs": summary["variant_epochs"],
+                     "pruned": summary["n_pruned"], "best_setting": best["setting"],
+                     "best_test_error_percent": 100 * (1 - best["test_accuracy"]),
+                     "best_test_error_std": 100 * best["test_accuracy_std"]}
+    grid = out["grid"]
+    for name in ("halving", "pbt"):
+        run = out[name]
+        run["variant_epochs_vs_grid"] = run["variant_epochs"] / grid["variant_epochs"]
+        run["within_one_std_of_grid"] = (run["best_test_error_percent"]
+                                         <= grid["best_test_error_percent"] + grid["best_test_error_std"])
+    return out
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m jaxmlp.bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", nargs="?", choices=["train", "sweep", "scale"], default="train")
+    p.add_argument("what", nargs="?", choices=["train", "sweep", "scale", "search"], default="train")
     p.add_argument("--sizes", type=lambda t: [int(x) for x in t.split(",")], default=list(SCALE_SIZES),
                    help="scale: sweep sizes (variants, multiples of 5), e.g. 50,400,2000")
     p.add_argument("--hidden", type=lambda t: [int(x) for x in t.split(",")], default=[512, 512])
@@ -342,9 +393,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    result = {"sweep": bench_sweep, "scale": bench_scale, "train": bench_train}[args.what](args)
+    result = {"sweep": bench_sweep, "scale": bench_scale, "search": bench_search, "train": bench_train}[args.what](args)
     if args.json:
         print(json.dumps(result))
+    elif args.what == "search":
+        print(f"adaptive search on {result['dataset']}")
+        for name in SEARCHES:
+            r = result[name]
+            extra = (f"  {r['variant_epochs_vs_grid']:.0%} of the grid's variant-epochs, within one std of its "
+                     f"best: {r['within_one_std_of_grid']}" if name != "grid" else "")
+            print(f"{name:<8} {r['variant_epochs']:>7} variant-epochs  {r['seconds']:7.1f} s  best "
+                  f"{r['best_test_error_percent']:.2f} ± {r['best_test_error_std']:.2f}% ({r['best_setting']}){extra}")
     elif args.what == "scale":
         columns = list(result["sizes"][0])
         cells = [[f"{r[c]:.4g}" if isinstance(r[c], float) else str(r[c]) for c in columns] for r in result["sizes"]]
