@@ -149,3 +149,27 @@ def test_sweep_loop_baseline_trains_every_variant_with_early_stopping(tmp_path, 
         accuracies.append(classification_metrics(best, data.test.x, data.test.y, activation)["accuracy"])
     assert [r["config"].model.activation for r in runs] == ["relu", "tanh"] and stopped_early >= 1
     assert out["mean_test_accuracy"] == pytest.approx(np.mean(accuracies), abs=1e-6)
+
+
+@pytest.mark.parametrize("n", [50, 400, 2000])
+def test_scale_sweeps_have_their_size_and_compile_one_program(tmp_path, n):
+    from jaxmlp.sweep.plan import plan_groups
+    from jaxmlp.sweep.spec import load_sweep
+
+    path = tmp_path / "sweep.yaml"
+    path.write_text(bench._scale_sweep(n))
+    sweep = load_sweep(path)
+    assert len(sweep.variants) == n
+    assert len({g.program for g in plan_groups(sweep, 2, budget=2**33)}) == 1
+
+
+@pytest.mark.parametrize("name", ["grid", "halving", "pbt"])
+def test_search_bench_sweeps_share_grid_and_seeds(tmp_path, name):
+    from jaxmlp.sweep.spec import load_sweep
+
+    path = tmp_path / "sweep.yaml"
+    path.write_text(f"name: s\n{bench.SEARCH_BASE}{bench.SEARCH_GRID}{bench.SEARCHES[name]}")
+    sweep = load_sweep(path)
+    assert len(sweep.variants) == 4 * 3 * 2 * 3
+    assert type(sweep.search).__name__ == {"grid": "NoneType", "halving": "SuccessiveHalving",
+                                           "pbt": "PopulationBasedTraining"}[name]
