@@ -233,7 +233,7 @@ def test_a_diverged_variant_fails_alone_and_the_others_finish(tmp_path, cache):
         "model.activation": ["relu", "tanh"], "optimizer.learning_rate": [0.1, 1e30]}, "seeds": [0]})
     result = run_sweep_cli(path, "--tracking-uri", uri, "--no-progress", "--compile-cache", cache)
     assert result.code == 1, result.err
-    assert "FAILED: model.activation=relu, optimizer.learning_rate=1e+30 | seed=0: diverged" in result.out
+    assert "FAILED: relu · lr 1e30 · seed 0: diverged" in result.out
     client = store_client(uri)
     (parent,), children = sweep_runs(client, "diverge")
     assert parent.info.status == "FAILED" and "diverged" in parent.data.tags["jaxmlp.failure_reason"]

@@ -31,7 +31,7 @@ def test_grid_is_the_product_in_file_order_last_key_fastest_seeds_innermost(tmp_
     assert [v.config.training.seed for v in sweep.variants] == [v.seed for v in sweep.variants]
     assert [k for k, _ in sweep.variants[0].setting] == ["model.activation", "model.dropout"]
     assert sweep.variants[2].label == "model.activation=relu, model.dropout=0.5"
-    assert sweep.variants[2].run_name == "model.activation=relu, model.dropout=0.5 | seed=0"
+    assert sweep.variants[2].run_name == "relu · drop 0.5 · seed 0"
     assert all(v.config.model.hidden == (16,) and v.config.optimizer.name == "sgd" for v in sweep.variants)
 
 
@@ -111,7 +111,7 @@ def test_variant_keys_are_stable_distinct_and_change_with_seed_and_values(tmp_pa
 @pytest.mark.parametrize("spec, message", [
     ({"grid": {"model.activation": ["relu", "relu"]}}, r"the same configuration; remove the duplicate value"),
     ({"grid": {"model.dropout": [0, 0.0]}},
-     r"variants 'model.dropout=0 \| seed=0' and 'model.dropout=0 \| seed=0' have the same configuration"),
+     r"variants 'drop 0 · seed 0' and 'drop 0 · seed 0' have the same configuration"),
     ({"grid": {"model.dropout": [0.1, 0.2]}, "zip": {"model.dropout": [0.3]}},
      r"model.dropout: varied in both grid and zip"),
     ({"random": {"samples": 3, "params": {"model.activation": {"choice": ["relu"]}}}},
@@ -291,7 +291,7 @@ BAD_FILES = {
                      [r"random.params.model.activation.choice: empty list"]),
     "batch larger than the training split": (
         "name: s\nbase: {data: {name: digits}, training: {batch_size: 5000}}\n",
-        [r"training.batch_size: 5000 \(in 'base \| seed=0'\) exceeds the 1,222 training samples of digits; "
+        [r"training.batch_size: 5000 \(in 'seed 0'\) exceeds the 1,222 training samples of digits; "
          r"use at most 1,222"]),
     "too many variants": (
         "name: s\ngrid:\n" + "".join(f"  {k}: [{', '.join(str(0.01 * (i + 1)) for i in range(10))}]\n" for k in (

@@ -9,11 +9,12 @@ from __future__ import annotations
 import csv
 import io
 import math
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
 from jaxmlp.records import VariantRecord
+from jaxmlp.report.labels import metric_label
 
 #: The report's classification metric: 100 x (1 - test accuracy).
 ERROR_PERCENT = "test_error_percent"
@@ -98,18 +99,60 @@ def best_row(rows: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
     return (max if metric == "test_accuracy" else min)(scored, key=lambda r: r[metric])
 
 
-def sweep_summary(records: Sequence[VariantRecord], rows: Sequence[dict[str, Any]],
-                  n_failed: int) -> tuple[dict[str, bytes], dict[str, float], str | None]:
-    """What a sweep's parent run gets besides its plots: the summary table files (CSV,
-    Markdown), metrics (counts, the best setting's test metric) and the best setting's label."""
+class SweepSummary(NamedTuple):
+    """What a sweep's parent run gets besides its plots."""
+
+    files: dict[str, bytes]  # the summary table as CSV and Markdown, by file name
+    metrics: dict[str, float]  # counts, the best setting's test metric, each setting's mean and std over seeds
+    best_setting: str | None  # the label of the setting with the best mean test metric
+    table: dict[str, list[Any]]  # the summary table by column, for MLflow's table view
+
+
+def setting_metrics(records: Sequence[VariantRecord], rows: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """Each setting's mean and std over seeds of the test metric, named for the UI's charts:
+    'test_accuracy_mean/relu', 'test_accuracy_std/relu' (one chart section per statistic)."""
+    metric = primary_metric(records)
+    names = {label: metric_label(runs[0].setting) for label, runs in by_setting(records).items()}
+    out: dict[str, float] = {}
+    for row in rows:
+        if math.isfinite(row[metric]):
+            out[f"{metric}_mean/{names[row['setting']]}"] = row[metric]
+            out[f"{metric}_std/{names[row['setting']]}"] = row[f"{metric}_std"]
+    return out
+
+
+def sweep_summary(records: Sequence[VariantRecord], rows: Sequence[dict[str, Any]], n_failed: int) -> SweepSummary:
+    """The parent run's summary of `rows` (`summarize`): table files, metrics (counts, the best
+    setting's test metric, each setting's mean and std), the best setting and the table."""
     files = {"summary.csv": to_csv(rows).encode(), "summary.md": to_markdown(rows).encode()}
-    metrics = {"n_variants": len(records), "n_failed": n_failed, "n_diverged": sum(r.diverged for r in records)}
+    metrics = {"n_variants": len(records), "n_failed": n_failed, "n_diverged": sum(r.diverged for r in records),
+               **setting_metrics(records, rows)}
+    table = {column: [row.get(column) for row in rows] for column in _columns(rows)}
     best = best_row(rows)
     if best is None:
-        return files, metrics, None
+        return SweepSummary(files, metrics, None, table)
     metric = primary_metric(records)
     metrics[f"best_setting_{metric}"] = best[metric]
-    return files, metrics, best["setting"]
+    return SweepSummary(files, metrics, best["setting"], table)
+
+
+def best_first(records: Sequence[VariantRecord], rows: Sequence[dict[str, Any]],
+               monitor: str = "val_loss") -> tuple[str, list[dict[str, Any]]]:
+    """The `summarize` rows ranked as the sweep selects models: by the seeds' mean validation
+    `monitor` at their selected epochs (lowest loss or highest accuracy first, settings without
+    one last), shown as a column after the setting; and a header that states the order.
+    Test metrics play no part in the order, as they play none in selection."""
+    key = f"best_{monitor}"
+    score = {label: mean_std(r.metric(key) for r in finished(runs))[0] for label, runs in by_setting(records).items()}
+    sign = 1.0 if "loss" in monitor else -1.0
+
+    def rank(row: dict[str, Any]) -> tuple[bool, float]:
+        value = score.get(row["setting"], math.nan)
+        return (not math.isfinite(value), sign * value if math.isfinite(value) else 0.0)
+
+    ranked = [{"setting": r["setting"], key: score.get(r["setting"], math.nan), **r} for r in sorted(rows, key=rank)]
+    better = "lowest" if sign > 0 else "highest"
+    return f"settings best first: {better} mean {key} over seeds (the validation metric that selects models)", ranked
 
 
 # -- the report's table --------------------------------------------------------------------

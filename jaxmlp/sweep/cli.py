@@ -29,6 +29,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tracking-uri", help=TRACKING_URI_HELP)
     p.add_argument("--no-tracking", action="store_true", help="train and summarise without logging to MLflow")
     p.add_argument("--register", metavar="NAME", help="register the sweep's best model in the Model Registry")
+    p.add_argument("--alias", default="champion",
+                   help="with --register: the registry alias the new version gets (default: champion); "
+                        "load it with mlflow.pyfunc.load_model('models:/NAME@ALIAS')")
+    p.add_argument("--system-metrics", action="store_true",
+                   help="log MLflow's system metrics (CPU, memory; GPU with nvidia-ml-py) on the parent run")
     p.add_argument("--devices", choices=["auto", "one", "all"],
                    help="shard variants over devices: auto (by network size), one, all (overrides the file)")
     p.add_argument("--max-variants", type=int, metavar="N", help="at most N variants per compiled program")
@@ -84,6 +89,10 @@ def _main(args: argparse.Namespace, interrupts: Interrupts) -> int:
         # With a tracking server, MLflow writes two "View run" lines per ended run to stdout; the
         # sweep prints its own links, and with --json its stdout must be one JSON object.
         os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+        if args.system_metrics:
+            from jaxmlp.tracking import request_system_metrics
+
+            request_system_metrics()
         tracker = TrackerProcess.for_sweep(args.tracking_uri)  # before JAX: its start overlaps JAX's
 
     interrupts.check()
@@ -101,7 +110,8 @@ def _main(args: argparse.Namespace, interrupts: Interrupts) -> int:
         return 0
     enable_compilation_cache(compile_cache_dir(args.compile_cache))
     options = Options(tracking=not args.no_tracking, tracking_uri=args.tracking_uri, resume=args.resume,
-                      register=args.register, progress=not args.no_progress)
+                      register=f"{args.register}@{args.alias}" if args.register else None,
+                      progress=not args.no_progress)
     interrupts.check()
     runner = SweepRunner(sweep, groups, options, tracker, executor, interrupts)
     try:
@@ -129,6 +139,7 @@ def outcome_json(sweep, outcome, runner) -> dict:
         "rows": outcome.rows, "failures": outcome.failures, "tracking_errors": outcome.tracking_errors,
         "tracking_uri": runner.tracker.tracking_uri if runner.tracker else None,
         "experiment_id": outcome.experiment_id, "parent_run_id": outcome.parent_run_id,
+        "registered_model_uri": runner.runs.registered_uri if runner.runs else None,
     }
 
 
@@ -137,15 +148,21 @@ def print_outcome(sweep, outcome, runner) -> None:
 
     print(f"\nsweep '{sweep.spec.name}': {len(outcome.records)} variants in {outcome.seconds:.1f} s "
           f"(compile {outcome.compile_seconds:.1f} s)")
-    print(report.to_text(outcome.rows))
+    header, ranked = report.best_first(outcome.records, outcome.rows,
+                                       sweep.variants[0].config.training.early_stopping.monitor)
+    print(header)
+    print(report.to_text(ranked))
     for failure in outcome.failures:
         print(f"FAILED: {failure}")
     for error in outcome.tracking_errors:
         print(f"TRACKING ERROR: {error}")
     if runner.tracker is not None and outcome.experiment_id is not None:
-        from jaxmlp.tracking import runs_page_url, ui_base_url, ui_command
+        from jaxmlp.tracking import run_page_url, runs_page_url, ui_base_url, ui_command
 
-        uri = runner.tracker.tracking_uri
+        uri, experiment = runner.tracker.tracking_uri, outcome.experiment_id
         print(f"\nMLflow: parent run {outcome.parent_run_id} in experiment '{sweep.spec.name}'")
         print(f"  open the UI:  {ui_command(uri)}")
-        print(f"  runs page:    {runs_page_url(ui_base_url(uri), outcome.experiment_id)}")
+        print(f"  runs page:    {runs_page_url(ui_base_url(uri), experiment, outcome.parent_run_id)}")
+        print(f"  parent run:   {run_page_url(ui_base_url(uri), experiment, outcome.parent_run_id)}")
+        if runner.runs.registered_uri:
+            print(f"  best model:   {runner.runs.registered_uri}  (mlflow.pyfunc.load_model loads it)")

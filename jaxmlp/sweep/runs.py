@@ -2,7 +2,8 @@
 one parent run per invocation (with --resume, the sweep's newest, reopened); one child run
 per variant, started when its group starts and ended in the epoch it stops; a setting's
 model once its last variant ended; the sweep's best model, summary and plots on the parent,
-which never stays RUNNING.
+which never stays RUNNING. `register` names the registered model of the sweep's best and,
+after an '@', the alias its new version gets ("digits-mlp@champion"; default alias champion).
 
 Each method submits its tracking calls to one `AsyncWriter` thread and returns at once, so
 logging overlaps training; the calls run in submission order. The tracker is usually a
@@ -29,6 +30,10 @@ from jaxmlp.sweep.spec import Sweep, Variant
 from jaxmlp.tracking import AsyncWriter
 
 
+#: The registry alias a registered best model gets unless `register` names another.
+DEFAULT_ALIAS = "champion"
+
+
 class ResumeRefused(RuntimeError):
     """--resume found a parent run of a different sweep file content."""
 
@@ -51,6 +56,12 @@ def _git_commit(folder: Path) -> str | None:
     return out.stdout.strip() or None
 
 
+def _registration(register: str) -> tuple[str, str]:
+    """'digits-mlp@best' -> ('digits-mlp', 'best'); 'digits-mlp' -> ('digits-mlp', 'champion')."""
+    name, at, alias = register.rpartition("@")
+    return (name, alias) if at else (register, DEFAULT_ALIAS)
+
+
 def _resolved(value) -> Future:
     future: Future = Future()
     future.set_result(value)
@@ -68,6 +79,7 @@ class SweepRuns:
         self.run_ids: dict[str, Future] = {}  # variant key -> its child run's id
         self.model_uris: dict[str, str] = {}  # per setting, its best variant's logged model (writer thread)
         self.experiment_id = self.parent_run_id = None
+        self.registered_uri: str | None = None  # models:/NAME@ALIAS once the best model is registered
 
     def _submit(self, fn, *args) -> Future:
         return self.writer.submit(fn, *args)
@@ -122,7 +134,8 @@ class SweepRuns:
                   f"{record.stopped_epoch}" if record.diverged
                   else None)
         self.tracker.finish_child(self.run_ids[v.key].result(), record, history=result.history,
-                                  files=checkpoint_files(v.config, result.params, meta), reason=reason)
+                                  files=checkpoint_files(v.config, result.params, meta), reason=reason,
+                                  data=v.config.data)
 
     def end_unfinished(self, key: str, status: str, reason: str) -> None:
         """End the run of a variant that did not train to its end (its group failed, or Ctrl-C)."""
@@ -172,18 +185,18 @@ class SweepRuns:
                                    run_id=self.run_ids[overall.variant.key].result(),
                                    setting=overall.variant.label, model_uri=uri)
         if self.register:
-            self.tracker.register_best(self.parent_run_id, uri, self.register)
+            self.registered_uri = self.tracker.register_best(self.parent_run_id, uri, *_registration(self.register))
 
     def close_parent(self, records: list[VariantRecord], rows: list[dict[str, Any]], figures: dict[str, bytes],
                      failures: list[str]) -> None:
-        """The summary of `rows` (`summarize`), the plots and the counts on the parent, then end
-        it: FAILED where a variant or group failed."""
-        files, metrics, best_setting = report.sweep_summary(records, rows, len(failures))
+        """The summary of `rows` (`summarize`: files, table, each setting's mean and std), the
+        plots and the counts on the parent, then end it: FAILED where a variant or group failed."""
+        summary = report.sweep_summary(records, rows, len(failures))
         status = "FAILED" if failures else "FINISHED"
         reason = "; ".join(failures)[:5000] or None
-        self._submit(lambda: self.tracker.close_parent(self.parent_run_id, status, reason, summary_files=files,
-                                                       figures=figures, metrics=metrics,
-                                                       best_setting=best_setting))
+        self._submit(lambda: self.tracker.close_parent(
+            self.parent_run_id, status, reason, summary_files=summary.files, figures=figures,
+            metrics=summary.metrics, best_setting=summary.best_setting, table=summary.table))
 
     def close(self) -> list[str]:
         """Wait for every submitted call, close the tracker; return the calls' errors."""

@@ -97,7 +97,11 @@ class Variant:
 
     @property
     def run_name(self) -> str:
-        return f"{self.label} | seed={self.seed}"
+        """The run's name, swept values first ('relu · seed 4'), so the MLflow UI's narrow Run
+        Name column tells runs apart; the full setting is in `label`."""
+        from jaxmlp.report.labels import run_name
+
+        return run_name(dict(self.setting), self.seed)
 
 
 @dataclass(frozen=True)

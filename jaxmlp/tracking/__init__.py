@@ -1,6 +1,7 @@
 """Everything MLflow: where the store is (`uri`), the background writer (`writer`), the
 tracking process that runs store calls beside the sweep (`process`), the store with its
-runs, tags and records (`store`, `batches`), the logged pyfunc model (`model`), a tracked
+runs, tags and records (`store`, `batches`), the data's dataset inputs (`datasets`), the
+logged pyfunc model with its signature (`model`), a tracked
 sweep read back for the report (`sweeps`), and `python -m jaxmlp.tracking model RUN_ID`.
 
 No module outside this package imports MLflow or names its tags; callers pass and get
@@ -8,14 +9,14 @@ plain values and `VariantRecord`s. Importing the package does not import MLflow.
 """
 from jaxmlp.tracking.model import _load_pyfunc  # noqa: F401 - models logged before the split name this package
 from jaxmlp.tracking.process import RemoteError, TrackerProcess
-from jaxmlp.tracking.store import ParentRun, Tracker
+from jaxmlp.tracking.store import ParentRun, Tracker, request_system_metrics
 from jaxmlp.tracking.sweeps import SweepNotFound, TrackedSweep, find_sweep
 from jaxmlp.tracking.uri import (DEFAULT_TRACKING_URI, DEFAULT_UI_BASE, TRACKING_URI_HELP, resolve_tracking_uri,
-                                 runs_page_url, ui_base_url, ui_command)
+                                 run_page_url, runs_page_url, ui_base_url, ui_command)
 from jaxmlp.tracking.writer import AsyncWriter, TrackingError
 
 __all__ = [
     "DEFAULT_TRACKING_URI", "DEFAULT_UI_BASE", "TRACKING_URI_HELP", "AsyncWriter", "ParentRun", "RemoteError",
     "SweepNotFound", "TrackedSweep", "Tracker", "TrackerProcess", "TrackingError", "find_sweep",
-    "resolve_tracking_uri", "runs_page_url", "ui_base_url", "ui_command",
+    "request_system_metrics", "resolve_tracking_uri", "run_page_url", "runs_page_url", "ui_base_url", "ui_command",
 ]

@@ -1,7 +1,10 @@
 """The logged model: a checkpoint folder saved as an MLflow pyfunc model whose loader is
-this module, so nothing is pickled and loading it needs only jaxmlp importable."""
+this module, so nothing is pickled and loading it needs only jaxmlp importable. Its
+signature (float32 rows of the input's width to class probabilities or regression
+outputs) and input example come from the checkpoint's own facts."""
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -19,13 +22,31 @@ def _pip_requirements() -> list[str]:
     return [f"{name}=={version(name)}" for name in ("mlflow", "jax", "flax", "numpy")]
 
 
+def signature_and_example(checkpoint_dir: str | os.PathLike):
+    """The model's signature and a two-row input example, from the checkpoint's meta (no
+    parameters loaded, nothing predicted): inputs [-1, width] float32; outputs [-1, classes]
+    probabilities, or [-1] regression values."""
+    import numpy as np
+    from mlflow.models import ModelSignature
+    from mlflow.types import Schema, TensorSpec
+
+    meta = json.loads(Path(checkpoint_dir, "config.json").read_text())["meta"]
+    width = int(np.prod(meta["input_shape"]))
+    outputs = (-1, int(meta["n_outputs"])) if meta["task"] == "classification" else (-1,)
+    signature = ModelSignature(inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, width))]),
+                               outputs=Schema([TensorSpec(np.dtype(np.float32), outputs)]))
+    return signature, np.zeros((2, width), np.float32)
+
+
 def save_pyfunc(folder: str | os.PathLike, checkpoint_dir: str | os.PathLike) -> None:
-    """Write the pyfunc model of a checkpoint folder to `folder`. Requirements are given,
-    not inferred (that would load the model in a subprocess, seconds per model)."""
+    """Write the pyfunc model of a checkpoint folder to `folder`, with its signature and input
+    example. Requirements are given, not inferred (that would load the model in a subprocess,
+    seconds per model)."""
     import mlflow.pyfunc
 
+    signature, example = signature_and_example(checkpoint_dir)
     mlflow.pyfunc.save_model(Path(folder), loader_module=__name__, data_path=os.fspath(checkpoint_dir),
-                             pip_requirements=_pip_requirements())
+                             pip_requirements=_pip_requirements(), signature=signature, input_example=example)
 
 
 class JaxMLPModel:

@@ -17,12 +17,15 @@ import re
 import tempfile
 import threading
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, NamedTuple, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, NamedTuple, Sequence
 
 from jaxmlp.records import VariantRecord, setting_label
 from jaxmlp.tracking.batches import history_metrics, log_batches, run_params, run_tags, step_metrics
 from jaxmlp.tracking.model import save_pyfunc
 from jaxmlp.tracking.uri import resolve_tracking_uri, sqlite_path
+
+if TYPE_CHECKING:
+    from jaxmlp.config import DataConfig
 
 ROLE_TAG = "jaxmlp.role"
 SWEEP_NAME_TAG = "jaxmlp.sweep_name"
@@ -43,15 +46,35 @@ BEST_SETTING_TAG = "jaxmlp.best_setting"
 BEST_MODEL_TAG = "jaxmlp.best_model_uri"
 BEST_BY_TEST_MEAN_TAG = "jaxmlp.best_setting_by_test_mean"
 REGISTERED_MODEL_TAG = "jaxmlp.registered_model"
+REGISTERED_MODEL_URI_TAG = "jaxmlp.registered_model_uri"  # models:/NAME@ALIAS
 PARENT_RUN_TAG = "mlflow.parentRunId"
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 NOTE_TAG = "mlflow.note.content"
 GIT_COMMIT_TAG = "mlflow.source.git.commit"
 
+#: The summary table on a sweep's parent, as MLflow's table artifact (the UI shows it as a table).
+SUMMARY_TABLE_FILE = "summary_table.json"
+#: Seconds between system metrics samples (MLflow's own default is 10: a short sweep would get two points).
+SYSTEM_METRICS_INTERVAL = 2.0
+
 #: Parameters of a child run besides its configuration.
 _IDENTITY_PARAMS = ("variant_key", "group")
 #: A child's final metrics that a record keeps by name (the others have fields of their own).
 _FINAL_METRIC_PREFIXES = ("test_", "final_train_", "best_val_")
+
+#: MLflow's switch for system metrics, which `--system-metrics` turns on (`request_system_metrics`).
+SYSTEM_METRICS_ENV = "MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING"
+
+
+def request_system_metrics() -> None:
+    """Have every tracker started from now on (in this process or its children) log system
+    metrics on the parent runs it starts or reopens."""
+    os.environ[SYSTEM_METRICS_ENV] = "true"
+
+
+def system_metrics_requested() -> bool:
+    return os.environ.get(SYSTEM_METRICS_ENV, "").strip().lower() in ("true", "1")
+
 
 class ParentRun(NamedTuple):
     """A sweep's parent run as a resume and a report need it."""
@@ -98,6 +121,8 @@ class Tracker:
         self.tracking_uri = resolve_tracking_uri(tracking_uri)
         self._client = None
         self._client_lock = threading.Lock()
+        self._dataset_inputs = None  # a DatasetInputs, created on first use
+        self._system_metrics: dict[str, Any] = {}  # run id -> its running SystemMetricsMonitor
 
     @property
     def client(self):
@@ -158,12 +183,32 @@ class Tracker:
                      sweep_file: str, note: str, git_commit: str | None, environment: Mapping[str, str],
                      params: Mapping[str, Any]) -> str:
         """Create a sweep's parent run (found again by `find_parent`); `environment`: versions
-        and devices, as tags."""
+        and devices, as tags. Its system metrics start where requested (`request_system_metrics`)."""
         tags = {ROLE_TAG: "parent", SWEEP_NAME_TAG: sweep_name, SWEEP_HASH_TAG: sweep_hash,
                 SWEEP_FILE_TAG: sweep_file, NOTE_TAG: note, **environment}
         if git_commit:
             tags[GIT_COMMIT_TAG] = git_commit
-        return self._start_run(experiment_id, run_name, tags, params)
+        run_id = self._start_run(experiment_id, run_name, tags, params)
+        if system_metrics_requested():
+            self.start_system_metrics(run_id)
+        return run_id
+
+    def start_system_metrics(self, run_id: str) -> None:
+        """Log MLflow's system metrics (CPU, memory, disk, network; GPU with nvidia-ml-py) on a run
+        until it ends (`finish`), sampled every `SYSTEM_METRICS_INTERVAL` seconds (or
+        $MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL)."""
+        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+        if run_id not in self._system_metrics:
+            monitor = SystemMetricsMonitor(run_id, sampling_interval=SYSTEM_METRICS_INTERVAL,
+                                           tracking_uri=self.tracking_uri)
+            monitor.start()
+            self._system_metrics[run_id] = monitor
+
+    def _stop_system_metrics(self, run_id: str) -> None:
+        monitor = self._system_metrics.pop(run_id, None)
+        if monitor is not None:
+            monitor.finish()
 
     def start_child(self, experiment_id: str, parent_run_id: str, run_name: str, *, variant_key: str,
                     index: int, setting: Mapping[str, Any], seed: int, group: str,
@@ -265,26 +310,41 @@ class Tracker:
     def finish(self, run_id: str, status: str, reason: str | None = None, *,
                history: list[dict[str, float]] | None = None, metrics: dict[str, float] | None = None,
                step: int = 0, tags: dict[str, Any] | None = None, files: dict[str, bytes] | None = None,
-               artifact_path: str = "") -> None:
+               artifact_path: str = "", inputs: Sequence | None = None) -> None:
         """End a run as FINISHED, FAILED or KILLED; `reason` goes to tag jaxmlp.failure_reason.
 
         A run's last results can come along, in few store calls: one `log_batch` for the
         per-epoch `history` (as in `log_history`), the `metrics` at `step` and the tags, one
-        call for the `files` (into `artifact_path`), one for the status.
+        call for its dataset `inputs` (`dataset_inputs`), one for the `files` (into
+        `artifact_path`), one for the status. Its system metrics, if on, stop first.
         """
+        self._stop_system_metrics(run_id)
         tags = dict(tags or {})
         if reason is not None:
             tags[FAILURE_REASON_TAG] = reason
         log_batches(self.client, run_id, metrics=history_metrics(history or []) + step_metrics(metrics or {}, step),
                           tags=run_tags(tags))
+        if inputs:
+            self.client.log_inputs(run_id, datasets=list(inputs))
         if files:
             self.log_folder(run_id, files, artifact_path)
         self.client.set_terminated(run_id, status)
 
+    def dataset_inputs(self, data: DataConfig) -> list:
+        """The MLflow dataset inputs (training, validation, test) of the data a configuration
+        names, described once per tracker (`jaxmlp.tracking.datasets`)."""
+        if self._dataset_inputs is None:
+            from jaxmlp.tracking.datasets import DatasetInputs
+
+            self._dataset_inputs = DatasetInputs()
+        return self._dataset_inputs(data)
+
     def finish_child(self, run_id: str, record: VariantRecord, *, history: list[dict[str, float]],
-                     files: dict[str, bytes], reason: str | None) -> None:
+                     files: dict[str, bytes], reason: str | None, data: DataConfig | None = None) -> None:
         """End a trained variant's run with its status: its per-epoch `history`, its final
-        metrics at step best_epoch, whether it diverged, its checkpoint `files` under checkpoint/."""
+        metrics at step best_epoch, whether it diverged, its checkpoint `files` under checkpoint/,
+        the splits of its `data` as dataset inputs. (Inputs go with the end, not the start: by
+        then the sweep has loaded the data itself, so describing it only reads caches.)"""
         final = {**record.metrics, "best_epoch": record.best_epoch, "stopped_epoch": record.stopped_epoch,
                  "diverged": float(record.diverged), "n_params": record.n_params,
                  "compile_seconds": record.compile_seconds, "train_seconds": record.train_seconds,
@@ -296,7 +356,8 @@ class Tracker:
             tags[LINEAGE_TAG] = json.dumps(record.lineage)
         self.finish(run_id, record.status, reason, history=_child_history(history),
                     metrics={k: v for k, v in final.items() if v is not None}, step=record.best_epoch or 0,
-                    tags=tags, files=files, artifact_path="checkpoint")
+                    tags=tags, files=files, artifact_path="checkpoint",
+                    inputs=self.dataset_inputs(data) if data is not None else None)
 
     def mark_killed(self, run_ids: Iterable[str], reason: str = "left RUNNING by an interrupted sweep") -> None:
         """End runs that a crashed or interrupted process left RUNNING."""
@@ -304,15 +365,22 @@ class Tracker:
             self.finish(run_id, "KILLED", reason)
 
     def reopen(self, run_id: str) -> None:
-        """Mark a finished or killed run RUNNING again (a resumed sweep's parent)."""
+        """Mark a finished or killed run RUNNING again (a resumed sweep's parent; its system
+        metrics, where requested, go on)."""
         self.client.update_run(run_id, status="RUNNING")
+        if system_metrics_requested():
+            self.start_system_metrics(run_id)
 
     def close_parent(self, parent_run_id: str, status: str, reason: str | None, *, summary_files: dict[str, bytes],
-                     figures: dict[str, bytes], metrics: dict[str, float], best_setting: str | None) -> None:
-        """Summary, plots and metrics on the parent, then end it. It never stays RUNNING: where
-        the summary cannot be logged, it ends FAILED and the error is raised."""
+                     figures: dict[str, bytes], metrics: dict[str, float], best_setting: str | None,
+                     table: Mapping[str, list] | None = None) -> None:
+        """Summary (files, and `table` by column as MLflow's table artifact), plots and metrics
+        on the parent, then end it. It never stays RUNNING: where the summary cannot be logged,
+        it ends FAILED and the error is raised."""
         try:
             self.log_folder(parent_run_id, summary_files, "summary")
+            if table:
+                self.client.log_table(parent_run_id, dict(table), SUMMARY_TABLE_FILE)
             self.log_folder(parent_run_id, figures, "plots")
         except Exception as err:
             why = f"the sweep summary could not be logged: {type(err).__name__}: {err}"
@@ -381,10 +449,16 @@ class Tracker:
         return self.client.create_model_version(name, model.artifact_location,
                                                 run_id=model.source_run_id, model_id=model.model_id)
 
-    def register_best(self, parent_run_id: str, model_uri: str, name: str) -> None:
-        """Register the sweep's best model under `name` and note the version on the parent."""
+    def register_best(self, parent_run_id: str, model_uri: str, name: str, alias: str = "champion") -> str:
+        """Register the sweep's best model under `name`, point `alias` at the new version, note
+        both on the parent; return the alias's URI (models:/NAME@ALIAS), which
+        `mlflow.pyfunc.load_model` loads."""
         version = self.register_model(model_uri, name)
-        self._set_tags(parent_run_id, {REGISTERED_MODEL_TAG: f"{name} v{version.version}"})
+        self.client.set_registered_model_alias(name, alias, version.version)
+        uri = f"models:/{name}@{alias}"
+        self._set_tags(parent_run_id, {REGISTERED_MODEL_TAG: f"{name} v{version.version}",
+                                       REGISTERED_MODEL_URI_TAG: uri})
+        return uri
 
 
 def _open_client(tracking_uri: str):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shlex
 from pathlib import Path
+from urllib.parse import quote, urlencode
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 DEFAULT_UI_BASE = "http://127.0.0.1:5000"
@@ -44,6 +45,19 @@ def ui_base_url(tracking_uri: str) -> str:
     return tracking_uri.rstrip("/") if _is_server(tracking_uri) else DEFAULT_UI_BASE
 
 
-def runs_page_url(ui_base: str, experiment_id: str) -> str:
-    """The classic runs page (parent runs with nested children) of one experiment."""
-    return f"{ui_base.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+def runs_page_url(ui_base: str, experiment_id: str, parent_run_id: str | None = None) -> str:
+    """The classic runs page of one experiment: parent runs, their children nested. With
+    `parent_run_id`: that parent's children listed, best first by their validation loss
+    (MLflow's UI keeps which parents are expanded in the browser, not in its address; a
+    search filter lists children on their own)."""
+    url = f"{ui_base.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+    if parent_run_id is None:
+        return url
+    query = {"searchFilter": f"tags.mlflow.parentRunId = '{parent_run_id}'",
+             "orderByKey": "metrics.`best_val_loss`", "orderByAsc": "true"}
+    return f"{url}&{urlencode(query, quote_via=quote)}"
+
+
+def run_page_url(ui_base: str, experiment_id: str, run_id: str) -> str:
+    """One run's page (overview, metric charts, datasets, artifacts)."""
+    return f"{ui_base.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
