@@ -348,8 +348,8 @@ def test_log_model_loads_as_pyfunc_and_registers(store, exp, tmp_path, monkeypat
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", store.tracking_uri)  # loading reads the global URI
     loaded = mlflow.pyfunc.load_model(uri)
-    x = np.random.default_rng(0).normal(size=(5, 4))
-    expected = predict(checkpoint, x.astype(np.float32))
+    x = np.random.default_rng(0).normal(size=(5, 4)).astype(np.float32)  # the signature takes float32
+    expected = predict(checkpoint, x)
     np.testing.assert_allclose(loaded.predict(x), expected, rtol=1e-6)
     np.testing.assert_allclose(loaded.predict(pd.DataFrame(x)), expected, rtol=1e-6)
     np.testing.assert_allclose(expected.sum(axis=1), 1.0, rtol=1e-5)
