@@ -5,6 +5,8 @@ import csv
 import io
 import json
 import math
+import os
+import signal
 from types import SimpleNamespace
 
 import numpy as np
@@ -12,7 +14,7 @@ import pytest
 
 from jaxmlp.sweep.spec import load_sweep
 from sweep_helpers import (TINY_BASE, check_models_of_the_best, compile_cache, run_sweep_cli, start_sweep,
-                           store_client, sweep_runs, write_sweep)
+                           store_client, sweep_runs, wait_until, write_sweep)
 
 EPOCH_METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "dead_fraction_0")
 FINAL_METRICS = ("test_accuracy", "test_loss", "best_epoch", "stopped_epoch", "best_val_loss", "best_val_accuracy",
@@ -301,9 +303,23 @@ def test_two_sweeps_at_once_into_one_sqlite_store(tmp_path, cache):
     paths = [write_sweep(tmp_path, {"name": name, "base": base, "grid": {"model.dropout": [0.0, 0.1, 0.2]},
                                     "seeds": 2}) for name in names]
     logs = [tmp_path / f"{name}.log" for name in names]
-    processes = [start_sweep(path, "--tracking-uri", uri, "--compile-cache", cache, log=log)
-                 for path, log in zip(paths, logs)]
+    client = store_client(uri)
+
+    def training(name: str) -> bool:
+        parents, children = sweep_runs(client, name, settled=False)
+        return [p.info.status for p in parents] == ["RUNNING"] and any(c.info.status == "RUNNING" for c in children)
+
+    # they overlap by construction: the first waits, stopped mid-training, until the second trains too
+    processes = [start_sweep(paths[0], "--tracking-uri", uri, "--compile-cache", cache, log=logs[0])]
     try:
+        wait_until(lambda: training(names[0]), f"{names[0]} trains", processes[0], logs[0])
+        os.kill(processes[0].pid, signal.SIGSTOP)
+        try:
+            processes.append(start_sweep(paths[1], "--tracking-uri", uri, "--compile-cache", cache, log=logs[1]))
+            wait_until(lambda: training(names[1]), f"{names[1]} trains", processes[1], logs[1])
+            assert training(names[0]) and training(names[1])  # both parents RUNNING, both with training children
+        finally:
+            os.kill(processes[0].pid, signal.SIGCONT)
         codes = [p.wait(timeout=300) for p in processes]
     finally:
         for p in processes:
@@ -313,9 +329,6 @@ def test_two_sweeps_at_once_into_one_sqlite_store(tmp_path, cache):
     outputs = [log.read_text() for log in logs]
     assert codes == [0, 0], "\n\n".join(o[-3000:] for o in outputs)
     assert not any("database is locked" in o for o in outputs)
-    client = store_client(uri)
-    (a,), (b,) = (sweep_runs(client, name)[0] for name in names)
-    assert a.info.start_time < b.info.end_time and b.info.start_time < a.info.end_time  # they did overlap
     for name in names:
         parents, children = sweep_runs(client, name)
         assert [p.info.status for p in parents] == ["FINISHED"]

@@ -169,13 +169,23 @@ def test_mark_killed_ends_runs_left_running(store, exp):
         assert "interrupted" in child["tags"]["jaxmlp.failure_reason"]
 
 
+def _after_start_of(store, run_id: str) -> None:
+    """Return once the clock has passed the run's recorded start (milliseconds), so the next
+    run starts strictly later."""
+    start = store.client.get_run(run_id).info.start_time
+    while time.time_ns() // 1_000_000 <= start:
+        time.sleep(0.001)
+
+
 def test_find_parent_returns_newest_parent_of_that_sweep(store, exp):
     assert store.find_parent(exp, "mnist") is None
-    start_parent(store, exp, "old", sweep_name="mnist", sweep_hash="h1")
-    time.sleep(0.01)
+    old = start_parent(store, exp, "old", sweep_name="mnist", sweep_hash="h1")
+    _after_start_of(store, old)
     newest = start_parent(store, exp, "new", sweep_name="mnist", sweep_hash="h2")
-    time.sleep(0.01)
-    start_parent(store, exp, "other", sweep_name="digits")
+    _after_start_of(store, newest)
+    other = start_parent(store, exp, "other", sweep_name="digits")
+    starts = [store.client.get_run(r).info.start_time for r in (old, newest, other)]
+    assert starts == sorted(set(starts))  # the order the test is about, as the store records it
     store.client.set_tag(start_child(store, exp, newest, "child", "k"), "jaxmlp.sweep_name", "mnist")
     found = store.find_parent(exp, "mnist")
     assert found.run_id == newest and found.sweep_hash == "h2"
@@ -269,15 +279,35 @@ def test_artifacts_text_bytes_and_files_land_next_to_the_store(store, exp, tmp_p
     assert (root / "tables/table.csv").read_text() == "a,b\n1,2\n"
 
 
+class _FlushSeen(AsyncWriter):
+    """An AsyncWriter that sets `flushing` when flush (or close) is entered."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.flushing = threading.Event()
+
+    def flush(self, raise_errors: bool = True):
+        self.flushing.set()
+        return super().flush(raise_errors)
+
+
 def test_async_writer_runs_jobs_in_order_and_flush_waits():
-    done: list[int] = []
-    writer = AsyncWriter()
+    """The first job cannot end before flush is called: a writer that ran jobs side by side
+    would finish the others first, and a flush that did not wait would return before it."""
+    done: list[tuple[int, str]] = []
+    writer = _FlushSeen()
     try:
+        def job(i: int) -> None:
+            if i == 0:
+                assert writer.flushing.wait(60), "flush was never called"
+            done.append((i, threading.current_thread().name))
+
         for i in range(5):
-            writer.submit(lambda i=i: (time.sleep(0.02 * (5 - i)), done.append(i)))
-        assert writer.submit(threading.current_thread).result().name.startswith("jaxmlp-tracking")
+            writer.submit(job, i)
+        assert done == []  # the first job is waiting, and no other has overtaken it
         writer.flush()
-        assert done == [0, 1, 2, 3, 4]
+        assert [i for i, _ in done] == [0, 1, 2, 3, 4]
+        assert all(name.startswith("jaxmlp-tracking") for _, name in done)
     finally:
         writer.close()
 
@@ -298,8 +328,8 @@ def test_async_writer_keeps_errors_and_runs_later_jobs():
 
 
 def test_async_writer_close_raises_pending_errors():
-    writer = AsyncWriter()
-    writer.submit(lambda: time.sleep(0.05))
+    writer = _FlushSeen()
+    writer.submit(writer.flushing.wait, 60)  # the failing job is still pending when close is called
     writer.submit(dict.__getitem__, {}, "missing")
     with pytest.raises(TrackingError, match="KeyError"):
         writer.close()
