@@ -49,9 +49,6 @@ def _run(tmp_path, tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="the first MNIST sweep's --json stdout is not one JSON object: "
-                   "tensorflow-datasets prints 'Downloading and preparing dataset ...' and 'Dataset mnist "
-                   "downloaded and prepared ...' to stdout before it")
 def test_mnist_sweep_json_output_is_one_object_while_it_prepares_the_data(mnist):
     json.loads(mnist.result.out)
 

@@ -38,6 +38,7 @@ def test_devices_and_max_variants_override_the_file_in_the_plan(tmp_path):
     assert [(r[1], r[3]) for r in _plan(path)] == [("4", "2")]  # conftest: two XLA CPU devices
     assert [(r[1], r[3]) for r in _plan(path, "--devices", "one")] == [("4", "1")]
     assert [r[1] for r in _plan(path, "--max-variants", "2")] == ["2", "2"]
+    assert [(r[1], r[3]) for r in _plan(path, "--max-variants", "1")] == [("1", "1")] * 4  # at most 1: not sharded
     assert [(r[1], r[3]) for r in _plan(path, "--devices", "one", "--max-variants", "1")] == [("1", "1")] * 4
 
 

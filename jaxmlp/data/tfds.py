@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -122,7 +123,10 @@ def _prepare_offline(builder: Any, manual_dir: Path) -> None:
 
     config = tfds.download.DownloadConfig(manual_dir=manual_dir, try_download_gcs=False)
     try:
-        with tempfile.TemporaryDirectory(prefix="jaxmlp-tfds-") as downloads:
+        # tensorflow-datasets reports its progress on stdout, which belongs to the commands' output
+        # (`--json` prints one object there): it goes to stderr instead.
+        with tempfile.TemporaryDirectory(prefix="jaxmlp-tfds-") as downloads, \
+                contextlib.redirect_stdout(sys.stderr):
             builder.download_and_prepare(download_dir=downloads, download_config=config)
     except NonMatchingChecksumError as err:
         raise DataUnavailableError(

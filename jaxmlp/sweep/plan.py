@@ -142,8 +142,10 @@ def plan_groups(sweep: Sweep, n_devices: int = 1, budget: int | None = None) -> 
         digest = hashlib.sha256(repr(key).encode()).hexdigest()[:8]
         configs = [v.config for v in variants]
         footprint = Footprint.of(configs[0])
-        devices = choose_devices(execution.devices, step_flops(configs[0]), len(variants), n_devices)
         part_cap = min(execution.max_variants_per_part, execution.max_variants_per_program)
+        # a part smaller than the devices is not sharded (its variant axis would be padded past the cap)
+        devices = choose_devices(execution.devices, step_flops(configs[0]), min(len(variants), part_cap),
+                                 min(n_devices, part_cap))
         probe, _ = plan_chunks(configs, part_cap, part_cap, devices)
         cap = min(execution.max_variants_per_program, footprint.max_variants(budget, probe.part_size, devices))
         layout, chunks = plan_chunks(configs, part_cap, cap, devices)
