@@ -65,9 +65,6 @@ def test_resume_counts_diverged_runs_as_done_and_trains_nothing_again(diverging)
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="a resumed sweep forgets the divergences found before: its parent ends "
-                   "FINISHED with n_failed 0 (keeping the old failure_reason tag) and the command exits 0, where "
-                   "the same variants ended the first invocation FAILED with exit code 1")
 def test_a_resumed_sweep_with_diverged_variants_ends_as_the_first_invocation_did(diverging):
     first, second = diverging.first, diverging.second
     assert second.result.code == first.result.code == 1

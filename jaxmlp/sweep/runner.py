@@ -99,6 +99,8 @@ class SweepRunner:
         by_key = {v.key: v for v in self.sweep.variants}
         for record in records:
             v = by_key[record.variant_key]
+            if record.diverged:
+                self.failures.append(self._diverged(v, record.stopped_epoch))
             self.closed.add(v.key)
             consider(self.best, BestVariant(selection_score(v, record), v))
             self.records.append(record)
@@ -183,14 +185,18 @@ class SweepRunner:
             return
         r.lineage = [{"epoch": step["epoch"], "source": group.variants[step["source"]].index} for step in r.lineage]
         if r.diverged:
-            self.failures.append(f"{v.run_name}: diverged (loss NaN, infinite or above training.divergence_factor "
-                                 f"x its initial loss) in epoch {r.stopped_epoch}")
+            self.failures.append(self._diverged(v, r.stopped_epoch))
         record = r.record(dict(v.setting), variant_key=v.key, index=v.index, compile_seconds=compile_seconds)
         self.records.append(record)
         consider(self.best, BestVariant(selection_score(v, record), v, r, meta))
         if self.runs:
             self.runs.end_child(v, record, r, meta)
         self._close(v)
+
+    @staticmethod
+    def _diverged(v: Variant, epoch: int | None) -> str:
+        return (f"{v.run_name}: diverged (loss NaN, infinite or above training.divergence_factor x its initial "
+                f"loss) in epoch {epoch}")
 
     def _close(self, v: Variant) -> None:
         self.closed.add(v.key)
