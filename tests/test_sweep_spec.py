@@ -422,3 +422,18 @@ def test_error_names_the_file_not_a_stream(tmp_path):
     with pytest.raises(SweepError) as err:
         load_sweep(path)
     assert f'in "{path}", line' in str(err.value)
+
+
+def test_missing_data_fails_before_anything_is_logged_and_dry_run_reports_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    empty = tmp_path / "no-mnist"
+    empty.mkdir()
+    path = write_sweep(tmp_path, {"name": "nodata", "base": {
+        **TINY_BASE, "data": {"name": "mnist", "data_dir": str(empty), "cache_dir": str(tmp_path / "cache")}},
+        "grid": {"model.activation": ["relu", "tanh"]}})
+    result = run_sweep_cli(path, "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db", "--no-progress")
+    assert result.code == 2 and result.out == ""
+    assert result.err.startswith(f"error: {path}: base.data (mnist): ") and "train-images-idx3-ubyte.gz (missing)" in result.err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["no-mnist", "nodata.yaml"]  # no store, no cache
+    dry = run_sweep_cli(path, "--dry-run")
+    assert dry.code == 0 and f"data: {path}: base.data (mnist): " in dry.out

@@ -67,6 +67,10 @@ def _main(args: argparse.Namespace, interrupts: Interrupts) -> int:
     except SweepError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    missing = missing_data(sweep)
+    if missing and not args.dry_run:  # before anything is logged, as for a bad file
+        print("error: " + "\n".join(missing), file=sys.stderr)
+        return 2
     if args.devices or args.max_variants:
         execution = sweep.spec.execution.model_copy(update={
             k: v for k, v in (("devices", args.devices), ("max_variants_per_program", args.max_variants)) if v})
@@ -74,6 +78,8 @@ def _main(args: argparse.Namespace, interrupts: Interrupts) -> int:
 
     executor = None
     if args.executor == "ray":
+        if not args.ray_address:  # Ray reads it on import: a local cluster then listens on loopback only
+            os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
         try:
             from jaxmlp.sweep.ray_executor import RayExecutor
         except ImportError as err:
@@ -105,6 +111,8 @@ def _main(args: argparse.Namespace, interrupts: Interrupts) -> int:
     groups = plan_groups(sweep, executor.plan_devices(len(jax.devices())) if executor else len(jax.devices()))
     if args.dry_run:
         print(describe_plan(sweep, groups))
+        for problem in missing:
+            print(f"data: {problem}")
         if executor:
             print(executor.describe(groups, search=sweep.spec.search is not None))
         return 0
@@ -124,6 +132,21 @@ def _main(args: argparse.Namespace, interrupts: Interrupts) -> int:
     else:
         print_outcome(sweep, outcome, runner)
     return 0 if outcome.ok else 1
+
+
+def missing_data(sweep) -> list[str]:
+    """Why the sweep's datasets cannot be loaded here (empty when they can), checked without
+    loading them: a file, the key and the fix each."""
+    from jaxmlp.data import check_available
+    from jaxmlp.data.tfds import DataUnavailableError
+
+    problems = []
+    for cfg in {v.config.data.model_dump_json(): v.config.data for v in sweep.variants}.values():
+        try:
+            check_available(cfg)
+        except DataUnavailableError as err:
+            problems.append(f"{sweep.path}: base.data ({cfg.name}): {err}")
+    return problems
 
 
 def outcome_json(sweep, outcome, runner) -> dict:
