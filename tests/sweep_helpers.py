@@ -148,3 +148,32 @@ def log_final_metrics(tracker, run_id: str, metrics: dict[str, float], step: int
     """Metrics at one step, through the MLflow client (as a run's final metrics are logged)."""
     for key, value in metrics.items():
         tracker.client.log_metric(run_id, key, float(value), step=step)
+
+
+@dataclass
+class UiSweep:
+    """A finished sweep as the MLflow UI tests need it: its printed output and its runs' names."""
+
+    out: str
+    tracking_uri: str
+    experiment_id: str
+    parent_run_id: str
+    parent_name: str
+    model_name: str
+
+
+def run_ui_sweep(folder: Path, tracking_uri: str, cache: str, monkeypatch, name: str) -> UiSweep:
+    """The tiny sweep (relu and tanh, two seeds each) run by the command with its printed
+    outcome, its best model registered as NAME-best (alias champion) and system metrics on;
+    `monkeypatch` restores MLflow's system-metrics switch (which --system-metrics sets in this
+    process) and samples it every half second meanwhile."""
+    monkeypatch.setenv("MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING", "false")
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.5")
+    path = write_sweep(folder, {"name": name, "base": TINY_BASE, "grid": {"model.activation": ["relu", "tanh"]},
+                                "seeds": 2})
+    result = run_sweep_cli(path, "--tracking-uri", tracking_uri, "--no-progress", "--register", f"{name}-best",
+                           "--system-metrics", "--compile-cache", cache)
+    assert result.code == 0, result.out + result.err
+    (parent,), _ = sweep_runs(store_client(tracking_uri), name)
+    return UiSweep(result.out, tracking_uri, parent.info.experiment_id, parent.info.run_id, parent.info.run_name,
+                   f"{name}-best")
