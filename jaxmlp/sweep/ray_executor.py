@@ -159,20 +159,22 @@ class RayExecutor:
             self._started = True
 
     def plan_devices(self, local_devices: int) -> int:
-        """XLA devices per chunk for the plan: one GPU where the cluster has GPUs; else a
-        node's cores (`execution.ray.num_cpus`, or the smallest worker node's); this
-        machine's devices for the local cluster."""
-        if not self.address:
-            return local_devices
-        self.connect()
+        """XLA devices per chunk for the plan: one GPU where the cluster (for the local one,
+        this machine) has GPUs; else this machine's devices for the local cluster, a node's
+        cores for a joined one (`execution.ray.num_cpus`, or the smallest worker node's)."""
+        if self.address:
+            self.connect()
         if self._gpus():
             return 1
+        if not self.address:
+            return local_devices
         if self.spec.num_cpus:
             return max(1, int(self.spec.num_cpus))
         return max(1, int(min(n["Resources"]["CPU"] for n in ray.nodes()
                               if n["Alive"] and n["Resources"].get("CPU", 0) > 0)))
 
     def _gpus(self) -> bool:
+        """Whether chunks get GPUs: the cluster has some (before the local one starts: JAX here runs on GPUs)."""
         if ray.is_initialized():
             return ray.cluster_resources().get("GPU", 0) > 0
         import jax
@@ -191,9 +193,10 @@ class RayExecutor:
         return merged(streams)
 
     def describe(self, groups: list[Group], search: bool) -> str:
-        """The --dry-run text: the cluster (its resources once joined) and each task's request."""
+        """The --dry-run text: the cluster (a joined one's resources; the local one is not
+        started for it) and each task's request."""
         gpus = self._gpus()
-        if ray.is_initialized():
+        if self.address:
             resources = ray.cluster_resources()
             cluster = (f"ray cluster at {self.address}: {len(ray.nodes())} node(s), "
                        + ", ".join(f"{k} {_amount(k, v)}" for k, v in sorted(resources.items())
