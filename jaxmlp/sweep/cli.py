@@ -87,6 +87,8 @@ def _main(args: argparse.Namespace, interrupts: Interrupts) -> int:
                   file=sys.stderr)
             return 2
         executor = RayExecutor(args.ray_address, sweep.spec.execution, compile_cache_dir(args.compile_cache))
+        if not args.dry_run:
+            executor.connect()  # before JAX starts its threads: a local cluster's processes start from here
 
     tracker = None
     if not args.dry_run and not args.no_tracking:
