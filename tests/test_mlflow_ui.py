@@ -142,6 +142,9 @@ def test_the_printed_runs_address_lists_the_parents_children(swept):
     assert path == f"/experiments/{sweep.experiment_id}/runs"
     assert urllib.parse.parse_qs(query)["searchFilter"] == [f"tags.mlflow.parentRunId = '{sweep.parent_run_id}'"]
     assert address == runs_page_url("http://127.0.0.1:5000", sweep.experiment_id, sweep.parent_run_id)
+    assert re.search(r"parent run:\s+(\S+)", sweep.out).group(1) == (
+        f"http://127.0.0.1:5000/#/experiments/{sweep.experiment_id}/runs/{sweep.parent_run_id}"
+        "?workflowType=machine_learning")
 
 
 def _record(setting: dict, seed: int, val: float | None, status: str = "FINISHED") -> VariantRecord:

@@ -59,5 +59,6 @@ def runs_page_url(ui_base: str, experiment_id: str, parent_run_id: str | None = 
 
 
 def run_page_url(ui_base: str, experiment_id: str, run_id: str) -> str:
-    """One run's page (overview, metric charts, datasets, artifacts)."""
-    return f"{ui_base.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+    """One run's page (overview, metric charts, datasets, artifacts), in the UI's model-training
+    view (without the parameter it shows the run among GenAI evaluations)."""
+    return f"{ui_base.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}?workflowType=machine_learning"
