@@ -239,17 +239,22 @@ def test_a_diverged_variant_fails_alone_and_the_others_finish(tmp_path, cache):
     client = store_client(uri)
     (parent,), children = sweep_runs(client, "diverge")
     assert parent.info.status == "FAILED" and "diverged" in parent.data.tags["jaxmlp.failure_reason"]
-    assert parent.data.metrics["n_diverged"] == 1
+    # relu's loss turns NaN; tanh saturates, its loss stays finite but far above its initial value:
+    # both diverged (training.divergence_factor), the others finish
+    assert parent.data.metrics["n_diverged"] == 2
     by_setting = {(c.data.params["model.activation"], float(c.data.params["optimizer.learning_rate"])): c
                   for c in children}
     assert len(children) == 4 and len(by_setting) == 4
-    diverged = by_setting.pop(("relu", 1e30))
-    assert diverged.info.status == "FAILED"
-    assert diverged.data.tags["jaxmlp.diverged"] == "true"
-    assert "diverged: loss became NaN or infinite" in diverged.data.tags["jaxmlp.failure_reason"]
-    history = client.get_metric_history(diverged.info.run_id, "train_loss")
-    assert len(history) == int(diverged.data.metrics["stopped_epoch"])
-    assert not math.isfinite(max(history, key=lambda m: m.step).value)  # NaN/inf kept as logged
+    for key in (("relu", 1e30), ("tanh", 1e30)):
+        diverged = by_setting.pop(key)
+        assert diverged.info.status == "FAILED"
+        assert diverged.data.tags["jaxmlp.diverged"] == "true"
+        assert "diverged: loss NaN, infinite or above training.divergence_factor" in \
+            diverged.data.tags["jaxmlp.failure_reason"]
+        history = sorted(client.get_metric_history(diverged.info.run_id, "train_loss"), key=lambda m: m.step)
+        assert len(history) == int(diverged.data.metrics["stopped_epoch"])
+        last = history[-1].value  # NaN/inf kept as logged
+        assert not math.isfinite(last) if key[0] == "relu" else last > 100 * math.log(10)
     for run in by_setting.values():
         assert run.info.status == "FINISHED" and run.data.tags["jaxmlp.diverged"] == "false"
         assert "jaxmlp.failure_reason" not in run.data.tags
@@ -259,14 +264,23 @@ def test_a_diverged_variant_fails_alone_and_the_others_finish(tmp_path, cache):
 
 @pytest.fixture(scope="module")
 def one_group_fails(tmp_path_factory, cache) -> SimpleNamespace:
-    """A sweep whose first group cannot load its data (MNIST files absent) and whose second trains."""
+    """A sweep whose first group's program fails (its executor raises) and whose second trains.
+    (Missing data no longer gets that far: the sweep refuses it before logging anything.)"""
+    import jaxmlp.sweep.runner as runner
+
+    class FailingNarrow(runner.LocalExecutor):
+        def run(self, task, data):
+            if task.chunks[0][0].model.hidden == (8,):
+                raise RuntimeError("the device is on fire")
+            return super().run(task, data)
+
     folder = tmp_path_factory.mktemp("fails")
     uri = f"sqlite:///{folder}/mlflow.db"
-    data = {"data_dir": str(folder / "no-such-folder"), "cache_dir": str(folder / "cache")}
-    base = {**TINY_BASE, "data": {"name": "digits", **data}}
-    path = write_sweep(folder, {"name": "one-group-fails", "base": base, "grid": {
-        "data.name": ["mnist", "digits"], "model.activation": ["relu", "tanh"]}, "seeds": [0]})
-    result = run_sweep_cli(path, "--tracking-uri", uri, "--no-progress", "--compile-cache", cache)
+    path = write_sweep(folder, {"name": "one-group-fails", "base": TINY_BASE, "grid": {
+        "model.hidden": [[8], [16]], "model.activation": ["relu", "tanh"]}, "seeds": [0]})
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(runner, "LocalExecutor", FailingNarrow)
+        result = run_sweep_cli(path, "--tracking-uri", uri, "--no-progress", "--compile-cache", cache)
     client = store_client(uri)
     return SimpleNamespace(result=result, client=client, runs=sweep_runs(client, "one-group-fails"))
 
@@ -274,11 +288,11 @@ def one_group_fails(tmp_path_factory, cache) -> SimpleNamespace:
 def test_a_failing_group_fails_alone_and_the_next_groups_train(one_group_fails):
     result = one_group_fails.result
     assert result.code == 1, result.err
-    assert "FAILED: group g00-" in result.out and "DataUnavailableError" in result.out
+    assert "FAILED: group g00-" in result.out and "RuntimeError: the device is on fire" in result.out
     (parent,), children = one_group_fails.runs
-    assert parent.info.status == "FAILED" and "DataUnavailableError" in parent.data.tags["jaxmlp.failure_reason"]
-    statuses = sorted((c.data.params["data.name"], c.info.status) for c in children)
-    assert statuses == [("digits", "FINISHED"), ("digits", "FINISHED"), ("mnist", "FAILED"), ("mnist", "FAILED")]
+    assert parent.info.status == "FAILED" and "the device is on fire" in parent.data.tags["jaxmlp.failure_reason"]
+    statuses = sorted((c.data.params["model.hidden"], c.info.status) for c in children)
+    assert statuses == [("[16]", "FINISHED"), ("[16]", "FINISHED"), ("[8]", "FAILED"), ("[8]", "FAILED")]
     for child in children:
         if child.info.status == "FAILED":
             assert child.data.tags["jaxmlp.failure_reason"].startswith("group g00-")

@@ -160,15 +160,15 @@ def test_a_sweep_whose_tracking_process_dies_mid_sweep_trains_on_reports_and_res
     started = _tracking_processes(monkeypatch)
 
     class KillsTheTrackingProcess(runner.LocalExecutor):
-        """At the first epoch, once the children's runs are RUNNING in the store, kill the tracking process."""
+        """At the first epoch, once both children's runs are RUNNING in the store, kill the tracking process."""
 
         def run(self, task, data):
             for event in super().run(task, data):
                 process = started[0]._process
                 if event[0] == "epoch" and process.poll() is None:
                     limit = time.monotonic() + 60
-                    while "RUNNING" not in {c.info.status for c in sweep_runs(client, name, settled=False)[1]}:
-                        assert time.monotonic() < limit, "no child run started"
+                    while [c.info.status for c in sweep_runs(client, name, settled=False)[1]] != ["RUNNING"] * 2:
+                        assert time.monotonic() < limit, "the two child runs did not start"
                         time.sleep(0.05)
                     process.kill()
                     process.wait()
