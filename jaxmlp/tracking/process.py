@@ -63,6 +63,8 @@ def _serve(fd: int, tracking_uri: str, warm_up: list[str]) -> None:
             conn.send(reply)
         except (pickle.PicklingError, TypeError, AttributeError) as err:
             conn.send((False, RemoteError(f"the result of {name!r} cannot be sent back: {err}")))
+        except OSError:  # the sweep process is gone (killed): nobody to answer, nothing to print
+            return
     # Every call is done and committed: skip the interpreter's teardown of MLflow and
     # SQLAlchemy (about a second) that the sweep process would wait for.
     sys.stdout.flush()
@@ -95,8 +97,10 @@ class TrackerProcess:
         code = (f"import sys; sys.path[:] = {[p for p in sys.path if p]!r}; "
                 f"from {__name__} import _serve; "
                 f"_serve({child.fileno()}, {self.tracking_uri!r}, {list(warm_up)!r})")
+        # A session of its own: a Ctrl-C in the terminal goes to the sweep process alone (which
+        # decides what happens to the runs), not to this one while it is still importing.
         self._process = subprocess.Popen([sys.executable, "-c", code], pass_fds=[child.fileno()],
-                                         stdin=subprocess.DEVNULL)
+                                         stdin=subprocess.DEVNULL, start_new_session=True)
         child.close()
         self._lock = threading.Lock()
 
