@@ -11,6 +11,7 @@ try:
 
     use_one_cpu_device_per_core()  # before anything imports JAX
     from jaxmlp.sweep.cli import main
+    interrupts.check()
 except KeyboardInterrupt:
     print("interrupted before the sweep started: nothing was trained or logged", file=sys.stderr, flush=True)
     os._exit(interrupts.exit_code)  # nothing to tear down yet; and Python would not re-raise the signal

@@ -67,6 +67,7 @@ def _main(args: argparse.Namespace, interrupts: Interrupts) -> int:
     except SweepError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    interrupts.check()
     missing = missing_data(sweep)
     if missing and not args.dry_run:  # before anything is logged, as for a bad file
         print("error: " + "\n".join(missing), file=sys.stderr)

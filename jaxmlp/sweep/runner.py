@@ -150,7 +150,6 @@ class SweepRunner:
                     epochs[k].append(payload)
                     for i, r in payload["finished"].items():  # variants that stopped: logged while the others train
                         self._end_variant(chunks[k], i, r, meta, compile_seconds[k])
-                    self.interrupts.check()
                 else:
                     for i, r in zip(payload[0], payload[1].variants):
                         self._end_variant(chunks[k], i, r, meta, compile_seconds[k])
@@ -158,6 +157,7 @@ class SweepRunner:
                         self.runs.log_epoch_seconds(chunks[k], epochs[k])
                     if search is None:
                         bars.end_group()
+                self.interrupts.check()  # after every event: compiled, an epoch, a chunk's end
         except Exception as err:  # noqa: BLE001 - a failing program must not stop the sweep
             for g in chunks:
                 self._fail_group(g, [v for v in g.variants if v.key not in self.closed],

@@ -1,8 +1,10 @@
 """Ctrl-C and SIGTERM, honoured from the first instant of a sweep to the last.
 
-The handlers raise KeyboardInterrupt and remember the signal: Python swallows an exception
-raised inside a garbage-collector callback (JAX registers one), so the sweep checks at every
-step (`check`) and raises it again. `python -m jaxmlp.sweep` installs them before JAX and
+The handlers only remember the signal; the sweep checks at every step (after its imports,
+before and after compiling, every epoch) and raises KeyboardInterrupt there. Raising from the
+handler itself could land in the middle of importing a C extension or inside a callback
+(Python swallows exceptions in gc callbacks, which JAX registers) and crash the process. A
+second signal raises at once. `python -m jaxmlp.sweep` installs the handlers before JAX and
 MLflow are imported; the exit code is 128 + the signal (130 for Ctrl-C, 143 for SIGTERM).
 """
 from __future__ import annotations
@@ -23,11 +25,13 @@ class Interrupts:
 
     def handler(self, signum, frame) -> None:
         self.received.append(signum)
-        raise KeyboardInterrupt(f"signal {signum}")
+        if len(self.received) > 1:  # asked twice: now
+            raise KeyboardInterrupt(f"signal {signum}")
 
     def install(self) -> None:
-        """Record SIGINT and SIGTERM from now on (nested calls pair with `restore`). An interrupt
-        that Python swallows (in a gc callback) is not printed: `check` raises it again."""
+        """Record SIGINT and SIGTERM from now on (nested calls pair with `restore`). A second
+        signal's interrupt that Python swallows (in a gc callback) is not printed: `check`
+        raises it again."""
         if threading.current_thread() is threading.main_thread():
             self._previous.append(({s: signal.signal(s, self.handler) for s in SIGNALS}, sys.unraisablehook))
             sys.unraisablehook = self._unraisable
@@ -43,7 +47,7 @@ class Interrupts:
             sys.__unraisablehook__(unraisable)
 
     def check(self) -> None:
-        """Raise KeyboardInterrupt if a signal came (and was swallowed somewhere)."""
+        """Raise KeyboardInterrupt if a signal came."""
         if self.received:
             raise KeyboardInterrupt(f"signal {self.received[0]}")
 
