@@ -23,7 +23,9 @@ from jaxmlp.report.page import (MARK_END, MARK_START, column_notes, provenance, 
                                 replace_between_markers, results_markdown, results_markers, to_html,
                                 to_report_markdown)
 from jaxmlp.report.references import load_references, match_references
-from jaxmlp.report.tables import HEADERS, display_metric, report_rows, summarize, to_csv, to_markdown, to_text
+from jaxmlp.report.search import search_sections
+from jaxmlp.report.tables import (HEADERS, display_metric, report_rows, search_markdown, search_text, summarize,
+                                  to_csv, to_markdown, to_text)
 from jaxmlp.tracking import TRACKING_URI_HELP, SweepNotFound, TrackedSweep, Tracker, find_sweep
 
 REFERENCES_FILE = "references.yaml"
@@ -92,10 +94,11 @@ def build_report(tracking_uri: str, sweep: TrackedSweep, references_path: Path |
     meta = provenance(sweep.name, sweep.parent_run_id, sweep.git_commit, tracking_uri)
     notes = column_notes(metric, bool(references), any("dead_units_percent" in r for r in table))
     cited = references_list(references)
-    results = results_markdown(meta, to_markdown(table, HEADERS), notes, cited)
+    results = results_markdown(meta, to_markdown(table, HEADERS), notes, cited, search_markdown(sweep.records))
     files = {"report.md": to_report_markdown(sweep.name, sweep.note, results, figures).encode(),
              "report.csv": to_csv(table).encode(),
-             "report.html": to_html(sweep.name, sweep.note, table, figures, meta, notes, cited).encode(), **figures}
+             "report.html": to_html(sweep.name, sweep.note, table, figures, meta, notes, cited,
+                                    search_sections(sweep.records)).encode(), **figures}
     return Report(sweep, table, files, results)
 
 
@@ -120,6 +123,9 @@ def run_report(args: argparse.Namespace) -> Path:
     if readme is not None:
         args.readme.write_text(readme)
     print(to_text(built.table, HEADERS))
+    searched = search_text(sweep.records)
+    if searched:
+        print(f"\n{searched}")
     print(f"\nreport of sweep '{sweep.name}' (parent run {sweep.parent_run_id}) in {out}/"
           + ("" if args.no_log else ", logged on the parent run under report/")
           + (f"; references: {references_path}" if references_path else ""))

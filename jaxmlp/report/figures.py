@@ -1,6 +1,7 @@
 """A sweep's figures from plain `VariantRecord`s: the test metric against the swept axis,
-learning curves, activation functions with dead units, and the generalisation gap (PNG bytes
-by file name, drawn with matplotlib's Agg backend)."""
+learning curves, activation functions with dead units, the generalisation gap, and the
+lineage of a population-based training (PNG bytes by file name, drawn with matplotlib's Agg
+backend)."""
 from __future__ import annotations
 
 import io
@@ -10,6 +11,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from jaxmlp.records import VariantRecord, format_value
+from jaxmlp.report.labels import short_label
+from jaxmlp.report.search import hparam_schedules, lineage_steps, member_id
 from jaxmlp.report.tables import (ERROR_PERCENT, by_setting, display_metric, finished, mean_std,
                                   record_value)
 
@@ -28,6 +31,11 @@ FIGURE_CAPTIONS = {
                               "zipped with other keys): test error minus training error "
                               "(evaluation mode, selected parameters), in percentage points (test minus train "
                               "loss for regression); larger means more overfitting. Mean ± std over seeds.",
+    "lineage.png": "Population-based training: each member (top panel, one row per member, labelled by its "
+                   "variant index and initial setting) over the epochs it trained; an arrow from member A's row "
+                   "to member B's at epoch e: after epoch e, B copied A's parameters, optimizer state and numbers, "
+                   "then perturbed them. Below, each perturbed number per member and epoch; a dashed line joins "
+                   "the source's value at the exploit epoch to the copy's perturbed value one epoch later.",
 }
 _LINESTYLES = ("-", "--", ":", "-.")
 
@@ -272,10 +280,78 @@ def figure_generalisation_gap(records: Sequence[VariantRecord]) -> bytes:
                         "generalisation gap (larger = more overfitting)")
 
 
+def _last_epoch(record: VariantRecord) -> int:
+    """The last epoch a variant trained (its first epochs: a stopped variant never trains again)."""
+    epochs = [max(steps) for steps, _ in record.history.values() if len(steps)]
+    return int(record.epochs_trained or record.stopped_epoch or max(epochs, default=1))
+
+
+def _schedule_panel(ax, key: str, schedules: Mapping[int, tuple[list[int], list[float]]],
+                    steps: Sequence[Mapping[str, int]], color: Mapping[int, str]) -> None:
+    """One perturbed number per member over epochs (a line broken at each of its exploit steps),
+    a dashed line from the source's value at the exploit epoch to the copy's value one epoch later."""
+    cuts: dict[int, list[int]] = {}
+    for step in steps:
+        cuts.setdefault(step["member"], []).append(step["epoch"])
+    for member, (epochs, values) in schedules.items():
+        epochs, values = np.asarray(epochs, int), np.asarray(values, float)
+        for start, end in zip([0, *sorted(cuts.get(member, []))], [*sorted(cuts.get(member, [])), math.inf]):
+            piece = (epochs > start) & (epochs <= end)
+            if piece.any():
+                ax.plot(epochs[piece], values[piece], "-", color=color[member], linewidth=1.2,
+                        gid=f"member {member}")
+    for step in steps:
+        before, after = schedules.get(step["source"]), schedules.get(step["member"])
+        if before and after and step["epoch"] in before[0] and step["epoch"] + 1 in after[0]:
+            ax.plot([step["epoch"], step["epoch"] + 1],
+                    [before[1][before[0].index(step["epoch"])], after[1][after[0].index(step["epoch"] + 1)]],
+                    "--", color=color[step["member"]], linewidth=0.9, gid="exploit")
+    shown = np.concatenate([vals for _, vals in schedules.values()]) if schedules else np.ones(1)
+    shown = shown[np.isfinite(shown) & (shown > 0)]
+    if shown.size and shown.max() > 5 * shown.min():
+        ax.set_yscale("log")
+    ax.set_ylabel(key.rsplit(".", 1)[-1], fontsize=8)
+    ax.grid(alpha=0.3, which="both")
+
+
+def draw_lineage(records: Sequence[VariantRecord]):
+    """The lineage of a population-based training as a matplotlib Figure (not shown, not kept by
+    pyplot): one row per member over the epochs it trained with an arrow from the source's row to the
+    copy's at each exploit step; below, one panel per perturbed number with each member's schedule."""
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    members = sorted((member_id(r, i), r) for i, r in enumerate(records))
+    row = {m: k for k, (m, _) in enumerate(members)}
+    color = {m: f"C{k % 10}" for k, (m, _) in enumerate(members)}
+    steps = [s for s in lineage_steps(records) if s["source"] in row]
+    schedules = hparam_schedules(records)
+    fig = Figure(figsize=(8.0, 1.2 + 0.28 * len(members) + 2.4 * len(schedules)), layout="constrained")
+    axes = fig.subplots(1 + len(schedules), 1, sharex=True, squeeze=False,
+                        height_ratios=[max(1.5, 0.28 * len(members)), *[2.4] * len(schedules)])[:, 0]
+    ax = axes[0]
+    for m, r in members:
+        ax.plot([1, _last_epoch(r)], [row[m], row[m]], "-", color=color[m], linewidth=2.5, alpha=0.6,
+                solid_capstyle="butt", gid=f"member {m}")
+    for step in steps:
+        ax.annotate("", xy=(step["epoch"], row[step["member"]]), xytext=(step["epoch"], row[step["source"]]),
+                    arrowprops={"arrowstyle": "-|>", "color": color[step["member"]], "linewidth": 1.0,
+                                "connectionstyle": "arc3,rad=0.25", "shrinkA": 2, "shrinkB": 2}, gid="exploit")
+    ax.set_yticks(range(len(members)), [f"#{m} {short_label(r.setting)}" for m, r in members], fontsize=7)
+    ax.set_ylim(len(members) - 0.5, -0.5)
+    ax.set_title("members and their exploit steps (arrow: source → copy)", fontsize=9)
+    ax.grid(alpha=0.3, axis="x")
+    for key, panel in zip(schedules, axes[1:]):
+        _schedule_panel(panel, key, schedules[key], steps, color)
+    axes[-1].set_xlabel("epoch")
+    axes[-1].xaxis.set_major_locator(MaxNLocator(integer=True))
+    return fig
+
+
 def sweep_figures(records: Sequence[VariantRecord], rows: Sequence[dict[str, Any]]) -> dict[str, bytes]:
     """The figures of a sweep, by file name: the test metric against the swept axis; learning curves (records
     with `history`); activation functions and dead units (model.activation swept); the generalisation gap
-    (model.dropout swept)."""
+    (model.dropout swept); the lineage of a population-based training (a member copied another)."""
     if not rows:
         return {}
     keys = records[0].setting
@@ -286,4 +362,6 @@ def sweep_figures(records: Sequence[VariantRecord], rows: Sequence[dict[str, Any
         figures["activations.png"] = figure_activations(records)
     if "model.dropout" in keys and any(_gap(r, display_metric(records)) is not None for r in records):
         figures["generalisation_gap.png"] = figure_generalisation_gap(records)
+    if any(r.lineage for r in records):
+        figures["lineage.png"] = _png(draw_lineage(records))
     return figures

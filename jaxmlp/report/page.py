@@ -5,10 +5,11 @@ from __future__ import annotations
 import base64
 import html
 import time
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 from jaxmlp.report.errors import ReportError
 from jaxmlp.report.figures import FIGURE_CAPTIONS
+from jaxmlp.report.search import Section
 from jaxmlp.report.tables import ERROR_PERCENT, HEADERS, table_cells
 
 MARK_START = "<!-- jaxmlp:results:start -->"
@@ -47,31 +48,39 @@ _STYLE = ("body{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:
           "figcaption{color:#444;font-size:13px}.meta{color:#666;font-size:13px}")
 
 
-def to_html(name: str, description: str, table: list[dict[str, Any]], figures: dict[str, bytes], meta: str,
-            notes: str, references: list[str]) -> str:
-    """One self-contained page: the table and the figures inlined as base64 PNGs."""
-    titles, cells = table_cells(table, HEADERS)
+def _html_table(rows: Sequence[dict[str, Any]], headers: Mapping[str, str]) -> str:
+    titles, cells = table_cells(rows, headers)
     head = "".join(f"<th>{html.escape(t)}</th>" for t in titles)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in cells)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def to_html(name: str, description: str, table: list[dict[str, Any]], figures: dict[str, bytes], meta: str,
+            notes: str, references: list[str], sections: Sequence[Section] = ()) -> str:
+    """One self-contained page: the table, further `sections` (an adaptive search's, see
+    `jaxmlp.report.search`) and the figures inlined as base64 PNGs."""
     parts = ["<!doctype html>", "<html><head><meta charset='utf-8'>",
              f"<title>{html.escape(name)} report</title><style>{_STYLE}</style></head><body>",
              f"<h1>{html.escape(name)}</h1>",
              f"<p>{html.escape(description.strip())}</p>",
              f"<p class='meta'>{html.escape(meta.replace('`', ''))}</p>",
-             f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>",
+             _html_table(table, HEADERS),
              f"<p class='meta'>{html.escape(notes)}</p>"]
     if references:
         parts.append("<p>References:</p><ul>" + "".join(f"<li>{html.escape(r)}</li>" for r in references) + "</ul>")
+    parts += [f"<h2>{html.escape(s.title)}</h2><p>{html.escape(s.note)}</p>{_html_table(s.rows, s.headers)}"
+              for s in sections]
     parts += [f'<figure><img alt="{html.escape(fig)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
               f"<figcaption>{html.escape(FIGURE_CAPTIONS.get(fig, fig))}</figcaption></figure>"
               for fig, png in figures.items()]
     return "\n".join([*parts, "</body></html>"]) + "\n"
 
 
-def results_markdown(meta: str, table_md: str, notes: str, references: list[str]) -> str:
-    """Provenance, table, column notes and matched references: what goes between a README's markers."""
+def results_markdown(meta: str, table_md: str, notes: str, references: list[str], sections_md: str = "") -> str:
+    """Provenance, table, column notes, matched references and further sections (an adaptive
+    search's, as Markdown): what goes between a README's markers."""
     refs = "\n\nReferences:\n\n" + "\n".join(f"- {r}" for r in references) if references else ""
-    return f"{meta}\n\n{table_md}\n{notes}{refs}\n"
+    return f"{meta}\n\n{table_md}\n{notes}{refs}\n{sections_md}"
 
 
 def to_report_markdown(name: str, description: str, results: str, figures: dict[str, bytes]) -> str:

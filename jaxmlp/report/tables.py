@@ -15,6 +15,7 @@ import numpy as np
 
 from jaxmlp.records import VariantRecord
 from jaxmlp.report.labels import metric_label
+from jaxmlp.report.search import pruned_at, search_sections, searched, variant_epochs
 
 #: The report's classification metric: 100 x (1 - test accuracy).
 ERROR_PERCENT = "test_error_percent"
@@ -24,7 +25,7 @@ HEADERS = {
     ERROR_PERCENT: "test error (%)", "test_loss": "test loss", "n_seeds": "seeds", "best_epoch": "best epoch",
     "stopped_epoch": "stopped epoch", "n_params": "params", "train_seconds": "train time (s)",
     "reference": "reference", "reference_diff": "Δ (ours − ref)", "reference_source": "source",
-    "dead_units_percent": "dead units (%)",
+    "dead_units_percent": "dead units (%)", "pruned_at": "pruned at epoch", "variant_epochs": "variant-epochs",
 }
 _PERCENT_KEYS = (ERROR_PERCENT, "reference", "reference_diff")
 
@@ -55,8 +56,11 @@ def finished(records: Iterable[VariantRecord]) -> list[VariantRecord]:
 
 
 def summarize(records: Sequence[VariantRecord]) -> list[dict[str, Any]]:
-    """One row per setting (first-appearance order): mean and std over seeds of the test metric."""
+    """One row per setting (first-appearance order): mean and std over seeds of the test metric;
+    where an adaptive search acted, also the rung that pruned it (successive halving) and the
+    variant-epochs its seeds trained."""
     metric = primary_metric(records)
+    any_pruned, search = any(r.pruned_at is not None for r in records), searched(records)
     rows = []
     for setting, runs in by_setting(records).items():
         good = finished(runs)
@@ -70,6 +74,10 @@ def summarize(records: Sequence[VariantRecord]) -> list[dict[str, Any]]:
             "n_params": next((r.n_params for r in runs if r.n_params is not None), None),
             "train_seconds": mean_std(r.train_seconds for r in good)[0],
         })
+        if any_pruned:
+            rows[-1]["pruned_at"] = pruned_at(runs)
+        if search:
+            rows[-1]["variant_epochs"] = variant_epochs(runs)
         dead = _dead_units_percent(good)
         if dead is not None:
             rows[-1]["dead_units_percent"] = dead
@@ -122,11 +130,15 @@ def setting_metrics(records: Sequence[VariantRecord], rows: Sequence[dict[str, A
 
 
 def sweep_summary(records: Sequence[VariantRecord], rows: Sequence[dict[str, Any]], n_failed: int) -> SweepSummary:
-    """The parent run's summary of `rows` (`summarize`): table files, metrics (counts, the best
-    setting's test metric, each setting's mean and std), the best setting and the table."""
-    files = {"summary.csv": to_csv(rows).encode(), "summary.md": to_markdown(rows).encode()}
+    """The parent run's summary of `rows` (`summarize`): table files (with an adaptive search's
+    tables, see `search_markdown`), metrics (counts, with a search also of pruned variants and
+    variant-epochs; the best setting's test metric, each setting's mean and std), the best
+    setting and the table."""
+    files = {"summary.csv": to_csv(rows).encode(), "summary.md": (to_markdown(rows) + search_markdown(records)).encode()}
     metrics = {"n_variants": len(records), "n_failed": n_failed, "n_diverged": sum(r.diverged for r in records),
                **setting_metrics(records, rows)}
+    if searched(records):
+        metrics.update(n_pruned=sum(r.pruned_at is not None for r in records), variant_epochs=variant_epochs(records))
     table = {column: [row.get(column) for row in rows] for column in _columns(rows)}
     best = best_row(rows)
     if best is None:
@@ -187,8 +199,7 @@ def report_rows(rows: Sequence[dict[str, Any]],
                "best_epoch": r["best_epoch"], "stopped_epoch": r["stopped_epoch"],
                "n_params": int(r["n_params"]) if r.get("n_params") is not None else None,
                "train_seconds": r.get("train_seconds", math.nan)}
-        if "dead_units_percent" in r:
-            row["dead_units_percent"] = r["dead_units_percent"]
+        row.update({k: r[k] for k in ("dead_units_percent", "pruned_at", "variant_epochs") if k in r})
         if show_failures:
             row.update(diverged=r["diverged"], failed=r["failed"])
         if references:
@@ -260,3 +271,15 @@ def to_text(rows: Sequence[dict[str, Any]], headers: Mapping[str, str] | None = 
     widths = [max(len(row[j]) for row in table) for j in range(len(titles))]
     return "\n".join("  ".join(cell.ljust(w) if j == 0 else cell.rjust(w) for j, (cell, w)
                                in enumerate(zip(row, widths))) for row in table)
+
+
+def search_text(records: Sequence[VariantRecord]) -> str:
+    """An adaptive search's tables (`search_sections`: where compute went, lineage) as aligned
+    text for the terminal; '' where no search acted."""
+    return "\n\n".join(f"{s.title}: {s.note}\n{to_text(s.rows, s.headers)}" for s in search_sections(records))
+
+
+def search_markdown(records: Sequence[VariantRecord]) -> str:
+    """An adaptive search's tables as Markdown sections; '' where no search acted."""
+    return "".join(f"\n### {s.title}\n\n{s.note}\n\n{to_markdown(s.rows, s.headers)}"
+                   for s in search_sections(records))
