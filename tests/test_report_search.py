@@ -3,6 +3,8 @@
 real sweeps tracked in a temporary MLflow store, and from records built here."""
 from __future__ import annotations
 
+import collections
+import contextlib
 import csv
 import io
 import json
@@ -41,17 +43,20 @@ LR = "hp/optimizer.learning_rate"
 
 
 def _tracked(root, name: str, spec: dict, cache: str) -> SimpleNamespace:
-    """A sweep run into a fresh store and reported (not logged) into root/out."""
+    """A sweep run into a fresh store and reported (not logged) into root/out, with what the report printed."""
     path = write_sweep(root, {"name": name, **spec})
     uri = f"sqlite:///{root}/mlflow.db"
     result = run_sweep_cli(path, "--tracking-uri", uri, "--no-progress", "--json", "--compile-cache", cache)
     assert result.code == 0, result.err
     out = root / "out"
-    assert report_main([name, "--tracking-uri", uri, "--out", str(out), "--no-log"]) == 0
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert report_main([name, "--tracking-uri", uri, "--out", str(out), "--no-log"]) == 0
     client = store_client(uri)
     (parent,), children = sweep_runs(client, name)
-    return SimpleNamespace(uri=uri, out=out, client=client, parent=parent, children=children,
-                           outcome=json.loads(result.out))
+    plots = {a.path for a in client.list_artifacts(parent.info.run_id, "plots")}
+    return SimpleNamespace(uri=uri, out=out, client=client, parent=parent, children=children, plots=plots,
+                           outcome=json.loads(result.out), printed=printed.getvalue())
 
 
 @pytest.fixture(scope="module")
@@ -87,6 +92,8 @@ def test_report_counts_pruned_settings_as_the_runs_record_them(halving):
     n_pruned = sum(c.data.tags.get("jaxmlp.outcome") == "pruned" for c in halving.children)
     assert f"{n_pruned} of 8 variants pruned by successive halving" in markdown
     assert halving.outcome["n_pruned"] == n_pruned == 6
+    assert f"Where compute went: {n_pruned} of 8 variants pruned" in halving.printed
+    assert "plots/lineage.png" not in halving.plots
 
 
 def test_compute_per_rung_interval_equals_the_epochs_the_runs_logged(halving):
@@ -212,6 +219,8 @@ def test_lineage_figure_draws_each_copy_and_schedule_of_the_records():
     assert arrows == {(2, 3, 0), (2, 2, 1)}
     values, connectors = _schedules_read_back(fig.axes[1])
     assert values == {r.index: dict(zip(*r.history[LR])) for r in records}
+    pieces = collections.Counter(line.get_gid() for line in fig.axes[1].get_lines())
+    assert pieces == {"member 0": 1, "member 1": 1, "member 2": 2, "member 3": 2, "exploit": 2}  # broken at copies
     assert sorted(connectors) == sorted([((2, 0.05), (3, 0.04)), ((2, 0.1), (3, 0.125))])
     assert fig.axes[1].get_yscale() == "log" and fig.axes[1].get_ylabel() == "learning_rate"
     assert report.lineage_steps(records) == [{"epoch": 2, "member": 2, "source": 1},
@@ -258,4 +267,6 @@ def test_report_of_a_real_population_lists_the_copies_and_draws_the_lineage(pbt)
     cells = _markdown_table(markdown, "Lineage")
     assert {row[0]: row[2] for row in cells} == expected
     assert "4 exploit steps of population-based training (after epochs 3, 6)" in markdown
+    assert "Lineage: 4 exploit steps" in pbt.printed
+    assert "plots/lineage.png" in pbt.plots  # drawn by the sweep itself from its own records
     assert "pruned_at" not in (pbt.out / "report.csv").read_text().splitlines()[0]
