@@ -99,12 +99,13 @@ def test_a_setting_whose_seeds_all_diverged_gets_no_model_and_the_best_is_among_
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="a resume that trains nothing logs the sweep's best model on the parent "
-                   "again: the parent then holds two READY best_model logged models of the same variant")
-def test_a_resume_that_trains_nothing_logs_no_second_best_model(diverging):
+@pytest.mark.slow
+def test_a_resume_that_trains_nothing_logs_no_second_best_model_and_says_so(diverging):
     parent = diverging.first.parents[0].info.run_id
     assert len(diverging.first.models[parent]) == 1
     assert len(diverging.second.models[parent]) == 1
+    assert diverging.second.result.err.startswith(f"nothing to do: parent run {parent} already holds every variant")
+    assert diverging.second.parents[0].data.metrics == diverging.first.parents[0].data.metrics
 
 
 TWO_GROUPS = {"name": "group-fails", "base": TINY_BASE, "grid": {"model.hidden": [[16], [24]]}, "seeds": 2}

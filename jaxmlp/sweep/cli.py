@@ -108,7 +108,7 @@ def _main(args: argparse.Namespace, interrupts: Interrupts) -> int:
     import jax
 
     from jaxmlp.sweep.plan import describe_plan, plan_groups
-    from jaxmlp.sweep.runner import Options, SweepRunner
+    from jaxmlp.sweep.runner import Options, StoreUnavailable, SweepRunner
     from jaxmlp.sweep.runs import ResumeRefused
 
     groups = plan_groups(sweep, executor.plan_devices(len(jax.devices())) if executor else len(jax.devices()))
@@ -127,7 +127,7 @@ def _main(args: argparse.Namespace, interrupts: Interrupts) -> int:
     runner = SweepRunner(sweep, groups, options, tracker, executor, interrupts)
     try:
         outcome = runner.run()
-    except ResumeRefused as err:
+    except (ResumeRefused, StoreUnavailable) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if args.json:
@@ -178,6 +178,9 @@ def print_outcome(sweep, outcome, runner) -> None:
                                        sweep.variants[0].config.training.early_stopping.monitor)
     print(header)
     print(report.to_text(ranked))
+    searched = report.search_text(outcome.records)
+    if searched:
+        print(f"\n{searched}")
     for failure in outcome.failures:
         print(f"FAILED: {failure}")
     for error in outcome.tracking_errors:

@@ -10,7 +10,9 @@ the sweep's newest parent run.
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import json
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -28,9 +30,24 @@ from jaxmlp.sweep.best import BestVariant, consider, selection_score
 from jaxmlp.sweep.executors import LocalExecutor, ProgramTask
 from jaxmlp.sweep.plan import Group
 from jaxmlp.sweep.progress import ProgressBars
-from jaxmlp.sweep.runs import SweepRuns
+from jaxmlp.sweep.runs import Opened, ResumeRefused, SweepRuns
 from jaxmlp.sweep.signals import Interrupts
 from jaxmlp.sweep.spec import Sweep, Variant
+
+
+#: Seconds the tracking store has to answer the probe (experiment, parent run written and
+#: read back) before anything is compiled.
+OPEN_TIMEOUT = 90.0
+
+
+class StoreUnavailable(RuntimeError):
+    """The tracking store could not be opened, written and read back before training."""
+
+    def __init__(self, tracking_uri: str, reason: str):
+        from jaxmlp.tracking import store_fix
+
+        super().__init__(f"the tracking store {tracking_uri} cannot be used: {reason}. Nothing was trained. "
+                         f"Fix: {store_fix(tracking_uri)}.")
 
 
 @dataclass
@@ -157,6 +174,8 @@ class SweepRunner:
                         self.runs.log_epoch_seconds(chunks[k], epochs[k])
                     if search is None:
                         bars.end_group()
+                if self.runs:
+                    self.runs.heartbeat()
                 self.interrupts.check()  # after every event: compiled, an epoch, a chunk's end
         except Exception as err:  # noqa: BLE001 - a failing program must not stop the sweep
             for g in chunks:
@@ -206,10 +225,36 @@ class SweepRunner:
         if self.runs and not self.open_per_setting[v.label] and v.label in self.best:
             self.runs.log_setting_model(self.best[v.label])
 
+    def _open(self) -> Opened | None:
+        """Open the parent run and wait for it (bounded): the store's probe before any training."""
+        if self.runs is None:
+            return None
+        future = self.runs.open()
+        uri = self.runs.tracker.tracking_uri
+        try:
+            opened = future.result(timeout=OPEN_TIMEOUT)
+        except ResumeRefused:
+            self.runs.close()
+            raise
+        except concurrent.futures.TimeoutError:
+            self.runs.abandon()
+            raise StoreUnavailable(uri, f"no answer within {OPEN_TIMEOUT:.0f} s") from None
+        except Exception as err:  # noqa: BLE001 - whatever the store raised, said with the fix
+            self.runs.abandon()
+            raise StoreUnavailable(uri, f"{type(err).__name__}: {err}") from err
+        for notice in opened.notices:
+            print(notice, file=sys.stderr)
+        return opened
+
     def run(self) -> Outcome:
         start = time.perf_counter()
-        opened = self.runs.open() if self.runs else None
-        done = self._resumed(opened.result()) if opened is not None and self.options.resume else set()
+        opened = self._open()
+        done = self._resumed(opened.done) if opened is not None else set()
+        if opened is not None and opened.complete:  # a finished sweep resumed: nothing to train, nothing logged
+            errors = self.runs.close()
+            return Outcome(self.records, report.summarize(self.records), self.failures,
+                           time.perf_counter() - start, 0.0, self.runs.experiment_id, self.runs.parent_run_id,
+                           errors)
         todo = [[v for v in g.variants if v.key not in done] for g in self.groups]
         self.open_per_setting = collections.Counter(v.label for variants in todo for v in variants)
         bars = self.bars = ProgressBars(sum(map(len, todo)), self.options.progress)
@@ -222,7 +267,6 @@ class SweepRunner:
             bars.close()
             rows = report.summarize(self.records)
             if self.runs:
-                opened.result()
                 if self.best:
                     self.runs.log_models(self.best)
                 self.runs.close_parent(self.records, rows, self._figures(rows), self.failures)

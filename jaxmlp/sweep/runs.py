@@ -2,7 +2,9 @@
 one parent run per invocation (with --resume, the sweep's newest, reopened); one child run
 per variant, started when its group starts and ended in the epoch it stops; a setting's
 model once its last variant ended; the sweep's best model, summary and plots on the parent,
-which never stays RUNNING. `register` names the registered model of the sweep's best and,
+which never stays RUNNING. The parent has one owner at a time (`ownership`): a resume of a
+parent that a live process runs is refused; a fresh run marks parents left RUNNING by a
+dead process KILLED. `register` names the registered model of the sweep's best and,
 after an '@', the alias its new version gets ("digits-mlp@champion"; default alias champion).
 
 Each method submits its tracking calls to one `AsyncWriter` thread and returns at once, so
@@ -25,6 +27,7 @@ from jaxmlp.checkpoint import checkpoint_files, save_checkpoint
 from jaxmlp.engine import VariantResult
 from jaxmlp.records import VariantRecord
 from jaxmlp.sweep.best import BestVariant, overall_best
+from jaxmlp.sweep.ownership import HEARTBEAT_SECONDS, SETTLE_SECONDS, Lease
 from jaxmlp.sweep.plan import Group
 from jaxmlp.sweep.spec import Sweep, Variant
 from jaxmlp.tracking import AsyncWriter
@@ -32,10 +35,41 @@ from jaxmlp.tracking import AsyncWriter
 
 #: The registry alias a registered best model gets unless `register` names another.
 DEFAULT_ALIAS = "champion"
+#: A description longer than this is cut in the run's note (MLflow limits tags to 8,000
+#: characters and an experiment's to 20,000); the whole text is the parent's artifact.
+NOTE_LIMIT = 4000
+DESCRIPTION_ARTIFACT = "sweep/description.md"
+#: After this many tracking calls in a row failed, the store is taken to be down: the calls
+#: still queued are not tried (each could wait out its retries), their results are spooled.
+FAILURES_BEFORE_DOWN = 3
 
 
 class ResumeRefused(RuntimeError):
-    """--resume found a parent run of a different sweep file content."""
+    """--resume found a parent run of a different sweep file content, or one a live process runs."""
+
+
+class StoreDown(RuntimeError):
+    """A tracking call not tried: earlier calls found the store unusable."""
+
+
+@dataclasses.dataclass
+class Opened:
+    """What opening the parent found: on resume, the records of the variants that need no
+    training (FINISHED, or diverged, which is deterministic); `complete`: the parent already
+    holds every variant and its summary, so nothing is logged; `notices` to print."""
+
+    done: list[VariantRecord]
+    notices: list[str]
+    complete: bool = False
+
+
+def _note(description: str) -> tuple[str, str | None]:
+    """The note for the runs and experiment, and the whole description where the note had to be cut."""
+    text = description.strip()
+    if len(text) <= NOTE_LIMIT:
+        return text, None
+    tail = f" [... {len(text):,} characters in all; the whole description is the parent run's {DESCRIPTION_ARTIFACT}]"
+    return text[:NOTE_LIMIT - len(tail)] + tail, text
 
 
 def _versions() -> dict[str, str]:
@@ -80,42 +114,116 @@ class SweepRuns:
         self.model_uris: dict[str, str] = {}  # per setting, its best variant's logged model (writer thread)
         self.experiment_id = self.parent_run_id = None
         self.registered_uri: str | None = None  # models:/NAME@ALIAS once the best model is registered
+        self.lease = Lease.mine()
+        self._heartbeat_at = time.monotonic()
+        self._failures_in_a_row = 0
+        self.store_down: str | None = None  # the error that made the store count as down
 
     def _submit(self, fn, *args) -> Future:
-        return self.writer.submit(fn, *args)
+        return self.writer.submit(self._guarded, fn, *args)
+
+    def _guarded(self, fn, *args):
+        """Run one tracking call (in the writer thread), unless the store counts as down."""
+        if self.store_down is not None:
+            raise StoreDown(self.store_down)
+        try:
+            result = fn(*args)
+        except Exception as err:
+            self._failures_in_a_row += 1
+            if self._failures_in_a_row >= FAILURES_BEFORE_DOWN:
+                self.store_down = f"{type(err).__name__}: {err}"
+            raise
+        self._failures_in_a_row = 0
+        return result
 
     def open(self) -> Future:
-        """Experiment and parent run; the future's result: on resume, the records of the
-        variants that need no training (FINISHED, or diverged, which is deterministic)."""
+        """Experiment and parent run, written and read back (the store's probe before any
+        training); the future's result: what was found (`Opened`)."""
         return self._submit(self._open_parent)
 
-    def _open_parent(self) -> list[VariantRecord]:
+    def _open_parent(self) -> Opened:
         t, spec = self.tracker, self.sweep.spec
         self.experiment_id = t.experiment(spec.name)
         found = t.find_parent(self.experiment_id, spec.name) if self.resume else None
         if found is None:
-            t.experiment(spec.name, note=spec.description.strip())
+            notices = self._kill_abandoned()
+            note, whole = _note(spec.description)
+            t.experiment(spec.name, note=note)
             self.parent_run_id = t.start_parent(
                 self.experiment_id, f"{spec.name} {time.strftime('%Y-%m-%d %H:%M:%S')}", sweep_name=spec.name,
-                sweep_hash=self.sweep.hash, sweep_file=str(self.sweep.path), note=spec.description.strip(),
+                sweep_hash=self.sweep.hash, sweep_file=str(self.sweep.path), note=note,
                 git_commit=_git_commit(self.sweep.path.resolve().parent), environment=_versions(),
-                params={"sweep": spec.name, "n_variants": len(self.sweep.variants), "n_programs": len(self.groups)})
+                params={"sweep": spec.name, "n_variants": len(self.sweep.variants), "n_programs": len(self.groups)},
+                lease=self.lease.encode())
             t.log_file(self.parent_run_id, self.sweep.path)
-            return []
+            if whole is not None:
+                folder, name = DESCRIPTION_ARTIFACT.rsplit("/", 1)
+                t.log_folder(self.parent_run_id, {name: whole.encode()}, folder)
+            written = t.parent(self.parent_run_id)  # read back what was written
+            if written is None or Lease.decode(written.lease) != self.lease:
+                raise RuntimeError(f"the parent run {self.parent_run_id} just written reads back differently")
+            return Opened([], notices)
         self.parent_run_id = found.run_id
         if found.sweep_hash != self.sweep.hash:
             raise ResumeRefused(
                 f"{self.sweep.path}: its content changed since parent run {self.parent_run_id} was started "
                 f"(sweep hash {found.sweep_hash} then, {self.sweep.hash} now); a resume would mix "
                 "two different sweeps. Restore the file, or run without --resume to start a new parent run.")
+        self._refuse_if_held(found)
         records = t.variant_records(self.parent_run_id)
-        t.mark_killed([r.run_id for r in records if r.status == "RUNNING"])
-        t.reopen(self.parent_run_id)
         by_key = {v.key: v for v in self.sweep.variants}
         done = [dataclasses.replace(r, setting=dict(by_key[r.variant_key].setting)) for r in records
                 if r.variant_key in by_key and (r.finished or (r.status == "FAILED" and r.diverged))]
         self.run_ids.update({r.variant_key: _resolved(r.run_id) for r in done})
-        return done
+        if found.summarized and found.status != "RUNNING" and {r.variant_key for r in done} >= set(by_key):
+            return Opened(done, [f"nothing to do: parent run {found.run_id} already holds every variant of "
+                                 f"{self.sweep.path} and its summary (status {found.status}); nothing was logged"],
+                          complete=True)
+        self._claim(found)
+        t.mark_killed([r.run_id for r in records if r.status == "RUNNING"])
+        t.reopen(self.parent_run_id)
+        return Opened(done, [])
+
+    def _refuse_if_held(self, parent) -> None:
+        holder = Lease.decode(parent.lease)
+        if holder is not None and holder.token != self.lease.token and holder.held_elsewhere():
+            raise ResumeRefused(
+                f"{self.sweep.path}: parent run {parent.run_id} is being run by {holder.describe()}; "
+                "a second resume would train its variants twice. Wait for it to end (or stop it), then "
+                "--resume again.")
+
+    def _claim(self, parent) -> None:
+        """Take the parent's lease: write it, wait, read back whose it is."""
+        self.tracker.set_lease(parent.run_id, self.lease.encode())
+        time.sleep(SETTLE_SECONDS)  # a resume started at the same moment writes its lease meanwhile
+        now = self.tracker.parent(parent.run_id)
+        holder = Lease.decode(now.lease if now else None)
+        if holder != self.lease:
+            raise ResumeRefused(
+                f"{self.sweep.path}: parent run {parent.run_id} was taken at the same moment by "
+                f"{holder.describe() if holder else 'another process'}; it continues the sweep, this one stops.")
+
+    def _kill_abandoned(self) -> list[str]:
+        """A fresh run: parents of this sweep left RUNNING by a process that is gone are marked
+        KILLED (with their RUNNING children); return what was done, to print."""
+        notices = []
+        for parent in self.tracker.running_parents(self.experiment_id, self.sweep.spec.name):
+            holder = Lease.decode(parent.lease)
+            if holder is not None and holder.held_elsewhere():
+                continue  # another sweep of this name, running now
+            who = holder.describe() if holder else "a process that recorded no owner"
+            n = self.tracker.kill_abandoned(parent.run_id, f"left RUNNING by {who}, which is gone")
+            notices.append(f"parent run {parent.run_id} of this sweep was left RUNNING by {who}, which is gone: "
+                           f"it and {n} child run(s) were marked KILLED; --resume would have continued it")
+        return notices
+
+    def heartbeat(self) -> None:
+        """Renew the parent's lease, at most every `HEARTBEAT_SECONDS` (call it as often as convenient)."""
+        if time.monotonic() - self._heartbeat_at < HEARTBEAT_SECONDS or self.parent_run_id is None:
+            return
+        self._heartbeat_at = time.monotonic()
+        self.lease = self.lease.renewed()
+        self._submit(self.tracker.set_lease, self.parent_run_id, self.lease.encode())
 
     def start_child(self, v: Variant, group: Group) -> None:
         self.run_ids[v.key] = self._submit(self._start_child, v, group)
@@ -199,18 +307,32 @@ class SweepRuns:
             metrics=summary.metrics, best_setting=summary.best_setting, table=summary.table))
 
     def close(self) -> list[str]:
-        """Wait for every submitted call, close the tracker; return the calls' errors."""
-        errors = [f"{type(e).__name__}: {e}" for e in self.writer.close(raise_errors=False)]
+        """Wait for every submitted call, close the tracker; return the calls' errors (the
+        calls not tried once the store counted as down, as one line)."""
+        errors = self.writer.close(raise_errors=False)
+        skipped = sum(isinstance(e, StoreDown) for e in errors)
+        lines = [f"{type(e).__name__}: {e}" for e in errors if not isinstance(e, StoreDown)]
+        if skipped:
+            lines.append(f"{skipped} later tracking call(s) not tried: the store failed {FAILURES_BEFORE_DOWN} "
+                         "times in a row")
         self._close_tracker()
-        return errors
+        return lines
 
     def kill(self, ended: set[str]) -> None:
         """After Ctrl-C or SIGTERM: mark every started run not in `ended` (variant keys) and the
         parent KILLED, close the tracker."""
         for key in [k for k in self.run_ids if k not in ended]:
             self.end_unfinished(key, "KILLED", "interrupted")
-        self._submit(lambda: self.parent_run_id and self.tracker.finish(self.parent_run_id, "KILLED", "interrupted"))
+        self._submit(lambda: self.parent_run_id and self.tracker.end_parent(self.parent_run_id, "KILLED",
+                                                                             "interrupted"))
         self.close()
+
+    def abandon(self) -> None:
+        """The store did not answer: end the tracking process now (its waiting call fails) and
+        stop the writer without waiting for a call that may never return."""
+        if hasattr(self.tracker, "kill"):
+            self.tracker.kill()
+        self.writer.abandon()
 
     def _close_tracker(self) -> None:
         if hasattr(self.tracker, "close"):

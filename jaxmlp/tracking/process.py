@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Any, Callable, Sequence
+from typing import IO, Any, Callable, Sequence
 
 from jaxmlp.tracking.store import Tracker
 from jaxmlp.tracking.uri import resolve_tracking_uri
@@ -33,11 +33,15 @@ def _serve(fd: int, tracking_uri: str, warm_up: list[str]) -> None:
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    _end_with_the_sweep_process()
+    bound_http_requests()
+    quiet_mlflow_logging()
     conn, tracker = Connection(fd), Tracker(tracking_uri)
+    opening_error = None  # the first call gets it, rather than waiting out the same retries again
     try:
         tracker.client  # import MLflow and open the store while the sweep process imports JAX
-    except Exception:  # noqa: BLE001 - the first call reports it
-        pass
+    except Exception as err:  # noqa: BLE001 - the first call reports it
+        opening_error = err
     for name in warm_up:  # now, while the sweep process compiles, rather than later while it trains
         module, _, function = name.partition(":")
         getattr(importlib.import_module(module), function)()
@@ -52,6 +56,9 @@ def _serve(fd: int, tracking_uri: str, warm_up: list[str]) -> None:
             if message is None:
                 break
             name, args, kwargs = message
+            if opening_error is not None:
+                error, opening_error = opening_error, None
+                raise error
             reply = (True, getattr(tracker, name)(*args, **kwargs))
         except BaseException as err:  # noqa: BLE001 - sent back, raised in the caller
             try:
@@ -72,6 +79,52 @@ def _serve(fd: int, tracking_uri: str, warm_up: list[str]) -> None:
     os._exit(0)
 
 
+#: MLflow's HTTP settings for a tracking server, unless the environment sets them: a request
+#: waits at most 30 s, and a failing one is retried 4 times over about 15 s (a server that
+#: restarts within that is ridden out; a dead one is an error within about 45 s, not the
+#: 8 minutes of MLflow's defaults: 7 retries, backoff factor 2, 120 s timeout).
+HTTP_REQUEST_SETTINGS = {"MLFLOW_HTTP_REQUEST_TIMEOUT": "30", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "4",
+                         "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1", "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0.5"}
+
+
+def bound_http_requests() -> None:
+    """Bounded timeouts and retries for the HTTP requests of this process (`HTTP_REQUEST_SETTINGS`)."""
+    for key, value in HTTP_REQUEST_SETTINGS.items():
+        os.environ.setdefault(key, value)
+
+
+def quiet_mlflow_logging() -> None:
+    """MLflow's and its database migrations' INFO lines ("Creating initial MLflow database
+    tables...") are not shown; warnings and errors are."""
+    import logging
+
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # read when MLflow configures its loggers
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+def _end_with_the_sweep_process() -> None:
+    """Have the kernel end this process when the sweep process dies (Linux), rather than at its
+    next read of the pipe: a SIGKILL of the sweep during MLflow's imports or a store migration
+    leaves no tracking process behind for seconds."""
+    import ctypes
+    import ctypes.util
+    import signal
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the closed pipe still ends it
+        return
+    if os.getppid() == 1:  # the sweep process died before the request was made
+        os._exit(0)
+
+
+def _forward(stream: IO[bytes], write: Callable[[str], Any]) -> None:
+    for line in iter(stream.readline, b""):
+        write(line.decode(errors="replace").rstrip("\n"))
+    stream.close()
+
+
 class TrackerProcess:
     """A `Tracker` whose calls run in a separate Python process, one at a time, in call order.
 
@@ -83,7 +136,9 @@ class TrackerProcess:
     (imports that later calls need).
 
     The process is a fresh interpreter that imports only this module (not the caller's
-    `__main__`, unlike multiprocessing's spawn), so any script may start one.
+    `__main__`, unlike multiprocessing's spawn), so any script may start one. What it
+    writes to stderr (MLflow's warnings) goes through `self.write_line`, by default to this
+    process's stderr; a progress display replaces it to print such lines above its bars.
     """
 
     def __init__(self, tracking_uri: str | None = None, warm_up: Sequence[str] = ()):
@@ -100,9 +155,14 @@ class TrackerProcess:
         # A session of its own: a Ctrl-C in the terminal goes to the sweep process alone (which
         # decides what happens to the runs), not to this one while it is still importing.
         self._process = subprocess.Popen([sys.executable, "-c", code], pass_fds=[child.fileno()],
-                                         stdin=subprocess.DEVNULL, start_new_session=True)
+                                         stdin=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                         start_new_session=True)
         child.close()
         self._lock = threading.Lock()
+        self.write_line: Callable[[str], Any] = lambda line: print(line, file=sys.stderr, flush=True)
+        self._stderr = threading.Thread(target=_forward, args=(self._process.stderr, lambda s: self.write_line(s)),
+                                        name="jaxmlp-tracking-stderr", daemon=True)
+        self._stderr.start()
 
     @classmethod
     def for_sweep(cls, tracking_uri: str | None = None) -> "TrackerProcess":
@@ -145,3 +205,11 @@ class TrackerProcess:
         except subprocess.TimeoutExpired:
             self._process.kill()
             self._process.wait()
+        self._stderr.join(5)
+
+    def kill(self) -> None:
+        """End the process now (a store that does not answer); a call waiting on it raises."""
+        self._process.kill()
+        self._process.wait()
+        with self._lock:
+            self._conn.close()

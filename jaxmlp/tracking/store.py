@@ -41,6 +41,8 @@ DIVERGED_TAG = "jaxmlp.diverged"
 OUTCOME_TAG = "jaxmlp.outcome"  # pruned: stopped by successive halving
 LINEAGE_TAG = "jaxmlp.lineage"  # PBT: the exploit steps (epoch, source variant index) as JSON
 GROUP_TAG = "jaxmlp.group"
+LEASE_TAG = "jaxmlp.lease"  # the process that runs a parent (jaxmlp.sweep.ownership); "" once released
+SUMMARY_TAG = "jaxmlp.summary_logged"  # "true" once a parent's summary is logged and the parent ended
 BEST_RUN_TAG = "jaxmlp.best_run_id"
 BEST_SETTING_TAG = "jaxmlp.best_setting"
 BEST_MODEL_TAG = "jaxmlp.best_model_uri"
@@ -86,6 +88,9 @@ class ParentRun(NamedTuple):
     sweep_file: str | None
     note: str
     git_commit: str | None
+    status: str = "FINISHED"
+    lease: str | None = None
+    summarized: bool = False
 
 
 def parse_value(text: str) -> Any:
@@ -99,7 +104,8 @@ def parse_value(text: str) -> Any:
 def _parent_run(run) -> ParentRun:
     tags = run.data.tags
     return ParentRun(run.info.run_id, run.info.experiment_id, tags.get(SWEEP_NAME_TAG), tags.get(SWEEP_HASH_TAG),
-                     tags.get(SWEEP_FILE_TAG), tags.get(NOTE_TAG, ""), tags.get(GIT_COMMIT_TAG))
+                     tags.get(SWEEP_FILE_TAG), tags.get(NOTE_TAG, ""), tags.get(GIT_COMMIT_TAG), run.info.status,
+                     tags.get(LEASE_TAG), tags.get(SUMMARY_TAG) == "true")
 
 
 def _sweep_order(child: dict[str, Any]) -> tuple[float, str]:
@@ -181,11 +187,12 @@ class Tracker:
 
     def start_parent(self, experiment_id: str, run_name: str, *, sweep_name: str, sweep_hash: str,
                      sweep_file: str, note: str, git_commit: str | None, environment: Mapping[str, str],
-                     params: Mapping[str, Any]) -> str:
-        """Create a sweep's parent run (found again by `find_parent`); `environment`: versions
-        and devices, as tags. Its system metrics start where requested (`request_system_metrics`)."""
+                     params: Mapping[str, Any], lease: str = "") -> str:
+        """Create a sweep's parent run (found again by `find_parent`) held by `lease`;
+        `environment`: versions and devices, as tags. Its system metrics start where
+        requested (`request_system_metrics`)."""
         tags = {ROLE_TAG: "parent", SWEEP_NAME_TAG: sweep_name, SWEEP_HASH_TAG: sweep_hash,
-                SWEEP_FILE_TAG: sweep_file, NOTE_TAG: note, **environment}
+                SWEEP_FILE_TAG: sweep_file, NOTE_TAG: note, LEASE_TAG: lease, **environment}
         if git_commit:
             tags[GIT_COMMIT_TAG] = git_commit
         run_id = self._start_run(experiment_id, run_name, tags, params)
@@ -235,6 +242,25 @@ class Tracker:
             f"tags.`{ROLE_TAG}` = 'parent' and tags.`{SWEEP_NAME_TAG}` = {_quote(sweep_name)}",
             order_by=["attributes.start_time DESC"], max_results=1)
         return _parent_run(runs[0]) if runs else None
+
+    def running_parents(self, experiment_id: str, sweep_name: str) -> list[ParentRun]:
+        """The parent runs of this sweep that are RUNNING (by a live process, or left so by a dead one)."""
+        runs = self.client.search_runs(
+            [experiment_id], f"tags.`{ROLE_TAG}` = 'parent' and tags.`{SWEEP_NAME_TAG}` = {_quote(sweep_name)} "
+                             "and attributes.status = 'RUNNING'", max_results=1000)
+        return [_parent_run(run) for run in runs]
+
+    def set_lease(self, run_id: str, lease: str) -> None:
+        """Write the parent's lease (`jaxmlp.sweep.ownership`); "" releases it."""
+        self.client.set_tag(run_id, LEASE_TAG, lease)
+
+    def kill_abandoned(self, parent_run_id: str, reason: str) -> int:
+        """Mark a parent left RUNNING by a dead process, and its RUNNING children, KILLED; its
+        lease released. Returns the number of children marked."""
+        running = [c["run_id"] for c in self.children(parent_run_id) if c["status"] == "RUNNING"]
+        self.mark_killed(running, reason)
+        self.end_parent(parent_run_id, "KILLED", reason)
+        return len(running)
 
     def parent(self, run_id: str) -> ParentRun | None:
         """The sweep parent run with this id; None where the run is not a sweep's parent."""
@@ -371,6 +397,10 @@ class Tracker:
         if system_metrics_requested():
             self.start_system_metrics(run_id)
 
+    def end_parent(self, parent_run_id: str, status: str, reason: str | None = None) -> None:
+        """End a parent run without its summary (interrupted, or its summary failed); its lease released."""
+        self.finish(parent_run_id, status, reason, tags={LEASE_TAG: ""})
+
     def close_parent(self, parent_run_id: str, status: str, reason: str | None, *, summary_files: dict[str, bytes],
                      figures: dict[str, bytes], metrics: dict[str, float], best_setting: str | None,
                      table: Mapping[str, list] | None = None) -> None:
@@ -384,10 +414,12 @@ class Tracker:
             self.log_folder(parent_run_id, figures, "plots")
         except Exception as err:
             why = f"the sweep summary could not be logged: {type(err).__name__}: {err}"
-            self.finish(parent_run_id, "FAILED", "; ".join(filter(None, [reason, why]))[:5000])
+            self.end_parent(parent_run_id, "FAILED", "; ".join(filter(None, [reason, why]))[:5000])
             raise
-        self.finish(parent_run_id, status, reason, metrics=metrics,
-                    tags={BEST_BY_TEST_MEAN_TAG: best_setting} if best_setting is not None else {})
+        tags = {SUMMARY_TAG: "true", LEASE_TAG: ""}
+        if best_setting is not None:
+            tags[BEST_BY_TEST_MEAN_TAG] = best_setting
+        self.finish(parent_run_id, status, reason, metrics=metrics, tags=tags)
 
     # -- artifacts and models ----------------------------------------------------------------
 

@@ -9,7 +9,7 @@ from jaxmlp.records import VariantRecord
 from jaxmlp.tracking.store import ROLE_TAG, SWEEP_NAME_TAG, ParentRun, Tracker
 
 #: The per-epoch metrics a report draws: learning curves and dead units per hidden layer.
-REPORT_HISTORIES = ("train_loss", "val_loss", "dead_fraction_*")
+REPORT_HISTORIES = ("train_loss", "val_loss", "dead_fraction_*", "hp/*")
 
 
 class SweepNotFound(ValueError):

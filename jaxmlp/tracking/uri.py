@@ -62,3 +62,21 @@ def run_page_url(ui_base: str, experiment_id: str, run_id: str) -> str:
     """One run's page (overview, metric charts, datasets, artifacts), in the UI's model-training
     view (without the parameter it shows the run among GenAI evaluations)."""
     return f"{ui_base.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}?workflowType=machine_learning"
+
+
+def store_fix(tracking_uri: str) -> str:
+    """What to do when the store at this URI cannot be opened or written."""
+    database = sqlite_path(tracking_uri)
+    if database is not None:
+        folder, other = database.parent, (f"pass another --tracking-uri such as {DEFAULT_TRACKING_URI}, or train "
+                                          "without logging with --no-tracking")
+        if folder.exists() and not folder.is_dir():
+            return f"{folder} is a file, not a folder: {other}"
+        if folder.is_dir():
+            return f"make {database if database.exists() else folder} writable, or {other}"
+        return f"create the folder {folder}, or {other}"
+    if _is_server(tracking_uri):
+        return ("start the tracking server (mlflow server --backend-store-uri sqlite:///mlflow.db --port PORT) "
+                f"or correct the address; or log locally with --tracking-uri {DEFAULT_TRACKING_URI}, "
+                "or train without logging with --no-tracking")
+    return f"check the URI, or pass --tracking-uri {DEFAULT_TRACKING_URI}, or train without logging with --no-tracking"

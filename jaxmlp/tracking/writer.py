@@ -58,3 +58,7 @@ class AsyncWriter:
             return self.flush(raise_errors)
         finally:
             self._executor.shutdown(wait=True)
+
+    def abandon(self) -> None:
+        """Stop taking jobs and drop those not started, without waiting for the one running."""
+        self._executor.shutdown(wait=False, cancel_futures=True)

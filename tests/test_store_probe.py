@@ -1,0 +1,186 @@
+"""The tracking store checked before training, and one owner per parent run.
+
+Unusable stores (a SQLite path in a missing folder or under a file, a closed loopback port)
+are refused within a bound, before anything is trained; a long description goes into an
+artifact; two `--resume` started together train each variant once; a `--resume` while the
+sweep runs is refused; a fresh run marks the RUNNING runs of a killed one KILLED.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import time
+from types import SimpleNamespace
+
+import pytest
+
+from jaxmlp.sweep.spec import load_sweep
+from sweep_helpers import (TINY_BASE, compile_cache, run_sweep_cli, start_sweep, store_client, sweep_runs, wait_until,
+                           write_sweep)
+from test_sweep_resume import THREE_GROUPS, _by_status, _interrupt_mid_sweep  # the sweep those tests interrupt
+
+TWO_SETTINGS = {"base": TINY_BASE, "grid": {"optimizer.learning_rate": [0.1, 0.05]}, "seeds": 1}
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> str:
+    return compile_cache(tmp_path_factory)
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _refused(tmp_path, cache, uri: str, bound: float) -> str:
+    path = write_sweep(tmp_path, {"name": "probe", **TWO_SETTINGS})
+    tic = time.monotonic()
+    result = run_sweep_cli(path, "--tracking-uri", uri, "--no-progress", "--compile-cache", cache)
+    seconds = time.monotonic() - tic
+    assert result.code == 2, (result.out, result.err)
+    assert seconds < bound, f"refused only after {seconds:.0f} s"
+    assert result.out == ""  # no summary: nothing was trained
+    assert result.err.startswith(f"error: the tracking store {uri} cannot be used: ")
+    assert "Nothing was trained. Fix: " in result.err
+    return result.err
+
+
+def test_a_sqlite_store_in_a_missing_folder_is_refused_before_training(tmp_path, cache):
+    err = _refused(tmp_path, cache, f"sqlite:///{tmp_path}/missing/folder/mlflow.db", bound=60)
+    assert f"create the folder {tmp_path}/missing/folder" in err
+    assert not (tmp_path / "missing").exists()
+
+
+def test_a_sqlite_store_under_a_file_is_refused_before_training(tmp_path, cache):
+    (tmp_path / "a-file").write_text("not a folder")
+    err = _refused(tmp_path, cache, f"sqlite:///{tmp_path}/a-file/mlflow.db", bound=60)
+    assert f"{tmp_path}/a-file is a file, not a folder" in err
+
+
+@pytest.mark.slow
+def test_a_closed_http_port_is_refused_within_a_minute(tmp_path, cache):
+    uri = f"http://127.0.0.1:{_closed_port()}"
+    err = _refused(tmp_path, cache, uri, bound=60)
+    assert "Connection refused" in err and "start the tracking server" in err
+
+
+@pytest.mark.slow
+def test_a_long_description_is_an_artifact_and_the_note_is_cut(tmp_path, cache):
+    description = "".join(f"line {i}: " + "x" * 90 + "\n" for i in range(300))  # 30,000+ characters
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    path = write_sweep(tmp_path, {"name": "long-description", "description": description, **TWO_SETTINGS})
+    result = run_sweep_cli(path, "--tracking-uri", uri, "--no-progress", "--compile-cache", cache)
+    assert result.code == 0, result.err
+    assert "INFO mlflow" not in result.err  # MLflow's own log lines ("Creating initial MLflow database tables")
+    client = store_client(uri)
+    (parent,), children = sweep_runs(client, "long-description")
+    note = parent.data.tags["mlflow.note.content"]
+    assert len(note) <= 4000 and note.startswith(description.strip()[:3000])
+    assert f"{len(description.strip()):,} characters in all" in note and "sweep/description.md" in note
+    whole = client.download_artifacts(parent.info.run_id, "sweep/description.md", str(tmp_path))
+    assert open(whole).read() == description.strip()
+    experiment = client.get_experiment_by_name("long-description")
+    assert experiment.tags["mlflow.note.content"] == note
+    assert len(children) == 2 and all(c.data.tags["mlflow.parentRunId"] == parent.info.run_id for c in children)
+    assert [c.info.status for c in children] == ["FINISHED", "FINISHED"]
+
+
+@pytest.fixture(scope="module")
+def concurrent(tmp_path_factory, cache) -> SimpleNamespace:
+    """A sweep killed mid-way; a fresh run (no --resume) of it, killed mid-way too; then two
+    --resume started at the same moment."""
+    folder = tmp_path_factory.mktemp("concurrent")
+    uri = f"sqlite:///{folder}/mlflow.db"
+    path = write_sweep(folder, {"name": "owners", **THREE_GROUPS})
+    _, client, first_parents, _ = _interrupt_mid_sweep(path, uri, cache, signal.SIGKILL)
+    first = first_parents[0].info.run_id
+    log = folder / "second.log"
+    second = start_sweep(path, "--tracking-uri", uri, "--compile-cache", cache, log=log)
+    try:
+        def second_mid_way() -> bool:
+            children = [c for c in sweep_runs(client, "owners", settled=False)[1]
+                        if c.data.tags.get("mlflow.parentRunId") != first]
+            by_status = _by_status(children)
+            return len(by_status.get("FINISHED", ())) >= 2 and bool(by_status.get("RUNNING"))
+
+        wait_until(second_mid_way, "the fresh run's first group FINISHED and its next RUNNING", second, log)
+    finally:
+        second.kill()
+        second.wait()
+    parents, children = sweep_runs(client, "owners")
+    after_second = SimpleNamespace(parents=parents, children=children, log=log.read_text())
+    logs = [folder / "r1.log", folder / "r2.log"]
+    resumes = [start_sweep(path, "--resume", "--tracking-uri", uri, "--compile-cache", cache, log=log)
+               for log in logs]
+    try:
+        codes = [p.wait(timeout=300) for p in resumes]
+    finally:
+        for p in resumes:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    parents, children = sweep_runs(client, "owners")
+    return SimpleNamespace(client=client, first=first, after_second=after_second,
+                           codes=codes, logs=[log.read_text() for log in logs], parents=parents, children=children,
+                           keys={v.key for v in load_sweep(path).variants})
+
+
+@pytest.mark.slow
+def test_a_fresh_run_marks_the_running_runs_of_a_killed_sweep_killed(concurrent):
+    parents = {p.info.run_id: p for p in concurrent.after_second.parents}
+    assert parents[concurrent.first].info.status == "KILLED"
+    assert "which is gone" in parents[concurrent.first].data.tags["jaxmlp.failure_reason"]
+    killed_children = [c for c in concurrent.after_second.children
+                       if c.data.tags["mlflow.parentRunId"] == concurrent.first and c.info.status == "KILLED"]
+    assert killed_children  # the first sweep was killed while its second group was RUNNING
+    assert not [c for c in concurrent.after_second.children
+                if c.data.tags["mlflow.parentRunId"] == concurrent.first and c.info.status == "RUNNING"]
+    log = concurrent.after_second.log
+    assert f"parent run {concurrent.first} of this sweep was left RUNNING by process " in log
+    assert "--resume would have continued it" in log
+
+
+@pytest.mark.slow
+def test_two_resumes_started_together_train_every_variant_once(concurrent):
+    assert sorted(concurrent.codes) == [0, 2], concurrent.logs
+    loser = concurrent.logs[concurrent.codes.index(2)]
+    assert "error: " in loser and ("is being run by process" in loser or "was taken at the same moment" in loser)
+    resumed = max(concurrent.parents, key=lambda p: p.info.start_time).info.run_id
+    assert resumed != concurrent.first
+    children = [c for c in concurrent.children if c.data.tags["mlflow.parentRunId"] == resumed]
+    finished = [c.data.tags["jaxmlp.variant_key"] for c in children if c.info.status == "FINISHED"]
+    assert sorted(finished) == sorted(concurrent.keys)  # each variant FINISHED exactly once
+    assert "RUNNING" not in _by_status(concurrent.children)
+    assert {p.info.run_id: p.info.status for p in concurrent.parents} == {concurrent.first: "KILLED",
+                                                                         resumed: "FINISHED"}
+    best = concurrent.client.search_logged_models([concurrent.parents[0].info.experiment_id],
+                                                  filter_string=f"source_run_id = '{resumed}'")
+    assert len(best) == 1  # one best model on the parent, not one per resume
+
+
+@pytest.mark.slow
+def test_a_resume_while_the_sweep_runs_is_refused_and_the_sweep_goes_on(tmp_path, cache):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    path = write_sweep(tmp_path, {"name": "held", **THREE_GROUPS})
+    client, log = store_client(uri), tmp_path / "held.log"
+    running = start_sweep(path, "--tracking-uri", uri, "--compile-cache", cache, log=log)
+    try:
+        deadline = time.monotonic() + 180
+        while not any(c.info.status == "FINISHED" for c in sweep_runs(client, "held", settled=False)[1]):
+            assert running.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+        result = run_sweep_cli(path, "--resume", "--tracking-uri", uri, "--no-progress", "--compile-cache", cache)
+        assert running.poll() is None, "the sweep ended before the resume was tried: make its groups longer"
+        assert result.code == 2
+        assert f"is being run by process {running.pid} on host {socket.gethostname()}" in result.err
+        assert "Wait for it to end (or stop it), then --resume again." in result.err
+        assert running.wait(timeout=300) == 0, log.read_text()
+    finally:
+        if running.poll() is None:
+            os.kill(running.pid, signal.SIGKILL)
+            running.wait()
+    (parent,), children = sweep_runs(client, "held")
+    assert parent.info.status == "FINISHED" and parent.data.tags["jaxmlp.lease"] == ""
+    assert sorted(c.info.status for c in children) == ["FINISHED"] * 6
