@@ -1,7 +1,8 @@
 """The tracking process failing: an unpicklable result, argument or exception, calls after
 close, the process killed; and what a sweep does then: it still trains, prints its summary
 with the tracking errors and exits 1, never hangs. Summary logging that fails when the
-parent closes ends the parent FAILED with the reason."""
+parent closes ends the parent FAILED with the reason. What a dead store could not log is
+spooled, and the replay command logs it."""
 from __future__ import annotations
 
 import contextlib
@@ -146,18 +147,17 @@ def _printed_summary(out: str, name: str, n_variants: int) -> None:
 TWO_SETTINGS = {"base": TINY_BASE, "grid": {"model.activation": ["relu", "tanh"]}, "seeds": [0]}
 
 
-@pytest.mark.slow
-def test_a_sweep_whose_tracking_process_dies_mid_sweep_trains_on_reports_and_resumes(tmp_path, cache, monkeypatch):
+def _killed_mid_sweep(monkeypatch, tmp_path, cache, name: str):
+    """Run the sweep of TWO_SETTINGS with its tracking process killed at the first epoch, once
+    both children's runs are RUNNING in the store; the spool goes under tmp_path."""
     import jaxmlp.sweep.runner as runner
 
-    uri, name = f"sqlite:///{tmp_path}/mlflow.db", "dies-mid-sweep"
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
     path = write_sweep(tmp_path, {"name": name, **TWO_SETTINGS})
     client = store_client(uri)
     started = _tracking_processes(monkeypatch)
 
     class KillsTheTrackingProcess(runner.LocalExecutor):
-        """At the first epoch, once both children's runs are RUNNING in the store, kill the tracking process."""
-
         def run(self, task, data):
             for event in super().run(task, data):
                 process = started[0]._process
@@ -171,8 +171,17 @@ def test_a_sweep_whose_tracking_process_dies_mid_sweep_trains_on_reports_and_res
                 yield event
 
     monkeypatch.setattr(runner, "LocalExecutor", KillsTheTrackingProcess)
+    monkeypatch.setenv("JAXMLP_CACHE_DIR", str(tmp_path / "cache"))
     with deadline(240):
         result = run_sweep_cli(path, "--tracking-uri", uri, "--no-progress", "--compile-cache", cache)
+    monkeypatch.undo()
+    return path, uri, client, result
+
+
+@pytest.mark.slow
+def test_a_sweep_whose_tracking_process_dies_mid_sweep_trains_on_reports_and_resumes(tmp_path, cache, monkeypatch):
+    name = "dies-mid-sweep"
+    path, uri, client, result = _killed_mid_sweep(monkeypatch, tmp_path, cache, name)
     assert result.code == 1, result.err
     _printed_summary(result.out, name, 2)
     assert f"TRACKING ERROR: RemoteError: the tracking process ended unexpectedly (exit code {-signal.SIGKILL})" \
@@ -181,13 +190,43 @@ def test_a_sweep_whose_tracking_process_dies_mid_sweep_trains_on_reports_and_res
     (parent,), children = sweep_runs(client, name)
     assert parent.info.status == "RUNNING" and {c.info.status for c in children} == {"RUNNING"}  # nobody left to end them
 
-    monkeypatch.undo()
     with deadline(240):
         again = run_sweep_cli(path, "--resume", "--tracking-uri", uri, "--no-progress", "--compile-cache", cache)
     assert again.code == 0, again.out + again.err
     (resumed,), children = sweep_runs(client, name)
     assert resumed.info.run_id == parent.info.run_id and resumed.info.status == "FINISHED"
     assert sorted(c.info.status for c in children) == ["FINISHED", "FINISHED", "KILLED", "KILLED"]
+
+
+@pytest.mark.slow
+def test_what_a_dead_store_could_not_log_is_spooled_and_the_replay_logs_it_all(tmp_path, cache, monkeypatch):
+    from jaxmlp.tracking.__main__ import main as tracking_main
+
+    name = "spooled"
+    _, uri, client, result = _killed_mid_sweep(monkeypatch, tmp_path, cache, name)
+    assert result.code == 1, result.err
+    line = next(x for x in result.out.splitlines() if "nothing trained is lost" in x)
+    assert "2 child run(s) and the summary not logged are kept in " in line
+    folder = line.split(" are kept in ")[1].split("; log them with: ")[0]
+    assert folder.startswith(f"{tmp_path}/cache/spool/{name}-")
+    assert line.endswith(f"log them with: python -m jaxmlp.tracking replay {folder} --tracking-uri {uri}")
+    printed = {x.split()[0]: x.split() for x in result.out.splitlines() if x.startswith("model.activation=")}
+
+    assert tracking_main(["replay", folder]) == 0  # into the sweep's own store, which works again
+    (parent,), children = sweep_runs(client, name)
+    assert parent.info.status == "FINISHED" and parent.data.tags["jaxmlp.summary_logged"] == "true"
+    assert sorted(c.info.status for c in children) == ["FINISHED", "FINISHED"]  # the RUNNING ones ended
+    for child in children:
+        setting = child.data.tags["jaxmlp.setting"]
+        assert f"{child.data.metrics['best_val_loss']:.4f}" == printed[setting][1]  # what the sweep printed
+        epochs = int(child.data.metrics["epochs_trained"])
+        steps = [m.step for m in client.get_metric_history(child.info.run_id, "val_loss")]
+        assert sorted(steps) == list(range(1, epochs + 1))
+        assert client.list_artifacts(child.info.run_id, "checkpoint")
+    models = {m.source_run_id for m in client.search_logged_models([parent.info.experiment_id])}
+    assert models == {parent.info.run_id, *(c.info.run_id for c in children)}  # each setting's best, the sweep's best
+    assert parent.data.tags["jaxmlp.best_run_id"] in {c.info.run_id for c in children}
+    assert client.list_artifacts(parent.info.run_id, "summary")
 
 
 def test_a_sweep_whose_tracking_process_is_dead_from_the_start_is_refused_before_training(

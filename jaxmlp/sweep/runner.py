@@ -209,7 +209,7 @@ class SweepRunner:
         self.records.append(record)
         consider(self.best, BestVariant(selection_score(v, record), v, r, meta))
         if self.runs:
-            self.runs.end_child(v, record, r, meta)
+            self.runs.end_child(v, group, record, r, meta)
         self._close(v)
 
     @staticmethod
@@ -258,6 +258,8 @@ class SweepRunner:
         todo = [[v for v in g.variants if v.key not in done] for g in self.groups]
         self.open_per_setting = collections.Counter(v.label for variants in todo for v in variants)
         bars = self.bars = ProgressBars(sum(map(len, todo)), self.options.progress)
+        if self.runs and hasattr(self.runs.tracker, "write_line"):  # the tracking process's stderr, above the bars
+            self.runs.tracker.write_line = bars.write
         self.interrupts.install()
         try:
             for program in dict.fromkeys(g.program for g in self.groups):

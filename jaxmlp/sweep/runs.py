@@ -31,6 +31,7 @@ from jaxmlp.sweep.ownership import HEARTBEAT_SECONDS, SETTLE_SECONDS, Lease
 from jaxmlp.sweep.plan import Group
 from jaxmlp.sweep.spec import Sweep, Variant
 from jaxmlp.tracking import AsyncWriter
+from jaxmlp.tracking.spool import Spool, default_spool_folder, replay_command
 
 
 #: The registry alias a registered best model gets unless `register` names another.
@@ -118,6 +119,11 @@ class SweepRuns:
         self._heartbeat_at = time.monotonic()
         self._failures_in_a_row = 0
         self.store_down: str | None = None  # the error that made the store count as down
+        spec = sweep.spec
+        self.spool = Spool(default_spool_folder(spec.name), {
+            "sweep_name": spec.name, "sweep_hash": sweep.hash, "sweep_file": str(sweep.path),
+            "note": _note(spec.description)[0], "tracking_uri": getattr(tracker, "tracking_uri", None),
+            "params": {"sweep": spec.name, "n_variants": len(sweep.variants), "n_programs": len(groups)}})
 
     def _submit(self, fn, *args) -> Future:
         return self.writer.submit(self._guarded, fn, *args)
@@ -149,16 +155,19 @@ class SweepRuns:
             notices = self._kill_abandoned()
             note, whole = _note(spec.description)
             t.experiment(spec.name, note=note)
+            git_commit, environment = _git_commit(self.sweep.path.resolve().parent), _versions()
+            self.spool.note(git_commit=git_commit, environment=environment)
             self.parent_run_id = t.start_parent(
                 self.experiment_id, f"{spec.name} {time.strftime('%Y-%m-%d %H:%M:%S')}", sweep_name=spec.name,
                 sweep_hash=self.sweep.hash, sweep_file=str(self.sweep.path), note=note,
-                git_commit=_git_commit(self.sweep.path.resolve().parent), environment=_versions(),
+                git_commit=git_commit, environment=environment,
                 params={"sweep": spec.name, "n_variants": len(self.sweep.variants), "n_programs": len(self.groups)},
                 lease=self.lease.encode())
             t.log_file(self.parent_run_id, self.sweep.path)
             if whole is not None:
                 folder, name = DESCRIPTION_ARTIFACT.rsplit("/", 1)
                 t.log_folder(self.parent_run_id, {name: whole.encode()}, folder)
+            self.spool.note(parent_run_id=self.parent_run_id)
             written = t.parent(self.parent_run_id)  # read back what was written
             if written is None or Lease.decode(written.lease) != self.lease:
                 raise RuntimeError(f"the parent run {self.parent_run_id} just written reads back differently")
@@ -170,6 +179,7 @@ class SweepRuns:
                 f"(sweep hash {found.sweep_hash} then, {self.sweep.hash} now); a resume would mix "
                 "two different sweeps. Restore the file, or run without --resume to start a new parent run.")
         self._refuse_if_held(found)
+        self.spool.note(parent_run_id=self.parent_run_id)
         records = t.variant_records(self.parent_run_id)
         by_key = {v.key: v for v in self.sweep.variants}
         done = [dataclasses.replace(r, setting=dict(by_key[r.variant_key].setting)) for r in records
@@ -233,17 +243,35 @@ class SweepRuns:
                                         index=v.index, setting=dict(v.setting), seed=v.seed, group=group.id,
                                         params=v.config.flat())
 
-    def end_child(self, v: Variant, record: VariantRecord, result: VariantResult, meta: dict) -> None:
-        """End a trained variant's run: history, final metrics, checkpoint, status."""
-        self._submit(self._finish_child, v, record, result, meta)
+    def end_child(self, v: Variant, group: Group, record: VariantRecord, result: VariantResult,
+                  meta: dict) -> None:
+        """End a trained variant's run: history, final metrics, checkpoint, status; spooled
+        where the store fails."""
+        self.writer.submit(self._finish_or_spool, v, group, record, result, meta)
 
-    def _finish_child(self, v: Variant, record: VariantRecord, result: VariantResult, meta: dict) -> None:
+    def _finish_or_spool(self, v: Variant, group: Group, record: VariantRecord, result: VariantResult,
+                         meta: dict) -> None:
         reason = (f"diverged: loss NaN, infinite or above training.divergence_factor x its initial loss in epoch "
                   f"{record.stopped_epoch}" if record.diverged
                   else None)
-        self.tracker.finish_child(self.run_ids[v.key].result(), record, history=result.history,
-                                  files=checkpoint_files(v.config, result.params, meta), reason=reason,
-                                  data=v.config.data)
+        files = checkpoint_files(v.config, result.params, meta)
+        try:
+            self._guarded(lambda: self.tracker.finish_child(self.run_ids[v.key].result(), record,
+                                                            history=result.history, files=files, reason=reason,
+                                                            data=v.config.data))
+        except Exception:
+            self.spool.child(run_id=self._run_id(v.key), run_name=v.run_name, group=group.id,
+                             record=dataclasses.replace(record, config=v.config.flat()), history=result.history,
+                             files=files, reason=reason)
+            raise
+
+    def _run_id(self, key: str) -> str | None:
+        """The child run's id where it was created."""
+        future = self.run_ids.get(key)
+        try:
+            return future.result() if future is not None else None
+        except Exception:  # noqa: BLE001 - its creation failed
+            return None
 
     def end_unfinished(self, key: str, status: str, reason: str) -> None:
         """End the run of a variant that did not train to its end (its group failed, or Ctrl-C)."""
@@ -278,7 +306,14 @@ class SweepRuns:
     def log_models(self, best: dict[str, BestVariant]) -> None:
         """Models of the settings not logged yet, and the sweep's best on the parent (registered
         where asked)."""
+        self._note_best(best)
         self._submit(self._log_models, dict(best))
+
+    def _note_best(self, best: dict[str, BestVariant]) -> None:
+        """Which variants are the settings' and the sweep's best, for a replay of the spool."""
+        overall = overall_best(best)
+        self.spool.note(best_of_settings={label: b.variant.key for label, b in best.items()},
+                        best=overall.variant.key if overall else None)
 
     def _log_models(self, best: dict[str, BestVariant]) -> None:
         for label, entry in best.items():
@@ -302,9 +337,17 @@ class SweepRuns:
         summary = report.sweep_summary(records, rows, len(failures))
         status = "FAILED" if failures else "FINISHED"
         reason = "; ".join(failures)[:5000] or None
-        self._submit(lambda: self.tracker.close_parent(
-            self.parent_run_id, status, reason, summary_files=summary.files, figures=figures,
-            metrics=summary.metrics, best_setting=summary.best_setting, table=summary.table))
+        ending = dict(status=status, reason=reason, summary_files=summary.files, figures=figures,
+                      metrics=summary.metrics, best_setting=summary.best_setting, table=summary.table)
+
+        def close_or_spool() -> None:
+            try:
+                self._guarded(lambda: self.tracker.close_parent(self.parent_run_id, **ending))
+            except Exception:
+                self.spool.summary(**ending)
+                raise
+
+        self.writer.submit(close_or_spool)
 
     def close(self) -> list[str]:
         """Wait for every submitted call, close the tracker; return the calls' errors (the
@@ -315,8 +358,18 @@ class SweepRuns:
         if skipped:
             lines.append(f"{skipped} later tracking call(s) not tried: the store failed {FAILURES_BEFORE_DOWN} "
                          "times in a row")
+        if self.spool.used:
+            self.spool.note()
+            lines.append(f"nothing trained is lost: {self.spool.n_children} child run(s)"
+                         f"{' and the summary' if self.spool.has_summary else ''} not logged are kept in "
+                         f"{self.spool.folder}; log them with: "
+                         f"{replay_command(self.spool.folder, self.sweep_tracking_uri)}")
         self._close_tracker()
         return lines
+
+    @property
+    def sweep_tracking_uri(self) -> str:
+        return self.spool.sweep.get("tracking_uri") or "URI"
 
     def kill(self, ended: set[str]) -> None:
         """After Ctrl-C or SIGTERM: mark every started run not in `ended` (variant keys) and the

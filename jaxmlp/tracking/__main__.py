@@ -1,8 +1,11 @@
 """`python -m jaxmlp.tracking model RUN_ID [--register NAME]`: make any child run's saved
-parameters an MLflow pyfunc model (optionally registered)."""
+parameters an MLflow pyfunc model (optionally registered).
+`python -m jaxmlp.tracking replay FOLDER [--tracking-uri URI]`: log what a sweep could not
+log (its spool folder, `jaxmlp.tracking.spool`) into a store."""
 from __future__ import annotations
 
 import argparse
+import sys
 
 from jaxmlp.tracking.store import Tracker
 from jaxmlp.tracking.uri import TRACKING_URI_HELP
@@ -10,13 +13,26 @@ from jaxmlp.tracking.uri import TRACKING_URI_HELP
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m jaxmlp.tracking",
-                                description="Log a sweep child's saved parameters as an MLflow pyfunc model.")
+                                description="Log a sweep child's saved parameters as an MLflow pyfunc model, or replay a "
+                                            "sweep's spool folder into a store.")
     sub = p.add_subparsers(dest="command", required=True)
     model = sub.add_parser("model", help="log the run's checkpoint artifact as a model")
     model.add_argument("run_id")
     model.add_argument("--tracking-uri", help=TRACKING_URI_HELP)
     model.add_argument("--register", metavar="NAME", help="also register it in the Model Registry")
+    replay = sub.add_parser("replay", help="log a sweep's spool folder (what it could not log) into a store")
+    replay.add_argument("folder")
+    replay.add_argument("--tracking-uri", help="the store to log into (default: the sweep's own)")
     args = p.parse_args(argv)
+    if args.command == "replay":
+        from jaxmlp.tracking.spool import replay as replay_spool
+
+        try:
+            replay_spool(args.folder, args.tracking_uri)
+        except FileNotFoundError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        return 0
     tracker = Tracker(args.tracking_uri)
     uri = tracker.log_model_from_run(args.run_id)
     print(f"logged {uri} on run {args.run_id}")
