@@ -181,6 +181,10 @@ class SweepRunner:
             for g in chunks:
                 self._fail_group(g, [v for v in g.variants if v.key not in self.closed],
                                  f"group {g.id} failed: {type(err).__name__}: {err}")
+        finally:
+            if self.runs:
+                for g in chunks:
+                    self.runs.log_histories(g)
         bars.end_group()
 
     def _fail_group(self, group: Group, todo: list[Variant], reason: str) -> None:

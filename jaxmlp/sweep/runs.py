@@ -120,6 +120,10 @@ class SweepRuns:
         self._failures_in_a_row = 0
         self.store_down: str | None = None  # the error that made the store count as down
         spec = sweep.spec
+        # Up to a size, every child's history is MLflow metrics; above it only each setting's
+        # best's, and all of them go in Parquet per group (`log_histories`).
+        self.metric_histories = len(sweep.variants) <= spec.execution.metric_histories_up_to
+        self._histories: dict[str, list] = {}  # group id -> (variant key, index, history) not yet written
         self.spool = Spool(default_spool_folder(spec.name), {
             "sweep_name": spec.name, "sweep_hash": sweep.hash, "sweep_file": str(sweep.path),
             "note": _note(spec.description)[0], "tracking_uri": getattr(tracker, "tracking_uri", None),
@@ -255,10 +259,12 @@ class SweepRuns:
                   f"{record.stopped_epoch}" if record.diverged
                   else None)
         files = checkpoint_files(v.config, result.params, meta)
+        if not self.metric_histories:
+            self._histories.setdefault(group.id, []).append((v.key, v.index, result.history))
         try:
-            self._guarded(lambda: self.tracker.finish_child(self.run_ids[v.key].result(), record,
-                                                            history=result.history, files=files, reason=reason,
-                                                            data=v.config.data))
+            self._guarded(lambda: self.tracker.finish_child(
+                self.run_ids[v.key].result(), record, history=result.history if self.metric_histories else [],
+                files=files, reason=reason, data=v.config.data))
         except Exception:
             self.spool.child(run_id=self._run_id(v.key), run_name=v.run_name, group=group.id,
                              record=dataclasses.replace(record, config=v.config.flat()), history=result.history,
@@ -272,6 +278,24 @@ class SweepRuns:
             return future.result() if future is not None else None
         except Exception:  # noqa: BLE001 - its creation failed
             return None
+
+    def log_histories(self, group: Group) -> None:
+        """The per-epoch histories of the group's variants ended so far, as one Parquet file on
+        the parent (a large sweep's; see `metric_histories`)."""
+        self.writer.submit(self._log_histories, group)
+
+    def _log_histories(self, group: Group) -> None:
+        from jaxmlp.tracking.histories import to_parquet
+
+        rows = self._histories.pop(group.id, [])
+        if not rows:
+            return
+        data, name = to_parquet(rows), f"{self.lease.token[:12]}-{len(rows)}"
+        try:
+            self._guarded(self.tracker.log_histories, self.parent_run_id, group.id, name, data)
+        except Exception:
+            self.spool.histories(group.id, name, data)
+            raise
 
     def end_unfinished(self, key: str, status: str, reason: str) -> None:
         """End the run of a variant that did not train to its end (its group failed, or Ctrl-C)."""
@@ -298,6 +322,8 @@ class SweepRuns:
     def _log_setting_model(self, best: BestVariant) -> None:
         run_id = self.run_ids[best.variant.key].result()
         logged = self.tracker.model_uris(run_id) if best.result is None else []
+        if not self.metric_histories and best.result is not None:  # the UI charts each setting's best
+            self.tracker.log_child_history(run_id, best.result.history)
         if not logged:
             with tempfile.TemporaryDirectory() as tmp:
                 logged = [self.tracker.log_model(run_id, self._checkpoint(best, tmp))]

@@ -45,6 +45,9 @@ class RandomSpec(_Strict):
 
 #: A sweep that expands to more variants is refused unless its file raises `execution.max_variants`.
 MAX_VARIANTS = 50_000
+#: Up to this many variants, every child run keeps its per-epoch history as MLflow metrics.
+MAX_METRIC_HISTORIES = 500
+
 class RaySpec(_Strict):
     """What each program chunk asks a Ray cluster for (`--executor ray`); unset numbers are
     derived from the cluster and the chunk's memory estimate (`jaxmlp.sweep.ray_executor`)."""
@@ -62,6 +65,11 @@ class ExecutionSpec(_Strict):
     max_variants_per_part: int = Field(64, gt=0, description="variants vmapped together (a part stops as a whole)")
     devices: Literal["auto", "one", "all"] = "auto"
     max_variants: int = Field(MAX_VARIANTS, gt=0, description="refuse to expand a sweep into more variants")
+    metric_histories_up_to: int = Field(
+        MAX_METRIC_HISTORIES, ge=0,
+        description="sweeps of at most this many variants log every child's per-epoch history as MLflow "
+                    "metrics; larger ones only each setting's best variant's, and every history in "
+                    "histories/<group>/*.parquet on the parent")
     ray: RaySpec = RaySpec()
 
 

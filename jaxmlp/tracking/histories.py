@@ -1,13 +1,15 @@
 """Per-epoch histories of many variants in one columnar file: what a large sweep keeps on its
-parent run (`histories/<group>.parquet`) where logging every epoch of every child as MLflow
+parent run (`histories/<group>/<part>.parquet`) where logging every epoch of every child as MLflow
 metrics would cost more than the training. One row per variant and epoch, one column per
 metric (NaN where a metric has no value), plus the variant's key and index in its sweep.
 
-Read one back with pandas:
+Read them all back with pandas (one folder per group, one file per invocation that trained it):
 
-    import mlflow, pandas
-    pandas.read_parquet(mlflow.artifacts.download_artifacts(run_id=PARENT_RUN_ID,
-                                                            artifact_path="histories/g00-1a2b3c4d.parquet"))
+    import glob, mlflow, pandas
+    folder = mlflow.artifacts.download_artifacts(run_id=PARENT_RUN_ID, artifact_path="histories")
+    frame = pandas.concat(map(pandas.read_parquet, glob.glob(f"{folder}/*/*.parquet")))
+
+`jaxmlp.report` reads them through `Tracker.variant_records`.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ import math
 from typing import Iterable, Sequence
 
 IDENTITY_COLUMNS = ("variant_key", "variant_index", "epoch")
+SKIPPED = ("epoch", "epoch_seconds")  # the epoch's wall time belongs to the group, on the parent
 Histories = dict[str, dict[str, tuple[list[int], list[float]]]]  # variant key -> metric -> (epochs, values)
 
 
@@ -25,7 +28,7 @@ def to_parquet(histories: Iterable[tuple[str, int, Sequence[dict[str, float]]]])
     import pyarrow.parquet as pq
 
     rows = [(key, index, record) for key, index, history in histories for record in history]
-    metrics = sorted({name for _, _, record in rows for name in record if name != "epoch"})
+    metrics = sorted({name for _, _, record in rows for name in record if name not in SKIPPED})
     columns = {"variant_key": pa.array([key for key, _, _ in rows], pa.string()),
                "variant_index": pa.array([index for _, index, _ in rows], pa.int32()),
                "epoch": pa.array([int(record["epoch"]) for _, _, record in rows], pa.int32())}

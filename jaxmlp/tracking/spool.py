@@ -16,7 +16,8 @@ sweep's best are logged, and the summary closes the parent.
 
 Layout of a spool folder: `spool.json` (the sweep and the store), `children/<n>.json` (one
 per child: run id where it had one, run name, group, record, history), `checkpoints/<n>/`,
-`summary/` (the summary files, `summary.json` with its metrics, status and table).
+`histories/<group>/` (a large sweep's Parquet histories), `summary/` (the summary files,
+`summary.json` with its metrics, status and table).
 """
 from __future__ import annotations
 
@@ -62,10 +63,11 @@ class Spool:
         self._lock = threading.Lock()
         self.n_children = 0
         self.has_summary = False
+        self.has_histories = False
 
     @property
     def used(self) -> bool:
-        return self.n_children > 0 or self.has_summary
+        return self.n_children > 0 or self.has_summary or self.has_histories
 
     def _started(self) -> None:
         if not self.folder.exists():
@@ -90,6 +92,13 @@ class Spool:
                      "record": dataclasses.asdict(record), "history": history}
             (self.folder / "children").mkdir(exist_ok=True)
             (self.folder / "children" / f"{n}.json").write_text(json.dumps(entry, default=float))
+
+    def histories(self, group: str, name: str, data: bytes) -> None:
+        """Keep a group's Parquet histories that could not be logged."""
+        with self._lock:
+            self._started()
+            _write_files(self.folder / "histories" / group, {f"{name}.parquet": data})
+            self.has_histories = True
 
     def summary(self, *, status: str, reason: str | None, summary_files: Mapping[str, bytes],
                 figures: Mapping[str, bytes], metrics: Mapping[str, float], best_setting: str | None,
@@ -152,6 +161,8 @@ def replay(folder: str | os.PathLike, tracking_uri: str | None = None, out=print
                        files=_read_files(folder / "checkpoints" / path.stem), reason=entry["reason"])
         run_ids[record.variant_key] = run_id
         replayed += 1
+    for path in sorted((folder / "histories").glob("*/*.parquet")):
+        t.log_histories(parent_run_id, path.parent.name, path.stem, path.read_bytes())
     summary = folder / "summary" / "summary.json"
     for key, child in children.items():
         run_ids.setdefault(key, child["run_id"])

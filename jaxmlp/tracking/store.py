@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, NamedTuple, 
 
 from jaxmlp.records import VariantRecord, setting_label
 from jaxmlp.tracking.batches import history_metrics, log_batches, run_params, run_tags, step_metrics
+from jaxmlp.tracking.histories import Histories, from_parquet
 from jaxmlp.tracking.model import save_pyfunc
 from jaxmlp.tracking.uri import resolve_tracking_uri, sqlite_path
 
@@ -42,7 +43,8 @@ OUTCOME_TAG = "jaxmlp.outcome"  # pruned: stopped by successive halving
 LINEAGE_TAG = "jaxmlp.lineage"  # PBT: the exploit steps (epoch, source variant index) as JSON
 GROUP_TAG = "jaxmlp.group"
 LEASE_TAG = "jaxmlp.lease"  # the process that runs a parent (jaxmlp.sweep.ownership); "" once released
-SUMMARY_TAG = "jaxmlp.summary_logged"  # "true" once a parent's summary is logged and the parent ended
+SUMMARY_TAG = "jaxmlp.summary_logged"
+HISTORIES_FOLDER = "histories"  # a large sweep's per-epoch histories, Parquet, on its parent  # "true" once a parent's summary is logged and the parent ended
 BEST_RUN_TAG = "jaxmlp.best_run_id"
 BEST_SETTING_TAG = "jaxmlp.best_setting"
 BEST_MODEL_TAG = "jaxmlp.best_model_uri"
@@ -284,8 +286,33 @@ class Tracker:
     def variant_records(self, parent_run_id: str, histories: Sequence[str] = ()) -> list[VariantRecord]:
         """Every child run of a parent as a record, in sweep order. `histories`: names (or
         patterns such as 'dead_fraction_*') of per-epoch metrics whose whole history the
-        records carry."""
-        return [self._record(child, histories) for child in sorted(self.children(parent_run_id), key=_sweep_order)]
+        records carry: from the child's MLflow metrics, else from the parent's Parquet
+        histories (a large sweep's, `log_histories`)."""
+        records = [self._record(child, histories) for child in sorted(self.children(parent_run_id), key=_sweep_order)]
+        stored = self.parquet_histories(parent_run_id) if histories else {}
+        for record in records:
+            for name, points in stored.get(record.variant_key, {}).items():
+                if name not in record.history and any(fnmatch.fnmatchcase(name, p) for p in histories):
+                    record.history[name] = points
+        return records
+
+    def log_histories(self, parent_run_id: str, group: str, name: str, data: bytes) -> None:
+        """A group's per-epoch histories as one Parquet file (`jaxmlp.tracking.histories`), on
+        the parent under histories/<group>/<name>.parquet."""
+        self.log_folder(parent_run_id, {f"{name}.parquet": data}, f"{HISTORIES_FOLDER}/{group}")
+
+    def parquet_histories(self, parent_run_id: str) -> Histories:
+        """Every history in the parent's Parquet files: variant key -> metric -> (epochs, values)."""
+        out: Histories = {}
+        folders = [f.path for f in self.client.list_artifacts(parent_run_id, HISTORIES_FOLDER) if f.is_dir]
+        files = [f.path for folder in folders for f in self.client.list_artifacts(parent_run_id, folder)
+                 if f.path.endswith(".parquet")]
+        with tempfile.TemporaryDirectory() as tmp:
+            for path in files:
+                local = self.client.download_artifacts(parent_run_id, path, tmp)
+                for key, metrics in from_parquet(Path(local).read_bytes()).items():
+                    out.setdefault(key, {}).update(metrics)
+        return out
 
     def _record(self, child: dict[str, Any], histories: Sequence[str]) -> VariantRecord:
         tags, metrics = child["tags"], child["metrics"]
@@ -312,6 +339,10 @@ class Tracker:
     def log_history(self, run_id: str, history: list[dict[str, float]], step_key: str = "epoch") -> None:
         """Log per-step records ({step_key: n, name: value, ...}); NaN and inf are kept as they are."""
         log_batches(self.client, run_id, metrics=history_metrics(history, step_key))
+
+    def log_child_history(self, run_id: str, history: list[dict[str, float]]) -> None:
+        """A child's per-epoch history as MLflow metrics (as `finish_child` logs it)."""
+        self.log_history(run_id, _child_history(history))
 
     def log_epoch_seconds(self, parent_run_id: str, group: str, seconds: Sequence[tuple[int, float]]) -> None:
         """The wall time of each epoch of a group (shared by its variants), once, on the parent."""
