@@ -24,6 +24,7 @@ from jaxmlp import report
 from jaxmlp.records import VariantRecord
 from jaxmlp.report.cli import main as report_main
 from jaxmlp.tracking import Tracker
+from test_sweep_search import PBT  # the PBT sweep those tests run
 
 HALVING = {
     "base": {"data": {"name": "digits"}, "model": {"hidden": [16]}, "optimizer": {"name": "sgd", "momentum": 0.0},
@@ -31,13 +32,6 @@ HALVING = {
     "grid": {"optimizer.learning_rate": [0.001, 0.3, 0.01, 0.1]},
     "seeds": 2,
     "search": {"scheduler": "successive_halving", "rungs": [2, 4], "keep": 0.5},
-}
-PBT = {
-    "base": {"data": {"name": "digits"}, "model": {"hidden": [16]}, "optimizer": {"name": "sgd", "momentum": 0.5},
-             "training": {"epochs": 9, "batch_size": 64, "early_stopping": {"patience": None}}},
-    "random": {"samples": 8, "seed": 1, "params": {"optimizer.learning_rate": {"loguniform": [0.001, 0.5]}}},
-    "search": {"scheduler": "pbt", "interval": 3, "quantile": 0.25,
-               "perturb": {"optimizer.learning_rate": [0.8, 1.25]}, "seed": 7},
 }
 LR = "hp/optimizer.learning_rate"
 
