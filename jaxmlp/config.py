@@ -94,6 +94,10 @@ class OptimizerConfig(_Section):
                                          json_schema_extra=vmapped(none=-1.0))
     momentum_ramp_epochs: float = Field(0.0, ge=0, description="ramp: epochs from momentum_start to momentum",
                                         json_schema_extra=vmapped())
+    momentum_dampening: float = Field(
+        0.0, ge=0, le=1, description="gradients scaled by 1 - dampening x momentum (of the step) before the "
+        "update: 1 is the papers' form (Hinton et al. 2012: dw = m dw - (1 - m) lr g), whose step size does not "
+        "grow as a momentum ramp rises; 0 is heavy ball (dw = m dw - lr g)", json_schema_extra=vmapped())
     nesterov: bool = False
     weight_decay: float = Field(0.0, ge=0, json_schema_extra=vmapped())
     schedule: Literal[SCHEDULES] = "constant"  # type: ignore[valid-type]

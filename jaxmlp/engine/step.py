@@ -59,6 +59,7 @@ def train_step(s: Structure, hp: HParams, train: Split, carry, batch: tuple[jax.
     # Every number from `hp` at every step, so numbers changed during training (PBT) take effect.
     opt_state = set_hyperparams(opt_state, learning_rate=lr, momentum=momentum, weight_decay=hp.weight_decay,
                                 clip_norm=hp.clip_norm)
+    grads = jax.tree.map(lambda g: g * (1 - hp.momentum_dampening * momentum), grads)
     updates, opt_state = optimizer_of(s, hp).update(grads, opt_state, params)
     params = optax.apply_updates(params, updates)
     if s.use_max_norm:
