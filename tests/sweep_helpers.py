@@ -33,8 +33,10 @@ def write_sweep(folder: Path, spec: dict[str, Any], filename: str | None = None)
 
 
 def compile_cache(tmp_path_factory) -> str:
-    """One persistent XLA cache per test session, so a program compiled by one test is reused."""
-    folder = tmp_path_factory.getbasetemp() / "xla-cache"
+    """One persistent XLA cache per test session, shared by its pytest-xdist workers (each has
+    its own basetemp, below the session's), so a program compiled by one test is reused."""
+    base = tmp_path_factory.getbasetemp()
+    folder = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "xla-cache"
     folder.mkdir(exist_ok=True)
     return str(folder)
 
