@@ -33,7 +33,6 @@ def _serve(fd: int, tracking_uri: str, warm_up: list[str]) -> None:
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    _end_with_the_sweep_process()
     bound_http_requests()
     quiet_mlflow_logging()
     conn, tracker = Connection(fd), Tracker(tracking_uri)
@@ -42,6 +41,9 @@ def _serve(fd: int, tracking_uri: str, warm_up: list[str]) -> None:
         tracker.client  # import MLflow and open the store while the sweep process imports JAX
     except Exception as err:  # noqa: BLE001 - the first call reports it
         opening_error = err
+    # Only now: killed with the sweep process while MLflow migrates a new SQLite store, the
+    # store would be left half-migrated (unusable); until here a dead sweep costs some seconds.
+    _end_with_the_sweep_process()
     for name in warm_up:  # now, while the sweep process compiles, rather than later while it trains
         module, _, function = name.partition(":")
         getattr(importlib.import_module(module), function)()
@@ -104,8 +106,8 @@ def quiet_mlflow_logging() -> None:
 
 def _end_with_the_sweep_process() -> None:
     """Have the kernel end this process when the sweep process dies (Linux), rather than at its
-    next read of the pipe: a SIGKILL of the sweep during MLflow's imports or a store migration
-    leaves no tracking process behind for seconds."""
+    next read of the pipe: a SIGKILL of the sweep while this process imports the model flavour
+    or waits on a slow store leaves no tracking process behind."""
     import ctypes
     import ctypes.util
     import signal
