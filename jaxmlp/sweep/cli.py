@@ -162,11 +162,23 @@ def outcome_json(sweep, outcome, runner) -> dict:
         "variant_epochs": sum(r.epochs_trained or 0 for r in outcome.records),
         "n_pruned": sum(r.pruned_at is not None for r in outcome.records),
         "mean_test_accuracy": sum(accuracies) / len(accuracies) if accuracies else None,
-        "rows": outcome.rows, "failures": outcome.failures, "tracking_errors": outcome.tracking_errors,
+        "rows": _rows_with_selection_metric(sweep, outcome), "failures": outcome.failures,
+        "tracking_errors": outcome.tracking_errors,
         "tracking_uri": runner.tracker.tracking_uri if runner.tracker else None,
         "experiment_id": outcome.experiment_id, "parent_run_id": outcome.parent_run_id,
         "registered_model_uri": runner.runs.registered_uri if runner.runs else None,
     }
+
+
+def _rows_with_selection_metric(sweep, outcome) -> list[dict]:
+    """The summary rows (in sweep order), each with its seeds' mean validation metric that
+    selects models (e.g. best_val_loss), as the printed table shows it."""
+    from jaxmlp import report
+
+    monitor = sweep.variants[0].config.training.early_stopping.monitor
+    _, ranked = report.best_first(outcome.records, outcome.rows, monitor)
+    score = {r["setting"]: r[f"best_{monitor}"] for r in ranked}
+    return [{**row, f"best_{monitor}": score.get(row["setting"])} for row in outcome.rows]
 
 
 def print_outcome(sweep, outcome, runner) -> None:
