@@ -66,6 +66,14 @@ def start_sweep(path: Path, *args: Any, log: Path) -> subprocess.Popen:
                                 cwd=path.parent, stdout=out, stderr=subprocess.STDOUT, env=env)
 
 
+def kill_leftovers(processes) -> None:
+    """Kill (and reap) those of `processes` still running: a test's cleanup after it waited on them."""
+    for p in processes:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+
+
 def store_client(tracking_uri: str):
     """An MlflowClient on the store (opened like jaxmlp opens it: one process migrates a new file)."""
     from jaxmlp.tracking import Tracker

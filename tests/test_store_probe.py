@@ -16,8 +16,8 @@ from types import SimpleNamespace
 import pytest
 
 from jaxmlp.sweep.spec import load_sweep
-from sweep_helpers import (TINY_BASE, compile_cache, run_sweep_cli, start_sweep, store_client, sweep_runs, wait_until,
-                           write_sweep)
+from sweep_helpers import (TINY_BASE, compile_cache, kill_leftovers, run_sweep_cli, start_sweep, store_client,
+                           sweep_runs, wait_until, write_sweep)
 from test_sweep_resume import THREE_GROUPS, _by_status, _interrupt_mid_sweep  # the sweep those tests interrupt
 
 TWO_SETTINGS = {"base": TINY_BASE, "grid": {"optimizer.learning_rate": [0.1, 0.05]}, "seeds": 1}
@@ -117,10 +117,7 @@ def concurrent(tmp_path_factory, cache) -> SimpleNamespace:
     try:
         codes = [p.wait(timeout=300) for p in resumes]
     finally:
-        for p in resumes:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
+        kill_leftovers(resumes)
     parents, children = sweep_runs(client, "owners")
     return SimpleNamespace(client=client, first=first, after_second=after_second,
                            codes=codes, logs=[log.read_text() for log in logs], parents=parents, children=children,

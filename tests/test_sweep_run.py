@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from jaxmlp.sweep.spec import load_sweep
-from sweep_helpers import (TINY_BASE, check_models_of_the_best, compile_cache, run_sweep_cli, start_sweep,
-                           store_client, sweep_runs, wait_until, write_sweep)
+from sweep_helpers import (TINY_BASE, check_models_of_the_best, compile_cache, kill_leftovers, run_sweep_cli,
+                           start_sweep, store_client, sweep_runs, wait_until, write_sweep)
 
 EPOCH_METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "dead_fraction_0")
 FINAL_METRICS = ("test_accuracy", "test_loss", "best_epoch", "stopped_epoch", "best_val_loss", "best_val_accuracy",
@@ -336,10 +336,7 @@ def test_two_sweeps_at_once_into_one_sqlite_store(tmp_path, cache):
             os.kill(processes[0].pid, signal.SIGCONT)
         codes = [p.wait(timeout=300) for p in processes]
     finally:
-        for p in processes:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
+        kill_leftovers(processes)
     outputs = [log.read_text() for log in logs]
     assert codes == [0, 0], "\n\n".join(o[-3000:] for o in outputs)
     assert not any("database is locked" in o for o in outputs)

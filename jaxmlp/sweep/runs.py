@@ -126,7 +126,7 @@ class SweepRuns:
         self._histories: dict[str, list] = {}  # group id -> (variant key, index, history) not yet written
         self.spool = Spool(default_spool_folder(spec.name), {
             "sweep_name": spec.name, "sweep_hash": sweep.hash, "sweep_file": str(sweep.path),
-            "note": _note(spec.description)[0], "tracking_uri": getattr(tracker, "tracking_uri", None),
+            "note": _note(spec.description)[0], "tracking_uri": tracker.tracking_uri,
             "params": {"sweep": spec.name, "n_variants": len(sweep.variants), "n_programs": len(groups)}})
 
     def _submit(self, fn, *args) -> Future:
@@ -389,13 +389,9 @@ class SweepRuns:
             lines.append(f"nothing trained is lost: {self.spool.n_children} child run(s)"
                          f"{' and the summary' if self.spool.has_summary else ''} not logged are kept in "
                          f"{self.spool.folder}; log them with: "
-                         f"{replay_command(self.spool.folder, self.sweep_tracking_uri)}")
+                         f"{replay_command(self.spool.folder, self.tracker.tracking_uri)}")
         self._close_tracker()
         return lines
-
-    @property
-    def sweep_tracking_uri(self) -> str:
-        return self.spool.sweep.get("tracking_uri") or "URI"
 
     def kill(self, ended: set[str]) -> None:
         """After Ctrl-C or SIGTERM: mark every started run not in `ended` (variant keys) and the
