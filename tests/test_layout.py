@@ -17,7 +17,7 @@ def _grid(make_config, activations, seeds, **overrides):
     (5, 10, 64, 1, 10, 5, [5]),             # everything fits one program
     (3, 7, 8, 2, 8, 1, [1, 1, 1]),          # parts padded to a multiple of the devices
     (7, 3, 9, 1, 3, 3, [3, 3, 1]),          # the last chunk is filled up with frozen parts
-    (5, 400, 64, 1, 58, 1, [1] * 35),       # 400 = 6 x 58 + 52: 1.5% padding
+    (5, 400, 64, 1, 50, 1, [1] * 40),       # 400 = 8 x 50: no padding (7 x 58 would pad 1.5%)
 ])
 def test_plan_chunks_cuts_groups_into_equal_programs(make_config, n_activations, n_seeds, cap, devices, part_size,
                                                      n_parts, chunk_parts):
@@ -104,3 +104,17 @@ def test_a_noisy_family_rides_in_the_same_program_and_chunks_lacking_it_get_a_fr
 def test_frozen_mask_must_match_the_configs(make_config, synthetic_data):
     with pytest.raises(ValueError, match="frozen"):
         Trainer([make_config()], synthetic_data, frozen=np.array([False, True]))
+
+
+@pytest.mark.parametrize("seeds, devices, part_size, slots", [
+    ({"relu": 4, "sigmoid": 2}, 1, 2, 6),    # 3 parts of 2, not 2 parts of 4 (8 slots, 2 of them padding)
+    ({"relu": 6, "sigmoid": 4}, 2, 6, 12),   # parts of 4 or 6 train 12 slots: the wider wins the tie
+    ({"relu": 64, "sigmoid": 1}, 1, 32, 96),  # at most halved: parts of 1 would pad nothing, but run 65 parts
+])
+def test_the_part_size_trains_the_fewest_padding_slots(make_config, seeds, devices, part_size, slots):
+    configs = [make_config({"model.activation": a, "training.seed": s}) for a, n in seeds.items() for s in range(n)]
+    layout, chunks = plan_chunks(configs, 64, 64, devices)
+    assert layout.part_size == part_size
+    counts = [sum(configs[i].model.activation == a for i in chunk) for chunk in chunks for a in seeds]
+    assert sum(-(-n // part_size) * part_size for n in counts) == slots  # frozen filler parts are skipped
+    assert sorted(i for chunk in chunks for i in chunk) == list(range(len(configs)))

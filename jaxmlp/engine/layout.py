@@ -53,19 +53,14 @@ def plan_chunks(configs: Sequence[RunConfig], max_part: int, max_program: int | 
                 devices: int = 1) -> tuple[Layout, list[list[int]]]:
     """The layout of one group and its chunks (lists of indices into `configs`, part by part).
 
-    The part size is the smallest that cuts the largest structure into as few parts of at
-    most `max_part` variants as possible (a multiple of `devices`, as the variant axis is
-    sharded); as many parts as fit in `max_program` variants (default `max_part`) make a
-    chunk, each family's parts spread evenly over the chunks needed.
+    The part size is chosen by `_part_size`; as many parts as fit in `max_program` variants
+    (default `max_part`) make a chunk, each family's parts spread evenly over the chunks needed.
     """
     max_program = max_part if max_program is None else max_program
     rows: dict[tuple, list[int]] = {}
     for i, c in enumerate(configs):
         rows.setdefault(structure_key(c), []).append(i)
-    biggest = max(map(len, rows.values()))
-    pieces = -(-biggest // max(1, max_part))
-    part_size = -(-biggest // pieces)
-    part_size += -part_size % devices
+    part_size = _part_size([len(r) for r in rows.values()], max_part, devices)
     families: dict[bool, list[list[int]]] = {}
     for r in rows.values():
         families.setdefault(family_of(configs[r[0]]), []).extend(
@@ -82,3 +77,16 @@ def plan_chunks(configs: Sequence[RunConfig], max_part: int, max_program: int | 
         initializers=tuple(dict.fromkeys(resolve_init(c.model.init, c.model.activation) for c in configs)),
         features=features_of(configs))
     return layout, [sum(chunk, []) for chunk in chunks if chunk]
+
+
+def _part_size(rows: Sequence[int], max_part: int, devices: int) -> int:
+    """The part size for structures of `rows` variants each, a multiple of `devices` (the
+    variant axis is sharded). The widest is the smallest size that cuts the largest structure
+    into as few parts of at most `max_part` variants as possible; from there down to half of
+    it, the size that trains the fewest slots wins (padding slots train at full cost), the
+    larger on a tie. E.g. structures of 4 and 2 variants: parts of 2 (6 slots), not 4 (8)."""
+    biggest = max(rows)
+    widest = -(-biggest // -(-biggest // max(1, max_part)))
+    widest += -widest % devices
+    candidates = range(widest, max(devices, widest // 2) - 1, -devices)
+    return min(candidates, key=lambda p: (sum(-(-n // p) * p for n in rows), -p))
