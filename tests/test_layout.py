@@ -17,7 +17,7 @@ def _grid(make_config, activations, seeds, **overrides):
     (5, 10, 64, 1, 10, 5, [5]),             # everything fits one program
     (3, 7, 8, 2, 8, 1, [1, 1, 1]),          # parts padded to a multiple of the devices
     (7, 3, 9, 1, 3, 3, [3, 3, 1]),          # the last chunk is filled up with frozen parts
-    (5, 400, 64, 1, 50, 1, [1] * 40),       # 400 = 8 x 50: no padding (7 x 58 would pad 1.5%)
+    (5, 400, 64, 1, 58, 1, [1] * 35),       # 400 = 6 x 58 + 52: 1.5% padding (8 x 50 would take 40 programs)
 ])
 def test_plan_chunks_cuts_groups_into_equal_programs(make_config, n_activations, n_seeds, cap, devices, part_size,
                                                      n_parts, chunk_parts):

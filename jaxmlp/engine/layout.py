@@ -60,7 +60,7 @@ def plan_chunks(configs: Sequence[RunConfig], max_part: int, max_program: int | 
     rows: dict[tuple, list[int]] = {}
     for i, c in enumerate(configs):
         rows.setdefault(structure_key(c), []).append(i)
-    part_size = _part_size([len(r) for r in rows.values()], max_part, devices)
+    part_size = _part_size([len(r) for r in rows.values()], max_part, max_program, devices)
     families: dict[bool, list[list[int]]] = {}
     for r in rows.values():
         families.setdefault(family_of(configs[r[0]]), []).extend(
@@ -79,14 +79,29 @@ def plan_chunks(configs: Sequence[RunConfig], max_part: int, max_program: int | 
     return layout, [sum(chunk, []) for chunk in chunks if chunk]
 
 
-def _part_size(rows: Sequence[int], max_part: int, devices: int) -> int:
+#: A narrower part than the widest is taken only when it saves at least this share of the slots.
+PADDING_SAVING = 0.1
+
+
+def _part_size(rows: Sequence[int], max_part: int, max_program: int, devices: int) -> int:
     """The part size for structures of `rows` variants each, a multiple of `devices` (the
     variant axis is sharded). The widest is the smallest size that cuts the largest structure
-    into as few parts of at most `max_part` variants as possible; from there down to half of
-    it, the size that trains the fewest slots wins (padding slots train at full cost), the
-    larger on a tie. E.g. structures of 4 and 2 variants: parts of 2 (6 slots), not 4 (8)."""
+    into as few parts of at most `max_part` variants as possible. Padding slots train at full
+    cost, so a size down to half of it that trains the fewest slots replaces it when that
+    saves at least PADDING_SAVING of them without needing more programs (chunks of at most
+    `max_program` variants). E.g. structures of 4 and 2 variants in one program: parts of 2
+    (6 slots), not 4 (8)."""
     biggest = max(rows)
     widest = -(-biggest // -(-biggest // max(1, max_part)))
     widest += -widest % devices
-    candidates = range(widest, max(devices, widest // 2) - 1, -devices)
-    return min(candidates, key=lambda p: (sum(-(-n // p) * p for n in rows), -p))
+
+    def slots(p: int) -> int:
+        return sum(-(-n // p) * p for n in rows)
+
+    def programs(p: int) -> int:
+        parts = sum(-(-n // p) for n in rows)
+        return -(-parts // max(1, min(parts, max_program // p)))
+
+    candidates = [p for p in range(widest, max(devices, widest // 2) - 1, -devices) if programs(p) <= programs(widest)]
+    best = min(candidates, key=lambda p: (slots(p), -p))
+    return best if slots(best) <= (1 - PADDING_SAVING) * slots(widest) else widest
