@@ -4,6 +4,8 @@ in one pytest-xdist worker."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
+from types import SimpleNamespace
 
 # Two XLA CPU devices, as the sweep command sets up, so the engine's sharded programs are tested too.
 if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
@@ -16,11 +18,13 @@ import pytest
 from jaxmlp.config import RunConfig, load_config, set_dotted
 from jaxmlp.data import Dataset, load_dataset
 from jaxmlp.runtime import enable_compilation_cache
-from sweep_helpers import compile_cache
+from sweep_helpers import compile_cache, run_sweep_cli, write_sweep
 
 #: A 3-class problem small enough that one epoch is a handful of steps (272 training samples).
 SYNTHETIC = {"name": "synthetic", "n_samples": 400, "n_features": 8, "n_classes": 3}
 TINY = {"data": SYNTHETIC, "model": {"hidden": [16]}, "training": {"epochs": 5, "batch_size": 32}}
+MNIST_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
+               "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
 
 
 def tiny_config(overrides: Mapping[str, Any] | None = None, base: Mapping[str, Any] = TINY) -> RunConfig:
@@ -60,3 +64,37 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         fixtures = getattr(item, "_fixtureinfo", None)
         if fixtures and any(defs[-1].scope == "module" for defs in fixtures.name2fixturedefs.values()):
             item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+
+
+def data_root() -> Path:
+    """$JAXMLP_DATA_DIR, else the shared data folder beside the repository."""
+    root = os.environ.get("JAXMLP_DATA_DIR")
+    return Path(root) if root else Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def mnist_dir() -> Path:
+    """The four original MNIST files' folder; the test is skipped when they are absent."""
+    folder = data_root() / "mnist"
+    missing = [f for f in MNIST_FILES if not (folder / f).is_file()]
+    if missing:
+        pytest.skip(f"MNIST files {missing} not in {folder}; set JAXMLP_DATA_DIR (with mnist/)")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def mnist_sweep(mnist_dir, tmp_path_factory) -> SimpleNamespace:
+    """A short sweep run once on MNIST from the original files, with a fresh data cache (which
+    it prepares through tensorflow-datasets): MNIST is prepared once per test session."""
+    tmp_path = tmp_path_factory.mktemp("mnist")
+    cache = tmp_path / "cache"
+    data = {"name": "mnist", "train_limit": 512, "cache_dir": str(cache)}
+    path = write_sweep(tmp_path, {"name": "mnist-e2e", "base": {
+        "data": data, "model": {"hidden": [16]}, "optimizer": {"name": "adam", "learning_rate": 3e-3},
+        "training": {"epochs": 3, "batch_size": 64}}, "seeds": [0, 1]})
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.setenv("JAXMLP_DATA_DIR", str(mnist_dir.parent))
+        monkeypatch.setenv("JAXMLP_CACHE_DIR", str(tmp_path / "not-this-cache"))  # data.cache_dir comes first
+        result = run_sweep_cli(path, "--no-tracking", "--no-progress", "--json",
+                               "--compile-cache", compile_cache(tmp_path_factory))
+    return SimpleNamespace(result=result, tmp_path=tmp_path, cache=cache, data=data)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import os
 import sys
 import time
@@ -10,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import conftest
+
 from jaxmlp.data.tfds import (
     TFDS_DATASETS,
     DataUnavailableError,
@@ -17,27 +20,7 @@ from jaxmlp.data.tfds import (
     load_tfds,
 )
 
-MNIST_FILES = (
-    "train-images-idx3-ubyte.gz",
-    "train-labels-idx1-ubyte.gz",
-    "t10k-images-idx3-ubyte.gz",
-    "t10k-labels-idx1-ubyte.gz",
-)
-
-
-def _data_root() -> Path:
-    """$JAXMLP_DATA_DIR, else the shared data folder beside the repository."""
-    root = os.environ.get("JAXMLP_DATA_DIR")
-    return Path(root) if root else Path(__file__).resolve().parents[1].parent / "shared" / "data"
-
-
-@pytest.fixture
-def mnist_dir() -> Path:
-    folder = _data_root() / "mnist"
-    missing = [f for f in MNIST_FILES if not (folder / f).is_file()]
-    if missing:
-        pytest.skip(f"MNIST files {missing} not in {folder}; set JAXMLP_DATA_DIR (with mnist/)")
-    return folder
+MNIST_FILES = conftest.MNIST_FILES
 
 
 @pytest.mark.parametrize("name", TFDS_DATASETS)
@@ -99,22 +82,35 @@ def test_missing_tensorflow_says_how_to_install(tmp_path, monkeypatch):
         load_tfds("mnist", tmp_path, tmp_path / "cache")
 
 
+def _idx(path: Path) -> np.ndarray:
+    """An IDX file (big-endian header: magic, then one int32 per dimension), read with numpy."""
+    raw = gzip.decompress(path.read_bytes())
+    ndim = raw[3]
+    shape = np.frombuffer(raw, ">i4", count=ndim, offset=4)
+    return np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim).reshape(shape)
+
+
 @pytest.mark.slow
-def test_real_mnist_prepares_then_loads_from_cache(mnist_dir, tmp_path, monkeypatch):
+def test_real_mnist_prepared_once_loads_from_its_cache_as_the_original_files(mnist_sweep, mnist_dir, tmp_path,
+                                                                            monkeypatch):
+    """The tensorflow-datasets cache the sweep prepared (conftest's `mnist_sweep`) is read back
+    without the original files, and holds exactly their images and labels (in its own order)."""
     monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL", raising=False)
-    cache, empty = tmp_path / "cache", tmp_path / "empty"
+    empty = tmp_path / "empty"
     empty.mkdir()
-    data = load_tfds("mnist", mnist_dir, cache)
-    for split, n in (("train", 60000), ("test", 10000)):
+    data = load_tfds("mnist", empty, mnist_sweep.cache / "tfds")
+    assert "TF_CPP_MIN_LOG_LEVEL" not in os.environ
+    for split, prefix, n in (("train", "train", 60000), ("test", "t10k", 10000)):
         images, labels = data[split]
         assert images.shape == (n, 28, 28) and images.dtype == np.uint8
         assert labels.shape == (n,) and labels.dtype == np.int32
-        assert set(np.unique(labels)) == set(range(10))
-    assert "TF_CPP_MIN_LOG_LEVEL" not in os.environ
-    cached = load_tfds("mnist", empty, cache)
-    for split in ("train", "test"):
-        np.testing.assert_array_equal(cached[split][0], data[split][0])
-        np.testing.assert_array_equal(cached[split][1], data[split][1])
+        want_images = _idx(mnist_dir / f"{prefix}-images-idx3-ubyte.gz")
+        want_labels = _idx(mnist_dir / f"{prefix}-labels-idx1-ubyte.gz")
+        assert want_images.shape == (n, 28, 28)
+
+        def pairs(x, y):  # each (image, label) as bytes, sorted: equal as multisets, whatever the order
+            return sorted(xi.tobytes() + bytes([yi]) for xi, yi in zip(x, y.astype(np.uint8)))
+        assert pairs(images, labels) == pairs(want_images, want_labels)
 
 
 def test_wrong_files_name_the_fix(tmp_path):
