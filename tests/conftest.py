@@ -4,6 +4,12 @@ in one pytest-xdist worker."""
 from __future__ import annotations
 
 import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -98,3 +104,48 @@ def mnist_sweep(mnist_dir, tmp_path_factory) -> SimpleNamespace:
         result = run_sweep_cli(path, "--no-tracking", "--no-progress", "--json",
                                "--compile-cache", compile_cache(tmp_path_factory))
     return SimpleNamespace(result=result, tmp_path=tmp_path, cache=cache, data=data)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    """A real `mlflow server` on a free loopback port, its whole process group stopped after the test.
+
+    Server-side job execution is off: it starts seven more processes that outlive a
+    terminated `mlflow server` for half a minute.
+    """
+    port = _free_port()
+    command = [str(Path(sys.executable).with_name("mlflow")), "server",
+               "--backend-store-uri", f"sqlite:///{tmp_path}/server.db",
+               "--artifacts-destination", str(tmp_path / "mlartifacts"),
+               "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    log = open(tmp_path / "server.log", "w")
+    server = subprocess.Popen(command, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                              env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if server.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"mlflow server did not come up:\n{(tmp_path / 'server.log').read_text()[-3000:]}")
+            time.sleep(0.25)
+        yield url
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+        log.close()

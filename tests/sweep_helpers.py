@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -13,6 +14,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 import yaml
+
+from jaxmlp.sweep.spec import load_sweep
 
 PARENT_TAG = "mlflow.parentRunId"
 ROLE_TAG = "jaxmlp.role"
@@ -187,3 +190,48 @@ def run_ui_sweep(folder: Path, tracking_uri: str, cache: str, monkeypatch, name:
     (parent,), _ = sweep_runs(store_client(tracking_uri), name)
     return UiSweep(result.out, tracking_uri, parent.info.experiment_id, parent.info.run_id, parent.info.run_name,
                    f"{name}-best")
+
+
+#: Three groups of two seeds; the middle one trains long enough to be interrupted.
+THREE_GROUPS = {
+    "base": {"data": {"name": "digits"}, "training": {"batch_size": 64, "early_stopping": {"patience": None}}},
+    "zip": {"model.hidden": [[16], [24], [32]], "training.epochs": [5, 1500, 5]},
+    "seeds": 2,
+}
+
+
+def runs_by_status(children) -> dict[str, set[str]]:
+    out: dict[str, set[str]] = {}
+    for c in children:
+        out.setdefault(c.info.status, set()).add(c.info.run_id)
+    return out
+
+
+def start_interruptible(path, uri, cache, log):
+    """The sweep as a process that Ctrl-C reaches as in a terminal: a caught (not ignored)
+    SIGINT here is reset to the default in the child."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        return start_sweep(path, "--tracking-uri", uri, "--compile-cache", cache, log=log)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def interrupt_mid_sweep(path, uri, cache, signum) -> tuple[int, object, list, list]:
+    """Start the sweep as a process; once the first group has FINISHED and the next is RUNNING, send `signum`."""
+    client, name, log = store_client(uri), load_sweep(path).spec.name, path.with_suffix(".log")
+    process = start_interruptible(path, uri, cache, log)
+    try:
+        def first_group_done() -> bool:
+            by_status = runs_by_status(sweep_runs(client, name, settled=False)[1])
+            return len(by_status.get("FINISHED", ())) >= 2 and bool(by_status.get("RUNNING"))
+
+        wait_until(first_group_done, "the first group FINISHED and the next RUNNING", process, log)
+        os.kill(process.pid, signum)
+        code = process.wait(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    parents, children = sweep_runs(client, name)
+    return code, client, parents, children

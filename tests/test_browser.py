@@ -18,7 +18,6 @@ from typing import Iterator
 import pytest
 
 from sweep_helpers import compile_cache, run_ui_sweep
-from test_tracking import mlflow_server  # noqa: F401 - the server fixture (started and stopped per test)
 
 pytestmark = pytest.mark.slow
 sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright for Python is not installed")
@@ -75,7 +74,7 @@ def _printed(out: str, label: str) -> str:
 
 
 def test_the_ui_shows_the_sweep_runs_datasets_curves_and_registered_model(
-        mlflow_server, browser_page, tmp_path, tmp_path_factory, monkeypatch):  # noqa: F811
+        mlflow_server, browser_page, tmp_path, tmp_path_factory, monkeypatch):
     sweep = run_ui_sweep(tmp_path, mlflow_server, compile_cache(tmp_path_factory), monkeypatch, "ui-browser")
     page, shots = browser_page, Screenshots(browser_page, tmp_path / "screenshots")
     expect = sync_api.expect

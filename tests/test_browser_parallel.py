@@ -23,8 +23,7 @@ from sweep_helpers import (
     sweep_runs,
     write_sweep,
 )
-from test_browser import TIMEOUT_MS, Screenshots, _printed, browser_page, sync_api  # noqa: F401 - the page fixture
-from test_tracking import mlflow_server  # noqa: F401 - the server fixture (started and stopped per test)
+from test_browser import TIMEOUT_MS, Screenshots, _printed, browser_page, sync_api  # noqa: F401, F811 - the page fixture
 
 pytestmark = pytest.mark.slow
 

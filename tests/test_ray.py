@@ -19,7 +19,6 @@ from jaxmlp.sweep.spec import RaySpec, load_sweep
 from ray_helpers import CHUNK_TITLE, LOOPBACK_ENV, ray_head, session_processes, sweep_driver
 from sweep_helpers import TINY_BASE, compile_cache, run_sweep_cli, store_client, sweep_runs, wait_until, write_sweep
 from test_sweep_server import _api, _metrics, _tags
-from test_tracking import mlflow_server  # noqa: F401 - the server fixture (started and stopped per test)
 
 os.environ.update(LOOPBACK_ENV)  # before Ray is imported: this process joins the loopback head as 127.0.0.1
 ray = pytest.importorskip("ray")
@@ -106,7 +105,7 @@ def test_dry_run_shows_each_task_its_request_and_the_cluster(cluster, tmp_path):
 
 
 @pytest.mark.slow
-def test_sweep_on_ray_into_a_server_logs_as_on_one_machine(cluster, mlflow_server, tmp_path, cache):  # noqa: F811
+def test_sweep_on_ray_into_a_server_logs_as_on_one_machine(cluster, mlflow_server, tmp_path, cache):
     """Two chunks of one program train at once on the cluster; the driver logs to the server."""
     address, _ = cluster
     spec = {"base": TINY_BASE, "grid": {"model.activation": ["relu", "tanh"]}, "seeds": 2,

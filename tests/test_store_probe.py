@@ -16,9 +16,8 @@ from types import SimpleNamespace
 import pytest
 
 from jaxmlp.sweep.spec import load_sweep
-from sweep_helpers import (TINY_BASE, compile_cache, kill_leftovers, run_sweep_cli, start_sweep, store_client,
+from sweep_helpers import (THREE_GROUPS, TINY_BASE, runs_by_status, compile_cache, interrupt_mid_sweep, kill_leftovers, run_sweep_cli, start_sweep, store_client,
                            sweep_runs, wait_until, write_sweep)
-from test_sweep_resume import THREE_GROUPS, _by_status, _interrupt_mid_sweep  # the sweep those tests interrupt
 
 TWO_SETTINGS = {"base": TINY_BASE, "grid": {"optimizer.learning_rate": [0.1, 0.05]}, "seeds": 1}
 
@@ -94,7 +93,7 @@ def concurrent(tmp_path_factory, cache) -> SimpleNamespace:
     folder = tmp_path_factory.mktemp("concurrent")
     uri = f"sqlite:///{folder}/mlflow.db"
     path = write_sweep(folder, {"name": "owners", **THREE_GROUPS})
-    _, client, first_parents, _ = _interrupt_mid_sweep(path, uri, cache, signal.SIGKILL)
+    _, client, first_parents, _ = interrupt_mid_sweep(path, uri, cache, signal.SIGKILL)
     first = first_parents[0].info.run_id
     log = folder / "second.log"
     second = start_sweep(path, "--tracking-uri", uri, "--compile-cache", cache, log=log)
@@ -102,7 +101,7 @@ def concurrent(tmp_path_factory, cache) -> SimpleNamespace:
         def second_mid_way() -> bool:
             children = [c for c in sweep_runs(client, "owners", settled=False)[1]
                         if c.data.tags.get("mlflow.parentRunId") != first]
-            by_status = _by_status(children)
+            by_status = runs_by_status(children)
             return len(by_status.get("FINISHED", ())) >= 2 and bool(by_status.get("RUNNING"))
 
         wait_until(second_mid_way, "the fresh run's first group FINISHED and its next RUNNING", second, log)
@@ -149,7 +148,7 @@ def test_two_resumes_started_together_train_every_variant_once(concurrent):
     children = [c for c in concurrent.children if c.data.tags["mlflow.parentRunId"] == resumed]
     finished = [c.data.tags["jaxmlp.variant_key"] for c in children if c.info.status == "FINISHED"]
     assert sorted(finished) == sorted(concurrent.keys)  # each variant FINISHED exactly once
-    assert "RUNNING" not in _by_status(concurrent.children)
+    assert "RUNNING" not in runs_by_status(concurrent.children)
     assert {p.info.run_id: p.info.status for p in concurrent.parents} == {concurrent.first: "KILLED",
                                                                          resumed: "FINISHED"}
     best = concurrent.client.search_logged_models([concurrent.parents[0].info.experiment_id],

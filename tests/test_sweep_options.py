@@ -14,7 +14,6 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from jaxmlp.sweep.spec import load_sweep
 from sweep_helpers import TINY_BASE, compile_cache, run_sweep_cli, store_client, sweep_runs, write_sweep
 
 SPEC = {"name": "options", "description": "relu against tanh, two seeds each: a note for the parent run",

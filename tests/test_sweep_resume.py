@@ -13,16 +13,11 @@ from types import SimpleNamespace
 import pytest
 
 from jaxmlp.sweep.spec import load_sweep
-from sweep_helpers import (check_models_of_the_best, compile_cache, run_sweep_cli, start_sweep, store_client,
-                           sweep_runs, wait_until, write_sweep)
+from sweep_helpers import (THREE_GROUPS, runs_by_status, check_models_of_the_best, interrupt_mid_sweep, compile_cache, start_interruptible, run_sweep_cli, start_sweep, store_client,
+                           sweep_runs, write_sweep)
 
 pytestmark = pytest.mark.slow
 
-THREE_GROUPS = {
-    "base": {"data": {"name": "digits"}, "training": {"batch_size": 64, "early_stopping": {"patience": None}}},
-    "zip": {"model.hidden": [[16], [24], [32]], "training.epochs": [5, 1500, 5]},
-    "seeds": 2,
-}
 N_VARIANTS = 6
 
 
@@ -31,51 +26,14 @@ def cache(tmp_path_factory) -> str:
     return compile_cache(tmp_path_factory)
 
 
-def _by_status(children) -> dict[str, set[str]]:
-    out: dict[str, set[str]] = {}
-    for c in children:
-        out.setdefault(c.info.status, set()).add(c.info.run_id)
-    return out
-
-
-def _start_interruptible(path, uri, cache, log):
-    """The sweep as a process that Ctrl-C reaches as in a terminal: a caught (not ignored)
-    SIGINT here is reset to the default in the child."""
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        return start_sweep(path, "--tracking-uri", uri, "--compile-cache", cache, log=log)
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
-def _interrupt_mid_sweep(path, uri, cache, signum) -> tuple[int, object, list, list]:
-    """Start the sweep as a process; once the first group has FINISHED and the next is RUNNING, send `signum`."""
-    client, name, log = store_client(uri), load_sweep(path).spec.name, path.with_suffix(".log")
-    process = _start_interruptible(path, uri, cache, log)
-    try:
-        def first_group_done() -> bool:
-            by_status = _by_status(sweep_runs(client, name, settled=False)[1])
-            return len(by_status.get("FINISHED", ())) >= 2 and bool(by_status.get("RUNNING"))
-
-        wait_until(first_group_done, "the first group FINISHED and the next RUNNING", process, log)
-        os.kill(process.pid, signum)
-        code = process.wait(timeout=120)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-    parents, children = sweep_runs(client, name)
-    return code, client, parents, children
-
-
 @pytest.fixture(scope="module")
 def resumed(tmp_path_factory, cache) -> SimpleNamespace:
     """The sweep killed with SIGKILL mid-sweep, then run again with --resume."""
     folder = tmp_path_factory.mktemp("resume")
     uri = f"sqlite:///{folder}/mlflow.db"
     path = write_sweep(folder, {"name": "resume", **THREE_GROUPS})
-    code, client, parents, children = _interrupt_mid_sweep(path, uri, cache, signal.SIGKILL)
-    before = SimpleNamespace(code=code, parents=parents, children=children, by_status=_by_status(children))
+    code, client, parents, children = interrupt_mid_sweep(path, uri, cache, signal.SIGKILL)
+    before = SimpleNamespace(code=code, parents=parents, children=children, by_status=runs_by_status(children))
     log = folder / "resume.log"
     second = start_sweep(path, "--resume", "--tracking-uri", uri, "--compile-cache", cache, log=log)
     try:
@@ -137,7 +95,7 @@ def test_runs_left_running_by_the_killed_process_are_now_killed(resumed):
         assert statuses[run_id].info.status == "KILLED"
         assert statuses[run_id].data.tags["jaxmlp.failure_reason"] == "left RUNNING by an interrupted sweep"
     assert len(resumed.children) == N_VARIANTS + len(left_running)
-    assert "RUNNING" not in _by_status(resumed.children)
+    assert "RUNNING" not in runs_by_status(resumed.children)
 
 
 def test_resume_of_a_finished_sweep_with_only_a_comment_added_trains_nothing(resumed, cache, tmp_path):
@@ -172,11 +130,11 @@ def test_resume_refuses_a_changed_sweep_file(resumed, cache, tmp_path):
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_sigterm_and_ctrl_c_mark_unfinished_runs_killed(tmp_path, cache, signum):
     path = write_sweep(tmp_path, {"name": f"interrupted-{signum.name.lower()}", **THREE_GROUPS})
-    code, _, parents, children = _interrupt_mid_sweep(path, f"sqlite:///{tmp_path}/mlflow.db", cache, signum)
+    code, _, parents, children = interrupt_mid_sweep(path, f"sqlite:///{tmp_path}/mlflow.db", cache, signum)
     log = path.with_suffix(".log").read_text()
     assert code == 128 + signum, log[-3000:]  # 130 for Ctrl-C, 143 for SIGTERM
     assert "interrupted: unfinished runs were marked KILLED; continue with --resume" in log
-    by_status = _by_status(children)
+    by_status = runs_by_status(children)
     assert set(by_status) == {"FINISHED", "KILLED"}, by_status
     assert len(by_status["FINISHED"]) == 2 and len(by_status["KILLED"]) == 2  # group one done, group two not
     for run in children:
@@ -222,7 +180,7 @@ def test_ctrl_c_at_any_early_moment_ends_the_sweep_with_130_and_no_run_left_runn
 
     path = write_sweep(tmp_path, {"name": "early", **THREE_GROUPS})
     uri, log = f"sqlite:///{tmp_path}/mlflow.db", tmp_path / "early.log"
-    process = _start_interruptible(path, uri, cache, log)
+    process = start_interruptible(path, uri, cache, log)
     try:
         time.sleep(delay)
         os.kill(process.pid, signal.SIGINT)

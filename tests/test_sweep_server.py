@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 from sweep_helpers import TINY_BASE, compile_cache, run_sweep_cli, write_sweep
-from test_tracking import mlflow_server  # noqa: F401 - the server fixture (started and stopped per test)
 
 pytestmark = pytest.mark.slow
 
@@ -36,7 +35,7 @@ def _params(run: dict) -> dict[str, str]:
     return {p["key"]: p["value"] for p in run["data"].get("params", [])}
 
 
-def test_sweep_through_a_real_mlflow_server_shows_nested_runs_and_curves(mlflow_server, tmp_path,  # noqa: F811
+def test_sweep_through_a_real_mlflow_server_shows_nested_runs_and_curves(mlflow_server, tmp_path,
                                                                            tmp_path_factory, monkeypatch):
     assert mlflow_server.startswith("http://127.0.0.1:")
     path = write_sweep(tmp_path, {"name": "served-sweep", "base": TINY_BASE,
