@@ -110,3 +110,21 @@ def test_a_reloaded_regression_checkpoint_predicts_identically(trained, data, tm
     x = np.asarray(data.test.x)
     np.testing.assert_array_equal(predict(again, x), predict(first, x))
     np.testing.assert_array_equal(predict(load_checkpoint(folder), x), predict(first, x))
+
+
+@pytest.mark.slow
+def test_the_pyfunc_model_of_a_regression_checkpoint_answers_in_original_units(trained, data, tmp_path):
+    import mlflow.pyfunc
+    from mlflow.models import Model
+
+    from jaxmlp.tracking.model import save_pyfunc
+
+    _, folder = trained
+    save_pyfunc(tmp_path / "model", folder)
+    (outputs,) = Model.load(tmp_path / "model" / "MLmodel").signature.outputs.to_dict()
+    assert (outputs["tensor-spec"]["dtype"], list(outputs["tensor-spec"]["shape"])) == ("float32", [-1])
+    x = np.asarray(data.test.x, np.float32)
+    predictions = np.asarray(mlflow.pyfunc.load_model(str(tmp_path / "model")).predict(x))
+    assert predictions.shape == (len(x),)
+    np.testing.assert_allclose(predictions, hand_predictions(folder, x), rtol=1e-5)
+    assert predictions.std() > 1.0  # original units (standardised outputs have a std below 1)

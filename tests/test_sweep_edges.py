@@ -207,3 +207,38 @@ def test_monitor_val_accuracy_chooses_the_highest_accuracy_per_setting_and_overa
     best = parent.data.tags["jaxmlp.best_run_id"]
     assert accuracy[best] == max(accuracy.values())
     assert parent.data.tags["jaxmlp.best_model_uri"] == f"models:/{models[best][0].model_id}"
+
+
+WORSE_FAILS = {"name": "worse-group-fails", "base": TINY_BASE, "grid": {"model.hidden": [[16], [2]]}, "seeds": 2}
+
+
+@pytest.fixture(scope="module")
+def worse_failed(tmp_path_factory, cache):
+    import jaxmlp.sweep.runner as runner
+
+    class FailingNarrow(runner.LocalExecutor):
+        def run(self, task, data):
+            if task.chunks[0][0].model.hidden == (2,):
+                raise RuntimeError("the device is on fire")
+            return super().run(task, data)
+
+    folder = tmp_path_factory.mktemp("worse-fails")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(runner, "LocalExecutor", FailingNarrow)
+        first = _sweep(folder, WORSE_FAILS, cache)
+    return SimpleNamespace(first=first, second=_sweep(folder, WORSE_FAILS, cache, "--resume"))
+
+
+@pytest.mark.slow
+def test_after_resume_the_best_may_be_a_variant_finished_before(worse_failed):
+    second = worse_failed.second
+    assert second.result.code == 0, second.result.err
+    (parent,) = second.parents
+    finished = [c for c in second.children if c.info.status == "FINISHED"]
+    assert len(finished) == 4
+    overall = min(finished, key=lambda c: c.data.metrics["best_val_loss"])
+    assert _width(overall) == "[16]"  # the premise: the setting finished before the failure is the better one
+    assert overall.info.run_id in {c.info.run_id for c in worse_failed.first.children}
+    assert parent.data.tags["jaxmlp.best_run_id"] == overall.info.run_id
+    assert parent.data.tags["jaxmlp.best_setting"] == "model.hidden=16"
+    assert parent.data.tags["jaxmlp.best_model_uri"] == f"models:/{second.models[overall.info.run_id][0].model_id}"

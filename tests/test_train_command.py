@@ -245,3 +245,18 @@ def test_module_entry_point_exits_with_the_commands_code():
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and bad.stdout == ""
     assert "error: command line: 1 invalid value(s)" in bad.stderr and "did you mean 'hidden'?" in bad.stderr
+
+
+def test_set_reads_comma_lists_like_the_flags():
+    """`--set KEY=a,b` goes through parse_value as the flags do (a list), not yaml.safe_load alone (a string)."""
+    assert configs_of(["--set", "model.hidden=32,16"])[0].model.hidden == (32, 16)
+    assert configs_of(["--set", "model.hidden=64,"])[0].model.hidden == (64,)
+
+
+def test_missing_dataset_files_exit_with_2_and_name_the_fix(tmp_path, cache):
+    """DataUnavailableError (MNIST family without its files) is bad input: exit code 2, no traceback."""
+    code, out, err = run_main(["--dataset", "mnist", "--set", f"data.data_dir={tmp_path}",  # no files there
+                               "--set", f"data.cache_dir={tmp_path / 'cache'}",  # and no prepared cache
+                               "--no-progress", *cache])
+    assert code == 2 and out == ""
+    assert err.startswith("error: ") and "data.data_dir" in err and "JAXMLP_DATA_DIR" in err
