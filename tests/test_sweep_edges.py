@@ -99,7 +99,6 @@ def test_a_setting_whose_seeds_all_diverged_gets_no_model_and_the_best_is_among_
 
 
 @pytest.mark.slow
-@pytest.mark.slow
 def test_a_resume_that_trains_nothing_logs_no_second_best_model_and_says_so(diverging):
     parent = diverging.first.parents[0].info.run_id
     assert len(diverging.first.models[parent]) == 1
