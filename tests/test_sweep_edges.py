@@ -110,23 +110,28 @@ def test_a_resume_that_trains_nothing_logs_no_second_best_model_and_says_so(dive
 TWO_GROUPS = {"name": "group-fails", "base": TINY_BASE, "grid": {"model.hidden": [[16], [24]]}, "seeds": 2}
 
 
-@pytest.fixture(scope="module")
-def failed_group(tmp_path_factory, cache) -> SimpleNamespace:
-    """A sweep of two groups whose second group fails (its program raises), then --resume with nothing failing."""
+def _failing_then_resumed(folder, spec, cache, failing: tuple[int, ...]) -> SimpleNamespace:
+    """`spec` swept with the program of the group of hidden widths `failing` raising, then
+    --resume with nothing failing."""
     import jaxmlp.sweep.runner as runner
 
-    class FailingWide(runner.LocalExecutor):
+    class Failing(runner.LocalExecutor):
         def run(self, task, data):
-            if task.chunks[0][0].model.hidden == (24,):
+            if task.chunks[0][0].model.hidden == failing:
                 raise RuntimeError("the device is on fire")
             return super().run(task, data)
 
-    folder = tmp_path_factory.mktemp("failed-group")
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(runner, "LocalExecutor", FailingWide)
-        first = _sweep(folder, TWO_GROUPS, cache)
-    second = _sweep(folder, TWO_GROUPS, cache, "--resume")
+        patch.setattr(runner, "LocalExecutor", Failing)
+        first = _sweep(folder, spec, cache)
+    second = _sweep(folder, spec, cache, "--resume")
     return SimpleNamespace(first=first, second=second, keys={v.key for v in load_sweep(first.path).variants})
+
+
+@pytest.fixture(scope="module")
+def failed_group(tmp_path_factory, cache) -> SimpleNamespace:
+    """A sweep of two groups whose second group fails (its program raises), then --resume."""
+    return _failing_then_resumed(tmp_path_factory.mktemp("failed-group"), TWO_GROUPS, cache, (24,))
 
 
 def _width(run) -> str:
@@ -212,20 +217,9 @@ WORSE_FAILS = {"name": "worse-group-fails", "base": TINY_BASE, "grid": {"model.h
 
 
 @pytest.fixture(scope="module")
-def worse_failed(tmp_path_factory, cache):
-    import jaxmlp.sweep.runner as runner
-
-    class FailingNarrow(runner.LocalExecutor):
-        def run(self, task, data):
-            if task.chunks[0][0].model.hidden == (2,):
-                raise RuntimeError("the device is on fire")
-            return super().run(task, data)
-
-    folder = tmp_path_factory.mktemp("worse-fails")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(runner, "LocalExecutor", FailingNarrow)
-        first = _sweep(folder, WORSE_FAILS, cache)
-    return SimpleNamespace(first=first, second=_sweep(folder, WORSE_FAILS, cache, "--resume"))
+def worse_failed(tmp_path_factory, cache) -> SimpleNamespace:
+    """The clearly worse group (width 2) fails, then --resume trains it again."""
+    return _failing_then_resumed(tmp_path_factory.mktemp("worse-fails"), WORSE_FAILS, cache, (2,))
 
 
 @pytest.mark.slow
