@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,7 +23,7 @@ import pytest
 from jaxmlp.config import RunConfig, load_config, set_dotted
 from jaxmlp.data import Dataset, load_dataset
 from jaxmlp.runtime import enable_compilation_cache
-from sweep_helpers import compile_cache, run_sweep_cli, write_sweep
+from sweep_helpers import compile_cache, free_port, run_sweep_cli, write_sweep
 
 #: A 3-class problem small enough that one epoch is a handful of steps (272 training samples).
 SYNTHETIC = {"name": "synthetic", "n_samples": 400, "n_features": 8, "n_classes": 3}
@@ -106,12 +105,6 @@ def mnist_sweep(mnist_dir, tmp_path_factory) -> SimpleNamespace:
     return SimpleNamespace(result=result, tmp_path=tmp_path, cache=cache, data=data)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def mlflow_server(tmp_path):
     """A real `mlflow server` on a free loopback port, its whole process group stopped after the test.
@@ -119,7 +112,7 @@ def mlflow_server(tmp_path):
     Server-side job execution is off: it starts seven more processes that outlive a
     terminated `mlflow server` for half a minute.
     """
-    port = _free_port()
+    port = free_port()
     command = [str(Path(sys.executable).with_name("mlflow")), "server",
                "--backend-store-uri", f"sqlite:///{tmp_path}/server.db",
                "--artifacts-destination", str(tmp_path / "mlartifacts"),

@@ -14,18 +14,15 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any, Iterator
+from unittest import mock
+
+from sweep_helpers import free_port
 
 #: Ray takes 127.0.0.1 as the node's address (every server it starts listens on loopback only), and
 #: head and drivers authenticate with a token (`ray_head` makes one for each head).
 LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token"}
 #: The title of a worker process while it trains a chunk (Ray names it after the task).
 CHUNK_TITLE = "ray::jaxmlp-chunk"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _stop_group(process: subprocess.Popen, grace: float = 3) -> None:
@@ -57,23 +54,15 @@ def ray_head(folder: Path, num_cpus: int) -> Iterator[tuple[str, subprocess.Pope
                *[str(x) for kv in ports.items() for x in kv]]
     # a new token for this head, in the environment of this process (a driver here) and of the
     # processes it starts, as long as the head runs: no ~/.ray/auth_token is needed or touched
-    env = {**LOOPBACK_ENV, "RAY_AUTH_TOKEN": secrets.token_hex(32)}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    log = open(folder / "ray-head.log", "w")
-    head = subprocess.Popen(command, cwd=folder, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        _wait_for_port(port, head, folder / "ray-head.log")
-        yield f"127.0.0.1:{port}", head
-    finally:
-        _stop_group(head)
-        log.close()
-        shutil.rmtree(temp, ignore_errors=True)
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    with mock.patch.dict(os.environ, {**LOOPBACK_ENV, "RAY_AUTH_TOKEN": secrets.token_hex(32)}), \
+            open(folder / "ray-head.log", "w") as log:
+        head = subprocess.Popen(command, cwd=folder, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            _wait_for_port(port, head, folder / "ray-head.log")
+            yield f"127.0.0.1:{port}", head
+        finally:
+            _stop_group(head)
+            shutil.rmtree(temp, ignore_errors=True)
 
 
 def _wait_for_port(port: int, process: subprocess.Popen, log: Path, timeout: float = 90) -> None:

@@ -6,6 +6,7 @@ import contextlib
 import io
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -27,6 +28,13 @@ TINY_BASE = {
     "optimizer": {"name": "sgd", "learning_rate": 0.1, "momentum": 0.9},
     "training": {"epochs": 8, "batch_size": 64, "early_stopping": {"patience": 3}},
 }
+
+
+def free_port() -> int:
+    """A loopback port that nothing listens on (the OS's choice, closed again at once)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def write_sweep(folder: Path, spec: dict[str, Any], filename: str | None = None) -> Path:

@@ -16,7 +16,7 @@ from types import SimpleNamespace
 import pytest
 
 from jaxmlp.sweep.spec import load_sweep
-from sweep_helpers import (THREE_GROUPS, TINY_BASE, runs_by_status, compile_cache, interrupt_mid_sweep, kill_leftovers, run_sweep_cli, start_sweep, store_client,
+from sweep_helpers import (THREE_GROUPS, TINY_BASE, runs_by_status, compile_cache, free_port, interrupt_mid_sweep, kill_leftovers, run_sweep_cli, start_sweep, store_client,
                            sweep_runs, wait_until, write_sweep)
 
 TWO_SETTINGS = {"base": TINY_BASE, "grid": {"optimizer.learning_rate": [0.1, 0.05]}, "seeds": 1}
@@ -25,12 +25,6 @@ TWO_SETTINGS = {"base": TINY_BASE, "grid": {"optimizer.learning_rate": [0.1, 0.0
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory) -> str:
     return compile_cache(tmp_path_factory)
-
-
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _refused(tmp_path, cache, uri: str, bound: float) -> str:
@@ -60,7 +54,7 @@ def test_a_sqlite_store_under_a_file_is_refused_before_training(tmp_path, cache)
 
 @pytest.mark.slow
 def test_a_closed_http_port_is_refused_within_a_minute(tmp_path, cache):
-    uri = f"http://127.0.0.1:{_closed_port()}"
+    uri = f"http://127.0.0.1:{free_port()}"
     err = _refused(tmp_path, cache, uri, bound=60)
     assert "Connection refused" in err and "start the tracking server" in err
 

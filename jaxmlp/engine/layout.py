@@ -65,8 +65,7 @@ def plan_chunks(configs: Sequence[RunConfig], max_part: int, max_program: int | 
     for r in rows.values():
         families.setdefault(family_of(configs[r[0]]), []).extend(
             r[start:start + part_size] for start in range(0, len(r), part_size))
-    n_total = sum(map(len, families.values()))
-    n_chunks = -(-n_total // max(1, min(n_total, max_program // part_size)))
+    n_chunks = _n_chunks(sum(map(len, families.values())), part_size, max_program)
     per_family = {f: -(-len(parts) // n_chunks) for f, parts in families.items()}
     chunks = [sum((parts[k * per_family[f]:(k + 1) * per_family[f]] for f, parts in families.items()), [])
               for k in range(n_chunks)]
@@ -95,13 +94,20 @@ def _part_size(rows: Sequence[int], max_part: int, max_program: int, devices: in
     widest = -(-biggest // -(-biggest // max(1, max_part)))
     widest += -widest % devices
 
+    def parts(p: int) -> int:
+        return sum(-(-n // p) for n in rows)
+
     def slots(p: int) -> int:
         return sum(-(-n // p) * p for n in rows)
 
-    def programs(p: int) -> int:
-        parts = sum(-(-n // p) for n in rows)
-        return -(-parts // max(1, min(parts, max_program // p)))
-
-    candidates = [p for p in range(widest, max(devices, widest // 2) - 1, -devices) if programs(p) <= programs(widest)]
+    programs = _n_chunks(parts(widest), widest, max_program)
+    candidates = [p for p in range(widest, max(devices, widest // 2) - 1, -devices)
+                  if _n_chunks(parts(p), p, max_program) <= programs]
     best = min(candidates, key=lambda p: (slots(p), -p))
     return best if slots(best) <= (1 - PADDING_SAVING) * slots(widest) else widest
+
+
+def _n_chunks(n_parts: int, part_size: int, max_program: int) -> int:
+    """How many chunks (programs' runs) `n_parts` parts of `part_size` variants take, at most
+    `max_program` variants (and at least one part) per chunk."""
+    return -(-n_parts // max(1, min(n_parts, max_program // part_size)))
