@@ -23,13 +23,11 @@ import pytest
 from jaxmlp.config import RunConfig, load_config, set_dotted
 from jaxmlp.data import Dataset, load_dataset
 from jaxmlp.runtime import enable_compilation_cache
-from sweep_helpers import compile_cache, free_port, run_sweep_cli, write_sweep
+from sweep_helpers import MNIST_FILES, compile_cache, free_port, run_sweep_cli, write_sweep
 
 #: A 3-class problem small enough that one epoch is a handful of steps (272 training samples).
 SYNTHETIC = {"name": "synthetic", "n_samples": 400, "n_features": 8, "n_classes": 3}
 TINY = {"data": SYNTHETIC, "model": {"hidden": [16]}, "training": {"epochs": 5, "batch_size": 32}}
-MNIST_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
-               "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
 
 
 def tiny_config(overrides: Mapping[str, Any] | None = None, base: Mapping[str, Any] = TINY) -> RunConfig:

@@ -20,6 +20,9 @@ from jaxmlp.sweep.spec import load_sweep
 
 PARENT_TAG = "mlflow.parentRunId"
 ROLE_TAG = "jaxmlp.role"
+#: The four original MNIST files, as $JAXMLP_DATA_DIR/mnist/ holds them.
+MNIST_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
+               "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
 
 #: A network small enough that a group of a few variants trains in well under a second.
 TINY_BASE = {

@@ -11,16 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import conftest
-
 from jaxmlp.data.tfds import (
     TFDS_DATASETS,
     DataUnavailableError,
     expected_files,
     load_tfds,
 )
-
-MNIST_FILES = conftest.MNIST_FILES
+from sweep_helpers import MNIST_FILES
 
 
 @pytest.mark.parametrize("name", TFDS_DATASETS)
