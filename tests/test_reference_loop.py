@@ -77,7 +77,8 @@ MODEL = ReferenceMLP(HIDDEN, N_OUT)
 @jax.jit
 def reference_step(params, opt_state, x, y, step_key, keep, learning_rate):
     """One minibatch of Adam; the step's uniform draws give one block of keep-mask columns per layer."""
-    u = jax.random.uniform(step_key, (BATCH, sum(HIDDEN)), minval=1e-7)
+    words = jax.random.bits(step_key, (BATCH, sum(HIDDEN) // 2), jnp.uint32)  # two 16-bit draws per word
+    u = (jnp.concatenate([words % 65536, words // 65536], axis=1) + 0.5) / 65536
     masks = jnp.split(u < keep, np.cumsum(HIDDEN)[:-1], axis=1)
     loss, grads = jax.value_and_grad(lambda p: cross_entropy(MODEL.apply(p, x, masks, keep), y))(params)
     updates, opt_state = optax.adam(learning_rate).update(grads, opt_state, params)
