@@ -110,6 +110,8 @@ def test_frozen_mask_must_match_the_configs(make_config, synthetic_data):
     ({"relu": 4, "sigmoid": 2}, 1, 2, 6),    # 3 parts of 2, not 2 parts of 4 (8 slots, 2 of them padding)
     ({"relu": 6, "sigmoid": 4}, 2, 6, 12),   # parts of 4 or 6 train 12 slots: the wider wins the tie
     ({"relu": 64, "sigmoid": 1}, 1, 32, 96),  # at most halved: parts of 1 would pad nothing, but run 65 parts
+    ({"relu": 2, "sigmoid": 1}, 1, 2, 4),    # two parts of 2, not three of 1: a lone variant uses the device worse
+    ({"relu": 1, "sigmoid": 1}, 1, 1, 2),    # the widest is one: parts of one
 ])
 def test_the_part_size_trains_the_fewest_padding_slots(make_config, seeds, devices, part_size, slots):
     configs = [make_config({"model.activation": a, "training.seed": s}) for a, n in seeds.items() for s in range(n)]
