@@ -42,6 +42,9 @@ def test_dropout_draws_are_16_bit_and_noise_draws_float32(make_config, synthetic
     for s in (dropout, noisy):
         u = np.asarray(engine.step_draws(s, KEY))
         assert u.shape == (s.batch_size, s.random_width) and u.min() > 0 and u.max() < 1
-    on_grid = lambda u: np.all(np.asarray(u) * 65536 - 0.5 == np.round(np.asarray(u) * 65536 - 0.5))  # noqa: E731
+    def on_grid(u):
+        scaled = np.asarray(u) * 65536 - 0.5
+        return np.all(scaled == np.round(scaled))
+
     assert on_grid(engine.step_draws(dropout, KEY))
     assert not on_grid(engine.step_draws(noisy, KEY))
