@@ -11,7 +11,7 @@ import pytest
 
 from jaxmlp.records import VariantRecord
 from jaxmlp.sweep.spec import load_sweep
-from sweep_helpers import TINY_BASE, compile_cache, models_by_run, run_sweep_cli, store_client, sweep_runs, write_sweep
+from sweep_helpers import TINY_BASE, check_models_of_the_best, compile_cache, models_by_run, run_sweep_cli, store_client, sweep_runs, write_sweep
 
 DIVERGING = {"name": "diverging", "base": TINY_BASE,
              "grid": {"optimizer.learning_rate": [0.1, 1e30]}, "seeds": 2}
@@ -158,6 +158,7 @@ def test_resume_trains_the_variants_of_a_failed_group_again(failed_group):
     for width in ("[16]", "[24]"):  # each setting's model, the retrained one's too
         best = min((c for c in finished if _width(c) == width), key=lambda c: c.data.metrics["best_val_loss"])
         assert len(models.get(best.info.run_id, [])) == 1, width
+    check_models_of_the_best(second.client, parent, second.children)  # one best_model on the parent, not two
 
 
 @pytest.mark.slow
@@ -235,3 +236,6 @@ def test_after_resume_the_best_may_be_a_variant_finished_before(worse_failed):
     assert parent.data.tags["jaxmlp.best_run_id"] == overall.info.run_id
     assert parent.data.tags["jaxmlp.best_setting"] == "model.hidden=16"
     assert parent.data.tags["jaxmlp.best_model_uri"] == f"models:/{second.models[overall.info.run_id][0].model_id}"
+    check_models_of_the_best(second.client, parent, second.children)
+    # the parent's best_model is the one the first invocation logged, kept: the best did not change
+    assert second.models[parent.info.run_id][0].model_id == worse_failed.first.models[parent.info.run_id][0].model_id

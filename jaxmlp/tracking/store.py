@@ -464,8 +464,16 @@ class Tracker:
         return self.client.download_artifacts(run_id, "checkpoint", os.fspath(folder))
 
     def model_uris(self, run_id: str) -> list[str]:
-        """The models:/ URIs of the models logged on a run."""
-        return [f"models:/{m.model_id}" for m in self.client.get_run(run_id).outputs.model_outputs]
+        """The models:/ URIs of the READY models logged on a run, oldest first."""
+        return [f"models:/{m.model_id}" for m in self._logged_models(run_id)]
+
+    def _logged_models(self, run_id: str, name: str | None = None) -> list:
+        """The run's READY logged models (named `name`, where given), oldest first. Searched,
+        not read from the run's outputs: those keep a model that was deleted (a replaced best_model)."""
+        query = f"source_run_id = '{run_id}'" + (f" AND name = '{name}'" if name else "")
+        experiment_id = self.client.get_run(run_id).info.experiment_id
+        found = self.client.search_logged_models([experiment_id], filter_string=query, max_results=100)
+        return sorted((m for m in found if str(m.status) == "READY"), key=lambda m: m.creation_timestamp)
 
     def log_model_from_run(self, run_id: str) -> str:
         """Turn a child run's checkpoint artifact into an MLflow model on that run; return its URI."""
@@ -493,8 +501,16 @@ class Tracker:
 
     def mark_best(self, parent_run_id: str, checkpoint_dir: str | os.PathLike, *, run_id: str, setting: str,
                   model_uri: str) -> None:
-        """The sweep's best variant on its parent: its model (as best_model), run, setting and model URI."""
-        self.log_model(parent_run_id, checkpoint_dir, "best_model")
+        """The sweep's best variant on its parent: its model (as best_model), run, setting and model URI.
+        A parent marked before (a resumed sweep) keeps its best_model where the best run is the
+        same, and has it replaced (the earlier one deleted) where another run is now the best."""
+        previous = self._logged_models(parent_run_id, "best_model")
+        if previous and self.client.get_run(parent_run_id).data.tags.get(BEST_RUN_TAG) == run_id:
+            previous = previous[:-1]  # the newest stays: the same best, nothing to log
+        else:
+            self.log_model(parent_run_id, checkpoint_dir, "best_model")
+        for model in previous:
+            self.client.delete_logged_model(model.model_id)
         self._set_tags(parent_run_id, {BEST_RUN_TAG: run_id, BEST_SETTING_TAG: setting, BEST_MODEL_TAG: model_uri})
 
     def register_model(self, model_uri: str, name: str):
