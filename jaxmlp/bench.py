@@ -65,8 +65,9 @@ def _configs(args: argparse.Namespace, n_samples: int) -> list:
     base = {
         "data": {"name": "synthetic", "n_samples": n_samples, "n_features": 784, "n_classes": 10,
                  "val_size": 0.05, "test_size": 0.05},
-        "model": {"hidden": args.hidden, "activation": args.activation, "dropout": args.dropout},
-        "optimizer": {"name": args.optimizer, "learning_rate": args.lr},
+        "model": {"hidden": args.hidden, "activation": args.activation, "dropout": args.dropout,
+                  "input_dropout": args.input_dropout},
+        "optimizer": {"name": args.optimizer, "learning_rate": args.lr, "max_norm": args.max_norm},
         "training": {"epochs": args.epochs, "batch_size": args.batch_size, "early_stopping": {"patience": None}},
     }
     return [load_config({**base, "training": {**base["training"], "seed": s}}) for s in range(args.variants)]
@@ -168,7 +169,8 @@ def bench_train(args: argparse.Namespace) -> dict[str, Any]:
     out = {
         "benchmark": "train", "devices": [str(d) for d in jax.devices()[:args.devices]],
         "architecture": "-".join(map(str, [784, *args.hidden, 10])), "activation": args.activation,
-        "dropout": args.dropout, "optimizer": args.optimizer, "batch_size": args.batch_size,
+        "dropout": args.dropout, "input_dropout": args.input_dropout, "max_norm": args.max_norm,
+        "optimizer": args.optimizer, "batch_size": args.batch_size,
         "variants": len(configs), "train_samples": len(data.train), "epochs_timed": len(epoch_seconds),
         "epoch_seconds": steady, "samples_per_second": samples / steady,
         "achieved_flops": achieved, "matmul_peak_flops": peak, "fraction_of_peak": achieved / peak,
@@ -446,6 +448,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--variants", type=int, default=8, help="K, variants trained at once")
     p.add_argument("--activation", default="relu")
     p.add_argument("--dropout", type=float, default=0.2)
+    p.add_argument("--input-dropout", type=float, default=0.0)
+    p.add_argument("--max-norm", type=float, default=None, help="bound on each unit's incoming weight norm")
     p.add_argument("--optimizer", default="adam")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--batch-size", type=int, default=128)

@@ -116,7 +116,8 @@ class EarlyStoppingConfig(_Section):
     monitor: Literal[MONITORS] = "val_loss"  # type: ignore[valid-type]
     patience: int | None = Field(10, gt=0, json_schema_extra=vmapped("int32", none=NO_PATIENCE))
     min_delta: float = Field(0.0, ge=0, json_schema_extra=vmapped())
-    restore_best: bool = True
+    restore_best: bool = Field(True, description="keep the best validation epoch's parameters (False: the last "
+                               "epoch's)", json_schema_extra=vmapped("bool"))
 
 
 class TrainingConfig(_Section):

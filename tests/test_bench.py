@@ -20,8 +20,8 @@ from reference_mlp import classification_metrics
 
 
 def small_configs(variants: int = 2):
-    args = argparse.Namespace(hidden=[16], activation="relu", dropout=0.2, optimizer="adam", lr=1e-3,
-                              epochs=2, batch_size=25, variants=variants)
+    args = argparse.Namespace(hidden=[16], activation="relu", dropout=0.2, input_dropout=0.0, max_norm=None,
+                              optimizer="adam", lr=1e-3, epochs=2, batch_size=25, variants=variants)
     return bench._configs(args, 600)
 
 
@@ -44,6 +44,16 @@ def test_both_loop_baselines_take_the_same_steps():
         np.testing.assert_allclose(leaf_a, leaf_b, rtol=1e-5, atol=1e-7)
     assert int(a[2]) == 4
     assert not np.allclose(jax.tree_util.tree_leaves(a[0])[0], jax.tree_util.tree_leaves(state.params)[0])
+
+
+def test_input_dropout_and_max_norm_flags_reach_every_variant():
+    """The paper-style nets (Srivastava et al. 2014) can be timed: input dropout and max-norm on."""
+    args = bench.build_parser().parse_args(["--variants", "3", "--input-dropout", "0.2", "--max-norm", "2"])
+    configs = bench._configs(args, 600)
+    assert [(c.model.input_dropout, c.optimizer.max_norm, c.training.seed) for c in configs] == \
+        [(0.2, 2.0, seed) for seed in range(3)]
+    plain = bench._configs(bench.build_parser().parse_args([]), 600)[0]
+    assert (plain.model.input_dropout, plain.optimizer.max_norm) == (0.0, None)
 
 
 def test_train_benchmark_prints_every_figure_as_json():

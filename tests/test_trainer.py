@@ -220,6 +220,25 @@ def test_last_parameters_are_kept_without_restore_best(divergence, synthetic_dat
         assert v.history[-1]["dead_fraction_0"] == pytest.approx(ours["dead_fraction"][0], abs=1e-6)
 
 
+def test_restore_best_is_a_number_of_the_variant(make_config, synthetic_data):
+    """Two copies of one run in one program, one keeping its best epoch and one its last: they
+    train identically, and each ends with the parameters its flag asks for."""
+    base = {"optimizer.name": "sgd", "optimizer.learning_rate": 0.3, "optimizer.momentum": 0.9,
+            "training.epochs": 8, "training.early_stopping.patience": None}
+    result = fit([make_config({**base, "training.early_stopping.restore_best": flag}) for flag in (True, False)],
+                 synthetic_data)
+    assert len(result.structures) == 1
+    best, last = result.variants
+    assert [h["val_loss"] for h in best.history] == [h["val_loss"] for h in last.history]
+    assert best.best_epoch < len(best.history), "the test needs a best epoch before the last"
+    evaluate = jax.jit(partial(engine.evaluate, result.structures[0]))
+    for v, expected in ((best, best.best), (last, last.history[-1])):
+        val = evaluate(v.params, one_variant(v.config), synthetic_data.val)
+        assert float(val["loss"]) == pytest.approx(expected["val_loss"], rel=1e-5)
+    assert float(evaluate(best.params, one_variant(best.config), synthetic_data.val)["loss"]) < \
+        float(evaluate(last.params, one_variant(last.config), synthetic_data.val)["loss"])
+
+
 def test_accuracy_monitor_picks_the_first_most_accurate_epoch(divergence):
     _, sane, *_ = divergence
     for v in sane.variants:

@@ -51,5 +51,6 @@ def final_evaluation(s: Structure, state: TrainState, hp: HParams, train: Split,
                      choice: int | jax.Array = 0):
     """Selected parameters (best on validation, or the last ones) with their test metrics and,
     for the generalisation gap, their training-split metrics in evaluation mode."""
-    params = state.best_params if s.restore_best else state.params
+    params = jax.tree_util.tree_map(lambda best, last: jnp.where(hp.restore_best, best, last),
+                                    state.best_params, state.params)
     return params, evaluate(s, params, hp, test, choice), evaluate(s, params, hp, train, choice)

@@ -70,7 +70,6 @@ class Structure:
     batch_size: int
     epochs: int
     monitor: str
-    restore_best: bool
     n_train: int
     n_inputs: int
     use_dropout: bool
@@ -114,7 +113,7 @@ def structure_of(configs: Sequence[RunConfig], data: Dataset, features: frozense
         n_outputs=data.n_outputs, task=data.task, loss=resolve_loss(c.training.loss, data.task),
         optimizer=c.optimizer.name, nesterov=c.optimizer.nesterov, schedule=c.optimizer.schedule,
         batch_size=c.training.batch_size, epochs=c.training.epochs,
-        monitor=c.training.early_stopping.monitor, restore_best=c.training.early_stopping.restore_best,
+        monitor=c.training.early_stopping.monitor,
         n_train=len(data.train), n_inputs=int(np.prod(data.input_shape)),
         **{flag: flag in features for flag in FEATURES},
     )
