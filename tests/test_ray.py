@@ -167,6 +167,29 @@ def test_a_worker_killed_mid_chunk_is_retried_and_each_variant_finishes_once(clu
 
 
 @pytest.mark.slow
+def test_the_programs_of_a_sweep_train_at_once_on_a_cluster(cluster, tmp_path, cache):
+    """Two structures (two programs of one chunk) asking 2 CPUs each of a head of 4: both
+    chunks train at the same time, and each variant still ends FINISHED once, its history whole."""
+    address, head = cluster
+    training = {"epochs": 600, "batch_size": 64, "early_stopping": {"patience": None}}
+    path = write_sweep(tmp_path, {"name": "ray-programs", "base": {**TINY_BASE, "training": training},
+                                  "grid": {"model.hidden": [[16], [24]]}, "execution": {"ray": {"num_cpus": 2}}})
+    uri, log = f"sqlite:///{tmp_path}/store.db", tmp_path / "sweep.log"
+    with sweep_driver(path, "--executor", "ray", "--ray-address", address, "--tracking-uri", uri,
+                      "--compile-cache", cache, log=log) as driver:
+        wait_until(lambda: len(session_processes(head.pid, CHUNK_TITLE)) == 2,
+                   "the chunks of both programs training at once", driver, log)
+        assert driver.wait(timeout=300) == 0, log.read_text()[-3000:]
+    client = store_client(uri)
+    children = _children(client, "ray-programs")
+    assert sorted((c.data.params["model.hidden"], c.info.status) for c in children) == [
+        ("[16]", "FINISHED"), ("[24]", "FINISHED")]
+    for c in children:
+        steps = [m.step for m in client.get_metric_history(c.info.run_id, "val_loss")]
+        assert steps == list(range(1, 601)) == list(range(1, int(c.data.metrics["stopped_epoch"]) + 1))
+
+
+@pytest.mark.slow
 def test_ctrl_c_cancels_the_local_cluster_and_resume_on_a_cluster_finishes(cluster, tmp_path, cache):
     """Ctrl-C on a driver with its own local cluster (no --ray-address): exit 130, no run left
     RUNNING, no process of that cluster left; --resume on the shared cluster trains the rest."""

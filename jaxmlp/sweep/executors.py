@@ -1,6 +1,7 @@
 """Where a sweep's compiled programs train: in this process (`LocalExecutor`), or on a Ray
 cluster (`jaxmlp.sweep.ray_executor`). Either way a program is a `ProgramTask` of plain,
-picklable values, and training it is a stream of events the runner logs as they come:
+picklable values; the runner hands an executor every program first (`submit`: a cluster
+starts them all), then reads each program's stream of events in turn (`run`) and logs them:
 
     ("compiled", chunk, seconds)    a chunk's programs are ready (compiled or reused)
     ("epoch", chunk, record)        one epoch of a chunk (`Trainer.run`'s record)
@@ -65,6 +66,9 @@ class LocalExecutor:
 
     def __init__(self) -> None:
         self._datasets: dict[str, Dataset] = {}
+
+    def submit(self, tasks: list[ProgramTask]) -> None:
+        """Nothing ahead: the programs share this process's devices and train one after another."""
 
     def run(self, task: ProgramTask, data: Dataset) -> Iterator[Event]:
         key = repr(task.chunks[0][0].data)

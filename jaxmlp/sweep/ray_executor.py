@@ -5,8 +5,11 @@ under a search, the whole program, whose decisions need all its chunks) is one R
 streaming-generator task with a resource request (`Request`): it yields the same events as
 `train_program` in this process, and the runner consumes them exactly as from the local
 executor, so every MLflow call stays in the driver's one tracking process (a sqlite store
-works, and no run is ever written by two processes). The chunks of a program run at once;
-their streams are merged as their events arrive.
+works, and no run is ever written by two processes). Every program's chunks are submitted
+at the start and run at once as far as the cluster's resources allow; the driver reads the
+programs one after another, each program's chunk streams merged as their events arrive, so
+a program that trained beside an earlier one is logged, from its buffered events, once the
+driver reaches it.
 
 Faults: a chunk whose worker (or node) dies is rerun by Ray (`execution.ray.max_retries`).
 Ray hands the consumer each yielded index once: a retry replays the chunk from its start
@@ -146,6 +149,7 @@ class RayExecutor:
     def __init__(self, address: str | None, execution: ExecutionSpec, compile_cache: str):
         self.address, self.spec, self.compile_cache = address, execution.ray, compile_cache
         self._started = False
+        self._submitted: dict[int, tuple[ProgramTask, dict]] = {}  # id(task) -> (task, its streams), not yet read
 
     def connect(self) -> None:
         """Join the cluster, or start the local one (no dashboard)."""
@@ -181,16 +185,30 @@ class RayExecutor:
 
         return jax.default_backend() == "gpu"
 
-    def run(self, task: ProgramTask, data: Dataset) -> Iterator[Event]:
-        """Train the program's chunks on the cluster; `data` stays here (workers load their own)."""
+    def submit(self, tasks: list[ProgramTask]) -> None:
+        """Start the chunks of every program at once: the cluster trains as many as its resources
+        hold, and each program's events wait in its streams until `run` reads them."""
         self.connect()
         gpus = self._gpus()
+        for task in tasks:
+            self._submitted[id(task)] = task, self._start(task, gpus)
+
+    def run(self, task: ProgramTask, data: Dataset) -> Iterator[Event]:
+        """The events of the program's chunks on the cluster (started by `submit`, or now);
+        `data` stays here (workers load their own)."""
+        submitted = self._submitted.pop(id(task), None)
+        if submitted is None:
+            self.connect()
+        return merged(submitted[1] if submitted else self._start(task, self._gpus()))
+
+    def _start(self, task: ProgramTask, gpus: bool) -> dict:
+        """One running Ray task per chunk of the program (generator -> its chunk indices)."""
         streams = {}
         for part, chunks in split(task):
             config = part.chunks[0][0]
             req = request(config, part.layout, part.devices, len(part.chunks), self.spec, gpus)
             streams[train_chunk.options(**req.options(self.spec.max_retries)).remote(part, self.compile_cache)] = chunks
-        return merged(streams)
+        return streams
 
     def describe(self, groups: list[Group], search: bool) -> str:
         """The --dry-run text: the cluster (a joined one's resources; the local one is not
@@ -213,7 +231,12 @@ class RayExecutor:
         return "\n".join(lines)
 
     def close(self) -> None:
-        """Stop the local cluster (a joined one keeps running)."""
+        """Cancel the programs submitted and never read (Ctrl-C, an error in the driver); stop the
+        local cluster (a joined one keeps running)."""
+        for _, streams in self._submitted.values():
+            for stream in streams:
+                ray.cancel(stream, force=True)
+        self._submitted.clear()
         if self._started and ray.is_initialized():
             ray.shutdown()
 

@@ -60,6 +60,15 @@ class Options:
 
 
 @dataclass
+class Program:
+    """One compiled program to train: its chunks (groups), the variants of each still to train, its task."""
+
+    chunks: list[Group]
+    todo: list[list[Variant]]
+    task: ProgramTask
+
+
+@dataclass
 class Outcome:
     records: list[VariantRecord]
     rows: list[dict[str, Any]]
@@ -123,22 +132,18 @@ class SweepRunner:
             self.records.append(record)
         return {r.variant_key for r in records}
 
-    def _train_program(self, chunks: list[Group], bars: ProgressBars) -> None:
-        """Train the chunks of one compiled program (groups of one layout) on the executor: one
-        after another, or, under an adaptive search, together epoch by epoch. A chunk keeps its
-        shape on resume: variants finished earlier ride along frozen (a search retrains them
-        all, its decisions need every variant, and logs only those not finished), so every
-        variant's numbers are those of an uninterrupted run."""
+    def _program(self, chunks: list[Group]) -> Program | None:
+        """The task of one compiled program (groups of one layout), None when it has nothing to
+        train: its chunks train one after another, or, under an adaptive search, together epoch
+        by epoch. A chunk keeps its shape on resume: variants finished earlier ride along frozen
+        (a search retrains them all, its decisions need every variant, and logs only those not
+        finished), so every variant's numbers are those of an uninterrupted run."""
         search = self.sweep.search
         todo = [[v for v in g.variants if v.key not in self.closed] for g in chunks]
         if not any(todo):
-            return
+            return None
         if search is None:  # (a search ranks every chunk, finished or not)
             chunks, todo = zip(*[(g, t) for g, t in zip(chunks, todo) if t])
-        if self.runs:
-            for g, variants in zip(chunks, todo):
-                for v in variants:
-                    self.runs.start_child(v, g)
         labels = {label: n for n, label in enumerate(dict.fromkeys(v.label for v in self.sweep.variants))}
         task = ProgramTask(
             chunks=tuple(tuple(v.config for v in g.variants) for g in chunks),
@@ -146,6 +151,16 @@ class SweepRunner:
             layout=chunks[0].layout, devices=chunks[0].devices, search=search,
             settings=tuple(np.asarray([labels[v.label] for v in g.variants]) for g in chunks),
             populations=tuple(np.asarray([hash(structure_key(v.config)) for v in g.variants]) for g in chunks))
+        return Program(list(chunks), list(todo), task)
+
+    def _train_program(self, program: Program, bars: ProgressBars) -> None:
+        """Train one program on the executor, logging each variant as it ends; a failing program
+        fails its groups' unfinished variants and nothing else."""
+        search, chunks, todo, task = self.sweep.search, program.chunks, program.todo, program.task
+        if self.runs:
+            for g, variants in zip(chunks, todo):
+                for v in variants:
+                    self.runs.start_child(v, g)
         compile_seconds = [0.0] * len(chunks)
         epochs: list[list[dict]] = [[] for _ in chunks]
         shown = 0
@@ -266,9 +281,13 @@ class SweepRunner:
             self.runs.tracker.write_line = bars.write
         self.interrupts.install()
         try:
-            for program in dict.fromkeys(g.program for g in self.groups):
+            programs = [self._program([g for g in self.groups if g.program == p])
+                        for p in dict.fromkeys(g.program for g in self.groups)]
+            programs = [p for p in programs if p is not None]
+            self.executor.submit([p.task for p in programs])  # a cluster trains them at once
+            for program in programs:
                 self.interrupts.check()
-                self._train_program([g for g in self.groups if g.program == program], bars)
+                self._train_program(program, bars)
             self.interrupts.check()
             bars.close()
             rows = report.summarize(self.records)
@@ -283,6 +302,7 @@ class SweepRunner:
             raise
         finally:
             self.interrupts.restore()
+            self.executor.close()
         errors = (self.runs.close() if self.runs else []) + self.plot_errors
         ids = (self.runs.experiment_id, self.runs.parent_run_id) if self.runs else (None, None)
         return Outcome(self.records, rows, self.failures, time.perf_counter() - start, self.compile_seconds,
