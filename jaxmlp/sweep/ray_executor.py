@@ -196,10 +196,9 @@ class RayExecutor:
     def run(self, task: ProgramTask, data: Dataset) -> Iterator[Event]:
         """The events of the program's chunks on the cluster (started by `submit`, or now);
         `data` stays here (workers load their own)."""
-        submitted = self._submitted.pop(id(task), None)
-        if submitted is None:
-            self.connect()
-        return merged(submitted[1] if submitted else self._start(task, self._gpus()))
+        if id(task) not in self._submitted:
+            self.submit([task])
+        return merged(self._submitted.pop(id(task))[1])
 
     def _start(self, task: ProgramTask, gpus: bool) -> dict:
         """One running Ray task per chunk of the program (generator -> its chunk indices)."""
