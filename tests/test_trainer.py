@@ -232,11 +232,11 @@ def test_restore_best_is_a_number_of_the_variant(make_config, synthetic_data):
     assert [h["val_loss"] for h in best.history] == [h["val_loss"] for h in last.history]
     assert best.best_epoch < len(best.history), "the test needs a best epoch before the last"
     evaluate = jax.jit(partial(engine.evaluate, result.structures[0]))
-    for v, expected in ((best, best.best), (last, last.history[-1])):
-        val = evaluate(v.params, one_variant(v.config), synthetic_data.val)
-        assert float(val["loss"]) == pytest.approx(expected["val_loss"], rel=1e-5)
-    assert float(evaluate(best.params, one_variant(best.config), synthetic_data.val)["loss"]) < \
-        float(evaluate(last.params, one_variant(last.config), synthetic_data.val)["loss"])
+    best_loss, last_loss = (float(evaluate(v.params, one_variant(v.config), synthetic_data.val)["loss"])
+                            for v in (best, last))
+    assert best_loss == pytest.approx(best.best["val_loss"], rel=1e-5)
+    assert last_loss == pytest.approx(last.history[-1]["val_loss"], rel=1e-5)
+    assert best_loss < last_loss
 
 
 def test_accuracy_monitor_picks_the_first_most_accurate_epoch(divergence):
