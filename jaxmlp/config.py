@@ -10,12 +10,13 @@ bad value, the allowed values and, for misspellings, the closest valid name.
 from __future__ import annotations
 
 import difflib
+import json
 import math
 from dataclasses import dataclass
 from functools import cache
 from typing import Any, Literal, Mapping, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, model_validator
 
 ACTIVATIONS = (
     "sigmoid", "tanh", "relu", "leaky_relu", "noisy_relu", "elu", "selu", "gelu",
@@ -58,7 +59,10 @@ class DataConfig(_Section):
     """Which dataset, how it is split and where its files live."""
 
     name: Literal[DATASETS] = "digits"  # type: ignore[valid-type]
-    val_size: float | None = Field(None, gt=0, description="fraction (<1) or number of training samples held out for validation; default 0.15, MNIST family 10000")
+    val_size: float | None = Field(None, ge=0, description="fraction (<1) or number of training samples held out "
+                                   "for validation; default 0.15, MNIST family 10000; 0: none, every training sample "
+                                   "trains (a final fit for a number of epochs chosen on validation before: needs "
+                                   "training.early_stopping.patience null and restore_best false)")
     test_size: float = Field(0.2, gt=0, lt=1, description="fraction held out for test (embedded sets)")
     split_seed: int = Field(0, ge=0)
     train_limit: int | None = Field(None, gt=0, description="use only the first N training samples")
@@ -141,6 +145,20 @@ class RunConfig(_Section):
     model: ModelConfig = ModelConfig()
     optimizer: OptimizerConfig = OptimizerConfig()
     training: TrainingConfig = TrainingConfig()
+
+    @model_validator(mode="after")
+    def _validation_split_needed(self) -> "RunConfig":
+        """Without a validation split (data.val_size 0) nothing can select an epoch or stop early."""
+        if self.data.val_size == 0:
+            es = self.training.early_stopping
+            wrong = [f"training.early_stopping.{key}: {json.dumps(value)} (allowed: {allowed})"
+                     for key, value, allowed in (("patience", es.patience, "null"),
+                                                 ("restore_best", es.restore_best, "false"))
+                     if value != {"patience": None, "restore_best": False}[key]]
+            if wrong:
+                raise ValueError(f"data.val_size: 0 holds out no validation split, so nothing can stop a variant "
+                                 f"early or select its best epoch; set {' and '.join(wrong)}")
+        return self
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
@@ -265,6 +283,8 @@ def _describe(e: Mapping[str, Any], root: type[BaseModel]) -> str:
         return (f"{path}: {bounded_repr(value)} is not allowed{did_you_mean(str(value)[:200], allowed)}; "
                 f"allowed values: {', '.join(allowed)}")
     message = e["msg"].removeprefix("Value error, ")
+    if not loc:  # a check across keys: its message names them
+        return message
     return f"{path}: bad value {bounded_repr(value)}: {message}"
 
 

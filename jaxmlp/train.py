@@ -100,8 +100,9 @@ def train_command(args: argparse.Namespace) -> dict[str, Any]:
     bar = tqdm(total=configs[0].training.epochs, desc="epochs", unit="ep", file=sys.stderr,
                disable=args.no_progress or None)
     for record in trainer.run():
-        best = np.nanmin(record[monitor]) if monitor == "val_loss" else np.nanmax(record[monitor])
-        bar.set_postfix(active=f"{int(record['active'].sum())}/{len(configs)}", **{f"best_{monitor}": f"{best:.4f}"})
+        if monitor in record:  # absent without a validation split
+            best = np.nanmin(record[monitor]) if monitor == "val_loss" else np.nanmax(record[monitor])
+            bar.set_postfix(active=f"{int(record['active'].sum())}/{len(configs)}", **{f"best_{monitor}": f"{best:.4f}"})
         bar.update()
     bar.close()
     result = trainer.result

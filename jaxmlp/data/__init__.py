@@ -83,6 +83,8 @@ def load_dataset(cfg: DataConfig) -> Dataset:
 
 def _held_out(n: int, size: float | None, default: float) -> int:
     size = default if size is None else size
+    if size == 0:
+        return 0  # no validation split: every training sample trains
     count = int(round(n * size)) if size < 1 else int(size)
     if not 0 < count < n:
         raise ValueError(f"data.val_size: {size} leaves no training data out of {n} samples; "
@@ -202,7 +204,7 @@ def _tfds_arrays(cfg: DataConfig) -> dict[str, np.ndarray]:
 def _mnist_family(cfg: DataConfig) -> Dataset:
     """MNIST-style 28x28 images: validation held out of the official training set."""
     a = _tfds_arrays(cfg)
-    n_val = _held_out(len(a["x_train"]), cfg.val_size or MNIST_VAL_SIZE, DEFAULT_VAL_FRACTION)
+    n_val = _held_out(len(a["x_train"]), MNIST_VAL_SIZE if cfg.val_size is None else cfg.val_size, DEFAULT_VAL_FRACTION)
     tr, va, _ = _split_indices(len(a["x_train"]), n_val, 0, cfg.split_seed)
     tr = tr[: cfg.train_limit] if cfg.train_limit else tr
     image = lambda x: (x.reshape(len(x), -1) / 255.0).astype(np.float32)  # noqa: E731
@@ -226,7 +228,7 @@ def split_sizes(cfg: DataConfig) -> tuple[int, int, int]:
     ValueError loading would raise for a split that leaves no training data."""
     if cfg.name in MNIST_FAMILY:
         n, n_test = 60_000, 10_000
-        n_val = _held_out(n, cfg.val_size or MNIST_VAL_SIZE, DEFAULT_VAL_FRACTION)
+        n_val = _held_out(n, MNIST_VAL_SIZE if cfg.val_size is None else cfg.val_size, DEFAULT_VAL_FRACTION)
     else:
         total = dataset_shape(cfg)[2]
         n_test = int(round(total * cfg.test_size))

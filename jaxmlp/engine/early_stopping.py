@@ -29,7 +29,8 @@ def end_of_epoch(s: Structure, state: TrainState, hp: HParams, carry, metrics, n
 
     A variant that is no longer active keeps its state unchanged; one whose loss turns
     NaN or infinite, or exceeds `divergence_factor` times its loss before the first update
-    (the first minibatch's), keeps its last sane state and is marked diverged.
+    (the first minibatch's), keeps its last sane state and is marked diverged. Without a
+    validation split (empty `val`) no epoch improves: the variant trains its whole budget.
     """
     params, opt_state, step = carry
     losses, accs, lrs = metrics
@@ -37,8 +38,9 @@ def end_of_epoch(s: Structure, state: TrainState, hp: HParams, carry, metrics, n
     train_loss = losses.mean()
     initial_loss = jnp.where(jnp.isnan(state.initial_loss), losses[0], state.initial_loss)
     bound = hp.divergence_factor * initial_loss
-    finite = (jnp.isfinite(train_loss) & jnp.isfinite(val_metrics["loss"])
-              & (train_loss <= bound) & (val_metrics["loss"] <= bound))
+    finite = jnp.isfinite(train_loss) & (train_loss <= bound)
+    if val.x.shape[0]:  # without a validation split, the training loss alone tells divergence
+        finite = finite & jnp.isfinite(val_metrics["loss"]) & (val_metrics["loss"] <= bound)
     monitored = val_metrics["loss"] if s.monitor == "val_loss" else -val_metrics["accuracy"]
     es, improved = early_stopping_update(state.es, monitored, epoch, hp.min_delta)
     best_params = jax.tree_util.tree_map(lambda new, old: jnp.where(improved, new, old), params, state.best_params)

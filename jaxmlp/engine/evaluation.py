@@ -19,9 +19,14 @@ def evaluate(s: Structure, params, hp: HParams, split: Split, choice: int | jax.
     """Loss, accuracy (classification) and dead-unit fraction per hidden layer on a whole split.
 
     Large splits are processed in chunks of EVAL_CHUNK examples (the last one padded and
-    masked), so memory does not grow with the split.
+    masked), so memory does not grow with the split. An empty split (no validation, see
+    `data.val_size`) has NaN metrics.
     """
     n = split.x.shape[0]
+    if n == 0:
+        nan = jnp.float32(jnp.nan)
+        metrics = {"loss": nan, "dead_fraction": jnp.full((len(s.hidden),), nan)}
+        return {**metrics, "accuracy": nan} if s.task == "classification" else metrics
     chunk = min(n, EVAL_CHUNK)
     n_chunks = -(-n // chunk)
     pad = n_chunks * chunk - n

@@ -66,9 +66,10 @@ def variant_history(records: Sequence[dict[str, np.ndarray]], i: int) -> list[di
             continue
         row = {"epoch": r["epoch"], "epoch_seconds": r["epoch_seconds"]}
         for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "learning_rate", "momentum"):
-            if np.isfinite(r[key][i]) or key.endswith("loss"):
+            if key in r and (np.isfinite(r[key][i]) or key.endswith("loss")):
                 row[key] = float(r[key][i])
-        row.update({f"dead_fraction_{j}": float(f) for j, f in enumerate(r["dead_fraction"][i])})
+        if "dead_fraction" in r:  # measured on the validation split
+            row.update({f"dead_fraction_{j}": float(f) for j, f in enumerate(r["dead_fraction"][i])})
         row.update({f"hp/{key}": float(values[i]) for key, values in r.get("hparams", {}).items()})
         history.append(row)
     return history

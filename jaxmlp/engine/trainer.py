@@ -32,6 +32,9 @@ from jaxmlp.engine.structure import hparams_of, merge_key, structure_key, struct
 #: families equal an earlier chunk's (same layout) runs the programs compiled for that one.
 _COMPILED: dict[tuple, tuple] = {}
 
+#: What an epoch's record measures on the validation split (absent without one).
+VALIDATION_KEYS = ("val_loss", "val_accuracy", "dead_fraction")
+
 
 class Trainer:
     """Trains a set of variants in one compiled program.
@@ -169,6 +172,9 @@ class Trainer:
             tic = time.perf_counter()
             self.states, per_family = self._epoch(self.states, self.inputs, jnp.int32(epoch), d.train, d.val)
             record = self._gather(jax.device_get(per_family))
+            if not len(d.val):  # no validation split: no validation metrics
+                for key in VALIDATION_KEYS:
+                    del record[key]
             record["epoch"] = epoch
             record["epoch_seconds"] = time.perf_counter() - tic
             if self.tracked_hparams:

@@ -25,9 +25,9 @@ class ProgressBars:
                                 leave=False, file=sys.stderr, disable=not self.enabled or None, dynamic_ncols=True)
 
     def epoch(self, record: dict) -> None:
-        best = record["val_loss"][record["trained"]]
+        best = record["val_loss"][record["trained"]] if "val_loss" in record else ()
         self.group.set_postfix(active=f"{int(record['active'].sum())}/{self.n}",
-                               best_val_loss=f"{best.min():.4f}" if best.size else "-")
+                               best_val_loss=f"{best.min():.4f}" if len(best) else "-")
         self.group.update()
 
     def end_group(self) -> None:

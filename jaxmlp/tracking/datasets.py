@@ -33,7 +33,8 @@ def array_digest(*arrays: np.ndarray) -> str:
     for a in arrays:
         a = np.ascontiguousarray(a)
         h.update(f"{a.dtype.str}{a.shape}".encode())
-        h.update(memoryview(a).cast("B"))
+        if a.size:
+            h.update(memoryview(a).cast("B"))
     return h.hexdigest()
 
 
@@ -82,13 +83,15 @@ def _profile(x: np.ndarray, y: np.ndarray) -> str:
 
 
 def dataset_inputs(dataset, cfg: DataConfig) -> list:
-    """MLflow `DatasetInput`s of a loaded `jaxmlp.data.Dataset`, one per split."""
+    """MLflow `DatasetInput`s of a loaded `jaxmlp.data.Dataset`, one per split that holds examples."""
     from mlflow.entities import Dataset, DatasetInput, InputTag
 
     source_type, source = data_source(cfg)
     inputs = []
     for split_name, context in CONTEXTS:
         x, y = (np.asarray(a) for a in getattr(dataset, split_name))
+        if not len(x):
+            continue  # no validation split (data.val_size 0)
         entity = Dataset(name=dataset.name, digest=array_digest(x, y), source_type=source_type,
                          source=json.dumps(source), schema=_tensor_schema(x, y), profile=_profile(x, y))
         inputs.append(DatasetInput(entity, tags=[InputTag(CONTEXT_TAG, context)]))

@@ -1,0 +1,95 @@
+"""Training without a validation split (`data.val_size: 0`): every training sample trains, for
+a number of epochs chosen on validation before, as a paper's final fit."""
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import numpy as np
+import pytest
+
+from engine_helpers import fit
+from sweep_helpers import run_sweep_cli, store_client, sweep_runs, write_sweep
+from jaxmlp.config import ConfigError
+from jaxmlp.data import Split, load_dataset, split_sizes
+from jaxmlp.sweep.spec import SweepError, load_sweep
+
+FINAL_FIT = {"data.val_size": 0, "training.early_stopping.patience": None,
+             "training.early_stopping.restore_best": False}
+
+
+def test_no_validation_split_needs_no_early_stopping_and_the_last_parameters(make_config):
+    with pytest.raises(ConfigError) as err:
+        make_config({"data.val_size": 0})
+    message = str(err.value)
+    assert "data.val_size: 0" in message
+    assert "training.early_stopping.patience: 10 (allowed: null)" in message
+    assert "training.early_stopping.restore_best: true (allowed: false)" in message
+    with pytest.raises(ConfigError, match="restore_best: true"):
+        make_config({"data.val_size": 0, "training.early_stopping.patience": None})
+    assert make_config(FINAL_FIT).data.val_size == 0
+
+
+def test_without_validation_every_training_sample_trains(make_config):
+    digits = {"data.name": "digits"}  # scaled by a constant, so a row's values do not depend on the split
+    held_out = load_dataset(make_config(digits).data)
+    final_fit = load_dataset(make_config({**FINAL_FIT, **digits}).data)
+    assert len(final_fit.val) == 0 and final_fit.val.x.shape[1:] == held_out.val.x.shape[1:]
+    assert len(final_fit.train) == len(held_out.train) + len(held_out.val)
+    rows = lambda *splits: sorted(map(bytes, np.concatenate([s.x for s in splits])))  # noqa: E731
+    assert rows(final_fit.train) == rows(held_out.train, held_out.val)
+    np.testing.assert_array_equal(final_fit.test.x, held_out.test.x)
+    assert split_sizes(make_config({**FINAL_FIT, **digits}).data) == (len(final_fit.train), 0, len(final_fit.test))
+    mnist = make_config({**FINAL_FIT, "data.name": "mnist"}).data
+    assert split_sizes(mnist) == (60_000, 0, 10_000)
+
+
+def test_a_variant_without_validation_trains_as_one_whose_validation_is_ignored(make_config, synthetic_data):
+    """Validation only observes a variant that neither stops early nor restores its best epoch:
+    with the same training data, no validation split gives the same parameters and test metrics."""
+    configs = [make_config({**FINAL_FIT, "training.seed": seed, "model.dropout": rate, "training.epochs": 8,
+                            "optimizer.learning_rate": 0.02})
+               for seed, rate in ((0, 0.0), (1, 0.3))]
+    no_val = dataclasses.replace(synthetic_data, val=Split(synthetic_data.val.x[:0], synthetic_data.val.y[:0]))
+    without, observed = fit(configs, no_val), fit(configs, synthetic_data)
+    for a, b in zip(without.variants, observed.variants):
+        assert (a.best_epoch, a.stopped_epoch, a.epochs_trained, a.diverged) == (0, 8, 8, False)
+        assert b.best_epoch > 0  # the observed run did measure validation
+        for x, y in zip(jax.tree_util.tree_leaves(a.params), jax.tree_util.tree_leaves(b.params)):
+            np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7)
+        assert a.test == pytest.approx(b.test, rel=1e-5)
+        assert [r["train_loss"] for r in a.history] == pytest.approx([r["train_loss"] for r in b.history], rel=1e-5)
+        assert not any(k.startswith(("val_", "dead_fraction")) for r in a.history for k in r)
+        assert a.history[-1]["train_loss"] < 0.8 * a.history[0]["train_loss"]
+        assert a.test["accuracy"] > 0.6  # 3 classes; about 0.75 is what this noisy problem allows
+
+
+def test_without_validation_the_training_loss_alone_tells_divergence(make_config, synthetic_data):
+    no_val = dataclasses.replace(synthetic_data, val=Split(synthetic_data.val.x[:0], synthetic_data.val.y[:0]))
+    configs = [make_config({**FINAL_FIT, "optimizer.name": "sgd", "optimizer.learning_rate": lr, "training.seed": 0})
+               for lr in (0.1, 1e4)]
+    sane, blown = fit(configs, no_val).variants
+    assert not sane.diverged and sane.stopped_epoch == 5
+    assert blown.diverged and blown.stopped_epoch < 5
+
+
+def test_a_sweep_without_validation_logs_no_validation_dataset_and_refuses_search(tmp_path):
+    spec = {"name": "final_fit",
+            "base": {"data": {"name": "digits", "val_size": 0}, "model": {"hidden": [16]},
+                     "training": {"epochs": 3, "batch_size": 64,
+                                  "early_stopping": {"patience": None, "restore_best": False}}},
+            "grid": {"optimizer.learning_rate": [0.01, 0.03]}}
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    result = run_sweep_cli(write_sweep(tmp_path, spec), "--tracking-uri", uri, "--no-progress")
+    assert result.code == 0, result.err
+    _, children = sweep_runs(store_client(uri), "final_fit")
+    assert len(children) == 2
+    for child in children:
+        contexts = [d.tags[0].value for d in child.inputs.dataset_inputs]
+        assert contexts == ["training", "test"]
+        assert 0 < child.data.metrics["test_accuracy"] <= 1
+        assert not any(k.startswith("val_") or k.startswith("best_val_") for k in child.data.metrics)
+    searched = write_sweep(tmp_path, {**spec, "name": "searched",
+                                      "search": {"scheduler": "successive_halving", "rungs": [1]}})
+    with pytest.raises(SweepError, match=r"search: .*data.val_size is 0"):
+        load_sweep(searched)
