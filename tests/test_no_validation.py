@@ -93,3 +93,14 @@ def test_a_sweep_without_validation_logs_no_validation_dataset_and_refuses_searc
                                       "search": {"scheduler": "successive_halving", "rungs": [1]}})
     with pytest.raises(SweepError, match=r"search: .*data.val_size is 0"):
         load_sweep(searched)
+
+
+def test_mnist_without_validation_trains_on_all_60000_images(mnist_sweep):
+    from jaxmlp.config import DataConfig
+
+    data = load_dataset(DataConfig(name="mnist", val_size=0, cache_dir=str(mnist_sweep.cache)))
+    held_out = load_dataset(DataConfig(name="mnist", cache_dir=str(mnist_sweep.cache)))
+    assert (len(data.train), len(data.test)) == (60_000, 10_000)
+    assert data.val.x.shape == (0, 784) and data.val.y.shape == (0,)
+    rows = lambda *splits: sorted(map(bytes, np.concatenate([s.x for s in splits])))  # noqa: E731
+    assert rows(data.train) == rows(held_out.train, held_out.val)

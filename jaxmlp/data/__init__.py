@@ -207,7 +207,7 @@ def _mnist_family(cfg: DataConfig) -> Dataset:
     n_val = _held_out(len(a["x_train"]), MNIST_VAL_SIZE if cfg.val_size is None else cfg.val_size, DEFAULT_VAL_FRACTION)
     tr, va, _ = _split_indices(len(a["x_train"]), n_val, 0, cfg.split_seed)
     tr = tr[: cfg.train_limit] if cfg.train_limit else tr
-    image = lambda x: (x.reshape(len(x), -1) / 255.0).astype(np.float32)  # noqa: E731
+    image = lambda x: (x.reshape(len(x), int(np.prod(x.shape[1:]))) / 255.0).astype(np.float32)  # noqa: E731
     label = lambda y: y.astype(np.int32)  # noqa: E731
     return Dataset(
         cfg.name, "classification",
