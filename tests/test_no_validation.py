@@ -12,6 +12,7 @@ from engine_helpers import fit
 from sweep_helpers import run_sweep_cli, store_client, sweep_runs, write_sweep
 from jaxmlp.config import ConfigError
 from jaxmlp.data import Split, load_dataset, split_sizes
+from jaxmlp.report.cli import main as report_main
 from jaxmlp.sweep.spec import SweepError, load_sweep
 
 FINAL_FIT = {"data.val_size": 0, "training.early_stopping.patience": None,
@@ -89,6 +90,11 @@ def test_a_sweep_without_validation_logs_no_validation_dataset_and_refuses_searc
         assert contexts == ["training", "test"]
         assert 0 < child.data.metrics["test_accuracy"] <= 1
         assert not any(k.startswith("val_") or k.startswith("best_val_") for k in child.data.metrics)
+    assert "settings in the sweep's order (no validation split" in result.err + result.out
+    assert report_main(["final_fit", "--tracking-uri", uri, "--out", str(tmp_path / "report"), "--no-log"]) == 0
+    table = (tmp_path / "report" / "report.md").read_text()
+    assert "| setting | test error (%) | seeds | stopped epoch |" in table  # no best epoch: nothing selected one
+    assert "of the last epoch's parameters (trained on every training sample, without a validation split)" in table
     searched = write_sweep(tmp_path, {**spec, "name": "searched",
                                       "search": {"scheduler": "successive_halving", "rungs": [1]}})
     with pytest.raises(SweepError, match=r"search: .*data.val_size is 0"):

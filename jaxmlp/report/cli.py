@@ -24,7 +24,7 @@ from jaxmlp.report.page import (MARK_END, MARK_START, column_notes, provenance, 
                                 to_report_markdown)
 from jaxmlp.report.references import load_references, match_references
 from jaxmlp.report.search import search_sections
-from jaxmlp.report.tables import (HEADERS, display_metric, report_rows, search_markdown, search_text, summarize,
+from jaxmlp.report.tables import (HEADERS, display_metric, report_rows, search_markdown, search_text, summarize, without_validation,
                                   to_csv, to_markdown, to_text)
 from jaxmlp.tracking import TRACKING_URI_HELP, SweepNotFound, TrackedSweep, Tracker, find_sweep
 
@@ -89,10 +89,11 @@ def build_report(tracking_uri: str, sweep: TrackedSweep, references_path: Path |
     metric = display_metric(sweep.records)
     references = match_references(sweep.records, entries, metric) if entries is not None else None
     rows = summarize(sweep.records)
-    table = report_rows(rows, references)
+    validated = not without_validation(sweep.records)
+    table = report_rows(rows, references, validated)
     figures = sweep_figures(sweep.records, rows)
     meta = provenance(sweep.name, sweep.parent_run_id, sweep.git_commit, tracking_uri)
-    notes = column_notes(metric, bool(references), any("dead_units_percent" in r for r in table))
+    notes = column_notes(metric, bool(references), any("dead_units_percent" in r for r in table), validated)
     cited = references_list(references)
     results = results_markdown(meta, to_markdown(table, HEADERS), notes, cited, search_markdown(sweep.records))
     files = {"report.md": to_report_markdown(sweep.name, sweep.note, results, figures).encode(),

@@ -22,9 +22,11 @@ def provenance(name: str, parent_run_id: str, git_commit: str | None, tracking_u
             + f"; generated {time.strftime('%Y-%m-%d %H:%M')} by `python -m jaxmlp.report`.")
 
 
-def column_notes(metric: str, with_references: bool, with_dead_units: bool = False) -> str:
+def column_notes(metric: str, with_references: bool, with_dead_units: bool = False, validated: bool = True) -> str:
     what = ("test error (%) = 100 × (1 − test accuracy)" if metric == ERROR_PERCENT else "test loss")
-    notes = (f"{what} of the parameters kept by early stopping (selected on the validation split), mean ± sample "
+    kept = ("the parameters kept by early stopping (selected on the validation split)" if validated else
+            "the last epoch's parameters (trained on every training sample, without a validation split)")
+    notes = (f"{what} of {kept}, mean ± sample "
              "std over the seeds that finished; epochs are means over seeds; train time is the wall time from the "
              "first epoch of the compiled program the variant trained in until the variant stopped (variants "
              "trained together run at the same time).")

@@ -153,9 +153,12 @@ def best_first(records: Sequence[VariantRecord], rows: Sequence[dict[str, Any]],
     """The `summarize` rows ranked as the sweep selects models: by the seeds' mean validation
     `monitor` at their selected epochs (lowest loss or highest accuracy first, settings without
     one last), shown as a column after the setting; and a header that states the order.
-    Test metrics play no part in the order, as they play none in selection."""
+    Test metrics play no part in the order, as they play none in selection. Without any
+    validation metric (variants trained without a validation split) the order is the sweep's."""
     key = f"best_{monitor}"
     score = {label: mean_std(r.metric(key) for r in finished(runs))[0] for label, runs in by_setting(records).items()}
+    if finished(records) and not any(math.isfinite(v) for v in score.values()):
+        return "settings in the sweep's order (no validation split, data.val_size 0: nothing selects among them)", list(rows)
     sign = 1.0 if "loss" in monitor else -1.0
 
     def rank(row: dict[str, Any]) -> tuple[bool, float]:
@@ -182,12 +185,19 @@ def record_value(record: VariantRecord, metric: str) -> float | None:
     return record.metric(metric)
 
 
+def without_validation(records: Sequence[VariantRecord]) -> bool:
+    """Whether every variant trained without a validation split (data.val_size 0): nothing
+    selected an epoch, each kept its last parameters."""
+    return bool(records) and all(r.config.get("data.val_size") == 0 for r in records)
+
+
 def report_rows(rows: Sequence[dict[str, Any]],
-                references: Mapping[str, Mapping[str, Any]] | None = None) -> list[dict[str, Any]]:
+                references: Mapping[str, Mapping[str, Any]] | None = None,
+                validated: bool = True) -> list[dict[str, Any]]:
     """The report's table from `summarize` rows: test error (%) (classification) or test loss as mean ± std over
     seeds, seeds, best and stopped epoch, parameters, training time; with `references` (setting -> entry, see
     `match_references`; none matched: no such columns) also the reference value, its source and the difference
-    ours − reference."""
+    ours − reference. Without validation (`validated` False) there is no best epoch to show."""
     show_failures = any(r["diverged"] or r["failed"] for r in rows)
     out = []
     for r in rows:
@@ -199,6 +209,8 @@ def report_rows(rows: Sequence[dict[str, Any]],
                "best_epoch": r["best_epoch"], "stopped_epoch": r["stopped_epoch"],
                "n_params": int(r["n_params"]) if r.get("n_params") is not None else None,
                "train_seconds": r.get("train_seconds", math.nan)}
+        if not validated:
+            del row["best_epoch"]
         row.update({k: r[k] for k in ("dead_units_percent", "pruned_at", "variant_epochs") if k in r})
         if show_failures:
             row.update(diverged=r["diverged"], failed=r["failed"])
