@@ -61,6 +61,9 @@ def test_a_variant_without_validation_trains_as_one_whose_validation_is_ignored(
         assert a.test == pytest.approx(b.test, rel=1e-5)
         assert [r["train_loss"] for r in a.history] == pytest.approx([r["train_loss"] for r in b.history], rel=1e-5)
         assert not any(k.startswith(("val_", "dead_fraction")) for r in a.history for k in r)
+        assert len(a.test_dead_fraction) == 1 and 0 <= a.test_dead_fraction[0] <= 1  # measured on the test split
+        assert a.test_dead_fraction == pytest.approx(b.test_dead_fraction)
+        assert a.record({}).metrics["test_dead_fraction_0"] == a.test_dead_fraction[0]
         assert a.history[-1]["train_loss"] < 0.8 * a.history[0]["train_loss"]
         assert a.test["accuracy"] > 0.6  # 3 classes; about 0.75 is what this noisy problem allows
 
@@ -95,6 +98,8 @@ def test_a_sweep_without_validation_logs_no_validation_dataset_and_refuses_searc
     table = (tmp_path / "report" / "report.md").read_text()
     assert "| setting | test error (%) | seeds | stopped epoch |" in table  # no best epoch: nothing selected one
     assert "of the last epoch's parameters (trained on every training sample, without a validation split)" in table
+    assert "dead units (%) |" in table
+    assert "zero on the whole test split for the tested parameters (there is no validation split)" in table
     searched = write_sweep(tmp_path, {**spec, "name": "searched",
                                       "search": {"scheduler": "successive_halving", "rungs": [1]}})
     with pytest.raises(SweepError, match=r"search: .*data.val_size is 0"):

@@ -29,6 +29,7 @@ class VariantResult:
     train_seconds: float = 0.0  # from the group's first epoch until this variant stopped
     pruned_at: int | None = None  # the epoch an adaptive search stopped it in
     lineage: list[dict[str, int]] = dataclasses.field(default_factory=list)  # exploit steps: epoch, source index
+    test_dead_fraction: list[float] = dataclasses.field(default_factory=list)  # per hidden layer, on the test split
 
     @property
     def best(self) -> dict[str, float]:
@@ -40,7 +41,8 @@ class VariantResult:
         `fields`: identities such as variant_key, index, run_id, compile_seconds)."""
         metrics = {**{f"test_{k}": v for k, v in self.test.items()},
                    **{f"final_train_{k}": v for k, v in self.train_final.items()},
-                   **{f"best_{k}": self.best[k] for k in ("val_loss", "val_accuracy") if k in self.best}}
+                   **{f"best_{k}": self.best[k] for k in ("val_loss", "val_accuracy") if k in self.best},
+                   **{f"test_dead_fraction_{j}": f for j, f in enumerate(self.test_dead_fraction)}}
         return VariantRecord(
             setting=dict(setting), seed=self.config.training.seed,
             status=status or ("FAILED" if self.diverged else "FINISHED"), diverged=self.diverged,

@@ -273,6 +273,7 @@ class Trainer:
                         train_final={k: float(v[row]) for k, v in train.items() if k != "dead_fraction"},
                         history=variant_history(records, i),
                         params=jax.tree_util.tree_map(lambda a, row=row: a[row], params),
-                        train_seconds=seconds, pruned_at=self._pruned.get(i), lineage=self._lineage.get(i, []))
+                        train_seconds=seconds, pruned_at=self._pruned.get(i), lineage=self._lineage.get(i, []),
+                        test_dead_fraction=[float(f) for f in test["dead_fraction"][row]])
                     finished[i] = self._results[i]
         return finished

@@ -31,8 +31,10 @@ def column_notes(metric: str, with_references: bool, with_dead_units: bool = Fal
              "first epoch of the compiled program the variant trained in until the variant stopped (variants "
              "trained together run at the same time).")
     if with_dead_units:
+        where = ("the whole validation split at the last epoch trained" if validated else
+                 "the whole test split for the tested parameters (there is no validation split)")
         notes += (" Dead units (%): per hidden layer (first / second / ...), the share of units that are zero on "
-                  "the whole validation split at the last epoch trained, mean over seeds.")
+                  f"{where}, mean over seeds.")
     if with_references:
         notes += " Δ = ours − reference (percentage points for test error)."
     return notes

@@ -87,12 +87,18 @@ def summarize(records: Sequence[VariantRecord]) -> list[dict[str, Any]]:
 def _dead_units_percent(runs: Sequence[VariantRecord]) -> str | None:
     """Per hidden layer, the percentage of dead units (zero on the whole validation split) at
     the last epoch trained, mean over seeds, as "layer 1 / layer 2 / ..."; None without
-    histories (records read back for the report carry them, the sweep's own do not)."""
+    histories (records read back for the report carry them, the sweep's own do not). Runs
+    trained without a validation split have no such history: theirs is measured on the test
+    split, for the tested parameters (`test_dead_fraction_<layer>`)."""
     per_layer: dict[int, list[float]] = {}
     for r in runs:
         for key, (_, values) in r.history.items():
             if key.startswith("dead_fraction_") and values:
                 per_layer.setdefault(int(key.rsplit("_", 1)[1]), []).append(100.0 * values[-1])
+        if r.config.get("data.val_size") == 0:
+            for key, value in r.metrics.items():
+                if key.startswith("test_dead_fraction_"):
+                    per_layer.setdefault(int(key.rsplit("_", 1)[1]), []).append(100.0 * value)
     if not per_layer:
         return None
     return " / ".join(f"{np.mean(per_layer[layer]):.1f}" for layer in sorted(per_layer))
