@@ -10,7 +10,6 @@ bad value, the allowed values and, for misspellings, the closest valid name.
 from __future__ import annotations
 
 import difflib
-import json
 import math
 from dataclasses import dataclass
 from functools import cache
@@ -150,11 +149,11 @@ class RunConfig(_Section):
     def _validation_split_needed(self) -> "RunConfig":
         """Without a validation split (data.val_size 0) nothing can select an epoch or stop early."""
         if self.data.val_size == 0:
-            es = self.training.early_stopping
-            wrong = [f"training.early_stopping.{key}: {json.dumps(value)} (allowed: {allowed})"
-                     for key, value, allowed in (("patience", es.patience, "null"),
-                                                 ("restore_best", es.restore_best, "false"))
-                     if value != {"patience": None, "restore_best": False}[key]]
+            es, wrong = self.training.early_stopping, []
+            if es.patience is not None:
+                wrong.append(f"training.early_stopping.patience: {es.patience} (allowed: null)")
+            if es.restore_best:
+                wrong.append("training.early_stopping.restore_best: true (allowed: false)")
             if wrong:
                 raise ValueError(f"data.val_size: 0 holds out no validation split, so nothing can stop a variant "
                                  f"early or select its best epoch; set {' and '.join(wrong)}")

@@ -204,7 +204,7 @@ def _tfds_arrays(cfg: DataConfig) -> dict[str, np.ndarray]:
 def _mnist_family(cfg: DataConfig) -> Dataset:
     """MNIST-style 28x28 images: validation held out of the official training set."""
     a = _tfds_arrays(cfg)
-    n_val = _held_out(len(a["x_train"]), MNIST_VAL_SIZE if cfg.val_size is None else cfg.val_size, DEFAULT_VAL_FRACTION)
+    n_val = _held_out(len(a["x_train"]), cfg.val_size, MNIST_VAL_SIZE)
     tr, va, _ = _split_indices(len(a["x_train"]), n_val, 0, cfg.split_seed)
     tr = tr[: cfg.train_limit] if cfg.train_limit else tr
     image = lambda x: (x.reshape(len(x), int(np.prod(x.shape[1:]))) / 255.0).astype(np.float32)  # noqa: E731
@@ -228,7 +228,7 @@ def split_sizes(cfg: DataConfig) -> tuple[int, int, int]:
     ValueError loading would raise for a split that leaves no training data."""
     if cfg.name in MNIST_FAMILY:
         n, n_test = 60_000, 10_000
-        n_val = _held_out(n, MNIST_VAL_SIZE if cfg.val_size is None else cfg.val_size, DEFAULT_VAL_FRACTION)
+        n_val = _held_out(n, cfg.val_size, MNIST_VAL_SIZE)
     else:
         total = dataset_shape(cfg)[2]
         n_test = int(round(total * cfg.test_size))

@@ -24,8 +24,8 @@ from jaxmlp.report.page import (MARK_END, MARK_START, column_notes, provenance, 
                                 to_report_markdown)
 from jaxmlp.report.references import load_references, match_references
 from jaxmlp.report.search import search_sections
-from jaxmlp.report.tables import (HEADERS, display_metric, report_rows, search_markdown, search_text, summarize, without_validation,
-                                  to_csv, to_markdown, to_text)
+from jaxmlp.report.tables import (HEADERS, display_metric, report_rows, search_markdown, search_text, summarize,
+                                  to_csv, to_markdown, to_text, without_validation)
 from jaxmlp.tracking import TRACKING_URI_HELP, SweepNotFound, TrackedSweep, Tracker, find_sweep
 
 REFERENCES_FILE = "references.yaml"

@@ -95,7 +95,7 @@ def _dead_units_percent(runs: Sequence[VariantRecord]) -> str | None:
         for key, (_, values) in r.history.items():
             if key.startswith("dead_fraction_") and values:
                 per_layer.setdefault(int(key.rsplit("_", 1)[1]), []).append(100.0 * values[-1])
-        if r.config.get("data.val_size") == 0:
+        if _unvalidated(r):
             for key, value in r.metrics.items():
                 if key.startswith("test_dead_fraction_"):
                     per_layer.setdefault(int(key.rsplit("_", 1)[1]), []).append(100.0 * value)
@@ -191,10 +191,15 @@ def record_value(record: VariantRecord, metric: str) -> float | None:
     return record.metric(metric)
 
 
+def _unvalidated(record: VariantRecord) -> bool:
+    """Whether the variant trained without a validation split (data.val_size 0)."""
+    return record.config.get("data.val_size") == 0
+
+
 def without_validation(records: Sequence[VariantRecord]) -> bool:
-    """Whether every variant trained without a validation split (data.val_size 0): nothing
-    selected an epoch, each kept its last parameters."""
-    return bool(records) and all(r.config.get("data.val_size") == 0 for r in records)
+    """Whether every variant trained without a validation split: nothing selected an epoch,
+    each kept its last parameters."""
+    return bool(records) and all(map(_unvalidated, records))
 
 
 def report_rows(rows: Sequence[dict[str, Any]],
