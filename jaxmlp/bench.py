@@ -498,12 +498,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"seconds per variant, largest / middle sweep: "
                   f"{result['seconds_per_variant_ratio_largest_to_middle']:.3g}")
     else:
-        width = max(map(len, result))
-        for key, value in result.items():
-            shown = (f"{value:.4g}" if isinstance(value, float) else
-                     ", ".join(f"{x:.4g}" for x in value) if isinstance(value, list) else value)
-            print(f"{key:<{width}}  {shown}")
+        print(format_figures(result))
     return 0
+
+
+def format_figures(result: dict[str, Any]) -> str:
+    """One `key  value` line per figure; floats (alone or in lists) to four significant digits."""
+    def shown(value: Any) -> str:
+        if isinstance(value, list):
+            return ", ".join(map(shown, value))
+        return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+    width = max(map(len, result))
+    return "\n".join(f"{key:<{width}}  {shown(value)}" for key, value in result.items())
 
 
 if __name__ == "__main__":

@@ -183,3 +183,10 @@ def test_search_bench_sweeps_share_grid_and_seeds(tmp_path, name):
     assert len(sweep.variants) == 4 * 3 * 2 * 3
     assert type(sweep.search).__name__ == {"grid": "NoneType", "halving": "SuccessiveHalving",
                                            "pbt": "PopulationBasedTraining"}[name]
+
+
+def test_figures_print_floats_short_and_everything_else_as_is():
+    text = bench.format_figures({"devices": ["TFRT_CPU_0", "TFRT_CPU_1"], "epoch_seconds": 1.234567,
+                                 "epochs": [0.5, 0.25], "variants": 6})
+    assert text.splitlines() == ["devices        TFRT_CPU_0, TFRT_CPU_1", "epoch_seconds  1.235",
+                                 "epochs         0.5, 0.25", "variants       6"]

@@ -97,6 +97,31 @@ def test_bad_seeds_are_refused(tmp_path, seeds):
         _load(tmp_path, seeds=seeds)
 
 
+def test_zip_gives_each_setting_its_own_seeds(tmp_path):
+    sweep = _load(tmp_path, grid={"model.activation": ["relu", "elu"]},
+                  zip={"model.dropout": [0.0, 0.5, 0.2], "seeds": [2, 1, [4, 9]]})
+    assert _values(sweep, "model.activation", "model.dropout") == [
+        ("relu", 0.0, 0), ("relu", 0.0, 1), ("relu", 0.5, 0), ("relu", 0.2, 4), ("relu", 0.2, 9),
+        ("elu", 0.0, 0), ("elu", 0.0, 1), ("elu", 0.5, 0), ("elu", 0.2, 4), ("elu", 0.2, 9)]
+    assert [k for k, _ in sweep.variants[0].setting] == ["model.activation", "model.dropout"]  # seeds are no setting
+    assert n_variants(sweep.spec) == len(sweep.variants) == 10
+    assert "6 settings x 1-2 seeds" in describe_plan(sweep, plan_groups(sweep), budget=2**30)
+
+
+@pytest.mark.parametrize("spec, message", [
+    ({"zip": {"model.dropout": [0.0, 0.5], "seeds": [2, 0]}},
+     r"zip.seeds\[1\]: 0; give a positive count or a list of distinct non-negative integers"),
+    ({"zip": {"model.dropout": [0.0, 0.5], "seeds": [2, [1, 1]]}}, r"zip.seeds\[1\]: \[1, 1\]; give"),
+    ({"zip": {"model.dropout": [0.0, 0.5], "seeds": [2]}}, r"zip: every list must have the same length"),
+    ({"zip": {"model.dropout": [0.0, 0.5], "seeds": [2, 3]}, "seeds": 3},
+     r"seeds: 3 and zip.seeds both give seeds; keep the top-level 'seeds' .* or zip.seeds"),
+    ({"zip": {"seeds": [2, 3]}}, r"zip.seeds: gives seeds to zipped settings, but zip varies nothing else"),
+])
+def test_bad_zipped_seeds_are_refused(tmp_path, spec, message):
+    with pytest.raises(SweepError, match=message):
+        _load(tmp_path, **spec)
+
+
 def test_variant_keys_are_stable_distinct_and_change_with_seed_and_values(tmp_path):
     spec = {"grid": {"model.activation": ["relu", "tanh"]}, "zip": {"model.dropout": [0.0, 0.2]}, "seeds": 3}
     keys = [v.key for v in _load(tmp_path, **spec).variants]
@@ -165,6 +190,23 @@ def test_activations_share_one_program_as_separate_structures(tmp_path):
     sweep = _load(tmp_path, grid={"model.activation": ["sigmoid", "tanh", "relu", "leaky_relu", "elu"]}, seeds=2)
     (group,) = plan_groups(sweep)
     assert (len(group.variants), group.n_structures) == (10, 5)
+
+
+@pytest.mark.parametrize("epochs, search, programs", [(1000, False, [3, 2]), (10, False, [5]), (1000, True, [5])])
+def test_a_costly_padded_program_splits_by_structure(tmp_path, epochs, search, programs):
+    """relu x 3 and tanh x 2 share parts of 3, one of them padding: 1/6 of the slots. Wide nets
+    over many epochs split (5 slots), cheap ones keep one program, as does an adaptive search."""
+    base = {**TINY_BASE, "model": {"hidden": [2048, 2048]}, "training": {**TINY_BASE["training"], "epochs": epochs}}
+    spec = {"name": "s", "base": base, "zip": {"model.activation": ["relu", "tanh"], "seeds": [3, 2]}}
+    if search:
+        spec["search"] = {"scheduler": "successive_halving", "min_epochs": 2}
+    groups = plan_groups(load_sweep(write_sweep(tmp_path, spec)))
+    assert [len(g.variants) for g in groups] == programs
+    assert len({g.program for g in groups}) == len({g.id for g in groups}) == len(programs)
+    assert [v.index for g in groups for v in g.variants] == list(range(5))
+    if len(programs) == 2:
+        assert [{v.config.model.activation for v in g.variants} for g in groups] == [{"relu"}, {"tanh"}]
+        assert [g.layout.part_size for g in groups] == [3, 2]
 
 
 @pytest.mark.parametrize("key, values", [

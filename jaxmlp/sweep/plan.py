@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections import Counter
 from dataclasses import dataclass
 
 from jaxmlp.config import RunConfig
 from jaxmlp.data import dataset_shape, split_sizes
 from jaxmlp.engine import EVAL_CHUNK, Layout, merge_key, plan_chunks, structure_key
+from jaxmlp.engine.layout import PADDING_SAVING
 from jaxmlp.models import n_parameters
 from jaxmlp.sweep.spec import Sweep, Variant
 
@@ -127,25 +129,63 @@ def choose_devices(mode: str, step_flops: float, n_variants: int, n_devices: int
     return n_devices if step_flops < SHARD_BELOW_FLOPS else 1
 
 
+#: Variants of several structures share a program in parts of one size, padded with copies
+#: that train at full cost; such a program is split into one per structure where that trains
+#: at least `layout.PADDING_SAVING` fewer slots and the padding it saves costs more than this
+#: many training FLOPs (1e13: over a minute on a 2-core CPU, far more than compiling a program).
+SPLIT_ABOVE_FLOPS = 1e13
+
+
+def _slots(configs: list[RunConfig], part_cap: int, devices: int) -> int:
+    """Variant slots the parts of a program of `configs` train (padding included, frozen parts not)."""
+    layout, _ = plan_chunks(configs, part_cap, part_cap, devices)
+    rows = Counter(structure_key(c) for c in configs)
+    return sum(-(-n // layout.part_size) * layout.part_size for n in rows.values())
+
+
+def _split_padded(variants: list[Variant], part_cap: int, devices: int) -> list[list[Variant]]:
+    """The variants of one program, or of one program per structure where the shared one's
+    padding costs more than SPLIT_ABOVE_FLOPS and PADDING_SAVING of its slots."""
+    by_structure: dict[tuple, list[Variant]] = {}
+    for v in variants:
+        by_structure.setdefault(structure_key(v.config), []).append(v)
+    if len(by_structure) == 1:
+        return [variants]
+    shared = _slots([v.config for v in variants], part_cap, devices)
+    split = sum(_slots([v.config for v in vs], part_cap, devices) for vs in by_structure.values())
+    c = variants[0].config
+    slot_flops = step_flops(c) * (split_sizes(c.data)[0] // c.training.batch_size) * max(
+        v.config.training.epochs for v in variants)
+    if split <= (1 - PADDING_SAVING) * shared and (shared - split) * slot_flops > SPLIT_ABOVE_FLOPS:
+        return list(by_structure.values())
+    return [variants]
+
+
 def plan_groups(sweep: Sweep, n_devices: int = 1, budget: int | None = None) -> list[Group]:
-    """Variants that can share a program (`engine.merge_key`), cut into chunks of one layout
+    """Variants that can share a program (`engine.merge_key`; split by structure where the
+    shared program's padding is costly, `_split_padded`), cut into chunks of one layout
     each (`engine.plan_chunks`): parts of at most
     `max_variants_per_part`, as many parts per program as `budget` bytes per device (default:
-    `memory_budget()`) and `max_variants_per_program` allow."""
+    `memory_budget()`) and `max_variants_per_program` allow. Under an adaptive search a
+    program's variants are ranked together, so its programs are never split."""
     execution = sweep.spec.execution
+    part_cap = min(execution.max_variants_per_part, execution.max_variants_per_program)
     by_program: dict[tuple, list[Variant]] = {}
     for v in sweep.variants:
         by_program.setdefault(merge_key(v.config), []).append(v)
+    programs: list[tuple[tuple, list[Variant], int]] = []
+    for key, variants in by_program.items():
+        # a part smaller than the devices is not sharded (its variant axis would be padded past the cap)
+        devices = choose_devices(execution.devices, step_flops(variants[0].config), min(len(variants), part_cap),
+                                 min(n_devices, part_cap))
+        pieces = [variants] if sweep.spec.search else _split_padded(variants, part_cap, devices)
+        programs += [(key if len(pieces) == 1 else (key, structure_key(p[0].config)), p, devices) for p in pieces]
     budget = memory_budget() if budget is None else budget
     groups: list[Group] = []
-    for n, (key, variants) in enumerate(by_program.items()):
+    for n, (key, variants, devices) in enumerate(programs):
         digest = hashlib.sha256(repr(key).encode()).hexdigest()[:8]
         configs = [v.config for v in variants]
         footprint = Footprint.of(configs[0])
-        part_cap = min(execution.max_variants_per_part, execution.max_variants_per_program)
-        # a part smaller than the devices is not sharded (its variant axis would be padded past the cap)
-        devices = choose_devices(execution.devices, step_flops(configs[0]), min(len(variants), part_cap),
-                                 min(n_devices, part_cap))
         probe, _ = plan_chunks(configs, part_cap, part_cap, devices)
         cap = min(execution.max_variants_per_program, footprint.max_variants(budget, probe.part_size, devices))
         layout, chunks = plan_chunks(configs, part_cap, cap, devices)
@@ -158,12 +198,14 @@ def plan_groups(sweep: Sweep, n_devices: int = 1, budget: int | None = None) -> 
 def describe_plan(sweep: Sweep, groups: list[Group], budget: int | None = None) -> str:
     """The --dry-run text: variants, groups, compiled programs, their layout (parts x variants
     per part), devices and estimated memory per device."""
-    settings = {v.label for v in sweep.variants}
+    per_setting = Counter(v.label for v in sweep.variants)
+    settings = set(per_setting)
+    fewest, most = min(per_setting.values(), default=0), max(per_setting.values(), default=0)
     programs = len({g.program for g in groups})
     budget = memory_budget() if budget is None else budget
     lines = [
         f"sweep '{sweep.spec.name}' ({sweep.path}): {len(sweep.variants)} variants = "
-        f"{len(settings)} settings x {len(sweep.variants) // max(1, len(settings))} seeds; "
+        f"{len(settings)} settings x {most if fewest == most else f'{fewest}-{most}'} seeds; "
         f"{len(groups)} group(s), {programs} compiled program(s); memory budget {budget / 2**30:.1f} GiB per device",
         f"{'group':<14}{'variants':>9}{'structures':>11}{'devices':>8}{'params':>10}{'program':>8}{'parts':>9}"
         f"{'memory':>10}  structure",

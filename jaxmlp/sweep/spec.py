@@ -7,7 +7,9 @@
     random: {samples: 4, seed: 0, params: {optimizer.learning_rate: {loguniform: [1e-4, 1e-2]}}}
     seeds: 3                                        # or a list: [0, 1, 2]
 
-Expansion is deterministic: the same file gives the same variants in the same order.
+`zip` may also give each of its settings its own seeds (`seeds: [3, 2]`, a count or a list per
+setting), for example fewer seeds for a costly secondary row; the top-level `seeds` is then
+left out. Expansion is deterministic: the same file gives the same variants in the same order.
 Every value is validated before anything runs; errors name the file, key path, bad value
 and what is allowed.
 """
@@ -162,12 +164,19 @@ def load_sweep(path: str | Path) -> Sweep:
 
 
 def _axis_sizes(spec: SweepSpec) -> dict[str, int]:
-    """The sweep's axes and their lengths, e.g. {'grid.model.activation': 6, 'seeds': 5}."""
+    """The sweep's axes and their lengths, e.g. {'grid.model.activation': 6, 'seeds': 5}
+    ('zip x seeds', their variants, where `zip` gives each setting its own seeds)."""
     sizes = {f"grid.{k}": len(v) for k, v in spec.grid.items()}
-    if spec.zip:
-        sizes["zip"] = min(len(v) for v in spec.zip.values())
+    zipped = {k: v for k, v in spec.zip.items() if k != ZIP_SEEDS}
     if spec.random:
         sizes["random.samples"] = spec.random.samples
+    if ZIP_SEEDS in spec.zip:
+        counts = [s if isinstance(s, int) and not isinstance(s, bool) else len(s) if isinstance(s, list) else 1
+                  for s in spec.zip[ZIP_SEEDS][:min(len(v) for v in spec.zip.values())]]
+        sizes["zip x seeds"] = sum(counts)
+        return sizes
+    if zipped:
+        sizes["zip"] = min(len(v) for v in zipped.values())
     sizes["seeds"] = spec.seeds if isinstance(spec.seeds, int) else len(spec.seeds)
     return sizes
 
@@ -175,6 +184,33 @@ def _axis_sizes(spec: SweepSpec) -> dict[str, int]:
 def n_variants(spec: SweepSpec) -> int:
     """How many variants the sweep expands to, counted from its axes (nothing is expanded)."""
     return math.prod(_axis_sizes(spec).values())
+
+
+#: The `zip` key that gives each zipped setting its own seeds (not a configuration key).
+ZIP_SEEDS = "seeds"
+
+
+def _seed_list(seeds: Any, where: str) -> list[int]:
+    """A seed count (0, 1, ... n - 1) or a list of distinct non-negative seeds, checked."""
+    listed = list(range(seeds)) if isinstance(seeds, int) and not isinstance(seeds, bool) else seeds
+    if (not isinstance(listed, list) or not listed or not all(isinstance(s, int) and not isinstance(s, bool)
+                                                              for s in listed)
+            or len(set(listed)) != len(listed) or min(listed) < 0):
+        raise SweepError(f"{where}: {seeds!r}; give a positive count or a list of distinct non-negative integers")
+    return listed
+
+
+def _zipped_seeds(spec: SweepSpec, source: str) -> list[list[int]] | None:
+    """Each zipped setting's seeds where `zip` gives them, else None (the top-level `seeds` apply)."""
+    if ZIP_SEEDS not in spec.zip:
+        return None
+    if "seeds" in spec.model_fields_set:
+        raise SweepError(f"{source}: seeds: {spec.seeds!r} and zip.seeds both give seeds; keep the top-level "
+                         "'seeds' (the same for every setting) or zip.seeds (one entry per setting), not both")
+    if len(spec.zip) == 1:
+        raise SweepError(f"{source}: zip.seeds: gives seeds to zipped settings, but zip varies nothing else; "
+                         "use the top-level 'seeds' instead")
+    return [_seed_list(s, f"{source}: zip.seeds[{i}]") for i, s in enumerate(spec.zip[ZIP_SEEDS])]
 
 
 def _check_size(spec: SweepSpec, source: str) -> None:
@@ -221,7 +257,8 @@ def expand(spec: SweepSpec, source: str) -> list[Variant]:
         base = load_config(spec.base, source=f"{source}: base").to_dict()
     except ConfigError as err:
         raise SweepError(str(err)) from None
-    for section, axes in (("grid", spec.grid), ("zip", spec.zip)):
+    zip_axes = {k: v for k, v in spec.zip.items() if k != ZIP_SEEDS}
+    for section, axes in (("grid", spec.grid), ("zip", zip_axes)):
         for key, values in axes.items():
             _check_axis(source, section, key, values, base)
     _check_sections_disjoint(spec, source)
@@ -230,19 +267,20 @@ def expand(spec: SweepSpec, source: str) -> list[Variant]:
         sizes = ", ".join(f"{k}: {len(v)}" for k, v in spec.zip.items())
         raise SweepError(f"{source}: zip: every list must have the same length (got {sizes})")
     grid = [dict(zip(spec.grid, combo)) for combo in itertools.product(*spec.grid.values())]
-    zipped = [dict(zip(spec.zip, combo)) for combo in zip(*spec.zip.values())] or [{}]
+    zipped = [dict(zip(zip_axes, combo)) for combo in zip(*zip_axes.values())]
+    per_setting = _zipped_seeds(spec, source)
+    seeds = _seed_list(spec.seeds, f"{source}: seeds")
+    if per_setting is None:
+        per_setting = [seeds] * max(1, len(zipped))
+    zipped = [(z, s) for z, s in itertools.zip_longest(zipped, per_setting, fillvalue={})]
     sampled = _random_settings(spec.random, source, base) if spec.random else [{}]
-    seeds = list(range(spec.seeds)) if isinstance(spec.seeds, int) else spec.seeds
-    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
-        raise SweepError(f"{source}: seeds: {spec.seeds!r}; give a positive count or a list of distinct "
-                         "non-negative integers")
     variants = []
-    for g, z, r in itertools.product(grid, zipped, sampled):
+    for g, (z, z_seeds), r in itertools.product(grid, zipped, sampled):
         setting = {**g, **z, **r}
         raw = base
         for key, value in setting.items():
             raw = set_dotted(raw, key, value)
-        for seed in seeds:
+        for seed in z_seeds:
             config = load_config(set_dotted(raw, "training.seed", seed), source=source)
             variants.append(Variant(len(variants), tuple(setting.items()), seed, config))
     _check_distinct(variants, source)
