@@ -94,6 +94,8 @@ def test_a_sweep_without_validation_logs_no_validation_dataset_and_refuses_searc
         assert 0 < child.data.metrics["test_accuracy"] <= 1
         assert not any(k.startswith("val_") or k.startswith("best_val_") for k in child.data.metrics)
     assert "settings in the sweep's order (no validation split" in result.err + result.out
+    (runs_page,) = [line for line in result.out.splitlines() if "runs page:" in line]
+    assert "parentRunId" in runs_page and "orderByKey" not in runs_page  # no validation loss to order by
     assert report_main(["final_fit", "--tracking-uri", uri, "--out", str(tmp_path / "report"), "--no-log"]) == 0
     table = (tmp_path / "report" / "report.md").read_text()
     assert "| setting | test error (%) | seeds | stopped epoch |" in table  # no best epoch: nothing selected one

@@ -57,6 +57,12 @@ def test_ui_command_and_runs_page():
             == "http://127.0.0.1:5000/#/experiments/3/runs?workflowType=machine_learning")
     assert (runs_page_url(ui_base_url("http://10.0.0.1:8080/"), "7")
             == "http://10.0.0.1:8080/#/experiments/7/runs?workflowType=machine_learning")
+    children = "&searchFilter=tags.mlflow.parentRunId%20%3D%20%27abc%27"
+    assert runs_page_url("http://h:5000", "7", "abc") == (
+        f"http://h:5000/#/experiments/7/runs?workflowType=machine_learning{children}"
+        "&orderByKey=metrics.%60best_val_loss%60&orderByAsc=true")
+    assert runs_page_url("http://h:5000", "7", "abc", validated=False) == (
+        f"http://h:5000/#/experiments/7/runs?workflowType=machine_learning{children}")
 
 
 def test_importing_tracking_does_not_import_mlflow():

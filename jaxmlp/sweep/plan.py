@@ -129,10 +129,12 @@ def choose_devices(mode: str, step_flops: float, n_variants: int, n_devices: int
     return n_devices if step_flops < SHARD_BELOW_FLOPS else 1
 
 
-#: Variants of several structures share a program in parts of one size, padded with copies
-#: that train at full cost; such a program is split into one per structure where that trains
-#: at least `layout.PADDING_SAVING` fewer slots and the padding it saves costs more than this
-#: many training FLOPs (1e13: over a minute on a 2-core CPU, far more than compiling a program).
+#: Variants of several structures share a program in parts of one size, padded with copies;
+#: on a CPU a padding slot trains at full cost (a GPU runs it beside the others on capacity
+#: the parts leave idle), so there such a program is split into one per structure where that
+#: trains at least `layout.PADDING_SAVING` fewer slots and the padding it saves costs more
+#: than this many training FLOPs (1e13: over a minute on a 2-core CPU, far more than
+#: compiling a program).
 SPLIT_ABOVE_FLOPS = 1e13
 
 
@@ -166,8 +168,10 @@ def plan_groups(sweep: Sweep, n_devices: int = 1, budget: int | None = None) -> 
     shared program's padding is costly, `_split_padded`), cut into chunks of one layout
     each (`engine.plan_chunks`): parts of at most
     `max_variants_per_part`, as many parts per program as `budget` bytes per device (default:
-    `memory_budget()`) and `max_variants_per_program` allow. Under an adaptive search a
-    program's variants are ranked together, so its programs are never split."""
+    `memory_budget()`) and `max_variants_per_program` allow. Programs are split only on a
+    CPU, and never under an adaptive search (it ranks a program's variants together)."""
+    import jax
+
     execution = sweep.spec.execution
     part_cap = min(execution.max_variants_per_part, execution.max_variants_per_program)
     by_program: dict[tuple, list[Variant]] = {}
@@ -178,7 +182,8 @@ def plan_groups(sweep: Sweep, n_devices: int = 1, budget: int | None = None) -> 
         # a part smaller than the devices is not sharded (its variant axis would be padded past the cap)
         devices = choose_devices(execution.devices, step_flops(variants[0].config), min(len(variants), part_cap),
                                  min(n_devices, part_cap))
-        pieces = [variants] if sweep.spec.search else _split_padded(variants, part_cap, devices)
+        splittable = sweep.spec.search is None and jax.default_backend() == "cpu"
+        pieces = _split_padded(variants, part_cap, devices) if splittable else [variants]
         programs += [(key if len(pieces) == 1 else (key, structure_key(p[0].config)), p, devices) for p in pieces]
     budget = memory_budget() if budget is None else budget
     groups: list[Group] = []
