@@ -112,6 +112,8 @@ def test_zip_gives_each_setting_its_own_seeds(tmp_path):
     ({"zip": {"model.dropout": [0.0, 0.5], "seeds": [2, 0]}},
      r"zip.seeds\[1\]: 0; give a positive count or a list of distinct non-negative integers"),
     ({"zip": {"model.dropout": [0.0, 0.5], "seeds": [2, [1, 1]]}}, r"zip.seeds\[1\]: \[1, 1\]; give"),
+    ({"zip": {"model.dropout": [0.0, 0.5], "seeds": [2, "x"]}}, r"zip.seeds\[1\]: 'x'; give"),
+    ({"zip": {"model.dropout": [0.0, 0.5], "seeds": [None, 2]}}, r"zip.seeds\[0\]: None; give"),
     ({"zip": {"model.dropout": [0.0, 0.5], "seeds": [2]}}, r"zip: every list must have the same length"),
     ({"zip": {"model.dropout": [0.0, 0.5], "seeds": [2, 3]}, "seeds": 3},
      r"seeds: 3 and zip.seeds both give seeds; keep the top-level 'seeds' .* or zip.seeds"),

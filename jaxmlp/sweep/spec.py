@@ -163,6 +163,10 @@ def load_sweep(path: str | Path) -> Sweep:
     return sweep
 
 
+#: The `zip` key that gives each zipped setting its own seeds (not a configuration key).
+ZIP_SEEDS = "seeds"
+
+
 def _axis_sizes(spec: SweepSpec) -> dict[str, int]:
     """The sweep's axes and their lengths, e.g. {'grid.model.activation': 6, 'seeds': 5}
     ('zip x seeds', their variants, where `zip` gives each setting its own seeds)."""
@@ -171,9 +175,10 @@ def _axis_sizes(spec: SweepSpec) -> dict[str, int]:
     if spec.random:
         sizes["random.samples"] = spec.random.samples
     if ZIP_SEEDS in spec.zip:
-        counts = [s if isinstance(s, int) and not isinstance(s, bool) else len(s) if isinstance(s, list) else 1
-                  for s in spec.zip[ZIP_SEEDS][:min(len(v) for v in spec.zip.values())]]
-        sizes["zip x seeds"] = sum(counts)
+        n = min(len(v) for v in spec.zip.values())
+        # a bad entry counts as one seed here; `expand` refuses it with its name and value
+        sizes["zip x seeds"] = sum(len(s) if isinstance(s, list) else s if isinstance(s, int) else 1
+                                   for s in spec.zip[ZIP_SEEDS][:n])
         return sizes
     if zipped:
         sizes["zip"] = min(len(v) for v in zipped.values())
@@ -184,10 +189,6 @@ def _axis_sizes(spec: SweepSpec) -> dict[str, int]:
 def n_variants(spec: SweepSpec) -> int:
     """How many variants the sweep expands to, counted from its axes (nothing is expanded)."""
     return math.prod(_axis_sizes(spec).values())
-
-
-#: The `zip` key that gives each zipped setting its own seeds (not a configuration key).
-ZIP_SEEDS = "seeds"
 
 
 def _seed_list(seeds: Any, where: str) -> list[int]:
@@ -272,7 +273,7 @@ def expand(spec: SweepSpec, source: str) -> list[Variant]:
     seeds = _seed_list(spec.seeds, f"{source}: seeds")
     if per_setting is None:
         per_setting = [seeds] * max(1, len(zipped))
-    zipped = [(z, s) for z, s in itertools.zip_longest(zipped, per_setting, fillvalue={})]
+    zipped = list(itertools.zip_longest(zipped, per_setting, fillvalue={}))
     sampled = _random_settings(spec.random, source, base) if spec.random else [{}]
     variants = []
     for g, (z, z_seeds), r in itertools.product(grid, zipped, sampled):
