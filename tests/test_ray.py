@@ -190,6 +190,41 @@ def test_the_programs_of_a_sweep_train_at_once_on_a_cluster(cluster, tmp_path, c
 
 
 @pytest.mark.slow
+def test_a_program_discarded_unread_stops_training_on_the_cluster(cluster, tmp_path, cache):
+    """A submitted program the driver cannot read (its dataset failed to load there) is
+    discarded: its chunk, training on the cluster, stops now rather than when the sweep ends."""
+    from jaxmlp.sweep.executors import ProgramTask
+    from jaxmlp.sweep.plan import plan_groups
+    from jaxmlp.sweep.ray_executor import RayExecutor
+
+    address, head = cluster
+    endless = {**TINY_BASE, "training": {"epochs": 100_000, "batch_size": 64, "early_stopping": {"patience": None}}}
+    sweep = load_sweep(write_sweep(tmp_path, {"name": "ray-discard", "base": endless}))
+    (group,) = plan_groups(sweep)
+    task = ProgramTask(chunks=(tuple(v.config for v in group.variants),), frozen=((False,) * len(group.variants),),
+                       layout=group.layout, devices=group.devices)
+    executor = RayExecutor(address, sweep.spec.execution, cache)
+    executor.submit([task])
+
+    def chunks_training() -> int:
+        return len(session_processes(head.pid, CHUNK_TITLE))
+
+    try:
+        deadline = time.monotonic() + 120
+        while not chunks_training():
+            assert time.monotonic() < deadline, "the chunk never started on the cluster"
+            time.sleep(0.1)
+        executor.discard(task)
+        deadline = time.monotonic() + 30
+        while chunks_training():
+            assert time.monotonic() < deadline, "the discarded chunk is still training"
+            time.sleep(0.1)
+        assert executor._submitted == {}
+    finally:
+        executor.close()
+
+
+@pytest.mark.slow
 def test_ctrl_c_cancels_the_local_cluster_and_resume_on_a_cluster_finishes(cluster, tmp_path, cache):
     """Ctrl-C on a driver with its own local cluster (no --ray-address): exit 130, no run left
     RUNNING, no process of that cluster left; --resume on the shared cluster trains the rest."""

@@ -76,5 +76,8 @@ class LocalExecutor:
             self._datasets[key] = data.on_device()
         return train_program(task, self._datasets[key])
 
+    def discard(self, task: ProgramTask) -> None:
+        """Nothing to stop: a program here starts only when `run` is read."""
+
     def close(self) -> None:
         self._datasets.clear()

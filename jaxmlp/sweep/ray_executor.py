@@ -229,13 +229,18 @@ class RayExecutor:
                          f"{req.memory / GIB:>7.2f}GiB{self.spec.max_retries:>8}  {env}")
         return "\n".join(lines)
 
+    def discard(self, task: ProgramTask) -> None:
+        """Cancel a program submitted and not read (the driver could not take its events, e.g.
+        its dataset failed to load here): its chunks stop now, not when the sweep ends."""
+        _, streams = self._submitted.pop(id(task), (task, {}))
+        for stream in streams:
+            ray.cancel(stream, force=True)
+
     def close(self) -> None:
         """Cancel the programs submitted and never read (Ctrl-C, an error in the driver); stop the
         local cluster (a joined one keeps running)."""
-        for _, streams in self._submitted.values():
-            for stream in streams:
-                ray.cancel(stream, force=True)
-        self._submitted.clear()
+        for task, _ in list(self._submitted.values()):
+            self.discard(task)
         if self._started and ray.is_initialized():
             ray.shutdown()
 

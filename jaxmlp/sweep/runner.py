@@ -193,6 +193,7 @@ class SweepRunner:
                     self.runs.heartbeat()
                 self.interrupts.check()  # after every event: compiled, an epoch, a chunk's end
         except Exception as err:  # noqa: BLE001 - a failing program must not stop the sweep
+            self.executor.discard(task)  # (its chunks may be training on a cluster, unread)
             for g in chunks:
                 self._fail_group(g, [v for v in g.variants if v.key not in self.closed],
                                  f"group {g.id} failed: {type(err).__name__}: {err}")
