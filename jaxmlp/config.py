@@ -71,6 +71,11 @@ class DataConfig(_Section):
     n_features: int = Field(20, gt=0, description="synthetic only")
     n_classes: int = Field(4, gt=1, description="synthetic only")
 
+    @property
+    def validated(self) -> bool:
+        """Whether a validation split is held out (`val_size` is not 0)."""
+        return self.val_size != 0
+
 
 class ModelConfig(_Section):
     """The MLP's structure and its numeric knobs (dropout, activation parameters)."""
@@ -148,7 +153,7 @@ class RunConfig(_Section):
     @model_validator(mode="after")
     def _validation_split_needed(self) -> "RunConfig":
         """Without a validation split (data.val_size 0) nothing can select an epoch or stop early."""
-        if self.data.val_size == 0:
+        if not self.data.validated:
             es, wrong = self.training.early_stopping, []
             if es.patience is not None:
                 wrong.append(f"training.early_stopping.patience: {es.patience} (allowed: null)")

@@ -101,15 +101,18 @@ def _part_size(rows: Sequence[int], max_part: int, max_program: int, devices: in
     def parts(p: int) -> int:
         return sum(-(-n // p) for n in rows)
 
-    def slots(p: int) -> int:
-        return sum(-(-n // p) * p for n in rows)
-
     programs = _n_chunks(parts(widest), widest, max_program)
     narrowest = max(devices, widest // 2, min(widest, 2))
     candidates = [p for p in range(widest, narrowest - 1, -devices)
                   if _n_chunks(parts(p), p, max_program) <= programs]
-    best = min(candidates, key=lambda p: (slots(p), -p))
-    return best if slots(best) <= (1 - PADDING_SAVING) * slots(widest) else widest
+    best = min(candidates, key=lambda p: (padded_slots(rows, p), -p))
+    return best if padded_slots(rows, best) <= (1 - PADDING_SAVING) * padded_slots(rows, widest) else widest
+
+
+def padded_slots(rows: Sequence[int], part_size: int) -> int:
+    """Variant slots that structures of `rows` variants each fill in parts of `part_size`,
+    the padding of each structure's last part included."""
+    return sum(-(-n // part_size) * part_size for n in rows)
 
 
 def _n_chunks(n_parts: int, part_size: int, max_program: int) -> int:

@@ -92,13 +92,12 @@ def _dead_units_percent(runs: Sequence[VariantRecord]) -> str | None:
     split, for the tested parameters (`test_dead_fraction_<layer>`)."""
     per_layer: dict[int, list[float]] = {}
     for r in runs:
-        for key, (_, values) in r.history.items():
-            if key.startswith("dead_fraction_") and values:
-                per_layer.setdefault(int(key.rsplit("_", 1)[1]), []).append(100.0 * values[-1])
-        if _unvalidated(r):
-            for key, value in r.metrics.items():
-                if key.startswith("test_dead_fraction_"):
-                    per_layer.setdefault(int(key.rsplit("_", 1)[1]), []).append(100.0 * value)
+        last = [(key, values[-1]) for key, (_, values) in r.history.items()
+                if key.startswith("dead_fraction_") and values]
+        on_test = [(key, value) for key, value in r.metrics.items()
+                   if key.startswith("test_dead_fraction_")] if _unvalidated(r) else []
+        for key, fraction in last + on_test:
+            per_layer.setdefault(int(key.rsplit("_", 1)[1]), []).append(100.0 * fraction)
     if not per_layer:
         return None
     return " / ".join(f"{np.mean(per_layer[layer]):.1f}" for layer in sorted(per_layer))

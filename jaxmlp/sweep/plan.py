@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from jaxmlp.config import RunConfig
 from jaxmlp.data import dataset_shape, split_sizes
 from jaxmlp.engine import EVAL_CHUNK, Layout, merge_key, plan_chunks, structure_key
-from jaxmlp.engine.layout import PADDING_SAVING
+from jaxmlp.engine.layout import PADDING_SAVING, padded_slots
 from jaxmlp.models import n_parameters
 from jaxmlp.sweep.spec import Sweep, Variant
 
@@ -141,8 +141,7 @@ SPLIT_ABOVE_FLOPS = 1e13
 def _slots(configs: list[RunConfig], part_cap: int, devices: int) -> int:
     """Variant slots the parts of a program of `configs` train (padding included, frozen parts not)."""
     layout, _ = plan_chunks(configs, part_cap, part_cap, devices)
-    rows = Counter(structure_key(c) for c in configs)
-    return sum(-(-n // layout.part_size) * layout.part_size for n in rows.values())
+    return padded_slots(list(Counter(structure_key(c) for c in configs).values()), layout.part_size)
 
 
 def _split_padded(variants: list[Variant], part_cap: int, devices: int) -> list[list[Variant]]:

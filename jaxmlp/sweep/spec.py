@@ -125,7 +125,7 @@ class Sweep:
         """The engine's scheduler for the file's `search` section (None without one)."""
         if self.spec.search is None:
             return None
-        if any(v.config.data.val_size == 0 for v in self.variants):
+        if not all(v.config.data.validated for v in self.variants):
             raise SweepError(f"{self.path}: search: compares variants on validation metrics, but data.val_size "
                              "is 0 (no validation split); hold one out (e.g. data.val_size: 0.15) or remove search")
         return search_of(self.spec.search, self.spec.random.params if self.spec.random else {},
