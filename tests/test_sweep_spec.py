@@ -194,15 +194,17 @@ def test_activations_share_one_program_as_separate_structures(tmp_path):
     assert (len(group.variants), group.n_structures) == (10, 5)
 
 
-@pytest.mark.parametrize("epochs, search, programs", [(1000, False, [3, 2]), (10, False, [5]), (1000, True, [5])])
-def test_a_costly_padded_program_splits_by_structure(tmp_path, epochs, search, programs):
+@pytest.mark.parametrize("epochs, search, on_cpu, programs", [
+    (1000, False, True, [3, 2]), (10, False, True, [5]), (1000, True, True, [5]), (1000, False, False, [5])])
+def test_a_costly_padded_program_splits_by_structure(tmp_path, epochs, search, on_cpu, programs):
     """relu x 3 and tanh x 2 share parts of 3, one of them padding: 1/6 of the slots. Wide nets
-    over many epochs split (5 slots), cheap ones keep one program, as does an adaptive search."""
+    over many epochs split (5 slots) on CPUs; cheap ones keep one program, as does an adaptive
+    search, and so do programs that train on GPUs (the padding runs on capacity left idle)."""
     base = {**TINY_BASE, "model": {"hidden": [2048, 2048]}, "training": {**TINY_BASE["training"], "epochs": epochs}}
     spec = {"name": "s", "base": base, "zip": {"model.activation": ["relu", "tanh"], "seeds": [3, 2]}}
     if search:
         spec["search"] = {"scheduler": "successive_halving", "min_epochs": 2}
-    groups = plan_groups(load_sweep(write_sweep(tmp_path, spec)))
+    groups = plan_groups(load_sweep(write_sweep(tmp_path, spec)), on_cpu=on_cpu)
     assert [len(g.variants) for g in groups] == programs
     assert len({g.program for g in groups}) == len({g.id for g in groups}) == len(programs)
     assert [v.index for g in groups for v in g.variants] == list(range(5))

@@ -111,7 +111,10 @@ def _main(args: argparse.Namespace, interrupts: Interrupts) -> int:
     from jaxmlp.sweep.runner import Options, StoreUnavailable, SweepRunner
     from jaxmlp.sweep.runs import ResumeRefused
 
-    groups = plan_groups(sweep, executor.plan_devices(len(jax.devices())) if executor else len(jax.devices()))
+    if executor:
+        groups = plan_groups(sweep, executor.plan_devices(len(jax.devices())), on_cpu=executor.trains_on_cpu())
+    else:
+        groups = plan_groups(sweep, len(jax.devices()))
     if args.dry_run:
         print(describe_plan(sweep, groups))
         for problem in missing:

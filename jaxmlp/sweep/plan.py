@@ -162,15 +162,20 @@ def _split_padded(variants: list[Variant], part_cap: int, devices: int) -> list[
     return [variants]
 
 
-def plan_groups(sweep: Sweep, n_devices: int = 1, budget: int | None = None) -> list[Group]:
+def plan_groups(sweep: Sweep, n_devices: int = 1, budget: int | None = None,
+                on_cpu: bool | None = None) -> list[Group]:
     """Variants that can share a program (`engine.merge_key`; split by structure where the
     shared program's padding is costly, `_split_padded`), cut into chunks of one layout
     each (`engine.plan_chunks`): parts of at most
     `max_variants_per_part`, as many parts per program as `budget` bytes per device (default:
-    `memory_budget()`) and `max_variants_per_program` allow. Programs are split only on a
-    CPU, and never under an adaptive search (it ranks a program's variants together)."""
+    `memory_budget()`) and `max_variants_per_program` allow. Programs are split only where
+    they train on CPUs (`on_cpu`; default: this process's JAX backend is a CPU, the executor
+    may know better), and never under an adaptive search (it ranks a program's variants
+    together)."""
     import jax
 
+    if on_cpu is None:
+        on_cpu = jax.default_backend() == "cpu"
     execution = sweep.spec.execution
     part_cap = min(execution.max_variants_per_part, execution.max_variants_per_program)
     by_program: dict[tuple, list[Variant]] = {}
@@ -181,7 +186,7 @@ def plan_groups(sweep: Sweep, n_devices: int = 1, budget: int | None = None) -> 
         # a part smaller than the devices is not sharded (its variant axis would be padded past the cap)
         devices = choose_devices(execution.devices, step_flops(variants[0].config), min(len(variants), part_cap),
                                  min(n_devices, part_cap))
-        splittable = sweep.spec.search is None and jax.default_backend() == "cpu"
+        splittable = sweep.spec.search is None and on_cpu
         pieces = _split_padded(variants, part_cap, devices) if splittable else [variants]
         programs += [(key if len(pieces) == 1 else (key, structure_key(p[0].config)), p, devices) for p in pieces]
     budget = memory_budget() if budget is None else budget
