@@ -292,3 +292,36 @@ def test_a_loss_far_above_its_initial_value_counts_as_diverged(make_config, synt
     assert tolerated.history[-1]["val_loss"] > 100 * np.log(3)  # what the rule looks at: far above chance
     (sane,) = fit([make_config({"training.epochs": 3})], synthetic_data).variants
     assert not sane.diverged
+
+
+# --- a snapshot after an epoch, resumed by a new trainer ------------------------------------
+
+@pytest.mark.parametrize("at", [2, 9])
+def test_a_run_resumed_from_a_snapshot_equals_the_uninterrupted_run(group, group_configs, synthetic_data, at):
+    """The group (dropout draws, max-norm, early stopping at different epochs) snapshotted after
+    epoch `at` and resumed by a fresh trainer ends bit-identical to the run never stopped: the
+    same parameters, test metrics, histories and epochs; at epoch 9 a variant has stopped already."""
+    first = Trainer(group_configs, synthetic_data)
+    for record in first.run():
+        if record["epoch"] == at:
+            snap = first.snapshot()
+            break
+    assert snap.epoch == at and len(snap.records) == at and snap.seconds > 0
+    assert all("finished" not in r for r in snap.records)
+    second = Trainer(group_configs, synthetic_data)
+    epochs = [record["epoch"] for record in second.run(resume=snap)]
+    assert epochs[0] == at + 1
+    for resumed, uninterrupted in zip(second.result.variants, group.variants):
+        assert_same_run(resumed, uninterrupted, exact=True)
+    assert any(v.stopped_epoch <= 9 for v in group.variants) and any(v.stopped_epoch > 9 for v in group.variants)
+
+
+def test_a_snapshot_of_other_variants_is_refused_before_training(group_configs, make_config, synthetic_data):
+    trainer = Trainer(group_configs, synthetic_data)
+    next(iter(trainer.run()))
+    snap = trainer.snapshot()
+    wider = [make_config({"model.hidden": [48], "training.epochs": EPOCHS})] * 3
+    with pytest.raises(engine.SnapshotMismatch, match="does not fit"):
+        next(iter(Trainer(wider, synthetic_data).run(resume=snap)))
+    with pytest.raises(engine.SnapshotMismatch, match="does not fit"):
+        next(iter(Trainer(group_configs[:2], synthetic_data).run(resume=snap)))

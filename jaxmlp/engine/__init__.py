@@ -18,11 +18,11 @@ from jaxmlp.engine.state import EarlyStopping, TrainState, init_bits, init_state
 from jaxmlp.engine.step import apply_model, epoch_randomness, optimizer_of, step_draws, train_step
 from jaxmlp.engine.structure import (HParams, Structure, hparams_of, hparams_type, merge_key, structure_key,
                                      structure_of)
-from jaxmlp.engine.trainer import Trainer
+from jaxmlp.engine.trainer import Snapshot, SnapshotMismatch, Trainer
 
 __all__ = [
-    "EVAL_CHUNK", "NO_PATIENCE", "EarlyStopping", "GroupResult", "HParams", "Layout", "Structure", "TrainState",
-    "Trainer", "plan_chunks",
+    "EVAL_CHUNK", "NO_PATIENCE", "EarlyStopping", "GroupResult", "HParams", "Layout", "Snapshot",
+    "SnapshotMismatch", "Structure", "TrainState", "Trainer", "plan_chunks",
     "VariantResult", "apply_model", "early_stopping_update", "end_of_epoch", "epoch_randomness", "evaluate",
     "final_evaluation", "hparams_of", "hparams_type", "init_bits", "init_state", "merge_key", "optimizer_of",
     "state_from_bits", "step_draws", "structure_key", "structure_of", "train_step", "variant_history",

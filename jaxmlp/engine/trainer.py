@@ -36,6 +36,22 @@ _COMPILED: dict[tuple, tuple] = {}
 VALIDATION_KEYS = ("val_loss", "val_accuracy", "dead_fraction")
 
 
+@dataclasses.dataclass
+class Snapshot:
+    """A trainer's state after an epoch, on the host: what `Trainer.run(resume=...)` needs to
+    go on as if never interrupted (the states' leaves, random keys as their data; the epoch
+    records so far, without their finished results; the seconds trained)."""
+
+    epoch: int
+    leaves: list[np.ndarray]
+    records: list[dict[str, Any]]
+    seconds: float
+
+
+class SnapshotMismatch(ValueError):
+    """A snapshot that does not fit the trainer (another layout, structure or variant count)."""
+
+
 class Trainer:
     """Trains a set of variants in one compiled program.
 
@@ -96,6 +112,7 @@ class Trainer:
         self._pending: dict[int, VariantResult] = {}
         self._pruned: dict[int, int] = {}
         self._lineage: dict[int, list[dict[str, int]]] = {}
+        self._init_fn = programs[0]  # (its output's shapes check a snapshot)
         self._init = jax.jit(programs[0])
         self._epoch = jax.jit(programs[1], donate_argnums=0)
         self._finals = [jax.jit(f) for f in programs[2:]]
@@ -150,7 +167,7 @@ class Trainer:
                   for f, x in zip(self.families, per_family) for j, p in enumerate(f.parts)]
         return jax.tree_util.tree_map(lambda *a: np.concatenate(a)[order], *pieces)
 
-    def run(self) -> Iterator[dict[str, Any]]:
+    def run(self, resume: Snapshot | None = None) -> Iterator[dict[str, Any]]:
         """Train until no variant is active or the epoch budget is spent, one record per epoch.
 
         A variant that stopped is evaluated at once (test metrics of its selected
@@ -158,15 +175,24 @@ class Trainer:
         stopped in it (their index in the order given) to their `VariantResult`s under
         "finished", so the caller can log them while the others train. Between two records
         the caller may `stop` variants or let some `exploit` others. `result` holds every
-        variant that is not frozen, at the end, in the order given."""
+        variant that is not frozen, at the end, in the order given. With `resume` (a
+        `snapshot()` of a trainer of the same variants and layout) training goes on from
+        the snapshot's epoch, every number as in an uninterrupted run; variants frozen now
+        but active in the snapshot train on unreported. Raises `SnapshotMismatch` before
+        training when the snapshot does not fit."""
         if not isinstance(self._epoch, jax.stages.Compiled):
             self.compile()
         d = self.data
-        self._start = time.perf_counter()
-        self.states = self._place(self._init(self.inputs))
-        self.records: list[dict[str, Any]] = []
-        self.active = ~self.frozen
-        for epoch in range(1, self.epochs + 1):
+        if resume is None:
+            self.states = self._place(self._init(self.inputs))
+            self.records: list[dict[str, Any]] = []
+            self.active = ~self.frozen
+        else:
+            self.states = self._restored(resume)
+            self.records = [dict(r) for r in resume.records]
+            self.active = np.asarray(self.records[-1]["active"]) & ~self.frozen
+        self._start = time.perf_counter() - (resume.seconds if resume else 0.0)
+        for epoch in range(len(self.records) + 1, self.epochs + 1):
             if not self.active.any():
                 break
             tic = time.perf_counter()
@@ -187,6 +213,30 @@ class Trainer:
         self._finish(~self.frozen)
         self.result = GroupResult(self.structures, [self._results[i] for i in sorted(self._results)],
                                   self.compile_seconds, time.perf_counter() - self._start)
+
+    def snapshot(self) -> Snapshot:
+        """The state after the last epoch `run` yielded, on the host (between two records).
+        Not under an adaptive search: its decisions live outside the trainer."""
+        if self._pruned or self._lineage or self.tracked_hparams:
+            raise ValueError("a trainer under an adaptive search cannot be snapshotted")
+        states = tuple(st._replace(key=jax.random.key_data(st.key)) for st in self.states)
+        records = [{k: v for k, v in r.items() if k != "finished"} for r in self.records]
+        return Snapshot(len(self.records), [np.asarray(a) for a in jax.device_get(jax.tree_util.tree_leaves(states))],
+                        records, time.perf_counter() - self._start)
+
+    def _restored(self, snap: Snapshot):
+        """The device states of a snapshot, checked leaf by leaf against this trainer's."""
+        shapes = jax.eval_shape(self._init_fn, self.inputs)
+        with_key_data = tuple(st._replace(key=jax.eval_shape(jax.random.key_data, st.key)) for st in shapes)
+        expected, treedef = jax.tree_util.tree_flatten(with_key_data)
+        found = [(a.shape, str(a.dtype)) for a in snap.leaves]
+        if [(e.shape, str(e.dtype)) for e in expected] != found or not 0 < snap.epoch <= self.epochs \
+                or len(snap.records) != snap.epoch:
+            raise SnapshotMismatch(f"the snapshot (epoch {snap.epoch}, {len(snap.leaves)} arrays) does not fit "
+                                   f"these {len(self.configs)} variants' programs ({len(expected)} arrays, "
+                                   f"{self.epochs} epochs)")
+        states = jax.tree_util.tree_unflatten(treedef, snap.leaves)
+        return self._place(tuple(st._replace(key=jax.random.wrap_key_data(st.key)) for st in states))
 
     # -- between two epochs: adaptive search (see `jaxmlp.engine.search`) --
     def _rows(self, indices: Sequence[int]) -> list[np.ndarray]:
