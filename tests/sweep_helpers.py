@@ -73,10 +73,12 @@ def run_sweep_cli(*args: Any) -> CliResult:
 
 
 def start_sweep(path: Path, *args: Any, log: Path) -> subprocess.Popen:
-    """`python -m jaxmlp.sweep PATH ARGS` as a separate process, output to `log`, started in PATH's folder."""
+    """`python -m jaxmlp.sweep PATH ARGS` as a separate process, output to `log`, started in PATH's
+    folder, its snapshots in PATH's folder too."""
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     with open(log, "w") as out:
-        return subprocess.Popen([sys.executable, "-m", "jaxmlp.sweep", str(path), "--no-progress", *map(str, args)],
+        return subprocess.Popen([sys.executable, "-m", "jaxmlp.sweep", str(path), "--no-progress",
+                                 "--snapshot-dir", str(path.parent / "snapshots"), *map(str, args)],
                                 cwd=path.parent, stdout=out, stderr=subprocess.STDOUT, env=env)
 
 

@@ -8,10 +8,25 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from jaxmlp.runtime import COMPILE_CACHE_HELP, compile_cache_dir, enable_compilation_cache
+from jaxmlp.runtime import (CACHE_ENV, COMPILE_CACHE_HELP, DEFAULT_CACHE_ROOT, cache_root, compile_cache_dir,
+                            enable_compilation_cache)
 from jaxmlp.sweep.signals import Interrupts
 from jaxmlp.sweep.spec import SweepError, load_sweep
 from jaxmlp.tracking import TRACKING_URI_HELP
+
+
+#: Default seconds of training between two snapshots of a chunk (`--snapshot-every`).
+SNAPSHOT_EVERY = 300.0
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a number of seconds, 0 or more")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,6 +53,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="shard variants over devices: auto (by network size), one, all (overrides the file)")
     p.add_argument("--max-variants", type=int, metavar="N", help="at most N variants per compiled program")
     p.add_argument("--compile-cache", metavar="DIR", help=COMPILE_CACHE_HELP)
+    p.add_argument("--snapshot-every", type=_seconds, default=SNAPSHOT_EVERY, metavar="SECONDS",
+                   help="snapshot a training chunk after the first epoch this many seconds after its last "
+                        f"snapshot, and when interrupted, so that --resume goes on from there (default: "
+                        f"{SNAPSHOT_EVERY:g}; 0: never; local executor, without a search)")
+    p.add_argument("--snapshot-dir", metavar="DIR",
+                   help=f"where snapshots are kept (default: ${CACHE_ENV}/snapshots or {DEFAULT_CACHE_ROOT}/snapshots)")
     p.add_argument("--executor", choices=["local", "ray"], default="local",
                    help="where programs train: this process (local) or a Ray cluster (needs the ray extra)")
     p.add_argument("--ray-address", metavar="ADDR",
@@ -125,7 +146,9 @@ def _main(args: argparse.Namespace, interrupts: Interrupts) -> int:
     enable_compilation_cache(compile_cache_dir(args.compile_cache))
     options = Options(tracking=not args.no_tracking, tracking_uri=args.tracking_uri, resume=args.resume,
                       register=f"{args.register}@{args.alias}" if args.register else None,
-                      progress=not args.no_progress)
+                      progress=not args.no_progress, snapshot_every=args.snapshot_every,
+                      snapshot_dir=str(Path(args.snapshot_dir).expanduser() if args.snapshot_dir
+                                       else cache_root() / "snapshots"))
     interrupts.check()
     runner = SweepRunner(sweep, groups, options, tracker, executor, interrupts)
     try:

@@ -19,10 +19,12 @@ class ProgressBars:
                           disable=not enabled or None, dynamic_ncols=True)
         self.group = None
 
-    def start_group(self, group: Group, n: int, epochs: int) -> None:
+    def start_group(self, group: Group, n: int, epochs: int, initial: int = 0) -> None:
+        """A group's bar; `initial`: epochs trained before (a chunk resumed from its snapshot)."""
         self.n = n
-        self.group = self._tqdm(total=epochs, desc=f"{group.id} ({n} variants)", unit="ep", position=1,
-                                leave=False, file=sys.stderr, disable=not self.enabled or None, dynamic_ncols=True)
+        self.group = self._tqdm(total=epochs, initial=initial, desc=f"{group.id} ({n} variants)", unit="ep",
+                                position=1, leave=False, file=sys.stderr, disable=not self.enabled or None,
+                                dynamic_ncols=True)
 
     def epoch(self, record: dict) -> None:
         best = record["val_loss"][record["trained"]] if "val_loss" in record else ()

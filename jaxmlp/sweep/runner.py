@@ -31,6 +31,7 @@ from jaxmlp.sweep.executors import LocalExecutor, ProgramTask
 from jaxmlp.sweep.plan import Group
 from jaxmlp.sweep.progress import ProgressBars
 from jaxmlp.sweep.runs import Opened, ResumeRefused, SweepRuns
+from jaxmlp.sweep.snapshots import Snapshots
 from jaxmlp.sweep.signals import Interrupts
 from jaxmlp.sweep.spec import Sweep, Variant
 
@@ -57,6 +58,8 @@ class Options:
     resume: bool = False
     register: str | None = None
     progress: bool = True
+    snapshot_every: float = 0.0  # seconds of training between two snapshots of a chunk (0: none)
+    snapshot_dir: str | None = None
 
 
 @dataclass
@@ -90,7 +93,10 @@ class SweepRunner:
     def __init__(self, sweep: Sweep, groups: list[Group], options: Options, tracker=None, executor=None,
                  interrupts: Interrupts | None = None):
         self.sweep, self.groups, self.options = sweep, groups, options
-        self.executor = executor or LocalExecutor()
+        snapshots = None
+        if options.tracking and options.snapshot_every > 0 and options.snapshot_dir and sweep.search is None:
+            snapshots = Snapshots(options.snapshot_dir, options.snapshot_every)  # (resume needs the store)
+        self.executor = executor or LocalExecutor(snapshots)
         self.interrupts = interrupts or Interrupts()
         self.runs: SweepRuns | None = None
         if options.tracking:
@@ -108,6 +114,7 @@ class SweepRunner:
         self.open_per_setting: collections.Counter = collections.Counter()  # variants left to train, per setting
         self._figures_prepared = False
         self.bars: ProgressBars | None = None
+        self.snapshot_keys: dict[str, str] = {}  # per group id, where the executor keeps snapshots
 
     @property
     def tracker(self):
@@ -150,8 +157,23 @@ class SweepRunner:
             frozen=tuple(tuple(bool(search is None and v.key in self.closed) for v in g.variants) for g in chunks),
             layout=chunks[0].layout, devices=chunks[0].devices, search=search,
             settings=tuple(np.asarray([labels[v.label] for v in g.variants]) for g in chunks),
-            populations=tuple(np.asarray([hash(structure_key(v.config)) for v in g.variants]) for g in chunks))
+            populations=tuple(np.asarray([hash(structure_key(v.config)) for v in g.variants]) for g in chunks),
+            snapshot_keys=tuple(self.snapshot_keys[g.id] for g in chunks) if self.snapshot_keys else ())
         return Program(list(chunks), list(todo), task)
+
+    def _snapshots(self) -> None:
+        """Name each chunk's snapshot (store and sweep name, then parent run, sweep file, the
+        chunk's variants and layout) and remove the sweep's older ones; nothing where the
+        executor keeps no snapshots."""
+        snapshots = getattr(self.executor, "snapshots", None)
+        if snapshots is None or self.runs is None:
+            return
+        sweep = Snapshots.digest(self.runs.tracker.tracking_uri or "", self.sweep.spec.name)
+        parent = (self.runs.parent_run_id or "", self.sweep.hash)
+        self.snapshot_keys = {
+            g.id: f"{sweep}-{Snapshots.digest(*parent, g.id, repr(g.layout), *(v.key for v in g.variants))}"
+            for g in self.groups}
+        snapshots.prune(sweep, set(self.snapshot_keys.values()))
 
     def _train_program(self, program: Program, bars: ProgressBars) -> None:
         """Train one program on the executor, logging each variant as it ends; a failing program
@@ -163,19 +185,26 @@ class SweepRunner:
                     self.runs.start_child(v, g)
         compile_seconds = [0.0] * len(chunks)
         epochs: list[list[dict]] = [[] for _ in chunks]
-        shown = 0
+        resumed: dict[int, int] = {}
+        shown, events = 0, None
         try:
             data = self._dataset(chunks[0].config.data)
             meta = checkpoint_meta(data)
-            for kind, k, payload in self.executor.run(task, data):
+            events = self.executor.run(task, data)
+            for kind, k, payload in events:
                 if kind == "compiled":
                     compile_seconds[k] = payload
                     self.compile_seconds += payload
                     self._prepare_figures()
+                elif kind == "resumed":
+                    resumed[k] = payload
+                    bars.write(f"{chunks[k].id}: goes on from its snapshot after epoch {payload}")
+                elif kind == "notice":
+                    bars.write(f"{chunks[k].id}: {payload}")
                 elif kind == "epoch":
                     if not epochs[k] and (search is None or k == 0):
                         bars.start_group(chunks[k], sum(map(len, todo if search else [todo[k]])),
-                                         chunks[k].config.training.epochs)
+                                         chunks[k].config.training.epochs, initial=resumed.get(k, 0))
                     if search is None or payload["epoch"] > shown:
                         shown = payload["epoch"]
                         bars.epoch(payload)
@@ -198,6 +227,8 @@ class SweepRunner:
                 self._fail_group(g, [v for v in g.variants if v.key not in self.closed],
                                  f"group {g.id} failed: {type(err).__name__}: {err}")
         finally:
+            if hasattr(events, "close"):  # now, not when collected: a chunk keeps its snapshot
+                events.close()
             if self.runs:
                 for g in chunks:
                     self.runs.log_histories(g)
@@ -275,6 +306,7 @@ class SweepRunner:
             return Outcome(self.records, report.summarize(self.records), self.failures,
                            time.perf_counter() - start, 0.0, self.runs.experiment_id, self.runs.parent_run_id,
                            errors)
+        self._snapshots()
         todo = [[v for v in g.variants if v.key not in done] for g in self.groups]
         self.open_per_setting = collections.Counter(v.label for variants in todo for v in variants)
         bars = self.bars = ProgressBars(sum(map(len, todo)), self.options.progress)
