@@ -11,9 +11,9 @@ from jaxmlp import engine
 from jaxmlp.engine import GroupResult, Trainer, VariantResult
 
 
-def fit(configs, data) -> GroupResult:
+def fit(configs, data, devices: int = 1) -> GroupResult:
     """Train `configs` (one structure) to the end and return their results."""
-    trainer = Trainer(configs, data)
+    trainer = Trainer(configs, data, devices=devices)
     for _ in trainer.run():
         pass
     return trainer.result

@@ -296,19 +296,25 @@ def test_a_loss_far_above_its_initial_value_counts_as_diverged(make_config, synt
 
 # --- a snapshot after an epoch, resumed by a new trainer ------------------------------------
 
-@pytest.mark.parametrize("at", [2, 9])
-def test_a_run_resumed_from_a_snapshot_equals_the_uninterrupted_run(group, group_configs, synthetic_data, at):
+@pytest.mark.parametrize("at, devices", [(2, 1), (9, 1), (9, 2)])
+def test_a_run_resumed_from_a_snapshot_equals_the_uninterrupted_run(group, group_configs, synthetic_data, at,
+                                                                    devices):
     """The group (dropout draws, max-norm, early stopping at different epochs) snapshotted after
     epoch `at` and resumed by a fresh trainer ends bit-identical to the run never stopped: the
-    same parameters, test metrics, histories and epochs; at epoch 9 a variant has stopped already."""
-    first = Trainer(group_configs, synthetic_data)
+    same parameters, test metrics, histories and epochs; at epoch 9 a variant has stopped already.
+    Sharded over two devices, the snapshot is taken and restored across them."""
+    if devices > len(jax.devices()):
+        pytest.skip("needs two devices")
+    if devices > 1:  # the uninterrupted run sharded too (sharding may change the last bits)
+        group = fit(group_configs, synthetic_data, devices)
+    first = Trainer(group_configs, synthetic_data, devices=devices)
     for record in first.run():
         if record["epoch"] == at:
             snap = first.snapshot()
             break
     assert snap.epoch == at and len(snap.records) == at and snap.seconds > 0
     assert all("finished" not in r for r in snap.records)
-    second = Trainer(group_configs, synthetic_data)
+    second = Trainer(group_configs, synthetic_data, devices=devices)
     epochs = [record["epoch"] for record in second.run(resume=snap)]
     assert epochs[0] == at + 1
     for resumed, uninterrupted in zip(second.result.variants, group.variants):
