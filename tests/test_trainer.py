@@ -331,3 +331,14 @@ def test_a_snapshot_of_other_variants_is_refused_before_training(group_configs, 
         next(iter(Trainer(wider, synthetic_data).run(resume=snap)))
     with pytest.raises(engine.SnapshotMismatch, match="does not fit"):
         next(iter(Trainer(group_configs[:2], synthetic_data).run(resume=snap)))
+
+
+def test_a_snapshot_does_not_change_as_training_goes_on(group_configs, synthetic_data):
+    trainer = Trainer(group_configs, synthetic_data)
+    records = trainer.run()
+    next(records)
+    snap = trainer.snapshot()
+    before = [a.copy() for a in snap.leaves]
+    next(records)  # the next epoch (its input states donated)
+    assert all(np.array_equal(a, b) for a, b in zip(snap.leaves, before))
+    assert not all(np.array_equal(a, b) for a, b in zip(trainer.snapshot().leaves, before))

@@ -221,8 +221,9 @@ class Trainer:
             raise ValueError("a trainer under an adaptive search cannot be snapshotted")
         states = tuple(st._replace(key=jax.random.key_data(st.key)) for st in self.states)
         records = [{k: v for k, v in r.items() if k != "finished"} for r in self.records]
-        return Snapshot(len(self.records), [np.asarray(a) for a in jax.device_get(jax.tree_util.tree_leaves(states))],
-                        records, time.perf_counter() - self._start)
+        # copies: on a CPU the host arrays could alias buffers the next epoch overwrites (donated)
+        leaves = [np.array(a, copy=True) for a in jax.device_get(jax.tree_util.tree_leaves(states))]
+        return Snapshot(len(self.records), leaves, records, time.perf_counter() - self._start)
 
     def _restored(self, snap: Snapshot):
         """The device states of a snapshot, checked leaf by leaf against this trainer's."""
