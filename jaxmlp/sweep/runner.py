@@ -5,7 +5,8 @@ considers it for its setting's best (`best`), and has its run ended while the ot
 once a setting has no variant left to train, its best variant's model is logged. A failing
 group or a diverged variant never stops the others. Ctrl-C and SIGTERM mark unfinished runs
 KILLED; `resume` skips variants already FINISHED (or diverged, which is deterministic) under
-the sweep's newest parent run.
+the sweep's newest parent run, and a chunk killed mid-training goes on from its snapshot
+(`snapshots`, written by the local executor).
 """
 from __future__ import annotations
 
