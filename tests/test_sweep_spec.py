@@ -350,6 +350,13 @@ BAD_FILES = {
                     [r"its YAML aliases \(&anchor / \*alias\) expand to [\d,]+ values, above the limit of 100,000"]),
     "long bad value": ("name: '" + "x y" * 5000 + "'\n", [r"name: bad value 'x yx y.*\.\.\. \(15,002 characters\)"]),
     "not a mapping": ("- name\n- s\n", [r"expected a mapping with keys name, description, base, grid"]),
+    "key given twice in base": (
+        "name: s\nbase:\n  model: {hidden: [16]}\n  model: {activation: tanh}\n",
+        [r"line 4: key 'model' is given twice in one mapping \(first on line 3\); keep one"]),
+    "grid axis given twice": (
+        "name: s\ngrid:\n  model.activation: [relu, tanh]\n  model.activation: [elu]\n",
+        [r"line 4: key 'model.activation' is given twice in one mapping \(first on line 3\)"]),
+    "seeds given twice": ("name: s\nseeds: 2\nseeds: 3\n", [r"line 3: key 'seeds' is given twice"]),
 }
 
 
@@ -483,3 +490,12 @@ def test_missing_data_fails_before_anything_is_logged_and_dry_run_reports_it(tmp
     assert sorted(p.name for p in tmp_path.iterdir()) == ["no-mnist", "nodata.yaml"]  # no store, no cache
     dry = run_sweep_cli(path, "--dry-run")
     assert dry.code == 0 and f"data: {path}: base.data (mnist): " in dry.out
+
+
+def test_yaml_merge_keys_are_not_duplicates(tmp_path):
+    """`<<:` merges a mapping whose keys the explicit ones override: not a key given twice."""
+    path = tmp_path / "merge.yaml"
+    path.write_text("name: s\nbase:\n  data: {name: digits}\n  model: {hidden: [16]}\n"
+                    "  training: {epochs: 2, <<: {epochs: 3, batch_size: 32}}\n")
+    (variant,) = load_sweep(path).variants
+    assert (variant.config.training.epochs, variant.config.training.batch_size) == (2, 32)

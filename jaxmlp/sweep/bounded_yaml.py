@@ -41,6 +41,7 @@ def _load(stream, source: str) -> Any:
         if expanded > MAX_YAML_NODES:
             raise SweepError(f"{source}: its YAML aliases (&anchor / *alias) expand to {expanded:,} values, "
                              f"above the limit of {MAX_YAML_NODES:,}; write the values out or use fewer aliases")
+        _refuse_duplicate_keys(node, source, set())
         return loader.construct_document(node)
     finally:
         loader.dispose()
@@ -60,3 +61,24 @@ def _expanded_size(node: yaml.Node, memo: dict[int, int]) -> int:
         size = 1
     memo[id(node)] = size
     return size
+
+
+def _refuse_duplicate_keys(node: yaml.Node, source: str, seen: set[int]) -> None:
+    """A key given twice in one mapping is an error (YAML readers keep the last one silently,
+    so a different sweep would train than the one written); named with both lines."""
+    if id(node) in seen:
+        return
+    seen.add(id(node))
+    if isinstance(node, yaml.MappingNode):
+        first: dict[str, yaml.Node] = {}
+        for key, value in node.value:
+            if isinstance(key, yaml.ScalarNode) and key.tag != "tag:yaml.org,2002:merge":
+                if key.value in first:
+                    raise SweepError(f"{source}: line {key.start_mark.line + 1}: key {key.value!r} is given twice in "
+                                     f"one mapping (first on line {first[key.value].start_mark.line + 1}); "
+                                     "keep one (YAML would silently keep the last)")
+                first[key.value] = key
+            _refuse_duplicate_keys(value, source, seen)
+    elif isinstance(node, yaml.SequenceNode):
+        for child in node.value:
+            _refuse_duplicate_keys(child, source, seen)
