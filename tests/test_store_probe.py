@@ -174,3 +174,15 @@ def test_a_resume_while_the_sweep_runs_is_refused_and_the_sweep_goes_on(tmp_path
     (parent,), children = sweep_runs(client, "held")
     assert parent.info.status == "FINISHED" and parent.data.tags["jaxmlp.lease"] == ""
     assert sorted(c.info.status for c in children) == ["FINISHED"] * 6
+
+
+def test_a_sqlite_store_in_a_folder_nobody_may_write_is_refused_at_once(tmp_path, cache):
+    """/proc takes no new files, not even from root: refused within seconds, not after MLflow's
+    minute and more of retries."""
+    try:
+        with open("/proc/jaxmlp-probe", "wb"):
+            pytest.skip("/proc takes files here")
+    except OSError:
+        pass
+    err = _refused(tmp_path, cache, "sqlite:////proc/mlflow.db", bound=20)
+    assert "/proc is not writable" in err and "make /proc writable" in err

@@ -281,8 +281,14 @@ class SweepRunner:
         """Open the parent run and wait for it (bounded): the store's probe before any training."""
         if self.runs is None:
             return None
-        future = self.runs.open()
+        from jaxmlp.tracking import unwritable_sqlite
+
         uri = self.runs.tracker.tracking_uri
+        reason = unwritable_sqlite(uri)
+        if reason:
+            self.runs.abandon()
+            raise StoreUnavailable(uri, reason)
+        future = self.runs.open()
         try:
             opened = future.result(timeout=OPEN_TIMEOUT)
         except ResumeRefused:

@@ -29,6 +29,27 @@ def sqlite_path(tracking_uri: str) -> Path | None:
     return Path(tracking_uri[len(_SQLITE):]) if tracking_uri.startswith(_SQLITE) else None
 
 
+def unwritable_sqlite(tracking_uri: str) -> str | None:
+    """Why a SQLite store in an existing folder cannot be written, found by trying (a file
+    created and removed in the folder, or the database opened for writing); None where it can,
+    or for other stores. MLflow itself retries such a store for a minute and more."""
+    database = sqlite_path(tracking_uri)
+    if database is None or not database.parent.is_dir():
+        return None
+    try:
+        if database.exists():
+            with open(database, "r+b"):
+                pass
+        else:
+            import tempfile
+
+            with tempfile.TemporaryFile(dir=database.parent):
+                pass
+    except OSError as err:
+        return f"{database if database.exists() else database.parent} is not writable ({err.strerror})"
+    return None
+
+
 def _is_server(tracking_uri: str) -> bool:
     return tracking_uri.startswith(("http://", "https://"))
 
