@@ -61,7 +61,10 @@ def test_ui_command_and_runs_page():
     assert runs_page_url("http://h:5000", "7", "abc") == (
         f"http://h:5000/#/experiments/7/runs?workflowType=machine_learning{children}"
         "&orderByKey=metrics.%60best_val_loss%60&orderByAsc=true")
-    assert runs_page_url("http://h:5000", "7", "abc", validated=False) == (
+    assert runs_page_url("http://h:5000", "7", "abc", monitor="val_accuracy") == (
+        f"http://h:5000/#/experiments/7/runs?workflowType=machine_learning{children}"
+        "&orderByKey=metrics.%60best_val_accuracy%60&orderByAsc=false")
+    assert runs_page_url("http://h:5000", "7", "abc", monitor=None) == (
         f"http://h:5000/#/experiments/7/runs?workflowType=machine_learning{children}")
 
 

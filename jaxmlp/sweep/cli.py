@@ -229,8 +229,10 @@ def print_outcome(sweep, outcome, runner) -> None:
         uri, experiment = runner.tracker.tracking_uri, outcome.experiment_id
         print(f"\nMLflow: parent run {outcome.parent_run_id} in experiment '{sweep.spec.name}'")
         print(f"  open the UI:  {ui_command(uri)}")
-        validated = any(v.config.data.validated for v in sweep.variants)
-        print(f"  runs page:    {runs_page_url(ui_base_url(uri), experiment, outcome.parent_run_id, validated)}")
+        monitor = sweep.variants[0].config.training.early_stopping.monitor  # (the ranking above)
+        if not any(v.config.data.validated for v in sweep.variants):
+            monitor = None
+        print(f"  runs page:    {runs_page_url(ui_base_url(uri), experiment, outcome.parent_run_id, monitor)}")
         print(f"  parent run:   {run_page_url(ui_base_url(uri), experiment, outcome.parent_run_id)}")
         if runner.runs.registered_uri:
             print(f"  best model:   {runner.runs.registered_uri}  (mlflow.pyfunc.load_model loads it)")

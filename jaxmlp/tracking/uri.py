@@ -67,18 +67,19 @@ def ui_base_url(tracking_uri: str) -> str:
 
 
 def runs_page_url(ui_base: str, experiment_id: str, parent_run_id: str | None = None,
-                  validated: bool = True) -> str:
+                  monitor: str | None = "val_loss") -> str:
     """The classic runs page of one experiment: parent runs, their children nested. With
-    `parent_run_id`: that parent's children listed, best first by their validation loss
-    (MLflow's UI keeps which parents are expanded in the browser, not in its address; a
+    `parent_run_id`: that parent's children listed, best first by the validation metric that
+    selected their parameters (`monitor`: val_loss lowest first, val_accuracy highest first;
+    MLflow's UI keeps which parents are expanded in the browser, not in its address; a
     search filter lists children on their own); children trained without a validation split
-    (`validated` False) have none, and are listed in the UI's default order."""
+    (`monitor` None) have none, and are listed in the UI's default order."""
     url = f"{ui_base.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
     if parent_run_id is None:
         return url
     query = {"searchFilter": f"tags.mlflow.parentRunId = '{parent_run_id}'"}
-    if validated:
-        query.update(orderByKey="metrics.`best_val_loss`", orderByAsc="true")
+    if monitor:
+        query.update(orderByKey=f"metrics.`best_{monitor}`", orderByAsc=str(monitor == "val_loss").lower())
     return f"{url}&{urlencode(query, quote_via=quote)}"
 
 
