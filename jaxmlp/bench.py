@@ -438,24 +438,39 @@ def bench_tracking(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def _positive(text: str) -> int:
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a whole number, 1 or more")
+    return int(text)
+
+
+def _positives(text: str, multiple: int = 1) -> list[int]:
+    """'a,b,...' of whole numbers 1 or more (multiples of `multiple`)."""
+    values = [_positive(x) for x in text.split(",")]
+    if any(v % multiple for v in values):
+        raise argparse.ArgumentTypeError(f"{text!r}: give multiples of {multiple}")
+    return values
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m jaxmlp.bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", nargs="?", choices=["train", "sweep", "scale", "search", "tracking"], default="train")
-    p.add_argument("--sizes", type=lambda t: [int(x) for x in t.split(",")], default=list(SCALE_SIZES),
+    p.add_argument("what", nargs="?", choices=["train", "sweep", "scale", "search", "tracking"], default="train",
+                   help="what to measure (default: train; see the examples above)")
+    p.add_argument("--sizes", type=lambda t: _positives(t, 5), default=list(SCALE_SIZES),
                    help="scale: sweep sizes (variants, multiples of 5), e.g. 50,400,2000")
-    p.add_argument("--hidden", type=lambda t: [int(x) for x in t.split(",")], default=[512, 512])
-    p.add_argument("--variants", type=int, default=8, help="K, variants trained at once")
-    p.add_argument("--activation", default="relu")
+    p.add_argument("--hidden", type=_positives, default=[512, 512], help="hidden layer widths, e.g. 512,512")
+    p.add_argument("--variants", type=_positive, default=8, help="K, variants trained at once")
+    p.add_argument("--activation", default="relu", help="hidden units' activation (a model.activation name)")
     p.add_argument("--dropout", type=float, default=0.2)
     p.add_argument("--input-dropout", type=float, default=0.0)
     p.add_argument("--max-norm", type=float, default=None, help="bound on each unit's incoming weight norm")
-    p.add_argument("--optimizer", default="adam")
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--samples", type=int, default=60_000, help="training samples per epoch")
-    p.add_argument("--epochs", type=int, default=3, help="epochs timed (the median after the first counts)")
-    p.add_argument("--devices", type=int, default=1, help="shard the variants over this many devices")
+    p.add_argument("--optimizer", default="adam", help="an optimizer.name: sgd, adam, adamw, rmsprop")
+    p.add_argument("--lr", type=float, default=1e-3, help="learning rate")
+    p.add_argument("--batch-size", type=_positive, default=128)
+    p.add_argument("--samples", type=_positive, default=60_000, help="training samples per epoch")
+    p.add_argument("--epochs", type=_positive, default=3, help="epochs timed (the median after the first counts)")
+    p.add_argument("--devices", type=_positive, default=1, help="shard the variants over this many devices")
     p.add_argument("--loop", action="store_true", help="also time a per-batch Python loop over variants")
     p.add_argument("--no-loop", action="store_true", help="sweep: skip the slow one-at-a-time baseline")
     p.add_argument("--repeats", type=int, default=3,

@@ -190,3 +190,14 @@ def test_figures_print_floats_short_and_everything_else_as_is():
                                  "epochs": [0.5, 0.25], "variants": 6})
     assert text.splitlines() == ["devices        TFRT_CPU_0, TFRT_CPU_1", "epoch_seconds  1.235",
                                  "epochs         0.5, 0.25", "variants       6"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--variants", "0"], "argument --variants: '0': give a whole number, 1 or more"),
+    (["--hidden", "512,x"], "argument --hidden: 'x': give a whole number, 1 or more"),
+    (["scale", "--sizes", "50,7"], "argument --sizes: '50,7': give multiples of 5"),
+])
+def test_bad_numbers_are_refused_by_name(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        bench.build_parser().parse_args(argv)
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
