@@ -156,12 +156,13 @@ class RunConfig(_Section):
         if not self.data.validated:
             es, wrong = self.training.early_stopping, []
             if es.patience is not None:
-                wrong.append(f"training.early_stopping.patience: {es.patience} (allowed: null)")
+                wrong.append(("training.early_stopping.patience", es.patience, "null"))
             if es.restore_best:
-                wrong.append("training.early_stopping.restore_best: true (allowed: false)")
+                wrong.append(("training.early_stopping.restore_best", "true", "false"))
             if wrong:
-                raise ValueError(f"data.val_size: 0 holds out no validation split, so nothing can stop a variant "
-                                 f"early or select its best epoch; set {' and '.join(wrong)}")
+                raise ValueError("data.val_size: 0 holds out no validation split, so nothing can stop a variant "
+                                 "early or select its best epoch; "
+                                 + "; ".join(f"{key} is {value}, it must be {allowed}" for key, value, allowed in wrong))
         return self
 
     def to_dict(self) -> dict[str, Any]:

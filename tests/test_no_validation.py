@@ -24,9 +24,9 @@ def test_no_validation_split_needs_no_early_stopping_and_the_last_parameters(mak
         make_config({"data.val_size": 0})
     message = str(err.value)
     assert "data.val_size: 0" in message
-    assert "training.early_stopping.patience: 10 (allowed: null)" in message
-    assert "training.early_stopping.restore_best: true (allowed: false)" in message
-    with pytest.raises(ConfigError, match="restore_best: true"):
+    assert "training.early_stopping.patience is 10, it must be null" in message
+    assert "training.early_stopping.restore_best is true, it must be false" in message
+    with pytest.raises(ConfigError, match="restore_best is true"):
         make_config({"data.val_size": 0, "training.early_stopping.patience": None})
     assert make_config(FINAL_FIT).data.val_size == 0
 

@@ -25,8 +25,9 @@ def test_sweep_file_dry_runs_and_prints_its_whole_plan(path, capsys):
     assert sweep_main([str(path), "--dry-run"]) == 0
     out = capsys.readouterr().out
     settings = len({v.label for v in sweep.variants})
-    header = re.escape(f"sweep '{sweep.spec.name}' ({path}): {len(sweep.variants)} variants = {settings} settings x ")
-    assert re.match(header + r"\d+ seeds; (\d+) group\(s\), (\d+) compiled program\(s\)", out), out[:400]
+    header = re.escape(f"sweep '{sweep.spec.name}' ({path}): {len(sweep.variants)} variant") + "s? = " + re.escape(
+        f"{settings} setting") + "s? x "
+    assert re.match(header + r"[\d-]+ seeds?; (\d+) group\(s\), (\d+) compiled program\(s\)", out), out[:400]
     groups = int(re.search(r"(\d+) group\(s\)", out).group(1))
     rows = [line for line in out.splitlines()[2:] if line.strip()]
     assert len(rows) == groups >= 1

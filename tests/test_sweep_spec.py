@@ -499,3 +499,9 @@ def test_yaml_merge_keys_are_not_duplicates(tmp_path):
                     "  training: {epochs: 2, <<: {epochs: 3, batch_size: 32}}\n")
     (variant,) = load_sweep(path).variants
     assert (variant.config.training.epochs, variant.config.training.batch_size) == (2, 32)
+
+
+def test_the_plan_counts_in_the_singular_where_there_is_one(tmp_path):
+    sweep = load_sweep(write_sweep(tmp_path, {"name": "one", "base": TINY_BASE}))
+    assert describe_plan(sweep, plan_groups(sweep), budget=2**30).startswith(
+        f"sweep 'one' ({sweep.path}): 1 variant = 1 setting x 1 seed; 1 group(s)")

@@ -204,6 +204,10 @@ def plan_groups(sweep: Sweep, n_devices: int = 1, budget: int | None = None,
     return groups
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def describe_plan(sweep: Sweep, groups: list[Group], budget: int | None = None) -> str:
     """The --dry-run text: variants, groups, compiled programs, their layout (parts x variants
     per part), devices and estimated memory per device."""
@@ -212,9 +216,10 @@ def describe_plan(sweep: Sweep, groups: list[Group], budget: int | None = None) 
     fewest, most = min(per_setting.values(), default=0), max(per_setting.values(), default=0)
     programs = len({g.program for g in groups})
     budget = memory_budget() if budget is None else budget
+    seeds = most if fewest == most else f"{fewest}-{most}"
     lines = [
-        f"sweep '{sweep.spec.name}' ({sweep.path}): {len(sweep.variants)} variants = "
-        f"{len(settings)} settings x {most if fewest == most else f'{fewest}-{most}'} seeds; "
+        f"sweep '{sweep.spec.name}' ({sweep.path}): {_count(len(sweep.variants), 'variant')} = "
+        f"{_count(len(settings), 'setting')} x {seeds} seed{'' if seeds == 1 else 's'}; "
         f"{len(groups)} group(s), {programs} compiled program(s); memory budget {budget / 2**30:.1f} GiB per device",
         f"{'group':<14}{'variants':>9}{'structures':>11}{'devices':>8}{'params':>10}{'program':>8}{'parts':>9}"
         f"{'memory':>10}  structure",
