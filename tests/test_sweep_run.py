@@ -390,3 +390,12 @@ def test_plots_that_fail_are_reported_and_the_parent_still_gets_its_summary(tmp_
     assert [a.path for a in client.list_artifacts(parent.info.run_id, "summary")] == [
         "summary/summary.csv", "summary/summary.md"]
     assert parent.data.metrics["n_variants"] == 1
+
+
+def test_resume_without_an_earlier_parent_says_it_starts_one(tmp_path):
+    path = write_sweep(tmp_path, {"name": "first-resume", "base": TINY_BASE})
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    result = run_sweep_cli(path, "--resume", "--tracking-uri", uri, "--no-progress")
+    assert result.code == 0, result.err
+    assert (f"--resume: no earlier parent run of sweep 'first-resume' in {uri}; a new one is started"
+            in result.err)

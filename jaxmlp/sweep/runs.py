@@ -157,6 +157,9 @@ class SweepRuns:
         found = t.find_parent(self.experiment_id, spec.name) if self.resume else None
         if found is None:
             notices = self._kill_abandoned()
+            if self.resume:
+                notices.insert(0, f"--resume: no earlier parent run of sweep {spec.name!r} in {t.tracking_uri}; "
+                                  "a new one is started")
             note, whole = _note(spec.description)
             t.experiment(spec.name, note=note)
             git_commit, environment = _git_commit(self.sweep.path.resolve().parent), _versions()
