@@ -26,7 +26,8 @@ from jaxmlp.report.references import load_references, match_references
 from jaxmlp.report.search import search_sections
 from jaxmlp.report.tables import (HEADERS, display_metric, report_rows, search_markdown, search_text, summarize,
                                   to_csv, to_markdown, to_text, without_validation)
-from jaxmlp.tracking import TRACKING_URI_HELP, SweepNotFound, TrackedSweep, Tracker, find_sweep
+from jaxmlp.tracking import (TRACKING_URI_HELP, RunNotFound, SweepNotFound, TrackedSweep, Tracker, find_sweep,
+                             sqlite_path, ui_command)
 
 REFERENCES_FILE = "references.yaml"
 
@@ -43,6 +44,35 @@ def _sweep_name(target: str) -> str:
     if not isinstance(raw, dict) or not isinstance(raw.get("name"), str):
         raise ReportError(f"{path}: a sweep file needs a top-level 'name' (the MLflow experiment to report)")
     return raw["name"]
+
+
+def _open_store(tracking_uri: str | None) -> Tracker:
+    """The store to report from; a SQLite file that does not exist is not created (it holds no sweep)."""
+    tracker = Tracker(tracking_uri)
+    database = sqlite_path(tracker.tracking_uri)
+    if database is not None and not database.is_file():
+        which = "" if tracking_uri else " (the default: $MLFLOW_TRACKING_URI, else mlflow.db in the working directory)"
+        raise ReportError(f"{tracker.tracking_uri}{which}: no MLflow store there ({database} does not exist); pass "
+                          "--tracking-uri with the store the sweep logged to, or run the sweep first "
+                          f"(python -m jaxmlp.sweep FILE --tracking-uri {tracker.tracking_uri})")
+    return tracker
+
+
+def _check_run(tracker: Tracker, name: str, run_id: str) -> None:
+    """Refuse a --run that is not a parent run of sweep `name` (or of experiment id `name`) in the store."""
+    where = tracker.tracking_uri
+    expected = (f"expected a parent run of {name!r} (listed in the MLflow UI: {ui_command(where)}; "
+                "omit --run to report the newest)")
+    try:
+        parent = tracker.parent(run_id)
+    except RunNotFound:
+        raise ReportError(f"--run {run_id}: no run with this id in {where}; {expected}") from None
+    if parent is None:
+        raise ReportError(f"--run {run_id}: this run in {where} is not a sweep's parent run (it is a variant's "
+                          f"child run, or was not started by python -m jaxmlp.sweep); {expected}")
+    if name not in (parent.sweep_name or name, parent.experiment_id):
+        raise ReportError(f"--run {run_id}: a parent run of sweep {parent.sweep_name!r} in {where}, not of {name!r}; "
+                          f"{expected}, or report {parent.sweep_name!r} instead")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -105,8 +135,11 @@ def build_report(tracking_uri: str, sweep: TrackedSweep, references_path: Path |
 
 def run_report(args: argparse.Namespace) -> Path:
     """Build the report, write it to the output folder, log it on the parent run, fill the README."""
-    tracker = Tracker(args.tracking_uri)
-    sweep = find_sweep(tracker, _sweep_name(args.sweep), args.run)
+    name = _sweep_name(args.sweep)
+    tracker = _open_store(args.tracking_uri)
+    if args.run:
+        _check_run(tracker, name, args.run)
+    sweep = find_sweep(tracker, name, args.run)
     if not sweep.records:
         raise ReportError(f"parent run {sweep.parent_run_id} of sweep {sweep.name!r} has no child runs yet")
     if args.readme and not args.readme.is_file():

@@ -80,6 +80,10 @@ def system_metrics_requested() -> bool:
     return os.environ.get(SYSTEM_METRICS_ENV, "").strip().lower() in ("true", "1")
 
 
+
+class RunNotFound(LookupError):
+    """The store has no run of the id asked for."""
+
 class ParentRun(NamedTuple):
     """A sweep's parent run as a resume and a report need it."""
 
@@ -265,8 +269,16 @@ class Tracker:
         return len(running)
 
     def parent(self, run_id: str) -> ParentRun | None:
-        """The sweep parent run with this id; None where the run is not a sweep's parent."""
-        run = self.client.get_run(run_id)
+        """The sweep parent run with this id; None where the run is not a sweep's parent;
+        `RunNotFound` where the store has no run of this id."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            run = self.client.get_run(run_id)
+        except MlflowException as err:
+            if err.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):  # none, or a malformed id
+                raise RunNotFound(f"no run with the id {run_id!r} in {self.tracking_uri}") from None
+            raise
         return _parent_run(run) if run.data.tags.get(ROLE_TAG) == "parent" else None
 
     def children(self, parent_run_id: str, page_size: int = 1000) -> list[dict[str, Any]]:

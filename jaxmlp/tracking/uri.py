@@ -25,8 +25,9 @@ def resolve_tracking_uri(uri: str | None = None) -> str:
 
 
 def sqlite_path(tracking_uri: str) -> Path | None:
-    """The database file of a SQLite store; None for any other store."""
-    return Path(tracking_uri[len(_SQLITE):]) if tracking_uri.startswith(_SQLITE) else None
+    """The database file of a SQLite store (without the URI's query, e.g. ?timeout=20); None
+    for any other store."""
+    return Path(tracking_uri[len(_SQLITE):].split("?", 1)[0]) if tracking_uri.startswith(_SQLITE) else None
 
 
 def unwritable_sqlite(tracking_uri: str) -> str | None:
