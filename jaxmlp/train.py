@@ -13,6 +13,8 @@ import yaml
 from jaxmlp.config import ConfigError, RunConfig, load_config, set_dotted
 from jaxmlp.data.tfds import DataUnavailableError
 from jaxmlp.runtime import COMPILE_CACHE_HELP, compile_cache_dir, enable_compilation_cache
+from jaxmlp.sweep.bounded_yaml import load_bounded_yaml
+from jaxmlp.sweep.errors import SweepError
 
 #: Command-line shortcuts for the most used configuration keys.
 FLAGS = {
@@ -29,12 +31,30 @@ FLAGS = {
     "patience": ("training.early_stopping.patience", "early-stopping patience in epochs"),
 }
 
+#: Top-level keys of a sweep file that a configuration file does not have.
+SWEEP_KEYS = ("base", "grid", "zip", "random", "search", "execution")
+
 
 def parse_value(text: str) -> Any:
-    """A command-line value as YAML would read it; 'a,b' becomes a list."""
-    if "," in text:
-        return [yaml.safe_load(part) for part in text.split(",") if part]
-    return yaml.safe_load(text)
+    """A command-line value as YAML would read it; 'a,b' becomes a list, YAML flow syntax
+    ('[a, b]', '{k: v}') and quoted values are read whole."""
+    try:
+        if "," in text and not text.lstrip().startswith(("[", "{", "'", '"')):
+            return [yaml.safe_load(part) for part in text.split(",") if part]
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at column {mark.column + 1}" if mark else ""
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not valid YAML ({getattr(err, 'problem', None) or 'unreadable'}{where}); "
+            "give a YAML value such as 0.5, relu, [128, 128], or a comma list such as 128,128") from None
+
+
+def unreadable(option: str, path: Path, err: Exception, wanted: str) -> ConfigError:
+    """A file that cannot be read, as bad input naming the option, the file and the reason."""
+    reason = ("no such file" if isinstance(err, FileNotFoundError)
+              else err.strerror.lower() if getattr(err, "strerror", None) else str(err))
+    return ConfigError(f"{option} {path}: {reason}; give {wanted}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -65,12 +85,28 @@ def build_parser() -> argparse.ArgumentParser:
 def config_from_args(args: argparse.Namespace) -> list[RunConfig]:
     """The configurations to train: file, then flags, then --set, one per seed."""
     raw: dict[str, Any] = {}
-    source = "command line"
+    source, hint = "command line", ""
+    if args.seeds:
+        twice = [s for i, s in enumerate(args.seeds) if s in args.seeds[:i]]
+        if twice:
+            raise ConfigError(f"--seeds {' '.join(map(str, args.seeds))}: seed {twice[0]} is given more than "
+                              "once; give distinct non-negative integers")
     if args.config:
         source = str(args.config)
-        raw = yaml.safe_load(args.config.read_text()) or {}
+        try:
+            raw = load_bounded_yaml(args.config) or {}
+        except (OSError, UnicodeDecodeError) as err:
+            raise unreadable("--config", args.config, err,
+                             "a YAML file with data/model/optimizer/training sections") from None
+        except SweepError as err:  # YAML's messages take several lines ('  in "FILE", line L, ...')
+            first, *rest = str(err).splitlines()
+            raise ConfigError(first + "".join((" " if line.startswith(" ") else "; ") + line.strip()
+                                              for line in rest)) from None
         if not isinstance(raw, dict):
             raise ConfigError(f"{source}: expected a mapping of sections (data, model, optimizer, training)")
+        if sweep_keys := [k for k in SWEEP_KEYS if k in raw]:
+            hint = (f"\n{source} looks like a sweep file (top-level {', '.join(sweep_keys)}): "
+                    f"run `python -m jaxmlp.sweep {source}` instead")
     for flag, (key, _) in FLAGS.items():
         value = getattr(args, flag)
         if value is not None:
@@ -79,9 +115,15 @@ def config_from_args(args: argparse.Namespace) -> list[RunConfig]:
         key, sep, value = item.partition("=")
         if not sep:
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set model.dropout=0.2")
-        raw = set_dotted(raw, key.strip(), parse_value(value))
-    seeds = args.seeds or [load_config(raw, source=source).training.seed]
-    return [load_config(set_dotted(raw, "training.seed", s), source=source) for s in seeds]
+        try:
+            raw = set_dotted(raw, key.strip(), parse_value(value))
+        except argparse.ArgumentTypeError as err:
+            raise ConfigError(f"--set {item!r}: {err}") from None
+    try:
+        seeds = args.seeds or [load_config(raw, source=source).training.seed]
+        return [load_config(set_dotted(raw, "training.seed", s), source=source) for s in seeds]
+    except ConfigError as err:
+        raise ConfigError(f"{err}{hint}") from None
 
 
 def train_command(args: argparse.Namespace) -> dict[str, Any]:
@@ -140,9 +182,12 @@ def evaluate_command(folder: Path) -> dict[str, Any]:
 
 
 def read_inputs(path: Path) -> np.ndarray:
-    if path.suffix == ".npy":
-        return np.load(path)
-    return np.loadtxt(path, delimiter=",", ndmin=2)
+    try:
+        if path.suffix == ".npy":
+            return np.load(path)
+        return np.loadtxt(path, delimiter=",", ndmin=2)
+    except OSError as err:
+        raise unreadable("--inputs", path, err, "a .npy or .csv file of preprocessed inputs") from None
 
 
 def print_summary(summary: dict[str, Any]) -> None:
