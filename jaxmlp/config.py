@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import re
 from dataclasses import dataclass
 from functools import cache
 from typing import Any, Literal, Mapping, get_args
@@ -270,16 +271,33 @@ def load_config(raw: Mapping[str, Any] | None = None, *, source: str = "configur
 
 
 def format_validation_error(err: ValidationError, source: str, root: type[BaseModel] | None = None) -> str:
-    """One line per error: key path, bad value, allowed values or keys, 'did you mean'."""
-    lines = [f"{source}: {len(err.errors())} invalid value(s)"]
-    lines += [f"  - {_describe(e, root or RunConfig)}" for e in err.errors()]
+    """One line per bad key: key path, bad value, allowed values or keys, 'did you mean' (the
+    alternatives of a value that may take several forms on one line)."""
+    described: dict[str, list[str]] = {}
+    for e in err.errors():
+        path, text = _describe(e, root or RunConfig)
+        described.setdefault(path, []).append(text)
+    lines = [f"{source}: {len(described)} invalid value(s)"]
+    lines += [f"  - {texts[0]}" + "".join(f"; or {t.split(': ', 2)[-1]}" for t in texts[1:])
+              for texts in described.values()]
     return "\n".join(lines)
 
 
-def _describe(e: Mapping[str, Any], root: type[BaseModel]) -> str:
-    loc = [str(p) for p in e["loc"] if not str(p).startswith("function-after")]
+#: The parts of a pydantic error's location that name a form of a union (`int`, `list[int]`), not a key.
+_FORM = re.compile(r"^(int|float|str|bool|none|list\[.*\]|tuple\[.*\]|dict\[.*\])$")
+
+
+def _describe(e: Mapping[str, Any], root: type[BaseModel]) -> tuple[str, str]:
+    """(key path, the line that describes the error)."""
+    loc = [str(p) for p in e["loc"] if not str(p).startswith("function-after") and not _FORM.match(str(p))]
     path = ".".join(loc) or "<root>"
+    return path, _describe_at(e, root, loc, path)
+
+
+def _describe_at(e: Mapping[str, Any], root: type[BaseModel], loc: list[str], path: str) -> str:
     kind, value = e["type"], e.get("input")
+    if kind == "missing":
+        return f"{path}: missing; this key is required"
     if kind == "extra_forbidden":
         allowed = _section_fields(root, loc[:-1])
         return f"{path}: unknown key{did_you_mean(loc[-1], allowed)}; allowed keys: {', '.join(allowed)}"
@@ -287,7 +305,7 @@ def _describe(e: Mapping[str, Any], root: type[BaseModel]) -> str:
         allowed = [a.strip(" '") for a in e["ctx"]["expected"].replace(" or ", ",").split(",")]
         return (f"{path}: {bounded_repr(value)} is not allowed{did_you_mean(str(value)[:200], allowed)}; "
                 f"allowed values: {', '.join(allowed)}")
-    message = e["msg"].removeprefix("Value error, ")
+    message = e["msg"].removeprefix("Value error, ").replace("a valid tuple", "a list")  # (YAML writes lists)
     if not loc:  # a check across keys: its message names them
         return message
     return f"{path}: bad value {bounded_repr(value)}: {message}"

@@ -127,7 +127,7 @@ def test_unknown_key_names_path_suggestion_and_allowed_keys(raw, path, typo, sug
 @pytest.mark.parametrize("raw, expected", [
     ({"training": {"epochs": "ten"}}, "training.epochs: bad value 'ten': Input should be a valid integer"),
     ({"optimizer": {"nesterov": "maybe"}}, "optimizer.nesterov: bad value 'maybe': Input should be a valid boolean"),
-    ({"model": {"hidden": "abc"}}, "model.hidden: bad value 'abc': Input should be a valid tuple"),
+    ({"model": {"hidden": "abc"}}, "model.hidden: bad value 'abc': Input should be a list"),
     ({"model": 5}, "model: bad value 5: Input should be a valid dictionary"),
     ({"optimizer": {"learning_rate": "fast"}}, "optimizer.learning_rate: bad value 'fast': Input should be a valid number"),
 ])
@@ -144,3 +144,19 @@ def test_every_invalid_value_is_reported_at_once():
 
 def test_config_error_is_a_value_error():
     assert issubclass(ConfigError, ValueError)
+
+
+@pytest.mark.parametrize("text, line", [
+    ("seeds: 2\n", "  - name: missing; this key is required"),
+    ("name: s\nseeds: two\n", "  - seeds: bad value 'two': Input should be a valid integer, unable to parse string "
+                              "as an integer; or Input should be a valid list"),
+])
+def test_a_missing_key_and_a_value_of_no_allowed_form_take_one_line(tmp_path, text, line):
+    """Not the whole file as the bad value of a missing key, nor one line per form of a union."""
+    from jaxmlp.sweep.spec import SweepError, load_sweep
+
+    path = tmp_path / "s.yaml"
+    path.write_text(text)
+    with pytest.raises(SweepError) as err:
+        load_sweep(path)
+    assert str(err.value).splitlines() == [f"{path}: 1 invalid value(s)", line]
