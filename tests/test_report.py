@@ -285,3 +285,15 @@ def test_a_setting_whose_group_failed_still_gets_a_row_in_every_format():
     assert (failed["setting"], failed["n_seeds"], failed["failed"]) == ("model.dropout=0.5", "0", "1")
     assert "| model.dropout=0.5 | 0 |" in report.to_markdown(rows)
     assert "model.dropout=0.5" in report.to_text(report.report_rows(rows), report.HEADERS)
+
+
+def test_a_setting_of_one_seed_shows_no_spread():
+    """A spread of one seed is undefined, not ± 0: the value alone; two seeds show mean ± std."""
+    records = [VariantRecord(setting={"model.dropout": d}, seed=s, status="FINISHED",
+                             metrics={"test_accuracy": a}, best_epoch=3, stopped_epoch=5)
+               for d, s, a in [(0.0, 0, 0.9), (0.5, 0, 0.8), (0.5, 1, 0.9)]]
+    rows = report.report_rows(report.summarize(records))
+    text = report.to_text(rows, report.HEADERS).splitlines()
+    one, two = (next(line for line in text if line.startswith(f"model.dropout={d}")) for d in ("0 ", "0.5"))
+    assert re.search(r"\s10\.00\s", one) and "±" not in one
+    assert "15.00 ± 7.07" in two

@@ -257,11 +257,16 @@ def _table_metric(rows: Sequence[dict[str, Any]]) -> str | None:
 
 def table_cells(rows: Sequence[dict[str, Any]],
                 headers: Mapping[str, str] | None = None) -> tuple[list[str], list[list[str]]]:
-    """Column titles and formatted cells; the metric shows as mean ± std (percent with 2 decimals)."""
+    """Column titles and formatted cells; the metric shows as mean ± std (percent with 2
+    decimals), as the value alone where one seed finished (a spread of one is not 0)."""
     metric = _table_metric(rows)
     columns = [c for c in _columns(rows) if c != f"{metric}_std"]
     digits = 2 if metric in _PERCENT_KEYS else 4
-    cells = [[f"{r[c]:.{digits}f} ± {r[f'{c}_std']:.{digits}f}" if c == metric and math.isfinite(r[c])
+
+    def spread(r: Mapping[str, Any], c: str) -> str:
+        return f" ± {r[f'{c}_std']:.{digits}f}" if r.get("n_seeds", 2) > 1 else ""
+
+    cells = [[f"{r[c]:.{digits}f}{spread(r, c)}" if c == metric and math.isfinite(r[c])
               else _cell(r.get(c), c) for c in columns] for r in rows]
     return [(headers or {}).get(c, c) for c in columns], cells
 
