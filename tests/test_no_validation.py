@@ -64,6 +64,7 @@ def test_a_variant_without_validation_trains_as_one_whose_validation_is_ignored(
         assert len(a.test_dead_fraction) == 1 and 0 <= a.test_dead_fraction[0] <= 1  # measured on the test split
         assert a.test_dead_fraction == pytest.approx(b.test_dead_fraction)
         assert a.record({}).metrics["test_dead_fraction_0"] == a.test_dead_fraction[0]
+        assert a.record({}).best_epoch is None  # nothing selected an epoch
         assert a.history[-1]["train_loss"] < 0.8 * a.history[0]["train_loss"]
         assert a.test["accuracy"] > 0.6  # 3 classes; about 0.75 is what this noisy problem allows
 
@@ -92,7 +93,8 @@ def test_a_sweep_without_validation_logs_no_validation_dataset_and_refuses_searc
         contexts = [d.tags[0].value for d in child.inputs.dataset_inputs]
         assert contexts == ["training", "test"]
         assert 0 < child.data.metrics["test_accuracy"] <= 1
-        assert not any(k.startswith("val_") or k.startswith("best_val_") for k in child.data.metrics)
+        assert not any(k.startswith("val_") or k.startswith("best_") for k in child.data.metrics)
+        assert child.data.metrics["stopped_epoch"] == 3
     assert "settings in the sweep's order (no validation split" in result.err + result.out
     (runs_page,) = [line for line in result.out.splitlines() if "runs page:" in line]
     assert "parentRunId" in runs_page and "orderByKey" not in runs_page  # no validation loss to order by

@@ -38,7 +38,8 @@ class VariantResult:
 
     def record(self, setting: dict[str, Any], *, status: str | None = None, **fields: Any) -> VariantRecord:
         """This variant's `VariantRecord` (status: FAILED when it diverged, else FINISHED;
-        `fields`: identities such as variant_key, index, run_id, compile_seconds)."""
+        `fields`: identities such as variant_key, index, run_id, compile_seconds). Without a
+        validation split nothing selects an epoch: no best epoch."""
         metrics = {**{f"test_{k}": v for k, v in self.test.items()},
                    **{f"final_train_{k}": v for k, v in self.train_final.items()},
                    **{f"best_{k}": self.best[k] for k in ("val_loss", "val_accuracy") if k in self.best},
@@ -46,7 +47,8 @@ class VariantResult:
         return VariantRecord(
             setting=dict(setting), seed=self.config.training.seed,
             status=status or ("FAILED" if self.diverged else "FINISHED"), diverged=self.diverged,
-            best_epoch=self.best_epoch, stopped_epoch=self.stopped_epoch, n_params=count_params(self.params),
+            best_epoch=self.best_epoch if self.config.data.validated else None, stopped_epoch=self.stopped_epoch,
+            n_params=count_params(self.params),
             train_seconds=self.train_seconds, epochs_trained=self.epochs_trained, pruned_at=self.pruned_at,
             lineage=list(self.lineage), metrics=metrics, config=self.config.flat(), **fields)
 
