@@ -243,8 +243,6 @@ def interrupt_mid_sweep(path, uri, cache, signum) -> tuple[int, object, list, li
         os.kill(process.pid, signum)
         code = process.wait(timeout=120)
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        kill_leftovers([process])
     parents, children = sweep_runs(client, name)
     return code, client, parents, children

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from sweep_helpers import (compile_cache, runs_by_status, start_sweep, store_client, sweep_runs, wait_until,
+from sweep_helpers import (compile_cache, kill_leftovers, runs_by_status, start_sweep, store_client, sweep_runs, wait_until,
                            write_sweep)
 
 pytestmark = pytest.mark.slow
@@ -71,9 +71,7 @@ def test_resume_goes_on_from_the_snapshot_and_ends_as_if_uninterrupted(tmp_path,
         os.kill(first.pid, signum)
         code = first.wait(timeout=120)
     finally:
-        if first.poll() is None:
-            first.kill()
-            first.wait()
+        kill_leftovers([first])
     assert code in (-signal.SIGKILL, 128 + signal.SIGTERM), (tmp_path / "first.log").read_text()[-3000:]
     (snapshot,) = snapshots.glob("*.snapshot")
 
