@@ -505,3 +505,11 @@ def test_the_plan_counts_in_the_singular_where_there_is_one(tmp_path):
     sweep = load_sweep(write_sweep(tmp_path, {"name": "one", "base": TINY_BASE}))
     assert describe_plan(sweep, plan_groups(sweep), budget=2**30).startswith(
         f"sweep 'one' ({sweep.path}): 1 variant = 1 setting x 1 seed; 1 group(s)")
+
+
+def test_a_folder_given_as_the_sweep_file_names_its_yaml_files(tmp_path):
+    (tmp_path / "sweeps").mkdir()
+    write_sweep(tmp_path / "sweeps", {"name": "a"}, "a.yaml")
+    result = run_sweep_cli(tmp_path / "sweeps", "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db")
+    assert (result.code, result.err) == (
+        2, f"error: {tmp_path / 'sweeps'}: a folder, not a sweep file; give one of its YAML files (a.yaml)\n")

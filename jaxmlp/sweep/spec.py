@@ -147,6 +147,10 @@ def load_sweep(path: str | Path) -> Sweep:
     """Read, validate and expand a sweep file (safe YAML, bounded in size and alias expansion;
     the number of variants is counted from the axes before anything is expanded)."""
     path = Path(path)
+    if path.is_dir():
+        yamls = sorted(p.name for p in path.glob("*.yaml"))[:5]
+        raise SweepError(f"{path}: a folder, not a sweep file; give one of its YAML files"
+                         + (f" ({', '.join(yamls)}{', ...' if len(yamls) == 5 else ''})" if yamls else ""))
     if not path.is_file():
         raise SweepError(f"{path}: no such sweep file")
     raw = load_bounded_yaml(path)
