@@ -1,6 +1,11 @@
 """Layouts: a large group cut into chunks that all run one compiled program."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -120,3 +125,15 @@ def test_the_part_size_trains_the_fewest_padding_slots(make_config, seeds, devic
     counts = [sum(configs[i].model.activation == a for i in chunk) for chunk in chunks for a in seeds]
     assert sum(-(-n // part_size) * part_size for n in counts) == slots  # frozen filler parts are skipped
     assert sorted(i for chunk in chunks for i in chunk) == list(range(len(configs)))
+
+
+def test_a_layout_fingerprint_is_the_same_in_every_process():
+    """Snapshot names hold it: a repr of its frozenset of features changes with the hash seed."""
+    code = ("from jaxmlp.sweep.spec import load_sweep; from jaxmlp.sweep.plan import plan_groups; "
+            "g = plan_groups(load_sweep('experiments/dropout_srivastava2014/cpu.yaml'), on_cpu=True)[3]; "
+            "print(len(g.layout.features), g.layout.fingerprint)")
+    root = Path(__file__).resolve().parents[1]
+    outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root,
+                           env={**os.environ, "PYTHONHASHSEED": str(seed)}, timeout=120).stdout
+            for seed in (1, 2, 4)}
+    assert len(outs) == 1 and outs.pop().startswith("3 ")

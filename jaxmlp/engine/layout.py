@@ -39,6 +39,12 @@ class Layout:
         return sum(n for _, n in self.families)
 
     @property
+    def fingerprint(self) -> str:
+        """The layout as text, the same in every process (a frozenset's order, and so its
+        repr, changes with the string hash seed of the process)."""
+        return repr(dataclasses.replace(self, features=tuple(sorted(self.features))))
+
+    @property
     def n_variants(self) -> int:
         """Variants one program holds (padding and frozen parts included)."""
         return self.part_size * self.n_parts

@@ -172,7 +172,7 @@ class SweepRunner:
         sweep = Snapshots.digest(self.runs.tracker.tracking_uri or "", self.sweep.spec.name)
         parent = (self.runs.parent_run_id or "", self.sweep.hash)
         self.snapshot_keys = {
-            g.id: f"{sweep}-{Snapshots.digest(*parent, g.id, repr(g.layout), *(v.key for v in g.variants))}"
+            g.id: f"{sweep}-{Snapshots.digest(*parent, g.id, g.layout.fingerprint, *(v.key for v in g.variants))}"
             for g in self.groups}
         snapshots.prune(sweep, set(self.snapshot_keys.values()))
 
