@@ -204,7 +204,8 @@ def plan_groups(sweep: Sweep, n_devices: int = 1, budget: int | None = None,
     return groups
 
 
-def _count(n: int, noun: str) -> str:
+def _count(n: int | str, noun: str) -> str:
+    """'1 seed', '3 seeds', '2-3 seeds'."""
     return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
@@ -219,7 +220,7 @@ def describe_plan(sweep: Sweep, groups: list[Group], budget: int | None = None) 
     seeds = most if fewest == most else f"{fewest}-{most}"
     lines = [
         f"sweep '{sweep.spec.name}' ({sweep.path}): {_count(len(sweep.variants), 'variant')} = "
-        f"{_count(len(settings), 'setting')} x {seeds} seed{'' if seeds == 1 else 's'}; "
+        f"{_count(len(settings), 'setting')} x {_count(seeds, 'seed')}; "
         f"{len(groups)} group(s), {programs} compiled program(s); memory budget {budget / 2**30:.1f} GiB per device",
         f"{'group':<14}{'variants':>9}{'structures':>11}{'devices':>8}{'params':>10}{'program':>8}{'parts':>9}"
         f"{'memory':>10}  structure",
