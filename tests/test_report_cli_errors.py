@@ -102,3 +102,10 @@ def test_the_default_store_that_does_not_exist_is_not_created(store, tmp_path, m
     err = _refused(capsys, [str(store.files["activations"])])
     assert f"error: sqlite:///{tmp_path}/mlflow.db (the default:" in err and "does not exist" in err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_uri_of_no_tracking_store_scheme_is_refused_by_its_scheme(store, tmp_path, capsys):
+    err = _refused(capsys, [str(store.files["activations"]), "--tracking-uri", "bogus://x", "--out",
+                            str(tmp_path / "out")])
+    assert "error: --tracking-uri bogus://x: its scheme 'bogus://' is not a tracking store" in err
+    assert not (tmp_path / "out").exists()

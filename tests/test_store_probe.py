@@ -186,3 +186,10 @@ def test_a_sqlite_store_in_a_folder_nobody_may_write_is_refused_at_once(tmp_path
         pass
     err = _refused(tmp_path, cache, "sqlite:////proc/mlflow.db", bound=20)
     assert "/proc is not writable" in err and "make /proc writable" in err
+
+
+def test_a_uri_of_no_tracking_store_scheme_is_refused_by_its_scheme(tmp_path, cache):
+    """MLflow answers such a URI with a TypeError from its model registry's own exception."""
+    err = _refused(tmp_path, cache, "bogus://x", bound=20)
+    assert "its scheme 'bogus://' is not a tracking store" in err and "sqlite:, postgresql:" in err
+    assert "TypeError" not in err

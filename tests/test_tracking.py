@@ -22,7 +22,7 @@ import jaxmlp
 from jaxmlp.records import VariantRecord
 from jaxmlp.tracking import (
     AsyncWriter, SweepNotFound, find_sweep, Tracker, TrackerProcess, TrackingError, resolve_tracking_uri, runs_page_url, ui_base_url,
-    ui_command,
+    ui_command, unsupported_scheme,
 )
 from sweep_helpers import start_child, start_parent
 
@@ -48,6 +48,18 @@ def test_resolve_tracking_uri_explicit_then_env_then_cwd(tmp_path, monkeypatch):
     assert resolve_tracking_uri(None) == "http://127.0.0.1:5001"
     assert resolve_tracking_uri("sqlite:////data/runs.db") == "sqlite:////data/runs.db"
     assert resolve_tracking_uri("sqlite:///sub/runs.db") == f"sqlite:///{tmp_path}/sub/runs.db"
+
+
+def test_unsupported_scheme_accepts_every_scheme_mlflow_has_a_tracking_store_for():
+    from mlflow.tracking._tracking_service.utils import _tracking_store_registry
+
+    for scheme in _tracking_store_registry._registry:
+        uri = f"{scheme}://host/x" if scheme else "/data/mlruns"
+        assert unsupported_scheme(uri) is None, uri
+    for uri in ("postgresql+psycopg2://u@db/x", "SQLITE:///x.db", "mlruns", "file:///tmp/mlruns"):
+        assert unsupported_scheme(uri) is None, uri
+    for uri in ("bogus://x", "sqlite3:///x.db", "s3://bucket/mlruns"):
+        assert uri.split(":")[0] in unsupported_scheme(uri)
 
 
 def test_ui_command_and_runs_page():

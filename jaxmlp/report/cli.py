@@ -27,7 +27,7 @@ from jaxmlp.report.search import search_sections
 from jaxmlp.report.tables import (HEADERS, display_metric, report_rows, search_markdown, search_text, summarize,
                                   to_csv, to_markdown, to_text, without_validation)
 from jaxmlp.tracking import (TRACKING_URI_HELP, RunNotFound, SweepNotFound, TrackedSweep, Tracker, find_sweep,
-                             sqlite_path, ui_command)
+                             sqlite_path, ui_command, unsupported_scheme)
 
 REFERENCES_FILE = "references.yaml"
 
@@ -49,6 +49,9 @@ def _sweep_name(target: str) -> str:
 def _open_store(tracking_uri: str | None) -> Tracker:
     """The store to report from; a SQLite file that does not exist is not created (it holds no sweep)."""
     tracker = Tracker(tracking_uri)
+    unsupported = unsupported_scheme(tracker.tracking_uri)
+    if unsupported:
+        raise ReportError(f"--tracking-uri {tracker.tracking_uri}: {unsupported}; pass the store the sweep logged to")
     database = sqlite_path(tracker.tracking_uri)
     if database is not None and not database.is_file():
         which = "" if tracking_uri else " (the default: $MLFLOW_TRACKING_URI, else mlflow.db in the working directory)"

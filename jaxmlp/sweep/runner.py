@@ -281,10 +281,10 @@ class SweepRunner:
         """Open the parent run and wait for it (bounded): the store's probe before any training."""
         if self.runs is None:
             return None
-        from jaxmlp.tracking import unwritable_sqlite
+        from jaxmlp.tracking import unsupported_scheme, unwritable_sqlite
 
         uri = self.runs.tracker.tracking_uri
-        reason = unwritable_sqlite(uri)
+        reason = unsupported_scheme(uri) or unwritable_sqlite(uri)
         if reason:
             self.runs.abandon()
             raise StoreUnavailable(uri, reason)

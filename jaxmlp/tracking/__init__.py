@@ -13,12 +13,12 @@ from jaxmlp.tracking.store import ParentRun, RunNotFound, Tracker, request_syste
 from jaxmlp.tracking.sweeps import SweepNotFound, TrackedSweep, find_sweep
 from jaxmlp.tracking.uri import (DEFAULT_TRACKING_URI, DEFAULT_UI_BASE, TRACKING_URI_HELP, resolve_tracking_uri,
                                  run_page_url, runs_page_url, sqlite_path, store_fix, ui_base_url,
-                                 ui_command, unwritable_sqlite)
+                                 ui_command, unsupported_scheme, unwritable_sqlite)
 from jaxmlp.tracking.writer import AsyncWriter, TrackingError
 
 __all__ = [
     "DEFAULT_TRACKING_URI", "DEFAULT_UI_BASE", "TRACKING_URI_HELP", "AsyncWriter", "ParentRun", "RemoteError", "RunNotFound",
     "SweepNotFound", "TrackedSweep", "Tracker", "TrackerProcess", "TrackingError", "find_sweep",
     "request_system_metrics", "resolve_tracking_uri", "run_page_url", "runs_page_url", "sqlite_path", "store_fix", "ui_base_url",
-    "ui_command", "unwritable_sqlite",
+    "ui_command", "unsupported_scheme", "unwritable_sqlite",
 ]

@@ -8,7 +8,7 @@ import argparse
 import sys
 
 from jaxmlp.tracking.store import Tracker
-from jaxmlp.tracking.uri import TRACKING_URI_HELP
+from jaxmlp.tracking.uri import TRACKING_URI_HELP, unsupported_scheme
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,6 +24,9 @@ def main(argv: list[str] | None = None) -> int:
     replay.add_argument("folder")
     replay.add_argument("--tracking-uri", help="the store to log into (default: the sweep's own)")
     args = p.parse_args(argv)
+    unsupported = args.tracking_uri and unsupported_scheme(args.tracking_uri)
+    if unsupported:
+        p.error(f"--tracking-uri {args.tracking_uri}: {unsupported}")
     if args.command == "replay":
         from jaxmlp.tracking.spool import replay as replay_spool
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import shlex
 from pathlib import Path
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, urlencode, urlparse
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 DEFAULT_UI_BASE = "http://127.0.0.1:5000"
@@ -14,6 +14,10 @@ TRACKING_URI_HELP = ("MLflow tracking URI (default: $MLFLOW_TRACKING_URI or "
                      f"{DEFAULT_TRACKING_URI} in the working directory)")
 
 _SQLITE = "sqlite:///"
+#: The URI schemes MLflow's tracking stores accept ('' is a local folder; a database scheme
+#: may name its driver, e.g. postgresql+psycopg2).
+STORE_SCHEMES = ("", "file", "sqlite", "postgresql", "mysql", "mssql", "http", "https", "databricks",
+                 "databricks-uc", "uc")
 
 
 def resolve_tracking_uri(uri: str | None = None) -> str:
@@ -28,6 +32,16 @@ def sqlite_path(tracking_uri: str) -> Path | None:
     """The database file of a SQLite store (without the URI's query, e.g. ?timeout=20); None
     for any other store."""
     return Path(tracking_uri[len(_SQLITE):].split("?", 1)[0]) if tracking_uri.startswith(_SQLITE) else None
+
+
+def unsupported_scheme(tracking_uri: str) -> str | None:
+    """Why MLflow has no store for this URI's scheme (MLflow itself fails on it with an error
+    about its model registry); None where the scheme is one of `STORE_SCHEMES`."""
+    scheme = urlparse(tracking_uri).scheme.lower().split("+", 1)[0]
+    if scheme in STORE_SCHEMES:
+        return None
+    return (f"its scheme {scheme + '://'!r} is not a tracking store; the schemes MLflow stores take are "
+            f"{', '.join(s + ':' for s in STORE_SCHEMES if s)} or a local folder's path")
 
 
 def unwritable_sqlite(tracking_uri: str) -> str | None:
