@@ -136,6 +136,25 @@ def test_tracking_model_command_logs_and_registers_a_childs_checkpoint(tracked, 
     assert len(tracked.client.search_model_versions("name='from-cli'")) == 1
 
 
+def test_tracking_model_command_refuses_an_unknown_run_and_a_run_without_checkpoint(tracked, capsys):
+    from jaxmlp.tracking.__main__ import main
+
+    before = tracked.client.search_logged_models([tracked.parent.info.experiment_id])
+    for run_id, says in (("0123abc", f"no run with the id '0123abc' in {tracked.uri}"),
+                         (tracked.parent.info.run_id, "has no checkpoint artifact: it is not a variant's child run")):
+        assert main(["model", run_id, "--tracking-uri", tracked.uri]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and says in err and "Traceback" not in err
+    assert len(tracked.client.search_logged_models([tracked.parent.info.experiment_id])) == len(before)
+
+
+def test_tracking_command_on_a_new_store_prints_its_answer_and_not_mlflows_info_lines(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "jaxmlp.tracking", "model", "0123abc", "--tracking-uri",
+                             f"sqlite:///{tmp_path}/new.db"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [f"error: no run with the id '0123abc' in sqlite:///{tmp_path}/new.db"]
+
+
 COUNT_COMPILATIONS = """
 import collections, json, sys
 import jax.monitoring

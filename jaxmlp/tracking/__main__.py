@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from jaxmlp.tracking.process import quiet_mlflow_logging
 from jaxmlp.tracking.store import Tracker
 from jaxmlp.tracking.uri import TRACKING_URI_HELP, unsupported_scheme
 
@@ -24,6 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     replay.add_argument("folder")
     replay.add_argument("--tracking-uri", help="the store to log into (default: the sweep's own)")
     args = p.parse_args(argv)
+    quiet_mlflow_logging()
     unsupported = args.tracking_uri and unsupported_scheme(args.tracking_uri)
     if unsupported:
         p.error(f"--tracking-uri {args.tracking_uri}: {unsupported}")
@@ -37,7 +39,11 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         return 0
     tracker = Tracker(args.tracking_uri)
-    uri = tracker.log_model_from_run(args.run_id)
+    try:
+        uri = tracker.log_model_from_run(args.run_id)
+    except LookupError as err:  # RunNotFound included
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     print(f"logged {uri} on run {args.run_id}")
     if args.register:
         version = tracker.register_model(uri, args.register)

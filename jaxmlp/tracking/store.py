@@ -268,17 +268,21 @@ class Tracker:
         self.end_parent(parent_run_id, "KILLED", reason)
         return len(running)
 
-    def parent(self, run_id: str) -> ParentRun | None:
-        """The sweep parent run with this id; None where the run is not a sweep's parent;
-        `RunNotFound` where the store has no run of this id."""
+    def run(self, run_id: str):
+        """The MLflow run with this id; `RunNotFound` where the store has none."""
         from mlflow.exceptions import MlflowException
 
         try:
-            run = self.client.get_run(run_id)
+            return self.client.get_run(run_id)
         except MlflowException as err:
             if err.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):  # none, or a malformed id
                 raise RunNotFound(f"no run with the id {run_id!r} in {self.tracking_uri}") from None
             raise
+
+    def parent(self, run_id: str) -> ParentRun | None:
+        """The sweep parent run with this id; None where the run is not a sweep's parent;
+        `RunNotFound` where the store has no run of this id."""
+        run = self.run(run_id)
         return _parent_run(run) if run.data.tags.get(ROLE_TAG) == "parent" else None
 
     def children(self, parent_run_id: str, page_size: int = 1000) -> list[dict[str, Any]]:
@@ -488,7 +492,12 @@ class Tracker:
         return sorted((m for m in found if str(m.status) == "READY"), key=lambda m: m.creation_timestamp)
 
     def log_model_from_run(self, run_id: str) -> str:
-        """Turn a child run's checkpoint artifact into an MLflow model on that run; return its URI."""
+        """Turn a child run's checkpoint artifact into an MLflow model on that run; return its URI.
+        `RunNotFound` where the store has no run of this id, `LookupError` where the run has no
+        checkpoint (a sweep's parent run, or a child whose parameters were not saved)."""
+        if not self.client.list_artifacts(self.run(run_id).info.run_id, "checkpoint"):
+            raise LookupError(f"run {run_id} in {self.tracking_uri} has no checkpoint artifact: it is not a "
+                              "variant's child run, or its variant saved no parameters")
         with tempfile.TemporaryDirectory() as tmp:
             return self.log_model(run_id, self.download_checkpoint(run_id, tmp))
 
