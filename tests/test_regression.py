@@ -85,12 +85,12 @@ def test_predict_answers_in_the_targets_original_units(trained, data, tmp_path, 
                                rtol=1e-6)
 
 
-def test_evaluate_reports_the_test_mse_in_original_units(trained, data, raw_targets):
+def test_evaluate_reports_the_test_mse_in_original_units_and_the_tables_test_loss(trained, data, raw_targets):
     row, folder = trained
     code, out, err = run_main(["--evaluate", folder])
     assert code == 0, err
     evaluated = json.loads(out)
-    assert set(evaluated) == {"checkpoint", "test_mse"}
+    assert set(evaluated) == {"checkpoint", "test_loss", "test_mse"}
     ckpt = load_checkpoint(folder)
     y = original_units(data.test.y, ckpt.meta, raw_targets)
     by_hand = np.mean((hand_predictions(folder, data.test.x) - y) ** 2)
@@ -98,6 +98,7 @@ def test_evaluate_reports_the_test_mse_in_original_units(trained, data, raw_targ
     # the engine's test loss is the same error in standardised units: the saved parameters are the selected ones
     assert evaluated["test_mse"] == pytest.approx(row["test_loss"] * ckpt.meta["target_std"] ** 2, rel=1e-4)
     assert evaluated["test_mse"] > 100  # original units (standardised MSE is about 1)
+    assert evaluated["test_loss"] == pytest.approx(row["test_loss"], rel=1e-4)  # what the sweep's table shows
 
 
 def test_a_reloaded_regression_checkpoint_predicts_identically(trained, data, tmp_path):
