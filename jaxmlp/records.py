@@ -25,9 +25,15 @@ def format_value(value: Any) -> str:
     return str(value)
 
 
+#: The setting key of a zipped setting's name (a sweep file's `zip.name`): the name stands for
+#: the zipped values in labels; they stay in the variant's configuration.
+SETTING_NAME = "name"
+
+
 def setting_label(setting: Mapping[str, Any]) -> str:
-    """'model.activation=relu, model.dropout=0.2' (swept keys in sweep order), or 'base'."""
-    return ", ".join(f"{k}={format_value(v)}" for k, v in setting.items()) or "base"
+    """'model.activation=relu, model.dropout=0.2' (swept keys in sweep order), or 'base'; a named
+    setting's name alone: 'ReLU + max-norm, optimizer.learning_rate=0.1'."""
+    return ", ".join(str(v) if k == SETTING_NAME else f"{k}={format_value(v)}" for k, v in setting.items()) or "base"
 
 
 @dataclasses.dataclass

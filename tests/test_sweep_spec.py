@@ -124,6 +124,39 @@ def test_bad_zipped_seeds_are_refused(tmp_path, spec, message):
         _load(tmp_path, **spec)
 
 
+def test_zip_names_its_settings_and_the_name_stands_for_the_zipped_values(tmp_path):
+    spec = {"grid": {"optimizer.learning_rate": [0.01, 0.1]},
+            "zip": {"name": ["small", "wide + dropout"], "model.hidden": [[16], [64]], "model.dropout": [0.0, 0.5],
+                    "seeds": [1, 2]}}
+    named, plain = _load(tmp_path, **spec), _load(tmp_path, **{**spec, "zip": {
+        k: v for k, v in spec["zip"].items() if k != "name"}})
+    # the same variants, the same identities (a name is no configuration)
+    assert [v.key for v in named.variants] == [v.key for v in plain.variants]
+    assert _values(named, "optimizer.learning_rate", "model.hidden", "model.dropout") == [
+        (0.01, [16], 0.0, 0), (0.01, [64], 0.5, 0), (0.01, [64], 0.5, 1),
+        (0.1, [16], 0.0, 0), (0.1, [64], 0.5, 0), (0.1, [64], 0.5, 1)]
+    assert [dict(v.setting) for v in named.variants[:2]] == [
+        {"name": "small", "optimizer.learning_rate": 0.01}, {"name": "wide + dropout", "optimizer.learning_rate": 0.01}]
+    assert named.variants[1].label == "wide + dropout, optimizer.learning_rate=0.01"
+    assert plain.variants[1].label == "optimizer.learning_rate=0.01, model.hidden=64, model.dropout=0.5"
+    assert named.variants[2].run_name == "wide + dropout · lr 0.01 · seed 1"
+    assert n_variants(named.spec) == len(named.variants) == 6
+    alone = _load(tmp_path, zip={"name": ["a", "b"], "model.dropout": [0.0, 0.5]})
+    assert [v.label for v in alone.variants] == ["a", "b"]
+
+
+@pytest.mark.parametrize("zipped, message", [
+    ({"name": ["a", "a"], "model.dropout": [0.0, 0.5]}, r"zip.name\[1\]: 'a' is also zip.name\[0\]; each setting"),
+    ({"name": ["a", ""], "model.dropout": [0.0, 0.5]}, r"zip.name\[1\]: ''; each setting's name must be a non-empty"),
+    ({"name": ["a", 3], "model.dropout": [0.0, 0.5]}, r"zip.name\[1\]: 3; each setting's name must be"),
+    ({"name": ["a"], "model.dropout": [0.0, 0.5]}, r"zip: every list must have the same length"),
+    ({"name": ["a", "b"], "seeds": [1, 2]}, r"zip.name: names zipped settings, but zip varies nothing"),
+])
+def test_bad_zipped_names_are_refused(tmp_path, zipped, message):
+    with pytest.raises(SweepError, match=message):
+        _load(tmp_path, zip=zipped)
+
+
 def test_variant_keys_are_stable_distinct_and_change_with_seed_and_values(tmp_path):
     spec = {"grid": {"model.activation": ["relu", "tanh"]}, "zip": {"model.dropout": [0.0, 0.2]}, "seeds": 3}
     keys = [v.key for v in _load(tmp_path, **spec).variants]

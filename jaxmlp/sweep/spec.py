@@ -9,7 +9,8 @@
 
 `zip` may also give each of its settings its own seeds (`seeds: [3, 2]`, a count or a list per
 setting), for example fewer seeds for a costly secondary row; the top-level `seeds` is then
-left out. Expansion is deterministic: the same file gives the same variants in the same order.
+left out. `zip.name` names each zipped setting (`name: [standard, dropout]`): labels, run
+names and tables show the name instead of every zipped value. Expansion is deterministic: the same file gives the same variants in the same order.
 Every value is validated before anything runs; errors name the file, key path, bad value
 and what is allowed.
 """
@@ -29,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from jaxmlp.config import (CONFIG_KEYS, ConfigError, RunConfig, did_you_mean, format_validation_error, load_config,
                            set_dotted)
 from jaxmlp.data import split_sizes
-from jaxmlp.records import setting_label
+from jaxmlp.records import SETTING_NAME, setting_label
 from jaxmlp.sweep.bounded_yaml import load_bounded_yaml
 from jaxmlp.sweep.distributions import Distribution, checked, draw
 from jaxmlp.sweep.errors import SweepError
@@ -169,13 +170,17 @@ def load_sweep(path: str | Path) -> Sweep:
 
 #: The `zip` key that gives each zipped setting its own seeds (not a configuration key).
 ZIP_SEEDS = "seeds"
+#: The `zip` key that names each zipped setting (not a configuration key).
+ZIP_NAME = SETTING_NAME
+#: The `zip` keys that are not configuration keys.
+ZIP_SPECIAL = (ZIP_SEEDS, ZIP_NAME)
 
 
 def _axis_sizes(spec: SweepSpec) -> dict[str, int]:
     """The sweep's axes and their lengths, e.g. {'grid.model.activation': 6, 'seeds': 5}
     ('zip x seeds', their variants, where `zip` gives each setting its own seeds)."""
     sizes = {f"grid.{k}": len(v) for k, v in spec.grid.items()}
-    zipped = {k: v for k, v in spec.zip.items() if k != ZIP_SEEDS}
+    zipped = {k: v for k, v in spec.zip.items() if k not in ZIP_SPECIAL}
     if spec.random:
         sizes["random.samples"] = spec.random.samples
     if ZIP_SEEDS in spec.zip:
@@ -216,6 +221,23 @@ def _zipped_seeds(spec: SweepSpec, source: str) -> list[list[int]] | None:
         raise SweepError(f"{source}: zip.seeds: gives seeds to zipped settings, but zip varies nothing else; "
                          "use the top-level 'seeds' instead")
     return [_seed_list(s, f"{source}: zip.seeds[{i}]") for i, s in enumerate(spec.zip[ZIP_SEEDS])]
+
+
+def _zipped_names(spec: SweepSpec, source: str) -> list[str] | None:
+    """Each zipped setting's name where `zip.name` gives them, else None."""
+    if ZIP_NAME not in spec.zip:
+        return None
+    names = spec.zip[ZIP_NAME]
+    if not any(k not in ZIP_SPECIAL for k in spec.zip):
+        raise SweepError(f"{source}: zip.name: names zipped settings, but zip varies nothing; give the zipped "
+                         "keys beside it, or remove it")
+    for i, name in enumerate(names):
+        if not isinstance(name, str) or not name.strip():
+            raise SweepError(f"{source}: zip.name[{i}]: {name!r}; each setting's name must be a non-empty text")
+        if name in names[:i]:
+            raise SweepError(f"{source}: zip.name[{i}]: {name!r} is also zip.name[{names.index(name)}]; "
+                             "each setting needs a name of its own")
+    return names
 
 
 def _check_size(spec: SweepSpec, source: str) -> None:
@@ -262,7 +284,7 @@ def expand(spec: SweepSpec, source: str) -> list[Variant]:
         base = load_config(spec.base, source=f"{source}: base").to_dict()
     except ConfigError as err:
         raise SweepError(str(err)) from None
-    zip_axes = {k: v for k, v in spec.zip.items() if k != ZIP_SEEDS}
+    zip_axes = {k: v for k, v in spec.zip.items() if k not in ZIP_SPECIAL}
     for section, axes in (("grid", spec.grid), ("zip", zip_axes)):
         for key, values in axes.items():
             _check_axis(source, section, key, values, base)
@@ -273,17 +295,19 @@ def expand(spec: SweepSpec, source: str) -> list[Variant]:
         raise SweepError(f"{source}: zip: every list must have the same length (got {sizes})")
     grid = [dict(zip(spec.grid, combo)) for combo in itertools.product(*spec.grid.values())]
     zipped = [dict(zip(zip_axes, combo)) for combo in zip(*zip_axes.values())]
+    names = _zipped_names(spec, source)
     per_setting = _zipped_seeds(spec, source)
     seeds = _seed_list(spec.seeds, f"{source}: seeds")
     if per_setting is None:
         per_setting = [seeds] * max(1, len(zipped))
-    zipped = list(itertools.zip_longest(zipped, per_setting, fillvalue={}))
+    zipped = list(itertools.zip_longest(zipped, per_setting, names or [], fillvalue={}))
     sampled = _random_settings(spec.random, source, base) if spec.random else [{}]
     variants = []
-    for g, (z, z_seeds), r in itertools.product(grid, zipped, sampled):
-        setting = {**g, **z, **r}
+    for g, (z, z_seeds, z_name), r in itertools.product(grid, zipped, sampled):
+        values = {**g, **z, **r}
+        setting = {SETTING_NAME: z_name, **g, **r} if names else values  # the name (first) stands for the zipped values
         raw = base
-        for key, value in setting.items():
+        for key, value in values.items():
             raw = set_dotted(raw, key, value)
         for seed in z_seeds:
             config = load_config(set_dotted(raw, "training.seed", seed), source=source)
