@@ -297,3 +297,17 @@ def test_a_setting_of_one_seed_shows_no_spread():
     one, two = (next(line for line in text if line.startswith(f"model.dropout={d}")) for d in ("0 ", "0.5"))
     assert re.search(r"\s10\.00\s", one) and "±" not in one
     assert "15.00 ± 7.07" in two
+
+
+def test_a_columns_numbers_get_one_number_of_decimals_from_its_largest_value():
+    from jaxmlp.report.tables import table_cells
+
+    rows = [{"setting": "a", "best_val_loss": 0.54831, "best_epoch": 2.0, "train_seconds": 0.07749, "lr": 1234.5},
+            {"setting": "b", "best_val_loss": 1.11549, "best_epoch": 23.0, "train_seconds": 0.0026871, "lr": 0.25},
+            {"setting": "c", "best_val_loss": 2.01912, "best_epoch": 7.0, "train_seconds": float("nan"), "lr": None}]
+    titles, cells = table_cells(rows)
+    column = {t: [row[j] for row in cells] for j, t in enumerate(titles)}
+    assert column["best_val_loss"] == ["0.548", "1.115", "2.019"]  # 4 digits of 2.019, the others aligned
+    assert column["best_epoch"] == ["2", "23", "7"]  # whole numbers (seeds agreeing) show whole
+    assert column["train_seconds"] == ["0.07749", "0.00269", ""]
+    assert column["lr"] == ["1,234", "0", ""]

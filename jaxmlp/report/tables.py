@@ -234,7 +234,24 @@ def report_rows(rows: Sequence[dict[str, Any]],
 
 # -- text tables ---------------------------------------------------------------------------
 
-def _cell(value: Any, key: str = "") -> str:
+#: Significant digits of a column's largest number; the column's other numbers get as many decimals.
+SIGNIFICANT = 4
+
+
+def _decimals(values: Sequence[Any]) -> int | None:
+    """Decimals for a column of numbers: `SIGNIFICANT` digits of its largest magnitude (at most 6
+    decimals; none where every number is whole), so that one column's numbers line up and compare
+    digit by digit (None: no floats)."""
+    finite = [abs(v) for v in values if isinstance(v, float) and math.isfinite(v)]
+    if not finite:
+        return None
+    largest = max(finite)
+    if all(v == int(v) for v in finite):  # e.g. the mean best epoch where every seed agrees
+        return 0
+    return 6 if largest == 0 else min(6, max(0, SIGNIFICANT - 1 - math.floor(math.log10(largest))))
+
+
+def _cell(value: Any, key: str = "", decimals: int | None = None) -> str:
     if value is None:
         return ""
     if isinstance(value, float):
@@ -242,7 +259,7 @@ def _cell(value: Any, key: str = "") -> str:
             return ""
         if key in _PERCENT_KEYS:
             return f"{value:+.2f}" if key == "reference_diff" else f"{value:.2f}"
-        return f"{value:.4g}"
+        return f"{value:,.{decimals}f}" if decimals is not None else f"{value:.{SIGNIFICANT}g}"
     return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value)
 
 
@@ -266,8 +283,9 @@ def table_cells(rows: Sequence[dict[str, Any]],
     def spread(r: Mapping[str, Any], c: str) -> str:
         return f" ± {r[f'{c}_std']:.{digits}f}" if r.get("n_seeds", 2) > 1 else ""
 
+    decimals = {c: _decimals([r.get(c) for r in rows]) for c in columns}
     cells = [[f"{r[c]:.{digits}f}{spread(r, c)}" if c == metric and math.isfinite(r[c])
-              else _cell(r.get(c), c) for c in columns] for r in rows]
+              else _cell(r.get(c), c, decimals[c]) for c in columns] for r in rows]
     return [(headers or {}).get(c, c) for c in columns], cells
 
 
