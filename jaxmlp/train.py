@@ -177,11 +177,10 @@ def evaluate_command(folder: Path) -> dict[str, Any]:
         y = np.asarray(data.test.y)
         nll = -np.mean(np.log(np.clip(out[np.arange(len(y)), y], 1e-12, None)))
         return {"checkpoint": str(folder), "test_accuracy": float(np.mean(out.argmax(1) == y)), "test_loss": float(nll)}
-    std, mean = ckpt.meta["target_std"], ckpt.meta["target_mean"]
-    target = np.asarray(data.test.y) * std + mean
-    # test_loss: the training loss on standardised targets, as sweeps log and report it; test_mse in the targets' units
-    return {"checkpoint": str(folder), "test_loss": float(np.mean(((out - mean) / std - np.asarray(data.test.y)) ** 2)),
-            "test_mse": float(np.mean((out - target) ** 2))}
+    std = ckpt.meta["target_std"]
+    mse = float(np.mean((out - (np.asarray(data.test.y) * std + ckpt.meta["target_mean"])) ** 2))
+    # test_mse in the targets' units; test_loss the same error on standardised targets, as sweeps log and report it
+    return {"checkpoint": str(folder), "test_loss": mse / std**2, "test_mse": mse}
 
 
 def read_inputs(path: Path) -> np.ndarray:

@@ -245,10 +245,9 @@ def _decimals(values: Sequence[Any]) -> int | None:
     finite = [abs(v) for v in values if isinstance(v, float) and math.isfinite(v)]
     if not finite:
         return None
-    largest = max(finite)
-    if all(v == int(v) for v in finite):  # e.g. the mean best epoch where every seed agrees
+    if all(v == int(v) for v in finite):  # e.g. the mean best epoch where every seed agrees (zeros too)
         return 0
-    return 6 if largest == 0 else min(6, max(0, SIGNIFICANT - 1 - math.floor(math.log10(largest))))
+    return min(6, max(0, SIGNIFICANT - 1 - math.floor(math.log10(max(finite)))))
 
 
 def _cell(value: Any, key: str = "", decimals: int | None = None) -> str:

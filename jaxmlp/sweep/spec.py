@@ -10,8 +10,8 @@
 `zip` may also give each of its settings its own seeds (`seeds: [3, 2]`, a count or a list per
 setting), for example fewer seeds for a costly secondary row; the top-level `seeds` is then
 left out. `zip.name` names each zipped setting (`name: [standard, dropout]`): labels, run
-names and tables show the name instead of every zipped value. Expansion is deterministic: the same file gives the same variants in the same order.
-Every value is validated before anything runs; errors name the file, key path, bad value
+names and tables show the name instead of every zipped value. Expansion is deterministic:
+the same file gives the same variants in the same order. Every value is validated before anything runs; errors name the file, key path, bad value
 and what is allowed.
 """
 from __future__ import annotations

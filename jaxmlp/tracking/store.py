@@ -495,7 +495,8 @@ class Tracker:
         """Turn a child run's checkpoint artifact into an MLflow model on that run; return its URI.
         `RunNotFound` where the store has no run of this id, `LookupError` where the run has no
         checkpoint (a sweep's parent run, or a child whose parameters were not saved)."""
-        if not self.client.list_artifacts(self.run(run_id).info.run_id, "checkpoint"):
+        self.run(run_id)  # RunNotFound before anything else
+        if not self.client.list_artifacts(run_id, "checkpoint"):
             raise LookupError(f"run {run_id} in {self.tracking_uri} has no checkpoint artifact: it is not a "
                               "variant's child run, or its variant saved no parameters")
         with tempfile.TemporaryDirectory() as tmp:
