@@ -24,8 +24,9 @@ def early_stopping_update(es: EarlyStopping, metric: jax.Array, epoch: jax.Array
 
 
 def end_of_epoch(s: Structure, state: TrainState, hp: HParams, carry, metrics, next_key: jax.Array,
-                 epoch: jax.Array, val: Split, choice: int | jax.Array = 0) -> tuple[TrainState, dict[str, jax.Array]]:
-    """Validate, update early stopping and freeze: one variant, after its minibatch steps.
+                 val: Split, choice: int | jax.Array = 0) -> tuple[TrainState, dict[str, jax.Array]]:
+    """Validate, update early stopping and freeze: one variant, after its minibatch steps of
+    its epoch `state.epoch + 1` (the variant's own count). It stops after `s.epochs` epochs.
 
     A variant that is no longer active keeps its state unchanged; one whose loss turns
     NaN or infinite, or exceeds `divergence_factor` times its loss before the first update
@@ -34,6 +35,7 @@ def end_of_epoch(s: Structure, state: TrainState, hp: HParams, carry, metrics, n
     """
     params, opt_state, step = carry
     losses, accs, lrs = metrics
+    epoch = state.epoch + 1
     val_metrics = evaluate(s, params, hp, val, choice)
     train_loss = losses.mean()
     initial_loss = jnp.where(jnp.isnan(state.initial_loss), losses[0], state.initial_loss)
@@ -45,11 +47,12 @@ def end_of_epoch(s: Structure, state: TrainState, hp: HParams, carry, metrics, n
     es, improved = early_stopping_update(state.es, monitored, epoch, hp.min_delta)
     best_params = jax.tree_util.tree_map(lambda new, old: jnp.where(improved, new, old), params, state.best_params)
     proceed = state.active & finite
-    still_active = proceed & (es.bad_epochs < hp.patience)
-    candidate = TrainState(params, opt_state, next_key, step, best_params, es, still_active, state.diverged,
+    still_active = proceed & (es.bad_epochs < hp.patience) & (epoch < s.epochs)
+    candidate = TrainState(params, opt_state, next_key, step, epoch, best_params, es, still_active, state.diverged,
                            state.stopped_epoch, initial_loss)
     new_state = jax.tree_util.tree_map(lambda new, old: jnp.where(proceed, new, old), candidate, state)
     new_state = new_state._replace(
+        epoch=jnp.where(state.active, epoch, state.epoch),  # a diverged epoch counts, its state does not
         active=still_active,
         diverged=state.diverged | (state.active & ~finite),
         stopped_epoch=jnp.where(state.active & ~still_active, epoch, state.stopped_epoch),
@@ -61,5 +64,6 @@ def end_of_epoch(s: Structure, state: TrainState, hp: HParams, carry, metrics, n
         "momentum": (momentum_at(step - 1, s.steps_per_epoch, hp.momentum, hp.momentum_start, hp.momentum_ramp_epochs)
                      if s.optimizer in ("sgd", "rmsprop") else jnp.float32(jnp.nan)),
         "active": new_state.active, "diverged": new_state.diverged, "best_epoch": new_state.es.best_epoch,
+        "variant_epoch": epoch,
     }
     return new_state, record

@@ -13,6 +13,7 @@ chunk runs the others; only the numbers and the parts' choices are inputs.
 from __future__ import annotations
 
 import dataclasses
+from collections import Counter
 from typing import Sequence
 
 from jaxmlp.activations import is_noisy
@@ -82,6 +83,14 @@ def plan_chunks(configs: Sequence[RunConfig], max_part: int, max_program: int | 
         initializers=tuple(dict.fromkeys(resolve_init(c.model.init, c.model.activation) for c in configs)),
         features=features_of(configs))
     return layout, [sum(chunk, []) for chunk in chunks if chunk]
+
+
+def holding_layout(configs: Sequence[RunConfig], devices: int = 1) -> Layout:
+    """A layout with a slot for every variant of `configs` (one program, nothing queued): parts
+    as wide as the largest structure (a multiple of `devices`), or narrower where that pads less."""
+    biggest = max(Counter(structure_key(c) for c in configs).values())
+    layout, _ = plan_chunks(configs, biggest + (-biggest % devices), 2**62, devices)
+    return layout
 
 
 #: A narrower part than the widest is taken only when it saves at least this share of the slots.

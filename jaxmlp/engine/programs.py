@@ -1,6 +1,7 @@
-"""The compiled programs a Trainer runs, for the families of its variants: initialisation,
-one epoch of every part, a part's final evaluation; and the two small programs an adaptive
-search runs between epochs (stopping variants, copying states along the variant axis)."""
+"""The compiled programs a Trainer runs, for the families of its slots: initialisation, one
+epoch of every part, refilling freed slots with the next variants, a part's final
+evaluation; and the two small programs an adaptive search runs between epochs (stopping
+variants, copying states along the variant axis)."""
 from __future__ import annotations
 
 from functools import partial
@@ -37,7 +38,7 @@ def _unless_stopped(several: bool, active, run, *args):
 def _over_parts(family: Family, fn, *stacked):
     """`fn(*part_slices)` for every part of the family, outputs stacked on a leading part axis:
     called directly for a lone part, else as the body of a `lax.scan`."""
-    if len(family.parts) == 1:
+    if family.n_parts == 1:
         out = fn(*jax.tree_util.tree_map(lambda a: a[0], stacked))
         return jax.tree_util.tree_map(lambda a: a[None], out)
     _, out = jax.lax.scan(lambda _, xs: (None, fn(*xs)), None, stacked)
@@ -45,29 +46,30 @@ def _over_parts(family: Family, fn, *stacked):
 
 
 def _part_epoch(s: Structure, state: TrainState, hp: HParams, batches, step_keys, next_key, choice,
-                epoch: jax.Array, train: Split, val: Split):
-    """One part's epoch (its variants vmapped): a scan over its minibatch steps, then
-    validation, early stopping and freezing. Each step draws its dropout and noise
-    uniforms in one call (none when the structure needs none)."""
-    step = jax.vmap(partial(train_step, s, choice=choice), in_axes=(0, None, 0, 0))
+                train: Split, val: Split):
+    """One part's epoch (its variants vmapped, each slot's activation its own `choice`): a scan
+    over its minibatch steps, then validation, early stopping and freezing. Each step draws
+    its dropout and noise uniforms in one call (none when the structure needs none)."""
+    step = jax.vmap(partial(train_step, s), in_axes=(0, None, 0, 0, 0))
 
     def body(carry, xs):
         index, keys = xs
-        return step(hp, train, carry, (index, jax.vmap(partial(step_draws, s))(keys)))
+        return step(hp, train, carry, (index, jax.vmap(partial(step_draws, s))(keys)), choice)
 
     carry = (state.params, state.opt_state, state.step)
     carry, metrics = jax.lax.scan(body, carry, (jnp.swapaxes(batches, 0, 1), jnp.swapaxes(step_keys, 0, 1)))
     metrics = jax.tree_util.tree_map(lambda a: jnp.swapaxes(a, 0, 1), metrics)  # [variant, step]
-    finish = jax.vmap(partial(end_of_epoch, s, choice=choice), in_axes=(0, 0, 0, 0, 0, None, None))
-    return finish(state, hp, carry, metrics, next_key, epoch, val)
+    finish = jax.vmap(partial(end_of_epoch, s), in_axes=(0, 0, 0, 0, 0, None, 0))
+    return finish(state, hp, carry, metrics, next_key, val, choice)
 
 
 def _n_parts(families: Sequence[Family]) -> int:
-    return sum(len(f.parts) for f in families)
+    return sum(f.n_parts for f in families)
 
 
-def program_epoch(families: Sequence[Family], states, inputs, epoch, train: Split, val: Split):
-    """One epoch of every part, each skipped (`lax.cond`) once all its variants stopped.
+def program_epoch(families: Sequence[Family], states, inputs, train: Split, val: Split):
+    """One epoch of every part, each skipped (`lax.cond`) once all its slots are idle; every
+    variant counts its own epochs (`TrainState.epoch`).
 
     Randomness costs compile time per call site, so all variants of all parts draw their
     epoch's randomness (shuffles, step keys) in one vmapped call.
@@ -82,13 +84,14 @@ def program_epoch(families: Sequence[Family], states, inputs, epoch, train: Spli
     new_states, records = [], []
     for i, (family, st, (hp, sel)) in enumerate(zip(families, states, inputs)):
         rows = lambda a: a[bounds[i]:bounds[i + 1]].reshape(*shapes[i], *a.shape[1:])  # noqa: E731
-        run = partial(_part_epoch, family.structure, epoch=epoch, train=train, val=val)
+        run = partial(_part_epoch, family.structure, train=train, val=val)
 
         def one_part(st, hp, sel, batches, step_keys, next_key, run=run):
             new_state, record = _unless_stopped(several, st.active, run, st, hp, batches, step_keys, next_key,
-                                                sel.activation[0])
-            if several:
-                record.update(active=new_state.active, diverged=new_state.diverged, best_epoch=new_state.es.best_epoch)
+                                                sel.activation)
+            if several:  # (a skipped part's record is zeros: these say what its slots hold)
+                record.update(active=new_state.active, diverged=new_state.diverged,
+                              best_epoch=new_state.es.best_epoch, variant_epoch=new_state.epoch)
             return new_state, record
 
         new_state, record = _over_parts(family, one_part, st, hp, sel, rows(batches), rows(step_keys), rows(next_keys))
@@ -98,8 +101,8 @@ def program_epoch(families: Sequence[Family], states, inputs, epoch, train: Spli
 
 
 def program_init(families: Sequence[Family], inputs):
-    """Every part's initial states, from one vmapped random call over all variants; each part
-    initialised by its selected initializer, frozen variants inactive from the start."""
+    """Every slot's initial state, from one vmapped random call over all slots; each initialised
+    from its variant's seed by its selected initializer, empty slots inactive."""
     seeds = jnp.concatenate([hp.seed.reshape(-1) for hp, _ in inputs])
     bits = jax.vmap(partial(init_bits, families[0].structure))(seeds)
     out, offset = [], 0
@@ -113,23 +116,43 @@ def program_init(families: Sequence[Family], inputs):
     return tuple(out)
 
 
+def program_refill(families: Sequence[Family], states, inputs, masks):
+    """The states with the slots of `masks` (per family, [part, variant] bools) started afresh
+    for the variants the inputs now name there: parameters from their seeds, fresh optimizer
+    and early-stopping state, their own epoch and step counts at zero."""
+    fresh = program_init(families, inputs)
+    return tuple(_where_rows(mask, new, old) for mask, new, old in zip(masks, fresh, states))
+
+
+def _where_rows(mask: jax.Array, new: TrainState, old: TrainState) -> TrainState:
+    """Rows [part, variant] of `new` where `mask`, else of `old` (random keys through their data)."""
+    def pick(a, b):
+        return jnp.where(mask.reshape(*mask.shape, *([1] * (a.ndim - mask.ndim))), a, b)
+
+    state = jax.tree_util.tree_map(pick, new._replace(key=None), old._replace(key=None))
+    key = jax.random.wrap_key_data(pick(jax.random.key_data(new.key), jax.random.key_data(old.key)))
+    return state._replace(key=key)
+
+
 def program_final(family: Family, state: TrainState, inputs, part: jax.Array, train: Split, test: Split):
     """One part of a family (`part`: its index there, a traced scalar, so one program serves
-    every part): the selected parameters, their test and training-split metrics, and the
-    epoch each variant stopped in."""
+    every part): the selected parameters, their test and training-split metrics, and each
+    slot's epoch count, stopping epoch, best epoch and divergence."""
     state, (hp, sel) = jax.tree_util.tree_map(lambda a: jax.lax.dynamic_index_in_dim(a, part, keepdims=False),
                                               (state, inputs))
-    params, test_metrics, train_metrics = jax.vmap(partial(final_evaluation, family.structure,
-                                                           choice=sel.activation[0]),
-                                                   in_axes=(0, 0, None, None))(state, hp, train, test)
-    return params, test_metrics, train_metrics, state.stopped_epoch
+    params, test_metrics, train_metrics = jax.vmap(partial(final_evaluation, family.structure),
+                                                   in_axes=(0, 0, None, None, 0))(state, hp, train, test,
+                                                                                  sel.activation)
+    ends = {"epoch": state.epoch, "stopped_epoch": state.stopped_epoch, "best_epoch": state.es.best_epoch,
+            "diverged": state.diverged}
+    return params, test_metrics, train_metrics, ends
 
 
 @jax.jit
-def stop_rows(state: TrainState, rows: jax.Array, epoch: jax.Array) -> TrainState:
-    """The state with the active variants of `rows` stopped in `epoch`."""
+def stop_rows(state: TrainState, rows: jax.Array) -> TrainState:
+    """The state with the active variants of `rows` stopped in their last epoch."""
     return state._replace(active=state.active & ~rows,
-                          stopped_epoch=jnp.where(rows & state.active, epoch, state.stopped_epoch))
+                          stopped_epoch=jnp.where(rows & state.active, state.epoch, state.stopped_epoch))
 
 
 @jax.jit
@@ -143,3 +166,17 @@ def copy_rows(state: TrainState, gather: jax.Array) -> TrainState:
 
     key = state.key
     return jax.tree_util.tree_map(take, state._replace(key=None))._replace(key=key)
+
+
+@jax.jit
+def move_rows(state: TrainState, gather: jax.Array, vacated: jax.Array) -> TrainState:
+    """Each row [part, variant] of the state replaced by the row `gather` names (its flat
+    index), random key included; the rows of `vacated` (moved away) become inactive."""
+    flat = gather.reshape(-1)
+
+    def take(a):
+        return a.reshape(-1, *a.shape[2:])[flat].reshape(a.shape)
+
+    moved = jax.tree_util.tree_map(take, state._replace(key=None))
+    moved = moved._replace(key=jax.random.wrap_key_data(take(jax.random.key_data(state.key))))
+    return moved._replace(active=moved.active & ~vacated)

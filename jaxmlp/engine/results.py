@@ -63,12 +63,13 @@ class GroupResult:
 
 
 def variant_history(records: Sequence[dict[str, np.ndarray]], i: int) -> list[dict[str, float]]:
-    """Variant i's per-epoch metrics (only epochs it trained), with one key per dead-unit layer."""
+    """Variant i's per-epoch metrics (only the program's epochs it trained in, numbered by its
+    own epoch count), with one key per dead-unit layer."""
     history = []
     for r in records:
         if not r["trained"][i]:
             continue
-        row = {"epoch": r["epoch"], "epoch_seconds": r["epoch_seconds"]}
+        row = {"epoch": int(r["variant_epoch"][i]), "epoch_seconds": r["epoch_seconds"]}
         for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "learning_rate", "momentum"):
             if key in r and (np.isfinite(r[key][i]) or key.endswith("loss")):
                 row[key] = float(r[key][i])

@@ -21,12 +21,15 @@ class EarlyStopping(NamedTuple):
 
 
 class TrainState(NamedTuple):
-    """One variant's whole training state; `active` is False once it stopped or diverged."""
+    """One variant's whole training state; `active` is False once it stopped or diverged. Its
+    time is its own: `step` and `epoch` count its updates and epochs since it entered a slot,
+    so its schedules, shuffles and history do not depend on when or where it trained."""
 
     params: Any
     opt_state: Any
     key: jax.Array
     step: jax.Array
+    epoch: jax.Array  # epochs the variant trained
     best_params: Any
     es: EarlyStopping
     active: jax.Array
@@ -51,7 +54,7 @@ def state_from_bits(s: Structure, hp: HParams, bits: jax.Array, init_choice: int
     params = params_from_uniform(s.model, 2.0 * uniform_from_bits(bits[2:]) - 1.0, (s.n_inputs,), init_choice)
     return TrainState(
         params=params, opt_state=optimizer_of(s, hp).init(params), key=jax.random.wrap_key_data(bits[:2]),
-        step=jnp.int32(0), best_params=params,
+        step=jnp.int32(0), epoch=jnp.int32(0), best_params=params,
         es=EarlyStopping(jnp.float32(jnp.inf), jnp.int32(0), jnp.int32(0)),
         active=jnp.bool_(True), diverged=jnp.bool_(False), stopped_epoch=jnp.int32(0),
         initial_loss=jnp.float32(jnp.nan),

@@ -1,14 +1,21 @@
-"""The Trainer: K variants of one structure, or of several that share a program, trained at once.
+"""The Trainer: many variants of one structure, or of several that share a program, trained
+in the slots of one compiled program.
 
 The other engine modules hold what one variant does (a step, an epoch's end, evaluation,
-early stopping); the Trainer compiles that for many variants (`programs`): vmapped over a
-leading variant axis, parts of different activations sharing one copy of the code
-(`families`), optionally sharded over several devices, and runs the epochs. The host wakes
-once per epoch to receive a small record; a variant that stopped is evaluated at once.
-Nothing here touches files, MLflow or the terminal.
+early stopping); the Trainer compiles that for many slots (`programs`): vmapped over a
+leading variant axis, slots of different activations sharing one copy of the code
+(`families`), optionally sharded over several devices, and runs the epochs. Variants wait in
+their family's queue; a variant that stops (early stopping, divergence, its budget, a
+search) is evaluated at once and its slot takes the next queued variant before the next
+epoch (continuous batching), so a program never trains for its slowest member. Once the
+queue is empty, the variants still training are moved into as few parts as they fill, and
+idle parts cost nothing. Every variant counts its own steps and epochs, so its numbers do
+not depend on the slot or the epoch it entered in. The host wakes once per epoch to receive
+a small record. Nothing here touches files, MLflow or the terminal.
 """
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import dataclasses
 import time
@@ -21,9 +28,10 @@ import numpy as np
 
 from jaxmlp.config import RunConfig, numeric_fields
 from jaxmlp.data import Dataset, Split
-from jaxmlp.engine.families import Family, Part
-from jaxmlp.engine.layout import Layout
-from jaxmlp.engine.programs import copy_rows, program_epoch, program_final, program_init, stop_rows
+from jaxmlp.engine.families import Family, Selectors, family_index
+from jaxmlp.engine.layout import Layout, holding_layout
+from jaxmlp.engine.programs import (copy_rows, move_rows, program_epoch, program_final, program_init, program_refill,
+                                    stop_rows)
 from jaxmlp.engine.results import GroupResult, VariantResult, variant_history
 from jaxmlp.engine.structure import hparams_of, merge_key, structure_key, structure_of
 
@@ -40,12 +48,16 @@ VALIDATION_KEYS = ("val_loss", "val_accuracy", "dead_fraction")
 class Snapshot:
     """A trainer's state after an epoch, on the host: what `Trainer.run(resume=...)` needs to
     go on as if never interrupted (the states' leaves, random keys as their data; the epoch
-    records so far, without their finished results; the seconds trained)."""
+    records so far, without their finished results; the seconds trained; per family, which
+    variant each slot holds (-1: none) and the queue; the variants finished so far)."""
 
     epoch: int
     leaves: list[np.ndarray]
     records: list[dict[str, Any]]
     seconds: float
+    slots: list[np.ndarray] = dataclasses.field(default_factory=list)
+    queues: list[list[int]] = dataclasses.field(default_factory=list)
+    finished: list[int] = dataclasses.field(default_factory=list)
 
 
 class SnapshotMismatch(ValueError):
@@ -53,15 +65,14 @@ class SnapshotMismatch(ValueError):
 
 
 class Trainer:
-    """Trains a set of variants in one compiled program.
+    """Trains a set of variants in the slots of one compiled program.
 
-    Variants are split into parts of one structure each (they may differ in activation
-    and initialiser, see `merge_key`); each part is vmapped, and all parts run in the same
-    jitted epoch, parts that differ only in activation and initialiser sharing one copy of
-    the code (`Family`). With `devices > 1` every part's variant axis is sharded over that
-    many devices (padded with copies of its last variant). Iterate `run()` to receive one
-    host-side record per epoch (arrays over variants, in the order given); `result` is set
-    when the loop ends.
+    The `layout` sets the program's shape: families of parts of slots (default: a slot for
+    every variant, `holding_layout`). Variants wait in their family's queue (in the order
+    given, `frozen` ones never) and take free slots before each epoch; a slot's activation
+    and initialiser are its variant's. With `devices > 1` every part's variant axis is
+    sharded over that many devices. Iterate `run()` to receive one host-side record per
+    epoch (arrays over variants, in the order given); `result` is set when the loop ends.
     """
 
     def __init__(self, configs: Sequence[RunConfig], data: Dataset, devices: int = 1, *,
@@ -72,26 +83,17 @@ class Trainer:
             raise ValueError(f"frozen: {self.frozen.shape[0]} flags for {len(self.configs)} variants; give one per variant")
         if len({merge_key(c) for c in self.configs}) != 1:
             structure_of(self.configs, data)  # raises, naming the keys that differ
-        by_structure: dict[tuple, list[int]] = {}
-        for i, c in enumerate(self.configs):
-            by_structure.setdefault(structure_key(c), []).append(i)
-        features = layout.features if layout else frozenset()
-        parts = []
-        for rows in by_structure.values():
-            size = layout.part_size if layout else len(rows) + (-len(rows) % devices)
-            for piece in (rows[start:start + size] for start in range(0, len(rows), size)):
-                padded = piece + [piece[-1]] * (size - len(piece))
-                group = [self.configs[i] for i in padded]
-                parts.append(Part(structure_of(group, data, features), np.asarray(piece), hparams_of(group),
-                                   self.frozen[padded]))
-
-        def filler_part(template: RunConfig) -> Part:
-            group = [template] * layout.part_size
-            return Part(structure_of(group, data, features), np.zeros(0, int), hparams_of(group), np.ones(size, bool))
-
-        self.families = tuple(Family.of(parts, layout, filler_part))
-        self.parts = [p for f in self.families for p in f.parts]
-        self.structures = [p.structure for p in self.parts if len(p.index)]
+        self.layout = layout or holding_layout(self.configs, devices)
+        features = self.layout.features
+        by_structure: dict[tuple, list[RunConfig]] = {}
+        for c in self.configs:
+            by_structure.setdefault(structure_key(c), []).append(c)
+        self.structures = [structure_of(group, data, features) for group in by_structure.values()]
+        self.families = tuple(Family.of(self.layout, data))
+        self._family = np.asarray([family_index(self.families, c) for c in self.configs], int)
+        self._selectors = np.asarray([self.families[f].selectors_of(c) for f, c in zip(self._family, self.configs)],
+                                     np.int32).reshape(-1, 2)
+        self._hp = hparams_of(self.configs)
         self.epochs = self.structures[0].epochs
         self.data = data if isinstance(data.train.x, jax.Array) else data.on_device()
         self.compile_seconds = 0.0
@@ -101,24 +103,31 @@ class Trainer:
         self._key = (tuple(f.key for f in self.families), devices,
                      tuple((a.shape, str(a.dtype)) for a in (*d.train, *d.val, *d.test)))
         programs = [partial(program_init, self.families), partial(program_epoch, self.families),
-                    *(partial(program_final, f) for f in self.families)]
+                    partial(program_refill, self.families), *(partial(program_final, f) for f in self.families)]
         self._variant_sharding = None
         if devices > 1:
             programs = self._shard(programs, devices)
-        self._host_inputs = tuple(f.inputs for f in self.families)
+        self._slots = [np.full(f.shape, -1) for f in self.families]  # the variant each slot holds
+        self._slot_active = [np.zeros(f.shape, bool) for f in self.families]  # ... and whether it trains
+        self._queues = [collections.deque(i for i in range(len(self.configs))
+                                          if self._family[i] == f and not self.frozen[i])
+                        for f in range(len(self.families))]
+        self._host_inputs = tuple(self._empty_inputs(f) for f in range(len(self.families)))
         self.inputs = self._place(self._host_inputs)
         self.tracked_hparams: tuple[str, ...] = ()  # vmapped numbers each record carries (they may change)
         self._results: dict[int, VariantResult] = {}
         self._pending: dict[int, VariantResult] = {}
         self._pruned: dict[int, int] = {}
         self._lineage: dict[int, list[dict[str, int]]] = {}
+        self._entered: dict[int, float] = {}
         self._init_fn = programs[0]  # (its output's shapes check a snapshot)
         self._init = jax.jit(programs[0])
         self._epoch = jax.jit(programs[1], donate_argnums=0)
-        self._finals = [jax.jit(f) for f in programs[2:]]
+        self._refill = jax.jit(programs[2], donate_argnums=0)
+        self._finals = [jax.jit(f) for f in programs[3:]]
 
     def _shard(self, programs, devices: int):
-        """Each device runs the programs on its share of every part's variants (`shard_map`:
+        """Each device runs the programs on its share of every part's slots (`shard_map`:
         no cross-device work, and it compiles about as fast as the one-device program)."""
         P = jax.sharding.PartitionSpec
         mesh = jax.sharding.Mesh(np.asarray(jax.devices()[:devices]), ("variants",))
@@ -128,91 +137,223 @@ class Trainer:
                                         test=put(self.data.test))
         v = P(None, "variants")  # [part, variant, ...]
         self._variant_sharding = jax.sharding.NamedSharding(mesh, v)
-        specs = [((v,), v), ((v, v, P(), P(), P()), (v, v))] + [((v, v, P(), P(), P()), P("variants"))] * len(programs[2:])
+        specs = [((v,), v), ((v, v, P(), P()), (v, v)), ((v, v, v), v)] + \
+            [((v, v, P(), P(), P()), P("variants"))] * len(programs[3:])
         return [jax.shard_map(f, mesh=mesh, in_specs=i, out_specs=o, check_vma=False)
                 for f, (i, o) in zip(programs, specs)]
 
     def _place(self, tree):
         return jax.device_put(tree, self._variant_sharding)
 
+    def _empty_inputs(self, f: int):
+        """A family's inputs with every slot empty: the numbers of its first variant (or of the
+        layout's template), which an empty slot computes with and discards."""
+        family = self.families[f]
+        members = np.flatnonzero(self._family == f)
+        template = self.configs[members[0]] if len(members) else self.layout.families[f][0]
+        hp = jax.tree_util.tree_map(lambda a: np.broadcast_to(a, family.shape).copy(), hparams_of([template]))
+        act, init = family.selectors_of(template) if len(members) else (0, 0)
+        return hp, Selectors(np.full(family.shape, act, np.int32), np.full(family.shape, init, np.int32),
+                             np.ones(family.shape, bool))
+
     def compile(self) -> float:
         """Compile every program ahead of time, or take them from an earlier Trainer with the
-        same families; returns (and keeps) the compile seconds."""
+        same families; returns (and keeps) the compile seconds. The refill program is compiled
+        where variants wait for slots."""
         start = time.perf_counter()
         self.reused_programs = self._key in _COMPILED
         if self.reused_programs:
-            self._init, self._epoch, self._finals = _COMPILED[self._key]
+            self._init, self._epoch, self._refill, self._finals = _COMPILED[self._key]
             self.compile_seconds = time.perf_counter() - start
             return self.compile_seconds
         d = self.data
         states = jax.tree_util.tree_map(
             lambda sd: jax.ShapeDtypeStruct(sd.shape, sd.dtype, sharding=self._variant_sharding),
             jax.eval_shape(self._init, self.inputs))
+        masks = self._place(tuple(np.zeros(f.shape, bool) for f in self.families))
+        refills = sum(f.n_parts * f.part_size for f in self.families) < int((~self.frozen).sum())
         # XLA compiles without the GIL: each program compiles in a thread while the next one is traced.
         with concurrent.futures.ThreadPoolExecutor(3, thread_name_prefix="jaxmlp-compile") as pool:
             init = pool.submit(self._init.lower(self.inputs).compile)
-            epoch = pool.submit(self._epoch.lower(states, self.inputs, jnp.int32(1), d.train, d.val).compile)
+            epoch = pool.submit(self._epoch.lower(states, self.inputs, d.train, d.val).compile)
+            refill = pool.submit(self._refill.lower(states, self.inputs, masks).compile) if refills else None
             finals = [pool.submit(f.lower(st, inp, jnp.int32(0), d.train, d.test).compile)
                       for f, st, inp in zip(self._finals, states, self.inputs)]
             self._init, self._epoch = init.result(), epoch.result()
+            self._refill = refill.result() if refill else self._refill
             self._finals = [f.result() for f in finals]
-        _COMPILED[self._key] = (self._init, self._epoch, self._finals)
+        _COMPILED[self._key] = (self._init, self._epoch, self._refill, self._finals)
         self.compile_seconds = time.perf_counter() - start
         return self.compile_seconds
 
-    def _gather(self, per_family: Sequence[Any]) -> Any:
-        """Per-family host arrays [part, variant, ...] in the caller's variant order (padding dropped)."""
-        order = np.argsort(np.concatenate([p.index for p in self.parts]))
-        pieces = [jax.tree_util.tree_map(lambda a, j=j, n=len(p.index): np.asarray(a)[j, :n], x)
-                  for f, x in zip(self.families, per_family) for j, p in enumerate(f.parts)]
-        return jax.tree_util.tree_map(lambda *a: np.concatenate(a)[order], *pieces)
+    # -- slots and queues (host side) --
+    def _where(self) -> dict[int, tuple[int, int, int]]:
+        """Each variant in a slot -> (family, part, row)."""
+        return {int(i): (f, j, row) for f, slots in enumerate(self._slots)
+                for (j, row), i in np.ndenumerate(slots) if i >= 0}
+
+    def _occupants(self) -> np.ndarray:
+        """The variant of every slot, all families' slots flattened in order (-1: empty)."""
+        return np.concatenate([s.reshape(-1) for s in self._slots])
+
+    def _fill(self) -> tuple[list[int], list[np.ndarray]]:
+        """Free slots take the next variants of their family's queue (on the host: slot map
+        and inputs); returns the variants that entered and, per family, the slots they took."""
+        started, masks = [], []
+        host = [(jax.tree_util.tree_map(np.copy, hp), sel._replace(activation=sel.activation.copy(),
+                                                                   init=sel.init.copy(), frozen=sel.frozen.copy()))
+                for hp, sel in self._host_inputs]
+        now = time.perf_counter()
+        for f, (slots, queue) in enumerate(zip(self._slots, self._queues)):
+            mask = np.zeros(slots.shape, bool)
+            for j, row in zip(*np.nonzero(slots < 0)):
+                if not queue:
+                    break
+                i = queue.popleft()
+                slots[j, row], mask[j, row], self._slot_active[f][j, row] = i, True, True
+                hp, sel = host[f]
+                for name, column in zip(hp._fields, self._hp):
+                    getattr(hp, name)[j, row] = column[i]
+                sel.activation[j, row], sel.init[j, row] = self._selectors[i]
+                sel.frozen[j, row] = False
+                self._entered[i] = now
+                started.append(i)
+            masks.append(mask)
+        if started:
+            self._host_inputs = tuple(host)
+            self.inputs = self._place(self._host_inputs)
+        return started, masks
+
+    def _compact(self) -> None:
+        """Where a family's queue is empty, move the variants still training into as few parts
+        as they fill (a gather along the slot axes, random keys included), so the emptied
+        parts are skipped: the tail of a program costs only the slots it needs."""
+        for f, (slots, queue) in enumerate(zip(self._slots, self._queues)):
+            family = self.families[f]
+            busy = (slots >= 0).sum(axis=1)
+            needed = -(-int(busy.sum()) // family.part_size)
+            if queue or family.n_parts == 1 or int((busy > 0).sum()) <= needed:
+                continue
+            keep = sorted(np.argsort(-busy, kind="stable")[:needed])
+            free = [(j, row) for j in keep for row in range(family.part_size) if slots[j, row] < 0]
+            moves = [((j, row), free.pop(0)) for j in range(family.n_parts) if j not in keep
+                     for row in range(family.part_size) if slots[j, row] >= 0]
+            gather = np.arange(slots.size).reshape(slots.shape)
+            vacated = np.zeros(slots.shape, bool)
+            active = self._slot_active[f]
+            hp, sel = jax.tree_util.tree_map(np.copy, self._host_inputs[f])
+            for src, dst in moves:
+                gather[dst] = gather[src]
+                vacated[src] = True
+                slots[dst], slots[src] = slots[src], -1
+                active[dst], active[src] = active[src], False
+                for a in (*hp, *sel):
+                    a[dst] = a[src]
+                sel.frozen[src] = True
+            self._host_inputs = tuple(inp if g != f else (hp, sel) for g, inp in enumerate(self._host_inputs))
+            self.inputs = self._place(self._host_inputs)
+            states = list(self.states)
+            states[f] = self._place(move_rows(states[f], self._place(gather), self._place(vacated)))
+            self.states = tuple(states)
+
+    def _variant_record(self, per_family: Sequence[Mapping[str, np.ndarray]]) -> dict[str, Any]:
+        """Per-slot epoch records as arrays over variants in the caller's order: a variant in
+        no slot did not train (NaN metrics); its divergence and best epoch stay as last seen."""
+        occupants = self._occupants()
+        held = occupants >= 0
+        n = len(self.configs)
+        record = {}
+        for key in per_family[0]:
+            flat = np.concatenate([np.asarray(r[key]).reshape(-1, *np.shape(r[key])[2:]) for r in per_family])
+            if key in ("diverged", "best_epoch"):
+                self._last[key][occupants[held]] = flat[held]
+                record[key] = self._last[key].copy()
+                continue
+            fill = False if flat.dtype == bool else (0 if flat.dtype.kind in "iu" else np.nan)
+            out = np.full((n, *flat.shape[1:]), fill, flat.dtype)
+            out[occupants[held]] = flat[held]
+            record[key] = out
+        return record
 
     def run(self, resume: Snapshot | None = None) -> Iterator[dict[str, Any]]:
-        """Train until no variant is active or the epoch budget is spent, one record per epoch.
+        """Train until every variant has stopped, one record per epoch of the program.
 
-        A variant that stopped is evaluated at once (test metrics of its selected
-        parameters, which no longer change): the epoch's record maps the variants that
-        stopped in it (their index in the order given) to their `VariantResult`s under
-        "finished", so the caller can log them while the others train. Between two records
-        the caller may `stop` variants or let some `exploit` others. `result` holds every
-        variant that is not frozen, at the end, in the order given. With `resume` (a
-        `snapshot()` of a trainer of the same variants and layout) training goes on from
-        the snapshot's epoch, every number as in an uninterrupted run; variants frozen now
-        but active in the snapshot train on unreported. Raises `SnapshotMismatch` before
-        training when the snapshot does not fit."""
+        Before each epoch free slots take the next queued variants ("started" in the
+        record: their indices in the order given). A variant that stopped is evaluated at
+        once (test metrics of its selected parameters) and leaves its slot: the epoch's
+        record maps the variants that stopped in it (their index in the order given) to
+        their `VariantResult`s under "finished", so the caller can log them while the others
+        train. Each record counts the slots the epoch ran ("slot_epochs": every slot of the
+        parts that trained). Between two records the caller may `stop` variants or let some
+        `exploit` others. `result` holds every variant that is not frozen, at the end, in
+        the order given. With `resume` (a `snapshot()` of a trainer of the same variants and
+        layout) training goes on from the snapshot, every variant's numbers as in an
+        uninterrupted run; variants finished in the snapshot but not frozen now train again,
+        those frozen now but training in the snapshot train on unreported. Raises
+        `SnapshotMismatch` before training when the snapshot does not fit."""
         if not isinstance(self._epoch, jax.stages.Compiled):
             self.compile()
         d = self.data
+        n = len(self.configs)
+        self._last = {"diverged": np.zeros(n, bool), "best_epoch": np.zeros(n, np.int32)}
         if resume is None:
-            self.states = self._place(self._init(self.inputs))
             self.records: list[dict[str, Any]] = []
-            self.active = ~self.frozen
+            started, _ = self._fill()
+            self.states = self._place(self._init(self.inputs))
         else:
             self.states = self._restored(resume)
-            self.records = [dict(r) for r in resume.records]
-            self.active = np.asarray(self.records[-1]["active"]) & ~self.frozen
+            started = []
         self._start = time.perf_counter() - (resume.seconds if resume else 0.0)
-        for epoch in range(len(self.records) + 1, self.epochs + 1):
-            if not self.active.any():
+        while True:
+            if self.records:
+                self._compact()
+                started, masks = self._fill()
+                if started:
+                    self.states = self._refill(self.states, self.inputs, self._place(tuple(masks)))
+            busy = [a.copy() for a in self._slot_active]
+            if not any(b.any() for b in busy):
                 break
             tic = time.perf_counter()
-            self.states, per_family = self._epoch(self.states, self.inputs, jnp.int32(epoch), d.train, d.val)
-            record = self._gather(jax.device_get(per_family))
+            self.states, per_family = self._epoch(self.states, self.inputs, d.train, d.val)
+            per_family = jax.device_get(per_family)
+            record = self._variant_record(per_family)
             if not len(d.val):  # no validation split: no validation metrics
                 for key in VALIDATION_KEYS:
                     del record[key]
-            record["epoch"] = epoch
+            record["epoch"] = len(self.records) + 1
             record["epoch_seconds"] = time.perf_counter() - tic
+            record["started"] = started
+            record["slot_epochs"] = self._slot_epochs(busy)
             if self.tracked_hparams:
                 record["hparams"] = self.hparams(self.tracked_hparams)
             self.records.append(record)
-            self.active = record["active"] & ~self.frozen
+            stopped = []
+            for f, r in enumerate(per_family):
+                now = np.asarray(r["active"]) & (self._slots[f] >= 0)
+                stopped += [int(i) for i in self._slots[f][busy[f] & ~now]]
+                self._slot_active[f] = now
             pending, self._pending = self._pending, {}
-            record["finished"] = {**pending, **self._finish(~self.active & ~self.frozen)}
+            record["finished"] = {**pending, **self._finish(stopped)}
             yield record
-        self._finish(~self.frozen)
+        self._finish([i for i in range(n) if not self.frozen[i] and i not in self._results])
         self.result = GroupResult(self.structures, [self._results[i] for i in sorted(self._results)],
                                   self.compile_seconds, time.perf_counter() - self._start)
+
+    @property
+    def active(self) -> np.ndarray:
+        """Per variant (order given): training in a slot or waiting in a queue (not frozen)."""
+        out = np.zeros(len(self.configs), bool)
+        out[[i for q in self._queues for i in q]] = True
+        for slots, active in zip(self._slots, self._slot_active):
+            out[slots[active]] = True
+        return out & ~self.frozen
+
+    def _slot_epochs(self, busy: Sequence[np.ndarray]) -> int:
+        """Slots of the parts that train this epoch (a part with one busy slot trains them all;
+        a program of one part trains it until the end)."""
+        if sum(f.n_parts for f in self.families) == 1:
+            return self.families[0].part_size
+        return sum(int(b.any(axis=1).sum()) * f.part_size for f, b in zip(self.families, busy))
 
     def snapshot(self) -> Snapshot:
         """The state after the last epoch `run` yielded, on the host (between two records).
@@ -223,63 +364,89 @@ class Trainer:
         records = [{k: v for k, v in r.items() if k != "finished"} for r in self.records]
         # copies: on a CPU the host arrays could alias buffers the next epoch overwrites (donated)
         leaves = [np.array(a, copy=True) for a in jax.device_get(jax.tree_util.tree_leaves(states))]
-        return Snapshot(len(self.records), leaves, records, time.perf_counter() - self._start)
+        return Snapshot(len(self.records), leaves, records, time.perf_counter() - self._start,
+                        slots=[s.copy() for s in self._slots], queues=[list(q) for q in self._queues],
+                        finished=sorted(set(self._results) | set(self._pending)))
 
     def _restored(self, snap: Snapshot):
-        """The device states of a snapshot, checked leaf by leaf against this trainer's."""
+        """The device states of a snapshot, checked leaf by leaf against this trainer's; the
+        slot map and queues as they were, variants finished there but not frozen now queued first."""
         shapes = jax.eval_shape(self._init_fn, self.inputs)
         with_key_data = tuple(st._replace(key=jax.eval_shape(jax.random.key_data, st.key)) for st in shapes)
         expected, treedef = jax.tree_util.tree_flatten(with_key_data)
         found = [(a.shape, str(a.dtype)) for a in snap.leaves]
-        if [(e.shape, str(e.dtype)) for e in expected] != found or not 0 < snap.epoch <= self.epochs \
-                or len(snap.records) != snap.epoch:
+        fits = [(e.shape, str(e.dtype)) for e in expected] == found and 0 < snap.epoch == len(snap.records) \
+            and [s.shape for s in snap.slots] == [f.shape for f in self.families] \
+            and all(-1 <= int(i) < len(self.configs) for s in snap.slots for i in s.reshape(-1)) \
+            and len(snap.queues) == len(self.families)
+        if not fits:
             raise SnapshotMismatch(f"the snapshot (epoch {snap.epoch}, {len(snap.leaves)} arrays) does not fit "
                                    f"these {len(self.configs)} variants' programs ({len(expected)} arrays, "
                                    f"{self.epochs} epochs)")
+        self.records = [dict(r) for r in snap.records]
+        self._slots = [np.array(s, int) for s in snap.slots]
+        again = [i for i in snap.finished if not self.frozen[i]]
+        for r in self.records:  # their earlier epochs are not theirs any more
+            r["trained"] = r["trained"].copy()
+            r["trained"][again] = False
+        self._queues = [collections.deque([i for i in again if self._family[i] == f]
+                                          + [i for i in q if not self.frozen[i]])
+                        for f, q in enumerate(snap.queues)]
         states = jax.tree_util.tree_unflatten(treedef, snap.leaves)
+        host = []
+        for f, (hp, sel) in enumerate(self._empty_inputs(f) for f in range(len(self.families))):
+            for (j, row), i in np.ndenumerate(self._slots[f]):
+                if i >= 0:
+                    for name, column in zip(hp._fields, self._hp):
+                        getattr(hp, name)[j, row] = column[i]
+                    sel.activation[j, row], sel.init[j, row] = self._selectors[i]
+                    sel.frozen[j, row] = False
+            host.append((hp, sel))
+            self._slot_active[f] = np.asarray(states[f].active) & (self._slots[f] >= 0)
+        self._host_inputs = tuple(host)
+        self.inputs = self._place(self._host_inputs)
+        for i in range(len(self.configs)):
+            self._entered[i] = time.perf_counter()
         return self._place(tuple(st._replace(key=jax.random.wrap_key_data(st.key)) for st in states))
 
     # -- between two epochs: adaptive search (see `jaxmlp.engine.search`) --
-    def _rows(self, indices: Sequence[int]) -> list[np.ndarray]:
-        """Per family, a bool mask [part, variant] of the rows that hold the variants `indices`."""
-        masks = [np.zeros(np.shape(inputs[1].frozen), bool) for inputs in self._host_inputs]
-        wanted = set(int(i) for i in indices)
-        for f, family in enumerate(self.families):
-            for j, part in enumerate(family.parts):
-                for row, i in enumerate(part.index):
-                    masks[f][j, row] = int(i) in wanted
-        return masks
+    def _masks(self, indices: Sequence[int]) -> list[np.ndarray]:
+        """Per family, a bool mask [part, variant] of the slots that hold the variants `indices`."""
+        wanted = np.asarray(list(indices), int)
+        return [np.isin(slots, wanted) for slots in self._slots]
 
     def stop(self, indices: Sequence[int]) -> dict[int, VariantResult]:
-        """Stop the active variants among `indices` (caller order) now, as early stopping would
-        have at the last epoch: their selected parameters are evaluated at once; the results
-        come back here and with the next record's "finished"."""
-        indices = [int(i) for i in indices if self.active[i]]
+        """Stop the variants among `indices` (caller order) that train in a slot now, as early
+        stopping would have at their last epoch: their selected parameters are evaluated at
+        once and their slots freed; the results come back here and with the next record's
+        "finished"."""
+        training = set(self._training())
+        indices = [int(i) for i in indices if int(i) in training]
         if not indices:
             return {}
-        epoch = len(self.records)
-        self.states = tuple(stop_rows(st, self._place(mask), jnp.int32(epoch))
-                            for st, mask in zip(self.states, self._rows(indices)))
-        self.active[indices] = False
-        self._pruned.update({i: epoch for i in indices})
-        done = np.zeros(len(self.configs), bool)
-        done[indices] = True
-        finished = self._finish(done)
+        masks = self._masks(indices)
+        self.states = tuple(stop_rows(st, self._place(mask)) for st, mask in zip(self.states, masks))
+        for active, mask in zip(self._slot_active, masks):
+            active &= ~mask
+        last = self.records[-1]["variant_epoch"]
+        self._pruned.update({i: int(last[i]) for i in indices})
+        finished = self._finish(indices)
         self._pending.update(finished)
         return finished
+
+    def _training(self) -> list[int]:
+        return [int(i) for slots, active in zip(self._slots, self._slot_active) for i in slots[active]]
 
     def exploit(self, sources: Mapping[int, int], values: Mapping[str, Mapping[int, float]]) -> None:
         """Each member `dst` of `sources` (caller order) becomes a copy of its source: the whole
         training state (parameters, optimizer state, best parameters, early stopping) but its
         own random key, and every vmapped number but its seed; then `values` (configuration
-        key -> member -> value) are set. Runs on the device (a gather along the variant axis)."""
-        where = {int(i): (f, j, row) for f, family in enumerate(self.families)
-                 for j, part in enumerate(family.parts) for row, i in enumerate(part.index)}
-        epoch = len(self.records)
-        shapes = [np.shape(inputs[1].frozen) for inputs in self._host_inputs]
-        gathers = [np.arange(int(np.prod(shape))).reshape(shape) for shape in shapes]
+        key -> member -> value) are set. Runs on the device (a gather along the slot axes)."""
+        where = self._where()
+        gathers = [np.arange(slots.size).reshape(slots.shape) for slots in self._slots]
         host = [(jax.tree_util.tree_map(np.copy, hp), sel) for hp, sel in self._host_inputs]
         names = {f.key: f.name for f in numeric_fields(type(self.configs[0]))}
+        epoch = len(self.records)
         for dst, src in sources.items():
             (f, j, row), (g, k, col) = where[int(dst)], where[int(src)]
             if f != g:
@@ -298,33 +465,49 @@ class Trainer:
         self.inputs = self._place(self._host_inputs)
 
     def hparams(self, keys: Sequence[str]) -> dict[str, np.ndarray]:
-        """The current values of vmapped numbers (by configuration key), over variants in caller order."""
+        """The current values of vmapped numbers (by configuration key) of the variants in slots,
+        over variants in caller order (NaN for the others)."""
         names = {f.key: f.name for f in numeric_fields(type(self.configs[0]))}
-        return self._gather([{key: getattr(hp, names[key]) for key in keys} for hp, _ in self._host_inputs])
+        occupants = self._occupants()
+        held = occupants >= 0
+        out = {}
+        for key in keys:
+            flat = np.concatenate([np.asarray(getattr(hp, names[key]), float).reshape(-1) for hp, _ in self._host_inputs])
+            values = np.full(len(self.configs), np.nan)
+            values[occupants[held]] = flat[held]
+            out[key] = values
+        return out
 
-    def _finish(self, done: np.ndarray) -> dict[int, VariantResult]:
-        """Results of the variants `done` (caller order) that have none yet; their part is
-        evaluated once for all of them (one program call per part)."""
-        d, finished, records = self.data, {}, self.records
-        for family, final, state, inputs in zip(self.families, self._finals, self.states, self.inputs):
-            for j, part in enumerate(family.parts):
-                rows = [row for row, i in enumerate(part.index) if done[i] and i not in self._results]
+    def _finish(self, indices: Sequence[int]) -> dict[int, VariantResult]:
+        """Results of the variants `indices` (caller order) that are in a slot and have none
+        yet, and their slots freed; each part holding some is evaluated once for all of them
+        (one program call per part). Frozen variants leave their slots unreported."""
+        d, finished = self.data, {}
+        wanted = {int(i) for i in indices}
+        for f, (final, slots) in enumerate(zip(self._finals, self._slots)):
+            for j in range(slots.shape[0]):
+                rows = [row for row in range(slots.shape[1]) if int(slots[j, row]) in wanted]
                 if not rows:
                     continue
-                params, test, train, stopped = jax.device_get(final(state, inputs, jnp.int32(j), d.train, d.test))
-                seconds, last = time.perf_counter() - self._start, records[-1]
+                reported = [row for row in rows if not self.frozen[slots[j, row]] and slots[j, row] not in self._results]
+                if reported:
+                    params, test, train, ends = jax.device_get(
+                        final(self.states[f], self.inputs[f], jnp.int32(j), d.train, d.test))
+                    now = time.perf_counter()
+                    for row in reported:
+                        i = int(slots[j, row])
+                        self._results[i] = finished[i] = VariantResult(
+                            config=self.configs[i], best_epoch=int(ends["best_epoch"][row]),
+                            stopped_epoch=int(ends["stopped_epoch"][row]) or int(ends["epoch"][row]),
+                            epochs_trained=int(ends["epoch"][row]), diverged=bool(ends["diverged"][row]),
+                            test={k: float(v[row]) for k, v in test.items() if k != "dead_fraction"},
+                            train_final={k: float(v[row]) for k, v in train.items() if k != "dead_fraction"},
+                            history=variant_history(self.records, i),
+                            params=jax.tree_util.tree_map(lambda a, row=row: a[row], params),
+                            train_seconds=now - self._entered.get(i, self._start), pruned_at=self._pruned.get(i),
+                            lineage=self._lineage.get(i, []),
+                            test_dead_fraction=[float(x) for x in test["dead_fraction"][row]])
                 for row in rows:
-                    i = int(part.index[row])
-                    self._results[i] = VariantResult(
-                        config=self.configs[i], best_epoch=int(last["best_epoch"][i]),
-                        stopped_epoch=int(stopped[row]) or len(records),
-                        epochs_trained=int(sum(r["trained"][i] for r in records)),
-                        diverged=bool(last["diverged"][i]),
-                        test={k: float(v[row]) for k, v in test.items() if k != "dead_fraction"},
-                        train_final={k: float(v[row]) for k, v in train.items() if k != "dead_fraction"},
-                        history=variant_history(records, i),
-                        params=jax.tree_util.tree_map(lambda a, row=row: a[row], params),
-                        train_seconds=seconds, pruned_at=self._pruned.get(i), lineage=self._lineage.get(i, []),
-                        test_dead_fraction=[float(f) for f in test["dead_fraction"][row]])
-                    finished[i] = self._results[i]
+                    slots[j, row] = -1
+                    self._slot_active[f][j, row] = False
         return finished
