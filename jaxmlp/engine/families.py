@@ -60,12 +60,13 @@ class Family:
         """The layout's families, in its order: each switching over the layout's activations of
         its kind (noisy or not) and its initialisers, with the layout's features on."""
         families = []
-        for template, n_parts in layout.families:
+        for k, (template, _) in enumerate(layout.families):
+            n_parts, part_size = layout.family_shape(k)
             noisy = family_of(template)
             acts = tuple(a for a in layout.activations if is_noisy(a) == noisy)
             structure = dataclasses.replace(structure_of([template], data, layout.features),
                                             activation="|".join(acts), initializer="|".join(layout.initializers))
-            families.append(Family(structure, n_parts, layout.part_size, acts, tuple(layout.initializers)))
+            families.append(Family(structure, n_parts, part_size, acts, tuple(layout.initializers)))
         return families
 
 

@@ -34,6 +34,16 @@ class Layout:
     activations: tuple[str, ...]  # what the programs' switched activation covers, in order
     initializers: tuple[str, ...]  # resolved initialiser names it covers, in order
     features: frozenset[str] = frozenset()  # Structure FEATURES on in every program of the group
+    part_sizes: tuple[int, ...] = ()  # per family, where they differ (default: `part_size` for all)
+
+    def family_shape(self, k: int) -> tuple[int, int]:
+        """(parts, slots per part) of the layout's k-th family."""
+        return self.families[k][1], self.part_sizes[k] if self.part_sizes else self.part_size
+
+    @property
+    def n_slots(self) -> int:
+        """Slots of one program (variants it trains at once)."""
+        return sum(p * s for p, s in map(self.family_shape, range(len(self.families))))
 
     @property
     def n_parts(self) -> int:
@@ -48,7 +58,7 @@ class Layout:
     @property
     def n_variants(self) -> int:
         """Variants one program holds (padding and frozen parts included)."""
-        return self.part_size * self.n_parts
+        return self.n_slots
 
 
 def family_of(c: RunConfig) -> bool:
@@ -83,6 +93,42 @@ def plan_chunks(configs: Sequence[RunConfig], max_part: int, max_program: int | 
         initializers=tuple(dict.fromkeys(resolve_init(c.model.init, c.model.activation) for c in configs)),
         features=features_of(configs))
     return layout, [sum(chunk, []) for chunk in chunks if chunk]
+
+
+#: Variants waiting per slot when a program starts: the slots of a program fed by queues are
+#: about a third of its variants, so that each slot takes a few in turn.
+QUEUE_PER_SLOT = 3
+#: At most this many slots per part: narrower parts than `max_variants_per_part` let the tail
+#: of a program (its last variants, once the queue is empty) be compacted into few parts.
+TAIL_PART = 8
+
+
+def plan_slots(configs: Sequence[RunConfig], max_part: int, max_slots: int | None = None,
+               devices: int = 1) -> Layout:
+    """The layout of one program whose slots are fed by queues (continuous batching): per
+    family, about a QUEUE_PER_SLOT-th of its variants as slots, in parts of at most
+    TAIL_PART slots (and `max_part`), each a multiple of `devices`; at most `max_slots`
+    slots in all (the memory's bound), fewer parts where needed."""
+    counts: dict[bool, int] = {}
+    templates: dict[bool, RunConfig] = {}
+    for c in configs:
+        counts[family_of(c)] = counts.get(family_of(c), 0) + 1
+        templates.setdefault(family_of(c), c)
+    shapes = []
+    for noisy, n in counts.items():
+        slots = max(1, -(-n // QUEUE_PER_SLOT))
+        size = min(slots, TAIL_PART, max_part)
+        size += -size % devices
+        shapes.append([max(1, slots // size), size])
+    while max_slots is not None and sum(p * s for p, s in shapes) > max_slots and max(p for p, _ in shapes) > 1:
+        widest = max(range(len(shapes)), key=lambda k: shapes[k][0])
+        shapes[widest][0] -= 1
+    return Layout(
+        part_size=max(s for _, s in shapes),
+        families=tuple((templates[noisy], p) for noisy, (p, _) in zip(counts, shapes)),
+        activations=tuple(dict.fromkeys(c.model.activation for c in configs)),
+        initializers=tuple(dict.fromkeys(resolve_init(c.model.init, c.model.activation) for c in configs)),
+        features=features_of(configs), part_sizes=tuple(s for _, s in shapes))
 
 
 def holding_layout(configs: Sequence[RunConfig], devices: int = 1) -> Layout:

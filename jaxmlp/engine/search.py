@@ -7,9 +7,12 @@ programs carry out the decision on the device: pruned variants stop exactly as e
 stopping stops them (`Trainer.stop`), exploiting members copy their source's state along
 the variant axis (`Trainer.exploit`).
 
-`run_search` interleaves the chunks of a group epoch by epoch, so that every decision sees
-them all. The decisions are pure functions of the metrics and a seed, so a rerun makes the
-same ones.
+Successive halving is asynchronous by default (ASHA): a setting is judged at a rung as soon
+as its seeds have reached it, against every setting judged there so far, and a pruned
+setting's slots take the next queued variants at once. The synchronous rule (every setting
+in lockstep, judged together) and PBT run their chunks interleaved epoch by epoch
+(`run_search`), so that every decision sees them all. The decisions are pure functions of
+the metrics and a seed, so a rerun makes the same ones.
 """
 from __future__ import annotations
 
@@ -26,12 +29,15 @@ from jaxmlp.engine.trainer import Trainer
 class SuccessiveHalving:
     """At each rung epoch, the settings (a setting: its seeds, which live or die together)
     ranked by `aggregate` over seeds of their best `metric` so far keep the best `keep`
-    fraction of those still training (at least one); the others stop. Diverged variants rank last."""
+    fraction of those still training (at least one); the others stop. Diverged variants rank
+    last. `asynchronous`: each setting is judged when its seeds reach the rung, against the
+    settings judged there before it (`AsyncHalving`), instead of all settings together."""
 
     rungs: tuple[int, ...]
     keep: float
     metric: str = "val_loss"
     aggregate: str = "mean"
+    asynchronous: bool = True
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,6 +135,9 @@ def run_search(trainers: Sequence[Trainer], search: Search | None, settings: Seq
     if isinstance(search, PopulationBasedTraining):
         for t in trainers:
             t.tracked_hparams = tuple(search.perturb)
+    if isinstance(search, SuccessiveHalving) and search.asynchronous:
+        yield from _run_async_halving(trainers, search, settings)
+        return
     running = list(range(len(trainers)))
     epoch = 0
     while running:
@@ -151,6 +160,19 @@ def run_search(trainers: Sequence[Trainer], search: Search | None, settings: Seq
                         t.exploit(sources, values)
 
 
+def _run_async_halving(trainers: Sequence[Trainer], search: SuccessiveHalving,
+                       settings: Sequence[np.ndarray]) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Each trainer (its slots fed by a queue) under asynchronous halving: the variants a rung
+    prunes stop before the next epoch, and their slots take the next queued variants."""
+    for k, t in enumerate(trainers):
+        halving = AsyncHalving(search, settings[k])
+        for record in t.run():
+            pruned = halving.after_epoch(t, record)
+            yield k, record
+            if pruned:
+                t.stop(pruned)
+
+
 def _halve(trainers: Sequence[Trainer], search: SuccessiveHalving, settings: Sequence[np.ndarray]) -> None:
     scores = np.concatenate([best_so_far(t, search.metric) for t in trainers])
     active = np.concatenate([t.active for t in trainers])
@@ -160,3 +182,48 @@ def _halve(trainers: Sequence[Trainer], search: SuccessiveHalving, settings: Seq
         n = len(t.configs)
         t.stop(np.flatnonzero(stop[offset:offset + n]))
         offset += n
+
+
+class AsyncHalving:
+    """Asynchronous successive halving over one trainer's variants (`settings`: an id per
+    variant; the seeds of a setting live or die together). A variant's best `metric` so far
+    is noted when its own epoch count reaches a rung (or when it stops before); once every
+    seed of a setting is noted there, the setting's `aggregate` is ranked against all settings
+    noted at that rung so far, and it goes on only within the best `keep` fraction (at least
+    one: the first setting at a rung always goes on). Later settings never change an
+    earlier decision, and the decisions depend on the order settings reach a rung only
+    through that."""
+
+    def __init__(self, search: SuccessiveHalving, settings: np.ndarray):
+        self.search, self.settings = search, np.asarray(settings)
+        self.best = np.full(len(self.settings), np.inf)
+        self.noted: dict[int, dict[int, float]] = {r: {} for r in search.rungs}  # rung -> variant -> score
+        self.judged: dict[int, list[float]] = {r: [] for r in search.rungs}  # rung -> setting scores so far
+        self.decided: set[tuple[int, Any]] = set()
+
+    def after_epoch(self, trainer: Trainer, record: dict[str, Any]) -> list[int]:
+        """Note this epoch's rung arrivals and return the variants of the settings it prunes."""
+        trained = record["trained"]
+        scores = np.where(record["diverged"], np.inf, _score(self.search.metric, record[self.search.metric]))
+        self.best = np.where(trained, np.minimum(self.best, scores), self.best)
+        self.best[record["diverged"]] = np.inf
+        epochs = record["variant_epoch"]
+        ended = trained & ~record["active"]
+        for rung in self.search.rungs:
+            for i in np.flatnonzero(trained & ((epochs == rung) | (ended & (epochs < rung)))):
+                self.noted[rung][int(i)] = float(self.best[i])
+        stop = []
+        for rung in self.search.rungs:
+            for setting in dict.fromkeys(self.settings[list(self.noted[rung])].tolist()):
+                members = np.flatnonzero(self.settings == setting)
+                if (rung, setting) in self.decided or not all(int(i) in self.noted[rung] for i in members):
+                    continue
+                self.decided.add((rung, setting))
+                values = [self.noted[rung][int(i)] for i in members]
+                score = float(_AGGREGATES[self.search.aggregate](values)) if np.isfinite(values).all() else math.inf
+                judged = self.judged[rung]
+                judged.append(score)
+                rank = sum(s < score for s in judged)
+                if rank >= max(1, int(math.floor(self.search.keep * len(judged) + 1e-9))):
+                    stop += [int(i) for i in members]
+        return stop

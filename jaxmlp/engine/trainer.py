@@ -302,7 +302,7 @@ class Trainer:
             self.states = self._place(self._init(self.inputs))
         else:
             self.states = self._restored(resume)
-            started = []
+            started = [i for i in map(int, self._occupants()) if i >= 0 and not self.frozen[i]]
         self._start = time.perf_counter() - (resume.seconds if resume else 0.0)
         while True:
             if self.records:

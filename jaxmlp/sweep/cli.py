@@ -186,6 +186,7 @@ def outcome_json(sweep, outcome, runner) -> dict:
         "seconds": outcome.seconds, "compile_seconds": outcome.compile_seconds,
         "n_programs": len({g.program for g in runner.groups}),
         "variant_epochs": sum(r.epochs_trained or 0 for r in outcome.records),
+        "slot_epochs": outcome.slot_epochs, "utilisation": outcome.utilisation,
         "n_pruned": sum(r.pruned_at is not None for r in outcome.records),
         "mean_test_accuracy": sum(accuracies) / len(accuracies) if accuracies else None,
         "rows": _rows_with_selection_metric(sweep, outcome), "failures": outcome.failures,
@@ -210,8 +211,9 @@ def _rows_with_selection_metric(sweep, outcome) -> list[dict]:
 def print_outcome(sweep, outcome, runner) -> None:
     from jaxmlp import report
 
+    used = f", slots {outcome.utilisation:.0%} busy" if outcome.utilisation is not None else ""
     print(f"\nsweep '{sweep.spec.name}': {len(outcome.records)} variants in {outcome.seconds:.1f} s "
-          f"(compile {outcome.compile_seconds:.1f} s)")
+          f"(compile {outcome.compile_seconds:.1f} s{used})")
     header, ranked = report.best_first(outcome.records, outcome.rows,
                                        sweep.variants[0].config.training.early_stopping.monitor)
     print(header)

@@ -2,11 +2,14 @@
 
 Variants that share their structure (everything but the numbers declared vmapped in
 `jaxmlp.config`) train together, vmapped; structures that differ only in activation or
-initialiser share one program (`engine.merge_key`) and, with as many variants each, one
-copy of its code (`engine.families.Family`), since one program compiles much faster than several.
-A group larger than `max_variants_per_program` is split. Each group also gets a device choice: small
-networks run faster with the variant axis sharded over one XLA device per core, wide
-ones keep all cores busy on one device.
+initialiser share one program (`engine.merge_key`) and one copy of its code
+(`engine.families.Family`), since one program compiles much faster than several. A program's
+slots are fed by queues (`engine.plan_slots`: about a third as many slots as variants, as
+many as memory allows), so a stopped variant's slot takes the next one at once; under a
+synchronous search (lockstep halving, PBT) every variant has a slot and a group larger than
+`max_variants_per_program` is split into chunks. Each group also gets a device choice: small
+networks run faster with the variant axis sharded over one XLA device per core, wide ones
+keep all cores busy on one device.
 """
 from __future__ import annotations
 
@@ -18,7 +21,7 @@ from dataclasses import dataclass
 from jaxmlp.config import RunConfig
 from jaxmlp.data import dataset_shape, split_sizes
 from jaxmlp.engine import EVAL_CHUNK, Layout, merge_key, plan_chunks, structure_key
-from jaxmlp.engine.layout import PADDING_SAVING, padded_slots
+from jaxmlp.engine.layout import PADDING_SAVING, padded_slots, plan_slots
 from jaxmlp.models import n_parameters
 from jaxmlp.sweep.spec import Sweep, Variant
 
@@ -53,10 +56,11 @@ class Footprint:
         transient = c.training.batch_size * (3 * width + n_in + draws) + 2 * min(EVAL_CHUNK, n_train) * width
         return Footprint(4 * state, 4 * transient, 4 * n_examples * (n_in + 1))
 
-    def program_bytes(self, part_size: int, n_parts: int, devices: int = 1) -> int:
-        """One device's share of a program of `n_parts` parts of `part_size` variants."""
-        per_device = -(-part_size // devices)
-        return self.data + per_device * (n_parts * self.state + self.transient)
+    def layout_bytes(self, layout: Layout, devices: int = 1) -> int:
+        """One device's share of a program of `layout`: every slot's state, the widest part's transients."""
+        shapes = [layout.family_shape(k) for k in range(len(layout.families))]
+        return self.data + sum(p * -(-s // devices) for p, s in shapes) * self.state + \
+            -(-max(s for _, s in shapes) // devices) * self.transient
 
     def max_variants(self, budget: int, part_size: int, devices: int = 1) -> int:
         """The most variants (whole parts of `part_size`) whose program fits in `budget` bytes per device."""
@@ -107,7 +111,12 @@ class Group:
     @property
     def memory_bytes(self) -> int:
         """Estimated memory per device of the program the group runs."""
-        return self.footprint.program_bytes(self.layout.part_size, self.layout.n_parts, self.devices)
+        return self.footprint.layout_bytes(self.layout, self.devices)
+
+    @property
+    def queued(self) -> bool:
+        """Whether the group's slots are fed by a queue (fewer slots than variants)."""
+        return self.layout.n_slots < len(self.variants)
 
 
 def _n_params(c: RunConfig) -> int:
@@ -162,16 +171,24 @@ def _split_padded(variants: list[Variant], part_cap: int, devices: int) -> list[
     return [variants]
 
 
+def lockstep(sweep: Sweep) -> bool:
+    """Whether the sweep's variants must train in lockstep, each in a slot from the start: a
+    synchronous search (halving with `asynchronous: false`, PBT) compares them epoch by epoch."""
+    search = sweep.search
+    return search is not None and not getattr(search, "asynchronous", False)
+
+
 def plan_groups(sweep: Sweep, n_devices: int = 1, budget: int | None = None,
                 on_cpu: bool | None = None) -> list[Group]:
-    """Variants that can share a program (`engine.merge_key`; split by structure where the
-    shared program's padding is costly, `_split_padded`), cut into chunks of one layout
-    each (`engine.plan_chunks`): parts of at most
-    `max_variants_per_part`, as many parts per program as `budget` bytes per device (default:
-    `memory_budget()`) and `max_variants_per_program` allow. Programs are split only where
-    they train on CPUs (`on_cpu`; default: this process's JAX backend is a CPU, the executor
-    may know better), and never under an adaptive search (it ranks a program's variants
-    together)."""
+    """Variants that can share a program (`engine.merge_key`), one group per program whose
+    slots are fed by queues (`engine.plan_slots`: parts of at most `max_variants_per_part`
+    slots, as many slots as `budget` bytes per device, default `memory_budget()`, and
+    `max_variants_per_program` allow). Under a lockstep search (`lockstep`), every variant
+    has a slot: a program's variants are split by structure where the shared program's
+    padding is costly (`_split_padded`, only where they train on CPUs: `on_cpu`, default
+    this process's JAX backend is a CPU, the executor may know better; never under a search,
+    which ranks a program's variants together) and cut into chunks of one layout each
+    (`engine.plan_chunks`)."""
     import jax
 
     if on_cpu is None:
@@ -186,7 +203,7 @@ def plan_groups(sweep: Sweep, n_devices: int = 1, budget: int | None = None,
         # a part smaller than the devices is not sharded (its variant axis would be padded past the cap)
         devices = choose_devices(execution.devices, step_flops(variants[0].config), min(len(variants), part_cap),
                                  min(n_devices, part_cap))
-        splittable = sweep.spec.search is None and on_cpu
+        splittable = sweep.spec.search is None and on_cpu and lockstep(sweep)
         pieces = _split_padded(variants, part_cap, devices) if splittable else [variants]
         programs += [(key if len(pieces) == 1 else (key, structure_key(p[0].config)), p, devices) for p in pieces]
     budget = memory_budget() if budget is None else budget
@@ -195,6 +212,13 @@ def plan_groups(sweep: Sweep, n_devices: int = 1, budget: int | None = None,
         digest = hashlib.sha256(repr(key).encode()).hexdigest()[:8]
         configs = [v.config for v in variants]
         footprint = Footprint.of(configs[0])
+        if not lockstep(sweep):
+            probe = plan_slots(configs, part_cap, None, devices)
+            cap = min(execution.max_variants_per_program,
+                      footprint.max_variants(budget, max(s for s in probe.part_sizes), devices))
+            groups.append(Group(f"g{len(groups):02d}-{digest}", variants, devices,
+                                plan_slots(configs, part_cap, cap, devices), f"p{n}", footprint))
+            continue
         probe, _ = plan_chunks(configs, part_cap, part_cap, devices)
         cap = min(execution.max_variants_per_program, footprint.max_variants(budget, probe.part_size, devices))
         layout, chunks = plan_chunks(configs, part_cap, cap, devices)
@@ -210,8 +234,9 @@ def _count(n: int | str, noun: str) -> str:
 
 
 def describe_plan(sweep: Sweep, groups: list[Group], budget: int | None = None) -> str:
-    """The --dry-run text: variants, groups, compiled programs, their layout (parts x variants
-    per part), devices and estimated memory per device."""
+    """The --dry-run text: variants, groups, compiled programs, their layout (parts x slots
+    per part, per family), the variants queued beyond the slots, devices and estimated memory
+    per device."""
     per_setting = Counter(v.label for v in sweep.variants)
     settings = set(per_setting)
     fewest, most = min(per_setting.values(), default=0), max(per_setting.values(), default=0)
@@ -223,14 +248,16 @@ def describe_plan(sweep: Sweep, groups: list[Group], budget: int | None = None) 
         f"{_count(len(settings), 'setting')} x {_count(seeds, 'seed')}; "
         f"{len(groups)} group(s), {programs} compiled program(s); memory budget {budget / 2**30:.1f} GiB per device",
         f"{'group':<14}{'variants':>9}{'structures':>11}{'devices':>8}{'params':>10}{'program':>8}{'parts':>9}"
-        f"{'memory':>10}  structure",
+        f"{'slots':>7}{'queued':>7}{'memory':>10}  structure",
     ]
     for g in groups:
         c = g.config
         activations = sorted({v.config.model.activation for v in g.variants})
         structure = (f"{c.data.name} {'-'.join(map(str, c.model.hidden))} {'/'.join(activations)} "
                      f"{c.optimizer.name} batch {c.training.batch_size}")
-        parts = f"{g.layout.n_parts}x{g.layout.part_size}"
+        parts = "+".join(f"{p}x{s}" for p, s in map(g.layout.family_shape, range(len(g.layout.families))))
+        queued = max(0, len(g.variants) - g.layout.n_slots)
         lines.append(f"{g.id:<14}{len(g.variants):>9}{g.n_structures:>11}{g.devices:>8}{g.n_params:>10,}"
-                     f"{g.program:>8}{parts:>9}{g.memory_bytes / 2**20:>8.1f}MB  {structure}")
+                     f"{g.program:>8}{parts:>9}{g.layout.n_slots:>7}{queued:>7}{g.memory_bytes / 2**20:>8.1f}MB"
+                     f"  {structure}")
     return "\n".join(lines)

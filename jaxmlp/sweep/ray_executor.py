@@ -71,8 +71,7 @@ def request(config: RunConfig, layout: Layout, devices: int, n_chunks: int, spec
     num_gpus = spec.num_gpus if spec.num_gpus is not None else float(gpus)
     num_cpus = spec.num_cpus or (1.0 if num_gpus else float(devices))
     footprint = Footprint.of(config)
-    programs = 0 if num_gpus else n_chunks * devices * footprint.program_bytes(layout.part_size, layout.n_parts,
-                                                                               devices)
+    programs = 0 if num_gpus else n_chunks * devices * footprint.layout_bytes(layout, devices)
     memory = int(spec.memory_gib * GIB) if spec.memory_gib else WORKER_MEMORY + footprint.data + programs
     return Request(num_cpus, num_gpus, memory, worker_env(devices, num_gpus))
 

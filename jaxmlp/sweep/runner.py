@@ -82,6 +82,13 @@ class Outcome:
     experiment_id: str | None = None
     parent_run_id: str | None = None
     tracking_errors: list[str] = field(default_factory=list)
+    slot_epochs: int = 0  # epochs trained by all slots of the parts that ran (this invocation)
+    variant_epochs: int = 0  # epochs trained by variants (this invocation)
+
+    @property
+    def utilisation(self) -> float | None:
+        """The share of slot-epochs that trained a variant (None where nothing trained)."""
+        return self.variant_epochs / self.slot_epochs if self.slot_epochs else None
 
     @property
     def ok(self) -> bool:
@@ -116,6 +123,8 @@ class SweepRunner:
         self._figures_prepared = False
         self.bars: ProgressBars | None = None
         self.snapshot_keys: dict[str, str] = {}  # per group id, where the executor keeps snapshots
+        self.slot_epochs = 0
+        self.variant_epochs = 0
 
     @property
     def tracker(self):
@@ -180,10 +189,6 @@ class SweepRunner:
         """Train one program on the executor, logging each variant as it ends; a failing program
         fails its groups' unfinished variants and nothing else."""
         search, chunks, todo, task = self.sweep.search, program.chunks, program.todo, program.task
-        if self.runs:
-            for g, variants in zip(chunks, todo):
-                for v in variants:
-                    self.runs.start_child(v, g)
         compile_seconds = [0.0] * len(chunks)
         epochs: list[list[dict]] = [[] for _ in chunks]
         resumed: dict[int, int] = {}
@@ -204,12 +209,18 @@ class SweepRunner:
                     bars.write(f"{chunks[k].id}: {payload}")
                 elif kind == "epoch":
                     if not epochs[k] and (search is None or k == 0):
-                        bars.start_group(chunks[k], sum(map(len, todo if search else [todo[k]])),
-                                         chunks[k].config.training.epochs, initial=resumed.get(k, 0))
-                    if search is None or payload["epoch"] > shown:
+                        queued = chunks[k].queued
+                        bars.start_group(chunks[k], sum(map(len, todo if search and not queued else [todo[k]])),
+                                         None if queued else chunks[k].config.training.epochs,
+                                         initial=resumed.get(k, 0), slots=chunks[k].layout.n_slots)
+                    if search is None or payload["epoch"] > shown or chunks[k].queued:
                         shown = payload["epoch"]
                         bars.epoch(payload)
                     epochs[k].append(payload)
+                    self.slot_epochs += int(payload["slot_epochs"])
+                    self.variant_epochs += int(payload["trained"][~np.asarray(task.frozen[k], bool)].sum())
+                    for i in payload["started"]:  # a run starts when its variant enters a slot
+                        self._start_run(chunks[k], i)
                     for i, r in payload["finished"].items():  # variants that stopped: logged while the others train
                         self._end_variant(chunks[k], i, r, meta, compile_seconds[k])
                 else:
@@ -235,15 +246,23 @@ class SweepRunner:
                     self.runs.log_histories(g)
         bars.end_group()
 
+    def _start_run(self, group: Group, i: int) -> None:
+        """Start the run of the group's variant `i` (once; not for a variant an earlier invocation finished)."""
+        v = group.variants[i]
+        if self.runs and v.key not in self.closed and v.key not in self.runs.run_ids:
+            self.runs.start_child(v, group)
+
     def _fail_group(self, group: Group, todo: list[Variant], reason: str) -> None:
-        """Record the group's variants that had not ended as FAILED, and end their runs."""
+        """Record the group's variants that had not ended as FAILED, and end their runs (started
+        now where their variant never entered a slot)."""
         self.failures.append(reason)
-        for v in todo:
-            if v.key in self.closed:
+        for i, v in enumerate(group.variants):
+            if v.key in self.closed or v not in todo:
                 continue
             self.records.append(VariantRecord(setting=dict(v.setting), seed=v.seed, status="FAILED",
                                               variant_key=v.key, index=v.index, config=v.config.flat()))
             if self.runs:
+                self._start_run(group, i)
                 self.runs.end_unfinished(v.key, "FAILED", reason)
             self._close(v)
 
@@ -255,6 +274,7 @@ class SweepRunner:
         if v.key in self.closed:
             return
         r.lineage = [{"epoch": step["epoch"], "source": group.variants[step["source"]].index} for step in r.lineage]
+        self._start_run(group, i)
         if r.diverged:
             self.failures.append(self._diverged(v, r.stopped_epoch))
         record = r.record(dict(v.setting), variant_key=v.key, index=v.index, compile_seconds=compile_seconds)
@@ -346,7 +366,7 @@ class SweepRunner:
         errors = (self.runs.close() if self.runs else []) + self.plot_errors
         ids = (self.runs.experiment_id, self.runs.parent_run_id) if self.runs else (None, None)
         return Outcome(self.records, rows, self.failures, time.perf_counter() - start, self.compile_seconds,
-                       *ids, errors)
+                       *ids, errors, self.slot_epochs, self.variant_epochs)
 
     def _prepare_figures(self) -> None:
         """Start matplotlib in a thread while the first group trains (after its compilation,

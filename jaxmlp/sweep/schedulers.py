@@ -15,7 +15,7 @@ if TYPE_CHECKING:  # the engine (and JAX) are imported only when a sweep has a s
     from jaxmlp.engine.search import PopulationBasedTraining, SuccessiveHalving
 
 SCHEDULERS = ("successive_halving", "pbt")
-_HALVING_KEYS = ("rungs", "min_epochs", "reduction_factor", "keep", "aggregate")
+_HALVING_KEYS = ("rungs", "min_epochs", "reduction_factor", "keep", "aggregate", "asynchronous")
 _PBT_KEYS = ("interval", "quantile", "perturb", "resample_probability", "seed")
 
 
@@ -31,6 +31,7 @@ class SearchSpec(BaseModel):
     reduction_factor: float | None = Field(None, gt=1)
     keep: float | None = Field(None, gt=0, lt=1)
     aggregate: Literal["mean", "median", "best"] | None = None
+    asynchronous: bool | None = None  # successive halving: decide as settings reach a rung (default) or in lockstep
     interval: int | None = Field(None, gt=0)
     quantile: float | None = None
     perturb: dict[str, list[float]] | None = None
@@ -57,7 +58,8 @@ def search_of(s: SearchSpec, random_params: dict[str, Any], epochs: int, monitor
     metric = s.metric or monitor
     if s.scheduler == "successive_halving":
         return SuccessiveHalving(rungs=_rungs(s, epochs, where), metric=metric, aggregate=s.aggregate or "mean",
-                                 keep=s.keep if s.keep is not None else 1 / (s.reduction_factor or 2))
+                                 keep=s.keep if s.keep is not None else 1 / (s.reduction_factor or 2),
+                                 asynchronous=s.asynchronous is not False)
     if s.interval is None:
         raise SweepError(f"{where}.interval: missing; give the epochs between exploit steps, e.g. interval: 4")
     quantile = 0.25 if s.quantile is None else s.quantile
