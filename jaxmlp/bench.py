@@ -5,6 +5,7 @@
     python -m jaxmlp.bench sweep           # the 50-variant digits sweep vs a per-batch loop, end to end
     python -m jaxmlp.bench scale           # the same sweep at 50, 400 and 2,000 variants, tracked and not
     python -m jaxmlp.bench search          # a grid with early stopping vs successive halving vs PBT
+    python -m jaxmlp.bench refill          # continuous batching vs one variant at a time, utilisation
     python -m jaxmlp.bench tracking --variants 200   # what one child run costs the store, call by call
 
 Every figure is measured in the same process: the float32 matmul peak that JAX reaches
@@ -371,6 +372,55 @@ def bench_search(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+# -- the continuous-batching benchmark ----------------------------------------------------
+
+REFILL_SWEEPS = ("digits_random.yaml", "activations.yaml")
+REFILL_MODES = {"slots": (), "one_at_a_time": ("--max-variants", "1")}
+
+
+def _sweep_file(name: str, settings: int | None, folder: Path) -> Path:
+    """A copy of the project's `sweeps/<name>` in `folder`, its random search drawn `settings` times."""
+    import yaml
+
+    spec = yaml.safe_load((Path(__file__).resolve().parents[1] / "sweeps" / name).read_text())
+    if settings and "random" in spec:
+        spec["random"]["samples"] = settings
+        spec.setdefault("execution", {})["max_variants"] = max(settings * 10, 50_000)
+    path = folder / "sweep.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+def bench_refill(args: argparse.Namespace) -> dict[str, Any]:
+    """Continuous batching against one variant at a time (`--max-variants 1`: one compiled
+    program of one slot), untracked, in fresh processes sharing a warm compilation cache:
+    wall time, variant-epochs, slot-epochs and utilisation (variant-epochs / slot-epochs) on
+    the 64-setting digits random search and the README's activation sweep. Each mode runs
+    once to fill the cache, then `--repeats` times alternated (medians)."""
+    out: dict[str, Any] = {"benchmark": "refill"}
+    for name in REFILL_SWEEPS:
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(tmp)
+            _sweep_file(name, args.settings, folder)
+            common = ("--no-tracking", "--compile-cache", str(folder / "xla"))
+            seconds: dict[str, list[float]] = {mode: [] for mode in REFILL_MODES}
+            summaries: dict[str, dict] = {}
+            for mode, extra in REFILL_MODES.items():
+                _, summaries[mode] = _run_sweep_cli(folder, *common, *extra)  # fills the compilation cache
+            for _ in range(args.repeats):
+                for mode, extra in REFILL_MODES.items():
+                    seconds[mode].append(_run_sweep_cli(folder, *common, *extra)[0])
+        row: dict[str, Any] = {}
+        for mode, summary in summaries.items():
+            row[mode] = {"seconds": float(np.median(seconds[mode])), "seconds_all": seconds[mode],
+                         "variant_epochs": summary["variant_epochs"], "slot_epochs": summary["slot_epochs"],
+                         "utilisation": summary["utilisation"], "mean_test_accuracy": summary["mean_test_accuracy"]}
+        row["variants"] = summaries["slots"]["n_variants"]
+        row["slots_vs_one_at_a_time"] = row["slots"]["seconds"] / row["one_at_a_time"]["seconds"]
+        out[name.removesuffix(".yaml")] = row
+    return out
+
+
 # -- the tracking benchmark ---------------------------------------------------------------
 
 def bench_tracking(args: argparse.Namespace) -> dict[str, Any]:
@@ -455,7 +505,8 @@ def _positives(text: str, multiple: int = 1) -> list[int]:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m jaxmlp.bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", nargs="?", choices=["train", "sweep", "scale", "search", "tracking"], default="train",
+    p.add_argument("what", nargs="?", choices=["train", "sweep", "scale", "search", "refill", "tracking"],
+                   default="train",
                    help="what to measure (default: train; see the examples above)")
     p.add_argument("--sizes", type=lambda t: _positives(t, 5), default=list(SCALE_SIZES),
                    help="scale: sweep sizes (variants, multiples of 5), e.g. 50,400,2000")
@@ -473,8 +524,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--devices", type=_positive, default=1, help="shard the variants over this many devices")
     p.add_argument("--loop", action="store_true", help="also time a per-batch Python loop over variants")
     p.add_argument("--no-loop", action="store_true", help="sweep: skip the slow one-at-a-time baseline")
-    p.add_argument("--repeats", type=int, default=3,
-                   help="sweep: warm runs with and without tracking, alternated (medians are reported)")
+    p.add_argument("--repeats", type=_positive, default=3,
+                   help="sweep, refill: warm runs of each mode, alternated (medians are reported)")
+    p.add_argument("--settings", type=_positive, default=None,
+                   help="refill: settings of the random search (default: the sweep file's 64)")
     p.add_argument("--json", action="store_true", help="print the results as one JSON object")
     return p
 
@@ -482,7 +535,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     result = {"sweep": bench_sweep, "scale": bench_scale, "search": bench_search, "train": bench_train,
-              "tracking": bench_tracking}[args.what](args)
+              "tracking": bench_tracking, "refill": bench_refill}[args.what](args)
     if args.json:
         print(json.dumps(result))
     elif args.what == "search":
@@ -493,6 +546,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                      f"best: {r['within_one_std_of_grid']}" if name != "grid" else "")
             print(f"{name:<8} {r['variant_epochs']:>7} variant-epochs  {r['seconds']:7.1f} s  best "
                   f"{r['best_test_error_percent']:.2f} ± {r['best_test_error_std']:.2f}% ({r['best_setting']}){extra}")
+    elif args.what == "refill":
+        print(format_refill(result))
     elif args.what == "tracking":
         for mode in ("metric_histories", "final_metrics_only"):
             r = result[mode]
@@ -515,6 +570,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         print(format_figures(result))
     return 0
+
+
+def format_refill(result: dict[str, Any]) -> str:
+    """The refill benchmark as a table: one row per sweep and mode."""
+    lines = [f"{'sweep':<16}{'mode':<15}{'seconds':>9}{'variant-epochs':>16}{'slot-epochs':>13}{'utilisation':>13}"
+             f"{'vs one at a time':>18}"]
+    for name in (n.removesuffix(".yaml") for n in REFILL_SWEEPS):
+        row = result[name]
+        for mode in REFILL_MODES:
+            r = row[mode]
+            ratio = f"{r['seconds'] / row['one_at_a_time']['seconds']:.2f}x"
+            lines.append(f"{name:<16}{mode:<15}{r['seconds']:>9.1f}{r['variant_epochs']:>16}{r['slot_epochs']:>13}"
+                         f"{r['utilisation']:>13.2f}{ratio:>18}")
+    return "\n".join(lines)
 
 
 def format_figures(result: dict[str, Any]) -> str:

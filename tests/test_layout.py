@@ -58,7 +58,7 @@ def test_chunks_of_one_layout_compile_once_and_equal_variants_trained_alone(make
             pass
         trainers.append(trainer)
     assert [t.reused_programs for t in trainers] == [False, True]
-    assert len(trainers[1].parts) == 2 and not trainers[1].parts[1].index.size  # a frozen filler part
+    assert trainers[1].families[0].shape == (2, 3) and len(chunks[1]) == 3  # a part's slots stay empty
     results = [r for t in trainers for r in t.result.variants]
     assert len(results) == len(configs)
     for i, r in zip((i for chunk in chunks for i in chunk), results):
@@ -67,8 +67,8 @@ def test_chunks_of_one_layout_compile_once_and_equal_variants_trained_alone(make
 
 
 def test_frozen_variants_leave_the_others_bit_identical(make_config, synthetic_data):
-    """What a resumed chunk relies on: variants finished earlier ride along frozen, so the
-    program keeps its shape and the others' numbers do not change in the last digit."""
+    """What a resumed program relies on: variants finished earlier never take a slot, and the
+    others' numbers do not change in the last digit (the program keeps its shape)."""
     configs = _grid(make_config, ["relu", "tanh"], range(3))
     layout, (chunk,) = plan_chunks(configs, 64)
 
@@ -101,8 +101,8 @@ def test_a_noisy_family_rides_in_the_same_program_and_chunks_lacking_it_get_a_fr
     assert [[configs[i].model.activation for i in chunk] for chunk in chunks] == [
         ["relu"] * 4 + ["noisy_relu"] * 2, ["tanh"] * 4]
     trainers = [Trainer([configs[i] for i in chunk], synthetic_data, layout=layout) for chunk in chunks]
-    assert [len(f.parts) for t in trainers for f in t.families] == [2, 1, 2, 1]
-    assert not trainers[1].families[1].parts[0].index.size and trainers[1].families[1].parts[0].frozen.all()
+    assert [f.n_parts for t in trainers for f in t.families] == [2, 1, 2, 1]
+    assert not trainers[1]._queues[1] and trainers[1]._host_inputs[1][1].frozen.all()  # its noisy slots stay empty
     assert trainers[0]._key == trainers[1]._key  # one compiled program serves both
 
 

@@ -120,9 +120,14 @@ def plan_slots(configs: Sequence[RunConfig], max_part: int, max_slots: int | Non
         size = min(slots, TAIL_PART, max_part)
         size += -size % devices
         shapes.append([max(1, slots // size), size])
-    while max_slots is not None and sum(p * s for p, s in shapes) > max_slots and max(p for p, _ in shapes) > 1:
-        widest = max(range(len(shapes)), key=lambda k: shapes[k][0])
-        shapes[widest][0] -= 1
+    while max_slots is not None and sum(p * s for p, s in shapes) > max_slots:
+        most = max(range(len(shapes)), key=lambda k: shapes[k])
+        if shapes[most][0] > 1:
+            shapes[most][0] -= 1
+        elif shapes[most][1] > devices:
+            shapes[most][1] -= devices
+        else:
+            break
     return Layout(
         part_size=max(s for _, s in shapes),
         families=tuple((templates[noisy], p) for noisy, (p, _) in zip(counts, shapes)),
