@@ -38,9 +38,9 @@ def _lr_sweep(make_config, rates, seeds=(0, 1), **extra):
     return configs, settings
 
 
-def _halving(configs, settings, data, chunks, layout, devices=1, rungs=(2, 4)):
+def _halving(configs, settings, data, chunks, layout, devices=1, rungs=(2, 4), asynchronous=False):
     trainers = [Trainer([configs[i] for i in chunk], data, devices, layout=layout) for chunk in chunks]
-    search = SuccessiveHalving(rungs=rungs, keep=0.5)
+    search = SuccessiveHalving(rungs=rungs, keep=0.5, asynchronous=asynchronous)
     records = list(run_search(trainers, search, [settings[chunk] for chunk in chunks]))
     by_index = {}
     for chunk, t in zip(chunks, trainers):
@@ -61,6 +61,14 @@ def test_halving_prunes_the_settings_whose_validation_order_is_known(make_config
         assert len(r.history) == r.epochs_trained
     stopped_in = {i: rec_epoch for _, rec in records for i in rec["finished"] for rec_epoch in [rec["epoch"]]}
     assert {i for i, e in stopped_in.items() if e == 3} == {0, 1, 4, 5}  # reported with the next epoch's record
+
+
+def test_asynchronous_halving_of_variants_in_lockstep_prunes_as_the_synchronous_rule(make_config, synthetic_data):
+    configs, settings = _lr_sweep(make_config, [1e-4, 0.3, 1e-3, 0.1])
+    layout, chunks = plan_chunks(configs, 64)
+    synchronous, _ = _halving(configs, settings, synthetic_data, chunks, layout)
+    asynchronous, _ = _halving(configs, settings, synthetic_data, chunks, layout, asynchronous=True)
+    assert {i: r.pruned_at for i, r in asynchronous.items()} == {i: r.pruned_at for i, r in synchronous.items()}
 
 
 def test_chunks_and_devices_prune_the_same_variants_as_one_program(make_config, synthetic_data):

@@ -36,9 +36,10 @@ def test_devices_and_max_variants_override_the_file_in_the_plan(tmp_path):
     path = write_sweep(tmp_path, {**SPEC, "execution": {"devices": "all"}})
     assert [(r[1], r[3]) for r in _plan(path)] == [("4", "2")]  # conftest: two XLA CPU devices
     assert [(r[1], r[3]) for r in _plan(path, "--devices", "one")] == [("4", "1")]
-    assert [r[1] for r in _plan(path, "--max-variants", "2")] == ["2", "2"]
-    assert [(r[1], r[3]) for r in _plan(path, "--max-variants", "1")] == [("1", "1")] * 4  # at most 1: not sharded
-    assert [(r[1], r[3]) for r in _plan(path, "--devices", "one", "--max-variants", "1")] == [("1", "1")] * 4
+    # --max-variants bounds the slots of a program; the other variants wait in its queue
+    assert [(r[1], r[7], r[8]) for r in _plan(path, "--max-variants", "2")] == [("4", "2", "2")]
+    assert [(r[1], r[3], r[7]) for r in _plan(path, "--max-variants", "1")] == [("4", "1", "1")]  # 1 slot: not sharded
+    assert [(r[1], r[3], r[7]) for r in _plan(path, "--devices", "one", "--max-variants", "1")] == [("4", "1", "1")]
 
 
 @pytest.fixture(scope="module")
@@ -60,14 +61,14 @@ def tracked(tmp_path_factory, cache) -> SimpleNamespace:
 
 
 @pytest.mark.slow
-def test_max_variants_splits_the_run_into_groups_of_that_size(tracked):
+def test_max_variants_bounds_the_slots_of_the_one_program(tracked):
     assert tracked.result.code == 0, tracked.result.err
     assert tracked.outcome["n_finished"] == 4
-    groups = {}
-    for c in tracked.children:
-        groups.setdefault(c.data.tags["jaxmlp.group"], []).append(c.data.params["model.activation"])
-    assert sorted(map(sorted, groups.values())) == [["relu", "relu"], ["tanh", "tanh"]]
-    assert tracked.parent.data.params["n_programs"] == "2"  # (compiled groups)
+    assert len({c.data.tags["jaxmlp.group"] for c in tracked.children}) == 1
+    assert tracked.parent.data.params["n_programs"] == "1"
+    # two slots for four variants: they trained two at a time, every epoch of the program two slots
+    slot_epochs, variant_epochs = tracked.outcome["slot_epochs"], tracked.outcome["variant_epochs"]
+    assert slot_epochs % 2 == 0 and slot_epochs / 2 < variant_epochs <= slot_epochs
 
 
 @pytest.mark.slow

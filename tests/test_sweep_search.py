@@ -18,7 +18,7 @@ HALVING = {
              "training": {"epochs": 8, "batch_size": 64, "early_stopping": {"patience": None}}},
     "grid": {"optimizer.learning_rate": [0.001, 0.3, 0.01, 0.1]},
     "seeds": 2,
-    "search": {"scheduler": "successive_halving", "rungs": [2, 4], "keep": 0.5},
+    "search": {"scheduler": "successive_halving", "rungs": [2, 4], "keep": 0.5, "asynchronous": False},
 }
 
 
@@ -67,6 +67,31 @@ def test_halving_prunes_the_worst_settings_by_their_logged_validation_curves(tmp
     assert by_rung[second[1]] == {4} and by_rung[second[0]] == {0}
     assert all(len(client.get_metric_history(c.info.run_id, "val_loss")) == c.data.metrics["epochs_trained"]
                for c in children)
+
+
+def test_asynchronous_halving_frees_the_slots_of_pruned_settings_for_queued_ones(tmp_path, cache):
+    spec = {**HALVING, "search": {**HALVING["search"], "asynchronous": True}, "name": "asha"}
+    path = write_sweep(tmp_path, spec)
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    result = run_sweep_cli(path, "--tracking-uri", uri, "--no-progress", "--json", "--compile-cache", cache)
+    assert result.code == 0, result.err
+    outcome = json.loads(result.out)
+    client, (parent,), children = _children(uri, "asha")
+    assert len(children) == 8 and {c.info.status for c in children} == {"FINISHED"}
+    assert outcome["slot_epochs"] < 8 * 8  # fewer slots than variants: pruned settings' slots were refilled
+    settings = list(dict.fromkeys(c.data.tags["jaxmlp.setting"] for c in children))
+    pruned = {s: {c.data.metrics.get("pruned_at_epoch") for c in children if c.data.tags["jaxmlp.setting"] == s}
+              for s in settings}
+    assert all(len(at) == 1 for at in pruned.values())  # seeds live or die together
+    assert 1 <= sum(at != {None} for at in pruned.values()) < len(settings)
+
+    def mean_best(setting, upto):
+        runs = [c for c in children if c.data.tags["jaxmlp.setting"] == setting]
+        return np.mean([min(m.value for m in client.get_metric_history(c.info.run_id, "val_loss") if m.step <= upto)
+                        for c in runs])
+
+    best = min(settings, key=lambda s: mean_best(s, 2))  # first of every ranking at the first rung
+    assert pruned[best] == {None} or min(pruned[best]) >= 4
 
 
 @pytest.mark.slow

@@ -37,7 +37,7 @@ class SuccessiveHalving:
     keep: float
     metric: str = "val_loss"
     aggregate: str = "mean"
-    asynchronous: bool = True
+    asynchronous: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -190,9 +190,10 @@ class AsyncHalving:
     is noted when its own epoch count reaches a rung (or when it stops before); once every
     seed of a setting is noted there, the setting's `aggregate` is ranked against all settings
     noted at that rung so far, and it goes on only within the best `keep` fraction (at least
-    one: the first setting at a rung always goes on). Later settings never change an
-    earlier decision, and the decisions depend on the order settings reach a rung only
-    through that."""
+    one: the first setting at a rung always goes on). Settings complete in the same epoch are
+    judged together (ties keep the setting listed first), so variants that train in lockstep
+    are pruned as the synchronous rule prunes them. Later settings never change an earlier
+    decision, and the decisions depend on the order settings reach a rung only through that."""
 
     def __init__(self, search: SuccessiveHalving, settings: np.ndarray):
         self.search, self.settings = search, np.asarray(settings)
@@ -214,16 +215,20 @@ class AsyncHalving:
                 self.noted[rung][int(i)] = float(self.best[i])
         stop = []
         for rung in self.search.rungs:
+            complete = []
             for setting in dict.fromkeys(self.settings[list(self.noted[rung])].tolist()):
                 members = np.flatnonzero(self.settings == setting)
-                if (rung, setting) in self.decided or not all(int(i) in self.noted[rung] for i in members):
-                    continue
-                self.decided.add((rung, setting))
-                values = [self.noted[rung][int(i)] for i in members]
-                score = float(_AGGREGATES[self.search.aggregate](values)) if np.isfinite(values).all() else math.inf
-                judged = self.judged[rung]
-                judged.append(score)
-                rank = sum(s < score for s in judged)
-                if rank >= max(1, int(math.floor(self.search.keep * len(judged) + 1e-9))):
+                if (rung, setting) not in self.decided and all(int(i) in self.noted[rung] for i in members):
+                    values = [self.noted[rung][int(i)] for i in members]
+                    score = float(_AGGREGATES[self.search.aggregate](values)) if np.isfinite(values).all() else math.inf
+                    complete.append((setting, members, score))
+                    self.decided.add((rung, setting))
+            judged = self.judged[rung]
+            judged += [score for _, _, score in complete]  # settings complete in one epoch are judged together
+            n_keep = max(1, int(math.floor(self.search.keep * len(judged) + 1e-9)))
+            for setting, members, score in complete:
+                rank = sum(s < score for s in judged) + sum(
+                    other_score == score for other, _, other_score in complete if other < setting)
+                if rank >= n_keep:
                     stop += [int(i) for i in members]
         return stop

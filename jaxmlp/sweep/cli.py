@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="log MLflow's system metrics (CPU, memory; GPU with nvidia-ml-py) on the parent run")
     p.add_argument("--devices", choices=["auto", "one", "all"],
                    help="shard variants over devices: auto (by network size), one, all (overrides the file)")
-    p.add_argument("--max-variants", type=int, metavar="N", help="at most N variants per compiled program")
+    p.add_argument("--max-variants", type=int, metavar="N", help="at most N variants training at once in a compiled program (its slots; the others queue)")
     p.add_argument("--compile-cache", metavar="DIR", help=COMPILE_CACHE_HELP)
     p.add_argument("--snapshot-every", type=_seconds, default=SNAPSHOT_EVERY, metavar="SECONDS",
                    help="snapshot a training chunk after the first epoch this many seconds after its last "

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from jaxmlp.config import RunConfig
 from jaxmlp.data import dataset_shape, split_sizes
 from jaxmlp.engine import EVAL_CHUNK, Layout, merge_key, plan_chunks, structure_key
-from jaxmlp.engine.layout import PADDING_SAVING, padded_slots, plan_slots
+from jaxmlp.engine.layout import PADDING_SAVING, QUEUE_PER_SLOT, padded_slots, plan_slots
 from jaxmlp.models import n_parameters
 from jaxmlp.sweep.spec import Sweep, Variant
 
@@ -213,11 +213,13 @@ def plan_groups(sweep: Sweep, n_devices: int = 1, budget: int | None = None,
         configs = [v.config for v in variants]
         footprint = Footprint.of(configs[0])
         if not lockstep(sweep):
-            probe = plan_slots(configs, part_cap, None, devices)
+            per_slot = QUEUE_PER_SLOT if sweep.search is not None or any(
+                c.training.early_stopping.patience is not None for c in configs) else 1
+            probe = plan_slots(configs, part_cap, None, devices, per_slot)
             cap = min(execution.max_variants_per_program,
                       footprint.max_variants(budget, max(s for s in probe.part_sizes), devices))
             groups.append(Group(f"g{len(groups):02d}-{digest}", variants, devices,
-                                plan_slots(configs, part_cap, cap, devices), f"p{n}", footprint))
+                                plan_slots(configs, part_cap, cap, devices, per_slot), f"p{n}", footprint))
             continue
         probe, _ = plan_chunks(configs, part_cap, part_cap, devices)
         cap = min(execution.max_variants_per_program, footprint.max_variants(budget, probe.part_size, devices))
