@@ -73,8 +73,10 @@ def _is_number(value: Any) -> bool:
 
 
 def _values_by_setting(records: Sequence[VariantRecord]) -> dict[str, dict[str, Any]]:
-    """Swept key -> value for each setting, from the resolved configuration where the records carry it."""
-    return {setting: {k: runs[0].config.get(k, v) for k, v in runs[0].setting.items()}
+    """Swept key -> value for each setting, from the resolved configuration where the records carry it;
+    every setting gets every swept key (a conditional parameter where it was not proposed: its base value)."""
+    keys = list(dict.fromkeys(k for r in records for k in r.setting))
+    return {setting: {k: runs[0].config.get(k, runs[0].setting.get(k)) for k in keys}
             for setting, runs in by_setting(records).items()}
 
 
@@ -354,7 +356,7 @@ def sweep_figures(records: Sequence[VariantRecord], rows: Sequence[dict[str, Any
     (model.dropout swept); the lineage of a population-based training (a member copied another)."""
     if not rows:
         return {}
-    keys = records[0].setting
+    keys = {k for r in records for k in r.setting}  # (a conditional parameter is in some settings only)
     figures = {"test_metric.png": figure_test_metric(records)}
     if any(r.history for r in records):
         figures["learning_curves.png"] = figure_learning_curves(records)

@@ -5,14 +5,18 @@
     grid: {model.activation: [relu, tanh]}          # full product, file order, last fastest
     zip: {optimizer.learning_rate: [1e-3, 3e-3], model.dropout: [0.0, 0.2]}  # advanced together
     random: {samples: 4, seed: 0, params: {optimizer.learning_rate: {loguniform: [1e-4, 1e-2]}}}
+    # a random parameter may be conditional: {uniform: [0.5, 0.99], when: {optimizer.name: sgd}}
     seeds: 3                                        # or a list: [0, 1, 2]
 
 `zip` may also give each of its settings its own seeds (`seeds: [3, 2]`, a count or a list per
 setting), for example fewer seeds for a costly secondary row; the top-level `seeds` is then
 left out. `zip.name` names each zipped setting (`name: [standard, dropout]`): labels, run
-names and tables show the name instead of every zipped value. Expansion is deterministic:
-the same file gives the same variants in the same order. Every value is validated before anything runs; errors name the file, key path, bad value
-and what is allowed.
+names and tables show the name instead of every zipped value. A conditional random parameter
+(`when:`, see `conditions`) is left out of the settings where its condition does not hold (the
+key keeps its base value there); samples that then agree in every other value train once.
+Expansion is deterministic: the same file gives the same variants in the same order. Every
+value is validated before anything runs; errors name the file, key path, bad value and what
+is allowed.
 """
 from __future__ import annotations
 
@@ -27,11 +31,12 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from jaxmlp.config import (CONFIG_KEYS, ConfigError, RunConfig, did_you_mean, format_validation_error, load_config,
-                           set_dotted)
+from jaxmlp.config import (CONFIG_KEYS, ConfigError, RunConfig, did_you_mean, flatten, format_validation_error,
+                           load_config, set_dotted)
 from jaxmlp.data import split_sizes
 from jaxmlp.records import SETTING_NAME, setting_label
 from jaxmlp.sweep.bounded_yaml import load_bounded_yaml
+from jaxmlp.sweep.conditions import active, condition_order
 from jaxmlp.sweep.distributions import Distribution, checked, draw
 from jaxmlp.sweep.errors import SweepError
 from jaxmlp.sweep.schedulers import SearchSpec, search_of
@@ -264,8 +269,13 @@ def _check_axis(source: str, section: str, key: str, values: list[Any], base: di
             raise SweepError(str(err)) from None
 
 
-def _random_settings(spec: RandomSpec, source: str, base: dict) -> list[dict[str, Any]]:
+def _random_settings(spec: RandomSpec, source: str, base: dict,
+                     axes: dict[str, list[Any]]) -> tuple[list[str], list[dict[str, Any]]]:
+    """The parameters in the order their conditions are read (`conditions.condition_order`) and
+    `samples` draws of every parameter (a conditional one is drawn even where it is inactive, so
+    that a condition changes no other draw)."""
     dists = {key: checked(source, key, dist) for key, dist in spec.params.items()}
+    order = condition_order(source, "random.params", spec.params, axes, flatten(base))
     rng = np.random.default_rng(spec.seed)
     settings = []
     for _ in range(spec.samples):
@@ -275,7 +285,7 @@ def _random_settings(spec: RandomSpec, source: str, base: dict) -> list[dict[str
         settings.append(sample)
     for key in spec.params:
         _check_axis(source, "random.params", key, [s[key] for s in settings], base)
-    return settings
+    return order, settings
 
 
 def expand(spec: SweepSpec, source: str) -> list[Variant]:
@@ -301,9 +311,16 @@ def expand(spec: SweepSpec, source: str) -> list[Variant]:
     if per_setting is None:
         per_setting = [seeds] * max(1, len(zipped))
     zipped = list(itertools.zip_longest(zipped, per_setting, names or [], fillvalue={}))
-    sampled = _random_settings(spec.random, source, base) if spec.random else [{}]
-    variants = []
-    for g, (z, z_seeds, z_name), r in itertools.product(grid, zipped, sampled):
+    order, sampled = ([], [{}]) if spec.random is None else _random_settings(spec.random, source, base,
+                                                                              {**spec.grid, **zip_axes})
+    flat_base, variants, seen = flatten(base), [], set()
+    for g, (z, z_seeds, z_name), drawn in itertools.product(grid, zipped, sampled):
+        r = active(spec.random.params, order, drawn, {**flat_base, **g, **z}) if spec.random else drawn
+        if len(r) < len(drawn):  # a parameter inactive here: samples alike in the others train once
+            identity = _digest([g, z, r])
+            if identity in seen:
+                continue
+            seen.add(identity)
         values = {**g, **z, **r}
         setting = {SETTING_NAME: z_name, **g, **r} if names else values  # the name (first) stands for the zipped values
         raw = base
