@@ -88,6 +88,10 @@ def _main(args: argparse.Namespace, interrupts: Interrupts) -> int:
     except SweepError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    if sweep.spec.optimize:
+        print(f"error: {args.sweep}: optimize: is checked, but training its proposals needs the engine's slots that "
+              "take each proposal as another setting stops, not built yet; use random: for now", file=sys.stderr)
+        return 2
     interrupts.check()
     missing = missing_data(sweep)
     if missing and not args.dry_run:  # before anything is logged, as for a bad file
