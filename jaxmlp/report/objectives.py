@@ -16,6 +16,7 @@ from typing import Any, Iterable, Mapping, NamedTuple, Sequence
 import numpy as np
 
 from jaxmlp.records import VariantRecord
+from jaxmlp.report.tables import by_setting
 
 #: The metrics a sweep may be optimised on, and the direction each is optimised in.
 DIRECTIONS = {"best_val_loss": "minimize", "best_val_accuracy": "maximize", "n_params": "minimize",
@@ -90,3 +91,8 @@ def mean_values(records: Iterable[VariantRecord], objectives: Sequence[Objective
     values = values.reshape(len(good), len(objectives))
     with np.errstate(invalid="ignore"):
         return tuple(float(np.nanmean(column)) if np.isfinite(column).any() else math.nan for column in values.T)
+
+
+def setting_values(records: Sequence[VariantRecord], objectives: Sequence[Objective]) -> dict[str, tuple[float, ...]]:
+    """Each setting's mean over finished seeds of each objective, by label (sweep order)."""
+    return {label: mean_values(runs, objectives) for label, runs in by_setting(records).items()}
