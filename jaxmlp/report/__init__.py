@@ -15,13 +15,15 @@ from jaxmlp.report.pareto import with_pareto
 from jaxmlp.report.selection import ObjectiveReport, objective_report
 from jaxmlp.report.search import compute_by_rung, hparam_schedules, lineage_steps, search_sections
 from jaxmlp.report.tables import (ERROR_PERCENT, HEADERS, SweepSummary, best_first, best_row, display_metric,
-                                  primary_metric, report_rows, search_markdown, search_text, setting_metrics,
-                                  summarize, sweep_summary, table_cells, to_csv, to_markdown, to_text)
+                                  primary_metric, report_rows, search_markdown, search_text, sections_markdown,
+                                  sections_text, setting_metrics, summarize, sweep_summary, table_cells, to_csv,
+                                  to_markdown, to_text)
 
 __all__ = [
-    "ERROR_PERCENT", "FIGURE_CAPTIONS", "HEADERS", "ReportError", "SweepSummary", "best_first", "best_row",
-    "compute_by_rung", "display_metric", "draw_lineage", "hparam_schedules", "lineage_steps", "load_references",
-    "match_references", "metric_label", "ObjectiveReport", "objective_report", "prepare_figures", "primary_metric", "report_rows", "run_name",
-    "search_markdown", "search_sections", "search_text", "setting_metrics", "short_label", "summarize",
-    "sweep_figures", "sweep_summary", "swept_axis", "table_cells", "to_csv", "to_markdown", "to_text", "with_pareto",
+    "ERROR_PERCENT", "FIGURE_CAPTIONS", "HEADERS", "ObjectiveReport", "ReportError", "SweepSummary", "best_first",
+    "best_row", "compute_by_rung", "display_metric", "draw_lineage", "hparam_schedules", "lineage_steps",
+    "load_references", "match_references", "metric_label", "objective_report", "prepare_figures", "primary_metric",
+    "report_rows", "run_name", "search_markdown", "search_sections", "search_text", "sections_markdown",
+    "sections_text", "setting_metrics", "short_label", "summarize", "sweep_figures", "sweep_summary", "swept_axis",
+    "table_cells", "to_csv", "to_markdown", "to_text", "with_pareto",
 ]

@@ -219,7 +219,11 @@ def print_outcome(sweep, outcome, runner) -> None:
     header, ranked = report.best_first(outcome.records, outcome.rows,
                                        sweep.variants[0].config.training.early_stopping.monitor)
     print(header)
-    print(report.to_text(ranked))
+    print(report.to_text(report.with_pareto(ranked, outcome.records, sweep.objectives)))
+    if len(sweep.objectives) > 1:
+        print(f"pareto: yes where no other setting matches or beats it in every objective "
+              f"({', '.join(map(str, sweep.objectives))}); the best model is the setting best in "
+              f"{sweep.objectives[0].metric}, the first objective")
     searched = report.search_text(outcome.records)
     if searched:
         print(f"\n{searched}")
