@@ -28,6 +28,7 @@ from typing import Any, Literal, Mapping, Sequence
 from pydantic import BaseModel, ConfigDict, Field
 
 from jaxmlp.records import VariantRecord
+from jaxmlp.report.importance import optuna_quietly
 from jaxmlp.report.objectives import Objective, mean_values
 from jaxmlp.sweep.conditions import holds
 from jaxmlp.sweep.distributions import Distribution
@@ -114,9 +115,10 @@ class Optimizer:
 
         self.spec, self.order, self.context, self.objectives = spec, list(order), dict(context), list(objectives)
         conditional = any(d.when for d in spec.params.values())
-        self.study = optuna.create_study(
-            study_name=name, directions=[o.direction for o in objectives],
-            sampler=_sampler(spec.sampler, spec.seed, self.batch, conditional))
+        with optuna_quietly():
+            self.study = optuna.create_study(
+                study_name=name, directions=[o.direction for o in objectives],
+                sampler=_sampler(spec.sampler, spec.seed, self.batch, conditional))
         self.running: dict[int, Any] = {}  # trial number -> Optuna trial, asked and not told
         self.asked: list[Proposal] = []
         self.told: list[Told] = []
@@ -183,14 +185,15 @@ class Optimizer:
             raise ValueError(f"trial {told.trial} is not running (asked: {len(self.asked)}, "
                              f"told already: {told.trial in {t.trial for t in self.told}})")
         trial = self.running.pop(told.trial)
-        if told.state == "complete":
-            self.study.tell(trial, list(told.values))
-        elif told.state == "pruned":
-            if len(self.objectives) == 1:  # (Optuna keeps intermediate values of one objective only)
-                trial.report(told.values[0], told.rung_epoch)
-            self.study.tell(trial, state=TrialState.PRUNED)
-        else:
-            self.study.tell(trial, state=TrialState.FAIL)
+        with optuna_quietly():
+            if told.state == "complete":
+                self.study.tell(trial, list(told.values))
+            elif told.state == "pruned":
+                if len(self.objectives) == 1:  # (Optuna keeps intermediate values of one objective only)
+                    trial.report(told.values[0], told.rung_epoch)
+                self.study.tell(trial, state=TrialState.PRUNED)
+            else:
+                self.study.tell(trial, state=TrialState.FAIL)
         self.told.append(told)
         return told
 
