@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from jaxmlp.records import VariantRecord
+from jaxmlp.sweep.optimize import Proposal, Told
 from jaxmlp.sweep.spec import SweepError, load_sweep
 from sweep_helpers import TINY_BASE, run_sweep_cli, write_sweep
 
@@ -34,11 +35,18 @@ def _loss(values: dict) -> float:
 
 def _drive(optimizer, queue: list | None = None, stop_after: int | None = None) -> None:
     """Train as slots free: `batch` settings at first, the oldest one finishes first, and each
-    finished setting's slot takes the next proposal; stop after `stop_after` outcomes in all."""
+    finished setting's slot takes the next proposal; stop after `stop_after` outcomes in all.
+    A learning rate above 0.3 diverges (failed); one below 1e-4 is pruned at epoch 2."""
     queue = list(optimizer.ask(optimizer.batch) if queue is None else queue)
     while queue and (stop_after is None or len(optimizer.told) < stop_after):
         proposal = queue.pop(0)
-        optimizer.tell(proposal.trial, [_loss(proposal.values)])
+        lr, loss = proposal.values["optimizer.learning_rate"], _loss(proposal.values)
+        if lr > 0.3:
+            optimizer.tell_failed(proposal.trial)
+        elif lr < 1e-4:
+            optimizer.tell_pruned(proposal.trial, 2, loss)
+        else:
+            optimizer.tell(proposal.trial, [loss])
         queue += optimizer.ask(1)
 
 
@@ -65,11 +73,15 @@ def test_a_rebuilt_study_goes_on_with_the_proposals_of_an_uninterrupted_one(tmp_
     _drive(first, stop_after=13)  # killed with 4 settings training
     assert len(first.told) == 13 and len(first.asked) == 17
     resumed = sweep.optimizer()
-    pending = resumed.replay(first.asked, first.told)  # what the runs in the store keep, in trial order
+    kept = [Proposal.from_json(p.to_json()) for p in first.asked]  # what the runs in the store keep, as JSON
+    told = [Told.from_json(t.to_json()) for t in first.told]
+    assert kept == first.asked and told == first.told
+    pending = resumed.replay(kept, told)
     assert [p.trial for p in pending] == [13, 14, 15, 16]
     _drive(resumed, pending)
     assert _proposed(resumed) == _proposed(uninterrupted)
     assert sorted(t.trial for t in resumed.told) == list(range(24))  # exactly `trials`, none twice
+    assert {t.state for t in resumed.told} == {"complete", "failed", "pruned"}
     assert resumed.ask(4) == [] and resumed.remaining == 0
 
 
@@ -85,10 +97,10 @@ def test_tpe_finds_a_known_optimum_better_than_its_first_batch(tmp_path):
     params = {"optimizer.learning_rate": {"loguniform": [1e-5, 1.0]}}
     optimizer = _sweep(tmp_path, _spec(params, trials=40, batch=8)).optimizer()
     _drive(optimizer)
-    found = {t.trial: t.values[0] for t in optimizer.told}
-    first_batch = min(found[t] for t in range(8))
+    found = {t.trial: t.values[0] for t in optimizer.told if t.state == "complete"}
+    first_batch = min(found.get(t, math.inf) for t in range(8))
     best = min(found.values())
-    best_lr = next(p.values["optimizer.learning_rate"] for p in optimizer.asked if found[p.trial] == best)
+    best_lr = next(p.values["optimizer.learning_rate"] for p in optimizer.asked if found.get(p.trial) == best)
     assert optimizer.best_value() == best
     assert abs(math.log10(best_lr / BEST_LR)) < 0.1  # within a factor 1.26 of the best learning rate
     assert best < first_batch

@@ -71,6 +71,14 @@ class Proposal:
     values: dict[str, Any]
     asked_after: int
 
+    def to_json(self) -> str:
+        """The proposal as JSON text (a run's tag keeps it for `Optimizer.replay`)."""
+        return json.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> Proposal:
+        return cls(**json.loads(text))
+
 
 @dataclasses.dataclass(frozen=True)
 class Told:
@@ -81,6 +89,15 @@ class Told:
     state: Literal["complete", "failed", "pruned"]
     values: tuple[float, ...] = ()
     rung_epoch: int | None = None
+
+    def to_json(self) -> str:
+        """The outcome as JSON text (a run's tag keeps it, with its position among the outcomes told)."""
+        return json.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> Told:
+        fields = json.loads(text)
+        return cls(**{**fields, "values": tuple(fields["values"])})
 
 
 def _sampler(name: str, seed: int, batch: int, conditional: bool):
