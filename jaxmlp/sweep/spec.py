@@ -42,7 +42,7 @@ from jaxmlp.sweep.bounded_yaml import load_bounded_yaml
 from jaxmlp.sweep.conditions import active, condition_order
 from jaxmlp.sweep.distributions import Distribution, checked, draw
 from jaxmlp.sweep.errors import SweepError
-from jaxmlp.sweep.optimize import OptimizeSpec, Proposal, check_sampler
+from jaxmlp.sweep.optimize import OptimizeSpec, Optimizer, Proposal, check_sampler
 from jaxmlp.sweep.schedulers import SearchSpec, search_of
 
 class _Strict(BaseModel):
@@ -159,10 +159,8 @@ class Sweep:
         except ObjectiveError as err:
             raise SweepError(f"{self.path}: {err}") from None
 
-    def optimizer(self):
-        """A new `optimize.Optimizer` for the file's `optimize:` section."""
-        from jaxmlp.sweep.optimize import Optimizer
-
+    def optimizer(self) -> Optimizer:
+        """A new `optimize.Optimizer` for the file's `optimize:` section (Optuna's study, seeded)."""
         spec = self.spec.optimize
         order = condition_order(str(self.path), "optimize.params", spec.params, {}, self.base.flat())
         return Optimizer(spec, order, self.base.flat(), self.objectives, self.spec.name)
@@ -210,11 +208,10 @@ def load_sweep(path: str | Path) -> Sweep:
     _check_size(spec, str(path))
     variants = expand(spec, str(path))
     sweep = Sweep(path, spec, variants)
-    sweep.search  # a bad search section or bad objectives are refused now, before anything is trained
+    sweep.search  # a bad search section is refused now, before anything is trained
+    objectives = sweep.objectives  # and bad objectives
     if spec.optimize:
-        check_sampler(spec.optimize, len(sweep.objectives), str(path))
-    else:
-        sweep.objectives
+        check_sampler(spec.optimize, len(objectives), str(path))
     return sweep
 
 
