@@ -339,7 +339,7 @@ BAD_FILES = {
                [r"not valid YAML", r"line 2, column 14", r"expected ',' or '\]'"]),
     "top-level key": ("name: s\ngird:\n  model.activation: [relu]\n",
                       [r"gird: unknown key \(did you mean 'grid'\?\)",
-                       r"allowed keys: name, description, base, grid, zip, random, seeds, execution"]),
+                       r"allowed keys: name, description, base, grid, zip, random, optimize, objectives, seeds, execution"]),
     "dotted key": ("name: s\ngrid:\n  model.activaton: [relu, tanh]\n",
                    [r"grid.model.activaton: unknown configuration key \(did you mean 'model.activation'\?\)"]),
     "base key": ("name: s\nbase:\n  model: {hiden: [3]}\n",

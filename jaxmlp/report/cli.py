@@ -22,9 +22,12 @@ from jaxmlp.report.figures import sweep_figures
 from jaxmlp.report.page import (MARK_END, MARK_START, column_notes, provenance, references_list,
                                 replace_between_markers, results_markdown, results_markers, to_html,
                                 to_report_markdown)
+from jaxmlp.report.objectives import Objective, ObjectiveError, objectives_of
+from jaxmlp.report.pareto import with_pareto
 from jaxmlp.report.references import load_references, match_references
 from jaxmlp.report.search import search_sections
-from jaxmlp.report.tables import (HEADERS, display_metric, report_rows, search_markdown, search_text, summarize,
+from jaxmlp.report.selection import ObjectiveReport, objective_report
+from jaxmlp.report.tables import (HEADERS, display_metric, report_rows, search_text, sections_markdown, summarize,
                                   to_csv, to_markdown, to_text, without_validation)
 from jaxmlp.tracking import (TRACKING_URI_HELP, RunNotFound, SweepNotFound, TrackedSweep, Tracker, find_sweep,
                              sqlite_path, ui_command, unsupported_scheme)
@@ -116,23 +119,51 @@ class Report:
     results: str
 
 
-def build_report(tracking_uri: str, sweep: TrackedSweep, references_path: Path | None) -> Report:
-    """Table, figures, Markdown, CSV and HTML of a tracked sweep."""
+def _sweep_file(target: str, sweep: TrackedSweep) -> dict[str, Any]:
+    """The sweep file's content where it can be read: the target, or the file the parent names ({} otherwise)."""
+    for path in (Path(target), Path(sweep.sweep_file or "")):
+        if path.suffix in (".yaml", ".yml") and path.is_file():
+            try:
+                raw = yaml.safe_load(path.read_text())
+            except (OSError, yaml.YAMLError):
+                return {}
+            return raw if isinstance(raw, dict) else {}
+    return {}
+
+
+def sweep_objectives(raw: dict[str, Any], records: Sequence[Any], where: str) -> tuple[list[Objective], bool]:
+    """The objectives of the sweep file's content `raw` (default: the monitor's best value), and
+    whether its settings were sampled (random or optimize), which makes parameter importance meaningful."""
+    monitor = next((r.config["training.early_stopping.monitor"] for r in records
+                    if "training.early_stopping.monitor" in r.config), "val_loss")
+    try:
+        objectives = objectives_of(raw.get("objectives") or [], monitor, f"{where}: objectives")
+    except ObjectiveError as err:
+        raise ReportError(str(err)) from None
+    return objectives, bool(raw.get("random") or raw.get("optimize"))
+
+
+def build_report(tracking_uri: str, sweep: TrackedSweep, references_path: Path | None,
+                 objectives: Sequence[Objective] = (), importance: bool = False) -> Report:
+    """Table, figures, Markdown, CSV and HTML of a tracked sweep; with `objectives` (two or
+    more) their Pareto front, and where `importance`, which swept keys mattered for the first."""
     entries = load_references(references_path) if references_path else None
     metric = display_metric(sweep.records)
     references = match_references(sweep.records, entries, metric) if entries is not None else None
     rows = summarize(sweep.records)
     validated = not without_validation(sweep.records)
-    table = report_rows(rows, references, validated)
-    figures = sweep_figures(sweep.records, rows)
+    table = with_pareto(report_rows(rows, references, validated), sweep.records, objectives)
+    chosen = objective_report(sweep.records, objectives, importance) if objectives else ObjectiveReport([], {}, None)
+    figures = {**sweep_figures(sweep.records, rows), **chosen.figures}
     meta = provenance(sweep.name, sweep.parent_run_id, sweep.git_commit, tracking_uri)
     notes = column_notes(metric, bool(references), any("dead_units_percent" in r for r in table), validated)
     cited = references_list(references)
-    results = results_markdown(meta, to_markdown(table, HEADERS), notes, cited, search_markdown(sweep.records))
+    sections = [*search_sections(sweep.records), *chosen.sections]
+    results = results_markdown(meta, to_markdown(table, HEADERS), notes, cited, sections_markdown(sections))
     files = {"report.md": to_report_markdown(sweep.name, sweep.note, results, figures).encode(),
              "report.csv": to_csv(table).encode(),
-             "report.html": to_html(sweep.name, sweep.note, table, figures, meta, notes, cited,
-                                    search_sections(sweep.records)).encode(), **figures}
+             "report.html": to_html(sweep.name, sweep.note, table, figures, meta, notes, cited, sections).encode(),
+             **figures}
     return Report(sweep, table, files, results)
 
 
@@ -148,7 +179,9 @@ def run_report(args: argparse.Namespace) -> Path:
     if args.readme and not args.readme.is_file():
         raise ReportError(f"--readme {args.readme}: no such file")
     references_path = _references_path(args, sweep.sweep_file)
-    built = build_report(tracker.tracking_uri, sweep, references_path)
+    objectives, importance = sweep_objectives(_sweep_file(args.sweep, sweep), sweep.records,
+                                              sweep.sweep_file or args.sweep)
+    built = build_report(tracker.tracking_uri, sweep, references_path, objectives, importance)
     readme = (replace_between_markers(args.readme.read_text(), built.results, str(args.readme), sweep.name)
               if args.readme else None)
     out = args.out or Path("reports") / sweep.name

@@ -36,6 +36,11 @@ FIGURE_CAPTIONS = {
                    "to member B's at epoch e: after epoch e, B copied A's parameters, optimizer state and numbers, "
                    "then perturbed them. Below, each perturbed number per member and epoch; a dashed line joins "
                    "the source's value at the exploit epoch to the copy's perturbed value one epoch later.",
+    "pareto.png": "The first two objectives of every setting (means over seeds); the Pareto front (the settings "
+                  "no other matches or beats in every objective) joined in red; the ring marks the setting best "
+                  "in the first objective, whose model is the sweep's best.",
+    "importance.png": "Which swept keys mattered: fANOVA importance of each for the first objective over the "
+                      "finished settings (Optuna's evaluator on a study of one trial per setting).",
 }
 _LINESTYLES = ("-", "--", ":", "-.")
 
@@ -58,10 +63,10 @@ def prepare_figures() -> None:
     ax.plot([0, 1], [0, 1], label="x")
     ax.set_title("x")
     ax.legend()
-    _png(fig)
+    png(fig)
 
 
-def _png(fig) -> bytes:
+def png(fig) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
     _pyplot().close(fig)
@@ -73,8 +78,10 @@ def _is_number(value: Any) -> bool:
 
 
 def _values_by_setting(records: Sequence[VariantRecord]) -> dict[str, dict[str, Any]]:
-    """Swept key -> value for each setting, from the resolved configuration where the records carry it."""
-    return {setting: {k: runs[0].config.get(k, v) for k, v in runs[0].setting.items()}
+    """Swept key -> value for each setting, from the resolved configuration where the records carry it;
+    every setting gets every swept key (a conditional parameter where it was not proposed: its base value)."""
+    keys = list(dict.fromkeys(k for r in records for k in r.setting))
+    return {setting: {k: runs[0].config.get(k, runs[0].setting.get(k)) for k in keys}
             for setting, runs in by_setting(records).items()}
 
 
@@ -150,7 +157,7 @@ def _axis_figure(records: Sequence[VariantRecord], value, ylabel: str, prefer: s
     if len(series) > 1:
         outside = len(series) > 6 or max(map(len, series)) > 30
         ax.legend(fontsize=7, **({"bbox_to_anchor": (1.02, 1), "loc": "upper left"} if outside else {}))
-    return _png(fig)
+    return png(fig)
 
 
 def figure_test_metric(records: Sequence[VariantRecord]) -> bytes:
@@ -218,7 +225,7 @@ def figure_learning_curves(records: Sequence[VariantRecord]) -> bytes:
     fig.supylabel("loss (mean over seeds)", fontsize=9)
     fig.tight_layout()
     fig.legend(handles=handles, loc="lower center", ncol=3, fontsize=8, bbox_to_anchor=(0.5, 1.0))
-    return _png(fig)
+    return png(fig)
 
 
 def figure_activations(records: Sequence[VariantRecord]) -> bytes:
@@ -260,7 +267,7 @@ def figure_activations(records: Sequence[VariantRecord]) -> bytes:
         axes[0, -1].legend(handles=[Line2D([], [], color="gray", linestyle=_LINESTYLES[j % len(_LINESTYLES)],
                                            label=label) for j, label in enumerate(others)], fontsize=7)
     fig.tight_layout()
-    return _png(fig)
+    return png(fig)
 
 
 def _gap(record: VariantRecord, metric: str) -> float | None:
@@ -354,7 +361,7 @@ def sweep_figures(records: Sequence[VariantRecord], rows: Sequence[dict[str, Any
     (model.dropout swept); the lineage of a population-based training (a member copied another)."""
     if not rows:
         return {}
-    keys = records[0].setting
+    keys = {k for r in records for k in r.setting}  # (a conditional parameter is in some settings only)
     figures = {"test_metric.png": figure_test_metric(records)}
     if any(r.history for r in records):
         figures["learning_curves.png"] = figure_learning_curves(records)
@@ -363,5 +370,5 @@ def sweep_figures(records: Sequence[VariantRecord], rows: Sequence[dict[str, Any
     if "model.dropout" in keys and any(_gap(r, display_metric(records)) is not None for r in records):
         figures["generalisation_gap.png"] = figure_generalisation_gap(records)
     if any(r.lineage for r in records):
-        figures["lineage.png"] = _png(draw_lineage(records))
+        figures["lineage.png"] = png(draw_lineage(records))
     return figures

@@ -15,7 +15,7 @@ import numpy as np
 
 from jaxmlp.records import VariantRecord
 from jaxmlp.report.labels import metric_label
-from jaxmlp.report.search import pruned_at, search_sections, searched, variant_epochs
+from jaxmlp.report.search import Section, pruned_at, search_sections, searched, variant_epochs
 
 #: The report's classification metric: 100 x (1 - test accuracy).
 ERROR_PERCENT = "test_error_percent"
@@ -317,13 +317,22 @@ def to_text(rows: Sequence[dict[str, Any]], headers: Mapping[str, str] | None = 
                                in enumerate(zip(row, widths))) for row in table)
 
 
+def sections_text(sections: Sequence[Section]) -> str:
+    """Titled tables as aligned text for the terminal; '' without any."""
+    return "\n\n".join(f"{s.title}: {s.note}\n{to_text(s.rows, s.headers)}" for s in sections)
+
+
+def sections_markdown(sections: Sequence[Section]) -> str:
+    """Titled tables as Markdown sections; '' without any."""
+    return "".join(f"\n### {s.title}\n\n{s.note}\n\n{to_markdown(s.rows, s.headers)}" for s in sections)
+
+
 def search_text(records: Sequence[VariantRecord]) -> str:
     """An adaptive search's tables (`search_sections`: where compute went, lineage) as aligned
     text for the terminal; '' where no search acted."""
-    return "\n\n".join(f"{s.title}: {s.note}\n{to_text(s.rows, s.headers)}" for s in search_sections(records))
+    return sections_text(search_sections(records))
 
 
 def search_markdown(records: Sequence[VariantRecord]) -> str:
     """An adaptive search's tables as Markdown sections; '' where no search acted."""
-    return "".join(f"\n### {s.title}\n\n{s.note}\n\n{to_markdown(s.rows, s.headers)}"
-                   for s in search_sections(records))
+    return sections_markdown(search_sections(records))

@@ -88,6 +88,10 @@ def _main(args: argparse.Namespace, interrupts: Interrupts) -> int:
     except SweepError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    if sweep.spec.optimize:
+        print(f"error: {args.sweep}: optimize: is checked, but training its proposals needs the engine's slots that "
+              "take each proposal as another setting stops, not built yet; use random: for now", file=sys.stderr)
+        return 2
     interrupts.check()
     missing = missing_data(sweep)
     if missing and not args.dry_run:  # before anything is logged, as for a bad file
@@ -217,7 +221,11 @@ def print_outcome(sweep, outcome, runner) -> None:
     header, ranked = report.best_first(outcome.records, outcome.rows,
                                        sweep.variants[0].config.training.early_stopping.monitor)
     print(header)
-    print(report.to_text(ranked))
+    print(report.to_text(report.with_pareto(ranked, outcome.records, sweep.objectives)))
+    if len(sweep.objectives) > 1:
+        print(f"pareto: yes where no other setting matches or beats it in every objective "
+              f"({', '.join(map(str, sweep.objectives))}); the best model is the setting best in "
+              f"{sweep.objectives[0].metric}, the first objective")
     searched = report.search_text(outcome.records)
     if searched:
         print(f"\n{searched}")

@@ -1,4 +1,5 @@
-"""The distributions of a sweep's random search: checked, and drawn from with a seeded generator."""
+"""The distributions of a sweep's random search and model-based optimisation: checked, and drawn
+from with a seeded generator (`random:`) or handed to a sampler (`optimize:`)."""
 from __future__ import annotations
 
 import builtins
@@ -12,24 +13,30 @@ from jaxmlp.sweep.errors import SweepError
 
 
 class Distribution(BaseModel):
-    """Exactly one of: choice (list), uniform / loguniform ([low, high]), int ([low, high] inclusive)."""
+    """Exactly one of: choice (list), uniform / loguniform ([low, high]), int ([low, high] inclusive);
+    `when`: the condition under which the parameter is proposed (`jaxmlp.sweep.conditions`)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     choice: list[Any] | None = None
     uniform: tuple[float, float] | None = None
     loguniform: tuple[float, float] | None = None
     int: tuple[builtins.int, builtins.int] | None = None  # the field shadows int inside this class
+    when: dict[str, Any] | None = None
 
 
-def checked(source: str, key: str, dist: Distribution) -> tuple[str, Any]:
+#: The kinds of distribution a parameter may name.
+KINDS = ("choice", "uniform", "loguniform", "int")
+
+
+def checked(source: str, key: str, dist: Distribution, section: str = "random.params") -> tuple[str, Any]:
     """The one kind a distribution names and its argument, checked: ranges [low, high] with
     low <= high (log-uniform ones positive), choices not empty."""
-    kinds = [k for k, v in dist.model_dump().items() if v is not None]
+    kinds = [k for k in KINDS if getattr(dist, k) is not None]
     if len(kinds) != 1:
-        raise SweepError(f"{source}: random.params.{key}: give exactly one of choice, uniform, "
-                         f"loguniform, int (got {', '.join(kinds) or 'none'})")
+        raise SweepError(f"{source}: {section}.{key}: give exactly one of {', '.join(KINDS)} "
+                         f"(got {', '.join(kinds) or 'none'})")
     kind, arg = kinds[0], getattr(dist, kinds[0])
-    where = f"{source}: random.params.{key}.{kind}"
+    where = f"{source}: {section}.{key}.{kind}"
     if kind == "choice" and not arg:
         raise SweepError(f"{where}: empty list; give at least one value")
     if kind != "choice" and arg[0] > arg[1]:

@@ -119,6 +119,7 @@ class SweepRuns:
         self._heartbeat_at = time.monotonic()
         self._failures_in_a_row = 0
         self.store_down: str | None = None  # the error that made the store count as down
+        self.report_errors: list[str] = []  # tables or plots of the summary that could not be drawn
         spec = sweep.spec
         # Up to a size, every child's history is MLflow metrics; above it only each setting's
         # best's, and all of them go in Parquet per group (`log_histories`).
@@ -366,8 +367,10 @@ class SweepRuns:
         summary = report.sweep_summary(records, rows, len(failures))
         status = "FAILED" if failures else "FINISHED"
         reason = "; ".join(failures)[:5000] or None
-        ending = dict(status=status, reason=reason, summary_files=summary.files, figures=figures,
-                      metrics=summary.metrics, best_setting=summary.best_setting, table=summary.table)
+        files, figures, front, front_keys = self._objective_report(records, summary.files, figures)
+        ending = dict(status=status, reason=reason, summary_files=files, figures=figures,
+                      metrics=summary.metrics, best_setting=summary.best_setting, table=summary.table,
+                      front=front, front_keys=front_keys)
 
         def close_or_spool() -> None:
             try:
@@ -378,12 +381,31 @@ class SweepRuns:
 
         self.writer.submit(close_or_spool)
 
+    def _objective_report(self, records: list[VariantRecord], files: dict[str, bytes], figures: dict[str, bytes]):
+        """The summary files and figures with the objectives' sections and figures added (the Pareto
+        front of several objectives; for random and optimised sweeps which swept keys mattered),
+        the front by column and the variant keys on it (None with one objective); where they
+        cannot be drawn, the files and figures as they were, and the error with the tracking errors."""
+        spec = self.sweep.spec
+        try:
+            found = report.objective_report(records, self.sweep.objectives,
+                                            importance=bool(spec.random or spec.optimize))
+        except Exception as err:  # noqa: BLE001 - the summary is logged without them
+            self.report_errors.append(f"the objectives' tables and plots could not be drawn: "
+                                      f"{type(err).__name__}: {err}")
+            return files, figures, None, None
+        if found.sections:
+            files = {**files, "objectives.md": report.sections_markdown(found.sections).encode()}
+        on_front = set(found.front["setting"]) if found.front else set()
+        keys = [r.variant_key for r in records if r.label in on_front] if found.front else None
+        return files, {**figures, **found.figures}, found.front, keys
+
     def close(self) -> list[str]:
         """Wait for every submitted call, close the tracker; return the calls' errors (the
         calls not tried once the store counted as down, as one line)."""
         errors = self.writer.close(raise_errors=False)
         skipped = sum(isinstance(e, StoreDown) for e in errors)
-        lines = [f"{type(e).__name__}: {e}" for e in errors if not isinstance(e, StoreDown)]
+        lines = self.report_errors + [f"{type(e).__name__}: {e}" for e in errors if not isinstance(e, StoreDown)]
         if skipped:
             lines.append(f"{skipped} later tracking call(s) not tried: the store failed {FAILURES_BEFORE_DOWN} "
                          "times in a row")

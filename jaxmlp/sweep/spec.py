@@ -5,14 +5,20 @@
     grid: {model.activation: [relu, tanh]}          # full product, file order, last fastest
     zip: {optimizer.learning_rate: [1e-3, 3e-3], model.dropout: [0.0, 0.2]}  # advanced together
     random: {samples: 4, seed: 0, params: {optimizer.learning_rate: {loguniform: [1e-4, 1e-2]}}}
+    # a random parameter may be conditional: {uniform: [0.5, 0.99], when: {optimizer.name: sgd}}
     seeds: 3                                        # or a list: [0, 1, 2]
+    optimize: {trials: 64, batch: 16, params: {...}}  # instead of grid/zip/random: a sampler proposes (`optimize`)
+    objectives: [best_val_loss, n_params]           # what settings are compared on (`report.objectives`)
 
 `zip` may also give each of its settings its own seeds (`seeds: [3, 2]`, a count or a list per
 setting), for example fewer seeds for a costly secondary row; the top-level `seeds` is then
 left out. `zip.name` names each zipped setting (`name: [standard, dropout]`): labels, run
-names and tables show the name instead of every zipped value. Expansion is deterministic:
-the same file gives the same variants in the same order. Every value is validated before anything runs; errors name the file, key path, bad value
-and what is allowed.
+names and tables show the name instead of every zipped value. A conditional random parameter
+(`when:`, see `conditions`) is left out of the settings where its condition does not hold (the
+key keeps its base value there); samples that then agree in every other value train once.
+Expansion is deterministic: the same file gives the same variants in the same order. Every
+value is validated before anything runs; errors name the file, key path, bad value and what
+is allowed.
 """
 from __future__ import annotations
 
@@ -27,13 +33,16 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from jaxmlp.config import (CONFIG_KEYS, ConfigError, RunConfig, did_you_mean, format_validation_error, load_config,
-                           set_dotted)
+from jaxmlp.config import (CONFIG_KEYS, ConfigError, RunConfig, did_you_mean, flatten, format_validation_error,
+                           load_config, set_dotted)
 from jaxmlp.data import split_sizes
 from jaxmlp.records import SETTING_NAME, setting_label
+from jaxmlp.report.objectives import Objective, ObjectiveError, objectives_of
 from jaxmlp.sweep.bounded_yaml import load_bounded_yaml
+from jaxmlp.sweep.conditions import active, condition_order
 from jaxmlp.sweep.distributions import Distribution, checked, draw
 from jaxmlp.sweep.errors import SweepError
+from jaxmlp.sweep.optimize import OptimizeSpec, Optimizer, Proposal, check_sampler
 from jaxmlp.sweep.schedulers import SearchSpec, search_of
 
 class _Strict(BaseModel):
@@ -83,6 +92,8 @@ class SweepSpec(_Strict):
     grid: dict[str, list[Any]] = Field(default_factory=dict)
     zip: dict[str, list[Any]] = Field(default_factory=dict)
     random: RandomSpec | None = None
+    optimize: OptimizeSpec | None = None
+    objectives: list[str | dict[str, Any]] = Field(default_factory=list)
     seeds: int | list[int] = Field(default=1)
     execution: ExecutionSpec = ExecutionSpec()
     search: SearchSpec | None = None
@@ -122,16 +133,49 @@ class Sweep:
     variants: list[Variant]
 
     @property
+    def base(self) -> RunConfig:
+        """The base configuration (what an optimised setting's proposal overrides)."""
+        return load_config(self.spec.base, source=f"{self.path}: base")
+
+    @property
     def search(self):
         """The engine's scheduler for the file's `search` section (None without one)."""
         if self.spec.search is None:
             return None
-        if not all(v.config.data.validated for v in self.variants):
+        configs = [v.config for v in self.variants] or [self.base]  # (an optimize sweep: its base)
+        if not all(c.data.validated for c in configs):
             raise SweepError(f"{self.path}: search: compares variants on validation metrics, but data.val_size "
                              "is 0 (no validation split); hold one out (e.g. data.val_size: 0.15) or remove search")
-        return search_of(self.spec.search, self.spec.random.params if self.spec.random else {},
-                         min(v.config.training.epochs for v in self.variants),
-                         self.variants[0].config.training.early_stopping.monitor, str(self.path))
+        sampled = self.spec.random or self.spec.optimize
+        return search_of(self.spec.search, sampled.params if sampled else {},
+                         min(c.training.epochs for c in configs),
+                         configs[0].training.early_stopping.monitor, str(self.path))
+
+    @property
+    def objectives(self) -> list[Objective]:
+        """The file's `objectives`, checked (default: the early-stopping monitor's best value)."""
+        try:
+            return objectives_of(self.spec.objectives, self.base.training.early_stopping.monitor)
+        except ObjectiveError as err:
+            raise SweepError(f"{self.path}: {err}") from None
+
+    def optimizer(self) -> Optimizer:
+        """A new `optimize.Optimizer` for the file's `optimize:` section (Optuna's study, seeded)."""
+        spec = self.spec.optimize
+        order = condition_order(str(self.path), "optimize.params", spec.params, {}, self.base.flat())
+        return Optimizer(spec, order, self.base.flat(), self.objectives, self.spec.name)
+
+    def proposal_variants(self, proposal: Proposal) -> list[Variant]:
+        """The variants of an optimised setting, one per seed; its setting is named after its trial
+        ('trial 7'), so that two trials that propose the same values stay apart in tables."""
+        seeds = _seed_list(self.spec.seeds, f"{self.path}: seeds")
+        raw = self.base.to_dict()
+        for key, value in proposal.values.items():
+            raw = set_dotted(raw, key, value)
+        setting = tuple({SETTING_NAME: f"trial {proposal.trial}", **proposal.values}.items())
+        return [Variant(proposal.trial * len(seeds) + i, setting, seed,
+                        load_config(set_dotted(raw, "training.seed", seed), source=str(self.path)))
+                for i, seed in enumerate(seeds)]
 
     @property
     def hash(self) -> str:
@@ -165,6 +209,9 @@ def load_sweep(path: str | Path) -> Sweep:
     variants = expand(spec, str(path))
     sweep = Sweep(path, spec, variants)
     sweep.search  # a bad search section is refused now, before anything is trained
+    objectives = sweep.objectives  # and bad objectives
+    if spec.optimize:
+        check_sampler(spec.optimize, len(objectives), str(path))
     return sweep
 
 
@@ -183,6 +230,8 @@ def _axis_sizes(spec: SweepSpec) -> dict[str, int]:
     zipped = {k: v for k, v in spec.zip.items() if k not in ZIP_SPECIAL}
     if spec.random:
         sizes["random.samples"] = spec.random.samples
+    if spec.optimize:
+        sizes["optimize.trials"] = spec.optimize.trials
     if ZIP_SEEDS in spec.zip:
         n = min(len(v) for v in spec.zip.values())
         # a bad entry counts as one seed here; `expand` refuses it with its name and value
@@ -264,8 +313,13 @@ def _check_axis(source: str, section: str, key: str, values: list[Any], base: di
             raise SweepError(str(err)) from None
 
 
-def _random_settings(spec: RandomSpec, source: str, base: dict) -> list[dict[str, Any]]:
+def _random_settings(spec: RandomSpec, source: str, base: dict,
+                     axes: dict[str, list[Any]]) -> tuple[list[str], list[dict[str, Any]]]:
+    """The parameters in the order their conditions are read (`conditions.condition_order`) and
+    `samples` draws of every parameter (a conditional one is drawn even where it is inactive, so
+    that a condition changes no other draw)."""
     dists = {key: checked(source, key, dist) for key, dist in spec.params.items()}
+    order = condition_order(source, "random.params", spec.params, axes, flatten(base))
     rng = np.random.default_rng(spec.seed)
     settings = []
     for _ in range(spec.samples):
@@ -275,7 +329,20 @@ def _random_settings(spec: RandomSpec, source: str, base: dict) -> list[dict[str
         settings.append(sample)
     for key in spec.params:
         _check_axis(source, "random.params", key, [s[key] for s in settings], base)
-    return settings
+    return order, settings
+
+
+def _check_optimize(spec: SweepSpec, source: str, base: dict) -> None:
+    """An `optimize:` section: alone in choosing settings, its parameters' ranges and conditions valid."""
+    others = [name for name in ("grid", "zip", "random") if getattr(spec, name)]
+    if others:
+        raise SweepError(f"{source}: optimize: proposes every setting, but the file also has {' and '.join(others)}; "
+                         "keep optimize alone (fixed values go in base)")
+    _seed_list(spec.seeds, f"{source}: seeds")
+    for key, dist in spec.optimize.params.items():
+        _, arg = checked(source, key, dist, "optimize.params")
+        _check_axis(source, "optimize.params", key, list(arg), base)  # a choice's values, a range's ends
+    condition_order(source, "optimize.params", spec.optimize.params, {}, flatten(base))
 
 
 def expand(spec: SweepSpec, source: str) -> list[Variant]:
@@ -284,6 +351,9 @@ def expand(spec: SweepSpec, source: str) -> list[Variant]:
         base = load_config(spec.base, source=f"{source}: base").to_dict()
     except ConfigError as err:
         raise SweepError(str(err)) from None
+    if spec.optimize:
+        _check_optimize(spec, source, base)
+        return []  # the settings come from the sampler (`Sweep.optimizer`, `Sweep.proposal_variants`)
     zip_axes = {k: v for k, v in spec.zip.items() if k not in ZIP_SPECIAL}
     for section, axes in (("grid", spec.grid), ("zip", zip_axes)):
         for key, values in axes.items():
@@ -301,9 +371,16 @@ def expand(spec: SweepSpec, source: str) -> list[Variant]:
     if per_setting is None:
         per_setting = [seeds] * max(1, len(zipped))
     zipped = list(itertools.zip_longest(zipped, per_setting, names or [], fillvalue={}))
-    sampled = _random_settings(spec.random, source, base) if spec.random else [{}]
-    variants = []
-    for g, (z, z_seeds, z_name), r in itertools.product(grid, zipped, sampled):
+    order, sampled = ([], [{}]) if spec.random is None else _random_settings(spec.random, source, base,
+                                                                              {**spec.grid, **zip_axes})
+    flat_base, variants, seen = flatten(base), [], set()
+    for g, (z, z_seeds, z_name), drawn in itertools.product(grid, zipped, sampled):
+        r = active(spec.random.params, order, drawn, {**flat_base, **g, **z}) if spec.random else drawn
+        if len(r) < len(drawn):  # a parameter inactive here: samples alike in the others train once
+            identity = _digest([g, z, r])
+            if identity in seen:
+                continue
+            seen.add(identity)
         values = {**g, **z, **r}
         setting = {SETTING_NAME: z_name, **g, **r} if names else values  # the name (first) stands for the zipped values
         raw = base

@@ -28,7 +28,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from jaxmlp.records import VariantRecord
 from jaxmlp.runtime import cache_root
@@ -102,7 +102,8 @@ class Spool:
 
     def summary(self, *, status: str, reason: str | None, summary_files: Mapping[str, bytes],
                 figures: Mapping[str, bytes], metrics: Mapping[str, float], best_setting: str | None,
-                table: Mapping[str, list] | None) -> None:
+                table: Mapping[str, list] | None, front: Mapping[str, list] | None = None,
+                front_keys: Sequence[str] | None = None) -> None:
         """Keep the parent's summary that could not be logged."""
         with self._lock:
             self._started()
@@ -110,7 +111,8 @@ class Spool:
             _write_files(self.folder / "summary" / "plots", figures)
             (self.folder / "summary" / "summary.json").write_text(json.dumps(
                 {"status": status, "reason": reason, "metrics": dict(metrics), "best_setting": best_setting,
-                 "table": dict(table) if table else None}, default=float))
+                 "table": dict(table) if table else None, "front": dict(front) if front else None,
+                 "front_keys": None if front_keys is None else list(front_keys)}, default=float))
             self.has_summary = True
 
 
@@ -182,7 +184,8 @@ def replay(folder: str | os.PathLike, tracking_uri: str | None = None, out=print
         t.close_parent(parent_run_id, s["status"], s["reason"],
                        summary_files=_read_files(folder / "summary" / "files"),
                        figures=_read_files(folder / "summary" / "plots"), metrics=s["metrics"],
-                       best_setting=s["best_setting"], table=s["table"])
+                       best_setting=s["best_setting"], table=s["table"], front=s.get("front"),
+                       front_keys=s.get("front_keys"))
     out(f"replayed {replayed} child run(s){' and the summary' if summary.is_file() else ''}")
     return parent_run_id
 

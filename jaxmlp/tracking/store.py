@@ -41,6 +41,7 @@ SEED_TAG = "seed"
 DIVERGED_TAG = "jaxmlp.diverged"
 OUTCOME_TAG = "jaxmlp.outcome"  # pruned: stopped by successive halving
 LINEAGE_TAG = "jaxmlp.lineage"  # PBT: the exploit steps (epoch, source variant index) as JSON
+PARETO_TAG = "jaxmlp.pareto"  # several objectives: true where the run's setting is on the Pareto front
 GROUP_TAG = "jaxmlp.group"
 LEASE_TAG = "jaxmlp.lease"  # the process that runs a parent (jaxmlp.sweep.ownership); "" once released
 SUMMARY_TAG = "jaxmlp.summary_logged"
@@ -58,6 +59,8 @@ GIT_COMMIT_TAG = "mlflow.source.git.commit"
 
 #: The summary table on a sweep's parent, as MLflow's table artifact (the UI shows it as a table).
 SUMMARY_TABLE_FILE = "summary_table.json"
+#: The Pareto front of a sweep with several objectives, on its parent as a table artifact.
+PARETO_TABLE_FILE = "pareto_front.json"
 #: Seconds between system metrics samples (MLflow's own default is 10: a short sweep would get two points).
 SYSTEM_METRICS_INTERVAL = 2.0
 
@@ -450,14 +453,21 @@ class Tracker:
 
     def close_parent(self, parent_run_id: str, status: str, reason: str | None, *, summary_files: dict[str, bytes],
                      figures: dict[str, bytes], metrics: dict[str, float], best_setting: str | None,
-                     table: Mapping[str, list] | None = None) -> None:
+                     table: Mapping[str, list] | None = None, front: Mapping[str, list] | None = None,
+                     front_keys: Sequence[str] | None = None) -> None:
         """Summary (files, and `table` by column as MLflow's table artifact), plots and metrics
-        on the parent, then end it. It never stays RUNNING: where the summary cannot be logged,
-        it ends FAILED and the error is raised."""
+        on the parent, then end it; with several objectives also their Pareto `front` (a table
+        artifact) and each child's `jaxmlp.pareto` tag (true for the variants in `front_keys`).
+        It never stays RUNNING: where the summary cannot be logged, it ends FAILED and the error
+        is raised."""
         try:
             self.log_folder(parent_run_id, summary_files, "summary")
             if table:
                 self.client.log_table(parent_run_id, dict(table), SUMMARY_TABLE_FILE)
+            if front:
+                self.client.log_table(parent_run_id, dict(front), PARETO_TABLE_FILE)
+            if front_keys is not None:
+                self._tag_pareto(parent_run_id, set(front_keys))
             self.log_folder(parent_run_id, figures, "plots")
         except Exception as err:
             why = f"the sweep summary could not be logged: {type(err).__name__}: {err}"
@@ -467,6 +477,11 @@ class Tracker:
         if best_setting is not None:
             tags[BEST_BY_TEST_MEAN_TAG] = best_setting
         self.finish(parent_run_id, status, reason, metrics=metrics, tags=tags)
+
+    def _tag_pareto(self, parent_run_id: str, keys: set[str]) -> None:
+        """Tag each child run `jaxmlp.pareto` true or false: whether its variant's setting is on the front."""
+        for child in self.children(parent_run_id):
+            self.client.set_tag(child["run_id"], PARETO_TAG, str(child["tags"].get(VARIANT_KEY_TAG) in keys).lower())
 
     # -- artifacts and models ----------------------------------------------------------------
 
