@@ -64,10 +64,11 @@ class GroupResult:
 
 def variant_history(records: Sequence[dict[str, np.ndarray]], i: int) -> list[dict[str, float]]:
     """Variant i's per-epoch metrics (only the program's epochs it trained in, numbered by its
-    own epoch count), with one key per dead-unit layer."""
+    own epoch count), with one key per dead-unit layer. Records of epochs before the variant
+    was added to its trainer (`Trainer.add`) are shorter than i: it did not train in them."""
     history = []
     for r in records:
-        if not r["trained"][i]:
+        if i >= len(r["trained"]) or not r["trained"][i]:
             continue
         row = {"epoch": int(r["variant_epoch"][i]), "epoch_seconds": r["epoch_seconds"]}
         for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "learning_rate", "momentum"):

@@ -33,7 +33,7 @@ from jaxmlp.engine.layout import Layout, holding_layout
 from jaxmlp.engine.programs import (copy_rows, move_rows, program_epoch, program_final, program_init, program_refill,
                                     stop_rows)
 from jaxmlp.engine.results import GroupResult, VariantResult, variant_history
-from jaxmlp.engine.structure import hparams_of, merge_key, structure_key, structure_of
+from jaxmlp.engine.structure import features_of, hparams_of, merge_key, structure_key, structure_of
 
 
 #: Compiled programs by the static description of what they run: a chunk of a group whose
@@ -338,6 +338,46 @@ class Trainer:
         self._finish([i for i in range(n) if not self.frozen[i] and i not in self._results])
         self.result = GroupResult(self.structures, [self._results[i] for i in sorted(self._results)],
                                   self.compile_seconds, time.perf_counter() - self._start)
+
+    def add(self, configs: Sequence[RunConfig]) -> list[int]:
+        """Queue more variants into this trainer, between two records of `run` (or before it):
+        each must share the program's structure up to its switched keys and be covered by the
+        layout (its activation, initialiser and features); refused otherwise, naming the key.
+        Returns their indices; they take free slots before the next epoch, counting their own
+        epochs, so their numbers equal those of the same variants given at the start."""
+        configs, first = list(configs), dict(merge_key(self.configs[0]))
+        features = {"use_dropout": "model.dropout", "use_input_dropout": "model.input_dropout",
+                    "use_weight_decay": "optimizer.weight_decay", "use_max_norm": "optimizer.max_norm",
+                    "use_clip": "optimizer.clip_norm"}
+        families = []
+        for c in configs:
+            differ = sorted(k for k, v in merge_key(c) if first.get(k) != v)
+            if differ:
+                raise ValueError(f"a variant added to this program must share its structure; it differs in "
+                                 f"{', '.join(differ)}")
+            f = family_index(self.families, c)
+            missing = [features[flag] for flag in features_of([c]) if not getattr(self.families[f].structure, flag)]
+            if missing:
+                raise ValueError(f"{', '.join(missing)}: this program was compiled without it (the layout's "
+                                 f"features); plan the layout with a variant that needs it")
+            families.append((f, self.families[f].selectors_of(c)))
+        known = {structure_key(c) for c in self.configs}
+        for c in configs:
+            if structure_key(c) not in known:
+                known.add(structure_key(c))
+                self.structures.append(structure_of([c], self.data, self.layout.features))
+        start = len(self.configs)
+        self.configs += configs
+        self.frozen = np.concatenate([self.frozen, np.zeros(len(configs), bool)])
+        self._family = np.concatenate([self._family, np.asarray([f for f, _ in families], int)])
+        self._selectors = np.concatenate([self._selectors, np.asarray([s for _, s in families], np.int32).reshape(-1, 2)])
+        self._hp = type(self._hp)(*(np.concatenate([a, b]) for a, b in zip(self._hp, hparams_of(configs))))
+        if hasattr(self, "_last"):
+            self._last = {k: np.concatenate([a, np.zeros(len(configs), a.dtype)]) for k, a in self._last.items()}
+        indices = list(range(start, len(self.configs)))
+        for i, (f, _) in zip(indices, families):
+            self._queues[f].append(i)
+        return indices
 
     @property
     def active(self) -> np.ndarray:
