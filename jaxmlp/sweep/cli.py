@@ -89,9 +89,17 @@ def _main(args: argparse.Namespace, interrupts: Interrupts) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if sweep.spec.optimize:
-        print(f"error: {args.sweep}: optimize: is checked, but training its proposals needs the engine's slots that "
-              "take each proposal as another setting stops, not built yet; use random: for now", file=sys.stderr)
-        return 2
+        from jaxmlp.sweep.optimize_run import check_optimizable
+
+        try:
+            check_optimizable(sweep)
+        except SweepError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        if args.executor != "local":
+            print(f"error: {args.sweep}: optimize: trains its proposals in this process (the sampler waits on "
+                  f"each setting); --executor: {args.executor!r}, use local", file=sys.stderr)
+            return 2
     interrupts.check()
     missing = missing_data(sweep)
     if missing and not args.dry_run:  # before anything is logged, as for a bad file
@@ -136,12 +144,16 @@ def _main(args: argparse.Namespace, interrupts: Interrupts) -> int:
     from jaxmlp.sweep.runner import Options, StoreUnavailable, SweepRunner
     from jaxmlp.sweep.runs import ResumeRefused
 
-    if executor:
+    if sweep.spec.optimize:
+        from jaxmlp.sweep.optimize_run import describe_study, plan_study
+
+        groups = [plan_study(sweep, len(jax.devices()))]
+    elif executor:
         groups = plan_groups(sweep, executor.plan_devices(len(jax.devices())), on_cpu=executor.trains_on_cpu())
     else:
         groups = plan_groups(sweep, len(jax.devices()))
     if args.dry_run:
-        print(describe_plan(sweep, groups))
+        print(describe_study(sweep, groups[0]) if sweep.spec.optimize else describe_plan(sweep, groups))
         for problem in missing:
             print(f"data: {problem}")
         if executor:
@@ -174,7 +186,8 @@ def missing_data(sweep) -> list[str]:
     from jaxmlp.data.tfds import DataUnavailableError
 
     problems = []
-    for cfg in {v.config.data.model_dump_json(): v.config.data for v in sweep.variants}.values():
+    configs = [v.config for v in sweep.variants] or [sweep.base]  # (an optimised sweep's settings come later)
+    for cfg in {c.data.model_dump_json(): c.data for c in configs}.values():
         try:
             check_available(cfg)
         except DataUnavailableError as err:

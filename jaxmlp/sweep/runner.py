@@ -29,6 +29,7 @@ from jaxmlp.engine import VariantResult, structure_key
 from jaxmlp.records import VariantRecord
 from jaxmlp.sweep.best import BestVariant, consider, selection_score
 from jaxmlp.sweep.executors import LocalExecutor, ProgramTask
+from jaxmlp.sweep.optimize_run import Study
 from jaxmlp.sweep.plan import Group
 from jaxmlp.sweep.progress import ProgressBars
 from jaxmlp.sweep.runs import Opened, ResumeRefused, SweepRuns
@@ -104,7 +105,8 @@ class SweepRunner:
         snapshots = None
         if options.tracking and options.snapshot_every > 0 and options.snapshot_dir and sweep.search is None:
             snapshots = Snapshots(options.snapshot_dir, options.snapshot_every)  # (resume needs the store)
-        self.executor = executor or LocalExecutor(snapshots)
+        self.study = Study(sweep, groups[0]) if sweep.spec.optimize else None  # asks, trains and tells
+        self.executor = executor or self.study or LocalExecutor(snapshots)
         self.interrupts = interrupts or Interrupts()
         self.runs: SweepRuns | None = None
         if options.tracking:
@@ -194,7 +196,7 @@ class SweepRunner:
         resumed: dict[int, int] = {}
         shown, events = 0, None
         try:
-            data = self._dataset(chunks[0].config.data)
+            data = self._dataset(chunks[0].layout.families[0][0].data)  # (the template of its first family)
             meta = checkpoint_meta(data)
             events = self.executor.run(task, data)
             for kind, k, payload in events:
@@ -223,6 +225,11 @@ class SweepRunner:
                         self._start_run(chunks[k], i)
                     for i, r in payload["finished"].items():  # variants that stopped: logged while the others train
                         self._end_variant(chunks[k], i, r, meta, compile_seconds[k])
+                elif kind == "asked":  # an optimised sweep's proposal joined the program
+                    self._asked(chunks[k], *payload)
+                elif kind == "told":
+                    if self.runs:
+                        self.runs.log_told(*payload)
                 else:
                     for i, r in zip(payload[0], payload[1].variants):
                         self._end_variant(chunks[k], i, r, meta, compile_seconds[k])
@@ -246,11 +253,20 @@ class SweepRunner:
                     self.runs.log_histories(g)
         bars.end_group()
 
-    def _start_run(self, group: Group, i: int) -> None:
-        """Start the run of the group's variant `i` (once; not for a variant an earlier invocation finished)."""
+    def _start_run(self, group: Group, i: int, trial: tuple[int, str] | None = None) -> None:
+        """Start the run of the group's variant `i` (once; not for a variant an earlier invocation
+        finished); `trial`: an optimised setting's number and proposal, kept on the run."""
         v = group.variants[i]
         if self.runs and v.key not in self.closed and v.key not in self.runs.run_ids:
-            self.runs.start_child(v, group)
+            self.runs.start_child(v, group, trial)
+
+    def _asked(self, group: Group, indices: list[int], trial: tuple[int, str]) -> None:
+        """Variants of an optimised setting joined the program: they count as open, and their runs start now."""
+        for i in indices:
+            self.open_per_setting[group.variants[i].label] += 1
+            self._start_run(group, i, trial)
+        if self.bars is not None:
+            self.bars.sweep.total += len(indices)
 
     def _fail_group(self, group: Group, todo: list[Variant], reason: str) -> None:
         """Record the group's variants that had not ended as FAILED, and end their runs (started
@@ -327,6 +343,8 @@ class SweepRunner:
     def run(self) -> Outcome:
         start = time.perf_counter()
         opened = self._open()
+        if self.study is not None and opened is not None:
+            self.study.restore(opened.trials, opened.done)  # (the sweep then knows the variants proposed so far)
         done = self._resumed(opened.done) if opened is not None else set()
         if opened is not None and opened.complete:  # a finished sweep resumed: nothing to train, nothing logged
             errors = self.runs.close()
@@ -342,7 +360,8 @@ class SweepRunner:
         self.interrupts.install()
         try:
             programs = [self._program([g for g in self.groups if g.program == p])
-                        for p in dict.fromkeys(g.program for g in self.groups)]
+                        for p in dict.fromkeys(g.program for g in self.groups)] if self.study is None else \
+                [Program(self.groups, [[None] * self.groups[0].layout.n_slots], self.study)]  # (the bar counts slots)
             programs = [p for p in programs if p is not None]
             self.executor.submit([p.task for p in programs])  # a cluster trains them at once
             for program in programs:

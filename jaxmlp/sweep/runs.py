@@ -27,6 +27,7 @@ from jaxmlp.checkpoint import checkpoint_files, save_checkpoint
 from jaxmlp.engine import VariantResult
 from jaxmlp.records import VariantRecord
 from jaxmlp.sweep.best import BestVariant, overall_best
+from jaxmlp.sweep.optimize import Proposal
 from jaxmlp.sweep.ownership import HEARTBEAT_SECONDS, SETTLE_SECONDS, Lease
 from jaxmlp.sweep.plan import Group
 from jaxmlp.sweep.spec import Sweep, Variant
@@ -62,6 +63,7 @@ class Opened:
     done: list[VariantRecord]
     notices: list[str]
     complete: bool = False
+    trials: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # an optimised sweep's (`trial_tags`)
 
 
 def _note(description: str) -> tuple[str, str | None]:
@@ -189,7 +191,9 @@ class SweepRuns:
         self._refuse_if_held(found)
         self.spool.note(parent_run_id=self.parent_run_id)
         records = t.variant_records(self.parent_run_id)
-        by_key = {v.key: v for v in self.sweep.variants}
+        trials = t.trial_tags(self.parent_run_id) if self.sweep.spec.optimize else []
+        proposed = [v for tags in trials for v in self.sweep.proposal_variants(Proposal.from_json(tags["proposal"]))]
+        by_key = {v.key: v for v in [*self.sweep.variants, *proposed]}
         done = [dataclasses.replace(r, setting=dict(by_key[r.variant_key].setting)) for r in records
                 if r.variant_key in by_key and (r.finished or (r.status == "FAILED" and r.diverged))]
         self.run_ids.update({r.variant_key: _resolved(r.run_id) for r in done})
@@ -200,7 +204,7 @@ class SweepRuns:
         self._claim(found)
         t.mark_killed([r.run_id for r in records if r.status == "RUNNING"])
         t.reopen(self.parent_run_id)
-        return Opened(done, [])
+        return Opened(done, [], trials=trials)
 
     def _refuse_if_held(self, parent) -> None:
         holder = Lease.decode(parent.lease)
@@ -243,13 +247,20 @@ class SweepRuns:
         self.lease = self.lease.renewed()
         self._submit(self.tracker.set_lease, self.parent_run_id, self.lease.encode())
 
-    def start_child(self, v: Variant, group: Group) -> None:
-        self.run_ids[v.key] = self._submit(self._start_child, v, group)
+    def start_child(self, v: Variant, group: Group, trial: tuple[int, str] | None = None) -> None:
+        """Start a variant's run (`trial`: an optimised setting's number and proposal JSON)."""
+        self.run_ids[v.key] = self._submit(self._start_child, v, group, trial)
 
-    def _start_child(self, v: Variant, group: Group) -> str:
+    def _start_child(self, v: Variant, group: Group, trial: tuple[int, str] | None) -> str:
         return self.tracker.start_child(self.experiment_id, self.parent_run_id, v.run_name, variant_key=v.key,
                                         index=v.index, setting=dict(v.setting), seed=v.seed, group=group.id,
-                                        params=v.config.flat())
+                                        params=v.config.flat(), trial=trial)
+
+    def log_told(self, keys: list[str], told: str, settings_told: int, best_so_far: float | None) -> None:
+        """What the study was told of a trial (JSON), on its seeds' runs; the study's best so far on the parent."""
+        spec = self.sweep.spec.optimize
+        self._submit(lambda: self.tracker.tag_told([self.run_ids[k].result() for k in keys], told))
+        self._submit(self.tracker.log_study, self.parent_run_id, spec.sampler, spec.seed, settings_told, best_so_far)
 
     def end_child(self, v: Variant, group: Group, record: VariantRecord, result: VariantResult,
                   meta: dict) -> None:

@@ -43,6 +43,9 @@ OUTCOME_TAG = "jaxmlp.outcome"  # pruned: stopped by successive halving
 LINEAGE_TAG = "jaxmlp.lineage"  # PBT: the exploit steps (epoch, source variant index) as JSON
 PARETO_TAG = "jaxmlp.pareto"  # several objectives: true where the run's setting is on the Pareto front
 GROUP_TAG = "jaxmlp.group"
+TRIAL_TAG = "jaxmlp.trial"  # an optimised sweep: the trial number of the run's setting
+PROPOSAL_TAG = "jaxmlp.proposal"  # ... its proposal as JSON (values, asked after, asked at which epoch)
+TOLD_TAG = "jaxmlp.told"  # ... what the study was told of it as JSON (state, values, position)
 LEASE_TAG = "jaxmlp.lease"  # the process that runs a parent (jaxmlp.sweep.ownership); "" once released
 SUMMARY_TAG = "jaxmlp.summary_logged"
 HISTORIES_FOLDER = "histories"  # a large sweep's per-epoch histories, Parquet, on its parent  # "true" once a parent's summary is logged and the parent ended
@@ -228,12 +231,16 @@ class Tracker:
 
     def start_child(self, experiment_id: str, parent_run_id: str, run_name: str, *, variant_key: str,
                     index: int, setting: Mapping[str, Any], seed: int, group: str,
-                    params: Mapping[str, Any]) -> str:
+                    params: Mapping[str, Any], trial: tuple[int, str] | None = None) -> str:
         """Create one variant's run, nested under the parent in the UI. The setting goes as its
-        values (JSON, read back by `variant_records`) and as its label (for the UI)."""
+        values (JSON, read back by `variant_records`) and as its label (for the UI); an
+        optimised setting's `trial` (number, proposal JSON) goes with the creation, so the
+        study can be rebuilt from the store whenever the process ends (`trial_tags`)."""
         tags = {ROLE_TAG: "child", PARENT_RUN_TAG: parent_run_id, VARIANT_KEY_TAG: variant_key,
                 VARIANT_INDEX_TAG: str(index), SETTING_TAG: setting_label(setting),
                 SETTING_JSON_TAG: json.dumps(dict(setting)), GROUP_TAG: group, SEED_TAG: str(seed)}
+        if trial is not None:
+            tags.update({TRIAL_TAG: str(trial[0]), PROPOSAL_TAG: trial[1]})
         return self._start_run(experiment_id, run_name, tags, {**params, "variant_key": variant_key, "group": group})
 
     def _start_run(self, experiment_id: str, run_name: str, tags: dict[str, Any],
@@ -314,6 +321,26 @@ class Tracker:
                 if name not in record.history and any(fnmatch.fnmatchcase(name, p) for p in histories):
                     record.history[name] = points
         return records
+
+    def trial_tags(self, parent_run_id: str) -> list[dict[str, Any]]:
+        """An optimised sweep's child runs (all, killed ones too) as their trial number,
+        proposal JSON and told JSON (None before the study was told), in trial order."""
+        found = [{"trial": int(c["tags"][TRIAL_TAG]), "proposal": c["tags"][PROPOSAL_TAG],
+                  "told": c["tags"].get(TOLD_TAG)} for c in self.children(parent_run_id) if TRIAL_TAG in c["tags"]]
+        return sorted(found, key=lambda t: t["trial"])
+
+    def tag_told(self, run_ids: Sequence[str], told: str) -> None:
+        """What the study was told of a trial (JSON), on the runs of its seeds."""
+        for run_id in run_ids:
+            self.client.set_tag(run_id, TOLD_TAG, told)
+
+    def log_study(self, parent_run_id: str, sampler: str, seed: int, settings_told: int,
+                  best_so_far: float | None) -> None:
+        """An optimised sweep's sampler and seed (params) and, once a setting was told, the
+        study's best first objective so far (metric `best_so_far`, step: settings told)."""
+        metrics = [] if best_so_far is None else step_metrics({"best_so_far": best_so_far}, settings_told)
+        log_batches(self.client, parent_run_id, metrics=metrics,
+                    params=run_params({"optimize.sampler": sampler, "optimize.seed": seed}))
 
     def log_histories(self, parent_run_id: str, group: str, name: str, data: bytes) -> None:
         """A group's per-epoch histories as one Parquet file (`jaxmlp.tracking.histories`), on

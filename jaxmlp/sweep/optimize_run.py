@@ -1,0 +1,311 @@
+"""Training an `optimize:` sweep: the sampler's proposals take the slots of one compiled program
+as earlier settings stop (continuous batching).
+
+One program covers the whole space: its layout switches over every activation and
+initialiser the space can propose and has on every feature a proposal can need (dropout,
+weight decay, ...), with `batch` x seeds slots (memory permitting). The first `batch`
+proposals fill the slots; whenever a trial's seeds have all stopped the study is told
+(`Optimizer.tell_setting`, in trial order among those that stop in one epoch) and asked for
+the next proposal, whose variants are queued into the running trainer (`Trainer.add`) and
+take the freed slots before the next epoch. `Study` plays the executor for the runner: its
+events are those of `executors.train_program`, plus
+
+    ("asked", 0, (indices, (trial, proposal tag)))   a proposal's variants joined the program
+    ("told", 0, (variant keys, told tag, settings told, best so far))   a trial was told
+
+Every trial's runs keep its proposal (with the program epoch it was asked after) and what the
+study was told (with its position), so `--resume` rebuilds the study (`Optimizer.replay`),
+and the trials in flight at the interruption enter the new program at the same epochs
+relative to each other as before: each variant counts its own epochs, so while every
+variant has a slot, they stop in the same order and the study goes on with the proposals of
+an uninterrupted run.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import json
+from typing import Any, Iterator
+
+import numpy as np
+
+from jaxmlp.config import RunConfig, load_config, numeric_fields, set_dotted, switched_keys
+from jaxmlp.data import Dataset
+from jaxmlp.engine import Trainer
+from jaxmlp.engine.structure import features_of
+from jaxmlp.engine.layout import family_of, plan_slots
+from jaxmlp.engine.search import AsyncHalving, SuccessiveHalving
+from jaxmlp.models import resolve_init
+from jaxmlp.records import VariantRecord
+from jaxmlp.sweep.distributions import checked
+from jaxmlp.sweep.errors import SweepError
+from jaxmlp.sweep.executors import Event
+from jaxmlp.sweep.optimize import Proposal, Told
+from jaxmlp.sweep.plan import Footprint, Group, choose_devices, describe_plan, memory_budget, step_flops
+from jaxmlp.sweep.spec import Sweep, Variant
+
+
+def check_optimizable(sweep: Sweep) -> None:
+    """Refuse what one program of queued proposals cannot train: a structural key among the
+    parameters (another program per shape is not built), a search other than asynchronous
+    successive halving."""
+    allowed = {f.key for f in numeric_fields()} | set(switched_keys())
+    for key in sweep.spec.optimize.params:
+        if key not in allowed:
+            raise SweepError(f"{sweep.path}: optimize.params.{key}: structural (each value needs a program of its "
+                             "own), which optimize: does not train yet; it takes vmapped numbers (e.g. "
+                             "optimizer.learning_rate, model.dropout), model.activation and model.init. Fix the "
+                             f"key in base, or compare its values in one sweep each")
+    search = sweep.search
+    if search is not None and not (isinstance(search, SuccessiveHalving) and search.asynchronous):
+        raise SweepError(f"{sweep.path}: search: optimize: takes the asynchronous successive halving only "
+                         "(scheduler: successive_halving, asynchronous: true); remove the search or change it")
+
+
+def space_templates(sweep: Sweep) -> list[RunConfig]:
+    """Configurations that together need whatever any proposal can: every activation with
+    every initialiser the space chooses from, and each number at either end of its range."""
+    params, base = sweep.spec.optimize.params, sweep.base.to_dict()
+    source = str(sweep.path)
+    ends = {key: list(checked(source, key, dist, "optimize.params")[1]) for key, dist in params.items()}
+    switched = [ends.get(key, [sweep.base.flat()[key]]) for key in switched_keys()]
+    configs = []
+    for values in itertools.product(*switched):
+        raw = base
+        for key, value in zip(switched_keys(), values):
+            raw = set_dotted(raw, key, value)
+        configs.append(load_config(raw, source=source))
+    for key, values in ends.items():
+        if key not in switched_keys():
+            configs += [load_config(set_dotted(base, key, value), source=source) for value in values]
+    return configs
+
+
+def first_batch(sweep: Sweep) -> list[Variant]:
+    """The variants of the study's first `batch` proposals (a new study asks them again, the same)."""
+    optimizer = sweep.optimizer()
+    return [v for p in optimizer.ask(optimizer.batch) for v in sweep.proposal_variants(p)]
+
+
+def plan_study(sweep: Sweep, n_devices: int = 1, budget: int | None = None) -> Group:
+    """The one program of an optimised sweep: a slot for each variant of the first batch
+    (`plan_slots` with one variant per slot), as many as the memory budget allows, its
+    layout covering the space (`space_templates`). Its variants are added as they are asked."""
+    execution = sweep.spec.execution
+    part_cap = min(execution.max_variants_per_part, execution.max_variants_per_program)
+    configs, templates = [v.config for v in first_batch(sweep)], space_templates(sweep)
+    covered = {family_of(c) for c in configs}
+    configs += list({family_of(c): c for c in templates if family_of(c) not in covered}.values())  # a slot each
+    devices = choose_devices(execution.devices, step_flops(configs[0]), min(len(configs), part_cap),
+                             min(n_devices, part_cap))
+    footprint = Footprint.of(configs[0])
+    budget = memory_budget() if budget is None else budget
+    probe = plan_slots(configs, part_cap, None, devices, per_slot=1)
+    cap = min(execution.max_variants_per_program, footprint.max_variants(budget, max(probe.part_sizes), devices))
+    layout = dataclasses.replace(
+        plan_slots(configs, part_cap, cap, devices, per_slot=1),
+        activations=tuple(dict.fromkeys(c.model.activation for c in templates)),
+        initializers=tuple(dict.fromkeys(resolve_init(c.model.init, c.model.activation) for c in templates)),
+        features=features_of([*configs, *templates]))
+    digest = hashlib.sha256(repr((sweep.spec.name, layout.fingerprint)).encode()).hexdigest()[:8]
+    return Group(f"g00-{digest}", [], devices, layout, "p0", footprint)
+
+
+def describe_study(sweep: Sweep, group: Group, budget: int | None = None) -> str:
+    """The --dry-run text of an optimised sweep: the study, then its program as `describe_plan`
+    shows one (its first batch's variants; later proposals take their slots)."""
+    spec, layout = sweep.spec.optimize, group.layout
+    first = first_batch(sweep)
+    seeds = len(first) // max(1, min(spec.batch, spec.trials))
+    head = (f"optimize: {spec.sampler} (seed {spec.seed}) proposes {spec.trials} settings x {seeds} seed(s), "
+            f"{min(spec.batch, spec.trials)} at a time, into the slots of one program covering the space: "
+            f"activations {', '.join(layout.activations)}; initialisers {', '.join(layout.initializers)}; "
+            f"features {', '.join(sorted(layout.features)) or 'none'}")
+    shown = dataclasses.replace(group, variants=first)
+    return head + "\n" + describe_plan(Sweep(sweep.path, sweep.spec, first), [shown], budget)
+
+
+def proposal_tag(proposal: Proposal, asked_at: int) -> str:
+    """A proposal as its runs keep it: the proposal and the program epoch it was asked after."""
+    return json.dumps({"proposal": dataclasses.asdict(proposal), "asked_at": asked_at})
+
+
+def proposal_of_tag(text: str) -> tuple[Proposal, int]:
+    fields = json.loads(text)
+    return Proposal(**fields["proposal"]), int(fields["asked_at"])
+
+
+def _told_tag(told: Told, position: int, epoch: int) -> str:
+    """An outcome as its trial's runs keep it: with its position among the outcomes and the program epoch told in."""
+    return json.dumps({"told": dataclasses.asdict(told), "position": position, "told_at": epoch})
+
+
+def _told_of_tag(text: str) -> tuple[Told, int, int]:
+    fields = json.loads(text)
+    told = Told(**{**fields["told"], "values": tuple(fields["told"]["values"])})
+    return told, int(fields["position"]), int(fields["told_at"])
+
+
+@dataclasses.dataclass
+class _Trial:
+    """A proposal in flight: the program epoch it was asked after, its variants (one per
+    seed) and the records of those that stopped."""
+
+    proposal: Proposal
+    asked_at: int
+    variants: list[Variant]
+    records: dict[str, VariantRecord] = dataclasses.field(default_factory=dict)
+
+    @property
+    def complete(self) -> bool:
+        return len(self.records) == len(self.variants)
+
+    @property
+    def stopped_at(self) -> int:
+        """The program epoch whose record reported its last seed (a pruned one a record later)."""
+        return self.asked_at + max(r.epochs_trained + (r.pruned_at is not None) for r in self.records.values())
+
+
+class Study:
+    """The executor of an optimised sweep's one program (`group`), in this process: it asks,
+    trains and tells (see the module docstring). `restore` rebuilds it from the store first
+    (--resume)."""
+
+    name = "local"
+
+    def __init__(self, sweep: Sweep, group: Group):
+        self.sweep, self.group = sweep, group
+        self.optimizer = sweep.optimizer()
+        self.in_flight: dict[int, _Trial] = {}
+        self.offset = 0  # the program epoch (of the first invocation) this program's epoch 0 is
+        self.trainer: Trainer | None = None
+        self.halving: AsyncHalving | None = None
+        self._backlog: list[Event] = []  # told before this program trains (resume)
+        self._trial_of: dict[str, _Trial] = {}  # variant key -> its trial, once it entered the program
+        self._started: set[int] = set()  # trials whose variants entered the program
+
+    @property
+    def frozen(self) -> tuple[np.ndarray, ...]:
+        """As a `ProgramTask`'s: no variant of the program rides along frozen."""
+        return (np.zeros(len(self.trainer.configs) if self.trainer else 0, bool),)
+
+    def restore(self, trials: list[dict[str, Any]], done: list[VariantRecord]) -> None:
+        """Rebuild the study from the runs' trial tags (`Tracker.trial_tags`) and the records of
+        the variants finished before (`done`): ask and tell again as then; the trials whose
+        seeds all finished but whose outcome was not kept are told now (in the order they
+        stopped), each followed by the proposal asked after it."""
+        proposals: dict[int, tuple[Proposal, int]] = {}
+        told: dict[int, tuple[Told, int, int]] = {}
+        for tags in trials:
+            proposals.setdefault(tags["trial"], proposal_of_tag(tags["proposal"]))
+            if tags["told"]:
+                told.setdefault(tags["trial"], _told_of_tag(tags["told"]))
+        in_order = sorted(told.values(), key=lambda t: t[1])
+        untold = {p.trial for p in self.optimizer.replay([p for p, _ in proposals.values()], [t for t, _, _ in in_order])}
+        last_told_at = in_order[-1][2] if in_order else 0
+        while self.optimizer.remaining and len(self.optimizer.asked) < self.optimizer.batch + len(in_order):
+            proposal = self.optimizer.ask(1)[0]  # asked after the last outcome kept, but not kept itself
+            proposals[proposal.trial] = (proposal, last_told_at)
+            untold.add(proposal.trial)
+        records = {r.variant_key: r for r in done}
+        for trial in sorted(untold):
+            proposal, asked_at = proposals[trial]
+            variants = self._known(proposal)
+            self.in_flight[trial] = _Trial(proposal, asked_at, variants,
+                                           {v.key: records[v.key] for v in variants if v.key in records})
+        for trial in sorted((t for t in self.in_flight.values() if t.complete), key=lambda t: (t.stopped_at,
+                                                                                                t.proposal.trial)):
+            self._backlog.append(self._tell(trial, trial.stopped_at))
+            for proposal in self.optimizer.ask(1):
+                self.in_flight[proposal.trial] = _Trial(proposal, trial.stopped_at, self._known(proposal))
+        self.offset = min((t.asked_at for t in self.in_flight.values()), default=0)
+
+    def _known(self, proposal: Proposal) -> list[Variant]:
+        """A proposal's variants, added to the sweep's."""
+        variants = self.sweep.proposal_variants(proposal)
+        self.sweep.variants.extend(variants)
+        return variants
+
+    def _tell(self, trial: _Trial, epoch: int) -> Event:
+        told = self.optimizer.tell_setting(trial.proposal.trial, [trial.records[v.key] for v in trial.variants])
+        del self.in_flight[trial.proposal.trial]
+        position = len(self.optimizer.told) - 1
+        return "told", 0, ([v.key for v in trial.variants], _told_tag(told, position, epoch), position + 1,
+                           self.optimizer.best_value())
+
+    # -- the executor's side --
+    def submit(self, tasks: list) -> None:
+        """Nothing ahead: the study's one program trains when `run` is read."""
+
+    def discard(self, task) -> None:
+        """Nothing to stop."""
+
+    def close(self) -> None:
+        self.trainer = None
+
+    def run(self, task, data: Dataset) -> Iterator[Event]:
+        """Train the study to `trials` proposals (`task`: this study itself, as the runner's program)."""
+        yield from self._backlog
+        if not self.in_flight and not self.optimizer.told:
+            for proposal in self.optimizer.ask(self.optimizer.batch):
+                self.in_flight[proposal.trial] = _Trial(proposal, 0, self._known(proposal))
+        entering = self._due(self.offset)
+        if not entering:
+            return
+        first = [v for t in entering for v in self._todo(t)]
+        self.trainer = Trainer([v.config for v in first], data.on_device(), self.group.devices,
+                               layout=self.group.layout)
+        if self.sweep.search is not None:
+            self.halving = AsyncHalving(self.sweep.search, np.zeros(0, int))
+        yield "compiled", 0, self.trainer.compile()
+        yield from self._entered(entering, None)
+        for record in self.trainer.run():
+            pruned = self.halving.after_epoch(self.trainer, record) if self.halving else []
+            yield "epoch", 0, record
+            if pruned:
+                self.trainer.stop(pruned)
+            epoch = self.offset + record["epoch"]
+            yield from self._told(record, epoch)
+            yield from self._entered(self._due(epoch))
+        yield "result", 0, (list(range(len(self.trainer.configs))), self.trainer.result)
+
+    def _due(self, epoch: int) -> list[_Trial]:
+        """The trials in flight asked after program epoch `epoch`, in trial order."""
+        return [t for n, t in sorted(self.in_flight.items()) if t.asked_at == epoch and n not in self._started]
+
+    def _todo(self, trial: _Trial) -> list[Variant]:
+        """A trial's variants still to train (not finished before a resume)."""
+        return [v for v in trial.variants if v.key not in trial.records]
+
+    def _entered(self, trials: list[_Trial], adding: bool | None = True) -> Iterator[Event]:
+        """Queue the trials' variants to train into the program (`adding`; None: the trainer
+        was built with them) and let the runner start their runs."""
+        for trial in trials:
+            todo = self._todo(trial)
+            start = len(self.group.variants)
+            indices = self.trainer.add([v.config for v in todo]) if adding else list(range(start, start + len(todo)))
+            self.group.variants.extend(todo)
+            self._trial_of.update({v.key: trial for v in todo})
+            self._started.add(trial.proposal.trial)
+            if self.halving is not None:
+                self.halving.settings = np.concatenate([self.halving.settings, [trial.proposal.trial] * len(todo)])
+                self.halving.best = np.concatenate([self.halving.best, np.full(len(todo), np.inf)])
+            yield "asked", 0, (indices, (trial.proposal.trial, proposal_tag(trial.proposal, trial.asked_at)))
+
+    def _told(self, record: dict[str, Any], epoch: int) -> Iterator[Event]:
+        """Tell the trials whose last seed stopped in this record (in trial order), each
+        followed by the next proposal, asked after this epoch."""
+        stopped = set()
+        for i, result in record["finished"].items():
+            v = self.group.variants[i]
+            trial = self._trial_of[v.key]
+            trial.records[v.key] = result.record(dict(v.setting))
+            stopped.add(trial.proposal.trial)
+        for number in sorted(stopped):
+            trial = self.in_flight[number]
+            if not trial.complete:
+                continue
+            yield self._tell(trial, epoch)
+            for proposal in self.optimizer.ask(1):
+                self.in_flight[proposal.trial] = _Trial(proposal, epoch, self._known(proposal))
