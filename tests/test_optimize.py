@@ -11,7 +11,7 @@ import pytest
 from jaxmlp.records import VariantRecord
 from jaxmlp.sweep.optimize import Proposal, Told
 from jaxmlp.sweep.spec import SweepError, load_sweep
-from sweep_helpers import TINY_BASE, run_sweep_cli, write_sweep
+from sweep_helpers import TINY_BASE, write_sweep
 
 #: The learning rate that minimises `_loss` (one best value, in the middle of a log range).
 BEST_LR = 10 ** -2.5
@@ -197,9 +197,3 @@ def test_the_other_samplers_propose_reproducibly_within_the_ranges(tmp_path, sam
         runs.append(_proposed(optimizer))
     assert runs[0] == runs[1] and len(runs[0]) == 8
     assert all(1e-5 <= v["optimizer.learning_rate"] <= 1.0 for _, v in runs[0])
-
-
-def test_the_sweep_command_refuses_to_train_an_optimize_section_yet(tmp_path):
-    result = run_sweep_cli(write_sweep(tmp_path, _spec()), "--no-tracking")
-    assert result.code == 2
-    assert "optimize: is checked, but training its proposals needs the engine's slots" in result.err

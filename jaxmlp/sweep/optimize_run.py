@@ -11,6 +11,7 @@ take the freed slots before the next epoch. `Study` plays the executor for the r
 events are those of `executors.train_program`, plus
 
     ("asked", 0, (indices, (trial, proposal tag)))   a proposal's variants joined the program
+    ("stopped", 0, {index: VariantResult})   variants a rung pruned after the last epoch
     ("told", 0, (variant keys, told tag, settings told, best so far))   a trial was told
 
 Every trial's runs keep its proposal (with the program epoch it was asked after) and what the
@@ -32,7 +33,7 @@ import numpy as np
 
 from jaxmlp.config import RunConfig, load_config, numeric_fields, set_dotted, switched_keys
 from jaxmlp.data import Dataset
-from jaxmlp.engine import Trainer
+from jaxmlp.engine import Trainer, VariantResult
 from jaxmlp.engine.structure import features_of
 from jaxmlp.engine.layout import family_of, plan_slots
 from jaxmlp.engine.search import AsyncHalving, SuccessiveHalving
@@ -163,8 +164,8 @@ class _Trial:
 
     @property
     def stopped_at(self) -> int:
-        """The program epoch whose record reported its last seed (a pruned one a record later)."""
-        return self.asked_at + max(r.epochs_trained + (r.pruned_at is not None) for r in self.records.values())
+        """The program epoch after which its last seed stopped (it counts its epochs from `asked_at`)."""
+        return self.asked_at + max(r.epochs_trained for r in self.records.values())
 
 
 class Study:
@@ -263,10 +264,11 @@ class Study:
         for record in self.trainer.run():
             pruned = self.halving.after_epoch(self.trainer, record) if self.halving else []
             yield "epoch", 0, record
-            if pruned:
-                self.trainer.stop(pruned)
+            stopped = self.trainer.stop(pruned) if pruned else {}
+            if stopped:  # the runner ends their runs before the study is told
+                yield "stopped", 0, stopped
             epoch = self.offset + record["epoch"]
-            yield from self._told(record, epoch)
+            yield from self._told({**record["finished"], **stopped}, epoch)
             yield from self._entered(self._due(epoch))
         yield "result", 0, (list(range(len(self.trainer.configs))), self.trainer.result)
 
@@ -293,15 +295,17 @@ class Study:
                 self.halving.best = np.concatenate([self.halving.best, np.full(len(todo), np.inf)])
             yield "asked", 0, (indices, (trial.proposal.trial, proposal_tag(trial.proposal, trial.asked_at)))
 
-    def _told(self, record: dict[str, Any], epoch: int) -> Iterator[Event]:
-        """Tell the trials whose last seed stopped in this record (in trial order), each
-        followed by the next proposal, asked after this epoch."""
+    def _told(self, finished: dict[int, VariantResult], epoch: int) -> Iterator[Event]:
+        """Tell the trials whose last seed stopped after this epoch (`finished`: the record's
+        and those a rung pruned; in trial order), each followed by the next proposal, asked
+        after this epoch."""
         stopped = set()
-        for i, result in record["finished"].items():
+        for i, result in finished.items():
             v = self.group.variants[i]
             trial = self._trial_of[v.key]
-            trial.records[v.key] = result.record(dict(v.setting))
-            stopped.add(trial.proposal.trial)
+            if v.key not in trial.records:  # (a pruned variant comes again with the next record)
+                trial.records[v.key] = result.record(dict(v.setting))
+                stopped.add(trial.proposal.trial)
         for number in sorted(stopped):
             trial = self.in_flight[number]
             if not trial.complete:

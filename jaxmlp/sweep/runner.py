@@ -225,6 +225,9 @@ class SweepRunner:
                         self._start_run(chunks[k], i)
                     for i, r in payload["finished"].items():  # variants that stopped: logged while the others train
                         self._end_variant(chunks[k], i, r, meta, compile_seconds[k])
+                elif kind == "stopped":  # pruned by an optimised sweep's search, ended before the study is told
+                    for i, r in payload.items():
+                        self._end_variant(chunks[k], i, r, meta, compile_seconds[k])
                 elif kind == "asked":  # an optimised sweep's proposal joined the program
                     self._asked(chunks[k], *payload)
                 elif kind == "told":

@@ -1,0 +1,198 @@
+"""An `optimize:` sweep trained end to end into a real SQLite store: trials as runs with their
+proposals and outcomes, the parent's best so far, proposals reproducible for a file and seed,
+the study resumed after SIGKILL, structural keys refused."""
+from __future__ import annotations
+
+import json
+import math
+import signal
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from jaxmlp.sweep.optimize import Proposal, Told
+from jaxmlp.sweep.optimize_run import Study, plan_study
+from jaxmlp.sweep.spec import load_sweep
+from sweep_helpers import (TINY_BASE, compile_cache, kill_leftovers, run_sweep_cli, start_sweep, store_client,
+                           sweep_runs, wait_until, write_sweep)
+
+TRIALS, SEEDS = 6, 2
+
+
+def _spec(name: str, **changes) -> dict:
+    return {"name": name, "base": {**TINY_BASE, "training": {"epochs": 6, "batch_size": 64,
+                                                             "early_stopping": {"patience": 2}}},
+            "seeds": SEEDS, "optimize": {"trials": TRIALS, "batch": 2, "seed": 3, "params": {
+                "optimizer.learning_rate": {"loguniform": [1e-3, 0.5]},
+                "model.activation": {"choice": ["relu", "tanh"]},
+                "model.dropout": {"uniform": [0.0, 0.4]}}}, **changes}
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> str:
+    return compile_cache(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory, cache) -> SimpleNamespace:
+    folder = tmp_path_factory.mktemp("optimize")
+    uri = f"sqlite:///{folder}/mlflow.db"
+    path = write_sweep(folder, _spec("opt-run"))
+    result = run_sweep_cli(path, "--tracking-uri", uri, "--no-progress", "--json", "--compile-cache", cache)
+    client = store_client(uri)
+    parents, children = sweep_runs(client, "opt-run")
+    return SimpleNamespace(path=path, result=result, client=client, parents=parents, children=children,
+                           trials=_trials(children))
+
+
+def _trials(children) -> dict[int, dict]:
+    """Per trial: its proposal, its outcome and its runs."""
+    out: dict[int, dict] = {}
+    for c in children:
+        trial = out.setdefault(int(c.data.tags["jaxmlp.trial"]), {"runs": []})
+        trial["runs"].append(c)
+        trial["proposal"] = json.loads(c.data.tags["jaxmlp.proposal"])
+        trial["told"] = json.loads(c.data.tags["jaxmlp.told"]) if "jaxmlp.told" in c.data.tags else None
+    return out
+
+
+def test_every_trial_is_a_child_run_per_seed_tagged_with_its_trial(study):
+    assert study.result.code == 0, study.result.err
+    assert sorted(study.trials) == list(range(TRIALS))
+    for number, trial in study.trials.items():
+        runs = trial["runs"]
+        assert sorted(int(r.data.tags["seed"]) for r in runs) == list(range(SEEDS))
+        assert {r.info.status for r in runs} == {"FINISHED"}
+        assert trial["proposal"]["proposal"]["trial"] == number
+        values = trial["proposal"]["proposal"]["values"]
+        for r in runs:  # the proposal is what the run trained
+            assert float(r.data.params["optimizer.learning_rate"]) == pytest.approx(values["optimizer.learning_rate"])
+            assert r.data.params["model.activation"] == values["model.activation"]
+    outcome = json.loads(study.result.out)
+    assert outcome["n_variants"] == TRIALS * SEEDS and len(outcome["rows"]) == TRIALS
+
+
+def test_the_study_is_told_each_trial_as_the_mean_of_its_seeds_once(study):
+    told = sorted((t["told"] for t in study.trials.values()), key=lambda t: t["position"])
+    assert [t["position"] for t in told] == list(range(TRIALS))
+    for t in told:
+        runs = study.trials[t["told"]["trial"]]["runs"]
+        assert t["told"]["state"] == "complete"
+        mean = np.mean([r.data.metrics["best_val_loss"] for r in runs])
+        assert t["told"]["values"] == [pytest.approx(mean, rel=1e-6)]
+    # a proposal is asked after the outcomes told before it, never after its own
+    for trial in study.trials.values():
+        assert trial["proposal"]["proposal"]["asked_after"] <= trial["told"]["position"]
+
+
+def test_the_parent_records_the_sampler_and_the_best_so_far_after_each_setting(study):
+    (parent,) = study.parents
+    assert (parent.data.params["optimize.sampler"], parent.data.params["optimize.seed"]) == ("tpe", "3")
+    history = study.client.get_metric_history(parent.info.run_id, "best_so_far")
+    told = sorted((t["told"] for t in study.trials.values()), key=lambda t: t["position"])
+    expected = np.minimum.accumulate([t["told"]["values"][0] for t in told])
+    assert [m.step for m in sorted(history, key=lambda m: m.step)] == list(range(1, TRIALS + 1))
+    assert [m.value for m in sorted(history, key=lambda m: m.step)] == pytest.approx(expected)
+
+
+def test_the_same_file_and_seed_give_the_same_proposals(study, tmp_path, cache):
+    path = write_sweep(tmp_path, _spec("opt-run"))
+    uri = f"sqlite:///{tmp_path}/again.db"
+    again = run_sweep_cli(path, "--tracking-uri", uri, "--no-progress", "--compile-cache", cache)
+    assert again.code == 0, again.err
+    trials = _trials(sweep_runs(store_client(uri), "opt-run")[1])
+    assert {n: t["proposal"] for n, t in trials.items()} == {n: t["proposal"] for n, t in study.trials.items()}
+    # ... and a new study told the same outcomes in the same order asks them again (what --resume does)
+    optimizer = load_sweep(study.path).optimizer()
+    proposals = [Proposal(**t["proposal"]["proposal"]) for t in study.trials.values()]
+    told = [Told(**{**t["told"]["told"], "values": tuple(t["told"]["told"]["values"])})
+            for t in sorted(study.trials.values(), key=lambda t: t["told"]["position"])]
+    assert optimizer.replay(proposals, told) == []
+
+
+@pytest.mark.parametrize("key, values", [("model.hidden", [[8], [16]]), ("training.batch_size", [32, 64])])
+def test_a_structural_key_is_refused_naming_it_and_what_is_allowed(tmp_path, key, values):
+    spec = _spec("opt-structural")
+    spec["optimize"]["params"][key] = {"choice": values}
+    result = run_sweep_cli(write_sweep(tmp_path, spec), "--no-tracking")
+    assert result.code == 2
+    assert f"optimize.params.{key}: structural" in result.err
+    assert "vmapped numbers" in result.err and "model.activation and model.init" in result.err
+
+
+def test_dry_run_prints_the_study_its_slots_and_program(tmp_path):
+    result = run_sweep_cli(write_sweep(tmp_path, _spec("opt-dry")), "--dry-run")
+    assert result.code == 0, result.err
+    assert "tpe (seed 3) proposes 6 settings x 2 seed(s), 2 at a time" in result.out
+    assert "activations relu, tanh" in result.out and "use_dropout" in result.out
+    line = next(line for line in result.out.splitlines() if line.startswith("g00-"))
+    assert line.split()[1:2] == ["4"] and "MB" in line  # the first batch's variants, a slot each
+
+
+def test_settings_stopped_at_a_rung_are_told_as_pruned(tmp_path, synthetic_data):
+    spec = _spec("opt-halving", search={"scheduler": "successive_halving", "rungs": [2], "keep": 0.5})
+    spec["base"] = {**spec["base"], "data": {"name": "synthetic", "n_samples": 400, "n_features": 8,
+                                             "n_classes": 3}}
+    spec["base"]["training"] = {**spec["base"]["training"], "batch_size": 32}
+    sweep = load_sweep(write_sweep(tmp_path, spec))
+    study = Study(sweep, plan_study(sweep))
+    told, pruned = [], set()
+    for kind, _, payload in study.run(None, synthetic_data):
+        if kind == "told":
+            told.append(json.loads(payload[1])["told"])
+        if kind == "epoch":
+            pruned |= {study.group.variants[i].setting[0][1] for i, r in payload["finished"].items()
+                       if r.pruned_at is not None}
+    assert len(told) == TRIALS and pruned
+    assert {f"trial {t['trial']}" for t in told if t["state"] == "pruned"} == pruned
+    assert all(t["rung_epoch"] == 2 for t in told if t["state"] == "pruned")
+
+
+@pytest.mark.slow  # two sweeps as processes, one killed: about a minute on two cores
+def test_a_study_resumed_after_sigkill_ends_with_the_proposals_of_an_uninterrupted_one(tmp_path, cache):
+    """Trials stop after exactly patience + 1 epochs (min_delta 10: only the first epoch
+    improves), so their durations differ and the kill leaves some told, others in flight."""
+    spec = _spec("opt-resume", seeds=1)
+    spec["base"]["training"] = {"epochs": 700, "batch_size": 64,
+                                "early_stopping": {"patience": 10, "min_delta": 10.0}}
+    spec["optimize"] = {**spec["optimize"], "trials": 8, "params": {
+        "optimizer.learning_rate": {"loguniform": [1e-3, 0.5]},
+        "training.early_stopping.patience": {"int": [20, 600]}}}
+    path, uri = write_sweep(tmp_path, spec), f"sqlite:///{tmp_path}/killed.db"
+    client, log = store_client(uri), tmp_path / "killed.log"
+    first = start_sweep(path, "--tracking-uri", uri, "--compile-cache", cache, log=log)
+    try:
+        def some_told() -> bool:
+            runs = sweep_runs(client, "opt-resume", settled=False)[1]
+            return sum("jaxmlp.told" in r.data.tags for r in runs) >= 2 and any(
+                r.info.status == "RUNNING" for r in runs)
+
+        wait_until(some_told, "two trials told and others training", first, log)
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=60)
+    finally:
+        kill_leftovers([first])
+    before = _trials(sweep_runs(client, "opt-resume")[1])
+    assert sum(t["told"] is not None for t in before.values()) < 8
+    second = start_sweep(path, "--resume", "--tracking-uri", uri, "--compile-cache", cache, log=log)
+    try:
+        assert second.wait(timeout=300) == 0, log.read_text()[-3000:]
+    finally:
+        kill_leftovers([second])
+    (parent,), children = sweep_runs(client, "opt-resume")
+    resumed = _trials(children)
+    finished = [int(r.data.tags["jaxmlp.trial"]) for r in children if r.info.status == "FINISHED"]
+    assert sorted(finished) == list(range(8))  # exactly `trials` settings, none twice
+    whole_uri = f"sqlite:///{tmp_path}/whole.db"
+    whole = run_sweep_cli(path, "--tracking-uri", whole_uri, "--no-progress", "--compile-cache", cache)
+    assert whole.code == 0, whole.err
+    uninterrupted = _trials(sweep_runs(store_client(whole_uri), "opt-resume")[1])
+    assert {n: t["proposal"] for n, t in resumed.items()} == {n: t["proposal"] for n, t in uninterrupted.items()}
+    def outcomes(trials):
+        return {n: (t["told"]["told"]["state"], [round(v, 6) for v in t["told"]["told"]["values"]])
+                for n, t in trials.items()}
+
+    assert outcomes(resumed) == outcomes(uninterrupted)  # every variant trained as in one go
+    history = client.get_metric_history(parent.info.run_id, "best_so_far")
+    assert max(m.step for m in history) == 8 and all(math.isfinite(m.value) for m in history)
