@@ -53,7 +53,8 @@ def _trials(children) -> dict[int, dict]:
         trial = out.setdefault(int(c.data.tags["jaxmlp.trial"]), {"runs": []})
         trial["runs"].append(c)
         trial["proposal"] = json.loads(c.data.tags["jaxmlp.proposal"])
-        trial["told"] = json.loads(c.data.tags["jaxmlp.told"]) if "jaxmlp.told" in c.data.tags else None
+        if "jaxmlp.told" in c.data.tags or "told" not in trial:  # (a run killed before it was told has none)
+            trial["told"] = json.loads(c.data.tags["jaxmlp.told"]) if "jaxmlp.told" in c.data.tags else None
     return out
 
 

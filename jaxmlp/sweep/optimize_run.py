@@ -210,11 +210,11 @@ class Study:
             proposals[proposal.trial] = (proposal, last_told_at)
             untold.add(proposal.trial)
         records = {r.variant_key: r for r in done}
-        for trial in sorted(untold):
-            proposal, asked_at = proposals[trial]
+        for trial, (proposal, asked_at) in sorted(proposals.items()):
             variants = self._known(proposal)
-            self.in_flight[trial] = _Trial(proposal, asked_at, variants,
-                                           {v.key: records[v.key] for v in variants if v.key in records})
+            if trial in untold:
+                self.in_flight[trial] = _Trial(proposal, asked_at, variants,
+                                               {v.key: records[v.key] for v in variants if v.key in records})
         for trial in sorted((t for t in self.in_flight.values() if t.complete), key=lambda t: (t.stopped_at,
                                                                                                 t.proposal.trial)):
             self._backlog.append(self._tell(trial, trial.stopped_at))

@@ -27,7 +27,7 @@ from jaxmlp.checkpoint import checkpoint_files, save_checkpoint
 from jaxmlp.engine import VariantResult
 from jaxmlp.records import VariantRecord
 from jaxmlp.sweep.best import BestVariant, overall_best
-from jaxmlp.sweep.optimize import Proposal
+from jaxmlp.sweep.optimize_run import proposal_of_tag
 from jaxmlp.sweep.ownership import HEARTBEAT_SECONDS, SETTLE_SECONDS, Lease
 from jaxmlp.sweep.plan import Group
 from jaxmlp.sweep.spec import Sweep, Variant
@@ -192,7 +192,7 @@ class SweepRuns:
         self.spool.note(parent_run_id=self.parent_run_id)
         records = t.variant_records(self.parent_run_id)
         trials = t.trial_tags(self.parent_run_id) if self.sweep.spec.optimize else []
-        proposed = [v for tags in trials for v in self.sweep.proposal_variants(Proposal.from_json(tags["proposal"]))]
+        proposed = [v for tags in trials for v in self.sweep.proposal_variants(proposal_of_tag(tags["proposal"])[0])]
         by_key = {v.key: v for v in [*self.sweep.variants, *proposed]}
         done = [dataclasses.replace(r, setting=dict(by_key[r.variant_key].setting)) for r in records
                 if r.variant_key in by_key and (r.finished or (r.status == "FAILED" and r.diverged))]
