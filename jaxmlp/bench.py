@@ -6,6 +6,7 @@
     python -m jaxmlp.bench scale           # the same sweep at 50, 400 and 2,000 variants, tracked and not
     python -m jaxmlp.bench search          # a grid with early stopping vs successive halving vs PBT
     python -m jaxmlp.bench refill          # continuous batching vs one variant at a time, utilisation
+    python -m jaxmlp.bench optimize        # batched TPE vs TPE one at a time vs random, 64 digits settings
     python -m jaxmlp.bench tracking --variants 200   # what one child run costs the store, call by call
 
 Every figure is measured in the same process: the float32 matmul peak that JAX reaches
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import resource
 import subprocess
 import sys
@@ -421,6 +423,88 @@ def bench_refill(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+#: `python -m jaxmlp.bench optimize`: the sampler and settings asked at once of each mode.
+OPTIMIZE_MODES = {"tpe_batch16": ("tpe", 16), "tpe_batch1": ("tpe", 1), "random": ("random", 16)}
+
+
+def _optimize_file(folder: Path, sampler: str, batch: int, seed: int, trials: int | None) -> Path:
+    """`sweeps/digits_optimize.yaml` in `folder`, with this sampler, batch, sampler seed and trials."""
+    import yaml
+
+    spec = yaml.safe_load((Path(__file__).resolve().parents[1] / "sweeps" / "digits_optimize.yaml").read_text())
+    spec["optimize"].update(sampler=sampler, batch=batch, seed=seed, trials=trials or spec["optimize"]["trials"])
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "sweep.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+def best_after_quarters(steps: Sequence[int], values: Sequence[float], trials: int) -> list[float | None]:
+    """The study's best so far (a metric logged after each setting told, step: settings told)
+    once a quarter, half, three quarters and all of `trials` settings were told (None before one)."""
+    order = np.argsort(steps, kind="stable")
+    steps, values = np.asarray(steps)[order], np.asarray(values, float)[order]
+    out = []
+    for quarter in range(1, 5):
+        seen = values[steps <= quarter * trials / 4]
+        out.append(float(seen[-1]) if len(seen) else None)
+    return out
+
+
+def _optimize_once(folder: Path, sampler: str, batch: int, seed: int, trials: int | None,
+                   cache: str) -> dict[str, Any]:
+    """One optimised sweep in a fresh process and store: wall time, its best setting's
+    validation loss and test accuracy, the best so far after each quarter, settings per minute."""
+    from jaxmlp.tracking import Tracker
+
+    _optimize_file(folder, sampler, batch, seed, trials)
+    seconds, summary = _run_sweep_cli(folder, "--compile-cache", cache)
+    best = min(summary["rows"], key=lambda r: r["best_val_loss"] if r["best_val_loss"] is not None else math.inf)
+    steps, values = Tracker(f"sqlite:///{folder}/mlflow.db").metric_history(summary["parent_run_id"], "best_so_far")
+    return {"seconds": seconds, "compile_seconds": summary["compile_seconds"], "best_val_loss": best["best_val_loss"],
+            "best_setting_test_accuracy": best["test_accuracy"], "settings": len(summary["rows"]),
+            "best_val_loss_after_quarters": best_after_quarters(steps, values, len(summary["rows"])),
+            "settings_per_minute": 60 * len(summary["rows"]) / seconds}
+
+
+def bench_optimize(args: argparse.Namespace) -> dict[str, Any]:
+    """Batched TPE (16 settings asked at once into the slots of one program) against TPE asking
+    one at a time (one slot, as Optuna is usually run, on this engine) and random sampling at
+    the same budget, on `sweeps/digits_optimize.yaml` (`--settings` settings, default its 64),
+    over `--seeds` sampler seeds, each run a fresh process and store (tracked); each mode first
+    runs one batch to fill the compilation cache. Means and standard deviations over seeds."""
+    out: dict[str, Any] = {"benchmark": "optimize", "sampler_seeds": args.seeds}
+    with tempfile.TemporaryDirectory() as tmp:
+        cache = str(Path(tmp) / "xla")
+        for mode, (sampler, batch) in OPTIMIZE_MODES.items():
+            _optimize_once(Path(tmp) / mode / "warm", sampler, batch, 0, min(batch, args.settings or batch), cache)
+            runs = [_optimize_once(Path(tmp) / mode / str(seed), sampler, batch, seed, args.settings, cache)
+                    for seed in range(args.seeds)]
+            row: dict[str, Any] = {"runs": runs}
+            for key in ("seconds", "best_val_loss", "best_setting_test_accuracy", "settings_per_minute"):
+                row[key], row[f"{key}_std"] = float(np.mean([r[key] for r in runs])), float(np.std([r[key] for r in runs]))
+            out[mode] = row
+    out["tpe_batch1_seconds_vs_batch16"] = out["tpe_batch1"]["seconds"] / out["tpe_batch16"]["seconds"]
+    return out
+
+
+def format_optimize(result: dict[str, Any]) -> str:
+    """The optimize benchmark as a table: one row per mode, means ± std over sampler seeds."""
+    lines = [f"{'mode':<13}{'seconds':>16}{'best val loss':>20}{'test accuracy':>18}{'settings/min':>15}"
+             f"  best val loss after each quarter (mean)"]
+    for mode in OPTIMIZE_MODES:
+        r = result[mode]
+        quarters = np.nanmean([[np.nan if v is None else v for v in run["best_val_loss_after_quarters"]]
+                               for run in r["runs"]], axis=0)
+        lines.append(f"{mode:<13}{r['seconds']:>9.1f} ± {r['seconds_std']:<4.1f}"
+                     f"{r['best_val_loss']:>12.4f} ± {r['best_val_loss_std']:.4f}"
+                     f"{r['best_setting_test_accuracy']:>10.4f} ± {r['best_setting_test_accuracy_std']:.4f}"
+                     f"{r['settings_per_minute']:>15.1f}  {', '.join(f'{q:.4f}' for q in quarters)}")
+    lines.append(f"TPE one at a time / batched, wall time: {result['tpe_batch1_seconds_vs_batch16']:.2f}x "
+                 f"(over {result['sampler_seeds']} sampler seed(s))")
+    return "\n".join(lines)
+
+
 # -- the tracking benchmark ---------------------------------------------------------------
 
 def bench_tracking(args: argparse.Namespace) -> dict[str, Any]:
@@ -505,7 +589,7 @@ def _positives(text: str, multiple: int = 1) -> list[int]:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m jaxmlp.bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", nargs="?", choices=["train", "sweep", "scale", "search", "refill", "tracking"],
+    p.add_argument("what", nargs="?", choices=["train", "sweep", "scale", "search", "refill", "optimize", "tracking"],
                    default="train",
                    help="what to measure (default: train; see the examples above)")
     p.add_argument("--sizes", type=lambda t: _positives(t, 5), default=list(SCALE_SIZES),
@@ -527,7 +611,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=_positive, default=3,
                    help="sweep, refill: warm runs of each mode, alternated (medians are reported)")
     p.add_argument("--settings", type=_positive, default=None,
-                   help="refill: settings of the random search (default: the sweep file's 64)")
+                   help="refill: settings of the random search; optimize: settings proposed (default: the "
+                        "sweep file's 64)")
+    p.add_argument("--seeds", type=_positive, default=3, help="optimize: sampler seeds of each mode (default: 3)")
     p.add_argument("--json", action="store_true", help="print the results as one JSON object")
     return p
 
@@ -535,7 +621,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     result = {"sweep": bench_sweep, "scale": bench_scale, "search": bench_search, "train": bench_train,
-              "tracking": bench_tracking, "refill": bench_refill}[args.what](args)
+              "tracking": bench_tracking, "refill": bench_refill, "optimize": bench_optimize}[args.what](args)
     if args.json:
         print(json.dumps(result))
     elif args.what == "search":
@@ -548,6 +634,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                   f"{r['best_test_error_percent']:.2f} ± {r['best_test_error_std']:.2f}% ({r['best_setting']}){extra}")
     elif args.what == "refill":
         print(format_refill(result))
+    elif args.what == "optimize":
+        print(format_optimize(result))
     elif args.what == "tracking":
         for mode in ("metric_histories", "final_metrics_only"):
             r = result[mode]

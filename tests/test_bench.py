@@ -201,3 +201,20 @@ def test_bad_numbers_are_refused_by_name(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_:
         bench.build_parser().parse_args(argv)
     assert exit_.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_optimize_bench_reads_the_best_so_far_after_each_quarter_of_the_settings():
+    steps, values = [3, 1, 2, 4, 5, 6, 7, 8], [0.6, 0.9, 0.7, 0.6, 0.6, 0.4, 0.4, 0.3]
+    assert bench.best_after_quarters(steps, values, 8) == [0.7, 0.6, 0.4, 0.3]
+    assert bench.best_after_quarters([3], [0.5], 8) == [None, 0.5, 0.5, 0.5]
+
+
+def test_optimize_bench_modes_run_the_shipped_space_with_their_sampler_and_batch(tmp_path):
+    from jaxmlp.sweep.spec import load_sweep
+
+    for mode, (sampler, batch) in bench.OPTIMIZE_MODES.items():
+        sweep = load_sweep(bench._optimize_file(tmp_path / mode, sampler, batch, 2, 8))
+        spec = sweep.spec.optimize
+        assert (spec.sampler, spec.batch, spec.seed, spec.trials) == (sampler, batch, 2, 8)
+        assert sweep.base.training.epochs == 200 and sweep.base.training.early_stopping.patience == 10
+        assert set(spec.params) == {"optimizer.learning_rate", "model.dropout", "model.activation"}
