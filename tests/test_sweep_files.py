@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from jaxmlp.sweep.cli import main as sweep_main
+from jaxmlp.sweep.optimize_run import first_batch
 from jaxmlp.sweep.spec import load_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,14 +25,15 @@ def test_sweep_file_dry_runs_and_prints_its_whole_plan(path, capsys):
     sweep = load_sweep(path)
     assert sweep_main([str(path), "--dry-run"]) == 0
     out = capsys.readouterr().out
-    settings = len({v.label for v in sweep.variants})
-    header = re.escape(f"sweep '{sweep.spec.name}' ({path}): {len(sweep.variants)} variant") + "s? = " + re.escape(
+    variants = first_batch(sweep) if sweep.spec.optimize else sweep.variants  # (the study's first proposals)
+    settings = len({v.label for v in variants})
+    header = re.escape(f"sweep '{sweep.spec.name}' ({path}): {len(variants)} variant") + "s? = " + re.escape(
         f"{settings} setting") + "s? x "
     assert re.match(header + r"[\d-]+ seeds?; (\d+) group\(s\), (\d+) compiled program\(s\)", out), out[:400]
     groups = int(re.search(r"(\d+) group\(s\)", out).group(1))
-    rows = [line for line in out.splitlines()[2:] if line.strip()]
+    rows = [line for line in out.splitlines()[2:] if line.strip() and not line.startswith("optimize:")]
     assert len(rows) == groups >= 1
-    assert sum(int(row.split()[1]) for row in rows) == len(sweep.variants)  # every variant in one group
+    assert sum(int(row.split()[1]) for row in rows) == len(variants)  # every variant in one group
 
 
 @pytest.mark.parametrize("path", SWEEP_FILES, ids=lambda f: f.name)

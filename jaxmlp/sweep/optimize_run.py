@@ -114,8 +114,8 @@ def plan_study(sweep: Sweep, n_devices: int = 1, budget: int | None = None) -> G
 
 
 def describe_study(sweep: Sweep, group: Group, budget: int | None = None) -> str:
-    """The --dry-run text of an optimised sweep: the study, then its program as `describe_plan`
-    shows one (its first batch's variants; later proposals take their slots)."""
+    """The --dry-run text of an optimised sweep: its program as `describe_plan` shows one (its
+    first batch's variants; later proposals take their slots), then the study."""
     spec, layout = sweep.spec.optimize, group.layout
     first = first_batch(sweep)
     seeds = len(first) // max(1, min(spec.batch, spec.trials))
@@ -124,7 +124,7 @@ def describe_study(sweep: Sweep, group: Group, budget: int | None = None) -> str
             f"activations {', '.join(layout.activations)}; initialisers {', '.join(layout.initializers)}; "
             f"features {', '.join(sorted(layout.features)) or 'none'}")
     shown = dataclasses.replace(group, variants=first)
-    return head + "\n" + describe_plan(Sweep(sweep.path, sweep.spec, first), [shown], budget)
+    return describe_plan(Sweep(sweep.path, sweep.spec, first), [shown], budget) + "\n" + head
 
 
 def proposal_tag(proposal: Proposal, asked_at: int) -> str:
