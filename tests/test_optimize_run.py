@@ -122,6 +122,14 @@ def test_a_structural_key_is_refused_naming_it_and_what_is_allowed(tmp_path, key
     assert "vmapped numbers" in result.err and "model.activation and model.init" in result.err
 
 
+def test_a_lockstep_search_is_refused_with_the_one_that_works(tmp_path):
+    spec = _spec("opt-lockstep", search={"scheduler": "successive_halving", "rungs": [2], "keep": 0.5,
+                                         "asynchronous": False})
+    result = run_sweep_cli(write_sweep(tmp_path, spec), "--no-tracking")
+    assert result.code == 2
+    assert "search: optimize: takes the asynchronous successive halving only" in result.err
+
+
 def test_dry_run_prints_the_study_its_slots_and_program(tmp_path):
     result = run_sweep_cli(write_sweep(tmp_path, _spec("opt-dry")), "--dry-run")
     assert result.code == 0, result.err

@@ -173,8 +173,6 @@ class Study:
     trains and tells (see the module docstring). `restore` rebuilds it from the store first
     (--resume)."""
 
-    name = "local"
-
     def __init__(self, sweep: Sweep, group: Group):
         self.sweep, self.group = sweep, group
         self.optimizer = sweep.optimizer()
@@ -203,7 +201,8 @@ class Study:
             if tags["told"]:
                 told.setdefault(tags["trial"], _told_of_tag(tags["told"]))
         in_order = sorted(told.values(), key=lambda t: t[1])
-        untold = {p.trial for p in self.optimizer.replay([p for p, _ in proposals.values()], [t for t, _, _ in in_order])}
+        asked_again = self.optimizer.replay([p for p, _ in proposals.values()], [t for t, _, _ in in_order])
+        untold = {p.trial for p in asked_again}
         last_told_at = in_order[-1][2] if in_order else 0
         while self.optimizer.remaining and len(self.optimizer.asked) < self.optimizer.batch + len(in_order):
             proposal = self.optimizer.ask(1)[0]  # asked after the last outcome kept, but not kept itself

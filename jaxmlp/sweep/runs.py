@@ -30,7 +30,7 @@ from jaxmlp.sweep.best import BestVariant, overall_best
 from jaxmlp.sweep.optimize_run import proposal_of_tag
 from jaxmlp.sweep.ownership import HEARTBEAT_SECONDS, SETTLE_SECONDS, Lease
 from jaxmlp.sweep.plan import Group
-from jaxmlp.sweep.spec import Sweep, Variant
+from jaxmlp.sweep.spec import Sweep, Variant, n_variants
 from jaxmlp.tracking import AsyncWriter
 from jaxmlp.tracking.spool import Spool, default_spool_folder, replay_command
 
@@ -125,12 +125,13 @@ class SweepRuns:
         spec = sweep.spec
         # Up to a size, every child's history is MLflow metrics; above it only each setting's
         # best's, and all of them go in Parquet per group (`log_histories`).
-        self.metric_histories = len(sweep.variants) <= spec.execution.metric_histories_up_to
+        self.n_variants = len(sweep.variants) or n_variants(spec)  # (an optimised sweep's: trials x seeds)
+        self.metric_histories = self.n_variants <= spec.execution.metric_histories_up_to
         self._histories: dict[str, list] = {}  # group id -> (variant key, index, history) not yet written
         self.spool = Spool(default_spool_folder(spec.name), {
             "sweep_name": spec.name, "sweep_hash": sweep.hash, "sweep_file": str(sweep.path),
             "note": _note(spec.description)[0], "tracking_uri": tracker.tracking_uri,
-            "params": {"sweep": spec.name, "n_variants": len(sweep.variants), "n_programs": len(groups)}})
+            "params": {"sweep": spec.name, "n_variants": self.n_variants, "n_programs": len(groups)}})
 
     def _submit(self, fn, *args) -> Future:
         return self.writer.submit(self._guarded, fn, *args)
@@ -171,7 +172,7 @@ class SweepRuns:
                 self.experiment_id, f"{spec.name} {time.strftime('%Y-%m-%d %H:%M:%S')}", sweep_name=spec.name,
                 sweep_hash=self.sweep.hash, sweep_file=str(self.sweep.path), note=note,
                 git_commit=git_commit, environment=environment,
-                params={"sweep": spec.name, "n_variants": len(self.sweep.variants), "n_programs": len(self.groups)},
+                params={"sweep": spec.name, "n_variants": self.n_variants, "n_programs": len(self.groups)},
                 lease=self.lease.encode())
             t.log_file(self.parent_run_id, self.sweep.path)
             if whole is not None:
