@@ -259,7 +259,7 @@ class Study:
         if self.sweep.search is not None:
             self.halving = AsyncHalving(self.sweep.search, np.zeros(0, int))
         yield "compiled", 0, self.trainer.compile()
-        yield from self._entered(entering, None)
+        yield from self._entered(entering, adding=False)
         for record in self.trainer.run():
             pruned = self.halving.after_epoch(self.trainer, record) if self.halving else []
             yield "epoch", 0, record
@@ -279,9 +279,9 @@ class Study:
         """A trial's variants still to train (not finished before a resume)."""
         return [v for v in trial.variants if v.key not in trial.records]
 
-    def _entered(self, trials: list[_Trial], adding: bool | None = True) -> Iterator[Event]:
-        """Queue the trials' variants to train into the program (`adding`; None: the trainer
-        was built with them) and let the runner start their runs."""
+    def _entered(self, trials: list[_Trial], adding: bool = True) -> Iterator[Event]:
+        """Queue the trials' variants to train into the program (not `adding`: the trainer was
+        built with them) and let the runner start their runs."""
         for trial in trials:
             todo = self._todo(trial)
             start = len(self.group.variants)

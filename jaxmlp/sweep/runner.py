@@ -6,7 +6,9 @@ once a setting has no variant left to train, its best variant's model is logged.
 group or a diverged variant never stops the others. Ctrl-C and SIGTERM mark unfinished runs
 KILLED; `resume` skips variants already FINISHED (or diverged, which is deterministic) under
 the sweep's newest parent run, and a chunk killed mid-training goes on from its snapshot
-(`snapshots`, written by the local executor).
+(`snapshots`, written by the local executor). An optimised sweep (`optimize:`) trains one
+program whose variants are proposed as it trains (`optimize_run.Study`, its executor): the
+runner starts their runs as they are asked and tags them with what the study was told.
 """
 from __future__ import annotations
 
