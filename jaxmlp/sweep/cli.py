@@ -19,6 +19,12 @@ from jaxmlp.tracking import TRACKING_URI_HELP
 SNAPSHOT_EVERY = 300.0
 
 
+def _count(text: str) -> int:
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a whole number, 1 or more")
+    return int(text)
+
+
 def _seconds(text: str) -> float:
     try:
         value = float(text)
@@ -52,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--devices", choices=["auto", "one", "all"],
                    help="shard variants over devices: auto (by network size), one, all (overrides the file)")
     p.add_argument("--max-variants", type=int, metavar="N", help="at most N variants training at once in a compiled program (its slots; the others queue)")
+    p.add_argument("--chunks", type=_count, metavar="N",
+                   help="split each program's queue into N chunks with slots of their own (with --executor ray, "
+                        "one task each, e.g. one GPU each)")
     p.add_argument("--compile-cache", metavar="DIR", help=COMPILE_CACHE_HELP)
     p.add_argument("--snapshot-every", type=_seconds, default=SNAPSHOT_EVERY, metavar="SECONDS",
                    help="snapshot a training chunk after the first epoch this many seconds after its last "
@@ -97,9 +106,10 @@ def _main(args: argparse.Namespace, interrupts: Interrupts) -> int:
     if missing and not args.dry_run:  # before anything is logged, as for a bad file
         print("error: " + "\n".join(missing), file=sys.stderr)
         return 2
-    if args.devices or args.max_variants:
+    if args.devices or args.max_variants or args.chunks:
         execution = sweep.spec.execution.model_copy(update={
-            k: v for k, v in (("devices", args.devices), ("max_variants_per_program", args.max_variants)) if v})
+            k: v for k, v in (("devices", args.devices), ("max_variants_per_program", args.max_variants),
+                              ("chunks", args.chunks)) if v})
         sweep = type(sweep)(sweep.path, sweep.spec.model_copy(update={"execution": execution}), sweep.variants)
 
     executor = None

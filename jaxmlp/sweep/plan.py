@@ -13,6 +13,7 @@ keep all cores busy on one device.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 from collections import Counter
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 from jaxmlp.config import RunConfig
 from jaxmlp.data import dataset_shape, split_sizes
 from jaxmlp.engine import EVAL_CHUNK, Layout, merge_key, plan_chunks, structure_key
-from jaxmlp.engine.layout import PADDING_SAVING, QUEUE_PER_SLOT, padded_slots, plan_slots
+from jaxmlp.engine.layout import PADDING_SAVING, QUEUE_PER_SLOT, family_of, padded_slots, plan_slots
 from jaxmlp.models import n_parameters
 from jaxmlp.sweep.spec import Sweep, Variant
 
@@ -213,13 +214,7 @@ def plan_groups(sweep: Sweep, n_devices: int = 1, budget: int | None = None,
         configs = [v.config for v in variants]
         footprint = Footprint.of(configs[0])
         if not lockstep(sweep):
-            per_slot = QUEUE_PER_SLOT if sweep.search is not None or any(
-                c.training.early_stopping.patience is not None for c in configs) else 1
-            probe = plan_slots(configs, part_cap, None, devices, per_slot)
-            cap = min(execution.max_variants_per_program,
-                      footprint.max_variants(budget, max(s for s in probe.part_sizes), devices))
-            groups.append(Group(f"g{len(groups):02d}-{digest}", variants, devices,
-                                plan_slots(configs, part_cap, cap, devices, per_slot), f"p{n}", footprint))
+            groups += _queued_groups(sweep, variants, devices, part_cap, budget, footprint, digest, f"p{n}", len(groups))
             continue
         probe, _ = plan_chunks(configs, part_cap, part_cap, devices)
         cap = min(execution.max_variants_per_program, footprint.max_variants(budget, probe.part_size, devices))
@@ -228,6 +223,39 @@ def plan_groups(sweep: Sweep, n_devices: int = 1, budget: int | None = None,
             groups.append(Group(f"g{len(groups):02d}-{digest}", [variants[i] for i in chunk], devices, layout,
                                 f"p{n}", footprint))
     return groups
+
+
+def _queued_groups(sweep: Sweep, variants: list[Variant], devices: int, part_cap: int, budget: int,
+                   footprint: Footprint, digest: str, program: str, first: int) -> list[Group]:
+    """A program's variants as `execution.chunks` groups (every chunk-th variant each), each
+    draining its own queue through slots of one layout (`engine.plan_slots`, covering the
+    activations, initialisers and features of all of them, so the chunks share the program)."""
+    execution = sweep.spec.execution
+    configs = [v.config for v in variants]
+    per_slot = QUEUE_PER_SLOT if sweep.search is not None or any(
+        c.training.early_stopping.patience is not None for c in configs) else 1
+    pieces = [variants[k::execution.chunks] for k in range(min(execution.chunks, len(variants)))]
+    first_configs = [v.config for v in pieces[0]]
+    probe = plan_slots(first_configs, part_cap, None, devices, per_slot)
+    cap = min(execution.max_variants_per_program, footprint.max_variants(budget, max(probe.part_sizes), devices))
+    whole = plan_slots(configs, part_cap, cap, devices, per_slot)
+    layout = dataclasses.replace(plan_slots(first_configs, part_cap, cap, devices, per_slot),
+                                 activations=whole.activations, initializers=whole.initializers,
+                                 features=whole.features)
+    layout = _with_families_of(layout, whole)
+    return [Group(f"g{first + k:02d}-{digest}", piece, devices, layout, program, footprint)
+            for k, piece in enumerate(pieces)]
+
+
+def _with_families_of(layout: Layout, whole: Layout) -> Layout:
+    """`layout` with a family for every family of `whole` (a chunk lacking one gets a part of its size)."""
+    mine = {family_of(t): (t, n, layout.family_shape(k)[1]) for k, (t, n) in enumerate(layout.families)}
+    families, sizes = [], []
+    for k, (template, n) in enumerate(whole.families):
+        t, parts, size = mine.get(family_of(template), (template, 1, min(whole.family_shape(k)[1], layout.part_size)))
+        families.append((t, parts))
+        sizes.append(size)
+    return dataclasses.replace(layout, families=tuple(families), part_sizes=tuple(sizes))
 
 
 def _count(n: int | str, noun: str) -> str:

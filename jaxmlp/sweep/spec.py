@@ -73,7 +73,10 @@ class RaySpec(_Strict):
 
 
 class ExecutionSpec(_Strict):
-    max_variants_per_program: int = Field(100_000, gt=0, description="a cap on top of the memory-sized choice")
+    max_variants_per_program: int = Field(100_000, gt=0, description="a cap on top of the memory-sized choice "
+                                                                      "(of slots, where variants queue)")
+    chunks: int = Field(1, gt=0, description="split each program's queue into this many chunks, each with its own "
+                                             "slots (under --executor ray, one task each: several GPUs at once)")
     max_variants_per_part: int = Field(64, gt=0, description="variants vmapped together (a part stops as a whole)")
     devices: Literal["auto", "one", "all"] = "auto"
     max_variants: int = Field(MAX_VARIANTS, gt=0, description="refuse to expand a sweep into more variants")
