@@ -113,15 +113,16 @@ def program_init(families: Sequence[Family], inputs):
     return tuple(out)
 
 
-def program_final(family: Family, state: TrainState, inputs, part: jax.Array, train: Split, test: Split):
+def program_final(family: Family, state: TrainState, inputs, part: jax.Array, train: Split, val: Split,
+                  test: Split):
     """One part of a family (`part`: its index there, a traced scalar, so one program serves
     every part): the selected parameters, their test and training-split metrics, and the
-    epoch each variant stopped in."""
+    epoch each variant stopped in (`val`: for a temperature fitted on it)."""
     state, (hp, sel) = jax.tree_util.tree_map(lambda a: jax.lax.dynamic_index_in_dim(a, part, keepdims=False),
                                               (state, inputs))
     params, test_metrics, train_metrics = jax.vmap(partial(final_evaluation, family.structure,
                                                            choice=sel.activation[0]),
-                                                   in_axes=(0, 0, None, None))(state, hp, train, test)
+                                                   in_axes=(0, 0, None, None, None))(state, hp, train, val, test)
     return params, test_metrics, train_metrics, state.stopped_epoch
 
 

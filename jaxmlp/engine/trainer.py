@@ -128,7 +128,7 @@ class Trainer:
                                         test=put(self.data.test))
         v = P(None, "variants")  # [part, variant, ...]
         self._variant_sharding = jax.sharding.NamedSharding(mesh, v)
-        specs = [((v,), v), ((v, v, P(), P(), P()), (v, v))] + [((v, v, P(), P(), P()), P("variants"))] * len(programs[2:])
+        specs = [((v,), v), ((v, v, P(), P(), P()), (v, v))] + [((v, v, P(), P(), P(), P()), P("variants"))] * len(programs[2:])
         return [jax.shard_map(f, mesh=mesh, in_specs=i, out_specs=o, check_vma=False)
                 for f, (i, o) in zip(programs, specs)]
 
@@ -152,7 +152,7 @@ class Trainer:
         with concurrent.futures.ThreadPoolExecutor(3, thread_name_prefix="jaxmlp-compile") as pool:
             init = pool.submit(self._init.lower(self.inputs).compile)
             epoch = pool.submit(self._epoch.lower(states, self.inputs, jnp.int32(1), d.train, d.val).compile)
-            finals = [pool.submit(f.lower(st, inp, jnp.int32(0), d.train, d.test).compile)
+            finals = [pool.submit(f.lower(st, inp, jnp.int32(0), d.train, d.val, d.test).compile)
                       for f, st, inp in zip(self._finals, states, self.inputs)]
             self._init, self._epoch = init.result(), epoch.result()
             self._finals = [f.result() for f in finals]
@@ -311,7 +311,7 @@ class Trainer:
                 rows = [row for row, i in enumerate(part.index) if done[i] and i not in self._results]
                 if not rows:
                     continue
-                params, test, train, stopped = jax.device_get(final(state, inputs, jnp.int32(j), d.train, d.test))
+                params, test, train, stopped = jax.device_get(final(state, inputs, jnp.int32(j), d.train, d.val, d.test))
                 seconds, last = time.perf_counter() - self._start, records[-1]
                 for row in rows:
                     i = int(part.index[row])
@@ -320,8 +320,9 @@ class Trainer:
                         stopped_epoch=int(stopped[row]) or len(records),
                         epochs_trained=int(sum(r["trained"][i] for r in records)),
                         diverged=bool(last["diverged"][i]),
-                        test={k: float(v[row]) for k, v in test.items() if k != "dead_fraction"},
-                        train_final={k: float(v[row]) for k, v in train.items() if k != "dead_fraction"},
+                        test={k: float(v[row]) for k, v in test.items() if np.ndim(v[row]) == 0},
+                        train_final={k: float(v[row]) for k, v in train.items() if np.ndim(v[row]) == 0},
+                        reliability=test["reliability"][row].tolist() if "reliability" in test else [],
                         history=variant_history(records, i),
                         params=jax.tree_util.tree_map(lambda a, row=row: a[row], params),
                         train_seconds=seconds, pruned_at=self._pruned.get(i), lineage=self._lineage.get(i, []),
