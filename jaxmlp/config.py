@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any, Literal, Mapping, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveInt, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveInt, ValidationError, field_validator, model_validator
 
 ACTIVATIONS = (
     "sigmoid", "tanh", "relu", "leaky_relu", "noisy_relu", "elu", "selu", "gelu",
@@ -154,6 +154,14 @@ class EvaluationConfig(_Section):
                                                       "to the test inputs (in their normalised scale; the same draws "
                                                       "for every variant): test_accuracy_noise_<std>, "
                                                       "test_loss_noise_<std>")
+
+    @field_validator("input_noise")
+    @classmethod
+    def _distinct_levels(cls, levels: tuple[float, ...]) -> tuple[float, ...]:
+        """Each level names its metrics: two equal levels would log one metric twice."""
+        if len(set(levels)) != len(levels):
+            raise ValueError("the noise levels must be distinct")
+        return levels
 
 
 class RunConfig(_Section):
