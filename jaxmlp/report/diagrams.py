@@ -61,7 +61,8 @@ def draw_input_noise(records: Sequence[VariantRecord]):
         keys = ["test_accuracy", *(f"test_accuracy_noise_{level}" for level in levels)]
         stats = [mean_std(100.0 * r.metrics[k] if k in r.metrics else None for r in finished(runs)) for k in keys]
         bars = ax.errorbar([0.0, *map(float, levels)], [m for m, _ in stats], yerr=[s for _, s in stats],
-                           fmt="o-", capsize=3, color=f"C{i % 10}", label=setting)
+                           fmt="o", linestyle=("-", "--", ":", "-.")[i // 10 % 4], capsize=3,
+                           color=f"C{i % 10}", label=setting)
         bars.lines[0].set_gid(setting)
     ax.set(xlabel="std of the Gaussian input noise", ylabel="test accuracy (%)")
     ax.grid(alpha=0.3)
