@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any, Literal, Mapping, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveInt, ValidationError, field_validator, model_validator
 
 ACTIVATIONS = (
     "sigmoid", "tanh", "relu", "leaky_relu", "noisy_relu", "elu", "selu", "gelu",
@@ -143,6 +143,27 @@ class TrainingConfig(_Section):
     early_stopping: EarlyStoppingConfig = EarlyStoppingConfig()
 
 
+class EvaluationConfig(_Section):
+    """What the final evaluation measures besides the test metrics (calibration is always measured
+    for classification): a temperature fitted on validation, and the test split with input noise."""
+
+    temperature_scaling: bool = Field(False, description="fit one softmax temperature per variant on the "
+                                      "validation split (minimising its NLL) and log the test calibration with it "
+                                      "(test_temperature, test_ece_temperature, ...); classification only")
+    input_noise: tuple[NonNegativeFloat, ...] = Field((), description="standard deviations of Gaussian noise added "
+                                                      "to the test inputs (in their normalised scale; the same draws "
+                                                      "for every variant): test_accuracy_noise_<std>, "
+                                                      "test_loss_noise_<std>")
+
+    @field_validator("input_noise")
+    @classmethod
+    def _distinct_levels(cls, levels: tuple[float, ...]) -> tuple[float, ...]:
+        """Each level names its metrics: two equal levels would log one metric twice."""
+        if len(set(levels)) != len(levels):
+            raise ValueError("the noise levels must be distinct")
+        return levels
+
+
 class RunConfig(_Section):
     """Everything that defines one trained model."""
 
@@ -150,6 +171,7 @@ class RunConfig(_Section):
     model: ModelConfig = ModelConfig()
     optimizer: OptimizerConfig = OptimizerConfig()
     training: TrainingConfig = TrainingConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
 
     @model_validator(mode="after")
     def _validation_split_needed(self) -> "RunConfig":
@@ -160,9 +182,11 @@ class RunConfig(_Section):
                 wrong.append(("training.early_stopping.patience", es.patience, "null"))
             if es.restore_best:
                 wrong.append(("training.early_stopping.restore_best", "true", "false"))
+            if self.evaluation.temperature_scaling:
+                wrong.append(("evaluation.temperature_scaling", "true", "false"))
             if wrong:
                 raise ValueError("data.val_size: 0 holds out no validation split, so nothing can stop a variant "
-                                 "early or select its best epoch; "
+                                 "early, select its best epoch or fit a temperature; "
                                  + "; ".join(f"{key} is {value}, it must be {allowed}" for key, value, allowed in wrong))
         return self
 
