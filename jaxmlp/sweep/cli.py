@@ -147,7 +147,7 @@ def _main(args: argparse.Namespace, interrupts: Interrupts) -> int:
     from jaxmlp.sweep.runs import ResumeRefused
 
     if executor:
-        groups = plan_groups(sweep, executor.plan_devices(len(jax.devices())), on_cpu=executor.trains_on_cpu())
+        groups = plan_groups(sweep, executor.plan_devices(len(jax.devices())))
     else:
         groups = plan_groups(sweep, len(jax.devices()))
     if args.dry_run:
