@@ -24,7 +24,10 @@ ACTIVATIONS = (
 )
 INITS = ("auto", "he_normal", "he_uniform", "glorot_normal", "glorot_uniform",
          "lecun_normal", "lecun_uniform")
-DATASETS = ("digits", "diabetes", "mnist", "fashion_mnist", "kmnist", "synthetic")
+DATASETS = ("digits", "diabetes", "mnist", "fashion_mnist", "kmnist", "synthetic", "csv", "parquet", "npz", "tfds")
+#: The datasets read from a file of the user's (`data.path`).
+FILE_DATASETS = ("csv", "parquet", "npz")
+TASKS = ("auto", "classification", "regression")
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
 SCHEDULES = ("constant", "cosine", "exponential")
 LOSSES = ("auto", "cross_entropy", "mse")
@@ -71,6 +74,29 @@ class DataConfig(_Section):
     n_samples: int = Field(2000, gt=0, description="synthetic only")
     n_features: int = Field(20, gt=0, description="synthetic only")
     n_classes: int = Field(4, gt=1, description="synthetic only")
+    path: str | None = Field(None, description="csv, parquet, npz: the file (in a sweep file, relative to it)")
+    target: str | None = Field(None, description="csv, parquet: the column to predict")
+    features: tuple[str, ...] | None = Field(None, description="csv, parquet: the input columns (default: all "
+                                             "others)")
+    task: Literal[TASKS] = Field("auto", description="csv, parquet, npz: classification or regression (auto: "  # type: ignore[valid-type]
+                                 "from the targets, as scikit-learn's type_of_target tells them)")
+    dataset: str | None = Field(None, description="tfds: a tensorflow-datasets name or name/config, e.g. "
+                                "emnist/digits")
+    manual_dir: str | None = Field(None, description="tfds: the folder with the dataset's download files, for "
+                                   "offline preparation")
+    digest: str | None = Field(None, description="csv, parquet, npz: the file's content digest, set when the "
+                               "file is read; a changed file is refused")
+
+    @model_validator(mode="after")
+    def _source_keys(self) -> "DataConfig":
+        """The keys each kind of source needs."""
+        needed = {"csv": ("path", "target"), "parquet": ("path", "target"), "npz": ("path",), "tfds": ("dataset",)}
+        missing = [key for key in needed.get(self.name, ()) if getattr(self, key) is None]
+        if missing:
+            raise ValueError(f"data.name {self.name} needs {' and '.join('data.' + k for k in missing)}, e.g. "
+                             "{name: csv, path: data/wine.csv, target: quality}" if self.name != "tfds" else
+                             f"data.name tfds needs data.dataset, e.g. {{name: tfds, dataset: emnist/digits}}")
+        return self
 
     @property
     def validated(self) -> bool:
