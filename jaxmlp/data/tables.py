@@ -186,14 +186,14 @@ def _indices(cfg: DataConfig, arrays: dict[str, np.ndarray], source: str) -> tup
                 n_va = _held_out(n_tr, cfg.val_size, DEFAULT_VAL_FRACTION)
                 tr, va = order[n_va:], order[:n_va]
             te = n_tr + n_va + np.arange(n_te)
-    except ValueError as err:
-        raise DataError(f"{source}: too few rows for the splits: {err}") from None
+    except ValueError:  # a validation split that would leave no training rows
+        tr = va = te = np.arange(0)
     empty = [name for name, rows in (("training", tr), ("validation", va), ("test", te))
              if not len(rows) and (name != "validation" or cfg.validated)]
     if empty:
         n = sum(len(a) for k, a in arrays.items() if k.startswith("y"))
         raise DataError(f"{source}: {n} rows are too few for the splits (data.test_size {cfg.test_size}, "
-                        f"data.val_size {cfg.val_size}): no {' and no '.join(empty)} rows; give more rows")
+                        f"data.val_size {cfg.val_size}): no {' or '.join(empty)} rows; give more rows")
     return tr, va, te
 
 
@@ -240,7 +240,7 @@ def table_facts(cfg: DataConfig) -> dict[str, Any]:
     task = _task(cfg, y, source)
     classes = np.unique(y) if task == "classification" else None
     if classes is not None and len(classes) < 2:
-        raise DataError(f"{source}: data.target {cfg.target or 'y'!s} has one class only ({classes[0]!r}); "
+        raise DataError(f"{source}: data.target {cfg.target or 'y'!s} has one class only ({classes[0].item()!r}); "
                         "classification needs two or more")
     tr, va, te = _indices(cfg, arrays, source)
     return {"task": task, "classes": classes, "features": int(arrays[next(k for k in arrays if k.startswith("x"))]

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from jaxmlp.data.errors import DataError
 from jaxmlp.runtime import (CACHE_ENV, COMPILE_CACHE_HELP, DEFAULT_CACHE_ROOT, cache_root, compile_cache_dir,
                             enable_compilation_cache)
 from jaxmlp.sweep.signals import Interrupts
@@ -85,7 +86,7 @@ def main(argv: Sequence[str] | None = None, interrupts: Interrupts | None = None
 def _main(args: argparse.Namespace, interrupts: Interrupts) -> int:
     try:
         sweep = load_sweep(args.sweep)
-    except SweepError as err:
+    except (SweepError, DataError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     interrupts.check()
@@ -167,13 +168,12 @@ def missing_data(sweep) -> list[str]:
     """Why the sweep's datasets cannot be loaded here (empty when they can), checked without
     loading them: a file, the key and the fix each."""
     from jaxmlp.data import check_available
-    from jaxmlp.data.tfds import DataUnavailableError
 
     problems = []
     for cfg in {v.config.data.model_dump_json(): v.config.data for v in sweep.variants}.values():
         try:
             check_available(cfg)
-        except DataUnavailableError as err:
+        except DataError as err:
             problems.append(f"{sweep.path}: base.data ({cfg.name}): {err}")
     return problems
 
