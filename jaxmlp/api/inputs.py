@@ -28,7 +28,7 @@ def nested(raw: Mapping[str, Any]) -> dict[str, Any]:
 
 def _one_config(item: Any) -> RunConfig:
     if isinstance(item, RunConfig):
-        return item
+        return item.model_copy(update={"data": resolve_file(item.data, Path.cwd())})
     if isinstance(item, (str, os.PathLike)):
         path = Path(item)
         raw = load_bounded_yaml(path) if path.is_file() else None

@@ -178,14 +178,14 @@ def _indices(cfg: DataConfig, arrays: dict[str, np.ndarray], source: str) -> tup
             tr, va, te = split_indices(cfg, len(arrays["x"]))
         else:
             n_tr, n_te = len(arrays["x_train"]), len(arrays["x_test"])
-            n_va = len(arrays.get("x_val", ()))
+            n_given = len(arrays.get("x_val", ()))  # a validation split of its own, after train
             if "x_val" in arrays:
-                tr, va = np.arange(n_tr), n_tr + np.arange(n_va)
+                tr, va = np.arange(n_tr), n_tr + np.arange(n_given)
             else:
                 order = np.random.default_rng(cfg.split_seed).permutation(n_tr)
                 n_va = _held_out(n_tr, cfg.val_size, DEFAULT_VAL_FRACTION)
                 tr, va = order[n_va:], order[:n_va]
-            te = n_tr + n_va + np.arange(n_te)
+            te = n_tr + n_given + np.arange(n_te)
     except ValueError:  # a validation split that would leave no training rows
         tr = va = te = np.arange(0)
     empty = [name for name, rows in (("training", tr), ("validation", va), ("test", te))
