@@ -83,7 +83,8 @@ class DataConfig(_Section):
     dataset: str | None = Field(None, description="tfds: a tensorflow-datasets name or name/config, e.g. "
                                 "emnist/digits")
     manual_dir: str | None = Field(None, description="tfds: the folder with the dataset's download files, for "
-                                   "offline preparation")
+                                   "offline preparation (data_dir: where tensorflow-datasets keeps prepared sets; "
+                                   "default: the cache's tfds/)")
     digest: str | None = Field(None, description="csv, parquet, npz: the file's content digest, set when the "
                                "file is read; a changed file is refused")
 

@@ -76,7 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save", type=Path, metavar="DIR", help="save each variant's selected parameters")
     p.add_argument("--evaluate", type=Path, metavar="DIR", help="evaluate a saved checkpoint on its test split")
     p.add_argument("--predict", type=Path, metavar="DIR", help="predict with a saved checkpoint")
-    p.add_argument("--inputs", type=Path, help="with --predict: .npy or .csv file of preprocessed inputs")
+    p.add_argument("--inputs", type=Path, help="with --predict: .npy or .csv file of inputs, preprocessed for a "
+                   "built-in dataset, in their own units for your own data (standardised as in training)")
     p.add_argument("--compile-cache", default=None, metavar="DIR", help=COMPILE_CACHE_HELP)
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return p
@@ -197,9 +198,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.predict:
             if not args.inputs:
                 raise ConfigError("--predict needs --inputs FILE (.npy or .csv of preprocessed inputs)")
-            from jaxmlp.checkpoint import load_checkpoint, predict
+            from jaxmlp.checkpoint import load_checkpoint, predict, prepared_inputs
 
-            out = predict(load_checkpoint(args.predict), read_inputs(args.inputs))
+            checkpoint = load_checkpoint(args.predict)
+            out = predict(checkpoint, prepared_inputs(checkpoint.meta, read_inputs(args.inputs)))
             print(json.dumps({"predictions": out.tolist()}) if args.json else np.array2string(out, precision=4))
             return 0
         summary = evaluate_command(args.evaluate) if args.evaluate else train_command(args)

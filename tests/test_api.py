@@ -73,6 +73,10 @@ def test_fit_on_arrays_predicts_the_users_labels_and_saves_what_the_train_comman
     assert code == 0, err
     assert json.loads(out)["test_accuracy"] == pytest.approx(best.record.metric("test_accuracy"), abs=1e-6)
     assert load_checkpoint(folder).meta["classes"] == ["left", "right"]
+    np.save(tmp_path / "new.npy", new_x)
+    code, out, err = run_main(["--predict", folder, "--inputs", tmp_path / "new.npy", "--json"])
+    assert code == 0, err
+    assert np.allclose(json.loads(out)["predictions"], proba, atol=1e-6)  # raw units in, as predict takes them
 
 
 def test_fit_takes_a_frame_given_splits_and_configurations_of_two_structures():
@@ -139,3 +143,33 @@ def test_run_sweep_tracks_a_dict_sweep_with_its_file_histories_and_run_ids(tmp_p
     history = result.histories()
     assert len(history) == sum(c.data.metrics["epochs_trained"] for c in children)
     assert {"setting", "run_id", "seed", "epoch", "train_loss", "val_loss"} <= set(history.columns)
+
+
+@pytest.mark.slow  # trains until interrupted, then resumes the sweep (about half a minute)
+def test_ctrl_c_raises_keyboard_interrupt_after_marking_runs_killed_and_resume_continues(tmp_path):
+    import _thread
+    import threading
+    import time
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    spec = {"name": "ctrlc", "seeds": [0, 1], "base": {
+        **TINY_BASE, "training": {"epochs": 300, "batch_size": 64, "early_stopping": {"patience": None}}}}
+    client = store_client(uri)
+
+    def interrupt_while_training() -> None:  # as Ctrl-C in a notebook: KeyboardInterrupt in the main thread
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if any(c.info.status == "RUNNING" for c in sweep_runs(client, "ctrlc", settled=False)[1]):
+                time.sleep(1.0)
+                _thread.interrupt_main()
+                return
+            time.sleep(0.2)
+
+    threading.Thread(target=interrupt_while_training, daemon=True).start()
+    with pytest.raises(KeyboardInterrupt):
+        jaxmlp.run_sweep(spec, tracking_uri=uri)
+    (parent,), children = sweep_runs(client, "ctrlc")
+    assert parent.info.status == "KILLED" and {c.info.status for c in children} == {"KILLED"}
+    result = jaxmlp.run_sweep(spec, tracking_uri=uri, resume=True)
+    assert result.ok and result.parent_run_id == parent.info.run_id
+    assert list(result.frame()["status"]) == ["FINISHED", "FINISHED"]

@@ -173,3 +173,39 @@ def test_the_generic_tfds_path_reads_mnist_offline(mnist_dir, tmp_path):
     assert row["status"] == "FINISHED" and row["test_accuracy"] > 0.3  # chance: 0.1
     loaded = load_dataset(load_config({"data": data}).data)
     assert loaded.input_shape == (784,) and float(loaded.train.x.max()) == 1.0 and len(loaded.test) == 10_000
+
+
+@pytest.mark.slow  # imports TensorFlow and prepares a tensorflow-datasets set (about 20 s)
+def test_a_tfds_set_prepared_by_the_test_into_its_data_dir_trains(tmp_path):
+    tfds = pytest.importorskip("tensorflow_datasets")
+
+    class TinyStripes(tfds.core.GeneratorBasedBuilder):
+        """8x8 images of a horizontal, vertical or diagonal stripe; no download."""
+
+        VERSION = tfds.core.Version("1.0.0")
+
+        def _info(self):
+            return tfds.core.DatasetInfo(builder=self, supervised_keys=("image", "label"), features=tfds.features.FeaturesDict({
+                "image": tfds.features.Image(shape=(8, 8, 1)), "label": tfds.features.ClassLabel(num_classes=3)}))
+
+        def _split_generators(self, dl_manager):
+            return {"train": self._generate_examples(240, 0), "test": self._generate_examples(60, 1)}
+
+        def _generate_examples(self, n, seed):
+            rng = np.random.default_rng(seed)
+            for i in range(n):
+                label, image = i % 3, rng.integers(0, 60, size=(8, 8, 1), dtype=np.uint8)
+                line = rng.integers(8)
+                image[(line, slice(None)) if label == 0 else (slice(None), line) if label == 1
+                      else (np.arange(8), np.arange(8))] = 255
+                yield i, {"image": image, "label": label}
+
+    TinyStripes(data_dir=str(tmp_path / "tfds")).download_and_prepare()
+    data = {"name": "tfds", "dataset": "tiny_stripes", "data_dir": str(tmp_path / "tfds"),
+            "cache_dir": str(tmp_path / "cache")}
+    result = jaxmlp.run_sweep({"name": "stripes", "base": {"data": data, **SMALL, "training": {"epochs": 20}}},
+                              tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    (row,) = result.frame().to_dict("records")
+    assert row["status"] == "FINISHED" and row["test_accuracy"] > 0.6  # chance: 1/3
+    loaded = load_dataset(load_config({"data": data}).data)
+    assert loaded.input_shape == (64,) and (len(loaded.train) + len(loaded.val), len(loaded.test)) == (240, 60)

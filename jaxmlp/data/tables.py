@@ -207,13 +207,14 @@ def _tfds_arrays(cfg: DataConfig) -> dict[str, np.ndarray]:
     """Any tensorflow-datasets set's train and test arrays, from a .npz cache or prepared once."""
     from jaxmlp.data import cache_folder
 
-    cached = cache_folder(cfg) / "arrays" / f"tfds-{cfg.dataset.replace('/', '-')}.npz"
+    folder = hashlib.blake2b(str(cfg.data_dir).encode(), digest_size=4).hexdigest() if cfg.data_dir else "cache"
+    cached = cache_folder(cfg) / "arrays" / f"tfds-{cfg.dataset.replace('/', '-')}-{folder}.npz"
     if cached.exists():
         with np.load(cached) as npz:
             return dict(npz)
     from jaxmlp.data.tfds import load_any
 
-    splits = load_any(cfg.dataset, cfg.manual_dir or cfg.data_dir, cache_folder(cfg) / "tfds")
+    splits = load_any(cfg.dataset, cfg.manual_dir, cfg.data_dir or cache_folder(cfg) / "tfds")
     if "test" not in splits:
         raise DataError(f"data.dataset: {cfg.dataset!r} has no test split (splits: {', '.join(splits)}); "
                         "give a dataset with train and test splits")
