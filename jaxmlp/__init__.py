@@ -22,7 +22,7 @@ _EXPORTS = {
     "FitResult": "jaxmlp.api.fit",              # .frame(), .history(), .best, .predict(X), .save(folder)
     "Model": "jaxmlp.api.fit",                  # one trained variant: .predict, .predict_proba, .save
     "run_sweep": "jaxmlp.api.sweeps",           # a tracked sweep from a dict or YAML file -> SweepResult
-    "SweepResult": "jaxmlp.api.sweeps",         # .frame(), .summary(), .histories(), .best, run and experiment ids
+    "SweepResult": "jaxmlp.sweep.result",       # .frame(), .summary(), .histories(), .best, run and experiment ids
     "Dataset": "jaxmlp.data",                   # Dataset.from_arrays(X, y), Dataset.from_frame(df, target=...)
     "RunConfig": "jaxmlp.config",               # the typed configuration of one trained model
     "ConfigError": "jaxmlp.config",             # an invalid configuration value (key, bad value, allowed values)

@@ -17,7 +17,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from jaxmlp.api.frames import frame, history_frame, variant_row
+from jaxmlp.report.frames import frame, history_frame, variant_row
 from jaxmlp.api.inputs import data_section, dataset_of, run_configs
 from jaxmlp.checkpoint import Checkpoint, checkpoint_meta, predict, predict_labels, prepared_inputs, save_checkpoint
 from jaxmlp.config import ConfigError, RunConfig

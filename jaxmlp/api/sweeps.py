@@ -2,9 +2,10 @@
 the sweep command does (parent run, one child per variant, models, datasets, histories, lease,
 spool), from Python.
 
-The library installs no signal handlers and prints nothing unless asked (`progress`): Ctrl-C
-in a notebook raises KeyboardInterrupt where Python delivers it, after the runner has marked
-the unfinished runs KILLED; `resume=True` continues them.
+The library installs no signal handlers and prints no table, links or progress unless asked
+(`progress`; the runner's notices, such as a resume's, still go to stderr): Ctrl-C in a
+notebook raises KeyboardInterrupt where Python delivers it, after the runner has marked the
+unfinished runs KILLED; `resume=True` continues them.
 """
 from __future__ import annotations
 
@@ -15,22 +16,14 @@ from typing import Any, Mapping
 
 import yaml
 
-from jaxmlp.api.frames import frame, history_frame, points_history, variant_row
 from jaxmlp.api.inputs import DICT_SOURCE, data_section, dataset_of
 from jaxmlp.data import DataError, check_available
-from jaxmlp.records import VariantRecord
 from jaxmlp.runtime import cache_root
-from jaxmlp.sweep.best import selection_score
 from jaxmlp.sweep.bounded_yaml import load_bounded_yaml
+from jaxmlp.sweep.cli import SNAPSHOT_EVERY
+from jaxmlp.sweep.result import SweepResult
 from jaxmlp.sweep.signals import Interrupts
 from jaxmlp.sweep.spec import Sweep, SweepError, load_sweep, sweep_of
-
-#: The per-epoch metrics a child run's history holds (its final numbers are logged as metrics too).
-EPOCH_METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "learning_rate", "momentum",
-                 "epoch_seconds", "dead_fraction_*", "hp/*")
-#: Seconds of training between two snapshots of a chunk, as the sweep command's default.
-SNAPSHOT_EVERY = 300.0
-
 
 class NoSignals(Interrupts):
     """The runner's interrupts without handlers: Python's own KeyboardInterrupt stops the sweep."""
@@ -40,74 +33,6 @@ class NoSignals(Interrupts):
 
     def restore(self) -> None:
         pass
-
-
-@dataclasses.dataclass(frozen=True)
-class SweepResult:
-    """A finished (or resumed) sweep: one record per variant, its summary rows and where it is tracked."""
-
-    sweep: Sweep
-    records: list[VariantRecord]
-    rows: list[dict[str, Any]]
-    failures: list[str]
-    tracking_errors: list[str]
-    seconds: float
-    compile_seconds: float
-    tracking_uri: str | None
-    experiment_id: str | None
-    parent_run_id: str | None
-    registered_model_uri: str | None = None
-
-    @property
-    def monitor(self) -> str:
-        """The validation metric that selects models (e.g. val_loss)."""
-        return self.sweep.variants[0].config.training.early_stopping.monitor
-
-    def frame(self):
-        """One row per variant, in sweep order: setting label, run id, swept values, seed, how it
-        ended, best validation and test metrics, parameters and seconds."""
-        return frame({"setting": r.label, "run_id": r.run_id, **variant_row(r)} for r in self._ordered())
-
-    def summary(self):
-        """One row per setting, best first by the mean validation metric that selects models:
-        mean and std over seeds of the test metric (the table the sweep command prints)."""
-        from jaxmlp import report
-
-        return frame(report.best_first(self.records, self.rows, self.monitor)[1])
-
-    def histories(self):
-        """A long frame of every variant's per-epoch metrics (setting, run id, seed, epoch,
-        metrics), read back from the tracking store (sweeps of up to
-        `execution.metric_histories_up_to` variants keep them as metrics)."""
-        if self.parent_run_id is None:
-            raise ValueError("histories are read from the tracking store; run the sweep with tracking=True")
-        from jaxmlp.tracking import Tracker
-
-        records = Tracker(self.tracking_uri).variant_records(self.parent_run_id, EPOCH_METRICS)
-        index = {v.key: v.index for v in self.sweep.variants}
-        records = sorted((r for r in records if r.variant_key in index), key=lambda r: index[r.variant_key])
-        return history_frame([({"setting": r.label, "run_id": r.run_id, "seed": r.seed},
-                                points_history(r.history)) for r in records])
-
-    @property
-    def best(self) -> dict[str, Any] | None:
-        """The row of the variant with the best validation metric at its selected epoch (never a
-        test metric); None when none finished with one."""
-        by_key = {v.key: v for v in self.sweep.variants}
-        scored = [(selection_score(by_key[r.variant_key], r), r.index, r) for r in self.records
-                  if r.variant_key in by_key]
-        scored = [s for s in scored if s[0] < float("inf")]
-        if not scored:
-            return None
-        record = min(scored, key=lambda s: s[:2])[2]
-        return {"setting": record.label, "run_id": record.run_id, **variant_row(record)}
-
-    @property
-    def ok(self) -> bool:
-        return not self.failures and not self.tracking_errors
-
-    def _ordered(self) -> list[VariantRecord]:
-        return sorted(self.records, key=lambda r: (r.index is None, r.index or 0))
 
 
 def _with_data(raw: Mapping[str, Any], data: Any, target: str | None) -> dict[str, Any]:
@@ -159,14 +84,6 @@ def check_data(sweep: Sweep) -> None:
             raise type(err)(f"{sweep.path}: base.data ({cfg.name}): {err}") from None
 
 
-def _resolved(future) -> str | None:
-    """A child run's id where its run was started (None where the store failed)."""
-    try:
-        return future.result(timeout=0) if future is not None else None
-    except Exception:  # noqa: BLE001 - a run the store never started has no id
-        return None
-
-
 def run_sweep(spec: Any, *, data: Any = None, target: str | None = None, tracking_uri: str | None = None,
               tracking: bool = True, resume: bool = False, register: str | None = None,
               progress: bool = False) -> SweepResult:
@@ -185,17 +102,10 @@ def run_sweep(spec: Any, *, data: Any = None, target: str | None = None, trackin
     import jax
 
     from jaxmlp.sweep.plan import plan_groups
-    from jaxmlp.sweep.runner import Options, SweepRunner
+    from jaxmlp.sweep.result import run_planned
+    from jaxmlp.sweep.runner import Options
 
     groups = plan_groups(sweep, len(jax.devices()))
     options = Options(tracking=tracking, tracking_uri=tracking_uri, resume=resume, register=register,
                       progress=progress, snapshot_every=SNAPSHOT_EVERY, snapshot_dir=str(cache_root() / "snapshots"))
-    runner = SweepRunner(sweep, groups, options, interrupts=NoSignals())
-    outcome = runner.run()
-    run_ids = runner.runs.run_ids if runner.runs else {}
-    records = [dataclasses.replace(r, run_id=r.run_id or _resolved(run_ids.get(r.variant_key)))
-               for r in outcome.records]
-    return SweepResult(sweep, records, outcome.rows, outcome.failures, outcome.tracking_errors,
-                       outcome.seconds, outcome.compile_seconds,
-                       runner.tracker.tracking_uri if runner.tracker else None, outcome.experiment_id,
-                       outcome.parent_run_id, runner.runs.registered_uri if runner.runs else None)
+    return run_planned(sweep, groups, options, interrupts=NoSignals())

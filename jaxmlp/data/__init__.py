@@ -1,4 +1,5 @@
-"""Dataset registry: named datasets split into train / validation / test.
+"""Dataset registry: named datasets split into train / validation / test; the user's own
+files (csv, parquet, npz) and any tensorflow-datasets set (tfds) through `tables`.
 
 Every loader returns host arrays; `Dataset.on_device()` places each split on the device
 once. Inputs are normalised (images to [0, 1], tabular features standardised with
@@ -250,12 +251,11 @@ def _tfds_arrays(cfg: DataConfig) -> dict[str, np.ndarray]:
     from jaxmlp.data.tfds import load_tfds
 
     splits = load_tfds(cfg.name, data_folder(cfg), cache_folder(cfg) / "tfds")
+    from jaxmlp.data.tables import save_arrays
+
     arrays = {"x_train": splits["train"][0], "y_train": splits["train"][1],
               "x_test": splits["test"][0], "y_test": splits["test"][1]}
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cached.with_suffix(".tmp.npz")
-    np.savez(tmp, **arrays)
-    tmp.replace(cached)
+    save_arrays(cached, arrays)
     return arrays
 
 

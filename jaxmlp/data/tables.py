@@ -27,6 +27,14 @@ from jaxmlp.data.errors import DataError
 NPZ_KEYS = (("x", "y"), ("x_train", "y_train"), ("x_val", "y_val"), ("x_test", "y_test"))
 
 
+def save_arrays(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Write arrays to an .npz file atomically (a reader never sees a half-written file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(tmp, **arrays)
+    tmp.replace(path)
+
+
 @functools.lru_cache(maxsize=64)
 def _digest(path: str, mtime_ns: int, size: int) -> str:
     h = hashlib.blake2b(digest_size=8)
@@ -87,10 +95,7 @@ def _prepared(path: str, digest: str, kind: str, target: str | None, features: t
     except Exception as err:  # noqa: BLE001 - whatever the reader says, with the file's name
         raise DataError(f"{path}: not a readable {kind} file ({type(err).__name__}: {err})") from None
     arrays = frame_arrays(frame, target, features, path)
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cached.with_suffix(".tmp.npz")
-    np.savez(tmp, **arrays)
-    tmp.replace(cached)
+    save_arrays(cached, arrays)
     return arrays
 
 
@@ -203,7 +208,7 @@ def _joined(arrays: dict[str, np.ndarray], letter: str) -> np.ndarray:
     return np.concatenate([arrays[k] for k in keys if k in arrays])
 
 
-def _tfds_arrays(cfg: DataConfig) -> dict[str, np.ndarray]:
+def _any_tfds_arrays(cfg: DataConfig) -> dict[str, np.ndarray]:
     """Any tensorflow-datasets set's train and test arrays, from a .npz cache or prepared once."""
     from jaxmlp.data import cache_folder
 
@@ -220,16 +225,13 @@ def _tfds_arrays(cfg: DataConfig) -> dict[str, np.ndarray]:
                         "give a dataset with train and test splits")
     arrays = {f"{letter}_{split}": a.reshape(len(a), -1) if letter == "x" else a
               for split, pair in splits.items() for letter, a in zip("xy", pair)}
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cached.with_suffix(".tmp.npz")
-    np.savez(tmp, **arrays)
-    tmp.replace(cached)
+    save_arrays(cached, arrays)
     return arrays
 
 
 def source_arrays(cfg: DataConfig) -> dict[str, np.ndarray]:
     """The arrays of a file (csv, parquet, npz) or of a tensorflow-datasets set (tfds)."""
-    return _tfds_arrays(cfg) if cfg.name == "tfds" else prepared_arrays(cfg)
+    return _any_tfds_arrays(cfg) if cfg.name == "tfds" else prepared_arrays(cfg)
 
 
 def table_facts(cfg: DataConfig) -> dict[str, Any]:
@@ -286,9 +288,6 @@ def arrays_config(arrays: dict[str, np.ndarray], name: str, *, cache_dir: str | 
     data = {"name": "npz", "cache_dir": cache_dir, **options}
     path = cache_root(cache_dir) / "datasets" / h.hexdigest() / f"{name}.npz"
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp.npz")
-        np.savez(tmp, **arrays)
-        tmp.replace(path)
+        save_arrays(path, arrays)
     config = load_config({"data": {**data, "path": str(path)}}, source="<arrays>").data
     return resolve_file(config, path.parent)

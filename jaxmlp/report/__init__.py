@@ -1,7 +1,8 @@
 """A sweep's report from plain per-variant records (`jaxmlp.records.VariantRecord`) that the
 sweep runner or tracking hands over: the table and its formats (`tables`), short names of
 settings for run names and metric names (`labels`), the figures (`figures`), an adaptive
-search's pruned variants, compute per rung interval and lineage (`search`), published
+search's pruned variants, compute per rung interval and lineage (`search`), results as
+pandas DataFrames (`frames`, imported where used: pandas loads in about a second), published
 numbers to compare with (`references`), the HTML and Markdown pages (`page`), and the
 command `python -m jaxmlp.report` (`cli`). Nothing here knows MLflow's tags or training;
 the command asks `jaxmlp.tracking` for the records.
