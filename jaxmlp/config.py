@@ -58,6 +58,13 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
 
 
+#: The keys each source of the user's data needs, and an example of each.
+_SOURCE_KEYS = {"csv": ("path", "target"), "parquet": ("path", "target"), "npz": ("path",), "tfds": ("dataset",)}
+_SOURCE_EXAMPLES = {"csv": "{name: csv, path: data/wine.csv, target: quality}",
+                    "parquet": "{name: parquet, path: data/wine.parquet, target: quality}",
+                    "npz": "{name: npz, path: data/arrays.npz}", "tfds": "{name: tfds, dataset: emnist/digits}"}
+
+
 class DataConfig(_Section):
     """Which dataset, how it is split and where its files live."""
 
@@ -79,7 +86,7 @@ class DataConfig(_Section):
     features: tuple[str, ...] | None = Field(None, description="csv, parquet: the input columns (default: all "
                                              "others)")
     task: Literal[TASKS] = Field("auto", description="csv, parquet, npz: classification or regression (auto: "  # type: ignore[valid-type]
-                                 "from the targets, as scikit-learn's type_of_target tells them)")
+                                 "floating-point targets are regression; text, booleans, integers class labels)")
     dataset: str | None = Field(None, description="tfds: a tensorflow-datasets name or name/config, e.g. "
                                 "emnist/digits")
     manual_dir: str | None = Field(None, description="tfds: the folder with the dataset's download files, for "
@@ -91,12 +98,10 @@ class DataConfig(_Section):
     @model_validator(mode="after")
     def _source_keys(self) -> "DataConfig":
         """The keys each kind of source needs."""
-        needed = {"csv": ("path", "target"), "parquet": ("path", "target"), "npz": ("path",), "tfds": ("dataset",)}
-        missing = [key for key in needed.get(self.name, ()) if getattr(self, key) is None]
+        missing = [key for key in _SOURCE_KEYS.get(self.name, ()) if getattr(self, key) is None]
         if missing:
             raise ValueError(f"data.name {self.name} needs {' and '.join('data.' + k for k in missing)}, e.g. "
-                             "{name: csv, path: data/wine.csv, target: quality}" if self.name != "tfds" else
-                             f"data.name tfds needs data.dataset, e.g. {{name: tfds, dataset: emnist/digits}}")
+                             f"{_SOURCE_EXAMPLES[self.name]}")
         return self
 
     @property

@@ -209,3 +209,38 @@ def test_a_tfds_set_prepared_by_the_test_into_its_data_dir_trains(tmp_path):
     assert row["status"] == "FINISHED" and row["test_accuracy"] > 0.6  # chance: 1/3
     loaded = load_dataset(load_config({"data": data}).data)
     assert loaded.input_shape == (64,) and (len(loaded.train) + len(loaded.val), len(loaded.test)) == (240, 60)
+
+
+def test_from_arrays_splits_and_standardises_as_the_built_in_sets(tmp_path):
+    from sklearn.datasets import load_diabetes
+
+    bunch = load_diabetes()
+    mine = jaxmlp.Dataset.from_arrays(bunch.data, bunch.target, cache_dir=str(tmp_path))
+    built_in = load_dataset(load_config({"data": {"name": "diabetes"}}).data)
+    assert mine.task == built_in.task == "regression"
+    for split in ("train", "val", "test"):
+        assert np.array_equal(getattr(mine, split).x, getattr(built_in, split).x)
+        assert np.array_equal(getattr(mine, split).y, getattr(built_in, split).y)
+    assert (mine.info["target_mean"], mine.info["target_std"]) == (built_in.info["target_mean"],
+                                                                    built_in.info["target_std"])
+
+
+def test_labels_of_any_type_map_to_class_indices_and_back(tmp_path):
+    x = np.random.default_rng(0).normal(size=(120, 2))
+    labels = np.array([30, 10, 20])[np.arange(120) % 3]
+    data = jaxmlp.Dataset.from_arrays(x, labels, cache_dir=str(tmp_path))
+    assert data.task == "classification" and data.num_classes == 3 and data.info["classes"] == [10, 20, 30]
+    ys = np.concatenate([data.train.y, data.val.y, data.test.y])
+    assert ys.dtype == np.int32 and sorted(np.bincount(ys)) == [40, 40, 40]
+    assert abs(float(data.train.x.mean())) < 1e-6 and np.allclose(data.train.x.std(0), 1, atol=1e-5)
+    forced = jaxmlp.Dataset.from_arrays(x, labels.astype(float), task="regression", cache_dir=str(tmp_path))
+    assert forced.task == "regression" and forced.num_classes == 0
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"name": "csv"}, "data.name csv needs data.path and data.target, e.g. {name: csv, path: data/wine.csv"),
+    ({"name": "npz"}, "data.name npz needs data.path, e.g. {name: npz, path: data/arrays.npz}"),
+    ({"name": "tfds"}, "data.name tfds needs data.dataset, e.g. {name: tfds, dataset: emnist/digits}")])
+def test_each_source_names_the_keys_it_needs(data, message):
+    with pytest.raises(jaxmlp.ConfigError, match=message.replace("{", r"\{").replace(".", r"\.")):
+        load_config({"data": data})

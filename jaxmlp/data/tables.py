@@ -157,21 +157,14 @@ def _npz_arrays(path: Path) -> dict[str, np.ndarray]:
 
 
 def _task(cfg: DataConfig, y: np.ndarray, source: str) -> str:
-    """classification or regression: data.task, else what scikit-learn's type_of_target says."""
+    """classification or regression: data.task, else by the targets' type (floating-point
+    numbers are regression; text, booleans and integers are class labels)."""
+    if cfg.task == "regression" and y.dtype.kind not in "biuf":
+        raise DataError(f"{source}: data.task regression needs numeric targets, not {y.dtype} values; "
+                        "use data.task: classification")
     if cfg.task != "auto":
-        if cfg.task == "regression" and y.dtype.kind not in "biuf":
-            raise DataError(f"{source}: data.task regression needs numeric targets, not {y.dtype} values; "
-                            "use data.task: classification")
         return cfg.task
-    from sklearn.utils.multiclass import type_of_target
-
-    kind = type_of_target(y)
-    if kind in ("binary", "multiclass"):
-        return "classification"
-    if kind == "continuous":
-        return "regression"
-    raise DataError(f"{source}: the targets look {kind}; give one value per row and data.task "
-                    "(classification or regression)")
+    return "regression" if y.dtype.kind == "f" else "classification"
 
 
 def _indices(cfg: DataConfig, arrays: dict[str, np.ndarray], source: str) -> tuple[np.ndarray, ...]:
@@ -243,7 +236,7 @@ def table_facts(cfg: DataConfig) -> dict[str, Any]:
     task = _task(cfg, y, source)
     classes = np.unique(y) if task == "classification" else None
     if classes is not None and len(classes) < 2:
-        raise DataError(f"{source}: data.target {cfg.target or 'y'!s} has one class only ({classes[0].item()!r}); "
+        raise DataError(f"{source}: data.target {cfg.target or 'y'} has one class only ({classes[0].item()!r}); "
                         "classification needs two or more")
     tr, va, te = _indices(cfg, arrays, source)
     return {"task": task, "classes": classes, "features": int(arrays[next(k for k in arrays if k.startswith("x"))]
