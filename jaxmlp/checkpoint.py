@@ -81,8 +81,8 @@ def prepared_inputs(meta: dict[str, Any], x: Any) -> np.ndarray:
     columns = meta.get("columns")
     if columns and hasattr(x, "columns"):
         if missing := [c for c in columns if c not in x.columns]:
-            raise ValueError(f"inputs lack the training column(s) {', '.join(missing)}; give a DataFrame with "
-                             f"the columns {', '.join(columns)}")
+            raise ValueError(f"inputs lack the training column(s) {', '.join(missing)}; give the columns "
+                             f"{', '.join(columns)} (a DataFrame, or a .csv file with a header row)")
         x = x[columns]
     x = np.asarray(x, np.float64)
     if "feature_mean" in meta:

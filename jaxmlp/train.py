@@ -77,7 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--evaluate", type=Path, metavar="DIR", help="evaluate a saved checkpoint on its test split")
     p.add_argument("--predict", type=Path, metavar="DIR", help="predict with a saved checkpoint")
     p.add_argument("--inputs", type=Path, help="with --predict: .npy or .csv file of inputs, preprocessed for a "
-                   "built-in dataset, in their own units for your own data (standardised as in training)")
+                   "built-in dataset, in their own units for your own data (standardised as in training; a "
+                   "table's .csv with a header row naming its columns)")
     p.add_argument("--compile-cache", default=None, metavar="DIR", help=COMPILE_CACHE_HELP)
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return p
@@ -167,10 +168,16 @@ def evaluate_command(folder: Path) -> dict[str, Any]:
     return {"checkpoint": str(folder), "test_loss": mse / std**2, "test_mse": mse}
 
 
-def read_inputs(path: Path) -> np.ndarray:
+def read_inputs(path: Path, columns: list[str] | None = None) -> Any:
+    """The --inputs file: a .npy array, or a .csv of numbers (with a header row naming the
+    training columns where the net was trained on a table)."""
     try:
         if path.suffix == ".npy":
             return np.load(path)
+        if columns:
+            import pandas as pd
+
+            return pd.read_csv(path)
         return np.loadtxt(path, delimiter=",", ndmin=2)
     except OSError as err:
         raise unreadable("--inputs", path, err, "a .npy or .csv file of preprocessed inputs") from None
@@ -201,7 +208,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from jaxmlp.checkpoint import load_checkpoint, predict, prepared_inputs
 
             checkpoint = load_checkpoint(args.predict)
-            out = predict(checkpoint, prepared_inputs(checkpoint.meta, read_inputs(args.inputs)))
+            inputs = read_inputs(args.inputs, checkpoint.meta.get("columns"))
+            out = predict(checkpoint, prepared_inputs(checkpoint.meta, inputs))
             print(json.dumps({"predictions": out.tolist()}) if args.json else np.array2string(out, precision=4))
             return 0
         summary = evaluate_command(args.evaluate) if args.evaluate else train_command(args)

@@ -79,12 +79,22 @@ def test_fit_on_arrays_predicts_the_users_labels_and_saves_what_the_train_comman
     assert np.allclose(json.loads(out)["predictions"], proba, atol=1e-6)  # raw units in, as predict takes them
 
 
-def test_fit_takes_a_frame_given_splits_and_configurations_of_two_structures():
+def test_fit_takes_a_frame_given_splits_and_configurations_of_two_structures(tmp_path):
     x, y = labelled()
     frame = pd.DataFrame(x, columns=["a", "b", "c", "d"]).assign(side=y)
     by_frame = jaxmlp.fit({"training.epochs": 2}, frame, target="side")
     assert by_frame.data["n_train"] + by_frame.data["n_val"] + by_frame.data["n_test"] == 240
-    assert set(by_frame.predict(frame.head(10)[["d", "c", "b", "a"]])) <= {"left", "right"}
+    rows = frame.head(10)[["d", "c", "b", "a"]]  # columns by name, in any order
+    assert set(by_frame.predict(rows)) <= {"left", "right"}
+    rows.to_csv(tmp_path / "rows.csv", index=False)
+    code, out, err = run_main(["--predict", by_frame.save(tmp_path / "best"), "--inputs", tmp_path / "rows.csv",
+                               "--json"])
+    assert code == 0, err
+    assert np.allclose(json.loads(out)["predictions"], by_frame.predict_proba(rows), atol=1e-6)
+    rows.drop(columns="b").to_csv(tmp_path / "short.csv", index=False)
+    code, out, err = run_main(["--predict", tmp_path / "best", "--inputs", tmp_path / "short.csv"])
+    assert (code, out) == (2, "") and err == ("error: inputs lack the training column(s) b; give the columns "
+                                              "a, b, c, d (a DataFrame, or a .csv file with a header row)\n")
     splits = {"train": (x[:200], y[:200]), "test": (x[200:], y[200:])}
     result = jaxmlp.fit([{"model.hidden": [8], "training.epochs": 2}, {"model.hidden": [8, 8], "training.epochs": 2}],
                         splits)
