@@ -183,3 +183,14 @@ def test_ctrl_c_raises_keyboard_interrupt_after_marking_runs_killed_and_resume_c
     result = jaxmlp.run_sweep(spec, tracking_uri=uri, resume=True)
     assert result.ok and result.parent_run_id == parent.info.run_id
     assert list(result.frame()["status"]) == ["FINISHED", "FINISHED"]
+
+
+def test_run_sweep_on_the_users_arrays_trains_every_variant_on_them(tmp_path):
+    x, y = labelled()
+    spec = {**SWEEP, "grid": {"model.activation": ["relu", "tanh"]}, "seeds": [0]}
+    result = jaxmlp.run_sweep(spec, data=(x, y), tracking=False)
+    assert {v.config.data.name for v in result.sweep.variants} == {"npz"}
+    assert result.sweep.variants[0].config.data.digest is not None  # the arrays' file, as a user's file
+    rows = result.frame()
+    assert list(rows["status"]) == ["FINISHED", "FINISHED"] and rows["test_accuracy"].notna().all()
+    assert result.sweep.hash == jaxmlp.run_sweep(spec, data=(x, y), tracking=False).sweep.hash
