@@ -17,13 +17,13 @@ from typing import Any, Mapping
 import yaml
 
 from jaxmlp.api.inputs import DICT_SOURCE, data_section, dataset_of
-from jaxmlp.data import DataError, check_available
+from jaxmlp.data import DataError
 from jaxmlp.runtime import cache_root
 from jaxmlp.sweep.bounded_yaml import load_bounded_yaml
 from jaxmlp.sweep.cli import SNAPSHOT_EVERY
 from jaxmlp.sweep.result import SweepResult
 from jaxmlp.sweep.signals import Interrupts
-from jaxmlp.sweep.spec import Sweep, SweepError, load_sweep, sweep_of
+from jaxmlp.sweep.spec import Sweep, SweepError, load_sweep, sweep_of, unavailable_data
 
 class NoSignals(Interrupts):
     """The runner's interrupts without handlers: Python's own KeyboardInterrupt stops the sweep."""
@@ -74,16 +74,6 @@ def sweep_from(spec: Any, data: Any = None, target: str | None = None) -> Sweep:
                      f"not {type(spec).__name__}")
 
 
-def check_data(sweep: Sweep) -> None:
-    """Raise DataError, naming the sweep and its data section, when a dataset cannot be loaded
-    here (before anything is logged or compiled)."""
-    for cfg in {v.config.data.model_dump_json(): v.config.data for v in sweep.variants}.values():
-        try:
-            check_available(cfg)
-        except DataError as err:
-            raise type(err)(f"{sweep.path}: base.data ({cfg.name}): {err}") from None
-
-
 def run_sweep(spec: Any, *, data: Any = None, target: str | None = None, tracking_uri: str | None = None,
               tracking: bool = True, resume: bool = False, register: str | None = None,
               progress: bool = False) -> SweepResult:
@@ -95,7 +85,8 @@ def run_sweep(spec: Any, *, data: Any = None, target: str | None = None, trackin
     best in the Model Registry. Raises SweepError, DataError or StoreUnavailable before
     anything is trained, ResumeRefused where a resume would mix two sweeps."""
     sweep = sweep_from(spec, data, target)
-    check_data(sweep)
+    if problems := unavailable_data(sweep):  # before anything is logged or compiled
+        raise DataError("\n".join(problems))
     if tracking and str(sweep.path) == DICT_SOURCE:
         sweep = dataclasses.replace(sweep, path=_dict_file(sweep))
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")

@@ -12,7 +12,7 @@ from jaxmlp.data.errors import DataError
 from jaxmlp.runtime import (CACHE_ENV, COMPILE_CACHE_HELP, DEFAULT_CACHE_ROOT, cache_root, compile_cache_dir,
                             enable_compilation_cache)
 from jaxmlp.sweep.signals import Interrupts
-from jaxmlp.sweep.spec import SweepError, load_sweep
+from jaxmlp.sweep.spec import SweepError, load_sweep, unavailable_data
 from jaxmlp.tracking import TRACKING_URI_HELP
 
 
@@ -90,7 +90,7 @@ def _main(args: argparse.Namespace, interrupts: Interrupts) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     interrupts.check()
-    missing = missing_data(sweep)
+    missing = unavailable_data(sweep)
     if missing and not args.dry_run:  # before anything is logged, as for a bad file
         print("error: " + "\n".join(missing), file=sys.stderr)
         return 2
@@ -162,20 +162,6 @@ def _main(args: argparse.Namespace, interrupts: Interrupts) -> int:
     else:
         print_outcome(result)
     return 0 if result.ok else 1
-
-
-def missing_data(sweep) -> list[str]:
-    """Why the sweep's datasets cannot be loaded here (empty when they can), checked without
-    loading them: a file, the key and the fix each."""
-    from jaxmlp.data import check_available
-
-    problems = []
-    for cfg in {v.config.data.model_dump_json(): v.config.data for v in sweep.variants}.values():
-        try:
-            check_available(cfg)
-        except DataError as err:
-            problems.append(f"{sweep.path}: base.data ({cfg.name}): {err}")
-    return problems
 
 
 def outcome_json(result) -> dict:

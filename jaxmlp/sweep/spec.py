@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from jaxmlp.config import (CONFIG_KEYS, ConfigError, RunConfig, did_you_mean, format_validation_error, load_config,
                            set_dotted)
-from jaxmlp.data import DataError, split_sizes
+from jaxmlp.data import DataError, check_available, split_sizes
 from jaxmlp.data.tables import resolve_file
 from jaxmlp.records import SETTING_NAME, setting_label
 from jaxmlp.sweep.bounded_yaml import load_bounded_yaml
@@ -377,3 +377,15 @@ def _check_distinct(variants: list[Variant], source: str) -> None:
         seen[v.key] = v
 
 
+
+
+def unavailable_data(sweep: Sweep) -> list[str]:
+    """Why the sweep's datasets cannot be loaded here (empty when they can), checked without
+    loading them: the sweep, the data section and the fix each."""
+    problems = []
+    for cfg in {v.config.data.model_dump_json(): v.config.data for v in sweep.variants}.values():
+        try:
+            check_available(cfg)
+        except DataError as err:
+            problems.append(f"{sweep.path}: base.data ({cfg.name}): {err}")
+    return problems
