@@ -198,7 +198,8 @@ def test_run_sweep_on_the_users_arrays_trains_every_variant_on_them(tmp_path):
 
 def test_a_dataset_without_its_files_is_refused_before_anything_is_logged(tmp_path):
     data = {"name": "mnist", "data_dir": str(tmp_path / "no-mnist"), "cache_dir": str(tmp_path / "cache")}
-    with pytest.raises(jaxmlp.DataError, match=r"(?s)^<dict>: base.data \(mnist\): .*train-images-idx3-ubyte.gz \(missing\)"):
+    with pytest.raises(jaxmlp.DataError,
+                       match=r"(?s)^<dict>: base.data \(mnist\): .*train-images-idx3-ubyte.gz \(missing\)"):
         jaxmlp.run_sweep({"name": "nodata", "base": {**TINY_BASE, "data": data}},
                          tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # no store, no cache

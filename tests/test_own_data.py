@@ -112,7 +112,8 @@ def _bad_files(tmp_path) -> dict:
                            {}, ["missing values in column(s) size (3), age (1)"]),
         "one class": (good.assign(kind="cat"), {}, ["data.target kind has one class only ('cat')",
                                                     "classification needs two or more"]),
-        "too few rows": (good.head(4), {}, ["4 rows are too few for the splits (data.test_size 0.2, data.val_size None): no "]),
+        "too few rows": (good.head(4), {}, ["4 rows are too few for the splits (data.test_size 0.2, "
+                                            "data.val_size None): no "]),
     }
     for name, (frame, extra, parts) in files.items():
         path = tmp_path / f"{name.replace(' ', '_')}.csv"
@@ -185,8 +186,9 @@ def test_a_tfds_set_prepared_by_the_test_into_its_data_dir_trains(tmp_path):
         VERSION = tfds.core.Version("1.0.0")
 
         def _info(self):
-            return tfds.core.DatasetInfo(builder=self, supervised_keys=("image", "label"), features=tfds.features.FeaturesDict({
-                "image": tfds.features.Image(shape=(8, 8, 1)), "label": tfds.features.ClassLabel(num_classes=3)}))
+            features = tfds.features.FeaturesDict({"image": tfds.features.Image(shape=(8, 8, 1)),
+                                                   "label": tfds.features.ClassLabel(num_classes=3)})
+            return tfds.core.DatasetInfo(builder=self, supervised_keys=("image", "label"), features=features)
 
         def _split_generators(self, dl_manager):
             return {"train": self._generate_examples(240, 0), "test": self._generate_examples(60, 1)}

@@ -137,7 +137,8 @@ def _train_group(configs: list[RunConfig], data: Dataset, devices: int, progress
     for record in trainer.run():
         if monitor in record:  # absent without a validation split
             best = np.nanmin(record[monitor]) if monitor == "val_loss" else np.nanmax(record[monitor])
-            bar.set_postfix(active=f"{int(record['active'].sum())}/{len(configs)}", **{f"best_{monitor}": f"{best:.4f}"})
+            bar.set_postfix(active=f"{int(record['active'].sum())}/{len(configs)}",
+                            **{f"best_{monitor}": f"{best:.4f}"})
         bar.update()
     bar.close()
     return trainer.result.variants, trainer.result

@@ -151,7 +151,8 @@ def _npz_arrays(path: Path) -> dict[str, np.ndarray]:
             raise DataError(f"{path}: missing values: {bad} NaN in {xk}; fill or drop them first")
     widths = {xk: arrays[xk].shape[1:] for xk, _ in pairs}
     if len(set(widths.values())) > 1:
-        raise DataError(f"{path}: the splits' rows differ in shape ({', '.join(f'{k} {list(s)}' for k, s in widths.items())}); "
+        shapes = ", ".join(f"{k} {list(s)}" for k, s in widths.items())
+        raise DataError(f"{path}: the splits' rows differ in shape ({shapes}); "
                         "give every split the same features")
     return {k: (a.reshape(len(a), -1) if k.startswith("x") else a) for k, a in arrays.items()}
 

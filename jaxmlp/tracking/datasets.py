@@ -103,7 +103,8 @@ def dataset_inputs(dataset, cfg: DataConfig) -> list:
         if not len(x):
             continue  # no validation split (data.val_size 0)
         entity = Dataset(name=dataset.name, digest=array_digest(x, y), source_type=source_type,
-                         source=json.dumps(source), schema=_schema(x, y, dataset.info.get("columns")), profile=_profile(x, y))
+                         source=json.dumps(source), schema=_schema(x, y, dataset.info.get("columns")),
+                         profile=_profile(x, y))
         inputs.append(DatasetInput(entity, tags=[InputTag(CONTEXT_TAG, context)]))
     return inputs
 
