@@ -24,7 +24,10 @@ ACTIVATIONS = (
 )
 INITS = ("auto", "he_normal", "he_uniform", "glorot_normal", "glorot_uniform",
          "lecun_normal", "lecun_uniform")
-DATASETS = ("digits", "diabetes", "mnist", "fashion_mnist", "kmnist", "synthetic")
+DATASETS = ("digits", "diabetes", "mnist", "fashion_mnist", "kmnist", "synthetic", "csv", "parquet", "npz", "tfds")
+#: The datasets read from a file of the user's (`data.path`).
+FILE_DATASETS = ("csv", "parquet", "npz")
+TASKS = ("auto", "classification", "regression")
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
 SCHEDULES = ("constant", "cosine", "exponential")
 LOSSES = ("auto", "cross_entropy", "mse")
@@ -55,6 +58,13 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
 
 
+#: The keys each source of the user's data needs, and an example of each.
+_SOURCE_KEYS = {"csv": ("path", "target"), "parquet": ("path", "target"), "npz": ("path",), "tfds": ("dataset",)}
+_SOURCE_EXAMPLES = {"csv": "{name: csv, path: data/wine.csv, target: quality}",
+                    "parquet": "{name: parquet, path: data/wine.parquet, target: quality}",
+                    "npz": "{name: npz, path: data/arrays.npz}", "tfds": "{name: tfds, dataset: emnist/digits}"}
+
+
 class DataConfig(_Section):
     """Which dataset, how it is split and where its files live."""
 
@@ -71,6 +81,28 @@ class DataConfig(_Section):
     n_samples: int = Field(2000, gt=0, description="synthetic only")
     n_features: int = Field(20, gt=0, description="synthetic only")
     n_classes: int = Field(4, gt=1, description="synthetic only")
+    path: str | None = Field(None, description="csv, parquet, npz: the file (in a sweep file, relative to it)")
+    target: str | None = Field(None, description="csv, parquet: the column to predict")
+    features: tuple[str, ...] | None = Field(None, description="csv, parquet: the input columns (default: all "
+                                             "others)")
+    task: Literal[TASKS] = Field("auto", description="csv, parquet, npz: classification or regression (auto: "  # type: ignore[valid-type]
+                                 "floating-point targets are regression; text, booleans, integers class labels)")
+    dataset: str | None = Field(None, description="tfds: a tensorflow-datasets name or name/config, e.g. "
+                                "emnist/digits")
+    manual_dir: str | None = Field(None, description="tfds: the folder with the dataset's download files, for "
+                                   "offline preparation (data_dir: where tensorflow-datasets keeps prepared sets; "
+                                   "default: the cache's tfds/)")
+    digest: str | None = Field(None, description="csv, parquet, npz: the file's content digest, set when the "
+                               "file is read; a changed file is refused")
+
+    @model_validator(mode="after")
+    def _source_keys(self) -> "DataConfig":
+        """The keys each kind of source needs."""
+        missing = [key for key in _SOURCE_KEYS.get(self.name, ()) if getattr(self, key) is None]
+        if missing:
+            raise ValueError(f"data.name {self.name} needs {' and '.join('data.' + k for k in missing)}, e.g. "
+                             f"{_SOURCE_EXAMPLES[self.name]}")
+        return self
 
     @property
     def validated(self) -> bool:
