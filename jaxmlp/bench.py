@@ -8,6 +8,7 @@
     python -m jaxmlp.bench refill          # continuous batching vs one variant at a time, utilisation
     python -m jaxmlp.bench optimize        # batched TPE vs TPE one at a time vs random, 64 digits settings
     python -m jaxmlp.bench tracking --variants 200   # what one child run costs the store, call by call
+    python -m jaxmlp.bench activations     # the same net's epoch time per activation, as ratios to ReLU
 
 Every figure is measured in the same process: the float32 matmul peak that JAX reaches
 on a large square product, the engine's achieved FLOP/s (6 x weights per sample), and
@@ -184,6 +185,31 @@ def bench_train(args: argparse.Namespace) -> dict[str, Any]:
         host_loop = loop_seconds_per_epoch(configs, data, host_data=host_data)
         out.update(loop_epoch_seconds=loop, speedup_vs_loop=loop / steady,
                    host_batch_loop_epoch_seconds=host_loop, speedup_vs_host_batch_loop=host_loop / steady)
+    return out
+
+
+#: The activations `bench_activations` times, in this order, each against ReLU.
+BENCH_ACTIVATIONS = ("sigmoid", "tanh", "relu", "leaky_relu", "elu", "gelu")
+
+
+def bench_activations(args: argparse.Namespace) -> dict[str, Any]:
+    """The steady epoch time of the same net (K variants, one compiled program each) per
+    activation, trained in turn in one process on the same data, and its ratio to ReLU's."""
+    from jaxmlp.data import load_dataset
+    from jaxmlp.engine import Trainer
+
+    out: dict[str, Any] = {"benchmark": "activations", "architecture": "-".join(map(str, [784, *args.hidden, 10])),
+                           "variants": args.variants, "epochs_timed": args.epochs}
+    data = None
+    for name in BENCH_ACTIVATIONS:
+        configs = _configs(argparse.Namespace(**{**vars(args), "activation": name}), int(round(args.samples / 0.9)))
+        data = data or load_dataset(configs[0].data).on_device()
+        trainer = Trainer(configs, data, devices=args.devices)
+        trainer.compile()
+        epoch_seconds = [r["epoch_seconds"] for r in trainer.run()]
+        out[f"{name}_epoch_seconds"] = float(np.median(epoch_seconds[1:] if len(epoch_seconds) > 1 else epoch_seconds))
+    relu = out["relu_epoch_seconds"]
+    out.update({f"{name}_vs_relu": out[f"{name}_epoch_seconds"] / relu for name in BENCH_ACTIVATIONS})
     return out
 
 
@@ -589,7 +615,8 @@ def _positives(text: str, multiple: int = 1) -> list[int]:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m jaxmlp.bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", nargs="?", choices=["train", "sweep", "scale", "search", "refill", "optimize", "tracking"],
+    p.add_argument("what", nargs="?",
+                   choices=["train", "sweep", "scale", "search", "refill", "optimize", "tracking", "activations"],
                    default="train",
                    help="what to measure (default: train; see the examples above)")
     p.add_argument("--sizes", type=lambda t: _positives(t, 5), default=list(SCALE_SIZES),
@@ -621,7 +648,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     result = {"sweep": bench_sweep, "scale": bench_scale, "search": bench_search, "train": bench_train,
-              "tracking": bench_tracking, "refill": bench_refill, "optimize": bench_optimize}[args.what](args)
+              "tracking": bench_tracking, "refill": bench_refill, "optimize": bench_optimize,
+              "activations": bench_activations}[args.what](args)
     if args.json:
         print(json.dumps(result))
     elif args.what == "search":

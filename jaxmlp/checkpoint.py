@@ -72,3 +72,31 @@ def predict(checkpoint: Checkpoint, x: np.ndarray) -> np.ndarray:
     if meta["task"] == "classification":
         return np.asarray(jax.nn.softmax(out))
     return np.asarray(out[:, 0]) * meta.get("target_std", 1.0) + meta.get("target_mean", 0.0)
+
+
+def prepared_inputs(meta: dict[str, Any], x: Any) -> np.ndarray:
+    """Inputs in the user's own units (an array, or a DataFrame holding the training columns)
+    as the network saw them in training: standardised with the training split's statistics,
+    or scaled (images), where the dataset was the user's; others are taken as they are."""
+    columns = meta.get("columns")
+    if columns and hasattr(x, "columns"):
+        if missing := [c for c in columns if c not in x.columns]:
+            raise ValueError(f"inputs lack the training column(s) {', '.join(missing)}; give the columns "
+                             f"{', '.join(columns)} (a DataFrame, or a .csv file with a header row)")
+        x = x[columns]
+    x = np.asarray(x, np.float64)
+    if "feature_mean" in meta:
+        x = (x - np.asarray(meta["feature_mean"])) / np.asarray(meta["feature_std"])
+    elif "input_scale" in meta:
+        x = x / meta["input_scale"]
+    return x.astype(np.float32)
+
+
+def predict_labels(checkpoint: Checkpoint, x: Any) -> np.ndarray:
+    """Predictions for inputs in the user's units: the most probable class as the user's own
+    label (classification), or values in the targets' units (regression)."""
+    out = predict(checkpoint, prepared_inputs(checkpoint.meta, x))
+    if checkpoint.meta["task"] != "classification":
+        return out
+    classes = checkpoint.meta.get("classes")
+    return np.asarray(classes)[out.argmax(1)] if classes else out.argmax(1)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any, Literal, Mapping, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveInt, ValidationError, field_validator, model_validator
 
 ACTIVATIONS = (
     "sigmoid", "tanh", "relu", "leaky_relu", "noisy_relu", "elu", "selu", "gelu",
@@ -24,7 +24,10 @@ ACTIVATIONS = (
 )
 INITS = ("auto", "he_normal", "he_uniform", "glorot_normal", "glorot_uniform",
          "lecun_normal", "lecun_uniform")
-DATASETS = ("digits", "diabetes", "mnist", "fashion_mnist", "kmnist", "synthetic")
+DATASETS = ("digits", "diabetes", "mnist", "fashion_mnist", "kmnist", "synthetic", "csv", "parquet", "npz", "tfds")
+#: The datasets read from a file of the user's (`data.path`).
+FILE_DATASETS = ("csv", "parquet", "npz")
+TASKS = ("auto", "classification", "regression")
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
 SCHEDULES = ("constant", "cosine", "exponential")
 LOSSES = ("auto", "cross_entropy", "mse")
@@ -55,6 +58,13 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
 
 
+#: The keys each source of the user's data needs, and an example of each.
+_SOURCE_KEYS = {"csv": ("path", "target"), "parquet": ("path", "target"), "npz": ("path",), "tfds": ("dataset",)}
+_SOURCE_EXAMPLES = {"csv": "{name: csv, path: data/wine.csv, target: quality}",
+                    "parquet": "{name: parquet, path: data/wine.parquet, target: quality}",
+                    "npz": "{name: npz, path: data/arrays.npz}", "tfds": "{name: tfds, dataset: emnist/digits}"}
+
+
 class DataConfig(_Section):
     """Which dataset, how it is split and where its files live."""
 
@@ -71,6 +81,28 @@ class DataConfig(_Section):
     n_samples: int = Field(2000, gt=0, description="synthetic only")
     n_features: int = Field(20, gt=0, description="synthetic only")
     n_classes: int = Field(4, gt=1, description="synthetic only")
+    path: str | None = Field(None, description="csv, parquet, npz: the file (in a sweep file, relative to it)")
+    target: str | None = Field(None, description="csv, parquet: the column to predict")
+    features: tuple[str, ...] | None = Field(None, description="csv, parquet: the input columns (default: all "
+                                             "others)")
+    task: Literal[TASKS] = Field("auto", description="csv, parquet, npz: classification or regression (auto: "  # type: ignore[valid-type]
+                                 "floating-point targets are regression; text, booleans, integers class labels)")
+    dataset: str | None = Field(None, description="tfds: a tensorflow-datasets name or name/config, e.g. "
+                                "emnist/digits")
+    manual_dir: str | None = Field(None, description="tfds: the folder with the dataset's download files, for "
+                                   "offline preparation (data_dir: where tensorflow-datasets keeps prepared sets; "
+                                   "default: the cache's tfds/)")
+    digest: str | None = Field(None, description="csv, parquet, npz: the file's content digest, set when the "
+                               "file is read; a changed file is refused")
+
+    @model_validator(mode="after")
+    def _source_keys(self) -> "DataConfig":
+        """The keys each kind of source needs."""
+        missing = [key for key in _SOURCE_KEYS.get(self.name, ()) if getattr(self, key) is None]
+        if missing:
+            raise ValueError(f"data.name {self.name} needs {' and '.join('data.' + k for k in missing)}, e.g. "
+                             f"{_SOURCE_EXAMPLES[self.name]}")
+        return self
 
     @property
     def validated(self) -> bool:
@@ -143,6 +175,27 @@ class TrainingConfig(_Section):
     early_stopping: EarlyStoppingConfig = EarlyStoppingConfig()
 
 
+class EvaluationConfig(_Section):
+    """What the final evaluation measures besides the test metrics (calibration is always measured
+    for classification): a temperature fitted on validation, and the test split with input noise."""
+
+    temperature_scaling: bool = Field(False, description="fit one softmax temperature per variant on the "
+                                      "validation split (minimising its NLL) and log the test calibration with it "
+                                      "(test_temperature, test_ece_temperature, ...); classification only")
+    input_noise: tuple[NonNegativeFloat, ...] = Field((), description="standard deviations of Gaussian noise added "
+                                                      "to the test inputs (in their normalised scale; the same draws "
+                                                      "for every variant): test_accuracy_noise_<std>, "
+                                                      "test_loss_noise_<std>")
+
+    @field_validator("input_noise")
+    @classmethod
+    def _distinct_levels(cls, levels: tuple[float, ...]) -> tuple[float, ...]:
+        """Each level names its metrics: two equal levels would log one metric twice."""
+        if len(set(levels)) != len(levels):
+            raise ValueError("the noise levels must be distinct")
+        return levels
+
+
 class RunConfig(_Section):
     """Everything that defines one trained model."""
 
@@ -150,6 +203,7 @@ class RunConfig(_Section):
     model: ModelConfig = ModelConfig()
     optimizer: OptimizerConfig = OptimizerConfig()
     training: TrainingConfig = TrainingConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
 
     @model_validator(mode="after")
     def _validation_split_needed(self) -> "RunConfig":
@@ -160,9 +214,11 @@ class RunConfig(_Section):
                 wrong.append(("training.early_stopping.patience", es.patience, "null"))
             if es.restore_best:
                 wrong.append(("training.early_stopping.restore_best", "true", "false"))
+            if self.evaluation.temperature_scaling:
+                wrong.append(("evaluation.temperature_scaling", "true", "false"))
             if wrong:
                 raise ValueError("data.val_size: 0 holds out no validation split, so nothing can stop a variant "
-                                 "early or select its best epoch; "
+                                 "early, select its best epoch or fit a temperature; "
                                  + "; ".join(f"{key} is {value}, it must be {allowed}" for key, value, allowed in wrong))
         return self
 

@@ -43,7 +43,10 @@ class VariantRecord:
     `metrics` holds its final numbers by name: `test_*` (selected parameters on the test
     split), `final_train_*` (the same parameters on the training split, evaluation mode),
     `best_val_*` (the validation metrics of the selected epoch). `history` maps a
-    per-epoch metric to (epochs, values), where the source keeps histories.
+    per-epoch metric to (epochs, values), where the source keeps histories. `reliability`
+    (classification) is the test split's reliability curve: per equal-width confidence bin
+    the mean top-label confidence, the accuracy and the number of examples, under the keys
+    "confidence", "accuracy" and "count" (0, 0, 0 for an empty bin).
     """
 
     setting: dict[str, Any]
@@ -61,6 +64,7 @@ class VariantRecord:
     epochs_trained: int | None = None
     pruned_at: int | None = None  # the epoch an adaptive search (successive halving) stopped it in
     lineage: list[dict[str, int]] = dataclasses.field(default_factory=list)  # PBT: epoch and source of each copy
+    reliability: dict[str, list[float]] = dataclasses.field(default_factory=dict)  # see the class docstring
     metrics: dict[str, float] = dataclasses.field(default_factory=dict)
     config: dict[str, Any] = dataclasses.field(default_factory=dict)  # resolved configuration by dotted key
     history: dict[str, tuple[list[int], list[float]]] = dataclasses.field(default_factory=dict)

@@ -11,7 +11,7 @@ import numpy as np
 import yaml
 
 from jaxmlp.config import ConfigError, RunConfig, load_config, set_dotted
-from jaxmlp.data.tfds import DataUnavailableError
+from jaxmlp.data.errors import DataError
 from jaxmlp.runtime import COMPILE_CACHE_HELP, compile_cache_dir, enable_compilation_cache
 from jaxmlp.sweep.bounded_yaml import load_bounded_yaml
 from jaxmlp.sweep.errors import SweepError
@@ -76,7 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save", type=Path, metavar="DIR", help="save each variant's selected parameters")
     p.add_argument("--evaluate", type=Path, metavar="DIR", help="evaluate a saved checkpoint on its test split")
     p.add_argument("--predict", type=Path, metavar="DIR", help="predict with a saved checkpoint")
-    p.add_argument("--inputs", type=Path, help="with --predict: .npy or .csv file of preprocessed inputs")
+    p.add_argument("--inputs", type=Path, help="with --predict: .npy or .csv file of inputs, preprocessed for a "
+                   "built-in dataset, in their own units for your own data (standardised as in training; a "
+                   "table's .csv with a header row naming its columns)")
     p.add_argument("--compile-cache", default=None, metavar="DIR", help=COMPILE_CACHE_HELP)
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return p
@@ -127,40 +129,23 @@ def config_from_args(args: argparse.Namespace) -> list[RunConfig]:
 
 
 def train_command(args: argparse.Namespace) -> dict[str, Any]:
-    from tqdm import tqdm
-
-    from jaxmlp.checkpoint import checkpoint_meta, save_checkpoint
-    from jaxmlp.data import load_dataset
-    from jaxmlp.engine import Trainer
+    """Train the configurations (`jaxmlp.fit`, one program) and summarise them; --save writes
+    each variant's checkpoint."""
+    from jaxmlp.api.fit import fit
 
     configs = config_from_args(args)
     enable_compilation_cache(compile_cache_dir(args.compile_cache))
-    data = load_dataset(configs[0].data)
-    trainer = Trainer(configs, data)
-    trainer.compile()
-    monitor = configs[0].training.early_stopping.monitor
-    bar = tqdm(total=configs[0].training.epochs, desc="epochs", unit="ep", file=sys.stderr,
-               disable=args.no_progress or None)
-    for record in trainer.run():
-        if monitor in record:  # absent without a validation split
-            best = np.nanmin(record[monitor]) if monitor == "val_loss" else np.nanmax(record[monitor])
-            bar.set_postfix(active=f"{int(record['active'].sum())}/{len(configs)}", **{f"best_{monitor}": f"{best:.4f}"})
-        bar.update()
-    bar.close()
-    result = trainer.result
-    summary = {
-        "dataset": data.name, "task": data.task, "n_train": len(data.train), "n_val": len(data.val),
-        "n_test": len(data.test), "compile_seconds": round(result.compile_seconds, 3),
-        "train_seconds": round(result.train_seconds, 3), "variants": [],
-    }
-    for v in result.variants:
-        record = v.record({})
+    result = fit(configs, devices="one", progress=False if args.no_progress else None)
+    summary = {**result.data, "compile_seconds": round(result.compile_seconds, 3),
+               "train_seconds": round(result.train_seconds, 3), "variants": []}
+    for model in result.models:
+        record = model.record
         row = {"seed": record.seed, "best_epoch": record.best_epoch, "stopped_epoch": record.stopped_epoch,
                "diverged": record.diverged, **{k: record.metric(k) for k in ("best_val_loss", "best_val_accuracy")},
                **{k: val for k, val in record.metrics.items() if k.startswith("test_")}}
         if args.save:
             folder = args.save if len(configs) == 1 else args.save / f"seed_{record.seed}"
-            row["checkpoint"] = str(save_checkpoint(folder, v.config, v.params, checkpoint_meta(data)))
+            row["checkpoint"] = str(model.save(folder))
         summary["variants"].append(row)
     return summary
 
@@ -183,10 +168,16 @@ def evaluate_command(folder: Path) -> dict[str, Any]:
     return {"checkpoint": str(folder), "test_loss": mse / std**2, "test_mse": mse}
 
 
-def read_inputs(path: Path) -> np.ndarray:
+def read_inputs(path: Path, columns: list[str] | None = None) -> Any:
+    """The --inputs file: a .npy array, or a .csv of numbers (with a header row naming the
+    training columns where the net was trained on a table)."""
     try:
         if path.suffix == ".npy":
             return np.load(path)
+        if columns:
+            import pandas as pd
+
+            return pd.read_csv(path)
         return np.loadtxt(path, delimiter=",", ndmin=2)
     except OSError as err:
         raise unreadable("--inputs", path, err, "a .npy or .csv file of preprocessed inputs") from None
@@ -214,13 +205,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.predict:
             if not args.inputs:
                 raise ConfigError("--predict needs --inputs FILE (.npy or .csv of preprocessed inputs)")
-            from jaxmlp.checkpoint import load_checkpoint, predict
+            from jaxmlp.checkpoint import load_checkpoint, predict, prepared_inputs
 
-            out = predict(load_checkpoint(args.predict), read_inputs(args.inputs))
+            checkpoint = load_checkpoint(args.predict)
+            inputs = read_inputs(args.inputs, checkpoint.meta.get("columns"))
+            out = predict(checkpoint, prepared_inputs(checkpoint.meta, inputs))
             print(json.dumps({"predictions": out.tolist()}) if args.json else np.array2string(out, precision=4))
             return 0
         summary = evaluate_command(args.evaluate) if args.evaluate else train_command(args)
-    except (ConfigError, FileNotFoundError, ValueError, DataUnavailableError) as err:
+    except (ConfigError, DataError, FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if args.json or args.evaluate:

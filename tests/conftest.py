@@ -12,10 +12,6 @@ import urllib.request
 from pathlib import Path
 from types import SimpleNamespace
 
-# Two XLA CPU devices, as the sweep command sets up, so the engine's sharded programs are tested too.
-if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2").strip()
-
 from typing import Any, Callable, Mapping
 
 import pytest
@@ -24,6 +20,13 @@ from jaxmlp.config import RunConfig, load_config, set_dotted
 from jaxmlp.data import Dataset, load_dataset
 from jaxmlp.runtime import enable_compilation_cache
 from sweep_helpers import MNIST_FILES, compile_cache, free_port, run_sweep_cli, write_sweep
+
+def pytest_configure(config) -> None:
+    """Two XLA CPU devices, as the sweep command sets up, so the engine's sharded programs are
+    tested too (read when JAX starts its backend, at the first computation, after this)."""
+    if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
+        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2").strip()
+
 
 #: A 3-class problem small enough that one epoch is a handful of steps (272 training samples).
 SYNTHETIC = {"name": "synthetic", "n_samples": 400, "n_features": 8, "n_classes": 3}

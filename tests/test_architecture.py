@@ -1,4 +1,4 @@
-"""The layer rules of STYLE.md, as import-linter contracts declared in pyproject.toml."""
+"""The layer rules of ARCHITECTURE.md, as import-linter contracts declared in pyproject.toml."""
 from __future__ import annotations
 
 import re

@@ -203,6 +203,19 @@ def test_bad_numbers_are_refused_by_name(argv, message, capsys):
     assert exit_.value.code == 2 and message in capsys.readouterr().err
 
 
+@pytest.mark.slow  # six programs compiled: 20-60 s on two shared cores
+def test_activations_benchmark_times_each_activation_against_relu():
+    args = bench.build_parser().parse_args(["activations", "--hidden", "8", "--variants", "1", "--samples", "300",
+                                            "--epochs", "2", "--batch-size", "50", "--dropout", "0"])
+    out = bench.bench_activations(args)
+    assert out["architecture"] == "784-8-10" and out["epochs_timed"] == 2
+    for name in bench.BENCH_ACTIVATIONS:
+        assert math.isfinite(out[f"{name}_epoch_seconds"]) and out[f"{name}_epoch_seconds"] > 0, name
+        assert out[f"{name}_vs_relu"] == pytest.approx(out[f"{name}_epoch_seconds"] / out["relu_epoch_seconds"])
+    assert out["relu_vs_relu"] == 1.0
+    assert "gelu_vs_relu" in bench.format_figures(out)
+
+
 def test_optimize_bench_reads_the_best_so_far_after_each_quarter_of_the_settings():
     steps, values = [3, 1, 2, 4, 5, 6, 7, 8], [0.6, 0.9, 0.7, 0.6, 0.6, 0.4, 0.4, 0.3]
     assert bench.best_after_quarters(steps, values, 8) == [0.7, 0.6, 0.4, 0.3]

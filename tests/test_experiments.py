@@ -18,9 +18,9 @@ FOLDERS = sorted(p for p in EXPERIMENTS.iterdir() if p.is_dir())
 SWEEP_FILES = sorted(f for folder in FOLDERS for f in folder.glob("*.yaml") if f.name != "references.yaml")
 
 
-def test_the_five_experiments_are_there_and_listed():
+def test_the_six_experiments_are_there_and_listed():
     names = [f.name for f in FOLDERS]
-    assert names == ["activations", "depth", "dropout_srivastava2014", "early_stopping", "loss_lecun"]
+    assert names == ["activations", "depth", "dropout_srivastava2014", "early_stopping", "intro_claims", "loss_lecun"]
     index = (EXPERIMENTS / "README.md").read_text()
     assert all(f"`{name}/`" in index for name in names)
 

@@ -130,7 +130,7 @@ def test_the_part_size_trains_the_fewest_padding_slots(make_config, seeds, devic
 def test_a_layout_fingerprint_is_the_same_in_every_process():
     """Snapshot names hold it: a repr of its frozenset of features changes with the hash seed."""
     code = ("from jaxmlp.sweep.spec import load_sweep; from jaxmlp.sweep.plan import plan_groups; "
-            "g = plan_groups(load_sweep('experiments/dropout_srivastava2014/cpu.yaml'), on_cpu=True)[2]; "
+            "g = plan_groups(load_sweep('experiments/dropout_srivastava2014/cpu.yaml'))[2]; "
             "print(len(g.layout.features), g.layout.fingerprint)")
     root = Path(__file__).resolve().parents[1]
     outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root,

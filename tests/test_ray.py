@@ -92,7 +92,7 @@ def test_dry_run_shows_each_task_its_request_and_the_cluster(cluster, tmp_path):
     address, _ = cluster
     path = write_sweep(tmp_path, {"name": "ray-plan", "base": TINY_BASE, "seeds": 4,
                                   "execution": {"ray": {"num_cpus": 2, "max_retries": 1}}})
-    result = run_sweep_cli(path, "--dry-run", "--executor", "ray", "--ray-address", address, "--max-variants", 2)
+    result = run_sweep_cli(path, "--dry-run", "--executor", "ray", "--ray-address", address, "--chunks", 2)
     assert result.code == 0, result.err
     plan, cluster_part = result.out.split(f"ray cluster at {address}: ")
     assert cluster_part.startswith("1 node(s), CPU 4, ")
@@ -111,7 +111,7 @@ def test_sweep_on_ray_into_a_server_logs_as_on_one_machine(cluster, mlflow_serve
     spec = {"base": TINY_BASE, "grid": {"model.activation": ["relu", "tanh"]}, "seeds": 2,
             "execution": {"ray": {"num_cpus": 2}}}
     common = ("--tracking-uri", mlflow_server, "--no-progress", "--json", "--compile-cache", cache,
-              "--max-variants", 2)
+              "--chunks", 2)
     on_ray = run_sweep_cli(write_sweep(tmp_path, {"name": "on-ray", **spec}), "--executor", "ray",
                            "--ray-address", address, *common)
     assert on_ray.code == 0, on_ray.err

@@ -47,7 +47,8 @@ references:
     value: 1.0
     source: matches nothing
 """
-FIGURES = {"test_metric.png", "learning_curves.png", "activations.png", "generalisation_gap.png"}
+FIGURES = {"test_metric.png", "learning_curves.png", "activations.png", "generalisation_gap.png",
+           "reliability.png"}  # classification: reliability diagrams
 README = f"# An experiment\n\nbefore\n{MARK_START}\nnot yet run\n{MARK_END}\nafter\n"
 
 

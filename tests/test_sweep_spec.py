@@ -227,23 +227,35 @@ def test_activations_share_one_program_as_separate_structures(tmp_path):
     assert (len(group.variants), group.n_structures) == (10, 5)
 
 
-@pytest.mark.parametrize("epochs, search, on_cpu, programs", [
-    (1000, False, True, [3, 2]), (10, False, True, [5]), (1000, True, True, [5]), (1000, False, False, [5])])
-def test_a_costly_padded_program_splits_by_structure(tmp_path, epochs, search, on_cpu, programs):
-    """relu x 3 and tanh x 2 share parts of 3, one of them padding: 1/6 of the slots. Wide nets
-    over many epochs split (5 slots) on CPUs; cheap ones keep one program, as does an adaptive
-    search, and so do programs that train on GPUs (the padding runs on capacity left idle)."""
-    base = {**TINY_BASE, "model": {"hidden": [2048, 2048]}, "training": {**TINY_BASE["training"], "epochs": epochs}}
-    spec = {"name": "s", "base": base, "zip": {"model.activation": ["relu", "tanh"], "seeds": [3, 2]}}
-    if search:
-        spec["search"] = {"scheduler": "successive_halving", "min_epochs": 2}
-    groups = plan_groups(load_sweep(write_sweep(tmp_path, spec)), on_cpu=on_cpu)
-    assert [len(g.variants) for g in groups] == programs
-    assert len({g.program for g in groups}) == len({g.id for g in groups}) == len(programs)
-    assert [v.index for g in groups for v in g.variants] == list(range(5))
-    if len(programs) == 2:
-        assert [{v.config.model.activation for v in g.variants} for g in groups] == [{"relu"}, {"tanh"}]
-        assert [g.layout.part_size for g in groups] == [3, 2]
+@pytest.mark.parametrize("search, queued", [
+    ({"scheduler": "successive_halving", "min_epochs": 2, "asynchronous": False}, False),
+    ({"scheduler": "pbt", "interval": 2, "perturb": {"optimizer.learning_rate": [0.8, 1.25]}}, False),
+    ({"scheduler": "successive_halving", "min_epochs": 2}, True),
+    (None, True),
+])
+def test_structures_of_one_program_never_split(tmp_path, search, queued):
+    """relu x 3 and tanh x 2 of wide nets over many epochs: one program. In lockstep (a
+    synchronous search) every variant has a slot; otherwise the slots are fed by a queue, so
+    no slot is padding."""
+    base = {**TINY_BASE, "model": {"hidden": [2048, 2048]}, "training": {**TINY_BASE["training"], "epochs": 1000}}
+    spec = {"name": "s", "base": base, "zip": {"model.activation": ["relu", "tanh"], "seeds": [3, 2]},
+            **({"search": search} if search else {})}
+    (group,) = plan_groups(load_sweep(write_sweep(tmp_path, spec)))
+    assert len(group.variants) == 5 and group.queued is queued
+    assert [v.index for v in group.variants] == list(range(5))
+
+
+@pytest.mark.parametrize("seeds, shapes, queued", [
+    (2, [(1, 4), (1, 2)], False),  # all at once: 4 relu/tanh, 2 noisy ReLU
+    (6, [(1, 4), (1, 4)], True),   # at least 4 slots per family
+    (30, [(2, 8), (1, 8)], True),  # a third: 20 slots in parts of 8, 10 in one
+])
+def test_a_program_queues_its_variants_when_they_can_stop_early(tmp_path, seeds, shapes, queued):
+    """About a third of a family's variants as slots, at least 4 or all of them."""
+    sweep = _load(tmp_path, grid={"model.activation": ["relu", "tanh", "noisy_relu"]}, seeds=seeds)
+    (group,) = plan_groups(sweep)
+    assert len(group.variants) == 3 * seeds and group.queued is queued
+    assert [group.layout.family_shape(k) for k in range(len(group.layout.families))] == shapes
 
 
 @pytest.mark.parametrize("key, values", [
@@ -260,37 +272,34 @@ def test_structural_differences_split_programs(tmp_path, key, values):
     assert len({g.id for g in groups}) == 3
 
 
-def test_max_variants_per_program_splits_a_group_in_order(tmp_path):
+def test_max_variants_per_program_bounds_the_slots_and_the_rest_queue(tmp_path):
     sweep = _load(tmp_path, grid={"model.dropout": [0.0, 0.1, 0.2, 0.3]}, seeds=2,
                   execution={"max_variants_per_program": 3})
-    groups = plan_groups(sweep)
-    assert [len(g.variants) for g in groups] == [3, 3, 2]
-    assert [v.index for g in groups for v in g.variants] == list(range(8))
-    assert len({g.id for g in groups}) == 3
+    (group,) = plan_groups(sweep)
+    assert len(group.variants) == 8 and group.layout.n_slots <= 3 and group.queued
+    assert [v.index for v in group.variants] == list(range(8))
 
 
-def test_chunks_of_one_group_share_one_compiled_program(tmp_path):
+def test_chunks_split_a_queue_and_share_one_compiled_program(tmp_path):
     sweep = _load(tmp_path, grid={"model.activation": ["relu", "tanh", "elu"]}, seeds=10,
-                  execution={"max_variants_per_part": 5, "max_variants_per_program": 10})
+                  execution={"chunks": 3})
     groups = plan_groups(sweep)
     assert [len(g.variants) for g in groups] == [10, 10, 10]
     assert {g.program for g in groups} == {"p0"} and len({g.layout for g in groups}) == 1
-    assert [v.index for g in groups for v in g.variants] == list(range(30))
+    assert groups[0].layout.activations == ("relu", "tanh", "elu")
+    assert sorted(v.index for g in groups for v in g.variants) == list(range(30))
 
 
-def test_program_size_follows_the_memory_budget(tmp_path):
-    """On a small fake budget, a group is cut into as many programs as the estimate says."""
+def test_program_slots_follow_the_memory_budget(tmp_path):
+    """On a small fake budget, a program gets as many slots as the estimate says; the rest queue."""
     sweep = _load(tmp_path, grid={"model.dropout": [0.0, 0.1, 0.2, 0.3]}, seeds=16)
     (whole,) = plan_groups(sweep, budget=2**30)
-    footprint, part = whole.footprint, whole.layout.part_size
-    assert (len(whole.variants), part, whole.layout.n_parts) == (64, 64, 1)
-    small = footprint.data + 8 * footprint.transient + 2 * 8 * footprint.state  # two parts of 8 variants
-    groups = plan_groups(load_sweep(write_sweep(tmp_path, {"name": "s", "base": TINY_BASE, "grid": {
-        "model.dropout": [0.0, 0.1, 0.2, 0.3]}, "seeds": 16, "execution": {"max_variants_per_part": 8}})),
-        budget=small)
-    assert [len(g.variants) for g in groups] == [16, 16, 16, 16]
-    assert all(g.layout.n_parts == 2 and g.memory_bytes <= small for g in groups)
-    assert footprint.max_variants(small, 8) == 16 and footprint.max_variants(small - 1, 8) == 8
+    footprint = whole.footprint
+    assert (len(whole.variants), whole.layout.n_slots) == (64, 16)  # a third of 64: 2 parts of 8
+    small = footprint.data + 8 * footprint.transient + 8 * footprint.state  # one part of 8 slots
+    (group,) = plan_groups(sweep, budget=small)
+    assert group.layout.n_slots == 8 and group.memory_bytes <= small and len(group.variants) == 64
+    assert footprint.max_variants(small, 8) == 8 and footprint.max_variants(small - 1, 8) == 8
 
 
 def test_devices_per_group_follow_the_execution_mode(tmp_path):
@@ -311,12 +320,12 @@ def test_describe_plan_lists_variants_programs_and_structures(tmp_path):
     lines = text.splitlines()
     assert lines[0] == (f"sweep 's' ({sweep.path}): 12 variants = 4 settings x 3 seeds; 2 group(s), "
                         "2 compiled program(s); memory budget 1.0 GiB per device")
-    assert lines[1].split() == ["group", "variants", "structures", "devices", "params", "program", "parts", "memory",
-                                "structure"]
+    assert lines[1].split() == ["group", "variants", "structures", "devices", "params", "program", "parts", "slots",
+                                "queued", "memory", "structure"]
     assert len(lines) == 4
-    assert lines[2].split()[1:7] == ["6", "2", "1", "1,210", "p0", "2x3"]
+    assert lines[2].split()[1:9] == ["6", "2", "1", "1,210", "p0", "1x4", "4", "2"]
     assert lines[2].endswith("digits 16 relu/tanh sgd batch 64")
-    assert lines[3].split()[1:7] == ["6", "2", "1", "2,434", "p1", "2x3"]
+    assert lines[3].split()[1:9] == ["6", "2", "1", "2,434", "p1", "1x4", "4", "2"]
     assert lines[3].endswith("digits 32-8 relu/tanh sgd batch 64")
 
 

@@ -221,7 +221,8 @@ def test_variant_records_read_back_what_start_and_finish_child_logged(store, exp
     record = VariantRecord(setting=setting, seed=3, status="FAILED", variant_key="key", index=4, diverged=True,
                            best_epoch=2, stopped_epoch=3, n_params=1234, train_seconds=1.5, compile_seconds=0.25,
                            metrics={"test_accuracy": 0.75, "test_loss": 0.5, "final_train_loss": 0.25,
-                                    "best_val_loss": 0.125}, config=config)
+                                    "best_val_loss": 0.125}, config=config,
+                           reliability={"confidence": [0.0, 0.625], "accuracy": [0.0, 0.75], "count": [0.0, 8.0]})
     history = [{"epoch": e, "train_loss": 2.0 / e, "val_loss": 1.0 / e, "epoch_seconds": 0.1} for e in (1, 2, 3)]
     store.finish_child(child, record, history=history, files={"params.msgpack": b"x"}, reason="diverged in 3")
 

@@ -115,7 +115,8 @@ def test_best_parameters_are_restored(group, synthetic_data):
         assert float(val["loss"]) == pytest.approx(v.best["val_loss"], rel=1e-5)
         assert float(val["accuracy"]) == pytest.approx(v.best["val_accuracy"], abs=1e-6)
         test = evaluate(v.params, hp, synthetic_data.test)
-        assert v.test == pytest.approx({"loss": float(test["loss"]), "accuracy": float(test["accuracy"])}, rel=1e-5)
+        assert set(v.test) == {"loss", "accuracy", "nll", "ece", "mce", "brier"}
+        assert v.test == pytest.approx({k: float(test[k]) for k in v.test}, rel=1e-5, abs=1e-6)
         assert v.test["accuracy"] > 0.6  # three overlapping clusters: chance is 1/3
 
 
@@ -124,9 +125,9 @@ def test_history_has_one_record_per_trained_epoch(group, synthetic_data):
     for v in group.variants:
         for row in v.history:
             assert set(row) == {"epoch", "epoch_seconds", "train_loss", "train_accuracy", "val_loss",
-                                "val_accuracy", "learning_rate", "dead_fraction_0"}
+                                "val_accuracy", "val_ece", "learning_rate", "dead_fraction_0"}
             assert row["learning_rate"] == pytest.approx(v.config.optimizer.learning_rate)
-            assert 0 <= row["dead_fraction_0"] <= 1 and 0 <= row["val_accuracy"] <= 1
+            assert 0 <= row["dead_fraction_0"] <= 1 and 0 <= row["val_accuracy"] <= 1 and 0 <= row["val_ece"] <= 1
             # counts over the validation examples and over the hidden units
             assert row["val_accuracy"] * n_val == pytest.approx(round(row["val_accuracy"] * n_val), abs=1e-3)
             assert row["dead_fraction_0"] * width == pytest.approx(round(row["dead_fraction_0"] * width), abs=1e-4)

@@ -1,4 +1,5 @@
-"""Dataset registry: named datasets split into train / validation / test.
+"""Dataset registry: named datasets split into train / validation / test; the user's own
+files (csv, parquet, npz) and any tensorflow-datasets set (tfds) through `tables`.
 
 Every loader returns host arrays; `Dataset.on_device()` places each split on the device
 once. Inputs are normalised (images to [0, 1], tabular features standardised with
@@ -14,6 +15,7 @@ from typing import Any, Callable, NamedTuple
 import numpy as np
 
 from jaxmlp.config import DataConfig
+from jaxmlp.data.errors import DataError  # noqa: F401 - part of the package's surface
 from jaxmlp.runtime import cache_root
 
 DEFAULT_VAL_FRACTION = 0.15
@@ -39,6 +41,36 @@ class Dataset:
     test: Split
     num_classes: int = 0
     info: dict[str, Any] = field(default_factory=dict)
+    config: DataConfig | None = None  # the data section it was loaded from (set by `load_dataset`)
+
+    @classmethod
+    def from_arrays(cls, x: Any, y: Any, *, task: str = "auto", val_size: float | None = None,
+                    test_size: float = 0.2, split_seed: int = 0, feature_names: list[str] | None = None,
+                    name: str | None = None, cache_dir: str | None = None) -> "Dataset":
+        """Your own inputs `x` [n, ...] and targets `y` [n] (class labels of any type, or
+        numbers), split and standardised like the built-in tables. The arrays are kept in
+        the cache by their digest (an .npz file that `config` names), so sweeps, checkpoints
+        and `--resume` find the same data again."""
+        from jaxmlp.data.tables import arrays_config
+
+        arrays = {"x": np.asarray(x), "y": np.asarray(y)}
+        if feature_names is not None:
+            arrays["columns"] = np.asarray(feature_names, dtype=str)
+        return load_dataset(arrays_config(arrays, name or "arrays", task=task, val_size=val_size,
+                                          test_size=test_size, split_seed=split_seed, cache_dir=cache_dir))
+
+    @classmethod
+    def from_frame(cls, frame: Any, target: str, *, features: list[str] | None = None, task: str = "auto",
+                   val_size: float | None = None, test_size: float = 0.2, split_seed: int = 0,
+                   name: str | None = None, cache_dir: str | None = None) -> "Dataset":
+        """A pandas DataFrame's `features` (default: every column but `target`) and `target`,
+        checked as a CSV file is (numeric features, no missing values), then as `from_arrays`."""
+        from jaxmlp.data.tables import frame_arrays
+
+        arrays = frame_arrays(frame, target, tuple(features) if features else None, "<DataFrame>")
+        return cls.from_arrays(arrays["x"], arrays["y"], task=task, val_size=val_size, test_size=test_size,
+                               split_seed=split_seed, feature_names=arrays["columns"].tolist(), name=name,
+                               cache_dir=cache_dir)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -56,8 +88,19 @@ class Dataset:
         return replace(self, train=put(self.train), val=put(self.val), test=put(self.test))
 
 
+#: The datasets of the user's (a file, or any tensorflow-datasets set), read by `tables`.
+USER_DATASETS = ("csv", "parquet", "npz", "tfds")
+
+
 def dataset_shape(cfg: DataConfig) -> tuple[int, int, int]:
-    """(input features, outputs, total examples) of a dataset, known without loading it."""
+    """(input features, outputs, total examples) of a dataset, known without loading it (a
+    user's file is read and checked, once)."""
+    if cfg.name in USER_DATASETS:
+        from jaxmlp.data.tables import table_facts
+
+        facts = table_facts(cfg)
+        return (facts["features"], 1 if facts["classes"] is None else len(facts["classes"]),
+                sum(map(len, facts["splits"])))
     if cfg.name == "synthetic":
         return cfg.n_features, cfg.n_classes, cfg.n_samples
     return {"digits": (64, 10, 1797), "diabetes": (10, 1, 442)}.get(cfg.name, (784, 10, 70_000))
@@ -78,7 +121,7 @@ def load_dataset(cfg: DataConfig) -> Dataset:
     """Load, split and normalise the dataset that `cfg` names (host arrays)."""
     if cfg.name not in REGISTRY:
         raise ValueError(f"data.name: unknown dataset {cfg.name!r}; allowed: {', '.join(REGISTRY)}")
-    return REGISTRY[cfg.name](cfg)
+    return replace(REGISTRY[cfg.name](cfg), config=cfg)
 
 
 def _held_out(n: int, size: float | None, default: float) -> int:
@@ -97,28 +140,44 @@ def _split_indices(n: int, n_val: int, n_test: int, seed: int) -> tuple[np.ndarr
     return order[n_test + n_val:], order[n_test:n_test + n_val], order[:n_test]
 
 
+def _moments(train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard deviation per column (1 where a column is constant)."""
+    std = train.std(axis=0)
+    return train.mean(axis=0), np.where(std > 0, std, 1.0)
+
+
 def _standardise(train: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
-    mean, std = train.mean(axis=0), train.std(axis=0)
-    std = np.where(std > 0, std, 1.0)
+    mean, std = _moments(train)
     return [((a - mean) / std).astype(np.float32) for a in (train, *others)]
 
 
-def _tabular(cfg: DataConfig, name: str, x: np.ndarray, y: np.ndarray, task: str, *,
-             scale: float | None = None, num_classes: int = 0) -> Dataset:
-    """Split a table three ways; scale by a constant (images) or standardise (features)."""
-    n = len(x)
+def split_indices(cfg: DataConfig, n: int) -> tuple[np.ndarray, ...]:
+    """(train, validation, test) row indices of a table of n rows, as `cfg` splits it."""
     n_test = int(round(n * cfg.test_size))
     n_val = _held_out(n - n_test, cfg.val_size, DEFAULT_VAL_FRACTION)
-    tr, va, te = _split_indices(n, n_val, n_test, cfg.split_seed)
+    return _split_indices(n, n_val, n_test, cfg.split_seed)
+
+
+def _tabular(cfg: DataConfig, name: str, x: np.ndarray, y: np.ndarray, task: str, *,
+             scale: float | None = None, num_classes: int = 0, indices: tuple[np.ndarray, ...] | None = None,
+             info: dict[str, Any] | None = None) -> Dataset:
+    """Split a table three ways (or by given `indices`); scale by a constant (images) or
+    standardise (features). With `info` (a user's table), the features' training mean and
+    std are kept in it too, so predictions can take inputs in the user's units."""
+    tr, va, te = split_indices(cfg, len(x)) if indices is None else indices
     tr = tr[: cfg.train_limit] if cfg.train_limit else tr
+    keep = info is not None
+    info = dict(info or {})
     if scale is not None:
         xs = [(x[i] / scale).astype(np.float32) for i in (tr, va, te)]
     else:
-        xs = _standardise(x[tr], x[va], x[te])
-    info: dict[str, Any] = {}
+        mean, std = _moments(x[tr])
+        xs = [((x[i] - mean) / std).astype(np.float32) for i in (tr, va, te)]
+        if keep:
+            info.update(feature_mean=mean.tolist(), feature_std=std.tolist())
     if task == "regression":
         ys = _standardise(y[tr], y[va], y[te])
-        info = {"target_mean": float(y[tr].mean()), "target_std": float(y[tr].std())}
+        info.update(target_mean=float(y[tr].mean()), target_std=float(y[tr].std()))
     else:
         ys = [y[i].astype(np.int32) for i in (tr, va, te)]
     splits = [Split(a, b) for a, b in zip(xs, ys)]
@@ -192,12 +251,11 @@ def _tfds_arrays(cfg: DataConfig) -> dict[str, np.ndarray]:
     from jaxmlp.data.tfds import load_tfds
 
     splits = load_tfds(cfg.name, data_folder(cfg), cache_folder(cfg) / "tfds")
+    from jaxmlp.data.tables import save_arrays
+
     arrays = {"x_train": splits["train"][0], "y_train": splits["train"][1],
               "x_test": splits["test"][0], "y_test": splits["test"][1]}
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cached.with_suffix(".tmp.npz")
-    np.savez(tmp, **arrays)
-    tmp.replace(cached)
+    save_arrays(cached, arrays)
     return arrays
 
 
@@ -223,9 +281,24 @@ for _name in MNIST_FAMILY:
     register(_name)(_mnist_family)
 
 
+def _user_data(cfg: DataConfig) -> Dataset:
+    from jaxmlp.data.tables import load_table
+
+    return load_table(cfg)
+
+
+for _name in USER_DATASETS:
+    register(_name)(_user_data)
+
+
 def split_sizes(cfg: DataConfig) -> tuple[int, int, int]:
     """(train, validation, test) examples of a dataset, known without loading it; raises the
     ValueError loading would raise for a split that leaves no training data."""
+    if cfg.name in USER_DATASETS:
+        from jaxmlp.data.tables import table_facts
+
+        n_train, n_val, n_test = map(len, table_facts(cfg)["splits"])
+        return (min(n_train, cfg.train_limit) if cfg.train_limit else n_train), n_val, n_test
     if cfg.name in MNIST_FAMILY:
         n, n_test = 60_000, 10_000
         n_val = _held_out(n, cfg.val_size, MNIST_VAL_SIZE)
@@ -240,7 +313,13 @@ def split_sizes(cfg: DataConfig) -> tuple[int, int, int]:
 def check_available(cfg: DataConfig) -> None:
     """Raise DataUnavailableError, saying which files to put where, when the dataset cannot be
     loaded offline: an MNIST-family set with neither a prepared cache nor its original files.
-    Cheap (no TensorFlow), so a sweep checks every dataset before it logs or trains anything."""
+    Cheap (no TensorFlow), so a sweep checks every dataset before it logs or trains anything.
+    A user's file is read and checked (DataError), once."""
+    if cfg.name in USER_DATASETS and cfg.name != "tfds":
+        from jaxmlp.data.tables import table_facts
+
+        table_facts(cfg)
+        return
     if cfg.name not in MNIST_FAMILY or (cache_folder(cfg) / "arrays" / f"{cfg.name}.npz").exists():
         return
     from jaxmlp.data.tfds import DataUnavailableError, missing_files, unavailable_message

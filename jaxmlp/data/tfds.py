@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from jaxmlp.data.errors import DataError
+
 TFDS_DATASETS: tuple[str, ...] = ("mnist", "fashion_mnist", "kmnist")
 
 # File names registered in tensorflow_datasets/url_checksums/<name>.txt (last column);
@@ -42,7 +44,7 @@ _QUIET_TF_ENV = {"TF_CPP_MIN_LOG_LEVEL": "2", "TF_ENABLE_ONEDNN_OPTS": "0"}
 Split = tuple[np.ndarray, np.ndarray]
 
 
-class DataUnavailableError(RuntimeError):
+class DataUnavailableError(DataError, RuntimeError):
     """A dataset cannot be loaded offline; the message says which files to put where."""
 
 
@@ -131,7 +133,7 @@ def _prepare_offline(builder: Any, manual_dir: Path) -> None:
     except NonMatchingChecksumError as err:
         raise DataUnavailableError(
             f"The files in {manual_dir} are not the original {builder.name!r} files:\n{err}\n"
-            f"Fix: replace them with the files published at {_SOURCE_URLS[builder.name]} "
+            f"Fix: replace them with the files published at {_SOURCE_URLS.get(builder.name, 'its source')} "
             "(the MNIST family shares file names: keep each set in its own subfolder, "
             f"e.g. $JAXMLP_DATA_DIR/{builder.name}/)."
         ) from err
@@ -170,3 +172,42 @@ def load_tfds(
     if not prepared:
         _prepare_offline(builder, manual_dir)
     return _as_arrays(builder)
+
+
+def _builder(name: str, cache_dir: str | os.PathLike) -> Any:
+    """The tensorflow-datasets builder of `name` (or name/config); an unknown name is refused
+    with the closest registered names."""
+    import difflib
+
+    import tensorflow_datasets as tfds
+
+    try:
+        return tfds.builder(name, data_dir=os.fspath(Path(cache_dir).expanduser()))
+    except tfds.core.registered.DatasetNotFoundError:
+        base = name.split("/")[0]
+        close = difflib.get_close_matches(base, tfds.list_builders(), n=3, cutoff=0.6)
+        hint = f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
+        raise DataError(f"data.dataset: {name!r} is not a tensorflow-datasets name{hint}; see "
+                        "https://www.tensorflow.org/datasets/catalog/overview for the names") from None
+
+
+def load_any(name: str, manual_dir: str | os.PathLike | None, cache_dir: str | os.PathLike) -> dict[str, Split]:
+    """{'train': (inputs, labels), 'test': ...} of any tensorflow-datasets name or name/config
+    (the splits it has of these two), prepared once into `cache_dir`; a dataset that needs
+    manual files takes them from `manual_dir`."""
+    _import_runtime(name)
+    import tensorflow_datasets as tfds
+
+    builder = _builder(name, cache_dir)
+    if not _is_prepared(builder):
+        try:
+            _prepare_offline(builder, Path(manual_dir).expanduser().absolute() if manual_dir else None)
+        except DataError:
+            raise
+        except Exception as err:  # noqa: BLE001 - a download that failed, files missing, ...
+            raise DataError(f"data.dataset: {name!r} could not be prepared ({type(err).__name__}: "
+                            f"{str(err).splitlines()[0] if str(err) else ''}); give its files with data.manual_dir, "
+                            "or prepare it into the cache where the network can be reached") from None
+    splits = [s for s in ("train", "test") if s in builder.info.splits]
+    datasets = builder.as_dataset(split=splits, batch_size=-1, as_supervised=True)
+    return {split: (np.asarray(x), np.asarray(y)) for split, (x, y) in zip(splits, tfds.as_numpy(datasets))}

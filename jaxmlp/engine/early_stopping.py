@@ -60,6 +60,7 @@ def end_of_epoch(s: Structure, state: TrainState, hp: HParams, carry, metrics, n
     record = {
         "trained": state.active, "train_loss": train_loss, "train_accuracy": accs.mean(),
         "val_loss": val_metrics["loss"], "val_accuracy": val_metrics.get("accuracy", jnp.float32(jnp.nan)),
+        "val_ece": val_metrics.get("ece", jnp.float32(jnp.nan)),
         "dead_fraction": val_metrics["dead_fraction"], "learning_rate": lrs[-1],
         "momentum": (momentum_at(step - 1, s.steps_per_epoch, hp.momentum, hp.momentum_start, hp.momentum_ramp_epochs)
                      if s.optimizer in ("sgd", "rmsprop") else jnp.float32(jnp.nan)),

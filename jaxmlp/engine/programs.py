@@ -134,15 +134,17 @@ def _where_rows(mask: jax.Array, new: TrainState, old: TrainState) -> TrainState
     return state._replace(key=key)
 
 
-def program_final(family: Family, state: TrainState, inputs, part: jax.Array, train: Split, test: Split):
+def program_final(family: Family, state: TrainState, inputs, part: jax.Array, train: Split, val: Split,
+                  test: Split):
     """One part of a family (`part`: its index there, a traced scalar, so one program serves
     every part): the selected parameters, their test and training-split metrics, and each
-    slot's epoch count, stopping epoch, best epoch and divergence."""
+    slot's epoch count, stopping epoch, best epoch and divergence (`val`: for a temperature
+    fitted on it)."""
     state, (hp, sel) = jax.tree_util.tree_map(lambda a: jax.lax.dynamic_index_in_dim(a, part, keepdims=False),
                                               (state, inputs))
     params, test_metrics, train_metrics = jax.vmap(partial(final_evaluation, family.structure),
-                                                   in_axes=(0, 0, None, None, 0))(state, hp, train, test,
-                                                                                  sel.activation)
+                                                   in_axes=(0, 0, None, None, None, 0))(state, hp, train, val, test,
+                                                                                        sel.activation)
     ends = {"epoch": state.epoch, "stopped_epoch": state.stopped_epoch, "best_epoch": state.es.best_epoch,
             "diverged": state.diverged}
     return params, test_metrics, train_metrics, ends

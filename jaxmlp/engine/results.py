@@ -8,6 +8,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from jaxmlp.config import RunConfig
+from jaxmlp.engine.evaluation import RELIABILITY_ROWS
 from jaxmlp.engine.structure import Structure
 from jaxmlp.models import count_params
 from jaxmlp.records import VariantRecord
@@ -30,6 +31,7 @@ class VariantResult:
     pruned_at: int | None = None  # the epoch an adaptive search stopped it in
     lineage: list[dict[str, int]] = dataclasses.field(default_factory=list)  # exploit steps: epoch, source index
     test_dead_fraction: list[float] = dataclasses.field(default_factory=list)  # per hidden layer, on the test split
+    reliability: list[list[float]] = dataclasses.field(default_factory=list)  # test split: RELIABILITY_ROWS x bins
 
     @property
     def best(self) -> dict[str, float]:
@@ -50,7 +52,7 @@ class VariantResult:
             best_epoch=self.best_epoch if self.config.data.validated else None, stopped_epoch=self.stopped_epoch,
             n_params=count_params(self.params),
             train_seconds=self.train_seconds, epochs_trained=self.epochs_trained, pruned_at=self.pruned_at,
-            lineage=list(self.lineage), metrics=metrics, config=self.config.flat(), **fields)
+            lineage=list(self.lineage), reliability=dict(zip(RELIABILITY_ROWS, self.reliability)), metrics=metrics, config=self.config.flat(), **fields)
 
 
 @dataclasses.dataclass
@@ -71,7 +73,8 @@ def variant_history(records: Sequence[dict[str, np.ndarray]], i: int) -> list[di
         if i >= len(r["trained"]) or not r["trained"][i]:
             continue
         row = {"epoch": int(r["variant_epoch"][i]), "epoch_seconds": r["epoch_seconds"]}
-        for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "learning_rate", "momentum"):
+        for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_ece", "learning_rate",
+                    "momentum"):
             if key in r and (np.isfinite(r[key][i]) or key.endswith("loss")):
                 row[key] = float(r[key][i])
         if "dead_fraction" in r:  # measured on the validation split

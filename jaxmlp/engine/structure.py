@@ -77,6 +77,8 @@ class Structure:
     use_weight_decay: bool
     use_max_norm: bool
     use_clip: bool
+    temperature_scaling: bool = False
+    input_noise: tuple[float, ...] = ()
 
     @property
     def steps_per_epoch(self) -> int:
@@ -108,6 +110,9 @@ def structure_of(configs: Sequence[RunConfig], data: Dataset, features: frozense
     if c.training.early_stopping.monitor == "val_accuracy" and data.task != "classification":
         raise ValueError(f"training.early_stopping.monitor: 'val_accuracy' needs class labels; "
                          f"{data.name} is a regression dataset, use 'val_loss'")
+    if c.evaluation.temperature_scaling and data.task != "classification":
+        raise ValueError(f"evaluation.temperature_scaling: true needs class labels; {data.name} is a regression "
+                         f"dataset, use false")
     return Structure(
         hidden=tuple(c.model.hidden), activation=c.model.activation, initializer=c.model.init,
         n_outputs=data.n_outputs, task=data.task, loss=resolve_loss(c.training.loss, data.task),
@@ -115,6 +120,7 @@ def structure_of(configs: Sequence[RunConfig], data: Dataset, features: frozense
         batch_size=c.training.batch_size, epochs=c.training.epochs,
         monitor=c.training.early_stopping.monitor,
         n_train=len(data.train), n_inputs=int(np.prod(data.input_shape)),
+        temperature_scaling=c.evaluation.temperature_scaling, input_noise=tuple(c.evaluation.input_noise),
         **{flag: flag in features for flag in FEATURES},
     )
 

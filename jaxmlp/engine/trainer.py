@@ -138,7 +138,7 @@ class Trainer:
         v = P(None, "variants")  # [part, variant, ...]
         self._variant_sharding = jax.sharding.NamedSharding(mesh, v)
         specs = [((v,), v), ((v, v, P(), P()), (v, v)), ((v, v, v), v)] + \
-            [((v, v, P(), P(), P()), P("variants"))] * len(programs[3:])
+            [((v, v, P(), P(), P(), P()), P("variants"))] * len(programs[3:])
         return [jax.shard_map(f, mesh=mesh, in_specs=i, out_specs=o, check_vma=False)
                 for f, (i, o) in zip(programs, specs)]
 
@@ -177,7 +177,7 @@ class Trainer:
             init = pool.submit(self._init.lower(self.inputs).compile)
             epoch = pool.submit(self._epoch.lower(states, self.inputs, d.train, d.val).compile)
             refill = pool.submit(self._refill.lower(states, self.inputs, masks).compile) if refills else None
-            finals = [pool.submit(f.lower(st, inp, jnp.int32(0), d.train, d.test).compile)
+            finals = [pool.submit(f.lower(st, inp, jnp.int32(0), d.train, d.val, d.test).compile)
                       for f, st, inp in zip(self._finals, states, self.inputs)]
             self._init, self._epoch = init.result(), epoch.result()
             self._refill = refill.result() if refill else self._refill
@@ -532,7 +532,7 @@ class Trainer:
                 reported = [row for row in rows if not self.frozen[slots[j, row]] and slots[j, row] not in self._results]
                 if reported:
                     params, test, train, ends = jax.device_get(
-                        final(self.states[f], self.inputs[f], jnp.int32(j), d.train, d.test))
+                        final(self.states[f], self.inputs[f], jnp.int32(j), d.train, d.val, d.test))
                     now = time.perf_counter()
                     for row in reported:
                         i = int(slots[j, row])
@@ -540,8 +540,9 @@ class Trainer:
                             config=self.configs[i], best_epoch=int(ends["best_epoch"][row]),
                             stopped_epoch=int(ends["stopped_epoch"][row]) or int(ends["epoch"][row]),
                             epochs_trained=int(ends["epoch"][row]), diverged=bool(ends["diverged"][row]),
-                            test={k: float(v[row]) for k, v in test.items() if k != "dead_fraction"},
-                            train_final={k: float(v[row]) for k, v in train.items() if k != "dead_fraction"},
+                            test={k: float(v[row]) for k, v in test.items() if np.ndim(v[row]) == 0},
+                            train_final={k: float(v[row]) for k, v in train.items() if np.ndim(v[row]) == 0},
+                            reliability=test["reliability"][row].tolist() if "reliability" in test else [],
                             history=variant_history(self.records, i),
                             params=jax.tree_util.tree_map(lambda a, row=row: a[row], params),
                             train_seconds=now - self._entered.get(i, self._start), pruned_at=self._pruned.get(i),

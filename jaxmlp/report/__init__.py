@@ -3,6 +3,7 @@ sweep runner or tracking hands over: the table and its formats (`tables`), short
 settings for run names and metric names (`labels`), the figures (`figures`), an adaptive
 search's pruned variants, compute per rung interval and lineage (`search`), the objectives'
 Pareto front and which swept keys mattered (`objectives`, `pareto`, `importance`, `selection`),
+results as pandas DataFrames (`frames`, imported where used: pandas loads in about a second),
 published numbers to compare with (`references`), the HTML and Markdown pages (`page`), and the
 command `python -m jaxmlp.report` (`cli`). Nothing here knows MLflow's tags or training;
 the command asks `jaxmlp.tracking` for the records.

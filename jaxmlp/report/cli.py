@@ -18,6 +18,7 @@ from typing import Any, Sequence
 import yaml
 
 from jaxmlp.report.errors import ReportError
+from jaxmlp.report.evaluation import evaluation_notes
 from jaxmlp.report.figures import sweep_figures
 from jaxmlp.report.page import (MARK_END, MARK_START, column_notes, provenance, references_list,
                                 replace_between_markers, results_markdown, results_markers, to_html,
@@ -157,6 +158,7 @@ def build_report(tracking_uri: str, sweep: TrackedSweep, references_path: Path |
     figures = {**sweep_figures(sweep.records, rows), **chosen.figures}
     meta = provenance(sweep.name, sweep.parent_run_id, sweep.git_commit, tracking_uri)
     notes = column_notes(metric, bool(references), any("dead_units_percent" in r for r in table), validated)
+    notes = " ".join(filter(None, [notes, evaluation_notes([k for r in table for k in r])]))
     cited = references_list(references)
     sections = [*search_sections(sweep.records), *chosen.sections]
     results = results_markdown(meta, to_markdown(table, HEADERS), notes, cited, sections_markdown(sections))

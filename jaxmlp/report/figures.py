@@ -11,6 +11,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from jaxmlp.records import VariantRecord, format_value
+from jaxmlp.report.diagrams import DIAGRAM_CAPTIONS, draw_input_noise, draw_reliability
+from jaxmlp.report.evaluation import noise_levels
 from jaxmlp.report.labels import short_label
 from jaxmlp.report.search import hparam_schedules, lineage_steps, member_id
 from jaxmlp.report.tables import (ERROR_PERCENT, by_setting, display_metric, finished, mean_std,
@@ -41,6 +43,7 @@ FIGURE_CAPTIONS = {
                   "in the first objective, whose model is the sweep's best.",
     "importance.png": "Which swept keys mattered: fANOVA importance of each for the first objective over the "
                       "finished settings (Optuna's evaluator on a study of one trial per setting).",
+    **DIAGRAM_CAPTIONS,
 }
 _LINESTYLES = ("-", "--", ":", "-.")
 
@@ -358,7 +361,8 @@ def draw_lineage(records: Sequence[VariantRecord]):
 def sweep_figures(records: Sequence[VariantRecord], rows: Sequence[dict[str, Any]]) -> dict[str, bytes]:
     """The figures of a sweep, by file name: the test metric against the swept axis; learning curves (records
     with `history`); activation functions and dead units (model.activation swept); the generalisation gap
-    (model.dropout swept); the lineage of a population-based training (a member copied another)."""
+    (model.dropout swept); the lineage of a population-based training (a member copied another);
+    reliability diagrams (classification) and accuracy against input noise (`evaluation.input_noise`)."""
     if not rows:
         return {}
     keys = {k for r in records for k in r.setting}  # (a conditional parameter is in some settings only)
@@ -371,4 +375,8 @@ def sweep_figures(records: Sequence[VariantRecord], rows: Sequence[dict[str, Any
         figures["generalisation_gap.png"] = figure_generalisation_gap(records)
     if any(r.lineage for r in records):
         figures["lineage.png"] = png(draw_lineage(records))
+    if any(r.reliability for r in records):
+        figures["reliability.png"] = png(draw_reliability(records))
+    if noise_levels(records):
+        figures["input_noise.png"] = png(draw_input_noise(records))
     return figures

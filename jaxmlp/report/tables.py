@@ -14,6 +14,7 @@ from typing import Any, Iterable, Mapping, NamedTuple, Sequence
 import numpy as np
 
 from jaxmlp.records import VariantRecord
+from jaxmlp.report.evaluation import EVALUATION_HEADERS, evaluation_columns, is_evaluation_column, noise_levels
 from jaxmlp.report.labels import metric_label
 from jaxmlp.report.search import Section, pruned_at, search_sections, searched, variant_epochs
 
@@ -26,6 +27,7 @@ HEADERS = {
     "stopped_epoch": "stopped epoch", "n_params": "params", "train_seconds": "train time (s)",
     "reference": "reference", "reference_diff": "Δ (ours − ref)", "reference_source": "source",
     "dead_units_percent": "dead units (%)", "pruned_at": "pruned at epoch", "variant_epochs": "variant-epochs",
+    **EVALUATION_HEADERS,
 }
 _PERCENT_KEYS = (ERROR_PERCENT, "reference", "reference_diff")
 
@@ -58,8 +60,10 @@ def finished(records: Iterable[VariantRecord]) -> list[VariantRecord]:
 def summarize(records: Sequence[VariantRecord]) -> list[dict[str, Any]]:
     """One row per setting (first-appearance order): mean and std over seeds of the test metric;
     where an adaptive search acted, also the rung that pruned it (successive halving) and the
-    variant-epochs its seeds trained."""
+    variant-epochs its seeds trained; the final evaluation's other measurements
+    (`evaluation_columns`: training error, calibration, error under input noise)."""
     metric = primary_metric(records)
+    levels = noise_levels(records)
     any_pruned, search = any(r.pruned_at is not None for r in records), searched(records)
     rows = []
     for setting, runs in by_setting(records).items():
@@ -81,6 +85,7 @@ def summarize(records: Sequence[VariantRecord]) -> list[dict[str, Any]]:
         dead = _dead_units_percent(good)
         if dead is not None:
             rows[-1]["dead_units_percent"] = dead
+        rows[-1].update(evaluation_columns(good, levels))
     return rows
 
 
@@ -222,6 +227,7 @@ def report_rows(rows: Sequence[dict[str, Any]],
         if not validated:
             del row["best_epoch"]
         row.update({k: r[k] for k in ("dead_units_percent", "pruned_at", "variant_epochs") if k in r})
+        row.update({k: v for k, v in r.items() if is_evaluation_column(k)})
         if show_failures:
             row.update(diverged=r["diverged"], failed=r["failed"])
         if references:

@@ -8,15 +8,22 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from jaxmlp.data.errors import DataError
 from jaxmlp.runtime import (CACHE_ENV, COMPILE_CACHE_HELP, DEFAULT_CACHE_ROOT, cache_root, compile_cache_dir,
                             enable_compilation_cache)
 from jaxmlp.sweep.signals import Interrupts
-from jaxmlp.sweep.spec import SweepError, load_sweep
+from jaxmlp.sweep.spec import SweepError, load_sweep, unavailable_data
 from jaxmlp.tracking import TRACKING_URI_HELP
 
 
 #: Default seconds of training between two snapshots of a chunk (`--snapshot-every`).
 SNAPSHOT_EVERY = 300.0
+
+
+def _count(text: str) -> int:
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a whole number, 1 or more")
+    return int(text)
 
 
 def _seconds(text: str) -> float:
@@ -52,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--devices", choices=["auto", "one", "all"],
                    help="shard variants over devices: auto (by network size), one, all (overrides the file)")
     p.add_argument("--max-variants", type=int, metavar="N", help="at most N variants training at once in a compiled program (its slots; the others queue)")
+    p.add_argument("--chunks", type=_count, metavar="N",
+                   help="split each program's queue into N chunks with slots of their own (with --executor ray, "
+                        "one task each, e.g. one GPU each)")
     p.add_argument("--compile-cache", metavar="DIR", help=COMPILE_CACHE_HELP)
     p.add_argument("--snapshot-every", type=_seconds, default=SNAPSHOT_EVERY, metavar="SECONDS",
                    help="snapshot a training chunk after the first epoch this many seconds after its last "
@@ -85,7 +95,7 @@ def main(argv: Sequence[str] | None = None, interrupts: Interrupts | None = None
 def _main(args: argparse.Namespace, interrupts: Interrupts) -> int:
     try:
         sweep = load_sweep(args.sweep)
-    except SweepError as err:
+    except (SweepError, DataError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if sweep.spec.optimize:
@@ -101,13 +111,14 @@ def _main(args: argparse.Namespace, interrupts: Interrupts) -> int:
                   f"each setting); --executor: {args.executor!r}, use local", file=sys.stderr)
             return 2
     interrupts.check()
-    missing = missing_data(sweep)
+    missing = unavailable_data(sweep)
     if missing and not args.dry_run:  # before anything is logged, as for a bad file
         print("error: " + "\n".join(missing), file=sys.stderr)
         return 2
-    if args.devices or args.max_variants:
+    if args.devices or args.max_variants or args.chunks:
         execution = sweep.spec.execution.model_copy(update={
-            k: v for k, v in (("devices", args.devices), ("max_variants_per_program", args.max_variants)) if v})
+            k: v for k, v in (("devices", args.devices), ("max_variants_per_program", args.max_variants),
+                              ("chunks", args.chunks)) if v})
         sweep = type(sweep)(sweep.path, sweep.spec.model_copy(update={"execution": execution}), sweep.variants)
 
     executor = None
@@ -141,7 +152,8 @@ def _main(args: argparse.Namespace, interrupts: Interrupts) -> int:
     import jax
 
     from jaxmlp.sweep.plan import describe_plan, plan_groups
-    from jaxmlp.sweep.runner import Options, StoreUnavailable, SweepRunner
+    from jaxmlp.sweep.result import run_planned
+    from jaxmlp.sweep.runner import Options, StoreUnavailable
     from jaxmlp.sweep.runs import ResumeRefused
 
     if sweep.spec.optimize:
@@ -149,7 +161,7 @@ def _main(args: argparse.Namespace, interrupts: Interrupts) -> int:
 
         groups = [plan_study(sweep, len(jax.devices()))]
     elif executor:
-        groups = plan_groups(sweep, executor.plan_devices(len(jax.devices())), on_cpu=executor.trains_on_cpu())
+        groups = plan_groups(sweep, executor.plan_devices(len(jax.devices())))
     else:
         groups = plan_groups(sweep, len(jax.devices()))
     if args.dry_run:
@@ -166,96 +178,75 @@ def _main(args: argparse.Namespace, interrupts: Interrupts) -> int:
                       snapshot_dir=str(Path(args.snapshot_dir).expanduser() if args.snapshot_dir
                                        else cache_root() / "snapshots"))
     interrupts.check()
-    runner = SweepRunner(sweep, groups, options, tracker, executor, interrupts)
     try:
-        outcome = runner.run()
+        result = run_planned(sweep, groups, options, tracker, executor, interrupts)
     except (ResumeRefused, StoreUnavailable) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if args.json:
-        print(json.dumps(outcome_json(sweep, outcome, runner), default=str))
+        print(json.dumps(outcome_json(result), default=str))
     else:
-        print_outcome(sweep, outcome, runner)
-    return 0 if outcome.ok else 1
+        print_outcome(result)
+    return 0 if result.ok else 1
 
 
-def missing_data(sweep) -> list[str]:
-    """Why the sweep's datasets cannot be loaded here (empty when they can), checked without
-    loading them: a file, the key and the fix each."""
-    from jaxmlp.data import check_available
-    from jaxmlp.data.tfds import DataUnavailableError
-
-    problems = []
-    configs = [v.config for v in sweep.variants] or [sweep.base]  # (an optimised sweep's settings come later)
-    for cfg in {c.data.model_dump_json(): c.data for c in configs}.values():
-        try:
-            check_available(cfg)
-        except DataUnavailableError as err:
-            problems.append(f"{sweep.path}: base.data ({cfg.name}): {err}")
-    return problems
-
-
-def outcome_json(sweep, outcome, runner) -> dict:
-    finished = [r for r in outcome.records if r.finished]
+def outcome_json(result) -> dict:
+    """The outcome as the --json object: counts, seconds, the summary rows, where it is tracked."""
+    records = result.records
+    finished = [r for r in records if r.finished]
     accuracies = [r.metric("test_accuracy") for r in finished if r.metric("test_accuracy") is not None]
     return {
-        "sweep": sweep.spec.name, "n_variants": len(outcome.records), "n_finished": len(finished),
-        "seconds": outcome.seconds, "compile_seconds": outcome.compile_seconds,
-        "n_programs": len({g.program for g in runner.groups}),
-        "variant_epochs": sum(r.epochs_trained or 0 for r in outcome.records),
-        "slot_epochs": outcome.slot_epochs, "utilisation": outcome.utilisation,
-        "n_pruned": sum(r.pruned_at is not None for r in outcome.records),
+        "sweep": result.sweep.spec.name, "n_variants": len(records), "n_finished": len(finished),
+        "seconds": result.seconds, "compile_seconds": result.compile_seconds, "n_programs": result.n_programs,
+        "variant_epochs": sum(r.epochs_trained or 0 for r in records),
+        "slot_epochs": result.slot_epochs, "utilisation": result.utilisation,
+        "n_pruned": sum(r.pruned_at is not None for r in records),
         "mean_test_accuracy": sum(accuracies) / len(accuracies) if accuracies else None,
-        "rows": _rows_with_selection_metric(sweep, outcome), "failures": outcome.failures,
-        "tracking_errors": outcome.tracking_errors,
-        "tracking_uri": runner.tracker.tracking_uri if runner.tracker else None,
-        "experiment_id": outcome.experiment_id, "parent_run_id": outcome.parent_run_id,
-        "registered_model_uri": runner.runs.registered_uri if runner.runs else None,
+        "rows": _rows_with_selection_metric(result), "failures": result.failures,
+        "tracking_errors": result.tracking_errors, "tracking_uri": result.tracking_uri,
+        "experiment_id": result.experiment_id, "parent_run_id": result.parent_run_id,
+        "registered_model_uri": result.registered_model_uri,
     }
 
 
-def _rows_with_selection_metric(sweep, outcome) -> list[dict]:
+def _rows_with_selection_metric(result) -> list[dict]:
     """The summary rows (in sweep order), each with its seeds' mean validation metric that
     selects models (e.g. best_val_loss), as the printed table shows it."""
+    key = f"best_{result.monitor}"
+    score = {r["setting"]: r[key] for r in result.ranked()[1]}
+    return [{**row, key: score.get(row["setting"])} for row in result.rows]
+
+
+def print_outcome(result) -> None:
     from jaxmlp import report
 
-    monitor = sweep.variants[0].config.training.early_stopping.monitor
-    _, ranked = report.best_first(outcome.records, outcome.rows, monitor)
-    score = {r["setting"]: r[f"best_{monitor}"] for r in ranked}
-    return [{**row, f"best_{monitor}": score.get(row["setting"])} for row in outcome.rows]
-
-
-def print_outcome(sweep, outcome, runner) -> None:
-    from jaxmlp import report
-
-    used = f", slots {outcome.utilisation:.0%} busy" if outcome.utilisation is not None else ""
-    print(f"\nsweep '{sweep.spec.name}': {len(outcome.records)} variants in {outcome.seconds:.1f} s "
-          f"(compile {outcome.compile_seconds:.1f} s{used})")
-    header, ranked = report.best_first(outcome.records, outcome.rows,
-                                       sweep.variants[0].config.training.early_stopping.monitor)
+    used = f", slots {result.utilisation:.0%} busy" if result.utilisation is not None else ""
+    print(f"\nsweep '{result.sweep.spec.name}': {len(result.records)} variants in {result.seconds:.1f} s "
+          f"(compile {result.compile_seconds:.1f} s{used})")
+    header, ranked = result.ranked()
     print(header)
-    print(report.to_text(report.with_pareto(ranked, outcome.records, sweep.objectives)))
-    if len(sweep.objectives) > 1:
+    print(report.to_text(report.with_pareto(ranked, result.records, result.sweep.objectives)))
+    objectives = result.sweep.objectives
+    if len(objectives) > 1:
         print(f"pareto: yes where no other setting matches or beats it in every objective "
-              f"({', '.join(map(str, sweep.objectives))}); the best model is the setting best in "
-              f"{sweep.objectives[0].metric}, the first objective")
-    searched = report.search_text(outcome.records)
+              f"({', '.join(map(str, objectives))}); the best model is the setting best in "
+              f"{objectives[0].metric}, the first objective")
+    searched = report.search_text(result.records)
     if searched:
         print(f"\n{searched}")
-    for failure in outcome.failures:
+    for failure in result.failures:
         print(f"FAILED: {failure}")
-    for error in outcome.tracking_errors:
+    for error in result.tracking_errors:
         print(f"TRACKING ERROR: {error}")
-    if runner.tracker is not None and outcome.experiment_id is not None:
+    if result.tracking_uri is not None and result.experiment_id is not None:
         from jaxmlp.tracking import run_page_url, runs_page_url, ui_base_url, ui_command
 
-        uri, experiment = runner.tracker.tracking_uri, outcome.experiment_id
-        print(f"\nMLflow: parent run {outcome.parent_run_id} in experiment '{sweep.spec.name}'")
+        uri, experiment, parent = result.tracking_uri, result.experiment_id, result.parent_run_id
+        print(f"\nMLflow: parent run {parent} in experiment '{result.sweep.spec.name}'")
         print(f"  open the UI:  {ui_command(uri)}")
-        monitor = sweep.variants[0].config.training.early_stopping.monitor  # (the ranking above)
-        if not any(v.config.data.validated for v in sweep.variants):
-            monitor = None
-        print(f"  runs page:    {runs_page_url(ui_base_url(uri), experiment, outcome.parent_run_id, monitor)}")
-        print(f"  parent run:   {run_page_url(ui_base_url(uri), experiment, outcome.parent_run_id)}")
-        if runner.runs.registered_uri:
-            print(f"  best model:   {runner.runs.registered_uri}  (mlflow.pyfunc.load_model loads it)")
+        validated = any(v.config.data.validated for v in result.sweep.variants)
+        monitor = result.monitor if validated else None  # (the ranking above)
+        print(f"  runs page:    {runs_page_url(ui_base_url(uri), experiment, parent, monitor)}")
+        print(f"  parent run:   {run_page_url(ui_base_url(uri), experiment, parent)}")
+        if result.registered_model_uri:
+            print(f"  best model:   {result.registered_model_uri}  (mlflow.pyfunc.load_model loads it)")

@@ -89,7 +89,7 @@ def _snapshotted(k: int, t: Trainer, snapshots: Snapshots, key: str) -> Iterator
     record = first
     try:
         while record is not None:
-            if time.monotonic() - written >= snapshots.every and record["epoch"] < t.epochs and t.active.any():
+            if time.monotonic() - written >= snapshots.every and t.active.any():
                 snapshots.save(key, t.snapshot())
                 saved, written = record["epoch"], time.monotonic()
             yield "epoch", k, record

@@ -13,6 +13,7 @@ keep all cores busy on one device.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 from collections import Counter
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 from jaxmlp.config import RunConfig
 from jaxmlp.data import dataset_shape, split_sizes
 from jaxmlp.engine import EVAL_CHUNK, Layout, merge_key, plan_chunks, structure_key
-from jaxmlp.engine.layout import PADDING_SAVING, QUEUE_PER_SLOT, padded_slots, plan_slots
+from jaxmlp.engine.layout import QUEUE_PER_SLOT, family_of, plan_slots
 from jaxmlp.models import n_parameters
 from jaxmlp.sweep.spec import Sweep, Variant
 
@@ -138,39 +139,6 @@ def choose_devices(mode: str, step_flops: float, n_variants: int, n_devices: int
     return n_devices if step_flops < SHARD_BELOW_FLOPS else 1
 
 
-#: Variants of several structures share a program in parts of one size, padded with copies;
-#: on a CPU a padding slot trains at full cost (a GPU runs it beside the others on capacity
-#: the parts leave idle), so there such a program is split into one per structure where that
-#: trains at least `layout.PADDING_SAVING` fewer slots and the padding it saves costs more
-#: than this many training FLOPs (1e13: over a minute on a 2-core CPU, far more than
-#: compiling a program).
-SPLIT_ABOVE_FLOPS = 1e13
-
-
-def _slots(configs: list[RunConfig], part_cap: int, devices: int) -> int:
-    """Variant slots the parts of a program of `configs` train (padding included, frozen parts not)."""
-    layout, _ = plan_chunks(configs, part_cap, part_cap, devices)
-    return padded_slots(list(Counter(structure_key(c) for c in configs).values()), layout.part_size)
-
-
-def _split_padded(variants: list[Variant], part_cap: int, devices: int) -> list[list[Variant]]:
-    """The variants of one program, or of one program per structure where the shared one's
-    padding costs more than SPLIT_ABOVE_FLOPS and PADDING_SAVING of its slots."""
-    by_structure: dict[tuple, list[Variant]] = {}
-    for v in variants:
-        by_structure.setdefault(structure_key(v.config), []).append(v)
-    if len(by_structure) == 1:
-        return [variants]
-    shared = _slots([v.config for v in variants], part_cap, devices)
-    split = sum(_slots([v.config for v in vs], part_cap, devices) for vs in by_structure.values())
-    c = variants[0].config
-    slot_flops = step_flops(c) * (split_sizes(c.data)[0] // c.training.batch_size) * max(
-        v.config.training.epochs for v in variants)
-    if split <= (1 - PADDING_SAVING) * shared and (shared - split) * slot_flops > SPLIT_ABOVE_FLOPS:
-        return list(by_structure.values())
-    return [variants]
-
-
 def lockstep(sweep: Sweep) -> bool:
     """Whether the sweep's variants must train in lockstep, each in a slot from the start: a
     synchronous search (halving with `asynchronous: false`, PBT) compares them epoch by epoch."""
@@ -178,21 +146,13 @@ def lockstep(sweep: Sweep) -> bool:
     return search is not None and not getattr(search, "asynchronous", False)
 
 
-def plan_groups(sweep: Sweep, n_devices: int = 1, budget: int | None = None,
-                on_cpu: bool | None = None) -> list[Group]:
-    """Variants that can share a program (`engine.merge_key`), one group per program whose
-    slots are fed by queues (`engine.plan_slots`: parts of at most `max_variants_per_part`
-    slots, as many slots as `budget` bytes per device, default `memory_budget()`, and
-    `max_variants_per_program` allow). Under a lockstep search (`lockstep`), every variant
-    has a slot: a program's variants are split by structure where the shared program's
-    padding is costly (`_split_padded`, only where they train on CPUs: `on_cpu`, default
-    this process's JAX backend is a CPU, the executor may know better; never under a search,
-    which ranks a program's variants together) and cut into chunks of one layout each
-    (`engine.plan_chunks`)."""
-    import jax
-
-    if on_cpu is None:
-        on_cpu = jax.default_backend() == "cpu"
+def plan_groups(sweep: Sweep, n_devices: int = 1, budget: int | None = None) -> list[Group]:
+    """Variants that can share a program (`engine.merge_key`), one group per program (or per
+    chunk, `execution.chunks`) whose slots are fed by queues (`engine.plan_slots`: parts of
+    at most `max_variants_per_part` slots, as many slots as `budget` bytes per device,
+    default `memory_budget()`, and `max_variants_per_program` allow). Under a lockstep search
+    (`lockstep`) every variant has a slot: a program's variants are cut into chunks of one
+    layout each (`engine.plan_chunks`), which train together."""
     execution = sweep.spec.execution
     part_cap = min(execution.max_variants_per_part, execution.max_variants_per_program)
     by_program: dict[tuple, list[Variant]] = {}
@@ -203,9 +163,7 @@ def plan_groups(sweep: Sweep, n_devices: int = 1, budget: int | None = None,
         # a part smaller than the devices is not sharded (its variant axis would be padded past the cap)
         devices = choose_devices(execution.devices, step_flops(variants[0].config), min(len(variants), part_cap),
                                  min(n_devices, part_cap))
-        splittable = sweep.spec.search is None and on_cpu and lockstep(sweep)
-        pieces = _split_padded(variants, part_cap, devices) if splittable else [variants]
-        programs += [(key if len(pieces) == 1 else (key, structure_key(p[0].config)), p, devices) for p in pieces]
+        programs.append((key, variants, devices))
     budget = memory_budget() if budget is None else budget
     groups: list[Group] = []
     for n, (key, variants, devices) in enumerate(programs):
@@ -213,13 +171,7 @@ def plan_groups(sweep: Sweep, n_devices: int = 1, budget: int | None = None,
         configs = [v.config for v in variants]
         footprint = Footprint.of(configs[0])
         if not lockstep(sweep):
-            per_slot = QUEUE_PER_SLOT if sweep.search is not None or any(
-                c.training.early_stopping.patience is not None for c in configs) else 1
-            probe = plan_slots(configs, part_cap, None, devices, per_slot)
-            cap = min(execution.max_variants_per_program,
-                      footprint.max_variants(budget, max(s for s in probe.part_sizes), devices))
-            groups.append(Group(f"g{len(groups):02d}-{digest}", variants, devices,
-                                plan_slots(configs, part_cap, cap, devices, per_slot), f"p{n}", footprint))
+            groups += _queued_groups(sweep, variants, devices, part_cap, budget, footprint, digest, f"p{n}", len(groups))
             continue
         probe, _ = plan_chunks(configs, part_cap, part_cap, devices)
         cap = min(execution.max_variants_per_program, footprint.max_variants(budget, probe.part_size, devices))
@@ -228,6 +180,39 @@ def plan_groups(sweep: Sweep, n_devices: int = 1, budget: int | None = None,
             groups.append(Group(f"g{len(groups):02d}-{digest}", [variants[i] for i in chunk], devices, layout,
                                 f"p{n}", footprint))
     return groups
+
+
+def _queued_groups(sweep: Sweep, variants: list[Variant], devices: int, part_cap: int, budget: int,
+                   footprint: Footprint, digest: str, program: str, first: int) -> list[Group]:
+    """A program's variants as `execution.chunks` groups (every chunk-th variant each), each
+    draining its own queue through slots of one layout (`engine.plan_slots`, covering the
+    activations, initialisers and features of all of them, so the chunks share the program)."""
+    execution = sweep.spec.execution
+    configs = [v.config for v in variants]
+    per_slot = QUEUE_PER_SLOT if sweep.search is not None or any(
+        c.training.early_stopping.patience is not None for c in configs) else 1
+    pieces = [variants[k::execution.chunks] for k in range(min(execution.chunks, len(variants)))]
+    first_configs = [v.config for v in pieces[0]]
+    probe = plan_slots(first_configs, part_cap, None, devices, per_slot)
+    cap = min(execution.max_variants_per_program, footprint.max_variants(budget, max(probe.part_sizes), devices))
+    whole = plan_slots(configs, part_cap, cap, devices, per_slot)
+    layout = dataclasses.replace(plan_slots(first_configs, part_cap, cap, devices, per_slot),
+                                 activations=whole.activations, initializers=whole.initializers,
+                                 features=whole.features)
+    layout = _with_families_of(layout, whole)
+    return [Group(f"g{first + k:02d}-{digest}", piece, devices, layout, program, footprint)
+            for k, piece in enumerate(pieces)]
+
+
+def _with_families_of(layout: Layout, whole: Layout) -> Layout:
+    """`layout` with a family for every family of `whole` (a chunk lacking one gets a part of its size)."""
+    mine = {family_of(t): (t, n, layout.family_shape(k)[1]) for k, (t, n) in enumerate(layout.families)}
+    families, sizes = [], []
+    for k, (template, n) in enumerate(whole.families):
+        t, parts, size = mine.get(family_of(template), (template, 1, min(whole.family_shape(k)[1], layout.part_size)))
+        families.append((t, parts))
+        sizes.append(size)
+    return dataclasses.replace(layout, families=tuple(families), part_sizes=tuple(sizes))
 
 
 def _count(n: int | str, noun: str) -> str:

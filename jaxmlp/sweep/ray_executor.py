@@ -176,12 +176,6 @@ class RayExecutor:
         return max(1, int(min(n["Resources"]["CPU"] for n in ray.nodes()
                               if n["Alive"] and n["Resources"].get("CPU", 0) > 0)))
 
-    def trains_on_cpu(self) -> bool:
-        """Whether the chunks train on CPUs (the cluster has no GPUs), whatever this driver runs on."""
-        if self.address:
-            self.connect()
-        return not self._gpus()
-
     def _gpus(self) -> bool:
         """Whether chunks get GPUs: the cluster has some (before the local one starts: JAX here runs on GPUs)."""
         if ray.is_initialized():

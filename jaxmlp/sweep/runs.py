@@ -155,6 +155,15 @@ class SweepRuns:
         training); the future's result: what was found (`Opened`)."""
         return self._submit(self._open_parent)
 
+    def _changed(self, then: str) -> str:
+        """Why a resume is refused: the sweep file's content or its data files changed."""
+        now, files = self.sweep.hash, self.sweep.data_files
+        what = (f"its data file {', '.join(files)} changed" if files and then.split("-")[0] == now.split("-")[0]
+                else "its content changed")
+        return (f"{self.sweep.path}: {what} since parent run {self.parent_run_id} was started (sweep hash {then} "
+                f"then, {now} now); a resume would mix two different sweeps. Restore the "
+                f"{'data' if 'data' in what else 'file'}, or run without --resume to start a new parent run.")
+
     def _open_parent(self) -> Opened:
         t, spec = self.tracker, self.sweep.spec
         self.experiment_id = t.experiment(spec.name)
@@ -185,10 +194,7 @@ class SweepRuns:
             return Opened([], notices)
         self.parent_run_id = found.run_id
         if found.sweep_hash != self.sweep.hash:
-            raise ResumeRefused(
-                f"{self.sweep.path}: its content changed since parent run {self.parent_run_id} was started "
-                f"(sweep hash {found.sweep_hash} then, {self.sweep.hash} now); a resume would mix "
-                "two different sweeps. Restore the file, or run without --resume to start a new parent run.")
+            raise ResumeRefused(self._changed(found.sweep_hash or ""))
         self._refuse_if_held(found)
         self.spool.note(parent_run_id=self.parent_run_id)
         records = t.variant_records(self.parent_run_id)

@@ -35,7 +35,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from jaxmlp.config import (CONFIG_KEYS, ConfigError, RunConfig, did_you_mean, flatten, format_validation_error,
                            load_config, set_dotted)
-from jaxmlp.data import split_sizes
+from jaxmlp.data import DataError, check_available, split_sizes
+from jaxmlp.data.tables import resolve_file
 from jaxmlp.records import SETTING_NAME, setting_label
 from jaxmlp.report.objectives import Objective, ObjectiveError, objectives_of
 from jaxmlp.sweep.bounded_yaml import load_bounded_yaml
@@ -73,7 +74,10 @@ class RaySpec(_Strict):
 
 
 class ExecutionSpec(_Strict):
-    max_variants_per_program: int = Field(100_000, gt=0, description="a cap on top of the memory-sized choice")
+    max_variants_per_program: int = Field(100_000, gt=0, description="a cap on top of the memory-sized choice "
+                                                                      "(of slots, where variants queue)")
+    chunks: int = Field(1, gt=0, description="split each program's queue into this many chunks, each with its own "
+                                             "slots (under --executor ray, one task each: several GPUs at once)")
     max_variants_per_part: int = Field(64, gt=0, description="variants vmapped together (a part stops as a whole)")
     devices: Literal["auto", "one", "all"] = "auto"
     max_variants: int = Field(MAX_VARIANTS, gt=0, description="refuse to expand a sweep into more variants")
@@ -178,10 +182,18 @@ class Sweep:
                 for i, seed in enumerate(seeds)]
 
     @property
+    def data_files(self) -> dict[str, str]:
+        """The user's data files the sweep reads (absolute path -> content digest)."""
+        return {v.config.data.path: v.config.data.digest for v in self.variants if v.config.data.digest}
+
+    @property
     def hash(self) -> str:
         """Hash of the file's content (comments, layout and values equal to their defaults
-        ignored, so a new option with a default leaves the hash of existing sweeps alone)."""
-        return _digest(self.spec.model_dump(mode="json", exclude_defaults=True))
+        ignored, so a new option with a default leaves the hash of existing sweeps alone),
+        then, where the sweep reads data files, '-' and a hash of their contents."""
+        spec = _digest(self.spec.model_dump(mode="json", exclude_defaults=True))
+        files = self.data_files
+        return f"{spec}-{_digest(sorted(files.items()))[:8]}" if files else spec
 
 
 def _digest(obj: Any) -> str:
@@ -198,15 +210,22 @@ def load_sweep(path: str | Path) -> Sweep:
                          + (f" ({', '.join(yamls)}{', ...' if len(yamls) == 5 else ''})" if yamls else ""))
     if not path.is_file():
         raise SweepError(f"{path}: no such sweep file")
-    raw = load_bounded_yaml(path)
+    return sweep_of(load_bounded_yaml(path), path)
+
+
+def sweep_of(raw: Any, path: Path, source: str | None = None, folder: Path | None = None) -> Sweep:
+    """Validate and expand a sweep's mapping: a file's, or a dict given in Python (`source`
+    '<dict>' names it in errors); data files are read relative to `folder` (default: the
+    sweep file's)."""
+    source = source or str(path)
     if not isinstance(raw, dict):
-        raise SweepError(f"{path}: expected a mapping with keys {', '.join(SweepSpec.model_fields)}")
+        raise SweepError(f"{source}: expected a mapping with keys {', '.join(SweepSpec.model_fields)}")
     try:
         spec = SweepSpec.model_validate(raw)
     except ValidationError as err:
-        raise SweepError(format_validation_error(err, str(path), SweepSpec)) from None
-    _check_size(spec, str(path))
-    variants = expand(spec, str(path))
+        raise SweepError(format_validation_error(err, source, SweepSpec)) from None
+    _check_size(spec, source)
+    variants = expand(spec, source, path.parent if folder is None else folder)
     sweep = Sweep(path, spec, variants)
     sweep.search  # a bad search section is refused now, before anything is trained
     objectives = sweep.objectives  # and bad objectives
@@ -345,8 +364,9 @@ def _check_optimize(spec: SweepSpec, source: str, base: dict) -> None:
     condition_order(source, "optimize.params", spec.optimize.params, {}, flatten(base))
 
 
-def expand(spec: SweepSpec, source: str) -> list[Variant]:
-    """All variants: grid product x zipped lists x random samples x seeds (seeds innermost)."""
+def expand(spec: SweepSpec, source: str, folder: Path = Path(".")) -> list[Variant]:
+    """All variants: grid product x zipped lists x random samples x seeds (seeds innermost);
+    a data file's path made absolute (relative to `folder`) and its digest recorded."""
     try:
         base = load_config(spec.base, source=f"{source}: base").to_dict()
     except ConfigError as err:
@@ -388,6 +408,10 @@ def expand(spec: SweepSpec, source: str) -> list[Variant]:
             raw = set_dotted(raw, key, value)
         for seed in z_seeds:
             config = load_config(set_dotted(raw, "training.seed", seed), source=source)
+            try:
+                config = config.model_copy(update={"data": resolve_file(config.data, folder)})
+            except DataError as err:
+                raise DataError(f"{source}: {err}") from None
             variants.append(Variant(len(variants), tuple(setting.items()), seed, config))
     _check_distinct(variants, source)
     _check_batch_sizes(variants, source)
@@ -404,6 +428,8 @@ def _check_batch_sizes(variants: list[Variant], source: str) -> None:
     for batch, v in largest.values():
         try:
             n_train = split_sizes(v.config.data)[0]
+        except DataError as err:
+            raise DataError(f"{source}: {err}") from None
         except ValueError as err:
             raise SweepError(f"{source}: {err}") from None
         if batch > n_train:
@@ -431,3 +457,16 @@ def _check_distinct(variants: list[Variant], source: str) -> None:
         seen[v.key] = v
 
 
+
+
+def unavailable_data(sweep: Sweep) -> list[str]:
+    """Why the sweep's datasets cannot be loaded here (empty when they can), checked without
+    loading them: the sweep, the data section and the fix each."""
+    problems = []
+    configs = [v.config for v in sweep.variants] or [sweep.base]  # (an optimised sweep's settings come later)
+    for cfg in {c.data.model_dump_json(): c.data for c in configs}.values():
+        try:
+            check_available(cfg)
+        except DataError as err:
+            problems.append(f"{sweep.path}: base.data ({cfg.name}): {err}")
+    return problems

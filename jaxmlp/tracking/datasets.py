@@ -45,11 +45,11 @@ def _package_version(name: str) -> str | None:
         return None
 
 
-def _tfds_version(cfg: DataConfig) -> str | None:
+def _tfds_version(cfg: DataConfig, name: str) -> str | None:
     """The tensorflow-datasets builder version prepared in the cache (None: read from jaxmlp's array cache only)."""
     from jaxmlp.data import cache_folder
 
-    found = sorted((cache_folder(cfg) / "tfds" / cfg.name).glob("*/dataset_info.json"))
+    found = sorted((cache_folder(cfg) / "tfds" / name).glob("*/dataset_info.json"))
     return found[-1].parent.name if found else None
 
 
@@ -58,8 +58,14 @@ def data_source(cfg: DataConfig) -> tuple[str, dict[str, Any]]:
     from jaxmlp.data import MNIST_FAMILY
 
     split = {k: getattr(cfg, k) for k in _SPLIT_OPTIONS if getattr(cfg, k) is not None}
+    if cfg.digest:  # a user's file: its path and content digest
+        return "local", {"path": cfg.path, "digest": cfg.digest, "format": cfg.name,
+                         **{k: getattr(cfg, k) for k in ("target", "features", "task") if getattr(cfg, k)}, **split}
+    if cfg.name == "tfds":
+        return "tensorflow-datasets", {"name": cfg.dataset, "version": _tfds_version(cfg, cfg.dataset),
+                                       "tensorflow_datasets": _package_version("tensorflow-datasets"), **split}
     if cfg.name in MNIST_FAMILY:
-        return "tensorflow-datasets", {"name": cfg.name, "version": _tfds_version(cfg),
+        return "tensorflow-datasets", {"name": cfg.name, "version": _tfds_version(cfg, cfg.name),
                                        "tensorflow_datasets": _package_version("tensorflow-datasets"), **split}
     if cfg.name == "synthetic":
         return "jaxmlp", {"name": "jaxmlp.data.synthetic", **{k: getattr(cfg, k) for k in _SYNTHETIC_OPTIONS},
@@ -68,9 +74,13 @@ def data_source(cfg: DataConfig) -> tuple[str, dict[str, Any]]:
                             "scikit_learn": _package_version("scikit-learn"), **split}
 
 
-def _tensor_schema(x: np.ndarray, y: np.ndarray) -> str:
-    """The split's schema as MLflow's numpy datasets write it (features and targets as tensor specs)."""
-    from mlflow.types import Schema, TensorSpec
+def _schema(x: np.ndarray, y: np.ndarray, columns: list[str] | None) -> str:
+    """The split's schema: a table's named columns as MLflow's pandas datasets write them, or
+    features and targets as tensor specs, as its numpy datasets do."""
+    from mlflow.types import ColSpec, Schema, TensorSpec
+
+    if columns:
+        return json.dumps({"mlflow_colspec": Schema([ColSpec("double", c) for c in columns]).to_dict()})
 
     spec = lambda a: Schema([TensorSpec(a.dtype, (-1, *a.shape[1:]))]).to_json()  # noqa: E731
     return json.dumps({"mlflow_tensorspec": {"features": spec(x), "targets": spec(y)}})
@@ -93,7 +103,8 @@ def dataset_inputs(dataset, cfg: DataConfig) -> list:
         if not len(x):
             continue  # no validation split (data.val_size 0)
         entity = Dataset(name=dataset.name, digest=array_digest(x, y), source_type=source_type,
-                         source=json.dumps(source), schema=_tensor_schema(x, y), profile=_profile(x, y))
+                         source=json.dumps(source), schema=_schema(x, y, dataset.info.get("columns")),
+                         profile=_profile(x, y))
         inputs.append(DatasetInput(entity, tags=[InputTag(CONTEXT_TAG, context)]))
     return inputs
 

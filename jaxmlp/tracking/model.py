@@ -1,7 +1,8 @@
 """The logged model: a checkpoint folder saved as an MLflow pyfunc model whose loader is
 this module, so nothing is pickled and loading it needs only jaxmlp importable. Its
 signature (float32 rows of the input's width to class probabilities or regression
-outputs) and input example come from the checkpoint's own facts."""
+outputs; for a net trained on a table, its columns to the user's labels) and input example
+come from the checkpoint's own facts."""
 from __future__ import annotations
 
 import json
@@ -31,11 +32,29 @@ def signature_and_example(checkpoint_dir: str | os.PathLike):
     from mlflow.types import Schema, TensorSpec
 
     meta = json.loads(Path(checkpoint_dir, "config.json").read_text())["meta"]
+    if meta.get("columns"):
+        return _table_signature(meta)
     width = int(np.prod(meta["input_shape"]))
     outputs = (-1, int(meta["n_outputs"])) if meta["task"] == "classification" else (-1,)
     signature = ModelSignature(inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, width))]),
                                outputs=Schema([TensorSpec(np.dtype(np.float32), outputs)]))
     return signature, np.zeros((2, width), np.float32)
+
+
+def _table_signature(meta: dict[str, Any]):
+    """A net trained on a table: a DataFrame of its training columns in, the user's labels
+    (or values in the targets' units) out; the example is two rows of the columns' means."""
+    import numpy as np
+    import pandas as pd
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
+
+    classes = meta.get("classes")
+    kind = ("string" if isinstance(classes[0], str) else "boolean" if isinstance(classes[0], bool) else
+            "long" if isinstance(classes[0], int) else "double") if classes else "double"
+    signature = ModelSignature(inputs=Schema([ColSpec("double", c) for c in meta["columns"]]),
+                               outputs=Schema([ColSpec(kind)]))
+    return signature, pd.DataFrame([meta["feature_mean"]] * 2, columns=meta["columns"]).astype(np.float64)
 
 
 def save_pyfunc(folder: str | os.PathLike, checkpoint_dir: str | os.PathLike) -> None:
@@ -58,10 +77,13 @@ class JaxMLPModel:
         self.checkpoint = load_checkpoint(checkpoint_dir)
 
     def predict(self, model_input: Any, params: dict | None = None) -> Any:
-        """Class probabilities [N, C] or regression outputs [N] for an array or DataFrame of features."""
+        """Class probabilities [N, C] or regression outputs [N] for an array or DataFrame of
+        features; a net trained on a table takes its columns and returns the user's labels."""
         import numpy as np
-        from jaxmlp.checkpoint import predict
+        from jaxmlp.checkpoint import predict, predict_labels
 
+        if self.checkpoint.meta.get("columns"):
+            return predict_labels(self.checkpoint, model_input)
         return predict(self.checkpoint, np.asarray(model_input, dtype=np.float32))
 
 

@@ -42,6 +42,7 @@ DIVERGED_TAG = "jaxmlp.diverged"
 OUTCOME_TAG = "jaxmlp.outcome"  # pruned: stopped by successive halving
 LINEAGE_TAG = "jaxmlp.lineage"  # PBT: the exploit steps (epoch, source variant index) as JSON
 PARETO_TAG = "jaxmlp.pareto"  # several objectives: true where the run's setting is on the Pareto front
+RELIABILITY_TAG = "jaxmlp.reliability"  # the test split's reliability curve per confidence bin, as JSON
 GROUP_TAG = "jaxmlp.group"
 TRIAL_TAG = "jaxmlp.trial"  # an optimised sweep: the trial number of the run's setting
 PROPOSAL_TAG = "jaxmlp.proposal"  # ... its proposal as JSON (values, asked after, asked at which epoch)
@@ -374,7 +375,7 @@ class Tracker:
             stopped_epoch=number("stopped_epoch", int), n_params=number("n_params", int),
             train_seconds=number("train_seconds", float), compile_seconds=number("compile_seconds", float),
             epochs_trained=number("epochs_trained", int), pruned_at=number("pruned_at_epoch", int),
-            lineage=json.loads(tags.get(LINEAGE_TAG, "[]")),
+            lineage=json.loads(tags.get(LINEAGE_TAG, "[]")), reliability=json.loads(tags.get(RELIABILITY_TAG, "{}")),
             metrics={k: v for k, v in metrics.items() if k.startswith(_FINAL_METRIC_PREFIXES)},
             config={k: parse_value(v) for k, v in child["params"].items() if k not in _IDENTITY_PARAMS},
             history={k: self.metric_history(child["run_id"], k) for k in metrics
@@ -457,6 +458,9 @@ class Tracker:
             tags[OUTCOME_TAG] = "pruned"
         if record.lineage:
             tags[LINEAGE_TAG] = json.dumps(record.lineage)
+        if record.reliability:
+            tags[RELIABILITY_TAG] = json.dumps({k: [float(f"{v:.6g}") for v in values]
+                                                for k, values in record.reliability.items()})
         self.finish(run_id, record.status, reason, history=_child_history(history),
                     metrics={k: v for k, v in final.items() if v is not None}, step=record.best_epoch or 0,
                     tags=tags, files=files, artifact_path="checkpoint",

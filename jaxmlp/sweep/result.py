@@ -1,0 +1,120 @@
+"""A sweep run to its end, as the sweep command and `jaxmlp.run_sweep` both run it: the runner
+on a planned sweep, and what it ended with (`SweepResult`): the records, the summary rows, the
+failures and where the sweep is tracked, with its tables as pandas DataFrames."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from jaxmlp import report
+from jaxmlp.records import VariantRecord
+from jaxmlp.report.frames import frame, history_frame, points_history, variant_row
+from jaxmlp.sweep.best import selection_score
+from jaxmlp.sweep.plan import Group
+from jaxmlp.sweep.runner import Options, SweepRunner
+from jaxmlp.sweep.signals import Interrupts
+from jaxmlp.sweep.spec import Sweep
+
+#: The per-epoch metrics a child run's history holds (its final numbers are logged as metrics too).
+EPOCH_METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "learning_rate", "momentum",
+                 "epoch_seconds", "dead_fraction_*", "hp/*")
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepResult:
+    """A finished (or resumed) sweep: one record per variant, its summary rows and where it is tracked."""
+
+    sweep: Sweep
+    records: list[VariantRecord]
+    rows: list[dict[str, Any]]
+    failures: list[str]
+    tracking_errors: list[str]
+    seconds: float
+    compile_seconds: float
+    n_programs: int
+    tracking_uri: str | None
+    experiment_id: str | None
+    parent_run_id: str | None
+    registered_model_uri: str | None = None
+    slot_epochs: int = 0  # epochs of all slots of the parts that ran (this invocation)
+    variant_epochs: int = 0  # epochs that trained a variant (this invocation)
+
+    @property
+    def utilisation(self) -> float | None:
+        """The share of the slots' epochs that trained a variant (None where nothing trained)."""
+        return self.variant_epochs / self.slot_epochs if self.slot_epochs else None
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures and not self.tracking_errors
+
+    @property
+    def monitor(self) -> str:
+        """The validation metric that selects models (e.g. val_loss)."""
+        return self.sweep.variants[0].config.training.early_stopping.monitor
+
+    def frame(self):
+        """One row per variant, in sweep order: setting label, run id, swept values, seed, how it
+        ended, best validation and test metrics, parameters and seconds."""
+        ordered = sorted(self.records, key=lambda r: (r.index is None, r.index or 0))
+        return frame({"setting": r.label, "run_id": r.run_id, **variant_row(r)} for r in ordered)
+
+    def ranked(self) -> tuple[str, list[dict[str, Any]]]:
+        """The summary rows best first by the seeds' mean validation metric that selects models,
+        and the header that says so (`report.best_first`)."""
+        return report.best_first(self.records, self.rows, self.monitor)
+
+    def summary(self):
+        """One row per setting, best first: mean and std over seeds of the test metric (the
+        table the sweep command prints)."""
+        return frame(self.ranked()[1])
+
+    def histories(self):
+        """A long frame of every variant's per-epoch metrics (setting, run id, seed, epoch,
+        metrics), read back from the tracking store (sweeps of up to
+        `execution.metric_histories_up_to` variants keep them as metrics)."""
+        if self.parent_run_id is None:
+            raise ValueError("histories are read from the tracking store; run the sweep with tracking")
+        from jaxmlp.tracking import Tracker
+
+        index = {v.key: v.index for v in self.sweep.variants}
+        records = [r for r in Tracker(self.tracking_uri).variant_records(self.parent_run_id, EPOCH_METRICS)
+                   if r.variant_key in index]
+        return history_frame([({"setting": r.label, "run_id": r.run_id, "seed": r.seed}, points_history(r.history))
+                              for r in sorted(records, key=lambda r: index[r.variant_key])])
+
+    @property
+    def best(self) -> dict[str, Any] | None:
+        """The row of the variant with the best validation metric at its selected epoch (never a
+        test metric); None when none finished with one."""
+        by_key = {v.key: v for v in self.sweep.variants}
+        scored = [(selection_score(by_key[r.variant_key], r), r.index, r) for r in self.records
+                  if r.variant_key in by_key]
+        scored = [s for s in scored if s[0] < float("inf")]
+        if not scored:
+            return None
+        record = min(scored, key=lambda s: s[:2])[2]
+        return {"setting": record.label, "run_id": record.run_id, **variant_row(record)}
+
+
+def _run_id(future) -> str | None:
+    """A child run's id where its run was started (None where the store failed)."""
+    try:
+        return future.result(timeout=0) if future is not None else None
+    except Exception:  # noqa: BLE001 - a run the store never started has no id
+        return None
+
+
+def run_planned(sweep: Sweep, groups: list[Group], options: Options, tracker=None, executor=None,
+                interrupts: Interrupts | None = None) -> SweepResult:
+    """Train and track a planned sweep (`SweepRunner`), its records with their runs' ids."""
+    runner = SweepRunner(sweep, groups, options, tracker, executor, interrupts)
+    outcome = runner.run()
+    run_ids = runner.runs.run_ids if runner.runs else {}
+    records = [dataclasses.replace(r, run_id=r.run_id or _run_id(run_ids.get(r.variant_key)))
+               for r in outcome.records]
+    return SweepResult(sweep, records, outcome.rows, outcome.failures, outcome.tracking_errors, outcome.seconds,
+                       outcome.compile_seconds, len({g.program for g in groups}),
+                       runner.tracker.tracking_uri if runner.tracker else None, outcome.experiment_id,
+                       outcome.parent_run_id, runner.runs.registered_uri if runner.runs else None,
+                       outcome.slot_epochs, outcome.variant_epochs)

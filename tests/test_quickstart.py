@@ -1,0 +1,29 @@
+"""examples/quickstart.ipynb runs end to end (so it never goes stale) and is kept without outputs."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+NOTEBOOK = Path(__file__).resolve().parents[1] / "examples" / "quickstart.ipynb"
+
+
+def test_the_notebook_is_kept_without_outputs():
+    nbformat = pytest.importorskip("nbformat")
+    cells = [c for c in nbformat.read(NOTEBOOK, as_version=4).cells if c.cell_type == "code"]
+    assert cells and all(not c.outputs and c.execution_count is None for c in cells)
+
+
+@pytest.mark.slow  # a Jupyter kernel, a fit and a tracked sweep (about half a minute)
+def test_the_quickstart_notebook_runs_end_to_end(tmp_path):
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    notebook = nbformat.read(NOTEBOOK, as_version=4)
+    nbclient.NotebookClient(notebook, timeout=300, kernel_name="python3",
+                            resources={"metadata": {"path": str(tmp_path)}}).execute()
+    outputs = [o for c in notebook.cells if c.cell_type == "code" for o in c.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    assert any("image/png" in o.get("data", {}) for o in outputs)  # the learning curves
+    assert (tmp_path / "mlflow.db").is_file() and (tmp_path / "wine-best" / "params.msgpack").is_file()
+    printed = "".join(o.get("text", "") for o in outputs)
+    assert f"mlflow ui --backend-store-uri sqlite:///{tmp_path}/mlflow.db" in printed
