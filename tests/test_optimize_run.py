@@ -112,6 +112,17 @@ def test_the_same_file_and_seed_give_the_same_proposals(study, tmp_path, cache):
     assert optimizer.replay(proposals, told) == []
 
 
+def test_run_sweep_trains_an_optimised_sweep_and_hands_over_its_study():
+    from jaxmlp import run_sweep
+
+    result = run_sweep(_spec("opt-api"), tracking=False)
+    assert result.ok and len(result.frame()) == TRIALS * SEEDS
+    trials = result.study.trials
+    assert [t.number for t in trials] == list(range(TRIALS)) and {t.state.name for t in trials} == {"COMPLETE"}
+    means = result.frame().groupby("setting")["best_val_loss"].mean()  # each setting's seeds, as told
+    assert result.study.best_value == pytest.approx(means.min(), rel=1e-6)
+
+
 @pytest.mark.parametrize("key, values", [("model.hidden", [[8], [16]]), ("training.batch_size", [32, 64])])
 def test_a_structural_key_is_refused_naming_it_and_what_is_allowed(tmp_path, key, values):
     spec = _spec("opt-structural")

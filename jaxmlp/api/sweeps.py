@@ -96,7 +96,13 @@ def run_sweep(spec: Any, *, data: Any = None, target: str | None = None, trackin
     from jaxmlp.sweep.result import run_planned
     from jaxmlp.sweep.runner import Options
 
-    groups = plan_groups(sweep, len(jax.devices()))
+    if sweep.spec.optimize:
+        from jaxmlp.sweep.optimize_run import check_optimizable, plan_study
+
+        check_optimizable(sweep)
+        groups = [plan_study(sweep, len(jax.devices()))]
+    else:
+        groups = plan_groups(sweep, len(jax.devices()))
     options = Options(tracking=tracking, tracking_uri=tracking_uri, resume=resume, register=register,
                       progress=progress, snapshot_every=SNAPSHOT_EVERY, snapshot_dir=str(cache_root() / "snapshots"))
     return run_planned(sweep, groups, options, interrupts=NoSignals())

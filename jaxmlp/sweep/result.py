@@ -38,6 +38,7 @@ class SweepResult:
     registered_model_uri: str | None = None
     slot_epochs: int = 0  # epochs of all slots of the parts that ran (this invocation)
     variant_epochs: int = 0  # epochs that trained a variant (this invocation)
+    study: Any = None  # an optimised sweep's Optuna study (`optuna.Study`), for the user's own plots
 
     @property
     def utilisation(self) -> float | None:
@@ -117,4 +118,5 @@ def run_planned(sweep: Sweep, groups: list[Group], options: Options, tracker=Non
                        outcome.compile_seconds, len({g.program for g in groups}),
                        runner.tracker.tracking_uri if runner.tracker else None, outcome.experiment_id,
                        outcome.parent_run_id, runner.runs.registered_uri if runner.runs else None,
-                       outcome.slot_epochs, outcome.variant_epochs)
+                       outcome.slot_epochs, outcome.variant_epochs,
+                       runner.study.optimizer.study if runner.study else None)
