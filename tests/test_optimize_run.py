@@ -141,6 +141,11 @@ def test_a_lockstep_search_is_refused_with_the_one_that_works(tmp_path):
     assert "search: optimize: takes the asynchronous successive halving only" in result.err
 
 
+def test_an_optimised_sweep_trains_in_this_process_not_on_ray(tmp_path):
+    result = run_sweep_cli(write_sweep(tmp_path, _spec("opt-ray")), "--executor", "ray", "--no-tracking")
+    assert result.code == 2 and "--executor: 'ray', use local" in result.err
+
+
 def test_dry_run_prints_the_study_its_slots_and_program(tmp_path):
     result = run_sweep_cli(write_sweep(tmp_path, _spec("opt-dry")), "--dry-run")
     assert result.code == 0, result.err
@@ -195,6 +200,8 @@ def test_a_study_resumed_after_sigkill_ends_with_the_proposals_of_an_uninterrupt
         kill_leftovers([first])
     before = _trials(sweep_runs(client, "opt-resume")[1])
     assert sum(t["told"] is not None for t in before.values()) < 8
+    in_flight = [t["proposal"]["asked_at"] for t in before.values() if t["told"] is None]
+    assert in_flight and max(in_flight) > 0  # some asked as a slot freed: they re-enter staggered
     second = start_sweep(path, "--resume", "--tracking-uri", uri, "--compile-cache", cache, log=log)
     try:
         assert second.wait(timeout=300) == 0, log.read_text()[-3000:]
