@@ -109,3 +109,11 @@ def test_a_uri_of_no_tracking_store_scheme_is_refused_by_its_scheme(store, tmp_p
                             str(tmp_path / "out")])
     assert "error: --tracking-uri bogus://x: its scheme 'bogus://' is not a tracking store" in err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("uri, reason", [("sqlite://", "SQLite would keep everything in memory"),
+                                         ("http://[::1", "it is not a valid URI (Invalid IPv6 URL)")])
+def test_an_in_memory_or_unparsable_uri_is_refused_with_the_reason(store, tmp_path, capsys, uri, reason):
+    err = _refused(capsys, [str(store.files["activations"]), "--tracking-uri", uri, "--out", str(tmp_path / "out")])
+    assert err.startswith(f"error: --tracking-uri {uri}: ") and reason in err
+    assert not (tmp_path / "out").exists()

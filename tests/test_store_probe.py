@@ -193,3 +193,11 @@ def test_a_uri_of_no_tracking_store_scheme_is_refused_by_its_scheme(tmp_path, ca
     err = _refused(tmp_path, cache, "bogus://x", bound=20)
     assert "its scheme 'bogus://' is not a tracking store" in err and "sqlite:, postgresql:" in err
     assert "TypeError" not in err
+
+
+@pytest.mark.parametrize("uri, reason", [("sqlite://", "SQLite would keep everything in memory"),
+                                         ("http://[::1", "it is not a valid URI (Invalid IPv6 URL)")])
+def test_an_in_memory_or_unparsable_uri_is_refused_with_the_reason(tmp_path, cache, uri, reason):
+    """`sqlite://` exited 0 and kept nothing; `http://[::1` was a traceback."""
+    err = _refused(tmp_path, cache, uri, bound=20)
+    assert reason in err and "Traceback" not in err
