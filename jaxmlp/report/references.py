@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
-from jaxmlp.config import CONFIG_KEYS, did_you_mean, format_validation_error
+from jaxmlp.config import CONFIG_KEYS, STRICT, did_you_mean, format_validation_error
 from jaxmlp.records import VariantRecord
 from jaxmlp.report.errors import ReportError
 from jaxmlp.report.tables import ERROR_PERCENT, by_setting
@@ -26,7 +26,7 @@ from jaxmlp.report.tables import ERROR_PERCENT, by_setting
 class Reference(BaseModel):
     """One published number: the setting it belongs to, the metric, the value and where it comes from."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = STRICT
     setting: str | dict[str, Any]
     metric: Literal["test_error_percent", "test_loss"] = "test_error_percent"
     value: float
@@ -35,7 +35,7 @@ class Reference(BaseModel):
 
 
 class ReferencesFile(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = STRICT
     description: str = ""
     references: list[Reference]
 

@@ -25,10 +25,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
-from jaxmlp.config import (CONFIG_KEYS, ConfigError, RunConfig, did_you_mean, format_validation_error, load_config,
-                           set_dotted)
+from jaxmlp.config import (CONFIG_KEYS, MAX_SEED, STRICT, ConfigError, RunConfig, bounded_repr, did_you_mean,
+                           format_validation_error, load_config, set_dotted)
 from jaxmlp.data import split_sizes
 from jaxmlp.records import SETTING_NAME, setting_label
 from jaxmlp.sweep.bounded_yaml import load_bounded_yaml
@@ -37,12 +37,12 @@ from jaxmlp.sweep.errors import SweepError
 from jaxmlp.sweep.schedulers import SearchSpec, search_of
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = STRICT
 
 
 class RandomSpec(_Strict):
     samples: int = Field(gt=0)
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=MAX_SEED)
     params: dict[str, Distribution]
 
 
@@ -201,12 +201,16 @@ def n_variants(spec: SweepSpec) -> int:
 
 
 def _seed_list(seeds: Any, where: str) -> list[int]:
-    """A seed count (0, 1, ... n - 1) or a list of distinct non-negative seeds, checked."""
-    listed = list(range(seeds)) if isinstance(seeds, int) and not isinstance(seeds, bool) else seeds
+    """A seed count (0, 1, ... n - 1) or a list of distinct seeds in 0..`MAX_SEED`, checked."""
+    if isinstance(seeds, int) and not isinstance(seeds, bool):
+        listed = list(range(seeds)) if seeds <= MAX_SEED + 1 else []
+    else:
+        listed = seeds
     if (not isinstance(listed, list) or not listed or not all(isinstance(s, int) and not isinstance(s, bool)
                                                               for s in listed)
-            or len(set(listed)) != len(listed) or min(listed) < 0):
-        raise SweepError(f"{where}: {seeds!r}; give a positive count or a list of distinct non-negative integers")
+            or len(set(listed)) != len(listed) or min(listed) < 0 or max(listed) > MAX_SEED):
+        raise SweepError(f"{where}: {bounded_repr(seeds)}; give a positive count or a list of distinct integers "
+                         f"in 0..{MAX_SEED}")
     return listed
 
 
