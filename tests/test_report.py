@@ -367,3 +367,20 @@ def test_figures_draw_names_as_plain_text_within_a_bounded_size():
     for name, png in figures.items():
         height, width = matplotlib.image.imread(io.BytesIO(png)).shape[:2]
         assert max(height, width) < 2500, (name, height, width)
+
+
+def test_setting_metrics_of_long_names_fit_mlflow_keys_and_stay_distinct():
+    """A 230-character setting name made `test_accuracy_mean/<name>` exceed MLflow's 250
+    characters (the summary was spooled, and its replay always failed)."""
+    from mlflow.utils.validation import MAX_ENTITY_KEY_LENGTH, _validate_metric_name
+
+    names = ["n" * 229 + "a", "n" * 229 + "b", "short"]
+    records = [VariantRecord(setting={"name": name, "optimizer.learning_rate": 0.1, "model.activation": "leaky_relu"},
+                             seed=0, status="FINISHED", metrics={"test_accuracy": 0.9}) for name in names]
+    metrics = report.setting_metrics(records, report.summarize(records))
+    assert len(metrics) == 6
+    for key in metrics:
+        assert len(key) <= MAX_ENTITY_KEY_LENGTH, key
+        _validate_metric_name(key)
+    assert "test_accuracy_mean/short lr 0.1 leaky_relu" in metrics
+    assert all(key.startswith("test_accuracy_") for key in metrics)

@@ -153,6 +153,8 @@ def test_zip_names_its_settings_and_the_name_stands_for_the_zipped_values(tmp_pa
     ({"name": ["a", "a"], "model.dropout": [0.0, 0.5]}, r"zip.name\[1\]: 'a' is also zip.name\[0\]; each setting"),
     ({"name": ["a", ""], "model.dropout": [0.0, 0.5]}, r"zip.name\[1\]: ''; each setting's name must be a non-empty"),
     ({"name": ["a", 3], "model.dropout": [0.0, 0.5]}, r"zip.name\[1\]: 3; each setting's name must be"),
+    ({"name": ["a", "x" * 101], "model.dropout": [0.0, 0.5]},
+     r"zip.name\[1\]: 'x{59}\.\.\. \(103 characters\); .* at most 100 characters"),
     ({"name": ["a"], "model.dropout": [0.0, 0.5]}, r"zip: every list must have the same length"),
     ({"name": ["a", "b"], "seeds": [1, 2]}, r"zip.name: names zipped settings, but zip varies nothing"),
 ])
@@ -564,3 +566,10 @@ def test_non_finite_numbers_and_seeds_beyond_uint32_are_refused_before_anything_
     """A learning rate `.inf` passed validation, then failed its whole group."""
     with pytest.raises(SweepError, match=message):
         _load(tmp_path, **spec)
+
+
+def test_a_sweep_name_over_100_characters_is_refused_where_it_is_read(tmp_path):
+    """A 300-character name failed on the spool folder's name and was blamed on the store."""
+    assert load_sweep(write_sweep(tmp_path, {"name": "s" * 100, "base": TINY_BASE})).spec.name == "s" * 100
+    with pytest.raises(SweepError, match=r"name: .*at most 100 characters"):
+        load_sweep(write_sweep(tmp_path, {"name": "s" * 101, "base": TINY_BASE}))

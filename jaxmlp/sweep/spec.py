@@ -46,6 +46,9 @@ class RandomSpec(_Strict):
     params: dict[str, Distribution]
 
 
+#: The most characters of a sweep's name and of a zipped setting's name (they name folders,
+#: experiments, runs and metrics).
+MAX_NAME = 100
 #: A sweep that expands to more variants is refused unless its file raises `execution.max_variants`.
 MAX_VARIANTS = 50_000
 #: Up to this many variants, every child run keeps its per-epoch history as MLflow metrics.
@@ -77,7 +80,7 @@ class ExecutionSpec(_Strict):
 
 
 class SweepSpec(_Strict):
-    name: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$")
+    name: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$", max_length=MAX_NAME)
     description: str = ""
     base: dict[str, Any] = Field(default_factory=dict)
     grid: dict[str, list[Any]] = Field(default_factory=dict)
@@ -236,8 +239,9 @@ def _zipped_names(spec: SweepSpec, source: str) -> list[str] | None:
         raise SweepError(f"{source}: zip.name: names zipped settings, but zip varies nothing; give the zipped "
                          "keys beside it, or remove it")
     for i, name in enumerate(names):
-        if not isinstance(name, str) or not name.strip():
-            raise SweepError(f"{source}: zip.name[{i}]: {name!r}; each setting's name must be a non-empty text")
+        if not isinstance(name, str) or not name.strip() or len(name) > MAX_NAME:
+            raise SweepError(f"{source}: zip.name[{i}]: {bounded_repr(name, 60)}; each setting's name must be a "
+                             f"non-empty text of at most {MAX_NAME} characters")
         if name in names[:i]:
             raise SweepError(f"{source}: zip.name[{i}]: {name!r} is also zip.name[{names.index(name)}]; "
                              "each setting needs a name of its own")
