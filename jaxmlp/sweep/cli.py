@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
 from typing import Sequence
 
-from jaxmlp.runtime import (CACHE_ENV, COMPILE_CACHE_HELP, DEFAULT_CACHE_ROOT, cache_root, compile_cache_dir,
-                            enable_compilation_cache)
+from jaxmlp.runtime import (CACHE_ENV, COMPILE_CACHE_HELP, DEFAULT_CACHE_ROOT, JSON_HELP, cache_root,
+                            compile_cache_dir, enable_compilation_cache, json_line)
 from jaxmlp.sweep.signals import Interrupts
 from jaxmlp.sweep.spec import SweepError, load_sweep
 from jaxmlp.tracking import TRACKING_URI_HELP
@@ -64,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ray-address", metavar="ADDR",
                    help="with --executor ray: the cluster to join (default: start a local one)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
-    p.add_argument("--json", action="store_true", help="print the outcome as one JSON object on stdout")
+    p.add_argument("--json", action="store_true", help=JSON_HELP.format("the outcome"))
     return p
 
 
@@ -157,7 +156,7 @@ def _main(args: argparse.Namespace, interrupts: Interrupts) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if args.json:
-        print(json.dumps(outcome_json(sweep, outcome, runner), default=str))
+        print(json_line(outcome_json(sweep, outcome, runner)))
     else:
         print_outcome(sweep, outcome, runner)
     return 0 if outcome.ok else 1
