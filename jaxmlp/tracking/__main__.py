@@ -30,11 +30,11 @@ def main(argv: list[str] | None = None) -> int:
     if unsupported:
         p.error(f"--tracking-uri {args.tracking_uri}: {unsupported}")
     if args.command == "replay":
-        from jaxmlp.tracking.spool import replay as replay_spool
+        from jaxmlp.tracking.replay import SpoolError, replay
 
         try:
-            replay_spool(args.folder, args.tracking_uri)
-        except FileNotFoundError as err:
+            replay(args.folder, args.tracking_uri)
+        except (FileNotFoundError, SpoolError) as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
         return 0
