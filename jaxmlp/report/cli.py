@@ -26,8 +26,9 @@ from jaxmlp.report.references import load_references, match_references
 from jaxmlp.report.search import search_sections
 from jaxmlp.report.tables import (HEADERS, display_metric, report_rows, search_markdown, search_text, summarize,
                                   to_csv, to_markdown, to_text, without_validation)
-from jaxmlp.tracking import (TRACKING_URI_HELP, RunNotFound, SweepNotFound, TrackedSweep, Tracker, find_sweep,
-                             sqlite_path, ui_command, unsupported_scheme)
+from jaxmlp.tracking import (TRACKING_URI_HELP, RunNotFound, SweepNotFound, TrackedSweep, Tracker,
+                             bound_http_requests, find_sweep, resolve_tracking_uri, sqlite_path, store_failure,
+                             store_fix, ui_command, unsupported_scheme)
 
 REFERENCES_FILE = "references.yaml"
 
@@ -172,9 +173,17 @@ def run_report(args: argparse.Namespace) -> Path:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    bound_http_requests()
     try:
         run_report(args)
     except (ReportError, SweepNotFound) as err:
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    except Exception as err:  # noqa: BLE001 - the store's failure as one line; anything else raises
+        reason = store_failure(err)
+        if reason is None:
+            raise
+        uri = resolve_tracking_uri(args.tracking_uri)
+        print(f"error: the tracking store {uri} failed: {reason}. Fix: {store_fix(uri)}.", file=sys.stderr)
         return 2
     return 0

@@ -290,7 +290,14 @@ class SweepRunner:
             raise StoreUnavailable(uri, reason)
         future = self.runs.open()
         try:
-            opened = future.result(timeout=OPEN_TIMEOUT)
+            for _ in range(int(OPEN_TIMEOUT / 0.2)):  # in slices: a signal is honoured during the probe
+                self.interrupts.check()
+                if concurrent.futures.wait([future], timeout=0.2).done:
+                    break
+            opened = future.result(timeout=0)
+        except KeyboardInterrupt:
+            self.runs.abandon()
+            raise
         except ResumeRefused:
             self.runs.close()
             raise
