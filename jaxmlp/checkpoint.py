@@ -64,9 +64,9 @@ def predict(checkpoint: Checkpoint, x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, np.float32)
     x = x[None] if x.ndim == 1 else x
     shape, width = tuple(meta["input_shape"]), int(np.prod(meta["input_shape"]))
-    if x.ndim < 2 or int(np.prod(x.shape[1:])) != width:
+    if x.ndim < 2 or int(np.prod(x.shape[1:])) != width or not len(x):
         raise ValueError(f"inputs of shape {x.shape}: the model takes rows of {width} features "
-                         f"(input shape {list(shape)}); give an array [n, {width}]")
+                         f"(input shape {list(shape)}); give an array [n, {width}] of at least one row")
     x = jnp.asarray(x.reshape(-1, *shape))
     out = build_mlp(cfg.model, meta["n_outputs"]).apply(params, x, act_params=activation_params(cfg.model))
     if meta["task"] == "classification":

@@ -9,11 +9,10 @@ from typing import Any, Sequence
 import numpy as np
 import yaml
 
+from jaxmlp.bounded_yaml import YamlError, load_bounded_yaml
 from jaxmlp.config import ConfigError, RunConfig, load_config, set_dotted
 from jaxmlp.data.tfds import DataUnavailableError
 from jaxmlp.runtime import COMPILE_CACHE_HELP, JSON_HELP, compile_cache_dir, enable_compilation_cache, json_line
-from jaxmlp.sweep.bounded_yaml import load_bounded_yaml
-from jaxmlp.sweep.errors import SweepError
 
 #: Command-line shortcuts for the most used configuration keys.
 FLAGS = {
@@ -97,7 +96,7 @@ def config_from_args(args: argparse.Namespace) -> list[RunConfig]:
         except (OSError, UnicodeDecodeError) as err:
             raise unreadable("--config", args.config, err,
                              "a YAML file with data/model/optimizer/training sections") from None
-        except SweepError as err:  # YAML's messages take several lines ('  in "FILE", line L, ...')
+        except YamlError as err:  # YAML's messages take several lines ('  in "FILE", line L, ...')
             first, *rest = str(err).splitlines()
             raise ConfigError(first + "".join((" " if line.startswith(" ") else "; ") + line.strip()
                                               for line in rest)) from None

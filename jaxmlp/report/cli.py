@@ -15,8 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-import yaml
-
+from jaxmlp.bounded_yaml import YamlError, load_bounded_yaml
 from jaxmlp.report.errors import ReportError
 from jaxmlp.report.figures import sweep_figures
 from jaxmlp.report.page import (MARK_END, MARK_START, column_notes, provenance, references_list,
@@ -38,10 +37,14 @@ def _sweep_name(target: str) -> str:
     path = Path(target)
     if not (path.suffix in (".yaml", ".yml") or path.is_file()):
         return target
+    if path.exists() and not path.is_file():
+        raise ReportError(f"{path}: not a regular file; give a sweep file (YAML)")
     try:
-        raw = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as err:
+        raw = load_bounded_yaml(path)
+    except OSError as err:
         raise ReportError(f"{path}: cannot read the sweep file: {err}") from None
+    except YamlError as err:
+        raise ReportError(str(err)) from None
     if not isinstance(raw, dict) or not isinstance(raw.get("name"), str):
         raise ReportError(f"{path}: a sweep file needs a top-level 'name' (the MLflow experiment to report)")
     return raw["name"]
@@ -153,7 +156,10 @@ def run_report(args: argparse.Namespace) -> Path:
     readme = (replace_between_markers(args.readme.read_text(), built.results, str(args.readme), sweep.name)
               if args.readme else None)
     out = args.out or Path("reports") / sweep.name
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ReportError(f"--out {out}: cannot create the folder ({err.strerror}); give a folder's path") from None
     for name, data in built.files.items():
         (out / name).write_bytes(data)
         if not args.no_log:

@@ -14,9 +14,9 @@ import math
 from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence
 
-import yaml
 from pydantic import BaseModel, Field, ValidationError
 
+from jaxmlp.bounded_yaml import YamlError, load_bounded_yaml
 from jaxmlp.config import CONFIG_KEYS, STRICT, did_you_mean, format_validation_error
 from jaxmlp.records import VariantRecord
 from jaxmlp.report.errors import ReportError
@@ -44,12 +44,12 @@ def load_references(path: str | Path) -> list[dict[str, Any]]:
     """Validated entries of a references file; errors name the file, the entry and the key."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = load_bounded_yaml(path)
         parsed = ReferencesFile.model_validate(raw if raw is not None else {})
     except OSError as err:
         raise ReportError(f"{path}: cannot read the references file: {err}") from None
-    except yaml.YAMLError as err:
-        raise ReportError(f"{path}: not valid YAML: {err}") from None
+    except YamlError as err:
+        raise ReportError(str(err)) from None
     except ValidationError as err:
         raise ReportError(format_validation_error(err, str(path), ReferencesFile)) from None
     for i, entry in enumerate(parsed.references):

@@ -28,6 +28,16 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a whole number, 1 or more")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m jaxmlp.sweep",
@@ -50,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="log MLflow's system metrics (CPU, memory; GPU with nvidia-ml-py) on the parent run")
     p.add_argument("--devices", choices=["auto", "one", "all"],
                    help="shard variants over devices: auto (by network size), one, all (overrides the file)")
-    p.add_argument("--max-variants", type=int, metavar="N", help="at most N variants per compiled program")
+    p.add_argument("--max-variants", type=_positive_int, metavar="N", help="at most N variants per compiled program")
     p.add_argument("--compile-cache", metavar="DIR", help=COMPILE_CACHE_HELP)
     p.add_argument("--snapshot-every", type=_seconds, default=SNAPSHOT_EVERY, metavar="SECONDS",
                    help="snapshot a training chunk after the first epoch this many seconds after its last "
@@ -92,6 +102,13 @@ def _main(args: argparse.Namespace, interrupts: Interrupts) -> int:
     if missing and not args.dry_run:  # before anything is logged, as for a bad file
         print("error: " + "\n".join(missing), file=sys.stderr)
         return 2
+    if args.register is not None and not args.dry_run and not args.no_tracking:
+        from jaxmlp.tracking import registration_problem
+
+        problem = registration_problem(args.register, args.alias)
+        if problem:  # before anything trains: the registry would refuse it only after
+            print(f"error: {problem}", file=sys.stderr)
+            return 2
     if args.devices or args.max_variants:
         execution = sweep.spec.execution.model_copy(update={
             k: v for k, v in (("devices", args.devices), ("max_variants_per_program", args.max_variants)) if v})

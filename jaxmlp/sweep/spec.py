@@ -27,11 +27,11 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, Field, ValidationError
 
+from jaxmlp.bounded_yaml import YamlError, load_bounded_yaml
 from jaxmlp.config import (CONFIG_KEYS, MAX_SEED, STRICT, ConfigError, RunConfig, bounded_repr, did_you_mean,
                            format_validation_error, load_config, set_dotted)
 from jaxmlp.data import split_sizes
 from jaxmlp.records import SETTING_NAME, setting_label
-from jaxmlp.sweep.bounded_yaml import load_bounded_yaml
 from jaxmlp.sweep.distributions import Distribution, checked, draw
 from jaxmlp.sweep.errors import SweepError
 from jaxmlp.sweep.schedulers import SearchSpec, search_of
@@ -156,8 +156,12 @@ def load_sweep(path: str | Path) -> Sweep:
         raise SweepError(f"{path}: a folder, not a sweep file; give one of its YAML files"
                          + (f" ({', '.join(yamls)}{', ...' if len(yamls) == 5 else ''})" if yamls else ""))
     if not path.is_file():
-        raise SweepError(f"{path}: no such sweep file")
-    raw = load_bounded_yaml(path)
+        raise SweepError(f"{path}: not a regular file; give a sweep file (YAML)" if path.exists()
+                         else f"{path}: no such sweep file")
+    try:
+        raw = load_bounded_yaml(path)
+    except YamlError as err:
+        raise SweepError(str(err)) from None
     if not isinstance(raw, dict):
         raise SweepError(f"{path}: expected a mapping with keys {', '.join(SweepSpec.model_fields)}")
     try:
