@@ -384,3 +384,15 @@ def test_setting_metrics_of_long_names_fit_mlflow_keys_and_stay_distinct():
         _validate_metric_name(key)
     assert "test_accuracy_mean/short lr 0.1 leaky_relu" in metrics
     assert all(key.startswith("test_accuracy_") for key in metrics)
+
+
+@pytest.mark.parametrize("metric, values, best", [
+    ("test_accuracy", [0.7, 0.95, float("nan"), 0.8], "b"),  # highest accuracy; a NaN setting never wins
+    ("test_loss", [0.7, 0.95, float("nan"), 0.2], "d"),  # lowest loss
+])
+def test_best_row_is_the_setting_with_the_best_mean_test_metric(metric, values, best):
+    records = [VariantRecord(setting={"name": name}, seed=0, status="FINISHED", metrics={metric: value})
+               for name, value in zip("abcd", values)]
+    rows = report.summarize(records)
+    assert report.best_row(rows)["setting"] == best
+    assert report.sweep_summary(records, rows, 0).best_setting == best
