@@ -2,6 +2,7 @@
 place of the parameters is refused and never run."""
 from __future__ import annotations
 
+import json
 import pickle
 from pathlib import Path
 
@@ -60,3 +61,20 @@ def test_the_pyfunc_model_holds_no_pickle_and_refuses_a_payload(checkpoint, tmp_
     with pytest.raises(Exception):  # noqa: B017 - whatever msgpack raises: the point is what did not run
         mlflow.pyfunc.load_model(str(tmp_path / "model"))
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("damage, named, message", [
+    (lambda c: (c / "params.msgpack").write_bytes((c / "params.msgpack").read_bytes()[:40]), "params.msgpack",
+     "unreadable"),
+    (lambda c: (c / "config.json").write_text((c / "config.json").read_text()[:30]), "config.json", "unreadable"),
+    (lambda c: (c / "config.json").write_text(json.dumps({"config": json.loads((c / "config.json").read_text())["config"]})),
+     "config.json", "'meta' with task, n_outputs and input_shape expected"),
+    (lambda c: (c / "config.json").write_text((c / "config.json").read_text().replace('"hidden": [\n        16', '"hidden": [\n        12')),
+     "params.msgpack", r"params/hidden_0/bias: shape \(16,\), but the model of .*config.json needs \(12,\)"),
+])
+def test_a_damaged_checkpoint_is_refused_naming_the_file(checkpoint, damage, named, message):
+    """Truncated files were "Unpack failed" without a name; a checkpoint whose shapes differ from
+    its configuration, or without meta, was a traceback."""
+    damage(checkpoint)
+    with pytest.raises(ValueError, match=f"^{checkpoint / named}: .*{message}"):
+        load_checkpoint(checkpoint)
