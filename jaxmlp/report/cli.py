@@ -25,7 +25,7 @@ from jaxmlp.report.references import load_references, match_references
 from jaxmlp.report.search import search_sections
 from jaxmlp.report.tables import (HEADERS, display_metric, report_rows, search_markdown, search_text, summarize,
                                   to_csv, to_markdown, to_text, without_validation)
-from jaxmlp.tracking import (TRACKING_URI_HELP, RunNotFound, SweepNotFound, TrackedSweep, Tracker,
+from jaxmlp.tracking import (TRACKING_URI_HELP, HistoryFileError, RunNotFound, SweepNotFound, TrackedSweep, Tracker,
                              bound_http_requests, find_sweep, resolve_tracking_uri, sqlite_path, store_failure,
                              store_fix, ui_command, unsupported_scheme)
 
@@ -182,7 +182,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     bound_http_requests()
     try:
         run_report(args)
-    except (ReportError, SweepNotFound) as err:
+    except (ReportError, SweepNotFound, HistoryFileError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except Exception as err:  # noqa: BLE001 - the store's failure as one line; anything else raises
