@@ -235,3 +235,18 @@ def test_a_device_or_a_deeply_nested_file_is_refused_in_one_line(tmp_path, targe
     result = run_sweep_cli(path, "--no-tracking")
     assert result.code == 2 and result.err.startswith("error: ") and message in result.err
     assert result.err.count("\n") == 1
+
+
+@pytest.mark.parametrize("args", [["--dry-run"], ["--no-tracking", "--no-progress"], ["--no-progress"]])
+def test_a_plan_that_cannot_fit_the_memory_budget_is_refused_before_training(tmp_path, args):
+    """--dry-run showed a 225 GiB part against a 6 GiB budget without a word; the run died of memory."""
+    path = write_sweep(tmp_path, {"name": "huge", "base": {"data": {"name": "digits"},
+                                                            "model": {"hidden": [100_000, 100_000]}}})
+    result = run_sweep_cli(path, *args, "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db")
+    assert result.code == 2
+    (line,) = result.err.splitlines()
+    assert line.startswith(f"error: {path}: group g00-") and "(digits 100000-100000 adam batch 32, " in line
+    assert "GiB per device, above the memory budget of " in line and "shrink model.hidden" in line
+    assert ("sweep 'huge'" in result.out) == ("--dry-run" in args)  # the plan is still shown
+    if (tmp_path / "mlflow.db").exists():  # (the tracking process, started early, may have opened it)
+        assert store_client(f"sqlite:///{tmp_path}/mlflow.db").get_experiment_by_name("huge") is None

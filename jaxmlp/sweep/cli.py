@@ -144,7 +144,7 @@ def _main(args: argparse.Namespace, interrupts: Interrupts) -> int:
     interrupts.check()
     import jax
 
-    from jaxmlp.sweep.plan import describe_plan, plan_groups
+    from jaxmlp.sweep.plan import describe_plan, oversized, plan_groups
     from jaxmlp.sweep.runner import Options, StoreUnavailable, SweepRunner
     from jaxmlp.sweep.runs import ResumeRefused
 
@@ -152,12 +152,19 @@ def _main(args: argparse.Namespace, interrupts: Interrupts) -> int:
         groups = plan_groups(sweep, executor.plan_devices(len(jax.devices())), on_cpu=executor.trains_on_cpu())
     else:
         groups = plan_groups(sweep, len(jax.devices()))
+    too_large = None if executor else oversized(groups)  # (a cluster's workers have their own memory)
     if args.dry_run:
         print(describe_plan(sweep, groups))
         for problem in missing:
             print(f"data: {problem}")
         if executor:
             print(executor.describe(groups, search=sweep.spec.search is not None))
+    if too_large:
+        print(f"error: {sweep.path}: {too_large}", file=sys.stderr)
+        if tracker is not None:
+            tracker.close()
+        return 2
+    if args.dry_run:
         return 0
     enable_compilation_cache(compile_cache_dir(args.compile_cache))
     options = Options(tracking=not args.no_tracking, tracking_uri=args.tracking_uri, resume=args.resume,
