@@ -130,13 +130,21 @@ def test_regression_targets_are_standardised(diabetes):
     np.testing.assert_allclose(diabetes.train.x.mean(axis=0), 0.0, atol=1e-5)
 
 
-def test_on_device_places_every_split_once(digits):
+def test_on_device_places_every_split_once(digits, make_config):
+    """Every split on the device unchanged, and trainers of the placed dataset use its buffers
+    (no copy per trainer)."""
+    from jaxmlp.engine import Trainer
+
     placed = digits.on_device()
     for host, device in zip((digits.train, digits.val, digits.test), (placed.train, placed.val, placed.test)):
         assert isinstance(device.x, jax.Array) and isinstance(device.y, jax.Array)
         np.testing.assert_array_equal(np.asarray(device.x), host.x)
         np.testing.assert_array_equal(np.asarray(device.y), host.y)
     assert isinstance(digits.train.x, np.ndarray)
+    configs = [make_config({"data.name": "digits", "training.seed": s}) for s in (0, 1)]
+    for trainer in (Trainer(configs, placed), Trainer(configs[:1], placed)):
+        for split in ("train", "val", "test"):
+            assert getattr(trainer.data, split).x is getattr(placed, split).x
 
 
 def test_unknown_dataset_lists_registered_names():
