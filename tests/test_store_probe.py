@@ -260,3 +260,30 @@ def test_report_and_replay_against_a_closed_port_end_within_a_bound_with_one_lin
     assert seconds < 60, f"refused only after {seconds:.0f} s"
     assert result.stderr.startswith(f"error: the tracking store ") and "Traceback" not in result.stderr
     assert result.stderr.count("\n") == 1 and "Fix: start the tracking server" in result.stderr
+
+
+@pytest.mark.slow  # SQLite's and MLflow's own waits on the lock: about 20 s
+def test_a_locked_sqlite_store_is_refused_with_the_lock_as_the_reason_and_its_fix(tmp_path, cache):
+    """It said "make mlflow.db writable" (the wrong fix), with SQLAlchemy's SQL and links over
+    three lines. (The sweep runs as a process of its own: SQLite's locks do not survive a fork.)"""
+    import sqlite3
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    store_client(uri)  # a store with its tables
+    path = write_sweep(tmp_path, {"name": "probe", **TWO_SETTINGS})
+    lock = sqlite3.connect(tmp_path / "mlflow.db", isolation_level=None)
+    try:
+        lock.execute("BEGIN EXCLUSIVE")
+        process = start_sweep(path, "--tracking-uri", uri, "--compile-cache", cache, log=tmp_path / "log")
+        try:
+            code = process.wait(timeout=150)
+        finally:
+            kill_leftovers([process])
+    finally:
+        lock.close()
+    err = (tmp_path / "log").read_text()
+    assert code == 2, err[-3000:]
+    (line,) = [x for x in err.splitlines() if x.startswith("error: ")]
+    assert line.startswith(f"error: the tracking store {uri} cannot be used: ") and "database is locked" in line
+    assert f"Fix: another process holds a lock on {tmp_path}/mlflow.db" in line and "writable" not in line
+    assert "[SQL:" not in err

@@ -48,8 +48,9 @@ class StoreUnavailable(RuntimeError):
     def __init__(self, tracking_uri: str, reason: str):
         from jaxmlp.tracking import store_fix
 
+        reason = reason.strip().splitlines()[0] if reason.strip() else reason  # (SQLAlchemy adds SQL and links)
         super().__init__(f"the tracking store {tracking_uri} cannot be used: {reason}. Nothing was trained. "
-                         f"Fix: {store_fix(tracking_uri)}.")
+                         f"Fix: {store_fix(tracking_uri, reason)}.")
 
 
 @dataclass

@@ -114,12 +114,15 @@ def run_page_url(ui_base: str, experiment_id: str, run_id: str) -> str:
     return f"{ui_base.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}?workflowType=machine_learning"
 
 
-def store_fix(tracking_uri: str) -> str:
-    """What to do when the store at this URI cannot be opened or written."""
+def store_fix(tracking_uri: str, reason: str = "") -> str:
+    """What to do when the store at this URI cannot be opened or written (`reason`: why not)."""
     database = sqlite_path(tracking_uri)
     if database is not None:
         folder, other = database.parent, (f"pass another --tracking-uri such as {DEFAULT_TRACKING_URI}, or train "
                                           "without logging with --no-tracking")
+        if "database is locked" in reason:
+            return (f"another process holds a lock on {database} (a sweep, a replay or an MLflow server writing "
+                    f"to it); wait for it to finish, or {other}")
         if folder.exists() and not folder.is_dir():
             return f"{folder} is a file, not a folder: {other}"
         if folder.is_dir():
