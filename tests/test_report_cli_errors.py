@@ -131,3 +131,10 @@ def test_an_out_folder_under_a_regular_file_is_refused_before_anything_is_writte
     err = _refused(capsys, [str(store.files["activations"]), "--tracking-uri", store.uri, "--out",
                             str(tmp_path / "file" / "out"), "--no-log"])
     assert err.startswith(f"error: --out {tmp_path / 'file' / 'out'}: cannot create the folder (")
+
+
+def test_a_sweep_file_over_the_size_bound_is_refused_unparsed(tmp_path, capsys):
+    """The report read sweep files unbounded (a 50 MB file: 57 s)."""
+    (tmp_path / "big.yaml").write_text("name: big\ndescription: '" + "x" * (2 << 20) + "'\n")
+    err = _refused(capsys, [str(tmp_path / "big.yaml"), "--out", str(tmp_path / "out")])
+    assert "big.yaml: 2,097,178 bytes; sweep files are limited to 1,048,576 bytes" in err
