@@ -30,6 +30,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from jaxmlp.runtime import JSON_HELP, json_line
+
 
 def matmul_peak(n: int = 2048, repeats: int = 10) -> float:
     """Float32 FLOP/s of the best of `repeats` jitted n x n matrix products."""
@@ -475,7 +477,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-loop", action="store_true", help="sweep: skip the slow one-at-a-time baseline")
     p.add_argument("--repeats", type=int, default=3,
                    help="sweep: warm runs with and without tracking, alternated (medians are reported)")
-    p.add_argument("--json", action="store_true", help="print the results as one JSON object")
+    p.add_argument("--json", action="store_true", help=JSON_HELP.format("the results"))
     return p
 
 
@@ -484,7 +486,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     result = {"sweep": bench_sweep, "scale": bench_scale, "search": bench_search, "train": bench_train,
               "tracking": bench_tracking}[args.what](args)
     if args.json:
-        print(json.dumps(result))
+        print(json_line(result))
     elif args.what == "search":
         print(f"adaptive search on {result['dataset']}")
         for name in SEARCHES:

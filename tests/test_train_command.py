@@ -154,7 +154,7 @@ def test_json_line_writes_every_non_finite_number_as_null():
                                              "e": "NaN", "f": "x"}
 
 
-@pytest.mark.parametrize("module", ["jaxmlp.train", "jaxmlp.sweep"])
+@pytest.mark.parametrize("module", ["jaxmlp.train", "jaxmlp.sweep", "jaxmlp.bench"])
 def test_json_help_says_non_finite_numbers_are_null(module):
     import importlib
 
