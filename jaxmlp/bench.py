@@ -32,6 +32,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from jaxmlp.runtime import JSON_HELP, json_line
+
 
 def matmul_peak(n: int = 2048, repeats: int = 10) -> float:
     """Float32 FLOP/s of the best of `repeats` jitted n x n matrix products."""
@@ -554,7 +556,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="sweep, refill: warm runs of each mode, alternated (medians are reported)")
     p.add_argument("--settings", type=_positive, default=None,
                    help="refill: settings of the random search (default: the sweep file's 64)")
-    p.add_argument("--json", action="store_true", help="print the results as one JSON object")
+    p.add_argument("--json", action="store_true", help=JSON_HELP.format("the results"))
     return p
 
 
@@ -563,7 +565,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     result = {"sweep": bench_sweep, "scale": bench_scale, "search": bench_search, "train": bench_train,
               "tracking": bench_tracking, "refill": bench_refill, "activations": bench_activations}[args.what](args)
     if args.json:
-        print(json.dumps(result))
+        print(json_line(result))
     elif args.what == "search":
         print(f"adaptive search on {result['dataset']}")
         for name in SEARCHES:
