@@ -34,6 +34,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from jaxmlp.runtime import JSON_HELP, json_line
+
 
 def matmul_peak(n: int = 2048, repeats: int = 10) -> float:
     """Float32 FLOP/s of the best of `repeats` jitted n x n matrix products."""
@@ -641,7 +643,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="refill: settings of the random search; optimize: settings proposed (default: the "
                         "sweep file's 64)")
     p.add_argument("--seeds", type=_positive, default=3, help="optimize: sampler seeds of each mode (default: 3)")
-    p.add_argument("--json", action="store_true", help="print the results as one JSON object")
+    p.add_argument("--json", action="store_true", help=JSON_HELP.format("the results"))
     return p
 
 
@@ -651,7 +653,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               "tracking": bench_tracking, "refill": bench_refill, "optimize": bench_optimize,
               "activations": bench_activations}[args.what](args)
     if args.json:
-        print(json.dumps(result))
+        print(json_line(result))
     elif args.what == "search":
         print(f"adaptive search on {result['dataset']}")
         for name in SEARCHES:

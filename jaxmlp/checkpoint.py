@@ -47,9 +47,35 @@ def load_checkpoint(folder: str | Path) -> Checkpoint:
         if not (folder / name).is_file():
             raise FileNotFoundError(f"{folder}: not a jaxmlp checkpoint (missing {name}); "
                                     "create one with `python -m jaxmlp.train --save FOLDER`")
-    raw = json.loads((folder / "config.json").read_text())
-    params = serialization.msgpack_restore((folder / "params.msgpack").read_bytes())
-    return Checkpoint(load_config(raw["config"], source=str(folder / "config.json")), params, raw["meta"])
+    config_file, params_file = folder / "config.json", folder / "params.msgpack"
+    try:
+        raw = json.loads(config_file.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise ValueError(f"{config_file}: unreadable ({type(err).__name__}: {err})") from None
+    meta = raw.get("meta") if isinstance(raw, dict) else None
+    if not isinstance(meta, dict) or meta.get("task") not in ("classification", "regression") \
+            or not isinstance(meta.get("n_outputs"), int) or not isinstance(meta.get("input_shape"), list):
+        raise ValueError(f"{config_file}: 'meta' with task, n_outputs and input_shape expected (a checkpoint "
+                         "saved by python -m jaxmlp.train --save has them)")
+    config = load_config(raw.get("config") or {}, source=str(config_file))
+    try:
+        params = serialization.msgpack_restore(params_file.read_bytes())
+    except Exception as err:  # noqa: BLE001 - whatever a truncated or foreign file raises
+        raise ValueError(f"{params_file}: unreadable ({type(err).__name__}: {err})") from None
+    expected = jax.eval_shape(build_mlp(config.model, meta["n_outputs"]).init, jax.random.key(0),
+                              jnp.zeros((1, *meta["input_shape"]), jnp.float32))
+    found, needed = (_shapes(tree) for tree in (params, expected))
+    wrong = next((key for key in {**needed, **found} if found.get(key) != needed.get(key)), None)
+    if wrong is not None:
+        raise ValueError(f"{params_file}: {wrong}: shape {found.get(wrong)}, but the model of {config_file} "
+                         f"needs {needed.get(wrong)}; save the parameters and configuration together")
+    return Checkpoint(config, params, meta)
+
+
+def _shapes(tree: Any) -> dict[str, tuple[int, ...] | None]:
+    """Each leaf's shape by its path ('params/hidden_0/kernel')."""
+    leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+    return {"/".join(str(getattr(k, "key", k)) for k in path): tuple(np.shape(leaf)) for path, leaf in leaves}
 
 
 def checkpoint_meta(data) -> dict[str, Any]:
@@ -64,9 +90,9 @@ def predict(checkpoint: Checkpoint, x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, np.float32)
     x = x[None] if x.ndim == 1 else x
     shape, width = tuple(meta["input_shape"]), int(np.prod(meta["input_shape"]))
-    if x.ndim < 2 or int(np.prod(x.shape[1:])) != width:
+    if x.ndim < 2 or int(np.prod(x.shape[1:])) != width or not len(x):
         raise ValueError(f"inputs of shape {x.shape}: the model takes rows of {width} features "
-                         f"(input shape {list(shape)}); give an array [n, {width}]")
+                         f"(input shape {list(shape)}); give an array [n, {width}] of at least one row")
     x = jnp.asarray(x.reshape(-1, *shape))
     out = build_mlp(cfg.model, meta["n_outputs"]).apply(params, x, act_params=activation_params(cfg.model))
     if meta["task"] == "classification":

@@ -36,6 +36,11 @@ MONITORS = ("val_loss", "val_accuracy")
 
 #: The patience value that never stops a variant (patience None), as the engine carries it.
 NO_PATIENCE = 2**31 - 1
+#: The largest seed: seeds are carried as uint32.
+MAX_SEED = 2**32 - 1
+#: What every section of a configuration file is validated with: unknown keys refused, and
+#: numbers finite (`.inf` or `.nan` is refused where a number is taken).
+STRICT = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 def vmapped(dtype: str = "float32", none: float | None = None) -> dict[str, Any]:
@@ -55,7 +60,7 @@ class ConfigError(ValueError):
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+    model_config = ConfigDict(**STRICT, strict=False)
 
 
 #: The keys each source of the user's data needs, and an example of each.
@@ -74,7 +79,7 @@ class DataConfig(_Section):
                                    "trains (a final fit for a number of epochs chosen on validation before: needs "
                                    "training.early_stopping.patience null and restore_best false)")
     test_size: float = Field(0.2, gt=0, lt=1, description="fraction held out for test (embedded sets)")
-    split_seed: int = Field(0, ge=0)
+    split_seed: int = Field(0, ge=0, le=MAX_SEED)
     train_limit: int | None = Field(None, gt=0, description="use only the first N training samples")
     data_dir: str | None = None
     cache_dir: str | None = None
@@ -167,7 +172,7 @@ class TrainingConfig(_Section):
     epochs: int = Field(100, gt=0)
     batch_size: int = Field(32, gt=0)
     loss: Literal[LOSSES] = "auto"  # type: ignore[valid-type]
-    seed: int = Field(0, ge=0, json_schema_extra=vmapped("uint32"))
+    seed: int = Field(0, ge=0, le=MAX_SEED, json_schema_extra=vmapped("uint32"))
     divergence_factor: float | None = Field(
         100.0, gt=1, description="a variant whose training or validation loss exceeds this multiple of its loss "
         "before the first update is diverged, as one whose loss is NaN or infinite (None: only those)",

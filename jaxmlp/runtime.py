@@ -6,8 +6,12 @@ Everything global lives here, called by the commands (`python -m jaxmlp.train`, 
 """
 from __future__ import annotations
 
+import json
+import math
+import numbers
 import os
 from pathlib import Path
+from typing import Any
 
 #: The environment variable naming the cache root, and the root's default.
 CACHE_ENV = "JAXMLP_CACHE_DIR"
@@ -18,6 +22,30 @@ COMPILE_CACHE_HELP = (f"persistent XLA compilation cache (default: ${CACHE_ENV}/
                       f"{DEFAULT_CACHE_ROOT}/xla)")
 
 _DEVICE_COUNT_FLAG = "xla_force_host_platform_device_count"
+
+#: The help of a command's `--json` option, `what` its object.
+JSON_HELP = ("print {} as one JSON object on stdout (strict JSON: a NaN or infinite number, e.g. of a "
+             "diverged variant, is null)")
+
+
+def json_line(value: Any) -> str:
+    """`value` as strict JSON (RFC 8259, which has no NaN): every NaN or infinite number as
+    null, numpy numbers as Python's; what JSON has no form for as its text."""
+    return json.dumps(_finite(value), allow_nan=False, default=str)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return float(value) if math.isfinite(value) else None
+    return value
 
 
 def cache_root(option: str | None = None) -> Path:

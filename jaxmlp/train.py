@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -10,11 +9,10 @@ from typing import Any, Sequence
 import numpy as np
 import yaml
 
+from jaxmlp.bounded_yaml import YamlError, load_bounded_yaml
 from jaxmlp.config import ConfigError, RunConfig, load_config, set_dotted
 from jaxmlp.data.errors import DataError
-from jaxmlp.runtime import COMPILE_CACHE_HELP, compile_cache_dir, enable_compilation_cache
-from jaxmlp.sweep.bounded_yaml import load_bounded_yaml
-from jaxmlp.sweep.errors import SweepError
+from jaxmlp.runtime import COMPILE_CACHE_HELP, JSON_HELP, compile_cache_dir, enable_compilation_cache, json_line
 
 #: Command-line shortcuts for the most used configuration keys.
 FLAGS = {
@@ -72,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     for flag, (key, text) in FLAGS.items():
         p.add_argument(f"--{flag.replace('_', '-')}", dest=flag, type=parse_value, help=f"{text} [{key}]")
     p.add_argument("--seeds", type=int, nargs="+", help="train one variant per seed, all at once")
-    p.add_argument("--json", action="store_true", help="print the summary as one JSON object on stdout")
+    p.add_argument("--json", action="store_true", help=JSON_HELP.format("the summary (the predictions)"))
     p.add_argument("--save", type=Path, metavar="DIR", help="save each variant's selected parameters")
     p.add_argument("--evaluate", type=Path, metavar="DIR", help="evaluate a saved checkpoint on its test split")
     p.add_argument("--predict", type=Path, metavar="DIR", help="predict with a saved checkpoint")
@@ -100,7 +98,7 @@ def config_from_args(args: argparse.Namespace) -> list[RunConfig]:
         except (OSError, UnicodeDecodeError) as err:
             raise unreadable("--config", args.config, err,
                              "a YAML file with data/model/optimizer/training sections") from None
-        except SweepError as err:  # YAML's messages take several lines ('  in "FILE", line L, ...')
+        except YamlError as err:  # YAML's messages take several lines ('  in "FILE", line L, ...')
             first, *rest = str(err).splitlines()
             raise ConfigError(first + "".join((" " if line.startswith(" ") else "; ") + line.strip()
                                               for line in rest)) from None
@@ -152,10 +150,17 @@ def train_command(args: argparse.Namespace) -> dict[str, Any]:
 
 def evaluate_command(folder: Path) -> dict[str, Any]:
     """Test metrics of a saved checkpoint on the test split of the dataset it was trained on."""
+    from jax.tree_util import tree_leaves
+
     from jaxmlp.checkpoint import load_checkpoint, predict
     from jaxmlp.data import load_dataset
 
     ckpt = load_checkpoint(folder)
+    leaves = [np.asarray(leaf) for leaf in tree_leaves(ckpt.params)]
+    broken = sum(int((~np.isfinite(leaf)).sum()) for leaf in leaves)
+    if broken:
+        print(f"warning: {folder}: {broken:,} of {sum(leaf.size for leaf in leaves):,} parameters are NaN or "
+              "infinite (a diverged variant's?); its metrics below mean nothing", file=sys.stderr)
     data = load_dataset(ckpt.config.data)
     out = predict(ckpt, data.test.x)
     if data.task == "classification":
@@ -210,14 +215,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             checkpoint = load_checkpoint(args.predict)
             inputs = read_inputs(args.inputs, checkpoint.meta.get("columns"))
             out = predict(checkpoint, prepared_inputs(checkpoint.meta, inputs))
-            print(json.dumps({"predictions": out.tolist()}) if args.json else np.array2string(out, precision=4))
+            print(json_line({"predictions": out.tolist()}) if args.json else np.array2string(out, precision=4))
             return 0
         summary = evaluate_command(args.evaluate) if args.evaluate else train_command(args)
     except (ConfigError, DataError, FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if args.json or args.evaluate:
-        print(json.dumps(summary))
+        print(json_line(summary))
     else:
         print_summary(summary)
     return 0

@@ -160,3 +160,20 @@ def test_a_missing_key_and_a_value_of_no_allowed_form_take_one_line(tmp_path, te
     with pytest.raises(SweepError) as err:
         load_sweep(path)
     assert str(err.value).splitlines() == [f"{path}: 1 invalid value(s)", line]
+
+
+@pytest.mark.parametrize("raw, path", [
+    ({"optimizer": {"learning_rate": float("inf")}}, "optimizer.learning_rate: bad value inf"),
+    ({"model": {"dropout": float("nan")}}, "model.dropout: bad value nan"),
+    ({"training": {"divergence_factor": float("inf")}}, "training.divergence_factor: bad value inf"),
+    ({"training": {"early_stopping": {"min_delta": float("-inf")}}}, "training.early_stopping.min_delta: bad value -inf"),
+])
+def test_non_finite_numbers_are_refused(raw, path):
+    assert f"{path}: Input should be a finite number" in error_of(raw)
+
+
+@pytest.mark.parametrize("key", ["training.seed", "data.split_seed"])
+def test_seeds_are_bounded_to_uint32(key):
+    assert load_config(set_dotted({}, key, 2**32 - 1)).flat()[key] == 2**32 - 1
+    assert f"{key}: bad value 4294967296: Input should be less than or equal to 4294967295" in \
+        error_of(set_dotted({}, key, 2**32))

@@ -98,6 +98,22 @@ def test_tabular_features_are_standardised_with_training_statistics():
     assert data.train.x.dtype == np.float32 and data.train.y.dtype == np.int32
 
 
+def test_validation_and_test_features_are_standardised_with_the_training_splits_statistics(diabetes):
+    """One affine map per feature takes the raw table to all three splits (their own statistics
+    would give each split its own map), and it is the training split's (mean 0, std 1 there)."""
+    from sklearn.datasets import load_diabetes
+
+    raw = load_diabetes().data
+    standardised = np.concatenate([diabetes.train.x, diabetes.val.x, diabetes.test.x]).astype(np.float64)
+    assert standardised.shape == raw.shape
+    for j in range(raw.shape[1]):
+        a, b = np.sort(raw[:, j]), np.sort(standardised[:, j])
+        slope, intercept = np.polyfit(a, b, 1)
+        np.testing.assert_allclose(slope * a + intercept, b, atol=1e-4, err_msg=f"feature {j}")
+    np.testing.assert_allclose(diabetes.train.x.mean(axis=0), 0.0, atol=1e-5)
+    assert np.abs(diabetes.val.x.mean(axis=0)).max() > 1e-3  # held-out splits are not centred on their own
+
+
 def test_regression_targets_are_standardised(diabetes):
     from sklearn.datasets import load_diabetes
 
@@ -114,13 +130,21 @@ def test_regression_targets_are_standardised(diabetes):
     np.testing.assert_allclose(diabetes.train.x.mean(axis=0), 0.0, atol=1e-5)
 
 
-def test_on_device_places_every_split_once(digits):
+def test_on_device_places_every_split_once(digits, make_config):
+    """Every split on the device unchanged, and trainers of the placed dataset use its buffers
+    (no copy per trainer)."""
+    from jaxmlp.engine import Trainer
+
     placed = digits.on_device()
     for host, device in zip((digits.train, digits.val, digits.test), (placed.train, placed.val, placed.test)):
         assert isinstance(device.x, jax.Array) and isinstance(device.y, jax.Array)
         np.testing.assert_array_equal(np.asarray(device.x), host.x)
         np.testing.assert_array_equal(np.asarray(device.y), host.y)
     assert isinstance(digits.train.x, np.ndarray)
+    configs = [make_config({"data.name": "digits", "training.seed": s}) for s in (0, 1)]
+    for trainer in (Trainer(configs, placed), Trainer(configs[:1], placed)):
+        for split in ("train", "val", "test"):
+            assert getattr(trainer.data, split).x is getattr(placed, split).x
 
 
 def test_unknown_dataset_lists_registered_names():

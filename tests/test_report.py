@@ -312,3 +312,88 @@ def test_a_columns_numbers_get_one_number_of_decimals_from_its_largest_value():
     assert column["best_epoch"] == ["2", "23", "7"]  # whole numbers (seeds agreeing) show whole
     assert column["train_seconds"] == ["0.07749", "0.00269", ""]
     assert column["lr"] == ["1,234", "0", ""]
+
+
+#: A setting's name that carries HTML, a table cell boundary, a newline, a link and a terminal escape.
+HOSTILE = "<img src=x onerror=alert(1)>|x\n[a](javascript:b) `c` \x1b[31mred"
+
+
+def hostile_rows() -> list[dict]:
+    records = [VariantRecord(setting={"name": name}, seed=0, status="FINISHED", metrics={"test_accuracy": 0.9},
+                             best_epoch=3, stopped_epoch=5) for name in (HOSTILE, "plain")]
+    return report.report_rows(report.summarize(records))
+
+
+def test_a_setting_name_is_literal_text_in_the_markdown_table():
+    """Rendered by a CommonMark parser, the name is the cell's text: no HTML, link or code from
+    it, the table keeps its rows and columns."""
+    from markdown_it import MarkdownIt
+
+    rendered = MarkdownIt("commonmark").enable("table").render(report.to_markdown(hostile_rows(), report.HEADERS))
+    assert "<img" not in rendered and "<a " not in rendered and "<code>" not in rendered
+    assert rendered.count("<tr>") == 3
+    cells = re.findall(r"<td>(.*?)</td>", rendered)
+    assert len(cells) == 2 * len(re.findall(r"<th>", rendered))
+    assert cells[0] == ("&lt;img src=x onerror=alert(1)&gt;|x\\n[a](javascript:b) `c` \\x1b[31mred")
+
+
+def test_references_in_the_readme_block_are_literal_text():
+    from markdown_it import MarkdownIt
+
+    from jaxmlp.report.page import references_list, results_markdown
+
+    cited = references_list({HOSTILE: {"value": 1.0, "source": "<script>x</script>"}})
+    rendered = MarkdownIt("commonmark").render(results_markdown("meta", "", "notes", cited))
+    assert "<img" not in rendered and "<script>" not in rendered and "&lt;script&gt;" in rendered
+
+
+def test_a_setting_name_cannot_break_the_terminal_table():
+    lines = report.to_text(hostile_rows(), report.HEADERS).splitlines()
+    assert len(lines) == 3 and "\x1b" not in "".join(lines)
+    assert lines[1].startswith("<img src=x onerror=alert(1)>|x\\n[a](javascript:b) `c` \\x1b[31mred")
+    assert len({len(line) for line in lines}) == 1  # aligned: every row as wide as the titles
+
+
+def test_figures_draw_names_as_plain_text_within_a_bounded_size():
+    """Math text in a name (`$\\foo{$`) is drawn as it reads, not parsed (matplotlib would fail);
+    a 7,000-character name makes no huge figure."""
+    names = ["$\\foo{$ unbalanced", "long " + "x" * 7000, "plain"]
+    records = [VariantRecord(setting={"name": name, "model.dropout": d}, seed=s, status="FINISHED",
+                             metrics={"test_accuracy": 0.9 - d / 10 + s / 100, "final_train_accuracy": 0.95},
+                             best_epoch=2, stopped_epoch=3,
+                             history={"train_loss": ([1, 2, 3], [1.0, 0.8, 0.7]), "val_loss": ([1, 2, 3], [1.1, 0.9, 0.8])})
+               for name, d in zip(names, (0.0, 0.2, 0.5)) for s in (0, 1)]
+    figures = report.sweep_figures(records, report.summarize(records))
+    assert {"test_metric.png", "learning_curves.png", "generalisation_gap.png"} <= set(figures)
+    for name, png in figures.items():
+        height, width = matplotlib.image.imread(io.BytesIO(png)).shape[:2]
+        assert max(height, width) < 2500, (name, height, width)
+
+
+def test_setting_metrics_of_long_names_fit_mlflow_keys_and_stay_distinct():
+    """A 230-character setting name made `test_accuracy_mean/<name>` exceed MLflow's 250
+    characters (the summary was spooled, and its replay always failed)."""
+    from mlflow.utils.validation import MAX_ENTITY_KEY_LENGTH, _validate_metric_name
+
+    names = ["n" * 229 + "a", "n" * 229 + "b", "short"]
+    records = [VariantRecord(setting={"name": name, "optimizer.learning_rate": 0.1, "model.activation": "leaky_relu"},
+                             seed=0, status="FINISHED", metrics={"test_accuracy": 0.9}) for name in names]
+    metrics = report.setting_metrics(records, report.summarize(records))
+    assert len(metrics) == 6
+    for key in metrics:
+        assert len(key) <= MAX_ENTITY_KEY_LENGTH, key
+        _validate_metric_name(key)
+    assert "test_accuracy_mean/short lr 0.1 leaky_relu" in metrics
+    assert all(key.startswith("test_accuracy_") for key in metrics)
+
+
+@pytest.mark.parametrize("metric, values, best", [
+    ("test_accuracy", [0.7, 0.95, float("nan"), 0.8], "b"),  # highest accuracy; a NaN setting never wins
+    ("test_loss", [0.7, 0.95, float("nan"), 0.2], "d"),  # lowest loss
+])
+def test_best_row_is_the_setting_with_the_best_mean_test_metric(metric, values, best):
+    records = [VariantRecord(setting={"name": name}, seed=0, status="FINISHED", metrics={metric: value})
+               for name, value in zip("abcd", values)]
+    rows = report.summarize(records)
+    assert report.best_row(rows)["setting"] == best
+    assert report.sweep_summary(records, rows, 0).best_setting == best

@@ -109,3 +109,32 @@ def test_a_uri_of_no_tracking_store_scheme_is_refused_by_its_scheme(store, tmp_p
                             str(tmp_path / "out")])
     assert "error: --tracking-uri bogus://x: its scheme 'bogus://' is not a tracking store" in err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("uri, reason", [("sqlite://", "SQLite would keep everything in memory"),
+                                         ("http://[::1", "it is not a valid URI (Invalid IPv6 URL)")])
+def test_an_in_memory_or_unparsable_uri_is_refused_with_the_reason(store, tmp_path, capsys, uri, reason):
+    err = _refused(capsys, [str(store.files["activations"]), "--tracking-uri", uri, "--out", str(tmp_path / "out")])
+    assert err.startswith(f"error: --tracking-uri {uri}: ") and reason in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_deeply_nested_sweep_file_is_refused_in_one_line(tmp_path, capsys):
+    """A 5,000-deep list was a RecursionError traceback; the report now reads sweep files bounded."""
+    (tmp_path / "deep.yaml").write_text("name: deep\nbase: " + "[" * 5000 + "]" * 5000 + "\n")
+    err = _refused(capsys, [str(tmp_path / "deep.yaml"), "--out", str(tmp_path / "out")])
+    assert "deep.yaml: its lists and mappings nest deeper than 64 levels" in err
+
+
+def test_an_out_folder_under_a_regular_file_is_refused_before_anything_is_written(store, tmp_path, capsys):
+    (tmp_path / "file").write_text("")
+    err = _refused(capsys, [str(store.files["activations"]), "--tracking-uri", store.uri, "--out",
+                            str(tmp_path / "file" / "out"), "--no-log"])
+    assert err.startswith(f"error: --out {tmp_path / 'file' / 'out'}: cannot create the folder (")
+
+
+def test_a_sweep_file_over_the_size_bound_is_refused_unparsed(tmp_path, capsys):
+    """The report read sweep files unbounded (a 50 MB file: 57 s)."""
+    (tmp_path / "big.yaml").write_text("name: big\ndescription: '" + "x" * (2 << 20) + "'\n")
+    err = _refused(capsys, [str(tmp_path / "big.yaml"), "--out", str(tmp_path / "out")])
+    assert "big.yaml: 2,097,178 bytes; sweep files are limited to 1,048,576 bytes" in err

@@ -7,8 +7,8 @@ import pytest
 
 from engine_helpers import assert_same_run
 from jaxmlp.engine import Trainer, plan_chunks
-from jaxmlp.engine.search import (PopulationBasedTraining, SuccessiveHalving, halving_survivors, pbt_step,
-                                  run_search)
+from jaxmlp.engine.search import (PopulationBasedTraining, SuccessiveHalving, best_so_far, halving_survivors,
+                                  pbt_step, run_search)
 
 INF = np.inf
 
@@ -143,3 +143,58 @@ def test_pbt_is_reproducible_from_its_seed(make_config, synthetic_data):
     for x, y in zip(a.variants, b.variants):
         assert x.lineage == y.lineage
         assert_same_run(x, y, exact=True)
+
+
+class Recorded:
+    """A trainer's epoch records, written out: what `best_so_far` reads of a Trainer."""
+
+    def __init__(self, metric: str, curves: list[list[float]]):
+        self.configs = [None] * len(curves)
+        n = len(curves)
+        self.records = [{metric: np.asarray([c[e] for c in curves]), "trained": np.ones(n, bool),
+                         "diverged": np.zeros(n, bool)} for e in range(len(curves[0]))]
+
+
+def test_under_val_accuracy_the_most_accurate_setting_survives():
+    """Scores are lower-is-better: an accuracy is negated (not negated, halving would keep the worst)."""
+    scores = best_so_far(Recorded("val_accuracy", [[0.6, 0.9], [0.5, 0.55], [0.7, 0.8]]), "val_accuracy")
+    np.testing.assert_allclose(scores, [-0.9, -0.55, -0.8])
+    stopped = halving_survivors(scores, np.arange(3), np.ones(3, bool), keep=0.34)
+    np.testing.assert_array_equal(stopped, [False, True, True])
+
+
+def test_halving_ranks_by_the_best_epoch_so_far_not_the_last():
+    """A curve that dips then rises (0.2 at epoch 2, 0.8 at the rung) beats a flat 0.5."""
+    scores = best_so_far(Recorded("val_loss", [[1.0, 0.2, 0.8], [1.0, 0.5, 0.5]]), "val_loss")
+    np.testing.assert_allclose(scores, [0.2, 0.5])
+    np.testing.assert_array_equal(halving_survivors(scores, np.arange(2), np.ones(2, bool), keep=0.5), [False, True])
+
+
+@pytest.mark.parametrize("aggregate, stopped_setting", [("mean", 0), ("median", 1), ("best", 1)])
+def test_halving_aggregates_a_settings_seeds_as_asked(aggregate, stopped_setting):
+    """Setting 0's seeds 0.1, 0.2, 0.9 (mean 0.4, median 0.2, best 0.1) against setting 1's 0.15,
+    0.3, 0.32 (mean 0.257, median 0.3, best 0.15): each reduction ranks them its own way."""
+    scores = np.asarray([0.1, 0.2, 0.9, 0.15, 0.3, 0.32])
+    settings = np.repeat([0, 1], 3)
+    stopped = halving_survivors(scores, settings, np.ones(6, bool), keep=0.5, aggregate=aggregate)
+    np.testing.assert_array_equal(stopped, settings == stopped_setting)
+
+
+def test_pbt_copies_only_within_a_population(make_config, synthetic_data):
+    """Two populations (two structures in one trainer): population 0 learns (lr 0.1), population 1
+    barely moves (lr 1e-5); each bottom member copies the top of its own population, never the
+    better population's (crossing, both of population 1 would copy population 0)."""
+    configs, _ = _lr_sweep(make_config, [0.1, 1e-5], seeds=(0, 1))
+    trainer = Trainer(configs, synthetic_data)
+    trainer.tracked_hparams = ("optimizer.learning_rate",)
+    run = trainer.run()
+    next(run), next(run)
+    population = np.asarray([0, 0, 1, 1])
+    losses = trainer.records[-1]["val_loss"]
+    assert losses[:2].max() < losses[2:].min()  # the whole of population 0 is better
+    pbt = PopulationBasedTraining(interval=1, quantile=0.5, perturb={"optimizer.learning_rate": [1.0]})
+    sources, _ = pbt_step(trainer, pbt, 2, population, np.random.default_rng(0))
+    assert len(sources) == 2
+    for member, source in sources.items():
+        assert population[member] == population[source]
+        assert losses[source] <= losses[member]

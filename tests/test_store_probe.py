@@ -193,3 +193,97 @@ def test_a_uri_of_no_tracking_store_scheme_is_refused_by_its_scheme(tmp_path, ca
     err = _refused(tmp_path, cache, "bogus://x", bound=20)
     assert "its scheme 'bogus://' is not a tracking store" in err and "sqlite:, postgresql:" in err
     assert "TypeError" not in err
+
+
+@pytest.mark.parametrize("uri, reason", [("sqlite://", "SQLite would keep everything in memory"),
+                                         ("http://[::1", "it is not a valid URI (Invalid IPv6 URL)")])
+def test_an_in_memory_or_unparsable_uri_is_refused_with_the_reason(tmp_path, cache, uri, reason):
+    """`sqlite://` exited 0 and kept nothing; `http://[::1` was a traceback."""
+    err = _refused(tmp_path, cache, uri, bound=20)
+    assert reason in err and "Traceback" not in err
+
+
+@pytest.fixture
+def silent_server():
+    """A loopback address that accepts connections (the kernel's backlog) and never answers."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(16)
+        yield sock
+
+
+def _without_http_settings() -> dict[str, str]:
+    """This environment without MLflow's HTTP settings (a command must bound them itself)."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_HTTP_REQUEST_")}
+
+
+@pytest.mark.slow  # a sweep process of its own (its imports: several seconds)
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_during_the_store_probe_ends_the_sweep_at_once(tmp_path, cache, silent_server, signum):
+    """A server that accepts and never answers: the signal was ignored until the probe's 90 s."""
+    import select
+
+    path = write_sweep(tmp_path, {"name": "probe-signal", **TWO_SETTINGS})
+    uri = "http://127.0.0.1:%d" % silent_server.getsockname()[1]
+    sweep = start_sweep(path, "--tracking-uri", uri, "--compile-cache", cache, log=tmp_path / "log")
+    try:
+        readable, _, _ = select.select([silent_server], [], [], 120)  # the probe's connection: the phase hit
+        assert readable, (tmp_path / "log").read_text()[-3000:]
+        tic = time.monotonic()
+        os.kill(sweep.pid, signum)
+        code = sweep.wait(timeout=60)
+        seconds = time.monotonic() - tic
+    finally:
+        kill_leftovers([sweep])
+    assert code == 128 + signum, (tmp_path / "log").read_text()[-3000:]
+    assert seconds < 15, f"ended {seconds:.0f} s after the signal"
+
+
+@pytest.mark.slow  # MLflow's bounded retries against a closed port: about 15 s
+@pytest.mark.parametrize("command", ["report", "replay"])
+def test_report_and_replay_against_a_closed_port_end_within_a_bound_with_one_line(tmp_path, command):
+    """They used MLflow's unbounded defaults (251-300 s, then a traceback)."""
+    import subprocess
+    import sys
+
+    uri = f"http://127.0.0.1:{free_port()}"
+    (tmp_path / "spool").mkdir()
+    (tmp_path / "spool" / "spool.json").write_text(
+        '{"sweep_name": "s", "sweep_hash": "h", "sweep_file": "s.yaml", "tracking_uri": "%s"}' % uri)
+    argv = {"report": ["jaxmlp.report", "some-sweep", "--tracking-uri", uri],
+            "replay": ["jaxmlp.tracking", "replay", str(tmp_path / "spool"), "--tracking-uri", uri]}[command]
+    tic = time.monotonic()
+    result = subprocess.run([sys.executable, "-m", *argv], capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                            env=_without_http_settings())
+    seconds = time.monotonic() - tic
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert seconds < 60, f"refused only after {seconds:.0f} s"
+    assert result.stderr.startswith(f"error: the tracking store ") and "Traceback" not in result.stderr
+    assert result.stderr.count("\n") == 1 and "Fix: start the tracking server" in result.stderr
+
+
+@pytest.mark.slow  # SQLite's and MLflow's own waits on the lock: about 20 s
+def test_a_locked_sqlite_store_is_refused_with_the_lock_as_the_reason_and_its_fix(tmp_path, cache):
+    """It said "make mlflow.db writable" (the wrong fix), with SQLAlchemy's SQL and links over
+    three lines. (The sweep runs as a process of its own: SQLite's locks do not survive a fork.)"""
+    import sqlite3
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    store_client(uri)  # a store with its tables
+    path = write_sweep(tmp_path, {"name": "probe", **TWO_SETTINGS})
+    lock = sqlite3.connect(tmp_path / "mlflow.db", isolation_level=None)
+    try:
+        lock.execute("BEGIN EXCLUSIVE")
+        process = start_sweep(path, "--tracking-uri", uri, "--compile-cache", cache, log=tmp_path / "log")
+        try:
+            code = process.wait(timeout=150)
+        finally:
+            kill_leftovers([process])
+    finally:
+        lock.close()
+    err = (tmp_path / "log").read_text()
+    assert code == 2, err[-3000:]
+    (line,) = [x for x in err.splitlines() if x.startswith("error: ")]
+    assert line.startswith(f"error: the tracking store {uri} cannot be used: ") and "database is locked" in line
+    assert f"Fix: another process holds a lock on {tmp_path}/mlflow.db" in line and "writable" not in line
+    assert "[SQL:" not in err

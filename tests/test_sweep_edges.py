@@ -65,6 +65,18 @@ def test_resume_counts_diverged_runs_as_done_and_trains_nothing_again(diverging)
 
 
 @pytest.mark.slow
+def test_json_of_a_sweep_with_diverged_variants_is_strict_json(diverging):
+    """A diverged setting's numbers are NaN: --json wrote `NaN`, which strict parsers reject."""
+    def refuse(constant: str):
+        raise ValueError(f"{constant} is not JSON")
+
+    outcome = json.loads(diverging.first.result.out, parse_constant=refuse)
+    (diverged,) = [row for row in outcome["rows"] if row["diverged"] == 2]
+    assert [key for key, value in diverged.items() if value is None]  # its NaN means, as null
+    assert outcome == diverging.first.outcome
+
+
+@pytest.mark.slow
 def test_a_resumed_sweep_with_diverged_variants_ends_as_the_first_invocation_did(diverging):
     first, second = diverging.first, diverging.second
     assert second.result.code == first.result.code == 1

@@ -195,3 +195,59 @@ def test_a_repeated_run_with_a_warm_compilation_cache_compiles_nothing(tmp_path)
     assert warm.get("/jax/compilation_cache/cache_hits", 0) == warm[requests]
     assert "/jax/compilation_cache/task_disabled_cache" not in warm
     assert sorted(p.name for p in xla.rglob("*") if p.is_file()) == files
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--max-variants", "-5"], "argument --max-variants: '-5': give a whole number, 1 or more"),
+    (["--max-variants", "0"], "argument --max-variants: '0': give a whole number, 1 or more"),
+])
+def test_a_variant_cap_that_is_not_positive_is_an_argparse_error(tmp_path, capsys, args, message):
+    """`--max-variants -5` was a traceback; `0` was silently accepted."""
+    from jaxmlp.sweep.cli import main
+
+    path = write_sweep(tmp_path, {"name": "cap", "base": TINY_BASE})
+    with pytest.raises(SystemExit) as exit_:
+        main([str(path), *args, "--no-tracking"])
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--register", ""], "error: --register '': "),
+    (["--register", "a/b"], "error: --register 'a/b': Invalid model name 'a/b'. Names cannot contain '/' or ':'."),
+    (["--register", "ok", "--alias", "a b"], "error: --alias 'a b': Invalid alias name: 'a b'."),
+])
+def test_a_name_the_registry_would_refuse_is_refused_before_training(tmp_path, args, message):
+    """`--register ""` was silently ignored; `--register a/b` refused only after training."""
+    path = write_sweep(tmp_path, {"name": "register", "base": TINY_BASE})
+    result = run_sweep_cli(path, *args, "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db", "--no-progress")
+    assert result.code == 2 and result.out == ""
+    assert result.err.startswith(message) and result.err.count("\n") == 1
+    assert not (tmp_path / "mlflow.db").exists()  # nothing logged
+
+
+@pytest.mark.parametrize("target, message", [
+    ("/dev/zero", "/dev/zero: not a regular file; give a sweep file (YAML)"),
+    ("deep.yaml", "deep.yaml: its lists and mappings nest deeper than 64 levels"),
+])
+def test_a_device_or_a_deeply_nested_file_is_refused_in_one_line(tmp_path, target, message):
+    """/dev/zero was "no such sweep file"; a 5,000-deep list a RecursionError."""
+    (tmp_path / "deep.yaml").write_text("name: deep\nbase: " + "[" * 5000 + "]" * 5000 + "\n")
+    path = target if target.startswith("/") else tmp_path / target
+    result = run_sweep_cli(path, "--no-tracking")
+    assert result.code == 2 and result.err.startswith("error: ") and message in result.err
+    assert result.err.count("\n") == 1
+
+
+@pytest.mark.parametrize("args", [["--dry-run"], ["--no-tracking", "--no-progress"], ["--no-progress"]])
+def test_a_plan_that_cannot_fit_the_memory_budget_is_refused_before_training(tmp_path, args):
+    """--dry-run showed a 225 GiB part against a 6 GiB budget without a word; the run died of memory."""
+    path = write_sweep(tmp_path, {"name": "huge", "base": {"data": {"name": "digits"},
+                                                            "model": {"hidden": [100_000, 100_000]}}})
+    result = run_sweep_cli(path, *args, "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db")
+    assert result.code == 2
+    (line,) = result.err.splitlines()
+    assert line.startswith(f"error: {path}: group g00-") and "(digits 100000-100000 adam batch 32, " in line
+    assert "GiB per device, above the memory budget of " in line and "shrink model.hidden" in line
+    assert ("sweep 'huge'" in result.out) == ("--dry-run" in args)  # the plan is still shown
+    if (tmp_path / "mlflow.db").exists():  # (the tracking process, started early, may have opened it)
+        assert store_client(f"sqlite:///{tmp_path}/mlflow.db").get_experiment_by_name("huge") is None

@@ -14,7 +14,7 @@ import pytest
 
 from jaxmlp.sweep.spec import load_sweep
 from sweep_helpers import (THREE_GROUPS, runs_by_status, check_models_of_the_best, interrupt_mid_sweep, compile_cache, start_interruptible, run_sweep_cli, start_sweep, store_client,
-                           sweep_runs, write_sweep)
+                           sweep_runs, wait_until, write_sweep)
 
 pytestmark = pytest.mark.slow
 
@@ -170,19 +170,27 @@ def test_a_signal_swallowed_by_a_gc_callback_still_interrupts_at_the_next_epoch(
         runner.interrupts.check()
 
 
-@pytest.mark.parametrize("delay", [0.4, 1.0, 1.8, 3.0, 6.0])
-def test_ctrl_c_at_any_early_moment_ends_the_sweep_with_130_and_no_run_left_running(tmp_path, cache, delay):
-    """Ctrl-C while jaxmlp, JAX and MLflow import, the store opens or the program compiles: the
-    sweep ends with 130 (never trains to the end), no traceback from the tracking process, and
-    no run stays RUNNING. (A Ctrl-C before the interpreter has finished starting ends it before
-    any of jaxmlp runs: Python's own exit.)"""
+@pytest.mark.parametrize("phase", ["imports", "store", "children"])
+def test_ctrl_c_in_each_early_phase_ends_the_sweep_with_130_and_no_run_left_running(tmp_path, cache, phase):
+    """Ctrl-C while jaxmlp, JAX and MLflow import (no store yet), once the store holds the
+    parent run (the program compiles), once child runs exist: the sweep ends with 130 (never
+    trains to the end), no traceback from the tracking process, and no run stays RUNNING. Each
+    phase is checked to have been hit when the signal is sent."""
     import time
 
     path = write_sweep(tmp_path, {"name": "early", **THREE_GROUPS})
-    uri, log = f"sqlite:///{tmp_path}/mlflow.db", tmp_path / "early.log"
+    uri, log, database = f"sqlite:///{tmp_path}/mlflow.db", tmp_path / "early.log", tmp_path / "mlflow.db"
+
+    def runs() -> tuple[list, list]:  # (the store is opened only once the sweep has created it)
+        return sweep_runs(store_client(uri), "early", settled=False) if database.exists() else ([], [])
+
     process = start_interruptible(path, uri, cache, log)
     try:
-        time.sleep(delay)
+        if phase == "imports":
+            time.sleep(0.4)
+            assert not database.exists(), "the store was opened within 0.4 s: the imports phase was missed"
+        else:
+            wait_until(lambda: bool(runs()[0 if phase == "store" else 1]), f"the {phase} phase", process, log)
         os.kill(process.pid, signal.SIGINT)
         code = process.wait(timeout=120)
     finally:
@@ -192,6 +200,9 @@ def test_ctrl_c_at_any_early_moment_ends_the_sweep_with_130_and_no_run_left_runn
     text = log.read_text()
     assert code == 130, text[-3000:]
     assert "Traceback" not in text, text[-3000:]
-    if (tmp_path / "mlflow.db").exists():
-        parents, children = sweep_runs(store_client(uri), "early", settled=False)
-        assert not [r for r in parents + children if r.info.status == "RUNNING"]
+    parents, children = runs()
+    if phase == "imports":
+        assert not database.exists(), text[-3000:]  # nothing was logged
+    else:
+        assert parents and (children or phase == "store"), text[-3000:]
+    assert not [r for r in parents + children if r.info.status == "RUNNING"]

@@ -78,6 +78,8 @@ def test_random_samples_are_reproducible_within_ranges_and_loguniform_in_log_spa
      r"\(got uniform, loguniform\)"),
     ({"loguniform": [0.0, 1.0]}, r"random.params.optimizer.learning_rate.loguniform: \[0.0, 1.0\] must be positive"),
     ({"uniform": [-1.0, -0.5]}, r"(?s)random.params.optimizer.learning_rate\[0\].*greater than 0"),
+    ({"loguniform": [1e-4, float("inf")]}, r"(?s)random.params.optimizer.learning_rate.loguniform.*finite number"),
+    ({"uniform": [float("nan"), 0.1]}, r"(?s)random.params.optimizer.learning_rate.uniform.*finite number"),
 ])
 def test_bad_random_distributions_are_refused(tmp_path, dist, message):
     with pytest.raises(SweepError, match=message):
@@ -91,9 +93,11 @@ def test_seeds_as_a_count_or_a_list(tmp_path, seeds, expected):
     assert [v.config.training.seed for v in sweep.variants] == expected * 2
 
 
-@pytest.mark.parametrize("seeds", [0, -1, [], [1, 1], [0, -2]])
+@pytest.mark.parametrize("seeds", [0, -1, [], [1, 1], [0, -2], [2**32], [0, 2**64]])
 def test_bad_seeds_are_refused(tmp_path, seeds):
-    with pytest.raises(SweepError, match=r"seeds: .*give a positive count or a list of distinct non-negative integers"):
+    """Seeds are uint32: 2**32 and beyond failed the whole group with an OverflowError."""
+    with pytest.raises(SweepError, match=r"seeds: .*give a positive count or a list of distinct integers in "
+                                         r"0\.\.4294967295"):
         _load(tmp_path, seeds=seeds)
 
 
@@ -110,7 +114,7 @@ def test_zip_gives_each_setting_its_own_seeds(tmp_path):
 
 @pytest.mark.parametrize("spec, message", [
     ({"zip": {"model.dropout": [0.0, 0.5], "seeds": [2, 0]}},
-     r"zip.seeds\[1\]: 0; give a positive count or a list of distinct non-negative integers"),
+     r"zip.seeds\[1\]: 0; give a positive count or a list of distinct integers in 0\.\.4294967295"),
     ({"zip": {"model.dropout": [0.0, 0.5], "seeds": [2, [1, 1]]}}, r"zip.seeds\[1\]: \[1, 1\]; give"),
     ({"zip": {"model.dropout": [0.0, 0.5], "seeds": [2, "x"]}}, r"zip.seeds\[1\]: 'x'; give"),
     ({"zip": {"model.dropout": [0.0, 0.5], "seeds": [None, 2]}}, r"zip.seeds\[0\]: None; give"),
@@ -149,6 +153,8 @@ def test_zip_names_its_settings_and_the_name_stands_for_the_zipped_values(tmp_pa
     ({"name": ["a", "a"], "model.dropout": [0.0, 0.5]}, r"zip.name\[1\]: 'a' is also zip.name\[0\]; each setting"),
     ({"name": ["a", ""], "model.dropout": [0.0, 0.5]}, r"zip.name\[1\]: ''; each setting's name must be a non-empty"),
     ({"name": ["a", 3], "model.dropout": [0.0, 0.5]}, r"zip.name\[1\]: 3; each setting's name must be"),
+    ({"name": ["a", "x" * 101], "model.dropout": [0.0, 0.5]},
+     r"zip.name\[1\]: 'x{59}\.\.\. \(103 characters\); .* at most 100 characters"),
     ({"name": ["a"], "model.dropout": [0.0, 0.5]}, r"zip: every list must have the same length"),
     ({"name": ["a", "b"], "seeds": [1, 2]}, r"zip.name: names zipped settings, but zip varies nothing"),
 ])
@@ -555,3 +561,24 @@ def test_a_folder_given_as_the_sweep_file_names_its_yaml_files(tmp_path):
     result = run_sweep_cli(tmp_path / "sweeps", "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db")
     assert (result.code, result.err) == (
         2, f"error: {tmp_path / 'sweeps'}: a folder, not a sweep file; give one of its YAML files (a.yaml)\n")
+
+
+@pytest.mark.parametrize("spec, message", [
+    ({"grid": {"optimizer.learning_rate": [0.1, float("inf")]}}, r"optimizer.learning_rate: bad value inf: .*finite"),
+    ({"base": {**TINY_BASE, "model": {"hidden": [8], "dropout": float("nan")}}}, r"model.dropout: bad value nan"),
+    ({"search": {"scheduler": "pbt", "interval": 1, "quantile": 0.25,
+                 "perturb": {"optimizer.learning_rate": [0.8, float("inf")]}}}, r"(?s)perturb.*finite number"),
+    ({"random": {"samples": 1, "seed": 2**32, "params": {"model.dropout": {"uniform": [0.1, 0.2]}}}},
+     r"(?s)random.seed.*4294967295"),
+])
+def test_non_finite_numbers_and_seeds_beyond_uint32_are_refused_before_anything_runs(tmp_path, spec, message):
+    """A learning rate `.inf` passed validation, then failed its whole group."""
+    with pytest.raises(SweepError, match=message):
+        _load(tmp_path, **spec)
+
+
+def test_a_sweep_name_over_100_characters_is_refused_where_it_is_read(tmp_path):
+    """A 300-character name failed on the spool folder's name and was blamed on the store."""
+    assert load_sweep(write_sweep(tmp_path, {"name": "s" * 100, "base": TINY_BASE})).spec.name == "s" * 100
+    with pytest.raises(SweepError, match=r"name: .*at most 100 characters"):
+        load_sweep(write_sweep(tmp_path, {"name": "s" * 101, "base": TINY_BASE}))

@@ -60,6 +60,10 @@ def test_unsupported_scheme_accepts_every_scheme_mlflow_has_a_tracking_store_for
         assert unsupported_scheme(uri) is None, uri
     for uri in ("bogus://x", "sqlite3:///x.db", "s3://bucket/mlruns"):
         assert uri.split(":")[0] in unsupported_scheme(uri)
+    for uri in ("sqlite://", "sqlite://?mode=memory"):
+        assert "in memory" in unsupported_scheme(uri)
+    for uri in ("http://[::1", "http://host:port/"):
+        assert unsupported_scheme(uri).startswith("it is not a valid URI (")
 
 
 def test_ui_command_and_runs_page():

@@ -88,6 +88,13 @@ def test_a_config_file_with_other_unknown_keys_gets_no_sweep_hint(tmp_path):
 
 # --- seeds and prediction inputs ---------------------------------------------------------------------
 
+@pytest.mark.parametrize("seed", [2**32, 2**64])
+def test_a_seed_beyond_uint32_is_refused(seed):
+    """`train --seeds 4294967296` was an OverflowError traceback."""
+    assert f"training.seed: bad value {seed}: Input should be less than or equal to 4294967295" in \
+        refused(["--seeds", "0", str(seed)])
+
+
 def test_a_seed_given_twice_is_refused():
     # --epochs 0 is refused after the seeds: without the seeds check the command stops there, untrained
     assert refused(["--seeds", "0", "1", "1", "--epochs", "0"]) == \
@@ -116,3 +123,17 @@ def test_unreadable_prediction_inputs_are_named_with_the_reason(checkpoint, tmp_
     path = tmp_path / name
     assert refused(["--predict", checkpoint, "--inputs", path]) == \
         f"error: --inputs {path}: {reason}; give a .npy or .csv file of preprocessed inputs\n"
+
+
+def test_a_deeply_nested_config_file_is_refused_in_one_line(tmp_path):
+    (tmp_path / "deep.yaml").write_text("model: " + "[" * 5000 + "]" * 5000 + "\n")
+    assert "deep.yaml: its lists and mappings nest deeper than 64 levels" in refused(["--config", tmp_path / "deep.yaml"])
+
+
+def test_predicting_on_zero_rows_is_refused(checkpoint, tmp_path):
+    """A 0-row .npy was a traceback."""
+    import numpy as np
+
+    np.save(tmp_path / "empty.npy", np.zeros((0, 4), np.float32))
+    err = refused(["--predict", checkpoint, "--inputs", tmp_path / "empty.npy"])
+    assert "inputs of shape (0, 4): " in err and "of at least one row" in err

@@ -121,6 +121,48 @@ def test_predict_gives_probabilities_whose_argmax_is_the_evaluated_accuracy(trai
     assert np.mean(probs.argmax(axis=1) == test_split.y) == pytest.approx(row["test_accuracy"], abs=1e-6)
 
 
+def strict_json(text: str):
+    """`text` parsed as RFC 8259 JSON: NaN and Infinity are refused, as strict parsers do."""
+    def refuse(constant: str):
+        raise ValueError(f"{constant} is not JSON")
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_a_diverged_checkpoint_evaluates_to_strict_json_with_a_warning(trained, input_files, tmp_path):
+    """NaN parameters evaluated to `test_loss: NaN` (which strict parsers reject) with no word."""
+    import jax
+
+    from jaxmlp.checkpoint import save_checkpoint
+
+    good = load_checkpoint(trained[0]["variants"][0]["checkpoint"])
+    folder = save_checkpoint(tmp_path / "diverged", good.config,
+                             jax.tree_util.tree_map(lambda a: np.full_like(a, np.nan), good.params), good.meta)
+    code, out, err = run_main(["--evaluate", folder])
+    assert code == 0
+    assert strict_json(out)["test_loss"] is None
+    assert err.startswith(f"warning: {folder}: 83 of 83 parameters are NaN or infinite")  # 6*8+8 + 8*3+3
+    code, out, _ = run_main(["--predict", folder, "--inputs", input_files["npy"], "--json"])
+    assert code == 0 and all(p is None for row in strict_json(out)["predictions"] for p in row)
+
+
+def test_json_line_writes_every_non_finite_number_as_null():
+    from jaxmlp.runtime import json_line
+
+    value = {"a": float("nan"), "b": [np.float32("inf"), -np.inf, 1.5, np.float32(0.25)], "c": (np.int64(3), True),
+             "d": None, "e": "NaN", "f": Path("x")}
+    assert strict_json(json_line(value)) == {"a": None, "b": [None, None, 1.5, 0.25], "c": [3, True], "d": None,
+                                             "e": "NaN", "f": "x"}
+
+
+@pytest.mark.parametrize("module", ["jaxmlp.train", "jaxmlp.sweep", "jaxmlp.bench"])
+def test_json_help_says_non_finite_numbers_are_null(module):
+    import importlib
+
+    parser = importlib.import_module(f"{module}.cli" if module == "jaxmlp.sweep" else module).build_parser()
+    (action,) = [a for a in parser._actions if "--json" in a.option_strings]
+    assert "a NaN or infinite number, e.g. of a diverged variant, is null" in action.help
+
+
 def test_predict_without_json_prints_the_array(trained, input_files):
     code, out, _ = run_main(["--predict", trained[0]["variants"][0]["checkpoint"], "--inputs", input_files["npy"]])
     assert code == 0

@@ -61,6 +61,9 @@ MERGED = [  # one program: a family of three activations (two inits), noisy ReLU
 
 @pytest.mark.parametrize("devices", [1, 2])
 def test_activations_merged_in_one_program_equal_variants_trained_alone(make_config, synthetic_data, devices):
+    """Merged (one switched copy of the code, several families) against each variant trained in a
+    program of its own: the engine against its simplest form, which tests/test_reference_loop.py
+    holds against a reference training loop written without the engine."""
     if devices > len(jax.devices()):
         pytest.skip("needs two devices")
     configs = [make_config({"training.early_stopping.patience": 1, "optimizer.learning_rate": 0.05, **o, "model.dropout": 0.2,

@@ -12,7 +12,7 @@ from jaxmlp.config import ConfigError, DataConfig, RunConfig, load_config, set_d
 from jaxmlp.data import Dataset, load_dataset
 from jaxmlp.data.errors import DataError
 from jaxmlp.data.tables import arrays_config, resolve_file
-from jaxmlp.sweep.bounded_yaml import load_bounded_yaml
+from jaxmlp.bounded_yaml import YamlError, load_bounded_yaml
 
 #: Where a dict given in Python stands in messages, as a file's name would.
 DICT_SOURCE = "<dict>"
@@ -31,7 +31,10 @@ def _one_config(item: Any) -> RunConfig:
         return item.model_copy(update={"data": resolve_file(item.data, Path.cwd())})
     if isinstance(item, (str, os.PathLike)):
         path = Path(item)
-        raw = load_bounded_yaml(path) if path.is_file() else None
+        try:
+            raw = load_bounded_yaml(path) if path.is_file() else None
+        except YamlError as err:
+            raise ConfigError(str(err)) from None
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: not a YAML file of configuration sections (data, model, optimizer, training)")
         config = load_config(raw, source=str(path))

@@ -19,7 +19,7 @@ import yaml
 from jaxmlp.api.inputs import DICT_SOURCE, data_section, dataset_of
 from jaxmlp.data import DataError
 from jaxmlp.runtime import cache_root
-from jaxmlp.sweep.bounded_yaml import load_bounded_yaml
+from jaxmlp.bounded_yaml import YamlError, load_bounded_yaml
 from jaxmlp.sweep.cli import SNAPSHOT_EVERY
 from jaxmlp.sweep.result import SweepResult
 from jaxmlp.sweep.signals import Interrupts
@@ -66,7 +66,11 @@ def sweep_from(spec: Any, data: Any = None, target: str | None = None) -> Sweep:
         path = Path(spec)
         if not path.is_file():
             raise SweepError(f"{path}: no such sweep file")
-        return sweep_of(_with_data(load_bounded_yaml(path) or {}, data, target), path)
+        try:
+            raw = load_bounded_yaml(path) or {}
+        except YamlError as err:
+            raise SweepError(str(err)) from None
+        return sweep_of(_with_data(raw, data, target), path)
     if isinstance(spec, Mapping):
         raw = _with_data(spec, data, target) if data is not None else dict(spec)
         return sweep_of(raw, Path(DICT_SOURCE), DICT_SOURCE, Path.cwd())

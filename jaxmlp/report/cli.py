@@ -15,8 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-import yaml
-
+from jaxmlp.bounded_yaml import YamlError, load_bounded_yaml
 from jaxmlp.report.errors import ReportError
 from jaxmlp.report.evaluation import evaluation_notes
 from jaxmlp.report.figures import sweep_figures
@@ -30,8 +29,9 @@ from jaxmlp.report.search import search_sections
 from jaxmlp.report.selection import ObjectiveReport, objective_report
 from jaxmlp.report.tables import (HEADERS, display_metric, report_rows, search_text, sections_markdown, summarize,
                                   to_csv, to_markdown, to_text, without_validation)
-from jaxmlp.tracking import (TRACKING_URI_HELP, RunNotFound, SweepNotFound, TrackedSweep, Tracker, find_sweep,
-                             sqlite_path, ui_command, unsupported_scheme)
+from jaxmlp.tracking import (TRACKING_URI_HELP, HistoryFileError, RunNotFound, SweepNotFound, TrackedSweep, Tracker,
+                             bound_http_requests, find_sweep, resolve_tracking_uri, sqlite_path, store_failure,
+                             store_fix, ui_command, unsupported_scheme)
 
 REFERENCES_FILE = "references.yaml"
 
@@ -41,10 +41,14 @@ def _sweep_name(target: str) -> str:
     path = Path(target)
     if not (path.suffix in (".yaml", ".yml") or path.is_file()):
         return target
+    if path.exists() and not path.is_file():
+        raise ReportError(f"{path}: not a regular file; give a sweep file (YAML)")
     try:
-        raw = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as err:
+        raw = load_bounded_yaml(path)
+    except OSError as err:
         raise ReportError(f"{path}: cannot read the sweep file: {err}") from None
+    except YamlError as err:
+        raise ReportError(str(err)) from None
     if not isinstance(raw, dict) or not isinstance(raw.get("name"), str):
         raise ReportError(f"{path}: a sweep file needs a top-level 'name' (the MLflow experiment to report)")
     return raw["name"]
@@ -125,8 +129,8 @@ def _sweep_file(target: str, sweep: TrackedSweep) -> dict[str, Any]:
     for path in (Path(target), Path(sweep.sweep_file or "")):
         if path.suffix in (".yaml", ".yml") and path.is_file():
             try:
-                raw = yaml.safe_load(path.read_text())
-            except (OSError, yaml.YAMLError):
+                raw = load_bounded_yaml(path)
+            except (OSError, YamlError):
                 return {}
             return raw if isinstance(raw, dict) else {}
     return {}
@@ -187,7 +191,10 @@ def run_report(args: argparse.Namespace) -> Path:
     readme = (replace_between_markers(args.readme.read_text(), built.results, str(args.readme), sweep.name)
               if args.readme else None)
     out = args.out or Path("reports") / sweep.name
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ReportError(f"--out {out}: cannot create the folder ({err.strerror}); give a folder's path") from None
     for name, data in built.files.items():
         (out / name).write_bytes(data)
         if not args.no_log:
@@ -207,9 +214,17 @@ def run_report(args: argparse.Namespace) -> Path:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    bound_http_requests()
     try:
         run_report(args)
-    except (ReportError, SweepNotFound) as err:
+    except (ReportError, SweepNotFound, HistoryFileError) as err:
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    except Exception as err:  # noqa: BLE001 - the store's failure as one line; anything else raises
+        reason = store_failure(err)
+        if reason is None:
+            raise
+        uri = resolve_tracking_uri(args.tracking_uri)
+        print(f"error: the tracking store {uri} failed: {reason}. Fix: {store_fix(uri)}.", file=sys.stderr)
         return 2
     return 0

@@ -45,6 +45,9 @@ FIGURE_CAPTIONS = {
                       "finished settings (Optuna's evaluator on a study of one trial per setting).",
     **DIAGRAM_CAPTIONS,
 }
+#: The most characters of one line of a label (longer ones end in "…"), and the most inches a
+#: figure spans either way: a long setting name cannot make a figure huge.
+LABEL_CHARS, MAX_INCHES = 80, 40.0
 _LINESTYLES = ("-", "--", ":", "-.")
 
 
@@ -69,7 +72,24 @@ def prepare_figures() -> None:
     png(fig)
 
 
+def _clipped(text: str) -> str:
+    """`text` with every line at most `LABEL_CHARS` (a longer one ends in "…")."""
+    return "\n".join(line if len(line) <= LABEL_CHARS else line[:LABEL_CHARS - 1] + "…" for line in text.split("\n"))
+
+
+def _bounded(fig) -> None:
+    """Every text of `fig` (titles, legends; tick labels are made at each draw: `_clipped` where
+    they are set) `_clipped`, the figure at most `MAX_INCHES` either way."""
+    from matplotlib.text import Text
+
+    for text in fig.findobj(Text):
+        text.set_text(_clipped(text.get_text()))
+    width, height = fig.get_size_inches()
+    fig.set_size_inches(min(width, MAX_INCHES), min(height, MAX_INCHES))
+
+
 def png(fig) -> bytes:
+    _bounded(fig)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
     _pyplot().close(fig)
@@ -127,7 +147,7 @@ def _axis_figure(records: Sequence[VariantRecord], value, ylabel: str, prefer: s
         x = v[key] if key else _others(v, None, "\n") or setting
         series.setdefault(_others(v, key) if key else "", []).append((x, setting))
     categories = list(dict.fromkeys(format_value(x) for points in series.values() for x, _ in points))
-    longest = max(len(line) for c in categories for line in c.split("\n"))
+    longest = min(LABEL_CHARS, max(len(line) for c in categories for line in c.split("\n")))
     width = 6.5 if numeric else max(5.0, len(categories) * max(0.8, 0.075 * longest) + 2.0)
     fig, ax = plt.subplots(figsize=(width, 4.0))
     spread = min(0.6 / len(series), 0.15)
@@ -150,7 +170,7 @@ def _axis_figure(records: Sequence[VariantRecord], value, ylabel: str, prefer: s
             ax.set_xscale("log")
     else:
         tilt = key is not None and longest > 8
-        ax.set_xticks(range(len(categories)), categories, rotation=30 if tilt else 0,
+        ax.set_xticks(range(len(categories)), list(map(_clipped, categories)), rotation=30 if tilt else 0,
                       ha="right" if tilt else "center", fontsize=8 if key else 7)
         ax.set_xlim(-0.5, len(categories) - 0.5)
     ax.set_xlabel(key or "setting")
@@ -347,7 +367,7 @@ def draw_lineage(records: Sequence[VariantRecord]):
         ax.annotate("", xy=(step["epoch"], row[step["member"]]), xytext=(step["epoch"], row[step["source"]]),
                     arrowprops={"arrowstyle": "-|>", "color": color[step["member"]], "linewidth": 1.0,
                                 "connectionstyle": "arc3,rad=0.25", "shrinkA": 2, "shrinkB": 2}, gid="exploit")
-    ax.set_yticks(range(len(members)), [f"#{m} {short_label(r.setting)}" for m, r in members], fontsize=7)
+    ax.set_yticks(range(len(members)), [_clipped(f"#{m} {short_label(r.setting)}") for m, r in members], fontsize=7)
     ax.set_ylim(len(members) - 0.5, -0.5)
     ax.set_title("members and their exploit steps (arrow: source → copy)", fontsize=9)
     ax.grid(alpha=0.3, axis="x")
@@ -362,9 +382,17 @@ def sweep_figures(records: Sequence[VariantRecord], rows: Sequence[dict[str, Any
     """The figures of a sweep, by file name: the test metric against the swept axis; learning curves (records
     with `history`); activation functions and dead units (model.activation swept); the generalisation gap
     (model.dropout swept); the lineage of a population-based training (a member copied another);
-    reliability diagrams (classification) and accuracy against input noise (`evaluation.input_noise`)."""
+    reliability diagrams (classification) and accuracy against input noise (`evaluation.input_noise`).
+    Names are drawn as plain text: a `$` in one starts no math text."""
     if not rows:
         return {}
+    import matplotlib
+
+    with matplotlib.rc_context({"text.parse_math": False}):
+        return _figures(records)
+
+
+def _figures(records: Sequence[VariantRecord]) -> dict[str, bytes]:
     keys = {k for r in records for k in r.setting}  # (a conditional parameter is in some settings only)
     figures = {"test_metric.png": figure_test_metric(records)}
     if any(r.history for r in records):

@@ -5,6 +5,7 @@ runs' params and tags (`jaxmlp.records.setting_label`).
 """
 from __future__ import annotations
 
+import hashlib
 import re
 from typing import Any, Mapping
 
@@ -15,6 +16,9 @@ SHORT_KEYS = {
     "elu_alpha": "alpha", "patience": "patience", "divergence_factor": "div",
 }
 SEPARATOR = " · "
+#: The most characters of a `metric_label`: MLflow keys take 250, and the label follows a
+#: statistic's name ('test_accuracy_mean/').
+METRIC_LABEL_CHARS = 200
 
 
 def short_number(value: float) -> str:
@@ -53,5 +57,11 @@ def run_name(setting: Mapping[str, Any], seed: int) -> str:
 
 def metric_label(setting: Mapping[str, Any]) -> str:
     """`short_label` in the characters MLflow allows in metric names, slashes (chart
-    sections) left out: 'lr 3e-4 drop 0.2'."""
-    return " ".join(re.sub(r"[^\w.\- :]+", " ", short_label(setting)).split())
+    sections) left out: 'lr 3e-4 drop 0.2'; one longer than `METRIC_LABEL_CHARS` is cut and
+    ends in a digest of the whole label ('... 1a2b3c4d'), so distinct settings keep distinct
+    names (the summary table beside the metrics has the whole setting)."""
+    label = " ".join(re.sub(r"[^\w.\- :]+", " ", short_label(setting)).split())
+    if len(label) <= METRIC_LABEL_CHARS:
+        return label
+    digest = hashlib.sha256(label.encode()).hexdigest()[:8]
+    return f"{label[:METRIC_LABEL_CHARS - 12].rstrip()}... {digest}"

@@ -10,7 +10,7 @@ from typing import Any, Mapping, Sequence
 from jaxmlp.report.errors import ReportError
 from jaxmlp.report.figures import FIGURE_CAPTIONS
 from jaxmlp.report.search import Section
-from jaxmlp.report.tables import ERROR_PERCENT, HEADERS, table_cells
+from jaxmlp.report.tables import ERROR_PERCENT, HEADERS, markdown_text, table_cells
 
 MARK_START = "<!-- jaxmlp:results:start -->"
 MARK_END = "<!-- jaxmlp:results:end -->"
@@ -82,8 +82,9 @@ def to_html(name: str, description: str, table: list[dict[str, Any]], figures: d
 
 def results_markdown(meta: str, table_md: str, notes: str, references: list[str], sections_md: str = "") -> str:
     """Provenance, table, column notes, matched references and further sections (an adaptive
-    search's, as Markdown): what goes between a README's markers."""
-    refs = "\n\nReferences:\n\n" + "\n".join(f"- {r}" for r in references) if references else ""
+    search's, as Markdown): what goes between a README's markers. References are literal
+    text (`markdown_text`): they name settings."""
+    refs = "\n\nReferences:\n\n" + "\n".join(f"- {markdown_text(r)}" for r in references) if references else ""
     return f"{meta}\n\n{table_md}\n{notes}{refs}\n{sections_md}"
 
 

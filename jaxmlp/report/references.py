@@ -14,10 +14,10 @@ import math
 from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
-from jaxmlp.config import CONFIG_KEYS, did_you_mean, format_validation_error
+from jaxmlp.bounded_yaml import YamlError, load_bounded_yaml
+from jaxmlp.config import CONFIG_KEYS, STRICT, did_you_mean, format_validation_error
 from jaxmlp.records import VariantRecord
 from jaxmlp.report.errors import ReportError
 from jaxmlp.report.tables import ERROR_PERCENT, by_setting
@@ -26,7 +26,7 @@ from jaxmlp.report.tables import ERROR_PERCENT, by_setting
 class Reference(BaseModel):
     """One published number: the setting it belongs to, the metric, the value and where it comes from."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = STRICT
     setting: str | dict[str, Any]
     metric: Literal["test_error_percent", "test_loss"] = "test_error_percent"
     value: float
@@ -35,7 +35,7 @@ class Reference(BaseModel):
 
 
 class ReferencesFile(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = STRICT
     description: str = ""
     references: list[Reference]
 
@@ -44,12 +44,12 @@ def load_references(path: str | Path) -> list[dict[str, Any]]:
     """Validated entries of a references file; errors name the file, the entry and the key."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = load_bounded_yaml(path)
         parsed = ReferencesFile.model_validate(raw if raw is not None else {})
     except OSError as err:
         raise ReportError(f"{path}: cannot read the references file: {err}") from None
-    except yaml.YAMLError as err:
-        raise ReportError(f"{path}: not valid YAML: {err}") from None
+    except YamlError as err:
+        raise ReportError(str(err)) from None
     except ValidationError as err:
         raise ReportError(format_validation_error(err, str(path), ReferencesFile)) from None
     for i, entry in enumerate(parsed.references):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import re
 from typing import Any, Iterable, Mapping, NamedTuple, Sequence
 
 import numpy as np
@@ -30,6 +31,10 @@ HEADERS = {
     **EVALUATION_HEADERS,
 }
 _PERCENT_KEYS = (ERROR_PERCENT, "reference", "reference_diff")
+#: Characters a Markdown renderer would read as markup or HTML, and what stands for each.
+_MARKDOWN = {"&": "&amp;", "<": "&lt;", ">": "&gt;", **{c: "\\" + c for c in "\\`*[]|"}}
+#: Control characters (newlines, terminal escapes): shown as Python escapes (`\n`, `\x1b`).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 def primary_metric(records: Sequence[VariantRecord]) -> str:
@@ -294,13 +299,25 @@ def table_cells(rows: Sequence[dict[str, Any]],
     return [(headers or {}).get(c, c) for c in columns], cells
 
 
+def plain_text(text: str) -> str:
+    """`text` on one line, its control characters (newline, escape) shown as `\\n`, `\\x1b`:
+    a setting's name cannot break a table's rows or drive the terminal."""
+    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode(), text)
+
+
+def markdown_text(text: str) -> str:
+    """`text` as literal Markdown on one line: no raw HTML, link, code, emphasis or table
+    cell boundary comes from it (`plain_text`, then `&<>` as entities, the rest escaped)."""
+    return "".join(_MARKDOWN.get(c, c) for c in plain_text(text))
+
+
 def to_markdown(rows: Sequence[dict[str, Any]], headers: Mapping[str, str] | None = None) -> str:
-    """A Markdown table; the test metric shows as mean ± std."""
+    """A Markdown table (every title and cell `markdown_text`); the test metric shows as mean ± std."""
     if not rows:
         return "(no runs)\n"
     titles, cells = table_cells(rows, headers)
-    lines = ["| " + " | ".join(titles) + " |", "|" + "---|" * len(titles)]
-    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in cells]
+    lines = ["| " + " | ".join(map(markdown_text, titles)) + " |", "|" + "---|" * len(titles)]
+    lines += ["| " + " | ".join(map(markdown_text, row)) + " |" for row in cells]
     return "\n".join(lines) + "\n"
 
 
@@ -313,11 +330,11 @@ def to_csv(rows: Sequence[dict[str, Any]]) -> str:
 
 
 def to_text(rows: Sequence[dict[str, Any]], headers: Mapping[str, str] | None = None) -> str:
-    """An aligned plain-text table for the terminal."""
+    """An aligned plain-text table for the terminal (every cell `plain_text`)."""
     if not rows:
         return "(no runs)"
     titles, cells = table_cells(rows, headers)
-    table = [titles] + cells
+    table = [[plain_text(cell) for cell in row] for row in [titles, *cells]]
     widths = [max(len(row[j]) for row in table) for j in range(len(titles))]
     return "\n".join("  ".join(cell.ljust(w) if j == 0 else cell.rjust(w) for j, (cell, w)
                                in enumerate(zip(row, widths))) for row in table)

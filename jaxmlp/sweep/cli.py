@@ -2,15 +2,14 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
 from typing import Sequence
 
 from jaxmlp.data.errors import DataError
-from jaxmlp.runtime import (CACHE_ENV, COMPILE_CACHE_HELP, DEFAULT_CACHE_ROOT, cache_root, compile_cache_dir,
-                            enable_compilation_cache)
+from jaxmlp.runtime import (CACHE_ENV, COMPILE_CACHE_HELP, DEFAULT_CACHE_ROOT, JSON_HELP, cache_root,
+                            compile_cache_dir, enable_compilation_cache, json_line)
 from jaxmlp.sweep.signals import Interrupts
 from jaxmlp.sweep.spec import SweepError, load_sweep, unavailable_data
 from jaxmlp.tracking import TRACKING_URI_HELP
@@ -20,12 +19,6 @@ from jaxmlp.tracking import TRACKING_URI_HELP
 SNAPSHOT_EVERY = 300.0
 
 
-def _count(text: str) -> int:
-    if not text.strip().isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: give a whole number, 1 or more")
-    return int(text)
-
-
 def _seconds(text: str) -> float:
     try:
         value = float(text)
@@ -33,6 +26,16 @@ def _seconds(text: str) -> float:
         value = -1.0
     if not value >= 0:
         raise argparse.ArgumentTypeError(f"{text!r}: give a number of seconds, 0 or more")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a whole number, 1 or more")
     return value
 
 
@@ -58,8 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="log MLflow's system metrics (CPU, memory; GPU with nvidia-ml-py) on the parent run")
     p.add_argument("--devices", choices=["auto", "one", "all"],
                    help="shard variants over devices: auto (by network size), one, all (overrides the file)")
-    p.add_argument("--max-variants", type=int, metavar="N", help="at most N variants training at once in a compiled program (its slots; the others queue)")
-    p.add_argument("--chunks", type=_count, metavar="N",
+    p.add_argument("--max-variants", type=_positive_int, metavar="N",
+                   help="at most N variants training at once in a compiled program (its slots; the others queue)")
+    p.add_argument("--chunks", type=_positive_int, metavar="N",
                    help="split each program's queue into N chunks with slots of their own (with --executor ray, "
                         "one task each, e.g. one GPU each)")
     p.add_argument("--compile-cache", metavar="DIR", help=COMPILE_CACHE_HELP)
@@ -74,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ray-address", metavar="ADDR",
                    help="with --executor ray: the cluster to join (default: start a local one)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
-    p.add_argument("--json", action="store_true", help="print the outcome as one JSON object on stdout")
+    p.add_argument("--json", action="store_true", help=JSON_HELP.format("the outcome"))
     return p
 
 
@@ -115,6 +119,13 @@ def _main(args: argparse.Namespace, interrupts: Interrupts) -> int:
     if missing and not args.dry_run:  # before anything is logged, as for a bad file
         print("error: " + "\n".join(missing), file=sys.stderr)
         return 2
+    if args.register is not None and not args.dry_run and not args.no_tracking:
+        from jaxmlp.tracking import registration_problem
+
+        problem = registration_problem(args.register, args.alias)
+        if problem:  # before anything trains: the registry would refuse it only after
+            print(f"error: {problem}", file=sys.stderr)
+            return 2
     if args.devices or args.max_variants or args.chunks:
         execution = sweep.spec.execution.model_copy(update={
             k: v for k, v in (("devices", args.devices), ("max_variants_per_program", args.max_variants),
@@ -151,7 +162,7 @@ def _main(args: argparse.Namespace, interrupts: Interrupts) -> int:
     interrupts.check()
     import jax
 
-    from jaxmlp.sweep.plan import describe_plan, plan_groups
+    from jaxmlp.sweep.plan import describe_plan, oversized, plan_groups
     from jaxmlp.sweep.result import run_planned
     from jaxmlp.sweep.runner import Options, StoreUnavailable
     from jaxmlp.sweep.runs import ResumeRefused
@@ -164,12 +175,19 @@ def _main(args: argparse.Namespace, interrupts: Interrupts) -> int:
         groups = plan_groups(sweep, executor.plan_devices(len(jax.devices())))
     else:
         groups = plan_groups(sweep, len(jax.devices()))
+    too_large = None if executor else oversized(groups)  # (a cluster's workers have their own memory)
     if args.dry_run:
         print(describe_study(sweep, groups[0]) if sweep.spec.optimize else describe_plan(sweep, groups))
         for problem in missing:
             print(f"data: {problem}")
         if executor:
             print(executor.describe(groups, search=sweep.spec.search is not None))
+    if too_large:
+        print(f"error: {sweep.path}: {too_large}", file=sys.stderr)
+        if tracker is not None:
+            tracker.close()
+        return 2
+    if args.dry_run:
         return 0
     enable_compilation_cache(compile_cache_dir(args.compile_cache))
     options = Options(tracking=not args.no_tracking, tracking_uri=args.tracking_uri, resume=args.resume,
@@ -184,7 +202,7 @@ def _main(args: argparse.Namespace, interrupts: Interrupts) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if args.json:
-        print(json.dumps(outcome_json(result), default=str))
+        print(json_line(outcome_json(result)))
     else:
         print_outcome(result)
     return 0 if result.ok else 1

@@ -7,8 +7,9 @@ import math
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel
 
+from jaxmlp.config import STRICT
 from jaxmlp.sweep.errors import SweepError
 
 
@@ -16,7 +17,7 @@ class Distribution(BaseModel):
     """Exactly one of: choice (list), uniform / loguniform ([low, high]), int ([low, high] inclusive);
     `when`: the condition under which the parameter is proposed (`jaxmlp.sweep.conditions`)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = STRICT
     choice: list[Any] | None = None
     uniform: tuple[float, float] | None = None
     loguniform: tuple[float, float] | None = None

@@ -215,6 +215,20 @@ def _with_families_of(layout: Layout, whole: Layout) -> Layout:
     return dataclasses.replace(layout, families=tuple(families), part_sizes=tuple(sizes))
 
 
+def oversized(groups: list[Group], budget: int | None = None) -> str | None:
+    """Why the plan cannot train here: the first group whose program (one part, at least) needs
+    more than the memory budget per device; None where every one fits."""
+    budget = memory_budget() if budget is None else budget
+    for g in groups:
+        if g.memory_bytes > budget:
+            c = g.config
+            return (f"group {g.id} ({c.data.name} {'-'.join(map(str, c.model.hidden))} {c.optimizer.name} batch "
+                    f"{c.training.batch_size}, {g.n_params:,} parameters) needs about {g.memory_bytes / 2**30:,.1f} "
+                    f"GiB per device, above the memory budget of {budget / 2**30:,.1f} GiB ({MEMORY_FRACTION:.0%} "
+                    "of a device's memory); shrink model.hidden, training.batch_size or data.train_limit")
+    return None
+
+
 def _count(n: int | str, noun: str) -> str:
     """'1 seed', '3 seeds', '2-3 seeds'."""
     return f"{n} {noun}{'' if n == 1 else 's'}"

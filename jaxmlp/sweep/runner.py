@@ -51,8 +51,9 @@ class StoreUnavailable(RuntimeError):
     def __init__(self, tracking_uri: str, reason: str):
         from jaxmlp.tracking import store_fix
 
+        reason = reason.strip().splitlines()[0] if reason.strip() else reason  # (SQLAlchemy adds SQL and links)
         super().__init__(f"the tracking store {tracking_uri} cannot be used: {reason}. Nothing was trained. "
-                         f"Fix: {store_fix(tracking_uri)}.")
+                         f"Fix: {store_fix(tracking_uri, reason)}.")
 
 
 @dataclass
@@ -331,7 +332,14 @@ class SweepRunner:
             raise StoreUnavailable(uri, reason)
         future = self.runs.open()
         try:
-            opened = future.result(timeout=OPEN_TIMEOUT)
+            for _ in range(int(OPEN_TIMEOUT / 0.2)):  # in slices: a signal is honoured during the probe
+                self.interrupts.check()
+                if concurrent.futures.wait([future], timeout=0.2).done:
+                    break
+            opened = future.result(timeout=0)
+        except KeyboardInterrupt:
+            self.runs.abandon()
+            raise
         except ResumeRefused:
             self.runs.close()
             raise

@@ -5,9 +5,9 @@ from __future__ import annotations
 from functools import partial
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
-from jaxmlp.config import bounds, did_you_mean, numeric_fields
+from jaxmlp.config import MAX_SEED, STRICT, bounds, did_you_mean, numeric_fields
 from jaxmlp.sweep.distributions import checked, draw
 from jaxmlp.sweep.errors import SweepError
 
@@ -22,7 +22,7 @@ _PBT_KEYS = ("interval", "quantile", "perturb", "resample_probability", "seed")
 class SearchSpec(BaseModel):
     """Adaptive search inside the compiled loop (see `jaxmlp.engine.search`)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = STRICT
 
     scheduler: Literal[SCHEDULERS]  # type: ignore[valid-type]
     metric: Literal["val_loss", "val_accuracy"] | None = None  # default: the early-stopping monitor
@@ -36,7 +36,7 @@ class SearchSpec(BaseModel):
     quantile: float | None = None
     perturb: dict[str, list[float]] | None = None
     resample_probability: float | None = Field(None, ge=0, le=1)
-    seed: int | None = Field(None, ge=0)
+    seed: int | None = Field(None, ge=0, le=MAX_SEED)
 
 
 def search_of(s: SearchSpec, random_params: dict[str, Any], epochs: int, monitor: str,

@@ -31,15 +31,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
-from jaxmlp.config import (CONFIG_KEYS, ConfigError, RunConfig, did_you_mean, flatten, format_validation_error,
-                           load_config, set_dotted)
+from jaxmlp.bounded_yaml import YamlError, load_bounded_yaml
+from jaxmlp.config import (CONFIG_KEYS, MAX_SEED, STRICT, ConfigError, RunConfig, bounded_repr, did_you_mean, flatten,
+                           format_validation_error, load_config, set_dotted)
 from jaxmlp.data import DataError, check_available, split_sizes
 from jaxmlp.data.tables import resolve_file
 from jaxmlp.records import SETTING_NAME, setting_label
 from jaxmlp.report.objectives import Objective, ObjectiveError, objectives_of
-from jaxmlp.sweep.bounded_yaml import load_bounded_yaml
 from jaxmlp.sweep.conditions import active, condition_order
 from jaxmlp.sweep.distributions import Distribution, checked, draw
 from jaxmlp.sweep.errors import SweepError
@@ -47,15 +47,18 @@ from jaxmlp.sweep.optimize import OptimizeSpec, Optimizer, Proposal, check_sampl
 from jaxmlp.sweep.schedulers import SearchSpec, search_of
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = STRICT
 
 
 class RandomSpec(_Strict):
     samples: int = Field(gt=0)
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=MAX_SEED)
     params: dict[str, Distribution]
 
 
+#: The most characters of a sweep's name and of a zipped setting's name (they name folders,
+#: experiments, runs and metrics).
+MAX_NAME = 100
 #: A sweep that expands to more variants is refused unless its file raises `execution.max_variants`.
 MAX_VARIANTS = 50_000
 #: Up to this many variants, every child run keeps its per-epoch history as MLflow metrics.
@@ -90,7 +93,7 @@ class ExecutionSpec(_Strict):
 
 
 class SweepSpec(_Strict):
-    name: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$")
+    name: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$", max_length=MAX_NAME)
     description: str = ""
     base: dict[str, Any] = Field(default_factory=dict)
     grid: dict[str, list[Any]] = Field(default_factory=dict)
@@ -209,8 +212,13 @@ def load_sweep(path: str | Path) -> Sweep:
         raise SweepError(f"{path}: a folder, not a sweep file; give one of its YAML files"
                          + (f" ({', '.join(yamls)}{', ...' if len(yamls) == 5 else ''})" if yamls else ""))
     if not path.is_file():
-        raise SweepError(f"{path}: no such sweep file")
-    return sweep_of(load_bounded_yaml(path), path)
+        raise SweepError(f"{path}: not a regular file; give a sweep file (YAML)" if path.exists()
+                         else f"{path}: no such sweep file")
+    try:
+        raw = load_bounded_yaml(path)
+    except YamlError as err:
+        raise SweepError(str(err)) from None
+    return sweep_of(raw, path)
 
 
 def sweep_of(raw: Any, path: Path, source: str | None = None, folder: Path | None = None) -> Sweep:
@@ -269,12 +277,16 @@ def n_variants(spec: SweepSpec) -> int:
 
 
 def _seed_list(seeds: Any, where: str) -> list[int]:
-    """A seed count (0, 1, ... n - 1) or a list of distinct non-negative seeds, checked."""
-    listed = list(range(seeds)) if isinstance(seeds, int) and not isinstance(seeds, bool) else seeds
+    """A seed count (0, 1, ... n - 1) or a list of distinct seeds in 0..`MAX_SEED`, checked."""
+    if isinstance(seeds, int) and not isinstance(seeds, bool):
+        listed = list(range(seeds)) if seeds <= MAX_SEED + 1 else []
+    else:
+        listed = seeds
     if (not isinstance(listed, list) or not listed or not all(isinstance(s, int) and not isinstance(s, bool)
                                                               for s in listed)
-            or len(set(listed)) != len(listed) or min(listed) < 0):
-        raise SweepError(f"{where}: {seeds!r}; give a positive count or a list of distinct non-negative integers")
+            or len(set(listed)) != len(listed) or min(listed) < 0 or max(listed) > MAX_SEED):
+        raise SweepError(f"{where}: {bounded_repr(seeds)}; give a positive count or a list of distinct integers "
+                         f"in 0..{MAX_SEED}")
     return listed
 
 
@@ -300,8 +312,9 @@ def _zipped_names(spec: SweepSpec, source: str) -> list[str] | None:
         raise SweepError(f"{source}: zip.name: names zipped settings, but zip varies nothing; give the zipped "
                          "keys beside it, or remove it")
     for i, name in enumerate(names):
-        if not isinstance(name, str) or not name.strip():
-            raise SweepError(f"{source}: zip.name[{i}]: {name!r}; each setting's name must be a non-empty text")
+        if not isinstance(name, str) or not name.strip() or len(name) > MAX_NAME:
+            raise SweepError(f"{source}: zip.name[{i}]: {bounded_repr(name, 60)}; each setting's name must be a "
+                             f"non-empty text of at most {MAX_NAME} characters")
         if name in names[:i]:
             raise SweepError(f"{source}: zip.name[{i}]: {name!r} is also zip.name[{names.index(name)}]; "
                              "each setting needs a name of its own")

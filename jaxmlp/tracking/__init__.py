@@ -8,7 +8,9 @@ No module outside this package imports MLflow or names its tags; callers pass an
 plain values and `VariantRecord`s. Importing the package does not import MLflow.
 """
 from jaxmlp.tracking.model import _load_pyfunc  # noqa: F401 - models logged before the split name this package
-from jaxmlp.tracking.process import RemoteError, TrackerProcess
+from jaxmlp.tracking.model import registration_problem
+from jaxmlp.tracking.histories import HistoryFileError
+from jaxmlp.tracking.process import RemoteError, TrackerProcess, bound_http_requests, store_failure
 from jaxmlp.tracking.store import ParentRun, RunNotFound, Tracker, request_system_metrics
 from jaxmlp.tracking.sweeps import SweepNotFound, TrackedSweep, find_sweep
 from jaxmlp.tracking.uri import (DEFAULT_TRACKING_URI, DEFAULT_UI_BASE, TRACKING_URI_HELP, resolve_tracking_uri,
@@ -18,6 +20,7 @@ from jaxmlp.tracking.writer import AsyncWriter, TrackingError
 
 __all__ = [
     "DEFAULT_TRACKING_URI", "DEFAULT_UI_BASE", "TRACKING_URI_HELP", "AsyncWriter", "ParentRun", "RemoteError", "RunNotFound",
+    "HistoryFileError", "bound_http_requests", "registration_problem", "store_failure",
     "SweepNotFound", "TrackedSweep", "Tracker", "TrackerProcess", "TrackingError", "find_sweep",
     "request_system_metrics", "resolve_tracking_uri", "run_page_url", "runs_page_url", "sqlite_path", "store_fix", "ui_base_url",
     "ui_command", "unsupported_scheme", "unwritable_sqlite",

@@ -7,9 +7,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from jaxmlp.tracking.process import quiet_mlflow_logging
+from jaxmlp.tracking.process import bound_http_requests, quiet_mlflow_logging, store_failure
 from jaxmlp.tracking.store import Tracker
-from jaxmlp.tracking.uri import TRACKING_URI_HELP, unsupported_scheme
+from jaxmlp.tracking.uri import TRACKING_URI_HELP, resolve_tracking_uri, store_fix, unsupported_scheme
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,15 +26,28 @@ def main(argv: list[str] | None = None) -> int:
     replay.add_argument("--tracking-uri", help="the store to log into (default: the sweep's own)")
     args = p.parse_args(argv)
     quiet_mlflow_logging()
+    bound_http_requests()
     unsupported = args.tracking_uri and unsupported_scheme(args.tracking_uri)
     if unsupported:
         p.error(f"--tracking-uri {args.tracking_uri}: {unsupported}")
+    try:
+        return _command(args)
+    except Exception as err:  # noqa: BLE001 - the store's failure as one line; anything else raises
+        reason = store_failure(err)
+        if reason is None:
+            raise
+        fix = f" Fix: {store_fix(resolve_tracking_uri(args.tracking_uri))}." if args.tracking_uri else ""
+        print(f"error: the tracking store failed: {reason}.{fix}", file=sys.stderr)
+        return 2
+
+
+def _command(args: argparse.Namespace) -> int:
     if args.command == "replay":
-        from jaxmlp.tracking.spool import replay as replay_spool
+        from jaxmlp.tracking.replay import SpoolError, replay
 
         try:
-            replay_spool(args.folder, args.tracking_uri)
-        except FileNotFoundError as err:
+            replay(args.folder, args.tracking_uri)
+        except (FileNotFoundError, SpoolError) as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
         return 0

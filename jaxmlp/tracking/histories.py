@@ -39,12 +39,26 @@ def to_parquet(histories: Iterable[tuple[str, int, Sequence[dict[str, float]]]])
     return out.getvalue()
 
 
+class HistoryFileError(ValueError):
+    """A Parquet history file that cannot be read: corrupted, truncated, or without its columns."""
+
+
 def from_parquet(data: bytes, metrics: Sequence[str] | None = None) -> Histories:
-    """Variant key -> metric -> (epochs, values), epochs where the metric has a value only."""
+    """Variant key -> metric -> (epochs, values), epochs where the metric has a value only;
+    `HistoryFileError` where the file is not a history `to_parquet` wrote."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    table = pq.read_table(io.BytesIO(data)).to_pydict()
+    try:
+        table = pq.read_table(io.BytesIO(data)).to_pydict()
+    except (pa.ArrowException, OSError) as err:
+        raise HistoryFileError(f"not a readable Parquet file ({type(err).__name__}: {err})") from None
+    missing = [c for c in ("variant_key", "epoch") if c not in table]
     names = [n for n in table if n not in IDENTITY_COLUMNS and (metrics is None or n in metrics)]
+    wrong = [n for n in names if any(v is not None and not isinstance(v, (int, float)) for v in table[n])]
+    if missing or wrong:
+        raise HistoryFileError(f"columns {', '.join(missing)} missing" if missing else
+                               f"column {wrong[0]} holds values that are not numbers")
     out: Histories = {}
     for i, key in enumerate(table["variant_key"]):
         for name in names:

@@ -23,6 +23,20 @@ def _pip_requirements() -> list[str]:
     return [f"{name}=={version(name)}" for name in ("mlflow", "jax", "flax", "numpy")]
 
 
+def registration_problem(name: str, alias: str) -> str | None:
+    """Why the Model Registry would refuse this model name or alias (MLflow's own checks), said
+    before anything trains; None where both are fine."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.utils.validation import _validate_model_alias_name, _validate_model_name
+
+    for what, value, check in (("--register", name, _validate_model_name), ("--alias", alias, _validate_model_alias_name)):
+        try:
+            check(value)
+        except MlflowException as err:
+            return f"{what} {value!r}: {err.message}"
+    return None
+
+
 def signature_and_example(checkpoint_dir: str | os.PathLike):
     """The model's signature and a two-row input example, from the checkpoint's meta (no
     parameters loaded, nothing predicted): inputs [-1, width] float32; outputs [-1, classes]

@@ -95,6 +95,17 @@ def bound_http_requests() -> None:
         os.environ.setdefault(key, value)
 
 
+def store_failure(err: BaseException) -> str | None:
+    """One line saying why the store failed where `err` is MLflow's error (a server that does
+    not answer or refuses, a locked database); None for anything else."""
+    from mlflow.exceptions import MlflowException
+
+    if not isinstance(err, MlflowException):
+        return None
+    line = " ".join(str(err.message).split())
+    return line if len(line) <= 400 else f"{line[:400]}..."
+
+
 def quiet_mlflow_logging() -> None:
     """MLflow's and its database migrations' INFO lines ("Creating initial MLflow database
     tables...") are not shown; warnings and errors are."""

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, NamedTuple, 
 
 from jaxmlp.records import VariantRecord, setting_label
 from jaxmlp.tracking.batches import history_metrics, log_batches, run_params, run_tags, step_metrics
-from jaxmlp.tracking.histories import Histories, from_parquet
+from jaxmlp.tracking.histories import Histories, HistoryFileError, from_parquet
 from jaxmlp.tracking.model import save_pyfunc
 from jaxmlp.tracking.uri import resolve_tracking_uri, sqlite_path
 
@@ -357,7 +357,12 @@ class Tracker:
         with tempfile.TemporaryDirectory() as tmp:
             for path in files:
                 local = self.client.download_artifacts(parent_run_id, path, tmp)
-                for key, metrics in from_parquet(Path(local).read_bytes()).items():
+                try:
+                    histories = from_parquet(Path(local).read_bytes())
+                except HistoryFileError as err:
+                    raise HistoryFileError(f"{path} of parent run {parent_run_id} in {self.tracking_uri}: {err}; "
+                                           "remove it or log it again from the sweep's spool") from None
+                for key, metrics in histories.items():
                     out.setdefault(key, {}).update(metrics)
         return out
 

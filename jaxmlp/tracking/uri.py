@@ -35,13 +35,23 @@ def sqlite_path(tracking_uri: str) -> Path | None:
 
 
 def unsupported_scheme(tracking_uri: str) -> str | None:
-    """Why MLflow has no store for this URI's scheme (MLflow itself fails on it with an error
-    about its model registry); None where the scheme is one of `STORE_SCHEMES`."""
-    scheme = urlparse(tracking_uri).scheme.lower().split("+", 1)[0]
-    if scheme in STORE_SCHEMES:
-        return None
-    return (f"its scheme {scheme + '://'!r} is not a tracking store; the schemes MLflow stores take are "
-            f"{', '.join(s + ':' for s in STORE_SCHEMES if s)} or a local folder's path")
+    """Why this URI names no tracking store that keeps runs: it does not parse, its scheme has
+    no MLflow store (MLflow itself fails on it with an error about its model registry), or it
+    is SQLite in memory (`sqlite://`: everything logged is gone when the process ends); None
+    where the scheme is one of `STORE_SCHEMES`."""
+    try:
+        parsed = urlparse(tracking_uri)
+        parsed.port  # noqa: B018 - a port that is not a number raises here
+    except ValueError as err:
+        return f"it is not a valid URI ({err}); give e.g. {DEFAULT_TRACKING_URI} or http://HOST:PORT"
+    scheme = parsed.scheme.lower().split("+", 1)[0]
+    if scheme not in STORE_SCHEMES:
+        return (f"its scheme {scheme + '://'!r} is not a tracking store; the schemes MLflow stores take are "
+                f"{', '.join(s + ':' for s in STORE_SCHEMES if s)} or a local folder's path")
+    if scheme == "sqlite" and not parsed.path.strip("/"):
+        return (f"it names no database file, so SQLite would keep everything in memory and lose it when the "
+                f"process ends; give a file, e.g. {DEFAULT_TRACKING_URI}")
+    return None
 
 
 def unwritable_sqlite(tracking_uri: str) -> str | None:
@@ -104,12 +114,15 @@ def run_page_url(ui_base: str, experiment_id: str, run_id: str) -> str:
     return f"{ui_base.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}?workflowType=machine_learning"
 
 
-def store_fix(tracking_uri: str) -> str:
-    """What to do when the store at this URI cannot be opened or written."""
+def store_fix(tracking_uri: str, reason: str = "") -> str:
+    """What to do when the store at this URI cannot be opened or written (`reason`: why not)."""
     database = sqlite_path(tracking_uri)
     if database is not None:
         folder, other = database.parent, (f"pass another --tracking-uri such as {DEFAULT_TRACKING_URI}, or train "
                                           "without logging with --no-tracking")
+        if "database is locked" in reason:
+            return (f"another process holds a lock on {database} (a sweep, a replay or an MLflow server writing "
+                    f"to it); wait for it to finish, or {other}")
         if folder.exists() and not folder.is_dir():
             return f"{folder} is a file, not a folder: {other}"
         if folder.is_dir():
