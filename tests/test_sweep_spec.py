@@ -252,9 +252,9 @@ def test_structures_of_one_program_never_split(tmp_path, search, queued):
 
 
 @pytest.mark.parametrize("seeds, shapes, queued", [
-    (2, [(1, 4), (1, 2)], False),  # all at once: 4 relu/tanh, 2 noisy ReLU
-    (6, [(1, 4), (1, 4)], True),   # at least 4 slots per family
-    (30, [(2, 8), (1, 8)], True),  # a third: 20 slots in parts of 8, 10 in one
+    (2, [(2, 2), (1, 2)], False),  # all at once: 4 relu/tanh, 2 noisy ReLU
+    (6, [(2, 2), (2, 2)], True),   # at least 4 slots per family
+    (30, [(10, 2), (5, 2)], True),  # a third: 20 and 10 slots in parts of 2
 ])
 def test_a_program_queues_its_variants_when_they_can_stop_early(tmp_path, seeds, shapes, queued):
     """About a third of a family's variants as slots, at least 4 or all of them."""
@@ -301,11 +301,11 @@ def test_program_slots_follow_the_memory_budget(tmp_path):
     sweep = _load(tmp_path, grid={"model.dropout": [0.0, 0.1, 0.2, 0.3]}, seeds=16)
     (whole,) = plan_groups(sweep, budget=2**30)
     footprint = whole.footprint
-    assert (len(whole.variants), whole.layout.n_slots) == (64, 16)  # a third of 64: 2 parts of 8
-    small = footprint.data + 8 * footprint.transient + 8 * footprint.state  # one part of 8 slots
+    assert (len(whole.variants), whole.layout.n_slots) == (64, 22)  # a third of 64: 11 parts of 2
+    small = footprint.data + 2 * footprint.transient + 8 * footprint.state  # 4 parts of 2 slots
     (group,) = plan_groups(sweep, budget=small)
     assert group.layout.n_slots == 8 and group.memory_bytes <= small and len(group.variants) == 64
-    assert footprint.max_variants(small, 8) == 8 and footprint.max_variants(small - 1, 8) == 8
+    assert footprint.max_variants(small, 2) == 8 and footprint.max_variants(small - 1, 2) == 6
 
 
 def test_devices_per_group_follow_the_execution_mode(tmp_path):
@@ -329,9 +329,9 @@ def test_describe_plan_lists_variants_programs_and_structures(tmp_path):
     assert lines[1].split() == ["group", "variants", "structures", "devices", "params", "program", "parts", "slots",
                                 "queued", "memory", "structure"]
     assert len(lines) == 4
-    assert lines[2].split()[1:9] == ["6", "2", "1", "1,210", "p0", "1x4", "4", "2"]
+    assert lines[2].split()[1:9] == ["6", "2", "1", "1,210", "p0", "2x2", "4", "2"]
     assert lines[2].endswith("digits 16 relu/tanh sgd batch 64")
-    assert lines[3].split()[1:9] == ["6", "2", "1", "2,434", "p1", "1x4", "4", "2"]
+    assert lines[3].split()[1:9] == ["6", "2", "1", "2,434", "p1", "2x2", "4", "2"]
     assert lines[3].endswith("digits 32-8 relu/tanh sgd batch 64")
 
 

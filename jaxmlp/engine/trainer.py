@@ -120,8 +120,7 @@ class Trainer:
         self._pruned: dict[int, int] = {}
         self._lineage: dict[int, list[dict[str, int]]] = {}
         self._entered: dict[int, float] = {}
-        self._init_fn = programs[0]  # (its output's shapes check a snapshot)
-        self._init = jax.jit(programs[0])
+        self._init_fn = programs[0]  # (its output's shapes: a blank state to refill, a snapshot's check)
         self._epoch = jax.jit(programs[1], donate_argnums=0)
         self._refill = jax.jit(programs[2], donate_argnums=0)
         self._finals = [jax.jit(f) for f in programs[3:]]
@@ -158,33 +157,39 @@ class Trainer:
 
     def compile(self) -> float:
         """Compile every program ahead of time, or take them from an earlier Trainer with the
-        same families; returns (and keeps) the compile seconds. The refill program is compiled
-        where variants wait for slots."""
+        same families; returns (and keeps) the compile seconds. The refill program also makes
+        the first states (every slot that holds a variant refilled from a blank state)."""
         start = time.perf_counter()
         self.reused_programs = self._key in _COMPILED
         if self.reused_programs:
-            self._init, self._epoch, self._refill, self._finals = _COMPILED[self._key]
+            self._epoch, self._refill, self._finals = _COMPILED[self._key]
             self.compile_seconds = time.perf_counter() - start
             return self.compile_seconds
         d = self.data
         states = jax.tree_util.tree_map(
             lambda sd: jax.ShapeDtypeStruct(sd.shape, sd.dtype, sharding=self._variant_sharding),
-            jax.eval_shape(self._init, self.inputs))
+            jax.eval_shape(self._init_fn, self.inputs))
         masks = self._place(tuple(np.zeros(f.shape, bool) for f in self.families))
-        refills = sum(f.n_parts * f.part_size for f in self.families) < int((~self.frozen).sum())
         # XLA compiles without the GIL: each program compiles in a thread while the next one is traced.
         with concurrent.futures.ThreadPoolExecutor(3, thread_name_prefix="jaxmlp-compile") as pool:
-            init = pool.submit(self._init.lower(self.inputs).compile)
             epoch = pool.submit(self._epoch.lower(states, self.inputs, d.train, d.val).compile)
-            refill = pool.submit(self._refill.lower(states, self.inputs, masks).compile) if refills else None
+            refill = pool.submit(self._refill.lower(states, self.inputs, masks).compile)
             finals = [pool.submit(f.lower(st, inp, jnp.int32(0), d.train, d.val, d.test).compile)
                       for f, st, inp in zip(self._finals, states, self.inputs)]
-            self._init, self._epoch = init.result(), epoch.result()
-            self._refill = refill.result() if refill else self._refill
+            self._epoch, self._refill = epoch.result(), refill.result()
             self._finals = [f.result() for f in finals]
-        _COMPILED[self._key] = (self._init, self._epoch, self._refill, self._finals)
+        _COMPILED[self._key] = (self._epoch, self._refill, self._finals)
         self.compile_seconds = time.perf_counter() - start
         return self.compile_seconds
+
+    def _blank(self):
+        """States of zeros (random keys of zero data), the shape of the slots' states, placed."""
+        def zeros(st):
+            key = jax.eval_shape(jax.random.key_data, st.key)
+            return jax.tree_util.tree_map(lambda sd: jnp.zeros(sd.shape, sd.dtype), st._replace(key=None))._replace(
+                key=jax.random.wrap_key_data(jnp.zeros(key.shape, key.dtype)))
+
+        return self._place(tuple(zeros(st) for st in jax.eval_shape(self._init_fn, self.inputs)))
 
     # -- slots and queues (host side) --
     def _where(self) -> dict[int, tuple[int, int, int]]:
@@ -298,8 +303,8 @@ class Trainer:
         self._last = {"diverged": np.zeros(n, bool), "best_epoch": np.zeros(n, np.int32)}
         if resume is None:
             self.records: list[dict[str, Any]] = []
-            started, _ = self._fill()
-            self.states = self._place(self._init(self.inputs))
+            started, masks = self._fill()
+            self.states = self._refill(self._blank(), self.inputs, self._place(tuple(masks)))
         else:
             self.states = self._restored(resume)
             started = [i for i in map(int, self._occupants()) if i >= 0 and not self.frozen[i]]
