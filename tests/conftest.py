@@ -42,6 +42,12 @@ def tiny_config(overrides: Mapping[str, Any] | None = None, base: Mapping[str, A
 
 
 @pytest.fixture(scope="session")
+def cache(session_compile_cache) -> str:
+    """The session's compilation cache, for the sweeps the tests start in their own processes."""
+    return session_compile_cache
+
+
+@pytest.fixture(scope="session")
 def make_config() -> Callable[..., RunConfig]:
     return tiny_config
 

@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import pytest
 
 from jaxmlp.tracking import Tracker, find_sweep
-from sweep_helpers import compile_cache, start_sweep, sweep_runs, wait_until, write_sweep
+from sweep_helpers import start_sweep, sweep_runs, wait_until, write_sweep
 
 pytestmark = pytest.mark.slow
 
@@ -23,11 +23,6 @@ LARGE = {
     "seeds": N_SEEDS,
     "execution": {"metric_histories_up_to": 20},
 }
-
-
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory) -> str:
-    return compile_cache(tmp_path_factory)
 
 
 def _run(path, uri, cache, *args) -> int:

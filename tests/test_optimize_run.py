@@ -14,7 +14,7 @@ import pytest
 from jaxmlp.sweep.optimize import Proposal, Told
 from jaxmlp.sweep.optimize_run import Study, plan_study
 from jaxmlp.sweep.spec import load_sweep
-from sweep_helpers import (TINY_BASE, compile_cache, kill_leftovers, run_sweep_cli, start_sweep, store_client,
+from sweep_helpers import (TINY_BASE, kill_leftovers, run_sweep_cli, start_sweep, store_client,
                            sweep_runs, wait_until, write_sweep)
 
 TRIALS, SEEDS = 6, 2
@@ -27,11 +27,6 @@ def _spec(name: str, **changes) -> dict:
                 "optimizer.learning_rate": {"loguniform": [1e-3, 0.5]},
                 "model.activation": {"choice": ["relu", "tanh"]},
                 "model.dropout": {"uniform": [0.0, 0.4]}}}, **changes}
-
-
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory) -> str:
-    return compile_cache(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from jaxmlp.config import load_config
 from jaxmlp.engine import plan_chunks
 from jaxmlp.sweep.spec import RaySpec, load_sweep
 from ray_helpers import CHUNK_TITLE, LOOPBACK_ENV, ray_head, session_processes, sweep_driver
-from sweep_helpers import TINY_BASE, compile_cache, run_sweep_cli, store_client, sweep_runs, wait_until, write_sweep
+from sweep_helpers import TINY_BASE, run_sweep_cli, store_client, sweep_runs, wait_until, write_sweep
 from test_sweep_server import _api, _metrics, _tags
 
 os.environ.update(LOOPBACK_ENV)  # before Ray is imported: this process joins the loopback head as 127.0.0.1
@@ -27,11 +27,6 @@ from jaxmlp.sweep.ray_executor import GIB, WORKER_MEMORY, request  # noqa: E402 
 #: A chunk long enough to be interrupted: one variant stops early, the other trains 300 epochs.
 LONG = {"base": {**TINY_BASE, "training": {"epochs": 300, "batch_size": 64}},
         "grid": {"training.early_stopping.patience": [2, None]}}
-
-
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory) -> str:
-    return compile_cache(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

@@ -16,15 +16,10 @@ from types import SimpleNamespace
 import pytest
 
 from jaxmlp.sweep.spec import load_sweep
-from sweep_helpers import (THREE_GROUPS, TINY_BASE, runs_by_status, compile_cache, free_port, interrupt_mid_sweep, kill_leftovers, run_sweep_cli, start_sweep, store_client,
+from sweep_helpers import (THREE_GROUPS, TINY_BASE, runs_by_status, free_port, interrupt_mid_sweep, kill_leftovers, run_sweep_cli, start_sweep, store_client,
                            sweep_runs, wait_until, write_sweep)
 
 TWO_SETTINGS = {"base": TINY_BASE, "grid": {"optimizer.learning_rate": [0.1, 0.05]}, "seeds": 1}
-
-
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory) -> str:
-    return compile_cache(tmp_path_factory)
 
 
 def _refused(tmp_path, cache, uri: str, bound: float) -> str:
@@ -258,7 +253,7 @@ def test_report_and_replay_against_a_closed_port_end_within_a_bound_with_one_lin
     seconds = time.monotonic() - tic
     assert result.returncode == 2, result.stderr[-3000:]
     assert seconds < 60, f"refused only after {seconds:.0f} s"
-    assert result.stderr.startswith(f"error: the tracking store ") and "Traceback" not in result.stderr
+    assert result.stderr.startswith("error: the tracking store ") and "Traceback" not in result.stderr
     assert result.stderr.count("\n") == 1 and "Fix: start the tracking server" in result.stderr
 
 

@@ -11,15 +11,10 @@ import pytest
 
 from jaxmlp.records import VariantRecord
 from jaxmlp.sweep.spec import load_sweep
-from sweep_helpers import TINY_BASE, check_models_of_the_best, compile_cache, models_by_run, run_sweep_cli, store_client, sweep_runs, write_sweep
+from sweep_helpers import TINY_BASE, check_models_of_the_best, models_by_run, run_sweep_cli, store_client, sweep_runs, write_sweep
 
 DIVERGING = {"name": "diverging", "base": TINY_BASE,
              "grid": {"optimizer.learning_rate": [0.1, 1e30]}, "seeds": 2}
-
-
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory) -> str:
-    return compile_cache(tmp_path_factory)
 
 
 def _sweep(folder, spec, cache, *args) -> SimpleNamespace:

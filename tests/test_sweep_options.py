@@ -14,15 +14,10 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from sweep_helpers import TINY_BASE, compile_cache, run_sweep_cli, store_client, sweep_runs, write_sweep
+from sweep_helpers import TINY_BASE, run_sweep_cli, store_client, sweep_runs, write_sweep
 
 SPEC = {"name": "options", "description": "relu against tanh, two seeds each: a note for the parent run",
         "base": TINY_BASE, "grid": {"model.activation": ["relu", "tanh"]}, "seeds": 2}
-
-
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory) -> str:
-    return compile_cache(tmp_path_factory)
 
 
 def _plan(path, *args) -> list[list[str]]:

@@ -13,17 +13,12 @@ from types import SimpleNamespace
 import pytest
 
 from jaxmlp.sweep.spec import load_sweep
-from sweep_helpers import (THREE_GROUPS, runs_by_status, check_models_of_the_best, interrupt_mid_sweep, compile_cache, start_interruptible, run_sweep_cli, start_sweep, store_client,
+from sweep_helpers import (THREE_GROUPS, runs_by_status, check_models_of_the_best, interrupt_mid_sweep, start_interruptible, run_sweep_cli, start_sweep, store_client,
                            sweep_runs, wait_until, write_sweep)
 
 pytestmark = pytest.mark.slow
 
 N_VARIANTS = 6
-
-
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory) -> str:
-    return compile_cache(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

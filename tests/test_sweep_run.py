@@ -13,17 +13,12 @@ import numpy as np
 import pytest
 
 from jaxmlp.sweep.spec import load_sweep
-from sweep_helpers import (TINY_BASE, check_models_of_the_best, compile_cache, kill_leftovers, run_sweep_cli,
+from sweep_helpers import (TINY_BASE, check_models_of_the_best, kill_leftovers, run_sweep_cli,
                            start_sweep, store_client, sweep_runs, wait_until, write_sweep)
 
 EPOCH_METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "dead_fraction_0")
 FINAL_METRICS = ("test_accuracy", "test_loss", "best_epoch", "stopped_epoch", "best_val_loss", "best_val_accuracy",
                  "final_train_loss", "n_params")
-
-
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory) -> str:
-    return compile_cache(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import signal
 import numpy as np
 import pytest
 
-from sweep_helpers import compile_cache, run_sweep_cli, start_sweep, store_client, sweep_runs, wait_until, write_sweep
+from sweep_helpers import run_sweep_cli, start_sweep, store_client, sweep_runs, wait_until, write_sweep
 
 HALVING = {
     "base": {"data": {"name": "digits"}, "model": {"hidden": [16]},
@@ -20,11 +20,6 @@ HALVING = {
     "seeds": 2,
     "search": {"scheduler": "successive_halving", "rungs": [2, 4], "keep": 0.5, "asynchronous": False},
 }
-
-
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory) -> str:
-    return compile_cache(tmp_path_factory)
 
 
 def _children(uri, name):
@@ -38,14 +33,20 @@ def _pruned(children) -> dict[str, int | None]:
                                                 if "pruned_at_epoch" in c.data.metrics else None) for c in children}
 
 
-def test_halving_prunes_the_worst_settings_by_their_logged_validation_curves(tmp_path, cache):
-    path = write_sweep(tmp_path, {"name": "halving", **HALVING})
+def _tracked(tmp_path, cache, spec: dict):
+    """The sweep `spec` run into a fresh store: its --json outcome, the store's client and its
+    eight child runs (all FINISHED)."""
+    path = write_sweep(tmp_path, spec)
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     result = run_sweep_cli(path, "--tracking-uri", uri, "--no-progress", "--json", "--compile-cache", cache)
     assert result.code == 0, result.err
-    outcome = json.loads(result.out)
-    client, (parent,), children = _children(uri, "halving")
+    client, (parent,), children = _children(uri, spec["name"])
     assert len(children) == 8 and {c.info.status for c in children} == {"FINISHED"}
+    return json.loads(result.out), client, children
+
+
+def test_halving_prunes_the_worst_settings_by_their_logged_validation_curves(tmp_path, cache):
+    outcome, client, children = _tracked(tmp_path, cache, {"name": "halving", **HALVING})
     pruned = [c for c in children if "pruned_at_epoch" in c.data.metrics]
     assert outcome["n_pruned"] == len(pruned) == 6
     assert all(c.data.tags["jaxmlp.outcome"] == "pruned" for c in pruned)
@@ -71,13 +72,7 @@ def test_halving_prunes_the_worst_settings_by_their_logged_validation_curves(tmp
 
 def test_asynchronous_halving_frees_the_slots_of_pruned_settings_for_queued_ones(tmp_path, cache):
     spec = {**HALVING, "search": {**HALVING["search"], "asynchronous": True}, "name": "asha"}
-    path = write_sweep(tmp_path, spec)
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    result = run_sweep_cli(path, "--tracking-uri", uri, "--no-progress", "--json", "--compile-cache", cache)
-    assert result.code == 0, result.err
-    outcome = json.loads(result.out)
-    client, (parent,), children = _children(uri, "asha")
-    assert len(children) == 8 and {c.info.status for c in children} == {"FINISHED"}
+    outcome, client, children = _tracked(tmp_path, cache, spec)
     assert outcome["slot_epochs"] < 8 * 8  # fewer slots than variants: pruned settings' slots were refilled
     settings = list(dict.fromkeys(c.data.tags["jaxmlp.setting"] for c in children))
     pruned = {s: {c.data.metrics.get("pruned_at_epoch") for c in children if c.data.tags["jaxmlp.setting"] == s}

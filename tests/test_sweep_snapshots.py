@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from sweep_helpers import (compile_cache, kill_leftovers, runs_by_status, start_sweep, store_client, sweep_runs, wait_until,
+from sweep_helpers import (kill_leftovers, runs_by_status, start_sweep, store_client, sweep_runs, wait_until,
                            write_sweep)
 
 pytestmark = pytest.mark.slow
@@ -19,11 +19,6 @@ LONG = {"base": {"data": {"name": "digits"}, "model": {"hidden": [24]},
                  "optimizer": {"name": "sgd", "learning_rate": 0.05, "momentum": 0.9},
                  "training": {"epochs": EPOCHS, "batch_size": 64}},
         "grid": {"training.early_stopping.patience": [5, None]}}
-
-
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory) -> str:
-    return compile_cache(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from jaxmlp.tracking import RemoteError, Tracker, TrackerProcess
-from sweep_helpers import TINY_BASE, compile_cache, run_sweep_cli, store_client, sweep_runs, write_sweep
+from sweep_helpers import TINY_BASE, run_sweep_cli, store_client, sweep_runs, write_sweep
 
 #: Installed in a tracking process by its warm-up hook: Tracker methods that misbehave there only.
 FAULTS = '''
@@ -41,11 +41,6 @@ def summary_cannot_be_logged():
         return log_folder(self, run_id, files, artifact_path)
     Tracker.log_folder = broken
 '''
-
-
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory) -> str:
-    return compile_cache(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

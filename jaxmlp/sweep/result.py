@@ -11,7 +11,7 @@ from jaxmlp.records import VariantRecord
 from jaxmlp.report.frames import frame, history_frame, points_history, variant_row
 from jaxmlp.sweep.best import selection_score
 from jaxmlp.sweep.plan import Group
-from jaxmlp.sweep.runner import Options, SweepRunner
+from jaxmlp.sweep.runner import Ended, Options, SweepRunner
 from jaxmlp.sweep.signals import Interrupts
 from jaxmlp.sweep.spec import Sweep
 
@@ -21,7 +21,7 @@ EPOCH_METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "le
 
 
 @dataclasses.dataclass(frozen=True)
-class SweepResult:
+class SweepResult(Ended):
     """A finished (or resumed) sweep: one record per variant, its summary rows and where it is tracked."""
 
     sweep: Sweep
@@ -39,15 +39,6 @@ class SweepResult:
     slot_epochs: int = 0  # epochs of all slots of the parts that ran (this invocation)
     variant_epochs: int = 0  # epochs that trained a variant (this invocation)
     study: Any = None  # an optimised sweep's Optuna study (`optuna.Study`), for the user's own plots
-
-    @property
-    def utilisation(self) -> float | None:
-        """The share of the slots' epochs that trained a variant (None where nothing trained)."""
-        return self.variant_epochs / self.slot_epochs if self.slot_epochs else None
-
-    @property
-    def ok(self) -> bool:
-        return not self.failures and not self.tracking_errors
 
     @property
     def monitor(self) -> str:

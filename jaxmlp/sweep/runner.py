@@ -76,8 +76,26 @@ class Program:
     task: ProgramTask
 
 
+class Ended:
+    """What a sweep's end says of itself, from its failures, tracking errors and epoch counts."""
+
+    failures: list[str]
+    tracking_errors: list[str]
+    slot_epochs: int
+    variant_epochs: int
+
+    @property
+    def utilisation(self) -> float | None:
+        """The share of the slots' epochs that trained a variant (None where nothing trained)."""
+        return self.variant_epochs / self.slot_epochs if self.slot_epochs else None
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures and not self.tracking_errors
+
+
 @dataclass
-class Outcome:
+class Outcome(Ended):
     records: list[VariantRecord]
     rows: list[dict[str, Any]]
     failures: list[str]
@@ -88,15 +106,6 @@ class Outcome:
     tracking_errors: list[str] = field(default_factory=list)
     slot_epochs: int = 0  # epochs trained by all slots of the parts that ran (this invocation)
     variant_epochs: int = 0  # epochs trained by variants (this invocation)
-
-    @property
-    def utilisation(self) -> float | None:
-        """The share of slot-epochs that trained a variant (None where nothing trained)."""
-        return self.variant_epochs / self.slot_epochs if self.slot_epochs else None
-
-    @property
-    def ok(self) -> bool:
-        return not self.failures and not self.tracking_errors
 
 
 class SweepRunner:
