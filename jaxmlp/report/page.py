@@ -28,8 +28,8 @@ def column_notes(metric: str, with_references: bool, with_dead_units: bool = Fal
             "the last epoch's parameters (trained on every training sample, without a validation split)")
     notes = (f"{what} of {kept}, mean ± sample "
              "std over the seeds that finished; epochs are means over seeds; train time is the wall time from the "
-             "first epoch of the compiled program the variant trained in until the variant stopped (variants "
-             "trained together run at the same time).")
+             "epoch the variant entered its slot until it stopped (variants in the slots of one program train at "
+             "the same time).")
     if with_dead_units:
         where = ("the whole validation split at the last epoch trained" if validated else
                  "the whole test split for the tested parameters (there is no validation split)")
