@@ -163,14 +163,14 @@ def test_ctrl_c_raises_keyboard_interrupt_after_marking_runs_killed_and_resume_c
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     spec = {"name": "ctrlc", "seeds": [0, 1], "base": {
-        **TINY_BASE, "training": {"epochs": 300, "batch_size": 64, "early_stopping": {"patience": None}}}}
+        **TINY_BASE, "training": {"epochs": 4000, "batch_size": 64, "early_stopping": {"patience": None}}}}
     client = store_client(uri)
 
     def interrupt_while_training() -> None:  # as Ctrl-C in a notebook: KeyboardInterrupt in the main thread
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             if any(c.info.status == "RUNNING" for c in sweep_runs(client, "ctrlc", settled=False)[1]):
-                time.sleep(1.0)
+                time.sleep(0.3)
                 _thread.interrupt_main()
                 return
             time.sleep(0.2)

@@ -28,10 +28,12 @@ pytestmark = pytest.mark.slow
 #: can land between groups, in a group's training, or while a finished group is logged.
 SOAK = {
     "name": "soak",
-    "base": {"data": {"name": "digits"}, "model": {"hidden": [16]},
+    # long enough (about 12 s of training on a fast 2-core CPU, two slots for six variants) that
+    # every kill moment below lands while the sweep trains
+    "base": {"data": {"name": "digits"}, "model": {"hidden": [256, 256]},
              "optimizer": {"name": "sgd", "learning_rate": 0.1, "momentum": 0.9},
-             "training": {"epochs": 20, "batch_size": 64, "early_stopping": {"patience": 4}}},
-    "grid": {"optimizer.learning_rate": [0.05, 0.1, 0.2]},
+             "training": {"epochs": 400, "batch_size": 64, "early_stopping": {"patience": 25}}},
+    "grid": {"optimizer.learning_rate": [0.001, 0.002, 0.004]},
     "seeds": 2,
     "execution": {"max_variants_per_program": 2},
 }

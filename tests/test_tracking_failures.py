@@ -143,7 +143,7 @@ TWO_SETTINGS = {"base": TINY_BASE, "grid": {"model.activation": ["relu", "tanh"]
 
 
 def _killed_mid_sweep(monkeypatch, tmp_path, cache, name: str):
-    """Run the sweep of TWO_SETTINGS with its tracking process killed at the first epoch, once
+    """Run the sweep of TWO_SETTINGS with its tracking process killed after the first epoch, once
     both children's runs are RUNNING in the store; the spool goes under tmp_path."""
     import jaxmlp.sweep.runner as runner
 
@@ -155,6 +155,7 @@ def _killed_mid_sweep(monkeypatch, tmp_path, cache, name: str):
     class KillsTheTrackingProcess(runner.LocalExecutor):
         def run(self, task, data):
             for event in super().run(task, data):
+                yield event  # (the runner starts the runs of the variants the epoch's slots took)
                 process = started[0]._process
                 if event[0] == "epoch" and process.poll() is None:
                     limit = time.monotonic() + 60
@@ -163,7 +164,6 @@ def _killed_mid_sweep(monkeypatch, tmp_path, cache, name: str):
                         time.sleep(0.05)
                     process.kill()
                     process.wait()
-                yield event
 
     monkeypatch.setattr(runner, "LocalExecutor", KillsTheTrackingProcess)
     monkeypatch.setenv("JAXMLP_CACHE_DIR", str(tmp_path / "cache"))
