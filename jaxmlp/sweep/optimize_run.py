@@ -91,7 +91,8 @@ def first_batch(sweep: Sweep) -> list[Variant]:
 
 def plan_study(sweep: Sweep, n_devices: int = 1, budget: int | None = None) -> Group:
     """The one program of an optimised sweep: a slot for each variant of the first batch
-    (`plan_slots` with one variant per slot), as many as the memory budget allows, its
+    (`plan_slots` with one variant per slot, in narrow parts: a trial's slots are refilled by
+    the next proposal as they free, and idle parts are skipped), as many as the memory budget allows, its
     layout covering the space (`space_templates`). Its variants are added as they are asked."""
     execution = sweep.spec.execution
     part_cap = min(execution.max_variants_per_part, execution.max_variants_per_program)
@@ -102,10 +103,10 @@ def plan_study(sweep: Sweep, n_devices: int = 1, budget: int | None = None) -> G
                              min(n_devices, part_cap))
     footprint = Footprint.of(configs[0])
     budget = memory_budget() if budget is None else budget
-    probe = plan_slots(configs, part_cap, None, devices, per_slot=1)
+    probe = plan_slots(configs, part_cap, None, devices, per_slot=1, narrow=True)
     cap = min(execution.max_variants_per_program, footprint.max_variants(budget, max(probe.part_sizes), devices))
     layout = dataclasses.replace(
-        plan_slots(configs, part_cap, cap, devices, per_slot=1),
+        plan_slots(configs, part_cap, cap, devices, per_slot=1, narrow=True),
         activations=tuple(dict.fromkeys(c.model.activation for c in templates)),
         initializers=tuple(dict.fromkeys(resolve_init(c.model.init, c.model.activation) for c in templates)),
         features=features_of([*configs, *templates]))
