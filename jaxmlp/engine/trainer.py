@@ -216,11 +216,7 @@ class Trainer:
                     break
                 i = queue.popleft()
                 slots[j, row], mask[j, row], self._slot_active[f][j, row] = i, True, True
-                hp, sel = host[f]
-                for name, column in zip(hp._fields, self._hp):
-                    getattr(hp, name)[j, row] = column[i]
-                sel.activation[j, row], sel.init[j, row] = self._selectors[i]
-                sel.frozen[j, row] = False
+                self._seat(host[f], (j, row), i)
                 self._entered[i] = now
                 started.append(i)
             masks.append(mask)
@@ -228,6 +224,14 @@ class Trainer:
             self._host_inputs = tuple(host)
             self.inputs = self._place(self._host_inputs)
         return started, masks
+
+    def _seat(self, inputs, slot: tuple[int, int], i: int) -> None:
+        """Write variant `i`'s numbers and selectors into a family's host inputs at `slot` (part, row)."""
+        hp, sel = inputs
+        for name, column in zip(hp._fields, self._hp):
+            getattr(hp, name)[slot] = column[i]
+        sel.activation[slot], sel.init[slot] = self._selectors[i]
+        sel.frozen[slot] = False
 
     def _compact(self) -> None:
         """Where a family's queue is empty, move the variants still training into as few parts
@@ -440,12 +444,9 @@ class Trainer:
         states = jax.tree_util.tree_unflatten(treedef, snap.leaves)
         host = []
         for f, (hp, sel) in enumerate(self._empty_inputs(f) for f in range(len(self.families))):
-            for (j, row), i in np.ndenumerate(self._slots[f]):
+            for slot, i in np.ndenumerate(self._slots[f]):
                 if i >= 0:
-                    for name, column in zip(hp._fields, self._hp):
-                        getattr(hp, name)[j, row] = column[i]
-                    sel.activation[j, row], sel.init[j, row] = self._selectors[i]
-                    sel.frozen[j, row] = False
+                    self._seat((hp, sel), slot, i)
             host.append((hp, sel))
             self._slot_active[f] = np.asarray(states[f].active) & (self._slots[f] >= 0)
         self._host_inputs = tuple(host)
