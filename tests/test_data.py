@@ -7,7 +7,7 @@ import pytest
 
 from jaxmlp import config
 from jaxmlp.config import DataConfig
-from jaxmlp.data import REGISTRY, Dataset, data_folder, load_dataset
+from jaxmlp.data import REGISTRY, Dataset, data_folder, dataset_key, load_dataset
 
 SYNTHETIC = dict(name="synthetic", n_samples=300, n_features=6, n_classes=4)
 
@@ -28,6 +28,17 @@ def rows(split) -> set[bytes]:
 
 def test_every_configurable_dataset_is_registered():
     assert set(REGISTRY) == set(config.DATASETS)
+
+
+def test_dataset_key_is_one_for_the_same_data_and_differs_with_any_field():
+    base = DataConfig(**SYNTHETIC)
+    assert dataset_key(base) == dataset_key(DataConfig(**SYNTHETIC, test_size=0.2, split_seed=0, val_size=None))
+    assert dataset_key(base) == dataset_key(DataConfig.model_validate(base.model_dump(mode="json")))
+    changed = [base.model_copy(update={"split_seed": 1}), base.model_copy(update={"n_samples": 301}),
+               base.model_copy(update={"val_size": 0.1}), base.model_copy(update={"features": ("a", "b")}),
+               base.model_copy(update={"features": ("b", "a")}), DataConfig(name="digits")]
+    keys = {dataset_key(c) for c in changed}
+    assert dataset_key(base) not in keys and len(keys) == len(changed)
 
 
 def test_digits_split_sizes_follow_the_fractions(digits):

@@ -21,7 +21,7 @@ from jaxmlp.report.frames import frame, history_frame, variant_row
 from jaxmlp.api.inputs import data_section, dataset_of, run_configs
 from jaxmlp.checkpoint import Checkpoint, checkpoint_meta, predict, predict_labels, prepared_inputs, save_checkpoint
 from jaxmlp.config import ConfigError, RunConfig
-from jaxmlp.data import Dataset, load_dataset
+from jaxmlp.data import Dataset, dataset_key, load_dataset
 from jaxmlp.engine import Trainer, VariantResult, merge_key
 from jaxmlp.records import VariantRecord
 from jaxmlp.sweep.best import selection_score
@@ -158,10 +158,10 @@ def fit(config: Any, data: Any = None, *, target: str | None = None, seeds: Sequ
     if given is not None:
         section = data_section(given)
         configs = [c.model_copy(update={"data": section}) for c in configs]
-    loaded: dict[str, Dataset] = {} if given is None else {section.model_dump_json(): given}
+    loaded: dict[str, Dataset] = {} if given is None else {dataset_key(section): given}
     groups: dict[tuple[str, tuple], list[int]] = {}
     for i, c in enumerate(configs):
-        key = c.data.model_dump_json()
+        key = dataset_key(c.data)
         if key not in loaded:
             loaded[key] = load_dataset(c.data)
         groups.setdefault((key, merge_key(c)), []).append(i)
@@ -180,7 +180,7 @@ def fit(config: Any, data: Any = None, *, target: str | None = None, seeds: Sequ
         record = r.record({k: c.flat()[k] for k in swept}, index=i)
         models.append(Model(c, record, r.params, checkpoint_meta(d)))
         histories.append(r.history)
-    first = loaded[configs[0].data.model_dump_json()]
+    first = loaded[dataset_key(configs[0].data)]
     facts = {"dataset": first.name, "task": first.task, "n_train": len(first.train), "n_val": len(first.val),
              "n_test": len(first.test)}
     return FitResult(models, swept, histories, facts, compile_seconds, train_seconds)

@@ -117,6 +117,13 @@ def register(name: str) -> Callable[[Loader], Loader]:
     return wrap
 
 
+def dataset_key(cfg: DataConfig) -> str:
+    """The one identity of the data a section names, for keeping a loaded dataset (or anything
+    derived from it) once per process: its fields as JSON, defaults included, so two sections
+    that load the same data share a key."""
+    return cfg.model_dump_json()
+
+
 def load_dataset(cfg: DataConfig) -> Dataset:
     """Load, split and normalise the dataset that `cfg` names (host arrays)."""
     if cfg.name not in REGISTRY:

@@ -18,7 +18,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from jaxmlp.config import RunConfig
-from jaxmlp.data import Dataset
+from jaxmlp.data import Dataset, dataset_key
 from jaxmlp.engine import Layout, SnapshotMismatch, Trainer
 from jaxmlp.engine.search import Search, run_search
 from jaxmlp.sweep.snapshots import Snapshots
@@ -118,7 +118,7 @@ class LocalExecutor:
         """Nothing ahead: the programs share this process's devices and train one after another."""
 
     def run(self, task: ProgramTask, data: Dataset) -> Iterator[Event]:
-        key = repr(task.chunks[0][0].data)
+        key = dataset_key(task.chunks[0][0].data)
         if key not in self._datasets:
             self._datasets[key] = data.on_device()
         return train_program(task, self._datasets[key], self.snapshots)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
-import json
 import sys
 import threading
 import time
@@ -26,7 +25,7 @@ import numpy as np
 from jaxmlp import report
 from jaxmlp.checkpoint import checkpoint_meta
 from jaxmlp.config import DataConfig
-from jaxmlp.data import Dataset, load_dataset
+from jaxmlp.data import Dataset, dataset_key, load_dataset
 from jaxmlp.engine import VariantResult, structure_key
 from jaxmlp.records import VariantRecord
 from jaxmlp.sweep.best import BestVariant, consider, selection_score
@@ -146,7 +145,7 @@ class SweepRunner:
         return self.runs.tracker if self.runs else None
 
     def _dataset(self, cfg: DataConfig) -> Dataset:
-        key = json.dumps(cfg.model_dump(mode="json"), sort_keys=True)
+        key = dataset_key(cfg)
         if key not in self.datasets:
             self.datasets[key] = load_dataset(cfg)
         return self.datasets[key]

@@ -36,7 +36,7 @@ from pydantic import BaseModel, Field, ValidationError
 from jaxmlp.bounded_yaml import YamlError, load_bounded_yaml
 from jaxmlp.config import (CONFIG_KEYS, MAX_SEED, STRICT, ConfigError, RunConfig, bounded_repr, did_you_mean, flatten,
                            format_validation_error, load_config, set_dotted)
-from jaxmlp.data import DataError, check_available, split_sizes
+from jaxmlp.data import DataError, check_available, dataset_key, split_sizes
 from jaxmlp.data.tables import resolve_file
 from jaxmlp.records import SETTING_NAME, setting_label
 from jaxmlp.report.objectives import Objective, ObjectiveError, objectives_of
@@ -435,7 +435,7 @@ def _check_batch_sizes(variants: list[Variant], source: str) -> None:
     """Every batch fits in its training split (sizes known without loading the data)."""
     largest: dict[str, tuple[int, Variant]] = {}
     for v in variants:
-        key = v.config.data.model_dump_json()
+        key = dataset_key(v.config.data)
         if key not in largest or v.config.training.batch_size > largest[key][0]:
             largest[key] = (v.config.training.batch_size, v)
     for batch, v in largest.values():
@@ -477,7 +477,7 @@ def unavailable_data(sweep: Sweep) -> list[str]:
     loading them: the sweep, the data section and the fix each."""
     problems = []
     configs = [v.config for v in sweep.variants] or [sweep.base]  # (an optimised sweep's settings come later)
-    for cfg in {c.data.model_dump_json(): c.data for c in configs}.values():
+    for cfg in {dataset_key(c.data): c.data for c in configs}.values():
         try:
             check_available(cfg)
         except DataError as err:

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from jaxmlp.config import DataConfig
+from jaxmlp.data import dataset_key, load_dataset
 
 #: The dataset's splits and their MLflow contexts, in the order the UI lists them.
 CONTEXTS = (("train", "training"), ("val", "validation"), ("test", "test"))
@@ -116,9 +117,7 @@ class DatasetInputs:
         self._by_config: dict[str, list] = {}
 
     def __call__(self, cfg: DataConfig) -> list:
-        key = cfg.model_dump_json()
+        key = dataset_key(cfg)
         if key not in self._by_config:
-            from jaxmlp.data import load_dataset
-
             self._by_config[key] = dataset_inputs(load_dataset(cfg), cfg)
         return self._by_config[key]
