@@ -242,6 +242,16 @@ def test_variant_records_read_back_what_start_and_finish_child_logged(store, exp
     assert [a.path for a in store.client.list_artifacts(child, "checkpoint")] == ["checkpoint/params.msgpack"]
 
 
+def test_a_run_logged_before_the_configuration_tag_reads_its_config_from_its_params(store, exp):
+    config = {"model.hidden": [64, 64], "optimizer.max_norm": None, "model.activation": "relu", "data.val_size": 0.1}
+    parent = start_parent(store, exp, "older")
+    new, old = (start_child(store, exp, parent, name, name, params=config) for name in ("new", "old"))
+    assert json.loads(store.client.get_run(new).data.tags["jaxmlp.config_json"]) == config
+    store.client.delete_tag(old, "jaxmlp.config_json")  # as a run of an older version holds it
+    assert store.client.get_run(old).data.params["optimizer.max_norm"] == "None"
+    assert [r.config for r in store.variant_records(parent)] == [config, config]
+
+
 def test_variant_records_come_in_the_order_of_the_sweep(store, exp):
     parent = start_parent(store, exp, "order")
     for name, index in (("a", 2), ("b", 0), ("c", 1)):  # by name, the runs would come in another order
@@ -275,9 +285,9 @@ def _imported_modules(path: Path) -> set[str]:
 
 
 def test_no_module_outside_tracking_imports_mlflow_or_names_its_tags():
-    from jaxmlp.tracking import store as tracking_store
+    from jaxmlp.tracking import schema
 
-    tags = {value for name, value in vars(tracking_store).items() if name.endswith("_TAG") and "." in value}
+    tags = {value for name, value in vars(schema).items() if name.endswith("_TAG") and "." in value}
     package = Path(jaxmlp.__file__).parent
     outside = [p for p in package.rglob("*.py") if not p.is_relative_to(package / "tracking")]
     assert outside and {"jaxmlp.role", "jaxmlp.setting", "mlflow.parentRunId"} <= tags

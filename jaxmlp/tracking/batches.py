@@ -15,7 +15,8 @@ def _chunks(items: list, size: int) -> Iterator[list]:
     return (items[i:i + size] for i in range(0, len(items), size))
 
 
-def _truncate(value: Any, limit: int) -> str:
+def truncated(value: Any, limit: int) -> str:
+    """A param's or tag's value as MLflow keeps it: its text, cut to `limit` characters."""
     text = str(value)
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
@@ -41,14 +42,14 @@ def run_params(params: dict[str, Any]) -> list:
     """MLflow `Param`s, values truncated to MLflow's length."""
     from mlflow.entities import Param
 
-    return [Param(key, _truncate(value, MAX_PARAM_LENGTH)) for key, value in params.items()]
+    return [Param(key, truncated(value, MAX_PARAM_LENGTH)) for key, value in params.items()]
 
 
 def run_tags(tags: dict[str, Any]) -> list:
     """MLflow `RunTag`s, values truncated to MLflow's length."""
     from mlflow.entities import RunTag
 
-    return [RunTag(key, _truncate(value, MAX_TAG_LENGTH)) for key, value in tags.items()]
+    return [RunTag(key, truncated(value, MAX_TAG_LENGTH)) for key, value in tags.items()]
 
 
 def log_batches(client, run_id: str, metrics: list = (), params: list = (), tags: list = ()) -> None:

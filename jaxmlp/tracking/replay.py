@@ -29,6 +29,7 @@ from typing import Any, Callable
 
 from jaxmlp.config import bounded_repr
 from jaxmlp.records import VariantRecord
+from jaxmlp.tracking.schema import VARIANT_KEY_TAG
 from jaxmlp.tracking.spool import SPOOL_FILE
 
 #: The folder's record of what was replayed, per store.
@@ -165,7 +166,7 @@ def replay(folder: str | os.PathLike, tracking_uri: str | None = None, out: Call
         parent_run_id = parent.run_id
         ledger.mark("parent", parent_run_id)
         out(f"replaying {spool.folder} into parent run {parent_run_id} in {t.tracking_uri}")
-    children = {c["tags"].get("jaxmlp.variant_key"): c for c in t.children(parent_run_id)}
+    children = {c["tags"].get(VARIANT_KEY_TAG): c for c in t.children(parent_run_id)}
     run_ids = {key: child["run_id"] for key, child in children.items()}
     replayed = sum(_replay_child(t, ledger, spool, c, experiment_id, parent_run_id, children, run_ids)
                    for c in spool.children)

@@ -1,25 +1,24 @@
 """The MLflow store as a sweep uses it: experiments, parent and child runs, their tags,
 params, metrics, artifacts and models, and the records read back from them.
 
-`Tracker` takes and returns plain values (names, ids, dicts, `VariantRecord`s); every tag
-name and the layout of a sweep's runs are written down here only. Every method is
-synchronous; MLflow is imported on first use, so importing this module is cheap. Calls are
+`Tracker` takes and returns plain values (names, ids, dicts, `VariantRecord`s); the tag
+names and the conversion of records to and from runs are `jaxmlp.tracking.schema`'s.
+Every method is synchronous; MLflow is imported on first use, so importing this module is cheap. Calls are
 batched within MLflow's limits (`jaxmlp.tracking.batches`).
 """
 from __future__ import annotations
 
-import ast
 import contextlib
 import fnmatch
-import json
 import os
 import re
 import tempfile
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, NamedTuple, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Sequence
 
-from jaxmlp.records import VariantRecord, setting_label
+from jaxmlp.records import VariantRecord
+from jaxmlp.tracking import schema
 from jaxmlp.tracking.batches import history_metrics, log_batches, run_params, run_tags, step_metrics
 from jaxmlp.tracking.histories import Histories, HistoryFileError, from_parquet
 from jaxmlp.tracking.model import save_pyfunc
@@ -28,50 +27,8 @@ from jaxmlp.tracking.uri import resolve_tracking_uri, sqlite_path
 if TYPE_CHECKING:
     from jaxmlp.config import DataConfig
 
-ROLE_TAG = "jaxmlp.role"
-SWEEP_NAME_TAG = "jaxmlp.sweep_name"
-SWEEP_HASH_TAG = "jaxmlp.sweep_hash"
-SWEEP_FILE_TAG = "jaxmlp.sweep_file"
-VARIANT_KEY_TAG = "jaxmlp.variant_key"
-VARIANT_INDEX_TAG = "jaxmlp.variant_index"  # the variant's position in its sweep: the report's order
-FAILURE_REASON_TAG = "jaxmlp.failure_reason"
-SETTING_TAG = "jaxmlp.setting"  # the setting's label, for the UI
-SETTING_JSON_TAG = "jaxmlp.setting_json"  # the setting's values (JSON), read back into records
-SEED_TAG = "seed"
-DIVERGED_TAG = "jaxmlp.diverged"
-OUTCOME_TAG = "jaxmlp.outcome"  # pruned: stopped by successive halving
-LINEAGE_TAG = "jaxmlp.lineage"  # PBT: the exploit steps (epoch, source variant index) as JSON
-PARETO_TAG = "jaxmlp.pareto"  # several objectives: true where the run's setting is on the Pareto front
-RELIABILITY_TAG = "jaxmlp.reliability"  # the test split's reliability curve per confidence bin, as JSON
-GROUP_TAG = "jaxmlp.group"
-TRIAL_TAG = "jaxmlp.trial"  # an optimised sweep: the trial number of the run's setting
-PROPOSAL_TAG = "jaxmlp.proposal"  # ... its proposal as JSON (values, asked after, asked at which epoch)
-TOLD_TAG = "jaxmlp.told"  # ... what the study was told of it as JSON (state, values, position)
-LEASE_TAG = "jaxmlp.lease"  # the process that runs a parent (jaxmlp.sweep.ownership); "" once released
-SUMMARY_TAG = "jaxmlp.summary_logged"
-HISTORIES_FOLDER = "histories"  # a large sweep's per-epoch histories, Parquet, on its parent  # "true" once a parent's summary is logged and the parent ended
-BEST_RUN_TAG = "jaxmlp.best_run_id"
-BEST_SETTING_TAG = "jaxmlp.best_setting"
-BEST_MODEL_TAG = "jaxmlp.best_model_uri"
-BEST_BY_TEST_MEAN_TAG = "jaxmlp.best_setting_by_test_mean"
-REGISTERED_MODEL_TAG = "jaxmlp.registered_model"
-REGISTERED_MODEL_URI_TAG = "jaxmlp.registered_model_uri"  # models:/NAME@ALIAS
-PARENT_RUN_TAG = "mlflow.parentRunId"
-EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
-NOTE_TAG = "mlflow.note.content"
-GIT_COMMIT_TAG = "mlflow.source.git.commit"
-
-#: The summary table on a sweep's parent, as MLflow's table artifact (the UI shows it as a table).
-SUMMARY_TABLE_FILE = "summary_table.json"
-#: The Pareto front of a sweep with several objectives, on its parent as a table artifact.
-PARETO_TABLE_FILE = "pareto_front.json"
 #: Seconds between system metrics samples (MLflow's own default is 10: a short sweep would get two points).
 SYSTEM_METRICS_INTERVAL = 2.0
-
-#: Parameters of a child run besides its configuration.
-_IDENTITY_PARAMS = ("variant_key", "group")
-#: A child's final metrics that a record keeps by name (the others have fields of their own).
-_FINAL_METRIC_PREFIXES = ("test_", "final_train_", "best_val_")
 
 #: MLflow's switch for system metrics, which `--system-metrics` turns on (`request_system_metrics`).
 SYSTEM_METRICS_ENV = "MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING"
@@ -87,44 +44,12 @@ def system_metrics_requested() -> bool:
     return os.environ.get(SYSTEM_METRICS_ENV, "").strip().lower() in ("true", "1")
 
 
-
 class RunNotFound(LookupError):
     """The store has no run of the id asked for."""
 
-class ParentRun(NamedTuple):
-    """A sweep's parent run as a resume and a report need it."""
 
-    run_id: str
-    experiment_id: str
-    sweep_name: str | None
-    sweep_hash: str | None
-    sweep_file: str | None
-    note: str
-    git_commit: str | None
-    status: str = "FINISHED"
-    lease: str | None = None
-    summarized: bool = False
-
-
-def parse_value(text: str) -> Any:
-    """A logged parameter value back as a Python value ('0.5' -> 0.5, '[8, 8]' -> [8, 8], 'relu' stays)."""
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return text
-
-
-def _parent_run(run) -> ParentRun:
-    tags = run.data.tags
-    return ParentRun(run.info.run_id, run.info.experiment_id, tags.get(SWEEP_NAME_TAG), tags.get(SWEEP_HASH_TAG),
-                     tags.get(SWEEP_FILE_TAG), tags.get(NOTE_TAG, ""), tags.get(GIT_COMMIT_TAG), run.info.status,
-                     tags.get(LEASE_TAG), tags.get(SUMMARY_TAG) == "true")
-
-
-def _sweep_order(child: dict[str, Any]) -> tuple[float, str]:
-    """Children in the order of their sweep's expansion (runs without an index last), then by name."""
-    index = child["tags"].get(VARIANT_INDEX_TAG)
-    return (int(index) if index is not None else float("inf"), child["run_name"] or "")
+def _parent_run(run) -> schema.ParentRun:
+    return schema.parent_run(run.info.run_id, run.info.experiment_id, run.info.status, run.data.tags)
 
 
 def _child_history(history: list[dict[str, float]]) -> list[dict[str, float]]:
@@ -157,7 +82,7 @@ class Tracker:
         """Get or create the experiment (a note, where given, becomes its description); return its id."""
         from mlflow.exceptions import MlflowException
 
-        tags = {EXPERIMENT_KIND_TAG: "custom_model_development", **({NOTE_TAG: note} if note is not None else {})}
+        tags = {schema.EXPERIMENT_KIND_TAG: "custom_model_development", **({schema.NOTE_TAG: note} if note is not None else {})}
         found = self.client.get_experiment_by_name(name)
         if found is None:
             try:
@@ -204,10 +129,8 @@ class Tracker:
         """Create a sweep's parent run (found again by `find_parent`) held by `lease`;
         `environment`: versions and devices, as tags. Its system metrics start where
         requested (`request_system_metrics`)."""
-        tags = {ROLE_TAG: "parent", SWEEP_NAME_TAG: sweep_name, SWEEP_HASH_TAG: sweep_hash,
-                SWEEP_FILE_TAG: sweep_file, NOTE_TAG: note, LEASE_TAG: lease, **environment}
-        if git_commit:
-            tags[GIT_COMMIT_TAG] = git_commit
+        tags = schema.parent_tags(sweep_name=sweep_name, sweep_hash=sweep_hash, sweep_file=sweep_file, note=note,
+                                  git_commit=git_commit, environment=environment, lease=lease)
         run_id = self._start_run(experiment_id, run_name, tags, params)
         if system_metrics_requested():
             self.start_system_metrics(run_id)
@@ -234,15 +157,14 @@ class Tracker:
                     index: int, setting: Mapping[str, Any], seed: int, group: str,
                     params: Mapping[str, Any], trial: tuple[int, str] | None = None) -> str:
         """Create one variant's run, nested under the parent in the UI. The setting goes as its
-        values (JSON, read back by `variant_records`) and as its label (for the UI); an
-        optimised setting's `trial` (number, proposal JSON) goes with the creation, so the
-        study can be rebuilt from the store whenever the process ends (`trial_tags`)."""
-        tags = {ROLE_TAG: "child", PARENT_RUN_TAG: parent_run_id, VARIANT_KEY_TAG: variant_key,
-                VARIANT_INDEX_TAG: str(index), SETTING_TAG: setting_label(setting),
-                SETTING_JSON_TAG: json.dumps(dict(setting)), GROUP_TAG: group, SEED_TAG: str(seed)}
-        if trial is not None:
-            tags.update({TRIAL_TAG: str(trial[0]), PROPOSAL_TAG: trial[1]})
-        return self._start_run(experiment_id, run_name, tags, {**params, "variant_key": variant_key, "group": group})
+        values and its configuration `params` as JSON (read back by `variant_records`), both
+        also for the UI (`jaxmlp.tracking.schema`); an optimised setting's `trial` (number,
+        proposal JSON) goes with the creation, so the study can be rebuilt from the store
+        whenever the process ends (`trial_tags`)."""
+        tags = schema.child_tags(parent_run_id, variant_key=variant_key, index=index, setting=setting, seed=seed,
+                                 group=group, config=params, trial=trial)
+        return self._start_run(experiment_id, run_name, tags,
+                               schema.child_params(params, variant_key=variant_key, group=group))
 
     def _start_run(self, experiment_id: str, run_name: str, tags: dict[str, Any],
                    params: Mapping[str, Any]) -> str:
@@ -256,20 +178,20 @@ class Tracker:
         """The newest parent run of this sweep (resume compares its sweep hash)."""
         runs = self.client.search_runs(
             [experiment_id],
-            f"tags.`{ROLE_TAG}` = 'parent' and tags.`{SWEEP_NAME_TAG}` = {_quote(sweep_name)}",
+            f"tags.`{schema.ROLE_TAG}` = 'parent' and tags.`{schema.SWEEP_NAME_TAG}` = {_quote(sweep_name)}",
             order_by=["attributes.start_time DESC"], max_results=1)
         return _parent_run(runs[0]) if runs else None
 
     def running_parents(self, experiment_id: str, sweep_name: str) -> list[ParentRun]:
         """The parent runs of this sweep that are RUNNING (by a live process, or left so by a dead one)."""
         runs = self.client.search_runs(
-            [experiment_id], f"tags.`{ROLE_TAG}` = 'parent' and tags.`{SWEEP_NAME_TAG}` = {_quote(sweep_name)} "
+            [experiment_id], f"tags.`{schema.ROLE_TAG}` = 'parent' and tags.`{schema.SWEEP_NAME_TAG}` = {_quote(sweep_name)} "
                              "and attributes.status = 'RUNNING'", max_results=1000)
         return [_parent_run(run) for run in runs]
 
     def set_lease(self, run_id: str, lease: str) -> None:
         """Write the parent's lease (`jaxmlp.sweep.ownership`); "" releases it."""
-        self.client.set_tag(run_id, LEASE_TAG, lease)
+        self.client.set_tag(run_id, schema.LEASE_TAG, lease)
 
     def kill_abandoned(self, parent_run_id: str, reason: str) -> int:
         """Mark a parent left RUNNING by a dead process, and its RUNNING children, KILLED; its
@@ -294,12 +216,12 @@ class Tracker:
         """The sweep parent run with this id; None where the run is not a sweep's parent;
         `RunNotFound` where the store has no run of this id."""
         run = self.run(run_id)
-        return _parent_run(run) if run.data.tags.get(ROLE_TAG) == "parent" else None
+        return _parent_run(run) if run.data.tags.get(schema.ROLE_TAG) == "parent" else None
 
     def children(self, parent_run_id: str, page_size: int = 1000) -> list[dict[str, Any]]:
         """Every child run of a parent (all pages): run_id, run_name, status, tags, params, metrics."""
         experiment_id = self.client.get_run(parent_run_id).info.experiment_id
-        query = f"tags.`{PARENT_RUN_TAG}` = {_quote(parent_run_id)}"
+        query = f"tags.`{schema.PARENT_RUN_TAG}` = {_quote(parent_run_id)}"
         found, token = [], None
         while True:
             page = self.client.search_runs([experiment_id], query, max_results=page_size, page_token=token)
@@ -315,7 +237,8 @@ class Tracker:
         patterns such as 'dead_fraction_*') of per-epoch metrics whose whole history the
         records carry: from the child's MLflow metrics, else from the parent's Parquet
         histories (a large sweep's, `log_histories`)."""
-        records = [self._record(child, histories) for child in sorted(self.children(parent_run_id), key=_sweep_order)]
+        records = [schema.variant_record(child, self._histories(child, histories))
+                   for child in sorted(self.children(parent_run_id), key=schema.sweep_order)]
         stored = self.parquet_histories(parent_run_id) if histories else {}
         for record in records:
             for name, points in stored.get(record.variant_key, {}).items():
@@ -326,14 +249,13 @@ class Tracker:
     def trial_tags(self, parent_run_id: str) -> list[dict[str, Any]]:
         """An optimised sweep's child runs (all, killed ones too) as their trial number,
         proposal JSON and told JSON (None before the study was told), in trial order."""
-        found = [{"trial": int(c["tags"][TRIAL_TAG]), "proposal": c["tags"][PROPOSAL_TAG],
-                  "told": c["tags"].get(TOLD_TAG)} for c in self.children(parent_run_id) if TRIAL_TAG in c["tags"]]
-        return sorted(found, key=lambda t: t["trial"])
+        found = [schema.trial_of(c) for c in self.children(parent_run_id)]
+        return sorted((t for t in found if t is not None), key=lambda t: t["trial"])
 
     def tag_told(self, run_ids: Sequence[str], told: str) -> None:
         """What the study was told of a trial (JSON), on the runs of its seeds."""
         for run_id in run_ids:
-            self.client.set_tag(run_id, TOLD_TAG, told)
+            self.client.set_tag(run_id, schema.TOLD_TAG, told)
 
     def log_study(self, parent_run_id: str, sampler: str, seed: int, settings_told: int,
                   best_so_far: float | None) -> None:
@@ -346,12 +268,12 @@ class Tracker:
     def log_histories(self, parent_run_id: str, group: str, name: str, data: bytes) -> None:
         """A group's per-epoch histories as one Parquet file (`jaxmlp.tracking.histories`), on
         the parent under histories/<group>/<name>.parquet."""
-        self.log_folder(parent_run_id, {f"{name}.parquet": data}, f"{HISTORIES_FOLDER}/{group}")
+        self.log_folder(parent_run_id, {f"{name}.parquet": data}, f"{schema.HISTORIES_FOLDER}/{group}")
 
     def parquet_histories(self, parent_run_id: str) -> Histories:
         """Every history in the parent's Parquet files: variant key -> metric -> (epochs, values)."""
         out: Histories = {}
-        folders = [f.path for f in self.client.list_artifacts(parent_run_id, HISTORIES_FOLDER) if f.is_dir]
+        folders = [f.path for f in self.client.list_artifacts(parent_run_id, schema.HISTORIES_FOLDER) if f.is_dir]
         files = [f.path for folder in folders for f in self.client.list_artifacts(parent_run_id, folder)
                  if f.path.endswith(".parquet")]
         with tempfile.TemporaryDirectory() as tmp:
@@ -366,25 +288,10 @@ class Tracker:
                     out.setdefault(key, {}).update(metrics)
         return out
 
-    def _record(self, child: dict[str, Any], histories: Sequence[str]) -> VariantRecord:
-        tags, metrics = child["tags"], child["metrics"]
-
-        def number(key: str, kind: type) -> Any:
-            return kind(metrics[key]) if key in metrics else None
-
-        return VariantRecord(
-            setting=json.loads(tags.get(SETTING_JSON_TAG, "{}")), seed=int(tags.get(SEED_TAG, 0)),
-            status=child["status"], variant_key=tags.get(VARIANT_KEY_TAG),
-            index=int(tags[VARIANT_INDEX_TAG]) if VARIANT_INDEX_TAG in tags else None, run_id=child["run_id"],
-            diverged=tags.get(DIVERGED_TAG) == "true", best_epoch=number("best_epoch", int),
-            stopped_epoch=number("stopped_epoch", int), n_params=number("n_params", int),
-            train_seconds=number("train_seconds", float), compile_seconds=number("compile_seconds", float),
-            epochs_trained=number("epochs_trained", int), pruned_at=number("pruned_at_epoch", int),
-            lineage=json.loads(tags.get(LINEAGE_TAG, "[]")), reliability=json.loads(tags.get(RELIABILITY_TAG, "{}")),
-            metrics={k: v for k, v in metrics.items() if k.startswith(_FINAL_METRIC_PREFIXES)},
-            config={k: parse_value(v) for k, v in child["params"].items() if k not in _IDENTITY_PARAMS},
-            history={k: self.metric_history(child["run_id"], k) for k in metrics
-                     if any(fnmatch.fnmatchcase(k, pattern) for pattern in histories)})
+    def _histories(self, child: dict[str, Any], names: Sequence[str]) -> dict[str, tuple[list[int], list[float]]]:
+        """The child's per-epoch MLflow metrics whose names match `names` (names or patterns)."""
+        return {k: self.metric_history(child["run_id"], k) for k in child["metrics"]
+                if any(fnmatch.fnmatchcase(k, pattern) for pattern in names)}
 
     # -- logging -----------------------------------------------------------------------------
 
@@ -430,7 +337,7 @@ class Tracker:
         self._stop_system_metrics(run_id)
         tags = dict(tags or {})
         if reason is not None:
-            tags[FAILURE_REASON_TAG] = reason
+            tags[schema.FAILURE_REASON_TAG] = reason
         log_batches(self.client, run_id, metrics=history_metrics(history or []) + step_metrics(metrics or {}, step),
                           tags=run_tags(tags))
         if inputs:
@@ -454,20 +361,9 @@ class Tracker:
         metrics at step best_epoch, whether it diverged, its checkpoint `files` under checkpoint/,
         the splits of its `data` as dataset inputs. (Inputs go with the end, not the start: by
         then the sweep has loaded the data itself, so describing it only reads caches.)"""
-        final = {**record.metrics, "best_epoch": record.best_epoch, "stopped_epoch": record.stopped_epoch,
-                 "diverged": float(record.diverged), "n_params": record.n_params,
-                 "compile_seconds": record.compile_seconds, "train_seconds": record.train_seconds,
-                 "epochs_trained": record.epochs_trained, "pruned_at_epoch": record.pruned_at}
-        tags = {DIVERGED_TAG: str(record.diverged).lower()}
-        if record.pruned_at is not None:
-            tags[OUTCOME_TAG] = "pruned"
-        if record.lineage:
-            tags[LINEAGE_TAG] = json.dumps(record.lineage)
-        if record.reliability:
-            tags[RELIABILITY_TAG] = json.dumps({k: [float(f"{v:.6g}") for v in values]
-                                                for k, values in record.reliability.items()})
+        metrics, tags = schema.outcome(record)
         self.finish(run_id, record.status, reason, history=_child_history(history),
-                    metrics={k: v for k, v in final.items() if v is not None}, step=record.best_epoch or 0,
+                    metrics=metrics, step=record.best_epoch or 0,
                     tags=tags, files=files, artifact_path="checkpoint",
                     inputs=self.dataset_inputs(data) if data is not None else None)
 
@@ -485,7 +381,7 @@ class Tracker:
 
     def end_parent(self, parent_run_id: str, status: str, reason: str | None = None) -> None:
         """End a parent run without its summary (interrupted, or its summary failed); its lease released."""
-        self.finish(parent_run_id, status, reason, tags={LEASE_TAG: ""})
+        self.finish(parent_run_id, status, reason, tags={schema.LEASE_TAG: ""})
 
     def close_parent(self, parent_run_id: str, status: str, reason: str | None, *, summary_files: dict[str, bytes],
                      figures: dict[str, bytes], metrics: dict[str, float], best_setting: str | None,
@@ -499,9 +395,9 @@ class Tracker:
         try:
             self.log_folder(parent_run_id, summary_files, "summary")
             if table:
-                self.client.log_table(parent_run_id, dict(table), SUMMARY_TABLE_FILE)
+                self.client.log_table(parent_run_id, dict(table), schema.SUMMARY_TABLE_FILE)
             if front:
-                self.client.log_table(parent_run_id, dict(front), PARETO_TABLE_FILE)
+                self.client.log_table(parent_run_id, dict(front), schema.PARETO_TABLE_FILE)
             if front_keys is not None:
                 self._tag_pareto(parent_run_id, set(front_keys))
             self.log_folder(parent_run_id, figures, "plots")
@@ -509,15 +405,15 @@ class Tracker:
             why = f"the sweep summary could not be logged: {type(err).__name__}: {err}"
             self.end_parent(parent_run_id, "FAILED", "; ".join(filter(None, [reason, why]))[:5000])
             raise
-        tags = {SUMMARY_TAG: "true", LEASE_TAG: ""}
+        tags = {schema.SUMMARY_TAG: "true", schema.LEASE_TAG: ""}
         if best_setting is not None:
-            tags[BEST_BY_TEST_MEAN_TAG] = best_setting
+            tags[schema.BEST_BY_TEST_MEAN_TAG] = best_setting
         self.finish(parent_run_id, status, reason, metrics=metrics, tags=tags)
 
     def _tag_pareto(self, parent_run_id: str, keys: set[str]) -> None:
         """Tag each child run `jaxmlp.pareto` true or false: whether its variant's setting is on the front."""
         for child in self.children(parent_run_id):
-            self.client.set_tag(child["run_id"], PARETO_TAG, str(child["tags"].get(VARIANT_KEY_TAG) in keys).lower())
+            self.client.set_tag(child["run_id"], schema.PARETO_TAG, str(child["tags"].get(schema.VARIANT_KEY_TAG) in keys).lower())
 
     # -- artifacts and models ----------------------------------------------------------------
 
@@ -578,13 +474,13 @@ class Tracker:
         A parent marked before (a resumed sweep) keeps its best_model where the best run is the
         same, and has it replaced (the earlier one deleted) where another run is now the best."""
         previous = self._logged_models(parent_run_id, "best_model")
-        if previous and self.client.get_run(parent_run_id).data.tags.get(BEST_RUN_TAG) == run_id:
+        if previous and self.client.get_run(parent_run_id).data.tags.get(schema.BEST_RUN_TAG) == run_id:
             previous = previous[:-1]  # the newest stays: the same best, nothing to log
         else:
             self.log_model(parent_run_id, checkpoint_dir, "best_model")
         for model in previous:
             self.client.delete_logged_model(model.model_id)
-        self._set_tags(parent_run_id, {BEST_RUN_TAG: run_id, BEST_SETTING_TAG: setting, BEST_MODEL_TAG: model_uri})
+        self._set_tags(parent_run_id, {schema.BEST_RUN_TAG: run_id, schema.BEST_SETTING_TAG: setting, schema.BEST_MODEL_TAG: model_uri})
 
     def register_model(self, model_uri: str, name: str):
         """Register a model logged by `log_model` under `name` (created if new); return the ModelVersion."""
@@ -608,8 +504,8 @@ class Tracker:
         version = self.register_model(model_uri, name)
         self.client.set_registered_model_alias(name, alias, version.version)
         uri = f"models:/{name}@{alias}"
-        self._set_tags(parent_run_id, {REGISTERED_MODEL_TAG: f"{name} v{version.version}",
-                                       REGISTERED_MODEL_URI_TAG: uri})
+        self._set_tags(parent_run_id, {schema.REGISTERED_MODEL_TAG: f"{name} v{version.version}",
+                                       schema.REGISTERED_MODEL_URI_TAG: uri})
         return uri
 
 

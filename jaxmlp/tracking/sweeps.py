@@ -6,7 +6,8 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from jaxmlp.records import VariantRecord
-from jaxmlp.tracking.store import ROLE_TAG, SWEEP_NAME_TAG, ParentRun, Tracker
+from jaxmlp.tracking.schema import ROLE_TAG, SWEEP_NAME_TAG, ParentRun
+from jaxmlp.tracking.store import Tracker
 
 #: The per-epoch metrics a report draws: learning curves and dead units per hidden layer.
 REPORT_HISTORIES = ("train_loss", "val_loss", "dead_fraction_*", "hp/*")
