@@ -10,6 +10,9 @@ import json
 import math
 import numbers
 import os
+import re
+import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -60,12 +63,54 @@ def compile_cache_dir(option: str | None = None) -> str:
 
 
 def enable_compilation_cache(path: str) -> None:
-    """Persist every compiled program in `path`, so a repeated run compiles nothing."""
+    """Persist every compiled program in `path`, so a repeated run compiles nothing; an entry
+    that cannot be read is replaced (`UnreadableEntries`)."""
     import jax
 
     jax.config.update("jax_compilation_cache_dir", path)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    if isinstance(warnings.showwarning, UnreadableEntries):
+        warnings.showwarning.folder = Path(path)
+    else:
+        warnings.showwarning = UnreadableEntries(Path(path), warnings.showwarning)
+
+
+class UnreadableEntries:
+    """Removes a compilation cache entry that JAX cannot read (truncated by a process killed
+    while writing it, or garbage), at JAX's warning about it.
+
+    JAX then compiles the program and writes it to the cache, but never over an entry that
+    exists: left in place, the entry would cost every later run the warning and the compile.
+    Removed at the warning, the new program takes its place. The warning names the program
+    (or the entry), so every entry of that program goes (its other shapes compile once more);
+    one line on stderr says so instead of JAX's warning. Installed as `warnings.showwarning`,
+    which passes every other warning to the one it replaced.
+    """
+
+    WARNING = re.compile(r"Error reading persistent compilation cache entry for '([^']+)': (.*)", re.DOTALL)
+
+    def __init__(self, folder: Path, shown) -> None:
+        self.folder, self.shown = folder, shown
+
+    def __call__(self, message, category, filename, lineno, file=None, line=None) -> None:
+        found = self.WARNING.match(str(message))
+        if found is None:
+            self.shown(message, category, filename, lineno, file, line)
+            return
+        name, error = found.groups()
+        self.remove(name)
+        print(f"warning: the compilation cache entry of {name} in {self.folder} could not be read "
+              f"({error.splitlines()[0] if error else 'no reason given'}); it was removed, the program is compiled "
+              "and cached again", file=sys.stderr)
+
+    def remove(self, name: str) -> list[Path]:
+        """The cache files of program `name` (or of the entry of that key), removed."""
+        entry = re.compile(rf"{re.escape(name)}(-[0-9a-f]+)?-(cache|atime)")
+        removed = [p for p in self.folder.iterdir() if entry.fullmatch(p.name)] if self.folder.is_dir() else []
+        for path in removed:
+            path.unlink(missing_ok=True)
+        return removed
 
 
 def use_one_cpu_device_per_core() -> None:
