@@ -40,6 +40,26 @@ def summary_cannot_be_logged():
             raise OSError("no space left on device")
         return log_folder(self, run_id, files, artifact_path)
     Tracker.log_folder = broken
+
+def store_fills_up():
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+    from tracking_fullness import cap_pages
+
+    event.listen(Engine, "checkout", cap_pages(16))
+'''
+
+#: A SQLite database that can grow by a number of pages and no more: MLflow's writes beyond
+#: fail as on a full disk ("database or disk is full").
+FULLNESS = '''
+def cap_pages(more):
+    limit = []
+
+    def cap(connection, record, proxy):
+        if not limit:
+            limit.append(connection.execute("PRAGMA page_count").fetchone()[0] + more)
+        connection.execute(f"PRAGMA max_page_count = {limit[0]}")
+    return cap
 '''
 
 
@@ -57,6 +77,7 @@ def faults(tmp_path, monkeypatch) -> str:
     folder = tmp_path / "faults"
     folder.mkdir()
     (folder / "tracking_faults.py").write_text(FAULTS)
+    (folder / "tracking_fullness.py").write_text(FULLNESS)
     monkeypatch.syspath_prepend(str(folder))
     return "tracking_faults"
 
@@ -257,3 +278,43 @@ def test_summary_logging_that_fails_when_the_parent_closes_ends_it_failed_with_t
     assert not client.list_artifacts(parent.info.run_id, "summary")
     assert sorted(c.info.status for c in children) == ["FINISHED", "FINISHED"]
     assert parent.data.tags["jaxmlp.best_run_id"] in {c.info.run_id for c in children}  # models came before
+
+
+def test_a_failing_store_call_prints_mlflow_s_error_as_one_line(tmp_path, faults, capfd):
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+    from tracking_fullness import cap_pages
+
+    tracker = Tracker(f"sqlite:///{tmp_path}/mlflow.db")
+    run = tracker.client.create_run(tracker.experiment("full")).info.run_id
+    cap = cap_pages(0)
+    event.listen(Engine, "checkout", cap)
+    try:
+        capfd.readouterr()
+        with pytest.raises(Exception, match="database or disk is full"):
+            tracker.log_history(run, [{"epoch": e, **{f"metric_{'x' * 200}_{i}": 0.5 for i in range(50)}}
+                                      for e in range(40)])
+    finally:
+        event.remove(Engine, "checkout", cap)
+    printed = capfd.readouterr().err.splitlines()
+    assert len(printed) == 1 and "Traceback" not in printed[0], printed
+    assert printed[0].endswith("OperationalError: database or disk is full"), printed
+
+
+@pytest.mark.slow  # a whole sweep (about a minute on a slow machine)
+def test_a_full_store_prints_a_line_per_failure_and_the_spool_message_last(tmp_path, cache, monkeypatch, faults):
+    uri, name = f"sqlite:///{tmp_path}/mlflow.db", "store-fills-up"
+    path = write_sweep(tmp_path, {"name": name, **TWO_SETTINGS})
+    Tracker(uri).client  # created (and migrated) before the cap
+    _tracking_processes(monkeypatch, warm_up=(f"{faults}:store_fills_up",))
+    monkeypatch.setenv("JAXMLP_CACHE_DIR", str(tmp_path / "cache"))
+    with deadline(240):
+        result = run_sweep_cli(path, "--tracking-uri", uri, "--no-progress", "--compile-cache", cache)
+    assert result.code == 1, result.err
+    _printed_summary(result.out, name, 2)
+    mlflow_lines = result.err.splitlines()  # the tracking process's stderr, forwarded
+    assert mlflow_lines and all("database or disk is full" in x for x in mlflow_lines), mlflow_lines
+    errors = [x for x in result.out.splitlines() if x.startswith("TRACKING ERROR: MlflowException")]
+    assert len(mlflow_lines) == len(errors), (mlflow_lines, errors)  # one line per failure
+    tracking = [x for x in result.out.splitlines() if x.startswith("TRACKING ERROR")]
+    assert tracking[-1].startswith("TRACKING ERROR: nothing trained is lost: ") and " are kept in " in tracking[-1]

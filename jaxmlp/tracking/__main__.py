@@ -7,7 +7,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from jaxmlp.tracking.process import bound_http_requests, quiet_mlflow_logging, store_failure
+from jaxmlp.tracking.logs import quiet_mlflow_logging
+from jaxmlp.tracking.process import bound_http_requests, store_failure
 from jaxmlp.tracking.store import Tracker
 from jaxmlp.tracking.uri import TRACKING_URI_HELP, resolve_tracking_uri, store_fix, unsupported_scheme
 

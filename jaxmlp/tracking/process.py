@@ -8,6 +8,7 @@ import os
 import threading
 from typing import IO, Any, Callable, Sequence
 
+from jaxmlp.tracking.logs import quiet_mlflow_logging
 from jaxmlp.tracking.store import Tracker
 from jaxmlp.tracking.uri import resolve_tracking_uri
 
@@ -104,15 +105,6 @@ def store_failure(err: BaseException) -> str | None:
         return None
     line = " ".join(str(err.message).split())
     return line if len(line) <= 400 else f"{line[:400]}..."
-
-
-def quiet_mlflow_logging() -> None:
-    """MLflow's and its database migrations' INFO lines ("Creating initial MLflow database
-    tables...") are not shown; warnings and errors are."""
-    import logging
-
-    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # read when MLflow configures its loggers
-    logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 def _end_with_the_sweep_process() -> None:

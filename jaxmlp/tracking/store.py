@@ -21,6 +21,7 @@ from jaxmlp.records import VariantRecord
 from jaxmlp.tracking import schema
 from jaxmlp.tracking.batches import history_metrics, log_batches, run_params, run_tags, step_metrics
 from jaxmlp.tracking.histories import Histories, HistoryFileError, from_parquet
+from jaxmlp.tracking.logs import one_line_records
 from jaxmlp.tracking.model import save_pyfunc
 from jaxmlp.tracking.uri import resolve_tracking_uri, sqlite_path
 
@@ -510,9 +511,11 @@ class Tracker:
 
 
 def _open_client(tracking_uri: str):
-    """A client with its store open: a new SQLite file is created and migrated now."""
+    """A client with its store open: a new SQLite file is created and migrated now. MLflow's
+    records print as one line each from now on (`jaxmlp.tracking.logs`)."""
     from mlflow.tracking import MlflowClient
 
+    one_line_records()
     with _store_creation_lock(tracking_uri):
         client = MlflowClient(tracking_uri)
         client.search_experiments(max_results=1)
