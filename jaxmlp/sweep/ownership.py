@@ -9,6 +9,9 @@ sweep that ends, or is interrupted, releases it; a SIGKILL leaves it behind, and
 
 MLflow has no compare-and-set, so a claim is write, wait `SETTLE_SECONDS`, read back: of
 two resumes started at the same moment, the one whose lease was overwritten refuses.
+
+`refuse_if_held`, `claim` and `kill_abandoned` apply leases to a sweep's parent runs through a
+tracker (a `Tracker` or `TrackerProcess`).
 """
 from __future__ import annotations
 
@@ -19,6 +22,11 @@ import socket
 import time
 import uuid
 from pathlib import Path
+from typing import Any
+
+class ResumeRefused(RuntimeError):
+    """--resume found a parent run of a different sweep file content, or one a live process runs."""
+
 
 #: Seconds between heartbeats of a running sweep.
 HEARTBEAT_SECONDS = 30.0
@@ -98,3 +106,40 @@ class Lease:
     def describe(self) -> str:
         since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.heartbeat))
         return f"process {self.pid} on host {self.host} (last heartbeat {since})"
+
+
+def refuse_if_held(parent: Any, mine: Lease, where: str | os.PathLike) -> None:
+    """Refuse to resume a parent run (`ParentRun`) that another live process holds."""
+    holder = Lease.decode(parent.lease)
+    if holder is not None and holder.token != mine.token and holder.held_elsewhere():
+        raise ResumeRefused(
+            f"{where}: parent run {parent.run_id} is being run by {holder.describe()}; "
+            "a second resume would train its variants twice. Wait for it to end (or stop it), then "
+            "--resume again.")
+
+
+def claim(tracker: Any, parent: Any, mine: Lease, where: str | os.PathLike) -> None:
+    """Take the parent's lease: write it, wait, read back whose it is."""
+    tracker.set_lease(parent.run_id, mine.encode())
+    time.sleep(SETTLE_SECONDS)  # a resume started at the same moment writes its lease meanwhile
+    now = tracker.parent(parent.run_id)
+    holder = Lease.decode(now.lease if now else None)
+    if holder != mine:
+        raise ResumeRefused(
+            f"{where}: parent run {parent.run_id} was taken at the same moment by "
+            f"{holder.describe() if holder else 'another process'}; it continues the sweep, this one stops.")
+
+
+def kill_abandoned(tracker: Any, experiment_id: str, sweep_name: str) -> list[str]:
+    """A fresh run: parents of this sweep left RUNNING by a process that is gone are marked
+    KILLED (with their RUNNING children); return what was done, to print."""
+    notices = []
+    for parent in tracker.running_parents(experiment_id, sweep_name):
+        holder = Lease.decode(parent.lease)
+        if holder is not None and holder.held_elsewhere():
+            continue  # another sweep of this name, running now
+        who = holder.describe() if holder else "a process that recorded no owner"
+        n = tracker.kill_abandoned(parent.run_id, f"left RUNNING by {who}, which is gone")
+        notices.append(f"parent run {parent.run_id} of this sweep was left RUNNING by {who}, which is gone: "
+                       f"it and {n} child run(s) were marked KILLED; --resume would have continued it")
+    return notices

@@ -28,7 +28,7 @@ from jaxmlp.engine import VariantResult
 from jaxmlp.records import VariantRecord
 from jaxmlp.sweep.best import BestVariant, overall_best
 from jaxmlp.sweep.optimize_run import proposal_of_tag
-from jaxmlp.sweep.ownership import HEARTBEAT_SECONDS, SETTLE_SECONDS, Lease
+from jaxmlp.sweep.ownership import HEARTBEAT_SECONDS, Lease, ResumeRefused, claim, kill_abandoned, refuse_if_held
 from jaxmlp.sweep.plan import Group
 from jaxmlp.sweep.spec import Sweep, Variant, n_variants
 from jaxmlp.tracking import AsyncWriter
@@ -44,10 +44,6 @@ DESCRIPTION_ARTIFACT = "sweep/description.md"
 #: After this many tracking calls in a row failed, the store is taken to be down: the calls
 #: still queued are not tried (each could wait out its retries), their results are spooled.
 FAILURES_BEFORE_DOWN = 3
-
-
-class ResumeRefused(RuntimeError):
-    """--resume found a parent run of a different sweep file content, or one a live process runs."""
 
 
 class StoreDown(RuntimeError):
@@ -169,7 +165,7 @@ class SweepRuns:
         self.experiment_id = t.experiment(spec.name)
         found = t.find_parent(self.experiment_id, spec.name) if self.resume else None
         if found is None:
-            notices = self._kill_abandoned()
+            notices = kill_abandoned(t, self.experiment_id, spec.name)
             if self.resume:
                 notices.insert(0, f"--resume: no earlier parent run of sweep {spec.name!r} in {t.tracking_uri}; "
                                   "a new one is started")
@@ -195,7 +191,7 @@ class SweepRuns:
         self.parent_run_id = found.run_id
         if found.sweep_hash != self.sweep.hash:
             raise ResumeRefused(self._changed(found.sweep_hash or ""))
-        self._refuse_if_held(found)
+        refuse_if_held(found, self.lease, self.sweep.path)
         self.spool.note(parent_run_id=self.parent_run_id)
         records = t.variant_records(self.parent_run_id)
         trials = t.trial_tags(self.parent_run_id) if self.sweep.spec.optimize else []
@@ -208,43 +204,10 @@ class SweepRuns:
             return Opened(done, [f"nothing to do: parent run {found.run_id} already holds every variant of "
                                  f"{self.sweep.path} and its summary (status {found.status}); nothing was logged"],
                           complete=True)
-        self._claim(found)
+        claim(t, found, self.lease, self.sweep.path)
         t.mark_killed([r.run_id for r in records if r.status == "RUNNING"])
         t.reopen(self.parent_run_id)
         return Opened(done, [], trials=trials)
-
-    def _refuse_if_held(self, parent) -> None:
-        holder = Lease.decode(parent.lease)
-        if holder is not None and holder.token != self.lease.token and holder.held_elsewhere():
-            raise ResumeRefused(
-                f"{self.sweep.path}: parent run {parent.run_id} is being run by {holder.describe()}; "
-                "a second resume would train its variants twice. Wait for it to end (or stop it), then "
-                "--resume again.")
-
-    def _claim(self, parent) -> None:
-        """Take the parent's lease: write it, wait, read back whose it is."""
-        self.tracker.set_lease(parent.run_id, self.lease.encode())
-        time.sleep(SETTLE_SECONDS)  # a resume started at the same moment writes its lease meanwhile
-        now = self.tracker.parent(parent.run_id)
-        holder = Lease.decode(now.lease if now else None)
-        if holder != self.lease:
-            raise ResumeRefused(
-                f"{self.sweep.path}: parent run {parent.run_id} was taken at the same moment by "
-                f"{holder.describe() if holder else 'another process'}; it continues the sweep, this one stops.")
-
-    def _kill_abandoned(self) -> list[str]:
-        """A fresh run: parents of this sweep left RUNNING by a process that is gone are marked
-        KILLED (with their RUNNING children); return what was done, to print."""
-        notices = []
-        for parent in self.tracker.running_parents(self.experiment_id, self.sweep.spec.name):
-            holder = Lease.decode(parent.lease)
-            if holder is not None and holder.held_elsewhere():
-                continue  # another sweep of this name, running now
-            who = holder.describe() if holder else "a process that recorded no owner"
-            n = self.tracker.kill_abandoned(parent.run_id, f"left RUNNING by {who}, which is gone")
-            notices.append(f"parent run {parent.run_id} of this sweep was left RUNNING by {who}, which is gone: "
-                           f"it and {n} child run(s) were marked KILLED; --resume would have continued it")
-        return notices
 
     def heartbeat(self) -> None:
         """Renew the parent's lease, at most every `HEARTBEAT_SECONDS` (call it as often as convenient)."""

@@ -2,7 +2,8 @@
 tracking process that runs store calls beside the sweep (`process`), the store with its
 runs (`store`, `batches`), their tags and the conversion of records to and from them
 (`schema`), the data's dataset inputs (`datasets`), the logged pyfunc model with its
-signature (`model`), what MLflow prints (`logs`), a tracked sweep read back for the report (`sweeps`), and `python -m jaxmlp.tracking model RUN_ID`.
+signature (`model`), what MLflow prints (`logs`), a tracked sweep read back for the
+report (`sweeps`), and `python -m jaxmlp.tracking model RUN_ID`.
 
 No module outside this package imports MLflow or names its tags; callers pass and get
 plain values and `VariantRecord`s. Importing the package does not import MLflow.
