@@ -8,21 +8,20 @@ batched within MLflow's limits (`jaxmlp.tracking.batches`).
 """
 from __future__ import annotations
 
-import contextlib
 import fnmatch
 import os
 import re
 import tempfile
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 from jaxmlp.records import VariantRecord
 from jaxmlp.tracking import schema
 from jaxmlp.tracking.batches import history_metrics, log_batches, run_params, run_tags, step_metrics
 from jaxmlp.tracking.histories import Histories, HistoryFileError, from_parquet
-from jaxmlp.tracking.logs import one_line_records
-from jaxmlp.tracking.model import save_pyfunc
+from jaxmlp.tracking.client import open_client, read_run
+from jaxmlp.tracking.registry import Registry
 from jaxmlp.tracking.uri import resolve_tracking_uri, sqlite_path
 
 if TYPE_CHECKING:
@@ -45,10 +44,6 @@ def system_metrics_requested() -> bool:
     return os.environ.get(SYSTEM_METRICS_ENV, "").strip().lower() in ("true", "1")
 
 
-class RunNotFound(LookupError):
-    """The store has no run of the id asked for."""
-
-
 def _parent_run(run) -> schema.ParentRun:
     return schema.parent_run(run.info.run_id, run.info.experiment_id, run.info.status, run.data.tags)
 
@@ -59,8 +54,8 @@ def _child_history(history: list[dict[str, float]]) -> list[dict[str, float]]:
     return [{k: val for k, val in row.items() if k != "epoch_seconds"} for row in history]
 
 
-class Tracker:
-    """Experiments, runs, metrics, artifacts and models in one MLflow store, by explicit URI."""
+class Tracker(Registry):
+    """Experiments, runs, metrics, artifacts and models (`Registry`) in one MLflow store, by explicit URI."""
 
     def __init__(self, tracking_uri: str | None = None):
         self.tracking_uri = resolve_tracking_uri(tracking_uri)
@@ -74,7 +69,7 @@ class Tracker:
         """The `MlflowClient`, created (MLflow imported, store opened) on first use."""
         with self._client_lock:
             if self._client is None:
-                self._client = _open_client(self.tracking_uri)
+                self._client = open_client(self.tracking_uri)
             return self._client
 
     # -- experiments -------------------------------------------------------------------------
@@ -175,7 +170,7 @@ class Tracker:
         log_batches(self.client, run_id, params=run_params(dict(params)))
         return run_id
 
-    def find_parent(self, experiment_id: str, sweep_name: str) -> ParentRun | None:
+    def find_parent(self, experiment_id: str, sweep_name: str) -> schema.ParentRun | None:
         """The newest parent run of this sweep (resume compares its sweep hash)."""
         runs = self.client.search_runs(
             [experiment_id],
@@ -183,7 +178,7 @@ class Tracker:
             order_by=["attributes.start_time DESC"], max_results=1)
         return _parent_run(runs[0]) if runs else None
 
-    def running_parents(self, experiment_id: str, sweep_name: str) -> list[ParentRun]:
+    def running_parents(self, experiment_id: str, sweep_name: str) -> list[schema.ParentRun]:
         """The parent runs of this sweep that are RUNNING (by a live process, or left so by a dead one)."""
         runs = self.client.search_runs(
             [experiment_id], f"tags.`{schema.ROLE_TAG}` = 'parent' and tags.`{schema.SWEEP_NAME_TAG}` = {_quote(sweep_name)} "
@@ -204,16 +199,9 @@ class Tracker:
 
     def run(self, run_id: str):
         """The MLflow run with this id; `RunNotFound` where the store has none."""
-        from mlflow.exceptions import MlflowException
+        return read_run(self.client, self.tracking_uri, run_id)
 
-        try:
-            return self.client.get_run(run_id)
-        except MlflowException as err:
-            if err.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):  # none, or a malformed id
-                raise RunNotFound(f"no run with the id {run_id!r} in {self.tracking_uri}") from None
-            raise
-
-    def parent(self, run_id: str) -> ParentRun | None:
+    def parent(self, run_id: str) -> schema.ParentRun | None:
         """The sweep parent run with this id; None where the run is not a sweep's parent;
         `RunNotFound` where the store has no run of this id."""
         run = self.run(run_id)
@@ -307,9 +295,6 @@ class Tracker:
     def log_epoch_seconds(self, parent_run_id: str, group: str, seconds: Sequence[tuple[int, float]]) -> None:
         """The wall time of each epoch of a group (shared by its variants), once, on the parent."""
         self.log_history(parent_run_id, [{"epoch": epoch, f"epoch_seconds_{group}": s} for epoch, s in seconds])
-
-    def _set_tags(self, run_id: str, tags: dict[str, Any]) -> None:
-        log_batches(self.client, run_id, tags=run_tags(tags))
 
     def log_file(self, run_id: str, path: str | os.PathLike, artifact_path: str | None = None) -> None:
         """Copy a local file (or folder) into the run, under `artifact_path`."""
@@ -414,132 +399,15 @@ class Tracker:
     def _tag_pareto(self, parent_run_id: str, keys: set[str]) -> None:
         """Tag each child run `jaxmlp.pareto` true or false: whether its variant's setting is on the front."""
         for child in self.children(parent_run_id):
-            self.client.set_tag(child["run_id"], schema.PARETO_TAG, str(child["tags"].get(schema.VARIANT_KEY_TAG) in keys).lower())
+            on_front = child["tags"].get(schema.VARIANT_KEY_TAG) in keys
+            self.client.set_tag(child["run_id"], schema.PARETO_TAG, str(on_front).lower())
 
-    # -- artifacts and models ----------------------------------------------------------------
+    # -- metrics -----------------------------------------------------------------------------
 
     def metric_history(self, run_id: str, key: str) -> tuple[list[int], list[float]]:
         """Steps and values of one metric of a run, in step order."""
         points = sorted((m.step, m.value) for m in self.client.get_metric_history(run_id, key))
         return [step for step, _ in points], [value for _, value in points]
-
-    def download_checkpoint(self, run_id: str, folder: str | os.PathLike) -> str:
-        """Copy a child run's checkpoint (logged by `finish_child`) into `folder`; return its path."""
-        return self.client.download_artifacts(run_id, "checkpoint", os.fspath(folder))
-
-    def model_uris(self, run_id: str) -> list[str]:
-        """The models:/ URIs of the READY models logged on a run, oldest first."""
-        return [f"models:/{m.model_id}" for m in self._logged_models(run_id)]
-
-    def _logged_models(self, run_id: str, name: str | None = None) -> list:
-        """The run's READY logged models (named `name`, where given), oldest first. Searched,
-        not read from the run's outputs: those keep a model that was deleted (a replaced best_model)."""
-        query = f"source_run_id = '{run_id}'" + (f" AND name = '{name}'" if name else "")
-        experiment_id = self.client.get_run(run_id).info.experiment_id
-        found = self.client.search_logged_models([experiment_id], filter_string=query, max_results=100)
-        return sorted((m for m in found if str(m.status) == "READY"), key=lambda m: m.creation_timestamp)
-
-    def log_model_from_run(self, run_id: str) -> str:
-        """Turn a child run's checkpoint artifact into an MLflow model on that run; return its URI.
-        `RunNotFound` where the store has no run of this id, `LookupError` where the run has no
-        checkpoint (a sweep's parent run, or a child whose parameters were not saved)."""
-        self.run(run_id)  # RunNotFound before anything else
-        if not self.client.list_artifacts(run_id, "checkpoint"):
-            raise LookupError(f"run {run_id} in {self.tracking_uri} has no checkpoint artifact: it is not a "
-                              "variant's child run, or its variant saved no parameters")
-        with tempfile.TemporaryDirectory() as tmp:
-            return self.log_model(run_id, self.download_checkpoint(run_id, tmp))
-
-    def log_model(self, run_id: str, checkpoint_dir: str | os.PathLike, artifact_path: str = "model") -> str:
-        """Log a checkpoint folder as the run's MLflow pyfunc model (`jaxmlp.tracking.model`);
-        return its models:/ URI."""
-        from mlflow.entities import LoggedModelOutput, LoggedModelStatus
-
-        run = self.client.get_run(run_id)
-        model = self.client.create_logged_model(
-            run.info.experiment_id, artifact_path, source_run_id=run_id, params=run.data.params)
-        try:
-            with tempfile.TemporaryDirectory() as tmp:
-                save_pyfunc(Path(tmp, "model"), checkpoint_dir)
-                self.client.log_model_artifacts(model.model_id, Path(tmp, "model"))
-            self.client.log_outputs(run_id, [LoggedModelOutput(model.model_id, step=0)])
-        except BaseException:
-            self.client.finalize_logged_model(model.model_id, LoggedModelStatus.FAILED)
-            raise
-        self.client.finalize_logged_model(model.model_id, LoggedModelStatus.READY)
-        return f"models:/{model.model_id}"
-
-    def mark_best(self, parent_run_id: str, checkpoint_dir: str | os.PathLike, *, run_id: str, setting: str,
-                  model_uri: str) -> None:
-        """The sweep's best variant on its parent: its model (as best_model), run, setting and model URI.
-        A parent marked before (a resumed sweep) keeps its best_model where the best run is the
-        same, and has it replaced (the earlier one deleted) where another run is now the best."""
-        previous = self._logged_models(parent_run_id, "best_model")
-        if previous and self.client.get_run(parent_run_id).data.tags.get(schema.BEST_RUN_TAG) == run_id:
-            previous = previous[:-1]  # the newest stays: the same best, nothing to log
-        else:
-            self.log_model(parent_run_id, checkpoint_dir, "best_model")
-        for model in previous:
-            self.client.delete_logged_model(model.model_id)
-        self._set_tags(parent_run_id, {schema.BEST_RUN_TAG: run_id, schema.BEST_SETTING_TAG: setting, schema.BEST_MODEL_TAG: model_uri})
-
-    def register_model(self, model_uri: str, name: str):
-        """Register a model logged by `log_model` under `name` (created if new); return the ModelVersion."""
-        from mlflow.exceptions import MlflowException
-
-        try:
-            self.client.create_registered_model(name)
-        except MlflowException as error:
-            if error.error_code != "RESOURCE_ALREADY_EXISTS":
-                raise
-        model = self.client.get_logged_model(model_uri.removeprefix("models:/"))
-        # The artifact location, not the models:/ URI: MLflow would resolve that through the
-        # process-wide tracking URI instead of this client's.
-        return self.client.create_model_version(name, model.artifact_location,
-                                                run_id=model.source_run_id, model_id=model.model_id)
-
-    def register_best(self, parent_run_id: str, model_uri: str, name: str, alias: str = "champion") -> str:
-        """Register the sweep's best model under `name`, point `alias` at the new version, note
-        both on the parent; return the alias's URI (models:/NAME@ALIAS), which
-        `mlflow.pyfunc.load_model` loads."""
-        version = self.register_model(model_uri, name)
-        self.client.set_registered_model_alias(name, alias, version.version)
-        uri = f"models:/{name}@{alias}"
-        self._set_tags(parent_run_id, {schema.REGISTERED_MODEL_TAG: f"{name} v{version.version}",
-                                       schema.REGISTERED_MODEL_URI_TAG: uri})
-        return uri
-
-
-def _open_client(tracking_uri: str):
-    """A client with its store open: a new SQLite file is created and migrated now. MLflow's
-    records print as one line each from now on (`jaxmlp.tracking.logs`)."""
-    from mlflow.tracking import MlflowClient
-
-    one_line_records()
-    with _store_creation_lock(tracking_uri):
-        client = MlflowClient(tracking_uri)
-        client.search_experiments(max_results=1)
-    return client
-
-
-@contextlib.contextmanager
-def _store_creation_lock(tracking_uri: str) -> Iterator[None]:
-    """Processes opening SQLite stores in one folder take turns (a lock on the folder):
-    MLflow's schema migrations, run by two processes at once on a new file, fail and can
-    leave the file unusable."""
-    database = sqlite_path(tracking_uri)
-    if database is None:
-        yield
-        return
-    import fcntl
-
-    folder = os.open(database.parent, os.O_RDONLY)
-    try:
-        fcntl.flock(folder, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(folder)  # releases the lock
-
 
 def _quote(value: str) -> str:
     """A string literal for an MLflow search filter."""
