@@ -23,7 +23,8 @@ def _entries(folder: Path) -> list[Path]:
     return sorted(folder.glob("jit_corrupted_cache_probe-*-cache"))
 
 
-@pytest.mark.parametrize("damage", [lambda data: data[:len(data) // 3], lambda data: b"\x00garbage" * 40])
+@pytest.mark.parametrize("damage", [lambda data: data[:len(data) // 3], lambda data: b"\x00garbage" * 40],
+                         ids=["truncated", "garbage"])
 def test_an_unreadable_compile_cache_entry_is_replaced_with_one_warning(session_compile_cache, capfd, damage):
     enable_compilation_cache(session_compile_cache)  # its hook, under this test's warnings
     folder, x = Path(session_compile_cache), jnp.arange(5.0)
