@@ -116,7 +116,7 @@ def one_variant(cfg, data):
 
     s = structure_of([cfg], data)
     hp = jax.tree_util.tree_map(lambda a: jnp.asarray(a[0]), hparams_of([cfg]))
-    return s, hp, jax.jit(partial(init_state, s))(hp), per_batch_step(s, hp, data.train)
+    return s, hp, jax.jit(partial(init_state, s))(cfg.training.seed), per_batch_step(s, hp, data.train)
 
 
 def loop_seconds_per_epoch(configs, data, steps: int = 100, host_data=None) -> float:

@@ -1,20 +1,22 @@
 """Typed, frozen configuration of one training run, validated by pydantic.
 
-A run is data + model + optimizer + training. Structure (widths, activation, optimizer
-family, batch size, loss) is static; numbers (seed, rates, slopes, patience) may differ
-between variants that train together. Which is which is declared here once, on the fields
-(`vmapped()`, `SWITCHED`); the engine derives its per-variant arrays and its program keys
-from that declaration (`numeric_fields`, `switched_keys`). Errors name the key path, the
-bad value, the allowed values and, for misspellings, the closest valid name.
+A run is data + model + optimizer + training + a seed. Structure (widths, activation,
+optimizer family, batch size, loss) is static; numbers (rates, slopes, patience) may differ
+between variants that train together; the seed is a variant's identity. Which is which is
+declared here once: the numbers are the fields of `HParams` (each with its key and bounds),
+the structure variants of one program may differ in is marked `SWITCHED`; the engine
+derives its per-variant arrays and its program keys from that (`numeric_fields`,
+`switched_keys`). Errors name the key path, the bad value, the allowed values and, for
+misspellings, the closest valid name.
 """
 from __future__ import annotations
 
 import difflib
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
-from typing import Any, Literal, Mapping, get_args
+from typing import Annotated, Any, Literal, Mapping, NamedTuple, get_args, get_type_hints
 
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveInt, ValidationError, field_validator, model_validator
 
@@ -41,13 +43,6 @@ MAX_SEED = 2**32 - 1
 #: What every section of a configuration file is validated with: unknown keys refused, and
 #: numbers finite (`.inf` or `.nan` is refused where a number is taken).
 STRICT = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-
-
-def vmapped(dtype: str = "float32", none: float | None = None) -> dict[str, Any]:
-    """Field metadata declaring a number that may differ between variants trained together:
-    the engine carries it as an array of `dtype` on a leading variant axis (`none`: the
-    value that stands for None). Everything not declared so is structure."""
-    return {"vmapped": {"dtype": dtype, "none": none}}
 
 
 #: Field metadata declaring structure that variants of one program may differ in: the
@@ -121,49 +116,43 @@ class ModelConfig(_Section):
     hidden: tuple[PositiveInt, ...] = (64, 64)
     activation: Literal[ACTIVATIONS] = Field("relu", json_schema_extra=SWITCHED)  # type: ignore[valid-type]
     init: Literal[INITS] = Field("auto", json_schema_extra=SWITCHED)  # type: ignore[valid-type]
-    dropout: float = Field(0.0, ge=0, lt=1, json_schema_extra=vmapped())
-    input_dropout: float = Field(0.0, ge=0, lt=1, json_schema_extra=vmapped())
-    leaky_slope: float = Field(0.01, ge=0, json_schema_extra=vmapped())
-    elu_alpha: float = Field(1.0, gt=0, json_schema_extra=vmapped())
-    noise_std: float = Field(1.0, ge=0, description="noisy_relu: std of the Gaussian noise in training",
-                             json_schema_extra=vmapped())
+    dropout: float = Field(0.0, ge=0, lt=1)
+    input_dropout: float = Field(0.0, ge=0, lt=1)
+    leaky_slope: float = Field(0.01, ge=0)
+    elu_alpha: float = Field(1.0, gt=0)
+    noise_std: float = Field(1.0, ge=0, description="noisy_relu: std of the Gaussian noise in training")
 
 
 class OptimizerConfig(_Section):
     """Optax optimizer family, schedule and regularisers."""
 
     name: Literal[OPTIMIZERS] = "adam"  # type: ignore[valid-type]
-    learning_rate: float = Field(1e-3, gt=0, json_schema_extra=vmapped())
-    momentum: float = Field(0.0, ge=0, lt=1, json_schema_extra=vmapped())
+    learning_rate: float = Field(1e-3, gt=0)
+    momentum: float = Field(0.0, ge=0, lt=1)
     momentum_start: float | None = Field(None, ge=0, lt=1, description="ramp: momentum at the first step, rising "
-                                         "linearly to `momentum` (None: constant momentum)",
-                                         json_schema_extra=vmapped(none=-1.0))
-    momentum_ramp_epochs: float = Field(0.0, ge=0, description="ramp: epochs from momentum_start to momentum",
-                                        json_schema_extra=vmapped())
+                                         "linearly to `momentum` (None: constant momentum)")
+    momentum_ramp_epochs: float = Field(0.0, ge=0, description="ramp: epochs from momentum_start to momentum")
     momentum_dampening: float = Field(
         0.0, ge=0, le=1, description="gradients scaled by 1 - dampening x momentum (of the step) before the "
         "update: 1 is the papers' form (Hinton et al. 2012: dw = m dw - (1 - m) lr g), whose step size does not "
-        "grow as a momentum ramp rises; 0 is heavy ball (dw = m dw - lr g)", json_schema_extra=vmapped())
+        "grow as a momentum ramp rises; 0 is heavy ball (dw = m dw - lr g)")
     nesterov: bool = False
-    weight_decay: float = Field(0.0, ge=0, json_schema_extra=vmapped())
+    weight_decay: float = Field(0.0, ge=0)
     schedule: Literal[SCHEDULES] = "constant"  # type: ignore[valid-type]
-    decay_rate: float = Field(1.0, gt=0, le=1, description="exponential: factor per epoch",
-                             json_schema_extra=vmapped())
-    warmup_epochs: int = Field(0, ge=0, json_schema_extra=vmapped())
-    max_norm: float | None = Field(None, gt=0, description="bound on each unit's incoming weight norm",
-                                    json_schema_extra=vmapped(none=math.inf))
-    clip_norm: float | None = Field(None, gt=0, description="global gradient-norm clipping",
-                                     json_schema_extra=vmapped(none=math.inf))
+    decay_rate: float = Field(1.0, gt=0, le=1, description="exponential: factor per epoch")
+    warmup_epochs: int = Field(0, ge=0)
+    max_norm: float | None = Field(None, gt=0, description="bound on each unit's incoming weight norm")
+    clip_norm: float | None = Field(None, gt=0, description="global gradient-norm clipping")
 
 
 class EarlyStoppingConfig(_Section):
     """Validation-based early stopping; patience None trains the whole budget."""
 
     monitor: Literal[MONITORS] = "val_loss"  # type: ignore[valid-type]
-    patience: int | None = Field(10, gt=0, json_schema_extra=vmapped("int32", none=NO_PATIENCE))
-    min_delta: float = Field(0.0, ge=0, json_schema_extra=vmapped())
+    patience: int | None = Field(10, gt=0)
+    min_delta: float = Field(0.0, ge=0)
     restore_best: bool = Field(True, description="keep the best validation epoch's parameters (False: the last "
-                               "epoch's)", json_schema_extra=vmapped("bool"))
+                               "epoch's)")
 
 
 class TrainingConfig(_Section):
@@ -172,11 +161,10 @@ class TrainingConfig(_Section):
     epochs: int = Field(100, gt=0)
     batch_size: int = Field(32, gt=0)
     loss: Literal[LOSSES] = "auto"  # type: ignore[valid-type]
-    seed: int = Field(0, ge=0, le=MAX_SEED, json_schema_extra=vmapped("uint32"))
+    seed: int = Field(0, ge=0, le=MAX_SEED)
     divergence_factor: float | None = Field(
         100.0, gt=1, description="a variant whose training or validation loss exceeds this multiple of its loss "
-        "before the first update is diverged, as one whose loss is NaN or infinite (None: only those)",
-        json_schema_extra=vmapped(none=math.inf))
+        "before the first update is diverged, as one whose loss is NaN or infinite (None: only those)")
     early_stopping: EarlyStoppingConfig = EarlyStoppingConfig()
 
 
@@ -265,13 +253,87 @@ def set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
-class NumericField:
-    """A vmapped number: its dotted key, its name in the engine's per-variant arrays, dtype and None value."""
+class Number:
+    """How a vmapped number is declared (an `HParams` field's metadata): its configuration key,
+    the dtype the engine carries it in, the value that stands for None, and the bounds its
+    configuration field enforces, in pydantic's words (`tests/test_hparams.py` checks them
+    against the field). `name` is the `HParams` field's, filled in by `numeric_fields`."""
 
     key: str
-    name: str
-    dtype: str
-    none: float | None
+    dtype: str = "float32"
+    none: float | None = None
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+    name: str = ""
+
+    @property
+    def bounds(self) -> tuple[float, float]:
+        """The closed range of allowed values (an open end moved in to the next float), e.g.
+        model.dropout -> (0, 0.9999999999999999): for clipping values made during training (PBT)."""
+        low = self.ge if self.ge is not None else -math.inf if self.gt is None else math.nextafter(self.gt, math.inf)
+        high = self.le if self.le is not None else math.inf if self.lt is None else math.nextafter(self.lt, -math.inf)
+        return low, high
+
+
+class HParams(NamedTuple):
+    """A variant's numbers: what variants trained together in one program may differ in, each
+    an array with a leading variant axis there. This class is the one declaration of which
+    configuration keys are such numbers; every other key is structure (or the seed, the
+    variant's identity). A new vmappable number is a field here and one in the configuration."""
+
+    dropout: Annotated[Any, Number("model.dropout", ge=0, lt=1)]
+    input_dropout: Annotated[Any, Number("model.input_dropout", ge=0, lt=1)]
+    leaky_slope: Annotated[Any, Number("model.leaky_slope", ge=0)]
+    elu_alpha: Annotated[Any, Number("model.elu_alpha", gt=0)]
+    noise_std: Annotated[Any, Number("model.noise_std", ge=0)]
+    learning_rate: Annotated[Any, Number("optimizer.learning_rate", gt=0)]
+    momentum: Annotated[Any, Number("optimizer.momentum", ge=0, lt=1)]
+    momentum_start: Annotated[Any, Number("optimizer.momentum_start", none=-1.0, ge=0, lt=1)]
+    momentum_ramp_epochs: Annotated[Any, Number("optimizer.momentum_ramp_epochs", ge=0)]
+    momentum_dampening: Annotated[Any, Number("optimizer.momentum_dampening", ge=0, le=1)]
+    weight_decay: Annotated[Any, Number("optimizer.weight_decay", ge=0)]
+    decay_rate: Annotated[Any, Number("optimizer.decay_rate", gt=0, le=1)]
+    warmup_epochs: Annotated[Any, Number("optimizer.warmup_epochs", ge=0)]
+    max_norm: Annotated[Any, Number("optimizer.max_norm", none=math.inf, gt=0)]
+    clip_norm: Annotated[Any, Number("optimizer.clip_norm", none=math.inf, gt=0)]
+    patience: Annotated[Any, Number("training.early_stopping.patience", "int32", none=NO_PATIENCE, gt=0)]
+    min_delta: Annotated[Any, Number("training.early_stopping.min_delta", ge=0)]
+    restore_best: Annotated[Any, Number("training.early_stopping.restore_best", "bool")]
+    divergence_factor: Annotated[Any, Number("training.divergence_factor", none=math.inf, gt=1)]
+
+
+@cache
+def numeric_fields() -> tuple[Number, ...]:
+    """The vmapped numbers, in `HParams`' field order, each named by its field."""
+    hints = get_type_hints(HParams, include_extras=True)
+    return tuple(replace(hints[name].__metadata__[0], name=name) for name in HParams._fields)
+
+
+def bounds(key: str) -> tuple[float, float]:
+    """The closed range a vmapped number's configuration key allows (see `Number.bounds`)."""
+    return next(f.bounds for f in numeric_fields() if f.key == key)
+
+
+#: The configuration key of a variant's seed: neither structure nor a number of its program,
+#: but its identity (its training state's random key is drawn from it).
+SEED_KEY = "training.seed"
+
+
+def seed_list(seeds: Any, where: str) -> list[int]:
+    """A seed count n (seeds 0 .. n - 1) or a list of distinct seeds in 0..`MAX_SEED`, checked:
+    the one rule for seeds, wherever they are given (`where` names the place)."""
+    if isinstance(seeds, int) and not isinstance(seeds, bool):
+        listed = list(range(seeds)) if seeds <= MAX_SEED + 1 else []
+    else:
+        listed = seeds
+    if (not isinstance(listed, list) or not listed or not all(isinstance(s, int) and not isinstance(s, bool)
+                                                              for s in listed)
+            or len(set(listed)) != len(listed) or min(listed) < 0 or max(listed) > MAX_SEED):
+        raise ConfigError(f"{where}: {bounded_repr(seeds)}; give a positive count or a list of distinct integers "
+                          f"in 0..{MAX_SEED}")
+    return listed
 
 
 def _field_extras(model: type[BaseModel], prefix: str = "") -> dict[str, dict[str, Any]]:
@@ -284,37 +346,6 @@ def _field_extras(model: type[BaseModel], prefix: str = "") -> dict[str, dict[st
         else:
             out[f"{prefix}{name}"] = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
     return out
-
-
-@cache
-def numeric_fields(config_type: type[BaseModel] | None = None) -> tuple[NumericField, ...]:
-    """The vmapped numbers of a configuration type (default RunConfig), in declaration order."""
-    extras = _field_extras(config_type or RunConfig)
-    fields = tuple(NumericField(key, key.rsplit(".", 1)[-1], **extra["vmapped"])
-                   for key, extra in extras.items() if "vmapped" in extra)
-    names = [f.name for f in fields]
-    if len(set(names)) != len(names):
-        raise TypeError(f"vmapped fields need distinct last names; got {', '.join(names)}")
-    return fields
-
-
-def bounds(key: str) -> tuple[float, float]:
-    """The closed range a number's field allows (an open bound moved in to the next float),
-    e.g. model.dropout -> (0, 0.9999999999999999); for clipping values made during training (PBT)."""
-    model: type[BaseModel] = RunConfig
-    for part in key.split(".")[:-1]:
-        model = model.model_fields[part].annotation
-    low, high = -math.inf, math.inf
-    for item in model.model_fields[key.rsplit(".", 1)[-1]].metadata:
-        if getattr(item, "gt", None) is not None:
-            low = max(low, math.nextafter(item.gt, math.inf))
-        if getattr(item, "lt", None) is not None:
-            high = min(high, math.nextafter(item.lt, -math.inf))
-        if getattr(item, "ge", None) is not None:
-            low = max(low, item.ge)
-        if getattr(item, "le", None) is not None:
-            high = min(high, item.le)
-    return low, high
 
 
 @cache

@@ -49,6 +49,12 @@ class _Draws:
         return self.u[:, self.offset - width:self.offset]
 
 
+def random_width(hidden: Sequence[int], n_inputs: int, *, input_dropout: bool, dropout: bool, noisy: bool) -> int:
+    """Uniform draws per example of one training forward pass: an input dropout mask, and per
+    hidden unit its activation noise and its dropout mask, where these are on."""
+    return n_inputs * input_dropout + sum(hidden) * (dropout + noisy)
+
+
 class MLP(nn.Module):
     """Fully connected layers with a named activation and a linear output layer.
 
@@ -65,8 +71,8 @@ class MLP(nn.Module):
 
     def random_width(self, n_inputs: int, dropout: bool, input_dropout: bool) -> int:
         """How many uniform draws per example one training forward pass needs."""
-        noisy = is_noisy(self.activation)
-        return n_inputs * input_dropout + sum(self.hidden) * (dropout + noisy)
+        return random_width(self.hidden, n_inputs, input_dropout=input_dropout, dropout=dropout,
+                            noisy=is_noisy(self.activation))
 
     @nn.compact
     def __call__(

@@ -1,15 +1,23 @@
 """Optax optimizers whose numeric hyperparameters are values, not compiled constants.
 
-`make_optimizer` builds one GradientTransformation per optimizer family with
-`optax.inject_hyperparams`, so learning rate, momentum, weight decay and clipping
-threshold live in the optimizer state and may differ across vmapped variants. The
-schedule multiplies the base learning rate as a pure function of the step.
+`make_optimizer` builds one GradientTransformation per optimizer family, once: its numbers
+(`OPTIMIZER_NUMBERS`: learning rate, momentum, weight decay, clipping threshold) are given
+to every update as keyword arguments (`optax.inject_hyperparams` fed by `Given`), so they
+may differ across vmapped variants and change between steps (schedules, PBT), and the state
+keeps the last ones used (`state.hyperparams`). The schedule multiplies the base learning
+rate as a pure function of the step.
 """
 from __future__ import annotations
+
+import dataclasses
+from functools import cache
 
 import jax
 import jax.numpy as jnp
 import optax
+
+#: The numbers an optimizer's update takes as keyword arguments.
+OPTIMIZER_NUMBERS = ("learning_rate", "momentum", "weight_decay", "clip_norm")
 
 
 def _transform(name: str, nesterov: bool, use_weight_decay: bool, use_clip: bool):
@@ -32,14 +40,31 @@ def _transform(name: str, nesterov: bool, use_weight_decay: bool, use_clip: bool
     return build
 
 
-def make_optimizer(name: str, *, nesterov: bool = False, use_weight_decay: bool = False,
-                   use_clip: bool = False) -> callable:
-    """A factory `(learning_rate, momentum, weight_decay, clip_norm) -> GradientTransformation`.
+@dataclasses.dataclass(frozen=True)
+class Given:
+    """An optimizer number given to each update as the keyword argument `name` (an Optax
+    stateful schedule without state): NaN in a fresh state, before any update was given one."""
 
-    Call it with per-variant values (possibly traced) to get a transformation whose state
-    carries them in `state.hyperparams`.
-    """
-    return optax.inject_hyperparams(_transform(name, nesterov, use_weight_decay, use_clip))
+    name: str
+
+    def init(self) -> tuple:
+        return ()
+
+    def update(self, state: tuple, **numbers: jax.Array) -> tuple:
+        return state
+
+    def __call__(self, state: tuple, **numbers: jax.Array) -> jax.Array:
+        return numbers.get(self.name, jnp.float32(jnp.nan))
+
+
+@cache
+def make_optimizer(name: str, *, nesterov: bool = False, use_weight_decay: bool = False,
+                   use_clip: bool = False) -> optax.GradientTransformationExtraArgs:
+    """The optimizer family's transformation, built once; each `update(grads, state, params,
+    **numbers)` takes the `OPTIMIZER_NUMBERS` as keyword arguments (possibly traced, per
+    variant) and leaves them in `state.hyperparams`."""
+    build = _transform(name, nesterov, use_weight_decay, use_clip)
+    return optax.inject_hyperparams(build)(**{number: Given(number) for number in OPTIMIZER_NUMBERS})
 
 
 def schedule_factor(schedule: str, step: jax.Array, steps_per_epoch: int, total_steps: int,
@@ -68,12 +93,6 @@ def momentum_at(step: jax.Array, steps_per_epoch: int, momentum: jax.Array, star
     progress = jnp.where(ramp_steps > 0, jnp.minimum(1.0, jnp.asarray(step, jnp.float32) / jnp.maximum(ramp_steps, 1)),
                          1.0)
     return jnp.where(start < 0, momentum, start + (momentum - start) * progress)
-
-
-def set_hyperparams(opt_state, **values: jax.Array):
-    """The same optimizer state with the named hyperparameters replaced (inject_hyperparams state)."""
-    hyperparams = dict(opt_state.hyperparams, **{k: jnp.asarray(v, jnp.float32) for k, v in values.items()})
-    return opt_state._replace(hyperparams=hyperparams)
 
 
 def clip_max_norm(params, max_norm: jax.Array):

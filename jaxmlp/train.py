@@ -10,7 +10,7 @@ import numpy as np
 import yaml
 
 from jaxmlp.bounded_yaml import YamlError, load_bounded_yaml
-from jaxmlp.config import ConfigError, RunConfig, load_config, set_dotted
+from jaxmlp.config import SEED_KEY, ConfigError, RunConfig, load_config, seed_list, set_dotted
 from jaxmlp.data.errors import DataError
 from jaxmlp.runtime import COMPILE_CACHE_HELP, JSON_HELP, compile_cache_dir, enable_compilation_cache, json_line
 
@@ -86,11 +86,7 @@ def config_from_args(args: argparse.Namespace) -> list[RunConfig]:
     """The configurations to train: file, then flags, then --set, one per seed."""
     raw: dict[str, Any] = {}
     source, hint = "command line", ""
-    if args.seeds:
-        twice = [s for i, s in enumerate(args.seeds) if s in args.seeds[:i]]
-        if twice:
-            raise ConfigError(f"--seeds {' '.join(map(str, args.seeds))}: seed {twice[0]} is given more than "
-                              "once; give distinct non-negative integers")
+    seeds = seed_list(args.seeds, "--seeds") if args.seeds else None
     if args.config:
         source = str(args.config)
         try:
@@ -120,8 +116,8 @@ def config_from_args(args: argparse.Namespace) -> list[RunConfig]:
         except argparse.ArgumentTypeError as err:
             raise ConfigError(f"--set {item!r}: {err}") from None
     try:
-        seeds = args.seeds or [load_config(raw, source=source).training.seed]
-        return [load_config(set_dotted(raw, "training.seed", s), source=source) for s in seeds]
+        seeds = seeds or [load_config(raw, source=source).training.seed]
+        return [load_config(set_dotted(raw, SEED_KEY, s), source=source) for s in seeds]
     except ConfigError as err:
         raise ConfigError(f"{err}{hint}") from None
 

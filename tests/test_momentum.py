@@ -9,7 +9,7 @@ import pytest
 
 from engine_helpers import assert_same_run, fit, one_variant
 from jaxmlp import engine
-from jaxmlp.optim import make_optimizer, momentum_at, set_hyperparams
+from jaxmlp.optim import make_optimizer, momentum_at
 
 
 @pytest.mark.parametrize("start, end, ramp_epochs", [(0.5, 0.99, 3.0), (0.9, 0.5, 2.0), (-1.0, 0.9, 5.0),
@@ -24,15 +24,16 @@ def test_momentum_follows_the_linear_ramp_step_by_step(start, end, ramp_epochs):
 
 
 def test_sgd_with_a_ramped_momentum_equals_the_heavy_ball_recurrence_by_hand():
-    """Set per step through the optimizer state, the momentum is the one the update uses."""
+    """Given to each update, the momentum is the one the update uses."""
     grads = [jnp.asarray([0.3, -1.2]), jnp.asarray([0.1, 0.4]), jnp.asarray([-0.7, 0.2]), jnp.asarray([0.5, 0.5])]
-    opt = make_optimizer("sgd")(learning_rate=0.1, momentum=0.0, weight_decay=0.0, clip_norm=jnp.inf)
-    params, state = jnp.zeros(2), None
+    opt = make_optimizer("sgd")
+    params = jnp.zeros(2)
     state = opt.init(params)
     velocity, by_hand = np.zeros(2), np.zeros(2)
     for t, g in enumerate(grads):
         m = momentum_at(t, 2, jnp.float32(0.9), jnp.float32(0.5), jnp.float32(1.0))
-        updates, state = opt.update(g, set_hyperparams(state, momentum=m), params)
+        updates, state = opt.update(g, state, params, learning_rate=0.1, momentum=m, weight_decay=0.0,
+                                    clip_norm=jnp.inf)
         params = optax.apply_updates(params, updates)
         velocity = float(m) * velocity + np.asarray(g)
         by_hand = by_hand - 0.1 * velocity
@@ -43,7 +44,7 @@ def test_the_engine_steps_with_the_scheduled_momentum(make_config, synthetic_dat
     cfg = make_config({"optimizer.name": "sgd", "optimizer.learning_rate": 0.05, "optimizer.momentum": 0.95,
                        "optimizer.momentum_start": 0.5, "optimizer.momentum_ramp_epochs": 2})
     s, hp = engine.structure_of([cfg], synthetic_data), one_variant(cfg)
-    state = engine.init_state(s, hp)
+    state = engine.init_state(s, cfg.training.seed)
     carry = (state.params, state.opt_state, state.step)
     batch = (jnp.arange(s.batch_size), engine.step_draws(s, jax.random.key(0)))
     seen = []

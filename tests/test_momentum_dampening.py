@@ -15,7 +15,7 @@ from jaxmlp.optim import momentum_at
 
 def _steps(cfg, data, n: int):
     s, hp = engine.structure_of([cfg], data), one_variant(cfg)
-    state = engine.init_state(s, hp)
+    state = engine.init_state(s, cfg.training.seed)
     carry = (state.params, state.opt_state, state.step)
     batch = (jnp.arange(s.batch_size), engine.step_draws(s, jax.random.key(0)))
     seen = [carry[0]]

@@ -9,14 +9,17 @@ import numpy as np
 import optax
 import pytest
 
-from jaxmlp.optim import clip_max_norm, make_optimizer, schedule_factor, set_hyperparams
+from jaxmlp.optim import clip_max_norm, make_optimizer, schedule_factor
 
 INF = jnp.inf
 
 
 def optimizer(name, learning_rate=0.1, momentum=0.0, weight_decay=0.0, clip_norm=INF, **flags):
-    return make_optimizer(name, **flags)(learning_rate=learning_rate, momentum=momentum,
-                                         weight_decay=weight_decay, clip_norm=clip_norm)
+    """The family's transformation with these numbers given to every update."""
+    tx = make_optimizer(name, **flags)
+    numbers = {"learning_rate": learning_rate, "momentum": momentum, "weight_decay": weight_decay,
+               "clip_norm": clip_norm}
+    return optax.GradientTransformation(tx.init, lambda u, state, params=None: tx.update(u, state, params, **numbers))
 
 
 # A tiny least-squares problem: 20 examples, 3 features, a known linear target.
@@ -55,11 +58,16 @@ def test_each_optimizer_reduces_the_loss(name, kwargs):
     assert minimise(optimizer(name, **kwargs)) < 0.01 * start
 
 
-def test_hyperparameters_live_in_the_optimizer_state():
-    state = optimizer("sgd", learning_rate=0.3, momentum=0.9, weight_decay=0.01, clip_norm=2.0,
-                      use_weight_decay=True, use_clip=True).init({"w": jnp.zeros(3)})
-    hp = {k: float(v) for k, v in state.hyperparams.items()}
-    assert hp == pytest.approx({"learning_rate": 0.3, "momentum": 0.9, "weight_decay": 0.01, "clip_norm": 2.0})
+def test_the_numbers_given_to_an_update_are_kept_in_the_optimizer_state():
+    tx, params = make_optimizer("sgd", use_weight_decay=True, use_clip=True), {"w": jnp.zeros(3)}
+    given = {"learning_rate": 0.3, "momentum": 0.9, "weight_decay": 0.01, "clip_norm": 2.0}
+    _, state = tx.update({"w": jnp.ones(3)}, tx.init(params), params, **given)
+    assert {k: float(v) for k, v in state.hyperparams.items()} == pytest.approx(given)
+
+
+def test_an_optimizer_is_built_once_per_family():
+    assert make_optimizer("sgd", nesterov=True) is make_optimizer("sgd", nesterov=True)
+    assert make_optimizer("sgd") is not make_optimizer("adam")
 
 
 def test_hyperparameters_may_differ_across_vmapped_variants():
@@ -73,16 +81,15 @@ def test_hyperparameters_may_differ_across_vmapped_variants():
     np.testing.assert_allclose(np.asarray(jax.vmap(first_update)(lrs)), -np.outer(lrs, [1.0, -2.0]), rtol=1e-6)
 
 
-def test_set_learning_rate_changes_the_update():
+def test_the_learning_rate_given_to_each_update_is_the_one_it_uses():
     params = {"w": jnp.array([1.0, 2.0])}
     grads = {"w": jnp.array([0.5, -1.0])}
-    tx = optimizer("sgd", learning_rate=0.1)
+    tx = make_optimizer("sgd")
     state = tx.init(params)
-    before, _ = tx.update(grads, state)
+    numbers = {"momentum": 0.0, "weight_decay": 0.0, "clip_norm": INF}
+    before, state = tx.update(grads, state, params, learning_rate=0.1, **numbers)
     np.testing.assert_allclose(before["w"], [-0.05, 0.1], rtol=1e-6)
-    state = set_hyperparams(state, learning_rate=0.5)
-    assert float(state.hyperparams["learning_rate"]) == 0.5
-    after, state = tx.update(grads, state)
+    after, state = tx.update(grads, state, params, learning_rate=0.5, **numbers)
     np.testing.assert_allclose(after["w"], [-0.25, 0.5], rtol=1e-6)
     assert float(state.hyperparams["learning_rate"]) == 0.5
 

@@ -40,47 +40,6 @@ def test_structure_switches_on_features_any_variant_uses(make_config, synthetic_
     assert (s.n_outputs, s.task, s.loss, s.n_train, s.steps_per_epoch) == (3, "classification", "cross_entropy", 272, 8)
 
 
-def test_hparams_are_stacked_along_the_variant_axis(make_config):
-    hp = engine.hparams_of([make_config({"training.seed": 4, "optimizer.max_norm": 2.0}),
-                           make_config({"optimizer.learning_rate": 0.1, "training.early_stopping.patience": None})])
-    assert all(np.shape(v) == (2,) for v in hp)
-    np.testing.assert_array_equal(hp.seed, [4, 0])
-    np.testing.assert_allclose(hp.learning_rate, [1e-3, 0.1])
-    np.testing.assert_array_equal(hp.max_norm, [2.0, np.inf])
-    np.testing.assert_array_equal(hp.clip_norm, [np.inf, np.inf])
-    np.testing.assert_array_equal(hp.patience, [10, engine.NO_PATIENCE])
-
-
-def test_a_vmapped_hyperparameter_is_one_declared_field(make_config, synthetic_data):
-    """A new number declared `vmapped()` on a configuration field is carried per variant and
-    left out of the structure and merge keys, with no other edit."""
-    class TemperatureModel(config.ModelConfig):
-        temperature: float = Field(1.0, gt=0, json_schema_extra=config.vmapped())
-
-    class TemperatureRun(config.RunConfig):
-        model: TemperatureModel = TemperatureModel()
-
-    base = make_config().to_dict()
-    cold, hot = (TemperatureRun.model_validate({**base, "model": {**base["model"], "temperature": t}})
-                 for t in (0.5, 2.0))
-    np.testing.assert_allclose(engine.hparams_of([cold, hot]).temperature, [0.5, 2.0])
-    assert "temperature" not in engine.HParams._fields
-    assert engine.structure_key(cold) == engine.structure_key(hot)
-    assert engine.merge_key(cold) == engine.merge_key(hot)
-    assert engine.structure_of([cold, hot], synthetic_data) == engine.structure_of([make_config()], synthetic_data)
-    switched = cold.model_copy(update={"model": cold.model.model_copy(update={"activation": "tanh"})})
-    assert engine.structure_key(switched) != engine.structure_key(cold)
-    assert engine.merge_key(switched) == engine.merge_key(cold)
-
-
-def test_declared_numbers_are_exactly_the_hparams_fields():
-    declared = [f.name for f in config.numeric_fields()]
-    assert list(engine.HParams._fields) == declared
-    assert {f.key for f in config.numeric_fields()} >= {"training.seed", "optimizer.learning_rate", "model.dropout",
-                                                          "training.early_stopping.patience"}
-    assert config.switched_keys() == ("model.activation", "model.init")
-
-
 def test_batch_larger_than_the_training_set_is_rejected(make_config, synthetic_data):
     big = make_config({"training.batch_size": 1000})
     with pytest.raises(ValueError, match=r"training.batch_size: 1000 exceeds the 272 training samples of "
@@ -149,7 +108,7 @@ def test_max_norm_holds_after_every_step(make_config, synthetic_data):
 
     @jax.jit
     def norms_per_step():
-        state = engine.init_state(s, hp)
+        state = engine.init_state(s, cfg.training.seed)
 
         def step(carry, batch):
             carry, (loss, _, _) = engine.train_step(s, hp, synthetic_data.train, carry, batch)
@@ -183,7 +142,7 @@ def test_engine_dropout_masks_differ_across_variants_and_steps(make_config):
 
     @jax.jit
     def kept_units(hp):
-        state = jax.vmap(partial(engine.init_state, s))(hp)
+        state = jax.vmap(partial(engine.init_state, s))(jnp.asarray([c.training.seed for c in configs], jnp.uint32))
         step_all = jax.vmap(partial(engine.train_step, s), in_axes=(0, None, 0, (None, 0)))
 
         def step(carry, key):

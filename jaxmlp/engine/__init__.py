@@ -4,7 +4,8 @@ Glossary (one word per idea; the file that owns it):
 - variant: one model trained from one configuration and seed (`jaxmlp.config.RunConfig`).
 - setting: the variants of a sweep that differ only in their seed (`jaxmlp.sweep.spec`).
 - structure: what must be equal to share compiled code: widths, optimizer family, batch
-  size, loss, ... (`structure`); the numbers (rates, seed, patience) are per-variant values.
+  size, loss, ... (`structure`); the numbers (rates, patience: `HParams`) are per-variant
+  values, and the seed is the variant's identity (its state's random key is drawn from it).
 - program: the compiled code that trains the variants of structures differing at most in
   activation and initialiser (`trainer`, `programs`).
 - slot: a row of a program's state that trains one variant at a time (`trainer`).
@@ -34,14 +35,13 @@ from jaxmlp.engine.layout import Layout, holding_layout, plan_chunks, plan_slots
 from jaxmlp.engine.results import GroupResult, VariantResult, variant_history
 from jaxmlp.engine.state import EarlyStopping, TrainState, init_bits, init_state, state_from_bits
 from jaxmlp.engine.step import apply_model, epoch_randomness, optimizer_of, step_draws, train_step
-from jaxmlp.engine.structure import (HParams, Structure, hparams_of, hparams_type, merge_key, structure_key,
-                                     structure_of)
+from jaxmlp.engine.structure import HParams, Structure, hparams_of, merge_key, structure_key, structure_of
 from jaxmlp.engine.trainer import Snapshot, SnapshotMismatch, Trainer
 
 __all__ = [
     "EVAL_CHUNK", "NO_PATIENCE", "EarlyStopping", "GroupResult", "HParams", "Layout", "Snapshot",
     "SnapshotMismatch", "Structure", "TrainState", "Trainer", "holding_layout", "plan_chunks", "plan_slots",
     "VariantResult", "apply_model", "early_stopping_update", "end_of_epoch", "epoch_randomness", "evaluate",
-    "final_evaluation", "hparams_of", "hparams_type", "init_bits", "init_state", "merge_key", "optimizer_of",
+    "final_evaluation", "hparams_of", "init_bits", "init_state", "merge_key", "optimizer_of",
     "state_from_bits", "step_draws", "structure_key", "structure_of", "train_step", "variant_history",
 ]

@@ -18,11 +18,13 @@ from jaxmlp.models import resolve_init
 
 class Selectors(NamedTuple):
     """Per slot (arrays [part, variant]), what its variant runs as: the index into the family's
-    switched activation and initializer, and whether the slot is empty (`frozen`: it holds no
-    variant, or one that stays inactive)."""
+    switched activation and initializer, its seed (its identity: its initial state and random
+    key are drawn from it), and whether the slot is empty (`frozen`: it holds no variant, or
+    one that stays inactive)."""
 
     activation: Any
     init: Any
+    seed: Any
     frozen: Any
 
 

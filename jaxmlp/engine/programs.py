@@ -102,15 +102,15 @@ def program_epoch(families: Sequence[Family], states, inputs, train: Split, val:
 
 def program_init(families: Sequence[Family], inputs):
     """Every slot's initial state, from one vmapped random call over all slots; each initialised
-    from its variant's seed by its selected initializer, empty slots inactive."""
-    seeds = jnp.concatenate([hp.seed.reshape(-1) for hp, _ in inputs])
+    from its variant's seed (`Selectors.seed`) by its selected initializer, empty slots inactive."""
+    seeds = jnp.concatenate([sel.seed.reshape(-1) for _, sel in inputs])
     bits = jax.vmap(partial(init_bits, families[0].structure))(seeds)
     out, offset = [], 0
-    for family, (hp, sel) in zip(families, inputs):
+    for family, (_, sel) in zip(families, inputs):
         shape = sel.frozen.shape
         n = int(np.prod(shape))
         init = jax.vmap(jax.vmap(partial(state_from_bits, family.structure)))
-        state = init(hp, bits[offset:offset + n].reshape(*shape, -1), sel.init)
+        state = init(bits[offset:offset + n].reshape(*shape, -1), sel.init)
         out.append(state._replace(active=~sel.frozen))
         offset += n
     return tuple(out)

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxmlp.engine.step import optimizer_of
-from jaxmlp.engine.structure import HParams, Structure
+from jaxmlp.engine.structure import Structure
 from jaxmlp.models import n_kernel_weights, params_from_uniform
 
 
@@ -27,7 +27,7 @@ class TrainState(NamedTuple):
 
     params: Any
     opt_state: Any
-    key: jax.Array
+    key: jax.Array  # the variant's random key: drawn from its seed, advanced every epoch
     step: jax.Array
     epoch: jax.Array  # epochs the variant trained
     best_params: Any
@@ -48,12 +48,12 @@ def init_bits(s: Structure, seed: jax.Array) -> jax.Array:
     return jax.random.bits(jax.random.key(seed), (2 + n_kernel_weights(s.model, (s.n_inputs,)),), jnp.uint32)
 
 
-def state_from_bits(s: Structure, hp: HParams, bits: jax.Array, init_choice: int | jax.Array = 0) -> TrainState:
+def state_from_bits(s: Structure, bits: jax.Array, init_choice: int | jax.Array = 0) -> TrainState:
     """A fresh state: the training key and the parameters, both from `init_bits` (`init_choice`:
     which function of a switched initializer, see `models.params_from_uniform`)."""
     params = params_from_uniform(s.model, 2.0 * uniform_from_bits(bits[2:]) - 1.0, (s.n_inputs,), init_choice)
     return TrainState(
-        params=params, opt_state=optimizer_of(s, hp).init(params), key=jax.random.wrap_key_data(bits[:2]),
+        params=params, opt_state=optimizer_of(s).init(params), key=jax.random.wrap_key_data(bits[:2]),
         step=jnp.int32(0), epoch=jnp.int32(0), best_params=params,
         es=EarlyStopping(jnp.float32(jnp.inf), jnp.int32(0), jnp.int32(0)),
         active=jnp.bool_(True), diverged=jnp.bool_(False), stopped_epoch=jnp.int32(0),
@@ -61,6 +61,7 @@ def state_from_bits(s: Structure, hp: HParams, bits: jax.Array, init_choice: int
     )
 
 
-def init_state(s: Structure, hp: HParams) -> TrainState:
-    """A fresh state for one variant, fully determined by its seed."""
-    return state_from_bits(s, hp, init_bits(s, hp.seed))
+def init_state(s: Structure, seed: jax.Array) -> TrainState:
+    """A fresh state for one variant, fully determined by its seed (its numbers are given to
+    each step, not kept in the state)."""
+    return state_from_bits(s, init_bits(s, seed))

@@ -14,15 +14,13 @@ from jaxmlp.activations import ActivationParams, is_noisy
 from jaxmlp.data import Split
 from jaxmlp.engine.structure import HParams, Structure
 from jaxmlp.losses import accuracy, get_loss
-from jaxmlp.optim import clip_max_norm, make_optimizer, momentum_at, schedule_factor, set_hyperparams
+from jaxmlp.optim import clip_max_norm, make_optimizer, momentum_at, schedule_factor
 
 
-def optimizer_of(s: Structure, hp: HParams) -> optax.GradientTransformation:
-    """The variant's Optax transformation, its numbers taken from `hp` (they live in its state)."""
-    factory = make_optimizer(s.optimizer, nesterov=s.nesterov, use_weight_decay=s.use_weight_decay,
-                             use_clip=s.use_clip)
-    return factory(learning_rate=hp.learning_rate, momentum=hp.momentum,
-                   weight_decay=hp.weight_decay, clip_norm=hp.clip_norm)
+def optimizer_of(s: Structure) -> optax.GradientTransformationExtraArgs:
+    """The structure's Optax transformation, built once; `train_step` gives it the variant's
+    numbers at every update, so numbers changed during training (schedules, PBT) take effect."""
+    return make_optimizer(s.optimizer, nesterov=s.nesterov, use_weight_decay=s.use_weight_decay, use_clip=s.use_clip)
 
 
 def apply_model(s: Structure, params, x: jax.Array, hp: HParams, *, draws: jax.Array | None = None,
@@ -56,11 +54,9 @@ def train_step(s: Structure, hp: HParams, train: Split, carry, batch: tuple[jax.
     lr = hp.learning_rate * schedule_factor(s.schedule, step, s.steps_per_epoch, total_steps,
                                             hp.decay_rate, hp.warmup_epochs)
     momentum = momentum_at(step, s.steps_per_epoch, hp.momentum, hp.momentum_start, hp.momentum_ramp_epochs)
-    # Every number from `hp` at every step, so numbers changed during training (PBT) take effect.
-    opt_state = set_hyperparams(opt_state, learning_rate=lr, momentum=momentum, weight_decay=hp.weight_decay,
-                                clip_norm=hp.clip_norm)
     grads = jax.tree.map(lambda g: g * (1 - hp.momentum_dampening * momentum), grads)
-    updates, opt_state = optimizer_of(s, hp).update(grads, opt_state, params)
+    updates, opt_state = optimizer_of(s).update(grads, opt_state, params, learning_rate=lr, momentum=momentum,
+                                                weight_decay=hp.weight_decay, clip_norm=hp.clip_norm)
     params = optax.apply_updates(params, updates)
     if s.use_max_norm:
         params = clip_max_norm(params, hp.max_norm)

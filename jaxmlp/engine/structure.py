@@ -1,28 +1,30 @@
-"""A variant's two halves: its structure (static, one compiled program per structure) and its
-numbers (values on a leading variant axis).
+"""A variant's three parts: its structure (static, one compiled program per structure), its
+numbers (`HParams`, values on a leading variant axis) and its seed (its identity, from which
+its initial state and random key are drawn).
 
-Which configuration keys are numbers is declared once, in `jaxmlp.config` (`vmapped()`);
-the per-variant arrays (`HParams`), the structure key and the merge key are derived from
-that declaration, so a new vmappable hyperparameter is one field there.
+Which configuration keys are numbers is declared once, by the fields of
+`jaxmlp.config.HParams`; the per-variant arrays, the structure key and the merge key are
+derived from that declaration, so a new vmappable hyperparameter is one field there (and
+its configuration field).
 """
 from __future__ import annotations
 
 import dataclasses
-from functools import cache
-from typing import Any, NamedTuple, Sequence
+from typing import Sequence
 
 import numpy as np
 
-from jaxmlp.config import RunConfig, numeric_fields, switched_keys
+from jaxmlp.config import SEED_KEY, HParams, RunConfig, numeric_fields, switched_keys
 from jaxmlp.data import Dataset
 from jaxmlp.losses import resolve_loss
 from jaxmlp.models import MLP
 
 
 def structure_key(cfg: RunConfig) -> tuple:
-    """Everything that must be equal for two variants to share a compiled program."""
-    numeric = {f.key for f in numeric_fields(type(cfg))}
-    return tuple(sorted((k, str(v)) for k, v in cfg.flat().items() if k not in numeric))
+    """Everything that must be equal for two variants to share a compiled program: every key
+    but the numbers and the seed."""
+    varying = {f.key for f in numeric_fields()} | {SEED_KEY}
+    return tuple(sorted((k, str(v)) for k, v in cfg.flat().items() if k not in varying))
 
 
 def merge_key(cfg: RunConfig) -> tuple:
@@ -32,26 +34,14 @@ def merge_key(cfg: RunConfig) -> tuple:
     return tuple(kv for kv in structure_key(cfg) if kv[0] not in switched)
 
 
-@cache
-def hparams_type(config_type: type[RunConfig] = RunConfig) -> type:
-    """The NamedTuple of a configuration type's vmapped numbers, one field per declared key
-    (named by the key's last part, e.g. `learning_rate`)."""
-    return NamedTuple("HParams", [(f.name, Any) for f in numeric_fields(config_type)])
-
-
-#: Per-variant numbers of the default configuration; each field an array with a leading variant axis.
-HParams = hparams_type(RunConfig)
-
-
-def hparams_of(configs: Sequence[RunConfig]) -> Any:
-    """Stack the numeric hyperparameters of `configs` along a leading variant axis."""
-    config_type = type(configs[0])
+def hparams_of(configs: Sequence[RunConfig]) -> HParams:
+    """Stack the numbers of `configs` along a leading variant axis (host arrays)."""
     flats = [c.flat() for c in configs]
 
     def column(f):
         return np.asarray([f.none if flat[f.key] is None else flat[f.key] for flat in flats], f.dtype)
 
-    return hparams_type(config_type)(*(column(f) for f in numeric_fields(config_type)))
+    return HParams(*(column(f) for f in numeric_fields()))
 
 
 @dataclasses.dataclass(frozen=True)

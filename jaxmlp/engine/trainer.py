@@ -153,7 +153,7 @@ class Trainer:
         hp = jax.tree_util.tree_map(lambda a: np.broadcast_to(a, family.shape).copy(), hparams_of([template]))
         act, init = family.selectors_of(template) if len(members) else (0, 0)
         return hp, Selectors(np.full(family.shape, act, np.int32), np.full(family.shape, init, np.int32),
-                             np.ones(family.shape, bool))
+                             np.full(family.shape, template.training.seed, np.uint32), np.ones(family.shape, bool))
 
     def compile(self) -> float:
         """Compile every program ahead of time, or take them from an earlier Trainer with the
@@ -205,9 +205,7 @@ class Trainer:
         """Free slots take the next variants of their family's queue (on the host: slot map
         and inputs); returns the variants that entered and, per family, the slots they took."""
         started, masks = [], []
-        host = [(jax.tree_util.tree_map(np.copy, hp), sel._replace(activation=sel.activation.copy(),
-                                                                   init=sel.init.copy(), frozen=sel.frozen.copy()))
-                for hp, sel in self._host_inputs]
+        host = [jax.tree_util.tree_map(np.copy, inputs) for inputs in self._host_inputs]
         now = time.perf_counter()
         for f, (slots, queue) in enumerate(zip(self._slots, self._queues)):
             mask = np.zeros(slots.shape, bool)
@@ -231,7 +229,7 @@ class Trainer:
         for name, column in zip(hp._fields, self._hp):
             getattr(hp, name)[slot] = column[i]
         sel.activation[slot], sel.init[slot] = self._selectors[i]
-        sel.frozen[slot] = False
+        sel.seed[slot], sel.frozen[slot] = self.configs[i].training.seed, False
 
     def _compact(self) -> None:
         """Where a family's queue is empty, move the variants still training into as few parts
@@ -486,21 +484,20 @@ class Trainer:
     def exploit(self, sources: Mapping[int, int], values: Mapping[str, Mapping[int, float]]) -> None:
         """Each member `dst` of `sources` (caller order) becomes a copy of its source: the whole
         training state (parameters, optimizer state, best parameters, early stopping) but its
-        own random key, and every vmapped number but its seed; then `values` (configuration
-        key -> member -> value) are set. Runs on the device (a gather along the slot axes)."""
+        own random key, and every vmapped number (its seed, its identity, stays its own); then
+        `values` (configuration key -> member -> value) are set. Runs on the device (a gather along the slot axes)."""
         where = self._where()
         gathers = [np.arange(slots.size).reshape(slots.shape) for slots in self._slots]
         host = [(jax.tree_util.tree_map(np.copy, hp), sel) for hp, sel in self._host_inputs]
-        names = {f.key: f.name for f in numeric_fields(type(self.configs[0]))}
+        names = {f.key: f.name for f in numeric_fields()}
         epoch = len(self.records)
         for dst, src in sources.items():
             (f, j, row), (g, k, col) = where[int(dst)], where[int(src)]
             if f != g:
                 raise ValueError(f"variant {dst} cannot copy variant {src}: they train in different families")
             gathers[f][j, row] = gathers[f][k, col]
-            for name in names.values():
-                if name != "seed":
-                    getattr(host[f][0], name)[j, row] = getattr(host[f][0], name)[k, col]
+            for column in host[f][0]:
+                column[j, row] = column[k, col]
             self._lineage.setdefault(int(dst), []).append({"epoch": epoch, "source": int(src)})
         for key, members in values.items():
             for dst, value in members.items():
@@ -513,7 +510,7 @@ class Trainer:
     def hparams(self, keys: Sequence[str]) -> dict[str, np.ndarray]:
         """The current values of vmapped numbers (by configuration key) of the variants in slots,
         over variants in caller order (NaN for the others)."""
-        names = {f.key: f.name for f in numeric_fields(type(self.configs[0]))}
+        names = {f.key: f.name for f in numeric_fields()}
         occupants = self._occupants()
         held = occupants >= 0
         out = {}

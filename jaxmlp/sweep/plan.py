@@ -1,7 +1,7 @@
 """Grouping a sweep's variants into compiled programs, and describing the plan.
 
-Variants that share their structure (everything but the numbers declared vmapped in
-`jaxmlp.config`) train together, vmapped; structures that differ only in activation or
+Variants that share their structure (everything but their numbers, `jaxmlp.config.HParams`,
+and their seeds) train together, vmapped; structures that differ only in activation or
 initialiser share one program (`engine.merge_key`) and one copy of its code
 (`engine.families.Family`), since one program compiles much faster than several. A program's
 slots are fed by queues (`engine.plan_slots`: about a third as many slots as variants, as
@@ -23,7 +23,7 @@ from jaxmlp.config import RunConfig
 from jaxmlp.data import dataset_shape, split_sizes
 from jaxmlp.engine import EVAL_CHUNK, Layout, merge_key, plan_chunks, structure_key
 from jaxmlp.engine.layout import QUEUE_PER_SLOT, family_of, plan_slots
-from jaxmlp.models import n_parameters
+from jaxmlp.models import n_parameters, random_width
 from jaxmlp.sweep.spec import Sweep, Variant
 
 #: Below this many multiply-adds per training step and variant, sharding variants pays off.
@@ -53,7 +53,7 @@ class Footprint:
         params = _n_params(c)
         width = sum(c.model.hidden)
         state = (4 + _OPTIMIZER_SLOTS[c.optimizer.name]) * params + 3 * n_train
-        draws = n_in + 2 * width  # input dropout, hidden dropout and noise at most
+        draws = random_width(c.model.hidden, n_in, input_dropout=True, dropout=True, noisy=True)  # at most
         transient = c.training.batch_size * (3 * width + n_in + draws) + 2 * min(EVAL_CHUNK, n_train) * width
         return Footprint(4 * state, 4 * transient, 4 * n_examples * (n_in + 1))
 

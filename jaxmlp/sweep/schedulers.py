@@ -69,7 +69,7 @@ def search_of(s: SearchSpec, random_params: dict[str, Any], epochs: int, monitor
     if not perturb:
         raise SweepError(f"{where}.perturb: missing; give the numbers to perturb and their factors, "
                          "e.g. {optimizer.learning_rate: [0.8, 1.25]}")
-    numeric = [f.key for f in numeric_fields() if f.key != "training.seed" and f.dtype != "bool"]
+    numeric = [f.key for f in numeric_fields() if f.dtype != "bool"]
     resample = {}
     for key, factors in perturb.items():
         if key not in numeric:

@@ -34,8 +34,8 @@ import numpy as np
 from pydantic import BaseModel, Field, ValidationError
 
 from jaxmlp.bounded_yaml import YamlError, load_bounded_yaml
-from jaxmlp.config import (CONFIG_KEYS, MAX_SEED, STRICT, ConfigError, RunConfig, bounded_repr, did_you_mean, flatten,
-                           format_validation_error, load_config, set_dotted)
+from jaxmlp.config import (CONFIG_KEYS, MAX_SEED, SEED_KEY, STRICT, ConfigError, RunConfig, bounded_repr, did_you_mean,
+                           flatten, format_validation_error, load_config, seed_list, set_dotted)
 from jaxmlp.data import DataError, check_available, dataset_key, split_sizes
 from jaxmlp.data.tables import resolve_file
 from jaxmlp.records import SETTING_NAME, setting_label
@@ -181,7 +181,7 @@ class Sweep:
             raw = set_dotted(raw, key, value)
         setting = tuple({SETTING_NAME: f"trial {proposal.trial}", **proposal.values}.items())
         return [Variant(proposal.trial * len(seeds) + i, setting, seed,
-                        load_config(set_dotted(raw, "training.seed", seed), source=str(self.path)))
+                        load_config(set_dotted(raw, SEED_KEY, seed), source=str(self.path)))
                 for i, seed in enumerate(seeds)]
 
     @property
@@ -277,17 +277,11 @@ def n_variants(spec: SweepSpec) -> int:
 
 
 def _seed_list(seeds: Any, where: str) -> list[int]:
-    """A seed count (0, 1, ... n - 1) or a list of distinct seeds in 0..`MAX_SEED`, checked."""
-    if isinstance(seeds, int) and not isinstance(seeds, bool):
-        listed = list(range(seeds)) if seeds <= MAX_SEED + 1 else []
-    else:
-        listed = seeds
-    if (not isinstance(listed, list) or not listed or not all(isinstance(s, int) and not isinstance(s, bool)
-                                                              for s in listed)
-            or len(set(listed)) != len(listed) or min(listed) < 0 or max(listed) > MAX_SEED):
-        raise SweepError(f"{where}: {bounded_repr(seeds)}; give a positive count or a list of distinct integers "
-                         f"in 0..{MAX_SEED}")
-    return listed
+    """The seeds a count or a list gives (`jaxmlp.config.seed_list`), refused as a sweep error."""
+    try:
+        return seed_list(seeds, where)
+    except ConfigError as err:
+        raise SweepError(str(err)) from None
 
 
 def _zipped_seeds(spec: SweepSpec, source: str) -> list[list[int]] | None:
@@ -334,7 +328,7 @@ def _check_axis(source: str, section: str, key: str, values: list[Any], base: di
     if key not in CONFIG_KEYS:
         raise SweepError(f"{source}: {section}.{key}: unknown configuration key{did_you_mean(key, list(CONFIG_KEYS))}; "
                          f"keys look like model.activation, optimizer.learning_rate, training.seed")
-    if key == "training.seed":
+    if key == SEED_KEY:
         raise SweepError(f"{source}: {section}.{key}: vary seeds with the top-level 'seeds' key instead")
     if not values:
         raise SweepError(f"{source}: {section}.{key}: empty list; give at least one value")
@@ -420,7 +414,7 @@ def expand(spec: SweepSpec, source: str, folder: Path = Path(".")) -> list[Varia
         for key, value in values.items():
             raw = set_dotted(raw, key, value)
         for seed in z_seeds:
-            config = load_config(set_dotted(raw, "training.seed", seed), source=source)
+            config = load_config(set_dotted(raw, SEED_KEY, seed), source=source)
             try:
                 config = config.model_copy(update={"data": resolve_file(config.data, folder)})
             except DataError as err:
