@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from jaxmlp.sweep.optimize import Proposal, Told
+from jaxmlp.records import VariantRecord
 from jaxmlp.sweep.errors import SweepError
 from jaxmlp.sweep.optimize_run import Study, check_optimizable, describe_study, plan_study
 from jaxmlp.sweep.spec import load_sweep
@@ -121,13 +122,14 @@ def test_run_sweep_trains_an_optimised_sweep_and_hands_over_its_study():
     assert result.study.best_value == pytest.approx(means.min(), rel=1e-6)
 
 
-def _synthetic_study(tmp_path, name: str, params: dict, trials: int = 6, seeds: int = 1, **changes) -> Study:
+def _synthetic_study(tmp_path, name: str, params: dict | None = None, trials: int = 6, seeds: int = 1,
+                     **changes) -> Study:
     """A study of the synthetic set (a few steps an epoch), planned and ready to train in this process."""
     spec = _spec(name, seeds=seeds, **changes)
     spec["base"] = {**spec["base"], "data": {"name": "synthetic", "n_samples": 400, "n_features": 8,
                                              "n_classes": 3}}
     spec["base"]["training"] = {**spec["base"]["training"], "batch_size": 32}
-    spec["optimize"] = {**spec["optimize"], "trials": trials, "params": params}
+    spec["optimize"] = {**spec["optimize"], "trials": trials, "params": params or spec["optimize"]["params"]}
     sweep = load_sweep(write_sweep(tmp_path, spec))
     check_optimizable(sweep)
     return Study(sweep, plan_study(sweep))
@@ -221,13 +223,11 @@ def test_dry_run_prints_the_study_its_slots_and_program(tmp_path):
     assert line.split()[1:2] == ["4"] and "MB" in line  # the first batch's variants, a slot each
 
 
+HALVING = {"scheduler": "successive_halving", "rungs": [2], "keep": 0.5}
+
+
 def test_settings_stopped_at_a_rung_are_told_as_pruned(tmp_path, synthetic_data):
-    spec = _spec("opt-halving", search={"scheduler": "successive_halving", "rungs": [2], "keep": 0.5})
-    spec["base"] = {**spec["base"], "data": {"name": "synthetic", "n_samples": 400, "n_features": 8,
-                                             "n_classes": 3}}
-    spec["base"]["training"] = {**spec["base"]["training"], "batch_size": 32}
-    sweep = load_sweep(write_sweep(tmp_path, spec))
-    study = Study(sweep, plan_study(sweep))
+    study = _synthetic_study(tmp_path, "opt-halving", trials=TRIALS, seeds=SEEDS, search=HALVING)
     told, pruned = [], set()
     for kind, _, payload in study.run(None, synthetic_data):
         if kind == "told":
@@ -238,6 +238,47 @@ def test_settings_stopped_at_a_rung_are_told_as_pruned(tmp_path, synthetic_data)
     assert len(told) == TRIALS and pruned
     assert {f"trial {t['trial']}" for t in told if t["state"] == "pruned"} == pruned
     assert all(t["rung_epoch"] == 2 for t in told if t["state"] == "pruned")
+
+
+def _store_at(study: Study, events: list) -> tuple[list[dict], list[VariantRecord]]:
+    """What the store holds after `events`: each run's trial tags (`Tracker.trial_tags`) and the
+    records of the variants that finished."""
+    tags, done = {}, {}
+    for kind, _, payload in events:
+        if kind == "asked":
+            for i in payload[0]:
+                tags[study.group.variants[i].key] = {"trial": payload[1][0], "proposal": payload[1][1], "told": None}
+        elif kind == "told":
+            for key in payload[0]:
+                tags[key]["told"] = payload[1]
+        elif kind in ("epoch", "stopped"):
+            for i, r in (payload["finished"] if kind == "epoch" else payload).items():
+                v = study.group.variants[i]
+                done[v.key] = r.record(dict(v.setting), variant_key=v.key)
+    return sorted(tags.values(), key=lambda t: t["trial"]), list(done.values())
+
+
+def test_a_study_resumed_under_halving_prunes_as_an_uninterrupted_one(tmp_path, synthetic_data):
+    def study() -> Study:
+        return _synthetic_study(tmp_path, "opt-halving-resume", trials=12, seeds=1, search=HALVING)
+
+    def told(events) -> list[dict]:
+        return [json.loads(payload[1]) for kind, _, payload in events if kind == "told"]
+
+    whole = study()
+    events = list(whole.run(None, synthetic_data))
+    cut = [n for n, (kind, _, _) in enumerate(events) if kind == "told"][2] + 1  # killed after three outcomes
+    tags, done = _store_at(whole, events[:cut])
+    assert any(t["told"] is None for t in tags)  # trials in flight at the interruption
+    resumed = study()
+    resumed.restore(tags, done)
+    after = told(resumed.run(None, synthetic_data))
+    assert told(events[:cut]) + after == told(events)  # every outcome, rung score and epoch as in one go
+    assert any(t["told"]["state"] == "pruned" for t in after) and all(t["rungs"] for t in after)
+    forgetful = study()  # without the earlier rung scores (a store written before they were kept) ...
+    forgetful.restore([{**t, "told": t["told"] and re.sub(r'"rungs": \[.*\]', '"rungs": []', t["told"])}
+                       for t in tags], done)
+    assert told(events[:cut]) + told(forgetful.run(None, synthetic_data)) != told(events)  # ... it prunes otherwise
 
 
 @pytest.mark.slow  # two sweeps as processes, one killed: about a minute on two cores

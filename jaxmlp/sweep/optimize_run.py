@@ -27,6 +27,7 @@ import dataclasses
 import hashlib
 import itertools
 import json
+import math
 from typing import Any, Iterator
 
 import numpy as np
@@ -170,15 +171,23 @@ def proposal_of_tag(text: str) -> tuple[Proposal, int]:
     return Proposal(**fields["proposal"]), int(fields["asked_at"])
 
 
-def _told_tag(told: Told, position: int, epoch: int) -> str:
-    """An outcome as its trial's runs keep it: with its position among the outcomes and the program epoch told in."""
-    return json.dumps({"told": dataclasses.asdict(told), "position": position, "told_at": epoch})
+#: A setting's judgement at a rung of asynchronous successive halving: (rung, score, program epoch).
+Judged = tuple[int, float, int]
 
 
-def _told_of_tag(text: str) -> tuple[Told, int, int]:
+def _told_tag(told: Told, position: int, epoch: int, judged: list[Judged]) -> str:
+    """An outcome as its trial's runs keep it: with its position among the outcomes, the program
+    epoch told in and, under a search, its score at each rung it reached (a resumed study's
+    rungs judge later settings against them)."""
+    return json.dumps({"told": dataclasses.asdict(told), "position": position, "told_at": epoch,
+                       "rungs": [[r, score if math.isfinite(score) else None, at] for r, score, at in judged]})
+
+
+def _told_of_tag(text: str) -> tuple[Told, int, int, list[Judged]]:
     fields = json.loads(text)
     told = Told(**{**fields["told"], "values": tuple(fields["told"]["values"])})
-    return told, int(fields["position"]), int(fields["told_at"])
+    judged = [(int(r), math.inf if score is None else float(score), int(at)) for r, score, at in fields.get("rungs", [])]
+    return told, int(fields["position"]), int(fields["told_at"]), judged
 
 
 @dataclasses.dataclass
@@ -190,6 +199,7 @@ class _Trial:
     asked_at: int
     variants: list[Variant]
     records: dict[str, VariantRecord] = dataclasses.field(default_factory=dict)
+    judged: list[Judged] = dataclasses.field(default_factory=list)  # under a search, at the rungs it reached
 
     @property
     def complete(self) -> bool:
@@ -216,6 +226,8 @@ class Study:
         self._backlog: list[Event] = []  # told before this program trains (resume)
         self._trial_of: dict[str, _Trial] = {}  # variant key -> its trial, once it entered the program
         self._started: set[int] = set()  # trials whose variants entered the program
+        self._earlier: list[Judged] = []  # rung scores of the settings told before a resume, not yet judged against
+        self._decided: set[tuple[int, int]] = set()  # (rung, trial) judged so far
 
     @property
     def frozen(self) -> tuple[np.ndarray, ...]:
@@ -228,13 +240,14 @@ class Study:
         seeds all finished but whose outcome was not kept are told now (in the order they
         stopped), each followed by the proposal asked after it."""
         proposals: dict[int, tuple[Proposal, int]] = {}
-        told: dict[int, tuple[Told, int, int]] = {}
+        told: dict[int, tuple[Told, int, int, list[Judged]]] = {}
         for tags in trials:
             proposals.setdefault(tags["trial"], proposal_of_tag(tags["proposal"]))
             if tags["told"]:
                 told.setdefault(tags["trial"], _told_of_tag(tags["told"]))
         in_order = sorted(told.values(), key=lambda t: t[1])
-        asked_again = self.optimizer.replay([p for p, _ in proposals.values()], [t for t, _, _ in in_order])
+        asked_again = self.optimizer.replay([p for p, _ in proposals.values()], [t for t, _, _, _ in in_order])
+        self._earlier = sorted(j for *_, judged in in_order for j in judged)
         untold = {p.trial for p in asked_again}
         last_told_at = in_order[-1][2] if in_order else 0
         while self.optimizer.remaining and len(self.optimizer.asked) < self.optimizer.batch + len(in_order):
@@ -264,8 +277,8 @@ class Study:
         told = self.optimizer.tell_setting(trial.proposal.trial, [trial.records[v.key] for v in trial.variants])
         del self.in_flight[trial.proposal.trial]
         position = len(self.optimizer.told) - 1
-        return "told", 0, ([v.key for v in trial.variants], _told_tag(told, position, epoch), position + 1,
-                           self.optimizer.best_value())
+        return "told", 0, ([v.key for v in trial.variants], _told_tag(told, position, epoch, trial.judged),
+                           position + 1, self.optimizer.best_value())
 
     # -- the executor's side --
     def submit(self, tasks: list) -> None:
@@ -300,7 +313,7 @@ class Study:
             record = programs.step()
             if record is None:
                 break
-            pruned = self.halving.after_epoch(None, record) if self.halving else []
+            pruned = self._halving(record, self.offset + record["epoch"]) if self.halving else []
             yield "epoch", 0, record
             stopped = programs.stop(pruned) if pruned else {}
             if stopped:  # the runner ends their runs before the study is told
@@ -310,6 +323,25 @@ class Study:
             yield from self._entered(self._due(epoch))
         result = programs.result(compile_seconds, sum(t.result.train_seconds for t in programs.started))
         yield "result", 0, (list(range(programs.n)), result)
+
+    def _halving(self, record: dict[str, Any], epoch: int) -> list[int]:
+        """Asynchronous successive halving after program epoch `epoch`: the variants it prunes.
+        The rung scores of settings told before a resume join the rungs at the epochs they were
+        judged in then (ties with settings judged in the same epoch aside), so that a resumed
+        study prunes as an uninterrupted one; each setting judged now keeps its score."""
+        halving = self.halving
+        while self._earlier and self._earlier[0][2] <= epoch:
+            rung, score, _ = self._earlier.pop(0)
+            halving.judged[rung].append(score)
+        before = {rung: len(scores) for rung, scores in halving.judged.items()}
+        pruned = halving.after_epoch(None, record)
+        for rung, scores in halving.judged.items():  # the settings judged now, in the order judged
+            settings = [int(s) for s in dict.fromkeys(halving.settings[list(halving.noted[rung])].tolist())
+                        if (rung, s) in halving.decided and (rung, int(s)) not in self._decided]
+            for setting, score in zip(settings, scores[before[rung]:], strict=True):
+                self._decided.add((rung, setting))
+                self.in_flight[setting].judged.append((rung, score, epoch))
+        return pruned
 
     def _due(self, epoch: int) -> list[_Trial]:
         """The trials in flight asked after program epoch `epoch`, in trial order."""
