@@ -1,13 +1,14 @@
-"""Training an `optimize:` sweep: the sampler's proposals take the slots of one compiled program
+"""Training an `optimize:` sweep: the sampler's proposals take the slots of a compiled program
 as earlier settings stop (continuous batching).
 
-One program covers the whole space: its layout switches over every activation and
-initialiser the space can propose and has on every feature a proposal can need (dropout,
-weight decay, ...), with `batch` x seeds slots (memory permitting). The first `batch`
-proposals fill the slots; whenever a trial's seeds have all stopped the study is told
-(`Optimizer.tell_setting`, in trial order among those that stop in one epoch) and asked for
-the next proposal, whose variants are queued into the running trainer (`Trainer.add`) and
-take the freed slots before the next epoch. `Study` plays the executor for the runner: its
+One program per shape covers the space (one in all without structural parameters, see
+`optimize_shapes`): its layout switches over every activation and initialiser the space can
+propose and has on every feature a proposal can need (dropout, weight decay, ...), with
+`batch` x seeds slots (memory permitting). The first `batch` proposals fill the slots;
+whenever a trial's seeds have all stopped the study is told (`Optimizer.tell_setting`, in
+trial order among those that stop in one epoch) and asked for the next proposal, whose
+variants are queued into the program of their shape (`Trainer.add`, or the program started
+for them) and take the freed slots before the next epoch. `Study` plays the executor for the runner: its
 events are those of `executors.train_program`, plus
 
     ("asked", 0, (indices, (trial, proposal tag)))   a proposal's variants joined the program
@@ -19,7 +20,9 @@ study was told (with its position), so `--resume` rebuilds the study (`Optimizer
 and the trials in flight at the interruption enter the new program at the same epochs
 relative to each other as before: each variant counts its own epochs, so while every
 variant has a slot, they stop in the same order and the study goes on with the proposals of
-an uninterrupted run.
+an uninterrupted run. Under asynchronous successive halving, a told trial's tag also keeps
+its score at each rung and the epoch it was judged in, and a resumed study judges the
+settings in flight against them as an uninterrupted one did.
 """
 from __future__ import annotations
 
@@ -186,7 +189,8 @@ def _told_tag(told: Told, position: int, epoch: int, judged: list[Judged]) -> st
 def _told_of_tag(text: str) -> tuple[Told, int, int, list[Judged]]:
     fields = json.loads(text)
     told = Told(**{**fields["told"], "values": tuple(fields["told"]["values"])})
-    judged = [(int(r), math.inf if score is None else float(score), int(at)) for r, score, at in fields.get("rungs", [])]
+    judged = [(int(r), math.inf if score is None else float(score), int(at))
+              for r, score, at in fields.get("rungs", [])]  # (none in a store written before rungs were kept)
     return told, int(fields["position"]), int(fields["told_at"]), judged
 
 
