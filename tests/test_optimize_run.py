@@ -224,6 +224,7 @@ def test_dry_run_prints_the_study_its_slots_and_program(tmp_path):
 
 
 HALVING = {"scheduler": "successive_halving", "rungs": [2], "keep": 0.5}
+TWO_RUNGS = {**HALVING, "rungs": [2, 4]}
 
 
 def test_settings_stopped_at_a_rung_are_told_as_pruned(tmp_path, synthetic_data):
@@ -260,7 +261,7 @@ def _store_at(study: Study, events: list) -> tuple[list[dict], list[VariantRecor
 
 def test_a_study_resumed_under_halving_prunes_as_an_uninterrupted_one(tmp_path, synthetic_data):
     def study() -> Study:
-        return _synthetic_study(tmp_path, "opt-halving-resume", trials=12, seeds=1, search=HALVING)
+        return _synthetic_study(tmp_path, "opt-halving-resume", trials=12, seeds=1, search=TWO_RUNGS)
 
     def told(events) -> list[dict]:
         return [json.loads(payload[1]) for kind, _, payload in events if kind == "told"]

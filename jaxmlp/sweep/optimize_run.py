@@ -8,8 +8,8 @@ propose and has on every feature a proposal can need (dropout, weight decay, ...
 whenever a trial's seeds have all stopped the study is told (`Optimizer.tell_setting`, in
 trial order among those that stop in one epoch) and asked for the next proposal, whose
 variants are queued into the program of their shape (`Trainer.add`, or the program started
-for them) and take the freed slots before the next epoch. `Study` plays the executor for the runner: its
-events are those of `executors.train_program`, plus
+for them) and take the freed slots before the next epoch. `Study` plays the executor for the
+runner: its events are those of `executors.train_program`, plus
 
     ("asked", 0, (indices, (trial, proposal tag)))   a proposal's variants joined the program
     ("stopped", 0, {index: VariantResult})   variants a rung pruned after the last epoch
@@ -251,7 +251,7 @@ class Study:
                 told.setdefault(tags["trial"], _told_of_tag(tags["told"]))
         in_order = sorted(told.values(), key=lambda t: t[1])
         asked_again = self.optimizer.replay([p for p, _ in proposals.values()], [t for t, _, _, _ in in_order])
-        self._earlier = sorted(j for *_, judged in in_order for j in judged)
+        self._earlier = sorted((j for *_, judged in in_order for j in judged), key=lambda j: j[2])  # by epoch
         untold = {p.trial for p in asked_again}
         last_told_at = in_order[-1][2] if in_order else 0
         while self.optimizer.remaining and len(self.optimizer.asked) < self.optimizer.batch + len(in_order):
