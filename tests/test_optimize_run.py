@@ -167,6 +167,22 @@ def test_a_study_over_two_widths_trains_each_in_its_program_compiled_once(tmp_pa
     assert {t.configs[0].model.hidden[0] for t in compiled} == {8, 16}
 
 
+@pytest.mark.slow  # a tracked sweep (the tracking process, a model per trial): about a minute on two cores
+def test_each_trials_runs_show_the_width_it_trained(tmp_path):
+    from jaxmlp import run_sweep
+
+    study = _synthetic_study(tmp_path, "opt-widths-runs", WIDTHS)
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    result = run_sweep(study.sweep.path, tracking_uri=uri)
+    assert result.ok and {t.state.name for t in result.study.trials} == {"COMPLETE"}
+    children = sweep_runs(store_client(uri), "opt-widths-runs")[1]
+    widths = {t.params["model.hidden"] for t in result.study.trials}  # (Optuna keeps a list choice as JSON)
+    assert len(children) == 6 and widths == {"[8]", "[16]"}
+    for run in children:
+        proposal = json.loads(run.data.tags["jaxmlp.proposal"])["proposal"]
+        assert json.loads(run.data.params["model.hidden"]) == proposal["values"]["model.hidden"]
+
+
 def test_dry_run_lists_each_shape_its_slots_and_memory(tmp_path):
     study = _synthetic_study(tmp_path, "opt-widths-dry", WIDTHS)
     text = describe_study(study.sweep, study.group)
