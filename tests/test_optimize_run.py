@@ -163,7 +163,7 @@ def test_a_study_over_two_widths_trains_each_in_its_program_compiled_once(tmp_pa
         assert kernel.shape == (8, width[0])
     started = study.programs.started
     compiled = [t for t in started if not t.reused_programs]
-    assert len(compiled) == 2 and len(started) >= 2  # one compile per shape, however often it restarts
+    assert len(started) > len(compiled) == 2  # one compile per shape: a shape that went idle restarted, reusing it
     assert {t.configs[0].model.hidden[0] for t in compiled} == {8, 16}
 
 
