@@ -10,7 +10,7 @@ import pytest
 
 from jaxmlp.records import VariantRecord
 from jaxmlp.sweep.optimize import Proposal, Told
-from jaxmlp.sweep.spec import SweepError, load_sweep
+from jaxmlp.sweep.spec import SweepError, _digest, load_sweep
 from sweep_helpers import TINY_BASE, write_sweep
 
 #: The learning rate that minimises `_loss` (one best value, in the middle of a log range).
@@ -91,6 +91,17 @@ def test_a_study_whose_proposals_come_out_differently_is_not_rebuilt(tmp_path):
     other = _sweep(tmp_path, _spec(seed=5)).optimizer()
     with pytest.raises(SweepError, match=r"the study cannot be rebuilt: trial 0 proposed .* then, .* now"):
         other.replay(first.asked, first.told)
+
+
+def test_a_trials_number_is_part_of_its_variants_keys_but_not_of_other_sweeps(tmp_path):
+    sweep = _sweep(tmp_path, _spec())
+    same = {"optimizer.learning_rate": 0.01, "model.activation": "relu"}
+    first, second = (sweep.proposal_variants(Proposal(n, same, 0)) for n in (3, 7))
+    assert [v.config for v in first] == [v.config for v in second]  # the same values, seed by seed ...
+    assert not {v.key for v in first} & {v.key for v in second}  # ... but no variant key in common
+    grid = load_sweep(write_sweep(tmp_path, {"name": "grid", "base": TINY_BASE, "seeds": 2,
+                                             "grid": {"model.activation": ["relu", "tanh"]}}))
+    assert [v.key for v in grid.variants] == [_digest(v.config.to_dict()) for v in grid.variants]
 
 
 def test_tpe_finds_a_known_optimum_better_than_its_first_batch(tmp_path):

@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import signal
 from types import SimpleNamespace
 
+import jax
 import numpy as np
 import pytest
 
 from jaxmlp.sweep.optimize import Proposal, Told
-from jaxmlp.sweep.optimize_run import Study, plan_study
+from jaxmlp.records import VariantRecord
+from jaxmlp.sweep.errors import SweepError
+from jaxmlp.sweep.optimize_run import Study, check_optimizable, describe_study, plan_study
 from jaxmlp.sweep.spec import load_sweep
 from sweep_helpers import (TINY_BASE, kill_leftovers, run_sweep_cli, start_sweep, store_client,
                            sweep_runs, wait_until, write_sweep)
@@ -118,14 +122,99 @@ def test_run_sweep_trains_an_optimised_sweep_and_hands_over_its_study():
     assert result.study.best_value == pytest.approx(means.min(), rel=1e-6)
 
 
-@pytest.mark.parametrize("key, values", [("model.hidden", [[8], [16]]), ("training.batch_size", [32, 64])])
-def test_a_structural_key_is_refused_naming_it_and_what_is_allowed(tmp_path, key, values):
+def _synthetic_study(tmp_path, name: str, params: dict | None = None, trials: int = 6, seeds: int = 1,
+                     **changes) -> Study:
+    """A study of the synthetic set (a few steps an epoch), planned and ready to train in this process."""
+    spec = _spec(name, seeds=seeds, **changes)
+    spec["base"] = {**spec["base"], "data": {"name": "synthetic", "n_samples": 400, "n_features": 8,
+                                             "n_classes": 3}}
+    spec["base"]["training"] = {**spec["base"]["training"], "batch_size": 32}
+    spec["optimize"] = {**spec["optimize"], "trials": trials, "params": params or spec["optimize"]["params"]}
+    sweep = load_sweep(write_sweep(tmp_path, spec))
+    check_optimizable(sweep)
+    return Study(sweep, plan_study(sweep))
+
+
+def _told(study: Study, data) -> list[dict]:
+    """Train the study; what it was told, in order."""
+    return [json.loads(payload[1])["told"] for kind, _, payload in study.run(None, data) if kind == "told"]
+
+
+WIDTHS = {"model.hidden": {"choice": [[8], [16]]}, "optimizer.learning_rate": {"loguniform": [1e-2, 0.5]}}
+
+
+def test_a_study_over_two_widths_trains_each_in_its_program_compiled_once(tmp_path, synthetic_data, monkeypatch):
+    from jaxmlp.engine import trainer
+
+    monkeypatch.setattr(trainer, "_COMPILED", {})  # (count this study's compiles only)
+    study = _synthetic_study(tmp_path, "opt-widths", WIDTHS, trials=8)
+    told = _told(study, synthetic_data)
+    assert sorted(t["trial"] for t in told) == list(range(8)) and {t["state"] for t in told} == {"complete"}
+    proposed = {p.trial: p.values["model.hidden"] for p in study.optimizer.asked}
+    assert sorted(map(tuple, proposed.values())) != sorted(set(map(tuple, proposed.values())))  # widths repeat
+    assert {tuple(w) for w in proposed.values()} == {(8,), (16,)}
+    results = study.programs.result(0.0, 0.0).variants
+    assert len(results) == len(study.group.variants) == 8
+    for v, r in zip(study.group.variants, results):  # each trial trained (and shows) the width it was proposed
+        width = proposed[v.trial]
+        assert tuple(v.config.model.hidden) == tuple(r.config.model.hidden) == tuple(width)
+        assert dict(v.setting)["model.hidden"] == width
+        kernel = next(leaf for path, leaf in jax.tree_util.tree_leaves_with_path(r.params) if "kernel" in str(path))
+        assert kernel.shape == (8, width[0])
+    started = study.programs.started
+    compiled = [t for t in started if not t.reused_programs]
+    assert len(started) > len(compiled) == 2  # one compile per shape: a shape that went idle restarted, reusing it
+    assert {t.configs[0].model.hidden[0] for t in compiled} == {8, 16}
+
+
+@pytest.mark.slow  # a tracked sweep (the tracking process, a model per trial): about a minute on two cores
+def test_each_trials_runs_show_the_width_it_trained(tmp_path):
+    from jaxmlp import run_sweep
+
+    study = _synthetic_study(tmp_path, "opt-widths-runs", WIDTHS)
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    result = run_sweep(study.sweep.path, tracking_uri=uri)
+    assert result.ok and {t.state.name for t in result.study.trials} == {"COMPLETE"}
+    children = sweep_runs(store_client(uri), "opt-widths-runs")[1]
+    widths = {t.params["model.hidden"] for t in result.study.trials}  # (Optuna keeps a list choice as JSON)
+    assert len(children) == 6 and widths == {"[8]", "[16]"}
+    for run in children:
+        proposal = json.loads(run.data.tags["jaxmlp.proposal"])["proposal"]
+        assert json.loads(run.data.params["model.hidden"]) == proposal["values"]["model.hidden"]
+
+
+def test_dry_run_lists_each_shape_its_slots_and_memory(tmp_path):
+    study = _synthetic_study(tmp_path, "opt-widths-dry", WIDTHS)
+    text = describe_study(study.sweep, study.group)
+    assert "2 programs, one per shape" in text
+    for width in (8, 16):
+        line = next(line for line in text.splitlines() if f"shape model.hidden=[{width}]" in line)
+        assert "2 slots" in line and "MB" in line
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"training.batch_size": {"int": [16, 64]}}, "optimize.params.training.batch_size: structural (each value "
+                                                 "needs a program of its own), so it must be a choice, not int"),
+    ({"model.hidden": {"choice": [[4], [8], [16]]}, "training.batch_size": {"choice": [16, 32, 64]}},
+     "optimize.params: model.hidden, training.batch_size make 9 shapes, each a program of its own; give at most 8"),
+    ({"data.val_size": {"choice": [0.1, 0.2]}}, "optimize.params.data.val_size: the study's programs share one "
+                                                "dataset"),
+])
+def test_structural_keys_must_be_choices_of_a_few_shapes(tmp_path, params, message):
     spec = _spec("opt-structural")
-    spec["optimize"]["params"][key] = {"choice": values}
-    result = run_sweep_cli(write_sweep(tmp_path, spec), "--no-tracking")
-    assert result.code == 2
-    assert f"optimize.params.{key}: structural" in result.err
-    assert "vmapped numbers" in result.err and "model.activation and model.init" in result.err
+    spec["optimize"]["params"].update(params)
+    with pytest.raises(SweepError, match=re.escape(message)):
+        check_optimizable(load_sweep(write_sweep(tmp_path, spec)))
+
+
+def test_trials_that_propose_the_same_values_are_trained_and_told_apart(tmp_path, synthetic_data):
+    study = _synthetic_study(tmp_path, "opt-same", {"model.activation": {"choice": ["relu", "tanh"]}},
+                             trials=5, seeds=2)
+    told = _told(study, synthetic_data)
+    assert sorted(t["trial"] for t in told) == list(range(5))  # 5 proposals of 2 values: some repeat
+    variants = study.group.variants
+    assert len(variants) == 10 and len({v.key for v in variants}) == 10
+    assert len({(v.config.model.activation, v.seed) for v in variants}) < 10
 
 
 def test_a_lockstep_search_is_refused_with_the_one_that_works(tmp_path):
@@ -150,13 +239,12 @@ def test_dry_run_prints_the_study_its_slots_and_program(tmp_path):
     assert line.split()[1:2] == ["4"] and "MB" in line  # the first batch's variants, a slot each
 
 
+HALVING = {"scheduler": "successive_halving", "rungs": [2], "keep": 0.5}
+TWO_RUNGS = {**HALVING, "rungs": [2, 4]}
+
+
 def test_settings_stopped_at_a_rung_are_told_as_pruned(tmp_path, synthetic_data):
-    spec = _spec("opt-halving", search={"scheduler": "successive_halving", "rungs": [2], "keep": 0.5})
-    spec["base"] = {**spec["base"], "data": {"name": "synthetic", "n_samples": 400, "n_features": 8,
-                                             "n_classes": 3}}
-    spec["base"]["training"] = {**spec["base"]["training"], "batch_size": 32}
-    sweep = load_sweep(write_sweep(tmp_path, spec))
-    study = Study(sweep, plan_study(sweep))
+    study = _synthetic_study(tmp_path, "opt-halving", trials=TRIALS, seeds=SEEDS, search=HALVING)
     told, pruned = [], set()
     for kind, _, payload in study.run(None, synthetic_data):
         if kind == "told":
@@ -167,6 +255,47 @@ def test_settings_stopped_at_a_rung_are_told_as_pruned(tmp_path, synthetic_data)
     assert len(told) == TRIALS and pruned
     assert {f"trial {t['trial']}" for t in told if t["state"] == "pruned"} == pruned
     assert all(t["rung_epoch"] == 2 for t in told if t["state"] == "pruned")
+
+
+def _store_at(study: Study, events: list) -> tuple[list[dict], list[VariantRecord]]:
+    """What the store holds after `events`: each run's trial tags (`Tracker.trial_tags`) and the
+    records of the variants that finished."""
+    tags, done = {}, {}
+    for kind, _, payload in events:
+        if kind == "asked":
+            for i in payload[0]:
+                tags[study.group.variants[i].key] = {"trial": payload[1][0], "proposal": payload[1][1], "told": None}
+        elif kind == "told":
+            for key in payload[0]:
+                tags[key]["told"] = payload[1]
+        elif kind in ("epoch", "stopped"):
+            for i, r in (payload["finished"] if kind == "epoch" else payload).items():
+                v = study.group.variants[i]
+                done[v.key] = r.record(dict(v.setting), variant_key=v.key)
+    return sorted(tags.values(), key=lambda t: t["trial"]), list(done.values())
+
+
+def test_a_study_resumed_under_halving_prunes_as_an_uninterrupted_one(tmp_path, synthetic_data):
+    def study() -> Study:
+        return _synthetic_study(tmp_path, "opt-halving-resume", trials=12, seeds=1, search=TWO_RUNGS)
+
+    def told(events) -> list[dict]:
+        return [json.loads(payload[1]) for kind, _, payload in events if kind == "told"]
+
+    whole = study()
+    events = list(whole.run(None, synthetic_data))
+    cut = [n for n, (kind, _, _) in enumerate(events) if kind == "told"][2] + 1  # killed after three outcomes
+    tags, done = _store_at(whole, events[:cut])
+    assert any(t["told"] is None for t in tags)  # trials in flight at the interruption
+    resumed = study()
+    resumed.restore(tags, done)
+    after = told(resumed.run(None, synthetic_data))
+    assert told(events[:cut]) + after == told(events)  # every outcome, rung score and epoch as in one go
+    assert any(t["told"]["state"] == "pruned" for t in after) and all(t["rungs"] for t in after)
+    forgetful = study()  # without the earlier rung scores (a store written before they were kept) ...
+    forgetful.restore([{**t, "told": t["told"] and re.sub(r'"rungs": \[.*\]', '"rungs": []', t["told"])}
+                       for t in tags], done)
+    assert told(events[:cut]) + told(forgetful.run(None, synthetic_data)) != told(events)  # ... it prunes otherwise
 
 
 @pytest.mark.slow  # two sweeps as processes, one killed: about a minute on two cores

@@ -1,14 +1,15 @@
-"""Training an `optimize:` sweep: the sampler's proposals take the slots of one compiled program
+"""Training an `optimize:` sweep: the sampler's proposals take the slots of a compiled program
 as earlier settings stop (continuous batching).
 
-One program covers the whole space: its layout switches over every activation and
-initialiser the space can propose and has on every feature a proposal can need (dropout,
-weight decay, ...), with `batch` x seeds slots (memory permitting). The first `batch`
-proposals fill the slots; whenever a trial's seeds have all stopped the study is told
-(`Optimizer.tell_setting`, in trial order among those that stop in one epoch) and asked for
-the next proposal, whose variants are queued into the running trainer (`Trainer.add`) and
-take the freed slots before the next epoch. `Study` plays the executor for the runner: its
-events are those of `executors.train_program`, plus
+One program per shape covers the space (one in all without structural parameters, see
+`optimize_shapes`): its layout switches over every activation and initialiser the space can
+propose and has on every feature a proposal can need (dropout, weight decay, ...), with
+`batch` x seeds slots (memory permitting). The first `batch` proposals fill the slots;
+whenever a trial's seeds have all stopped the study is told (`Optimizer.tell_setting`, in
+trial order among those that stop in one epoch) and asked for the next proposal, whose
+variants are queued into the program of their shape (`Trainer.add`, or the program started
+for them) and take the freed slots before the next epoch. `Study` plays the executor for the
+runner: its events are those of `executors.train_program`, plus
 
     ("asked", 0, (indices, (trial, proposal tag)))   a proposal's variants joined the program
     ("stopped", 0, {index: VariantResult})   variants a rung pruned after the last epoch
@@ -19,7 +20,9 @@ study was told (with its position), so `--resume` rebuilds the study (`Optimizer
 and the trials in flight at the interruption enter the new program at the same epochs
 relative to each other as before: each variant counts its own epochs, so while every
 variant has a slot, they stop in the same order and the study goes on with the proposals of
-an uninterrupted run.
+an uninterrupted run. Under asynchronous successive halving, a told trial's tag also keeps
+its score at each rung and the epoch it was judged in, and a resumed study judges the
+settings in flight against them as an uninterrupted one did.
 """
 from __future__ import annotations
 
@@ -27,13 +30,14 @@ import dataclasses
 import hashlib
 import itertools
 import json
+import math
 from typing import Any, Iterator
 
 import numpy as np
 
-from jaxmlp.config import RunConfig, load_config, numeric_fields, set_dotted, switched_keys
+from jaxmlp.config import RunConfig, load_config, set_dotted, switched_keys
 from jaxmlp.data import Dataset
-from jaxmlp.engine import Trainer, VariantResult
+from jaxmlp.engine import Layout, VariantResult
 from jaxmlp.engine.structure import features_of
 from jaxmlp.engine.layout import family_of, plan_slots
 from jaxmlp.engine.search import AsyncHalving, SuccessiveHalving
@@ -43,43 +47,42 @@ from jaxmlp.sweep.distributions import checked
 from jaxmlp.sweep.errors import SweepError
 from jaxmlp.sweep.executors import Event
 from jaxmlp.sweep.optimize import Proposal, Told
+from jaxmlp.sweep.optimize_shapes import (Programs, Shape, check_shapes, joined, reshaped, shape_label, shapes_of,
+                                          split, structural_keys)
 from jaxmlp.sweep.plan import Footprint, Group, choose_devices, describe_plan, memory_budget, step_flops
 from jaxmlp.sweep.spec import Sweep, Variant
 
 
 def check_optimizable(sweep: Sweep) -> None:
-    """Refuse what one program of queued proposals cannot train: a structural key among the
-    parameters (another program per shape is not built), a search other than asynchronous
-    successive halving."""
-    allowed = {f.key for f in numeric_fields()} | set(switched_keys())
-    for key in sweep.spec.optimize.params:
-        if key not in allowed:
-            raise SweepError(f"{sweep.path}: optimize.params.{key}: structural (each value needs a program of its "
-                             "own), which optimize: does not train yet; it takes vmapped numbers (e.g. "
-                             "optimizer.learning_rate, model.dropout), model.activation and model.init. Fix the "
-                             f"key in base, or compare its values in one sweep each")
+    """Refuse what the study's programs cannot train: structural parameters that are not
+    choices or make too many shapes (`optimize_shapes.check_shapes`), a search other than
+    asynchronous successive halving."""
+    check_shapes(str(sweep.path), sweep.spec.optimize.params, sweep.base)
     search = sweep.search
     if search is not None and not (isinstance(search, SuccessiveHalving) and search.asynchronous):
         raise SweepError(f"{sweep.path}: search: optimize: takes the asynchronous successive halving only "
                          "(scheduler: successive_halving, asynchronous: true); remove the search or change it")
 
 
-def space_templates(sweep: Sweep) -> list[RunConfig]:
-    """Configurations that together need whatever any proposal can: every activation with
-    every initialiser the space chooses from, and each number at either end of its range."""
-    params, base = sweep.spec.optimize.params, sweep.base.to_dict()
-    source = str(sweep.path)
-    ends = {key: list(checked(source, key, dist, "optimize.params")[1]) for key, dist in params.items()}
-    switched = [ends.get(key, [sweep.base.flat()[key]]) for key in switched_keys()]
+def space_templates(sweep: Sweep, shape: Shape = ()) -> list[RunConfig]:
+    """Configurations of one shape that together need whatever any proposal can: every
+    activation with every initialiser the space chooses from, and each number at either end
+    of its range."""
+    params, source = sweep.spec.optimize.params, str(sweep.path)
+    base = reshaped(sweep.base, shape, source)
+    raw, structural = base.to_dict(), structural_keys(params)
+    ends = {key: list(checked(source, key, dist, "optimize.params")[1]) for key, dist in params.items()
+            if key not in structural}
+    switched = [ends.get(key, [base.flat()[key]]) for key in switched_keys()]
     configs = []
     for values in itertools.product(*switched):
-        raw = base
+        one = raw
         for key, value in zip(switched_keys(), values):
-            raw = set_dotted(raw, key, value)
-        configs.append(load_config(raw, source=source))
+            one = set_dotted(one, key, value)
+        configs.append(load_config(one, source=source))
     for key, values in ends.items():
         if key not in switched_keys():
-            configs += [load_config(set_dotted(base, key, value), source=source) for value in values]
+            configs += [load_config(set_dotted(raw, key, value), source=source) for value in values]
     return configs
 
 
@@ -90,42 +93,75 @@ def first_batch(sweep: Sweep) -> list[Variant]:
 
 
 def plan_study(sweep: Sweep, n_devices: int = 1, budget: int | None = None) -> Group:
-    """The one program of an optimised sweep: a slot for each variant of the first batch
-    (`plan_slots` with one variant per slot, in narrow parts: a trial's slots are refilled by
-    the next proposal as they free, and idle parts are skipped), as many as the memory budget allows, its
-    layout covering the space (`space_templates`). Its variants are added as they are asked."""
-    execution = sweep.spec.execution
+    """The programs of an optimised sweep, one per shape the space can propose
+    (`optimize_shapes`), as one group whose layout joins theirs. Each program has a slot for
+    each variant of the first batch (`plan_slots` with one variant per slot, in narrow parts:
+    a trial's slots are refilled by the next proposal as they free, and idle parts are
+    skipped), as many as its share of the memory budget allows, its layout covering the
+    space (`space_templates`). Its variants are added as they are asked."""
+    execution, source = sweep.spec.execution, str(sweep.path)
     part_cap = min(execution.max_variants_per_part, execution.max_variants_per_program)
-    configs, templates = [v.config for v in first_batch(sweep)], space_templates(sweep)
-    covered = {family_of(c) for c in configs}
-    configs += list({family_of(c): c for c in templates if family_of(c) not in covered}.values())  # a slot each
-    devices = choose_devices(execution.devices, step_flops(configs[0]), min(len(configs), part_cap),
+    first = [v.config for v in first_batch(sweep)]
+    shapes = shapes_of(sweep.spec.optimize.params, sweep.base)
+    per_shape = [_slot_configs([reshaped(c, shape, source) for c in first], space_templates(sweep, shape))
+                 for shape in shapes]
+    devices = choose_devices(execution.devices, step_flops(first[0]), min(len(per_shape[0]), part_cap),
                              min(n_devices, part_cap))
-    footprint = Footprint.of(configs[0])
-    budget = memory_budget() if budget is None else budget
+    budget = (memory_budget() if budget is None else budget) // len(shapes)  # every shape's program may run at once
+    layouts = [_shape_layout(configs, templates, part_cap, devices, budget, execution.max_variants_per_program)
+               for configs, templates in per_shape]
+    layout = joined(layouts)
+    digest = hashlib.sha256(repr((sweep.spec.name, layout.fingerprint)).encode()).hexdigest()[:8]
+    return Group(f"g00-{digest}", [], devices, layout, "p0", Footprint.of(first[0]))
+
+
+def _slot_configs(configs: list[RunConfig], templates: list[RunConfig]) -> tuple[list[RunConfig], list[RunConfig]]:
+    """One shape's variants to plan slots for: `configs`, and a template per family only the templates need."""
+    covered = {family_of(c) for c in configs}
+    return configs + list({family_of(c): c for c in templates if family_of(c) not in covered}.values()), templates
+
+
+def _shape_layout(configs: list[RunConfig], templates: list[RunConfig], part_cap: int, devices: int, budget: int,
+                  max_slots: int) -> Layout:
+    """One shape's program: a slot for each of `configs` (memory permitting), covering `templates`."""
     probe = plan_slots(configs, part_cap, None, devices, per_slot=1, narrow=True)
-    cap = min(execution.max_variants_per_program, footprint.max_variants(budget, max(probe.part_sizes), devices))
-    layout = dataclasses.replace(
+    cap = min(max_slots, Footprint.of(configs[0]).max_variants(budget, max(probe.part_sizes), devices))
+    return dataclasses.replace(
         plan_slots(configs, part_cap, cap, devices, per_slot=1, narrow=True),
         activations=tuple(dict.fromkeys(c.model.activation for c in templates)),
         initializers=tuple(dict.fromkeys(resolve_init(c.model.init, c.model.activation) for c in templates)),
         features=features_of([*configs, *templates]))
-    digest = hashlib.sha256(repr((sweep.spec.name, layout.fingerprint)).encode()).hexdigest()[:8]
-    return Group(f"g00-{digest}", [], devices, layout, "p0", footprint)
 
 
 def describe_study(sweep: Sweep, group: Group, budget: int | None = None) -> str:
-    """The --dry-run text of an optimised sweep: its program as `describe_plan` shows one (its
-    first batch's variants; later proposals take their slots), then the study."""
+    """The --dry-run text of an optimised sweep: its programs as `describe_plan` shows one (its
+    first batch's variants; later proposals take their slots), then the study and, where the
+    space proposes several shapes, each shape's program: its slots and memory."""
     spec, layout = sweep.spec.optimize, group.layout
     first = first_batch(sweep)
     seeds = len(first) // max(1, min(spec.batch, spec.trials))
+    keys = structural_keys(spec.params)
+    layouts = split(layout, keys)
     head = (f"optimize: {spec.sampler} (seed {spec.seed}) proposes {spec.trials} settings x {seeds} seed(s), "
-            f"{min(spec.batch, spec.trials)} at a time, into the slots of one program covering the space: "
-            f"activations {', '.join(layout.activations)}; initialisers {', '.join(layout.initializers)}; "
+            f"{min(spec.batch, spec.trials)} at a time, into the slots of {_programs(len(layouts))} covering the "
+            f"space: activations {', '.join(layout.activations)}; initialisers {', '.join(layout.initializers)}; "
             f"features {', '.join(sorted(layout.features)) or 'none'}")
+    lines = [f"  shape {shape_label(shape)}: parts "
+             + "+".join(f"{p}x{s}" for p, s in map(shaped.family_shape, range(len(shaped.families))))
+             + f", {shaped.n_slots} slots, {_megabytes(shaped, group.devices):.1f}MB"
+             for shape, shaped in layouts.items()] if keys else []
     shown = dataclasses.replace(group, variants=first)
-    return describe_plan(Sweep(sweep.path, sweep.spec, first), [shown], budget) + "\n" + head
+    return "\n".join([describe_plan(Sweep(sweep.path, sweep.spec, first), [shown], budget), head, *lines])
+
+
+def _megabytes(layout: Layout, devices: int) -> float:
+    """A program's estimated memory per device, in MiB."""
+    return Footprint.of(layout.families[0][0]).layout_bytes(layout, devices) / 2**20
+
+
+def _programs(n: int) -> str:
+    return "one program" if n == 1 else f"{n} programs, one per shape (each compiled once, started when a " \
+                                         "proposal of its shape trains)"
 
 
 def proposal_tag(proposal: Proposal, asked_at: int) -> str:
@@ -138,15 +174,24 @@ def proposal_of_tag(text: str) -> tuple[Proposal, int]:
     return Proposal(**fields["proposal"]), int(fields["asked_at"])
 
 
-def _told_tag(told: Told, position: int, epoch: int) -> str:
-    """An outcome as its trial's runs keep it: with its position among the outcomes and the program epoch told in."""
-    return json.dumps({"told": dataclasses.asdict(told), "position": position, "told_at": epoch})
+#: A setting's judgement at a rung of asynchronous successive halving: (rung, score, program epoch).
+Judged = tuple[int, float, int]
 
 
-def _told_of_tag(text: str) -> tuple[Told, int, int]:
+def _told_tag(told: Told, position: int, epoch: int, judged: list[Judged]) -> str:
+    """An outcome as its trial's runs keep it: with its position among the outcomes, the program
+    epoch told in and, under a search, its score at each rung it reached (a resumed study's
+    rungs judge later settings against them)."""
+    return json.dumps({"told": dataclasses.asdict(told), "position": position, "told_at": epoch,
+                       "rungs": [[r, score if math.isfinite(score) else None, at] for r, score, at in judged]})
+
+
+def _told_of_tag(text: str) -> tuple[Told, int, int, list[Judged]]:
     fields = json.loads(text)
     told = Told(**{**fields["told"], "values": tuple(fields["told"]["values"])})
-    return told, int(fields["position"]), int(fields["told_at"])
+    judged = [(int(r), math.inf if score is None else float(score), int(at))
+              for r, score, at in fields.get("rungs", [])]  # (none in a store written before rungs were kept)
+    return told, int(fields["position"]), int(fields["told_at"]), judged
 
 
 @dataclasses.dataclass
@@ -158,6 +203,7 @@ class _Trial:
     asked_at: int
     variants: list[Variant]
     records: dict[str, VariantRecord] = dataclasses.field(default_factory=dict)
+    judged: list[Judged] = dataclasses.field(default_factory=list)  # under a search, at the rungs it reached
 
     @property
     def complete(self) -> bool:
@@ -179,16 +225,18 @@ class Study:
         self.optimizer = sweep.optimizer()
         self.in_flight: dict[int, _Trial] = {}
         self.offset = 0  # the program epoch (of the first invocation) this program's epoch 0 is
-        self.trainer: Trainer | None = None
+        self.programs: Programs | None = None
         self.halving: AsyncHalving | None = None
         self._backlog: list[Event] = []  # told before this program trains (resume)
         self._trial_of: dict[str, _Trial] = {}  # variant key -> its trial, once it entered the program
         self._started: set[int] = set()  # trials whose variants entered the program
+        self._earlier: list[Judged] = []  # rung scores of the settings told before a resume, not yet judged against
+        self._decided: set[tuple[int, int]] = set()  # (rung, trial) judged so far
 
     @property
     def frozen(self) -> tuple[np.ndarray, ...]:
         """As a `ProgramTask`'s: no variant of the program rides along frozen."""
-        return (np.zeros(len(self.trainer.configs) if self.trainer else 0, bool),)
+        return (np.zeros(len(self.group.variants), bool),)
 
     def restore(self, trials: list[dict[str, Any]], done: list[VariantRecord]) -> None:
         """Rebuild the study from the runs' trial tags (`Tracker.trial_tags`) and the records of
@@ -196,13 +244,14 @@ class Study:
         seeds all finished but whose outcome was not kept are told now (in the order they
         stopped), each followed by the proposal asked after it."""
         proposals: dict[int, tuple[Proposal, int]] = {}
-        told: dict[int, tuple[Told, int, int]] = {}
+        told: dict[int, tuple[Told, int, int, list[Judged]]] = {}
         for tags in trials:
             proposals.setdefault(tags["trial"], proposal_of_tag(tags["proposal"]))
             if tags["told"]:
                 told.setdefault(tags["trial"], _told_of_tag(tags["told"]))
         in_order = sorted(told.values(), key=lambda t: t[1])
-        asked_again = self.optimizer.replay([p for p, _ in proposals.values()], [t for t, _, _ in in_order])
+        asked_again = self.optimizer.replay([p for p, _ in proposals.values()], [t for t, _, _, _ in in_order])
+        self._earlier = sorted((j for *_, judged in in_order for j in judged), key=lambda j: j[2])  # by epoch
         untold = {p.trial for p in asked_again}
         last_told_at = in_order[-1][2] if in_order else 0
         while self.optimizer.remaining and len(self.optimizer.asked) < self.optimizer.batch + len(in_order):
@@ -232,8 +281,8 @@ class Study:
         told = self.optimizer.tell_setting(trial.proposal.trial, [trial.records[v.key] for v in trial.variants])
         del self.in_flight[trial.proposal.trial]
         position = len(self.optimizer.told) - 1
-        return "told", 0, ([v.key for v in trial.variants], _told_tag(told, position, epoch), position + 1,
-                           self.optimizer.best_value())
+        return "told", 0, ([v.key for v in trial.variants], _told_tag(told, position, epoch, trial.judged),
+                           position + 1, self.optimizer.best_value())
 
     # -- the executor's side --
     def submit(self, tasks: list) -> None:
@@ -243,7 +292,7 @@ class Study:
         """Nothing to stop."""
 
     def close(self) -> None:
-        self.trainer = None
+        self.programs = None
 
     def run(self, task, data: Dataset) -> Iterator[Event]:
         """Train the study to `trials` proposals (`task`: this study itself, as the runner's program)."""
@@ -254,23 +303,49 @@ class Study:
         entering = self._due(self.offset)
         if not entering:
             return
-        first = [v for t in entering for v in self._todo(t)]
-        self.trainer = Trainer([v.config for v in first], data.on_device(), self.group.devices,
-                               layout=self.group.layout)
+        keys = structural_keys(self.sweep.spec.optimize.params)
+        self.programs = programs = Programs(split(self.group.layout, keys), keys, data.on_device(),
+                                            self.group.devices)
         if self.sweep.search is not None:
             self.halving = AsyncHalving(self.sweep.search, np.zeros(0, int))
-        yield "compiled", 0, self.trainer.compile()
-        yield from self._entered(entering, adding=False)
-        for record in self.trainer.run():
-            pruned = self.halving.after_epoch(self.trainer, record) if self.halving else []
+        yield from self._entered(entering)
+        compile_seconds = 0.0
+        while True:
+            for seconds in programs.compile():
+                compile_seconds += seconds
+                yield "compiled", 0, seconds
+            record = programs.step()
+            if record is None:
+                break
+            pruned = self._halving(record, self.offset + record["epoch"]) if self.halving else []
             yield "epoch", 0, record
-            stopped = self.trainer.stop(pruned) if pruned else {}
+            stopped = programs.stop(pruned) if pruned else {}
             if stopped:  # the runner ends their runs before the study is told
                 yield "stopped", 0, stopped
             epoch = self.offset + record["epoch"]
             yield from self._told({**record["finished"], **stopped}, epoch)
             yield from self._entered(self._due(epoch))
-        yield "result", 0, (list(range(len(self.trainer.configs))), self.trainer.result)
+        result = programs.result(compile_seconds, sum(t.result.train_seconds for t in programs.started))
+        yield "result", 0, (list(range(programs.n)), result)
+
+    def _halving(self, record: dict[str, Any], epoch: int) -> list[int]:
+        """Asynchronous successive halving after program epoch `epoch`: the variants it prunes.
+        The rung scores of settings told before a resume join the rungs at the epochs they were
+        judged in then (ties with settings judged in the same epoch aside), so that a resumed
+        study prunes as an uninterrupted one; each setting judged now keeps its score."""
+        halving = self.halving
+        while self._earlier and self._earlier[0][2] <= epoch:
+            rung, score, _ = self._earlier.pop(0)
+            halving.judged[rung].append(score)
+        before = {rung: len(scores) for rung, scores in halving.judged.items()}
+        pruned = halving.after_epoch(None, record)
+        for rung, scores in halving.judged.items():  # the settings judged now, in the order judged
+            settings = [int(s) for s in dict.fromkeys(halving.settings[list(halving.noted[rung])].tolist())
+                        if (rung, s) in halving.decided and (rung, int(s)) not in self._decided]
+            for setting, score in zip(settings, scores[before[rung]:], strict=True):
+                self._decided.add((rung, setting))
+                self.in_flight[setting].judged.append((rung, score, epoch))
+        return pruned
 
     def _due(self, epoch: int) -> list[_Trial]:
         """The trials in flight asked after program epoch `epoch`, in trial order."""
@@ -280,13 +355,12 @@ class Study:
         """A trial's variants still to train (not finished before a resume)."""
         return [v for v in trial.variants if v.key not in trial.records]
 
-    def _entered(self, trials: list[_Trial], adding: bool = True) -> Iterator[Event]:
-        """Queue the trials' variants to train into the program (not `adding`: the trainer was
-        built with them) and let the runner start their runs."""
+    def _entered(self, trials: list[_Trial]) -> Iterator[Event]:
+        """Queue the trials' variants to train into the program of their shape and let the
+        runner start their runs."""
         for trial in trials:
             todo = self._todo(trial)
-            start = len(self.group.variants)
-            indices = self.trainer.add([v.config for v in todo]) if adding else list(range(start, start + len(todo)))
+            indices = self.programs.add([v.config for v in todo])
             self.group.variants.extend(todo)
             self._trial_of.update({v.key: trial for v in todo})
             self._started.add(trial.proposal.trial)

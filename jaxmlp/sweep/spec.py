@@ -114,11 +114,14 @@ class Variant:
     setting: tuple[tuple[str, Any], ...]  # the swept values, seed excluded
     seed: int
     config: RunConfig
+    trial: int | None = None  # an optimised setting's trial number (`optimize:`), None elsewhere
 
     @property
     def key(self) -> str:
-        """Deterministic identity: hash of the resolved configuration (seed included)."""
-        return _digest(self.config.to_dict())
+        """Deterministic identity: hash of the resolved configuration (seed included) and, for an
+        optimised setting, its trial number (two trials may propose the same values)."""
+        config = self.config.to_dict()
+        return _digest(config if self.trial is None else {**config, "jaxmlp.trial": self.trial})
 
     @property
     def label(self) -> str:
@@ -181,7 +184,7 @@ class Sweep:
             raw = set_dotted(raw, key, value)
         setting = tuple({SETTING_NAME: f"trial {proposal.trial}", **proposal.values}.items())
         return [Variant(proposal.trial * len(seeds) + i, setting, seed,
-                        load_config(set_dotted(raw, SEED_KEY, seed), source=str(self.path)))
+                        load_config(set_dotted(raw, SEED_KEY, seed), source=str(self.path)), proposal.trial)
                 for i, seed in enumerate(seeds)]
 
     @property
