@@ -59,7 +59,7 @@ def test_count_params_counts_weights_and_biases():
 
 def test_return_hidden_gives_one_array_per_hidden_layer():
     x = jax.random.normal(KEY, (9, 6))
-    model = MLP((16, 8, 4), 3, activation="relu")
+    model = MLP((16, 8, 4), 3, activations=("relu",))
     params = random_params(model, 6)
     out, hidden = jitted_apply(model)(params, x, return_hidden=True)
     assert [h.shape for h in hidden] == [(9, 16), (9, 8), (9, 4)]
@@ -85,7 +85,7 @@ FAN_IN, FAN_OUT = 256, 512
 
 
 def hidden_kernel(initializer: str, activation: str = "relu") -> np.ndarray:
-    params = MLP((FAN_OUT,), 3, activation, initializer).init(KEY, jnp.ones((1, FAN_IN)))["params"]
+    params = MLP((FAN_OUT,), 3, (activation,), (initializer,)).init(KEY, jnp.ones((1, FAN_IN)))["params"]
     assert np.all(np.asarray(params["hidden_0"]["bias"]) == 0)
     return np.asarray(params["hidden_0"]["kernel"])
 
@@ -130,7 +130,7 @@ INIT_CASES = [("he_normal", 2 / FAN_IN), ("he_uniform", 2 / FAN_IN), ("glorot_no
 
 def engine_kernel(initializer: str) -> np.ndarray:
     """The hidden kernel as the engine initialises it: from one block of uniform draws in (-1, 1)."""
-    model = MLP((FAN_OUT,), 3, "relu", initializer)
+    model = MLP((FAN_OUT,), 3, ("relu",), (initializer,))
     u = jax.random.uniform(KEY, (n_kernel_weights(model, (FAN_IN,)),), minval=-1.0, maxval=1.0)
     params = params_from_uniform(model, u, (FAN_IN,))["params"]
     assert np.all(np.asarray(params["hidden_0"]["bias"]) == 0)
@@ -181,7 +181,7 @@ def identity_net(width: int):
     """Identity activation and identity weights: the output is the dropped-out input."""
     eye, zero = jnp.eye(width), jnp.zeros(width)
     params = {"params": {"hidden_0": {"kernel": eye, "bias": zero}, "output": {"kernel": eye, "bias": zero}}}
-    return jitted_apply(MLP((width,), width, activation="identity")), params
+    return jitted_apply(MLP((width,), width, activations=("identity",))), params
 
 
 def test_mlp_dropout_is_off_at_evaluation():
@@ -213,7 +213,7 @@ KINKED = {"relu", "leaky_relu", "noisy_relu", "elu"}
 def _loss_of_flat_params(activation: str, loss, n_outputs: int, targets, train: bool):
     """Loss as a function of the flattened float64 parameters, at a fixed batch and noise key."""
     x = jnp.asarray(np.random.default_rng(1).normal(size=(6, 4)))
-    model = MLP((5, 4), n_outputs, activation=activation)
+    model = MLP((5, 4), n_outputs, activations=(activation,))
     flat, unravel = ravel_pytree(random_params(model, 4, seed=2, dtype=np.float64))
     width = model.random_width(4, dropout=False, input_dropout=False)
     draws = jax.random.uniform(jax.random.key(3), (6, width), jnp.float64, minval=1e-7) if train else None

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxmlp.activations import ActivationParams, is_noisy
+from jaxmlp.activations import ActivationParams
 from jaxmlp.data import Split
 from jaxmlp.engine.structure import HParams, Structure
 from jaxmlp.losses import accuracy, get_loss
@@ -76,7 +76,7 @@ def step_draws(s: Structure, key: jax.Array) -> jax.Array:
     through the normal's inverse CDF and keeps float32 draws."""
     if not s.random_width:
         return jnp.zeros((s.batch_size, 0), jnp.float32)
-    if is_noisy(s.activation):
+    if s.model.noisy:
         return jax.random.uniform(key, (s.batch_size, s.random_width), minval=1e-7)
     return uniform16(key, (s.batch_size, s.random_width))
 
