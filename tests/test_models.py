@@ -1,6 +1,8 @@
 """The MLP: shapes, parameter counts, initialisers, dropout, and loss gradients vs finite differences."""
 from __future__ import annotations
 
+from functools import partial
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -265,3 +267,28 @@ def test_other_losses_gradient_matches_finite_differences(loss, n_outputs, targe
     with jax.enable_x64(True):
         f, flat, _ = _loss_of_flat_params("tanh", loss, n_outputs, jnp.asarray(targets), train=False)
         _check_gradient(f, flat)
+
+
+def test_a_switched_mlp_equals_the_plain_mlp_of_its_chosen_activation_and_initializer():
+    """Choice k of ('tanh', 'relu') x ('glorot_uniform', 'he_normal'): the parameters from the
+    same draws and the outputs of the net of those names alone (to rounding: XLA compiles a
+    switch's branch apart, which may round an ulp otherwise)."""
+    acts, inits = ("tanh", "relu"), ("glorot_uniform", "he_normal")
+    switched = MLP((6,), 3, acts, inits)
+    assert switched.kernel_initializers == inits and not switched.noisy
+    u = jax.random.uniform(KEY, (n_kernel_weights(switched, (4,)),), minval=-1.0, maxval=1.0)
+    x = jax.random.normal(jax.random.key(1), (5, 4))
+    for k in range(2):
+        alone = MLP((6,), 3, (acts[k],), (inits[k],))
+        params = params_from_uniform(switched, u, (4,), jnp.int32(k))
+        expected = params_from_uniform(alone, u, (4,))
+        jax.tree_util.tree_map(partial(np.testing.assert_allclose, rtol=1e-6, atol=0), params, expected)
+        out = switched.apply(params, x, act_params=ActivationParams(choice=jnp.int32(k)))
+        np.testing.assert_allclose(np.asarray(out), np.asarray(alone.apply(expected, x)), rtol=1e-5, atol=1e-6)
+
+
+def test_auto_initializers_resolve_for_the_activation_and_noise_follows_it():
+    assert MLP((4,), 2, ("tanh",)).kernel_initializers == ("glorot_uniform",)
+    assert MLP((4,), 2, ("noisy_relu",), ("auto",)).kernel_initializers == ("he_normal",)
+    assert MLP((4,), 2, ("noisy_relu",)).noisy and not MLP((4,), 2, ("relu",)).noisy
+    assert MLP((4,), 2, ("noisy_relu",)).random_width(3, dropout=True, input_dropout=False) == 2 * 4

@@ -28,7 +28,7 @@ def optimizer_of(s: Structure, hp: HParams) -> optax.GradientTransformation:
 def apply_model(s: Structure, params, x: jax.Array, hp: HParams, *, draws: jax.Array | None = None,
                 return_hidden: bool = False, choice: int | jax.Array = 0):
     """Forward pass; training mode (dropout, activation noise) exactly when `draws` is given.
-    `choice` selects the function of a switched activation ('a|b|...', see `engine.families.Family`)."""
+    `choice` selects the function of a switched activation (a tuple of names, see `engine.families.Family`)."""
     return s.model.apply(
         params, x, draws=draws,
         dropout_rate=hp.dropout if s.use_dropout else None,
