@@ -86,15 +86,15 @@ def program_epoch(families: Sequence[Family], states, inputs, train: Split, val:
     new_states, records = [], []
     for family, st, (hp, sel), start, stop in zip(families, states, inputs, bounds[:-1], bounds[1:]):
         rows = [a[start:stop].reshape(*st.active.shape, *a.shape[1:]) for a in (batches, step_keys, next_keys)]
-        one_part = partial(_one_part, family.structure, several, train, val)
-        new_state, record = _over_parts(family, one_part, st, hp, sel, *rows)
+        part_epoch = partial(_part_epoch_or_skip, family.structure, several, train, val)
+        new_state, record = _over_parts(family, part_epoch, st, hp, sel, *rows)
         new_states.append(new_state)
         records.append(record)
     return tuple(new_states), tuple(records)
 
 
-def _one_part(s: Structure, several: bool, train: Split, val: Split, state: TrainState, hp: HParams, sel,
-              batches, step_keys, next_key):
+def _part_epoch_or_skip(s: Structure, several: bool, train: Split, val: Split, state: TrainState, hp: HParams,
+                        sel, batches, step_keys, next_key):
     """A part's epoch in `program_epoch`, skipped when none of its slots trains (with several
     parts; a skipped part's record is zeros, so the record then also says what its slots hold)."""
     run = partial(_part_epoch, s, train=train, val=val)
