@@ -12,6 +12,11 @@ queue is empty, the variants still training are moved into as few parts as they 
 idle parts cost nothing. Every variant counts its own steps and epochs, so its numbers do
 not depend on the slot or the epoch it entered in. The host wakes once per epoch to receive
 a small record. Nothing here touches files, MLflow or the terminal.
+
+What the Trainer keeps is the slots' bookkeeping (which variant each slot holds, the
+queues) and the loop: compile, run, stop, exploit. `families` lays the slots out and places
+the variants in them, `programs` builds, shards and compiles the programs, and `results`
+assembles what they return into records and results.
 """
 from __future__ import annotations
 
