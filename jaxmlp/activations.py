@@ -7,7 +7,7 @@ None at evaluation) matters only to noisy ReLU.
 """
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from typing import Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -19,7 +19,7 @@ class ActivationParams(NamedTuple):
     leaky_slope: float | jax.Array = 0.01
     elu_alpha: float | jax.Array = 1.0
     noise_std: float | jax.Array = 1.0
-    choice: int | jax.Array = 0  # which of a switched activation's functions (see `get_activation`)
+    choice: int | jax.Array = 0  # which of a switched activation's functions (see `switched_activation`)
 
 
 Activation = Callable[[jax.Array, ActivationParams, jax.Array | None], jax.Array]
@@ -61,17 +61,23 @@ ACTIVATIONS: dict[str, Activation] = {
 
 
 def get_activation(name: str) -> Activation:
-    """The named activation; 'a|b|...' names a switched one, which applies the function that
-    `params.choice` selects (`lax.switch`: one compiled copy of the surrounding code serves them all)."""
-    if "|" in name:
-        branches = [get_activation(n) for n in name.split("|")]
-        return lambda x, params, noise=None: jax.lax.switch(params.choice, branches, x, params, noise)
+    """The named activation."""
     try:
         return ACTIVATIONS[name]
     except KeyError:
         raise ValueError(f"unknown activation {name!r}; allowed: {', '.join(ACTIVATIONS)}") from None
 
 
+def switched_activation(names: Sequence[str]) -> Activation:
+    """The activation that applies the function of `names` which `params.choice` selects
+    (`lax.switch`: one compiled copy of the surrounding code serves them all); one name is
+    its function itself, with no switch."""
+    if len(names) == 1:
+        return get_activation(names[0])
+    branches = [get_activation(n) for n in names]
+    return lambda x, params, noise=None: jax.lax.switch(params.choice, branches, x, params, noise)
+
+
 def is_noisy(name: str) -> bool:
-    """Whether the activation (every function of a switched one) draws noise in training."""
-    return all(n == "noisy_relu" for n in name.split("|"))
+    """Whether the named activation draws noise in training."""
+    return name == "noisy_relu"

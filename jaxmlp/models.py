@@ -12,7 +12,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxmlp.activations import ActivationParams, get_activation, is_noisy
+from jaxmlp.activations import ActivationParams, is_noisy, switched_activation
 from jaxmlp.config import ModelConfig
 
 _INITIALIZERS = {
@@ -66,13 +66,24 @@ class MLP(nn.Module):
 
     hidden: Sequence[int]
     n_outputs: int
-    activation: str = "relu"
-    initializer: str = "auto"
+    activations: tuple[str, ...] = ("relu",)  # several: switched, `act_params.choice` selects one
+    initializers: tuple[str, ...] = ("auto",)  # several: switched, `params_from_uniform`'s choice selects one
+
+    @property
+    def noisy(self) -> bool:
+        """Whether its activation draws noise in training (a switched one's functions all do, or none)."""
+        return all(map(is_noisy, self.activations))
+
+    @property
+    def kernel_initializers(self) -> tuple[str, ...]:
+        """The hidden kernels' initializer names, 'auto' resolved for the activation (a switched
+        net's initializers come resolved)."""
+        return tuple(resolve_init(name, self.activations[0]) for name in self.initializers)
 
     def random_width(self, n_inputs: int, dropout: bool, input_dropout: bool) -> int:
         """How many uniform draws per example one training forward pass needs."""
         return random_width(self.hidden, n_inputs, input_dropout=input_dropout, dropout=dropout,
-                            noisy=is_noisy(self.activation))
+                            noisy=self.noisy)
 
     @nn.compact
     def __call__(
@@ -85,9 +96,9 @@ class MLP(nn.Module):
         act_params: ActivationParams = ActivationParams(),
         return_hidden: bool = False,
     ):
-        act = get_activation(self.activation)
+        act = switched_activation(self.activations)
         # A switched initializer's first function: `params_from_uniform` makes the real parameters.
-        kernel_init = _INITIALIZERS[resolve_init(self.initializer.split("|")[0], self.activation)]()
+        kernel_init = _INITIALIZERS[self.kernel_initializers[0]]()
         x = x.reshape(x.shape[0], -1)
         train = draws is not None
         if train:
@@ -97,7 +108,7 @@ class MLP(nn.Module):
         hidden = []
         for i, width in enumerate(self.hidden):
             x = nn.Dense(width, kernel_init=kernel_init, name=f"hidden_{i}")(x)
-            noisy = train and is_noisy(self.activation)
+            noisy = train and self.noisy
             x = act(x, act_params, jax.scipy.special.ndtri(draws.take(width)) if noisy else None)
             hidden.append(x)
             if train and dropout_rate is not None:
@@ -139,9 +150,9 @@ def params_from_uniform(model: MLP, u: jax.Array, input_shape: tuple[int, ...], 
     distributions: kernels by the named initializer (the output layer Glorot-uniform),
     biases zero. Equivalent in distribution to `model.init`, but the caller draws all of
     them in one random call, which compiles several times faster than one per layer.
-    A switched initializer ('he_normal|glorot_uniform|...') applies the one `init_choice` selects."""
+    A switched initializer (several `model.initializers`) applies the one `init_choice` selects."""
     leaves, treedef = _abstract_params(model, input_shape)
-    names = [resolve_init(name, model.activation) for name in model.initializer.split("|")]
+    names = model.kernel_initializers
     out, offset = [], 0
     for path, leaf in leaves:
         if path[-1].key != "kernel":
@@ -170,7 +181,7 @@ def n_parameters(widths: Sequence[int], biases: bool = True) -> int:
 
 def build_mlp(model: ModelConfig, n_outputs: int) -> MLP:
     """The MLP a model configuration describes."""
-    return MLP(tuple(model.hidden), n_outputs, model.activation, model.init)
+    return MLP(tuple(model.hidden), n_outputs, (model.activation,), (model.init,))
 
 
 def activation_params(model: ModelConfig) -> ActivationParams:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from jaxmlp import config
-from jaxmlp.activations import ACTIVATIONS, ActivationParams, get_activation
+from jaxmlp.activations import ACTIVATIONS, ActivationParams, get_activation, is_noisy, switched_activation
 
 SELU_ALPHA = 1.6732632423543772848170429916717
 SELU_SCALE = 1.0507009873554804934193349852946
@@ -52,7 +52,7 @@ def test_activation_equals_its_formula(name):
 
 def test_switched_activation_applies_the_chosen_function_and_its_gradient():
     names = ["sigmoid", "tanh", "elu", "relu"]
-    switched = get_activation("|".join(names))
+    switched = switched_activation(names)
     x = jnp.asarray(X)
     for choice, name in enumerate(names):
         params = PARAMS._replace(choice=jnp.int32(choice))
@@ -61,6 +61,13 @@ def test_switched_activation_applies_the_chosen_function_and_its_gradient():
         grad = jax.grad(lambda x: switched(x, params, None).sum())(x)
         alone = jax.grad(lambda x: get_activation(name)(x, PARAMS, None).sum())(x)
         np.testing.assert_allclose(np.asarray(grad), np.asarray(alone), rtol=1e-5, atol=1e-7)
+
+
+def test_one_name_is_its_function_unswitched_and_only_noisy_relu_draws_noise():
+    assert switched_activation(("elu",)) is get_activation("elu")
+    assert [name for name in ACTIVATIONS if is_noisy(name)] == ["noisy_relu"]
+    with pytest.raises(ValueError, match="'relux'.*allowed: sigmoid"):
+        switched_activation(("relu", "relux"))
 
 
 def test_gelu_is_close_to_the_exact_gelu():

@@ -1,6 +1,8 @@
 """The MLP: shapes, parameter counts, initialisers, dropout, and loss gradients vs finite differences."""
 from __future__ import annotations
 
+from functools import partial
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -59,7 +61,7 @@ def test_count_params_counts_weights_and_biases():
 
 def test_return_hidden_gives_one_array_per_hidden_layer():
     x = jax.random.normal(KEY, (9, 6))
-    model = MLP((16, 8, 4), 3, activation="relu")
+    model = MLP((16, 8, 4), 3, activations=("relu",))
     params = random_params(model, 6)
     out, hidden = jitted_apply(model)(params, x, return_hidden=True)
     assert [h.shape for h in hidden] == [(9, 16), (9, 8), (9, 4)]
@@ -85,7 +87,7 @@ FAN_IN, FAN_OUT = 256, 512
 
 
 def hidden_kernel(initializer: str, activation: str = "relu") -> np.ndarray:
-    params = MLP((FAN_OUT,), 3, activation, initializer).init(KEY, jnp.ones((1, FAN_IN)))["params"]
+    params = MLP((FAN_OUT,), 3, (activation,), (initializer,)).init(KEY, jnp.ones((1, FAN_IN)))["params"]
     assert np.all(np.asarray(params["hidden_0"]["bias"]) == 0)
     return np.asarray(params["hidden_0"]["kernel"])
 
@@ -130,7 +132,7 @@ INIT_CASES = [("he_normal", 2 / FAN_IN), ("he_uniform", 2 / FAN_IN), ("glorot_no
 
 def engine_kernel(initializer: str) -> np.ndarray:
     """The hidden kernel as the engine initialises it: from one block of uniform draws in (-1, 1)."""
-    model = MLP((FAN_OUT,), 3, "relu", initializer)
+    model = MLP((FAN_OUT,), 3, ("relu",), (initializer,))
     u = jax.random.uniform(KEY, (n_kernel_weights(model, (FAN_IN,)),), minval=-1.0, maxval=1.0)
     params = params_from_uniform(model, u, (FAN_IN,))["params"]
     assert np.all(np.asarray(params["hidden_0"]["bias"]) == 0)
@@ -181,7 +183,7 @@ def identity_net(width: int):
     """Identity activation and identity weights: the output is the dropped-out input."""
     eye, zero = jnp.eye(width), jnp.zeros(width)
     params = {"params": {"hidden_0": {"kernel": eye, "bias": zero}, "output": {"kernel": eye, "bias": zero}}}
-    return jitted_apply(MLP((width,), width, activation="identity")), params
+    return jitted_apply(MLP((width,), width, activations=("identity",))), params
 
 
 def test_mlp_dropout_is_off_at_evaluation():
@@ -213,7 +215,7 @@ KINKED = {"relu", "leaky_relu", "noisy_relu", "elu"}
 def _loss_of_flat_params(activation: str, loss, n_outputs: int, targets, train: bool):
     """Loss as a function of the flattened float64 parameters, at a fixed batch and noise key."""
     x = jnp.asarray(np.random.default_rng(1).normal(size=(6, 4)))
-    model = MLP((5, 4), n_outputs, activation=activation)
+    model = MLP((5, 4), n_outputs, activations=(activation,))
     flat, unravel = ravel_pytree(random_params(model, 4, seed=2, dtype=np.float64))
     width = model.random_width(4, dropout=False, input_dropout=False)
     draws = jax.random.uniform(jax.random.key(3), (6, width), jnp.float64, minval=1e-7) if train else None
@@ -265,3 +267,28 @@ def test_other_losses_gradient_matches_finite_differences(loss, n_outputs, targe
     with jax.enable_x64(True):
         f, flat, _ = _loss_of_flat_params("tanh", loss, n_outputs, jnp.asarray(targets), train=False)
         _check_gradient(f, flat)
+
+
+def test_a_switched_mlp_equals_the_plain_mlp_of_its_chosen_activation_and_initializer():
+    """Choice k of ('tanh', 'relu') x ('glorot_uniform', 'he_normal'): the parameters from the
+    same draws and the outputs of the net of those names alone (to rounding: XLA compiles a
+    switch's branch apart, which may round an ulp otherwise)."""
+    acts, inits = ("tanh", "relu"), ("glorot_uniform", "he_normal")
+    switched = MLP((6,), 3, acts, inits)
+    assert switched.kernel_initializers == inits and not switched.noisy
+    u = jax.random.uniform(KEY, (n_kernel_weights(switched, (4,)),), minval=-1.0, maxval=1.0)
+    x = jax.random.normal(jax.random.key(1), (5, 4))
+    for k in range(2):
+        alone = MLP((6,), 3, (acts[k],), (inits[k],))
+        params = params_from_uniform(switched, u, (4,), jnp.int32(k))
+        expected = params_from_uniform(alone, u, (4,))
+        jax.tree_util.tree_map(partial(np.testing.assert_allclose, rtol=1e-6, atol=0), params, expected)
+        out = switched.apply(params, x, act_params=ActivationParams(choice=jnp.int32(k)))
+        np.testing.assert_allclose(np.asarray(out), np.asarray(alone.apply(expected, x)), rtol=1e-5, atol=1e-6)
+
+
+def test_auto_initializers_resolve_for_the_activation_and_noise_follows_it():
+    assert MLP((4,), 2, ("tanh",)).kernel_initializers == ("glorot_uniform",)
+    assert MLP((4,), 2, ("noisy_relu",), ("auto",)).kernel_initializers == ("he_normal",)
+    assert MLP((4,), 2, ("noisy_relu",)).noisy and not MLP((4,), 2, ("relu",)).noisy
+    assert MLP((4,), 2, ("noisy_relu",)).random_width(3, dropout=True, input_dropout=False) == 2 * 4

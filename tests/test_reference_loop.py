@@ -177,7 +177,7 @@ def fixed_draws(n: int, width: int) -> jax.Array:
 
 def test_the_models_dropout_uses_the_draws_input_first_then_layer_by_layer():
     x = jnp.asarray(np.random.default_rng(0).normal(size=(6, N_IN)).astype(np.float32))
-    model, ref = MLP(HIDDEN, N_OUT, "relu"), MODEL
+    model, ref = MLP(HIDDEN, N_OUT, ("relu",)), MODEL
     params, _ = reference_init(0)
     u = fixed_draws(6, N_IN + sum(HIDDEN)).astype(jnp.float32)
     keep = 0.6
@@ -195,7 +195,7 @@ def test_dropout_gradient_matches_finite_differences_at_a_fixed_mask(input_dropo
         rng = np.random.default_rng(1)
         x = jnp.asarray(rng.normal(size=(6, 4)))
         labels = jnp.array([0, 1, 2, 0, 1, 2])
-        model = MLP((5, 4), 3, activation="tanh")
+        model = MLP((5, 4), 3, activations=("tanh",))
         shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 4)))
         params = jax.tree_util.tree_map(lambda s: jnp.asarray(rng.normal(scale=0.7, size=s.shape)), shapes)
         flat, unravel = ravel_pytree(params)

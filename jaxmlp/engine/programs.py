@@ -1,17 +1,20 @@
 """The compiled programs a Trainer runs, for the families of its slots: initialisation, one
 epoch of every part, refilling freed slots with the next variants, a part's final
-evaluation; and the two small programs an adaptive search runs between epochs (stopping
-variants, copying states along the variant axis)."""
+evaluation (`Programs`: jitted, optionally sharded over devices, compiled ahead of time);
+and the two small programs an adaptive search runs between epochs (stopping variants,
+copying states along the variant axis)."""
 from __future__ import annotations
 
+import concurrent.futures
+import dataclasses
 from functools import partial
-from typing import Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmlp.data import Split
+from jaxmlp.data import Dataset, Split
 from jaxmlp.engine.early_stopping import end_of_epoch
 from jaxmlp.engine.evaluation import final_evaluation
 from jaxmlp.engine.families import Family
@@ -75,29 +78,32 @@ def program_epoch(families: Sequence[Family], states, inputs, train: Split, val:
     epoch's randomness (shuffles, step keys) in one vmapped call.
     """
     s0 = families[0].structure
-    shapes = [st.active.shape for st in states]  # [part, variant] per family
-    bounds = np.cumsum([0] + [int(np.prod(sh)) for sh in shapes])
+    bounds = np.cumsum([0] + [int(np.prod(st.active.shape)) for st in states])
     next_keys, batches, step_keys = jax.vmap(partial(
         epoch_randomness, n=s0.n_train, steps=s0.steps_per_epoch, batch_size=s0.batch_size))(
         jnp.concatenate([st.key.reshape(-1) for st in states]))
     several = _n_parts(families) > 1
     new_states, records = [], []
-    for i, (family, st, (hp, sel)) in enumerate(zip(families, states, inputs)):
-        rows = lambda a: a[bounds[i]:bounds[i + 1]].reshape(*shapes[i], *a.shape[1:])  # noqa: E731
-        run = partial(_part_epoch, family.structure, train=train, val=val)
-
-        def one_part(st, hp, sel, batches, step_keys, next_key, run=run):
-            new_state, record = _unless_stopped(several, st.active, run, st, hp, batches, step_keys, next_key,
-                                                sel.activation)
-            if several:  # (a skipped part's record is zeros: these say what its slots hold)
-                record.update(active=new_state.active, diverged=new_state.diverged,
-                              best_epoch=new_state.es.best_epoch, variant_epoch=new_state.epoch)
-            return new_state, record
-
-        new_state, record = _over_parts(family, one_part, st, hp, sel, rows(batches), rows(step_keys), rows(next_keys))
+    for family, st, (hp, sel), start, stop in zip(families, states, inputs, bounds[:-1], bounds[1:]):
+        rows = [a[start:stop].reshape(*st.active.shape, *a.shape[1:]) for a in (batches, step_keys, next_keys)]
+        part_epoch = partial(_part_epoch_or_skip, family.structure, several, train, val)
+        new_state, record = _over_parts(family, part_epoch, st, hp, sel, *rows)
         new_states.append(new_state)
         records.append(record)
     return tuple(new_states), tuple(records)
+
+
+def _part_epoch_or_skip(s: Structure, several: bool, train: Split, val: Split, state: TrainState, hp: HParams,
+                        sel, batches, step_keys, next_key):
+    """A part's epoch in `program_epoch`, skipped when none of its slots trains (with several
+    parts; a skipped part's record is zeros, so the record then also says what its slots hold)."""
+    run = partial(_part_epoch, s, train=train, val=val)
+    new_state, record = _unless_stopped(several, state.active, run, state, hp, batches, step_keys, next_key,
+                                        sel.activation)
+    if several:
+        record.update(active=new_state.active, diverged=new_state.diverged,
+                      best_epoch=new_state.es.best_epoch, variant_epoch=new_state.epoch)
+    return new_state, record
 
 
 def program_init(families: Sequence[Family], inputs):
@@ -182,3 +188,73 @@ def move_rows(state: TrainState, gather: jax.Array, vacated: jax.Array) -> Train
     moved = jax.tree_util.tree_map(take, state._replace(key=None))
     moved = moved._replace(key=jax.random.wrap_key_data(take(jax.random.key_data(state.key))))
     return moved._replace(active=moved.active & ~vacated)
+
+
+class Programs(NamedTuple):
+    """A trainer's programs: `init` (traced only: its output's shapes) and, jitted with the
+    states donated, or compiled (`compiled`), the epoch, the refill and each family's final
+    evaluation."""
+
+    init: Callable
+    epoch: Callable
+    refill: Callable
+    finals: tuple[Callable, ...]
+
+
+def programs_of(families: Sequence[Family], mesh: jax.sharding.Mesh | None = None) -> Programs:
+    """The programs of `families`, jitted; with a `mesh`, sharded over its devices (`shard_map`)."""
+    programs = [partial(program_init, families), partial(program_epoch, families),
+                partial(program_refill, families), *(partial(program_final, f) for f in families)]
+    if mesh is not None:
+        programs = _sharded(programs, mesh)
+    init, epoch, refill, *finals = programs
+    return Programs(init, jax.jit(epoch, donate_argnums=0), jax.jit(refill, donate_argnums=0),
+                    tuple(jax.jit(f) for f in finals))
+
+
+def _sharded(programs: Sequence[Callable], mesh: jax.sharding.Mesh) -> list[Callable]:
+    """Each device runs the programs on its share of every part's slots (`shard_map`: no
+    cross-device work, and it compiles about as fast as the one-device program)."""
+    P = jax.sharding.PartitionSpec
+    v = P(None, "variants")  # [part, variant, ...]
+    specs = [((v,), v), ((v, v, P(), P()), (v, v)), ((v, v, v), v)] + \
+        [((v, v, P(), P(), P(), P()), P("variants"))] * (len(programs) - 3)
+    return [jax.shard_map(f, mesh=mesh, in_specs=i, out_specs=o, check_vma=False)
+            for f, (i, o) in zip(programs, specs)]
+
+
+def slot_mesh(devices: int) -> jax.sharding.Mesh | None:
+    """The mesh the slot axis is sharded over (None on one device: nothing is sharded)."""
+    return jax.sharding.Mesh(np.asarray(jax.devices()[:devices]), ("variants",)) if devices > 1 else None
+
+
+def slot_sharding(mesh: jax.sharding.Mesh | None) -> jax.sharding.NamedSharding | None:
+    """How arrays [part, variant, ...] are placed: their slots split over the mesh's devices."""
+    return None if mesh is None else jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(None, "variants"))
+
+
+def placed_data(data: Dataset, mesh: jax.sharding.Mesh | None) -> Dataset:
+    """The dataset on the device, or replicated on every device of the mesh."""
+    data = data if isinstance(data.train.x, jax.Array) else data.on_device()
+    if mesh is None:
+        return data
+    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    put = lambda split: Split(*jax.device_put(tuple(split), replicated))  # noqa: E731
+    return dataclasses.replace(data, train=put(data.train), val=put(data.val), test=put(data.test))
+
+
+def compile_key(families: Sequence[Family], devices: int, data: Dataset) -> tuple:
+    """What compiled programs depend on: equal keys run the same compiled programs."""
+    return (tuple(f.key for f in families), devices,
+            tuple((a.shape, str(a.dtype)) for a in (*data.train, *data.val, *data.test)))
+
+
+def compiled(programs: Programs, states, inputs, masks, data: Dataset) -> Programs:
+    """The programs compiled ahead of time for these states (shapes), inputs and refill masks.
+    XLA compiles without the GIL: each program compiles in a thread while the next one is traced."""
+    with concurrent.futures.ThreadPoolExecutor(3, thread_name_prefix="jaxmlp-compile") as pool:
+        epoch = pool.submit(programs.epoch.lower(states, inputs, data.train, data.val).compile)
+        refill = pool.submit(programs.refill.lower(states, inputs, masks).compile)
+        finals = [pool.submit(f.lower(st, inp, jnp.int32(0), data.train, data.val, data.test).compile)
+                  for f, st, inp in zip(programs.finals, states, inputs)]
+        return programs._replace(epoch=epoch.result(), refill=refill.result(), finals=tuple(f.result() for f in finals))

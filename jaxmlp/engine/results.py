@@ -1,10 +1,12 @@
 """What trained variants end with, as the Trainer hands it over: plain Python values and
-host arrays, nothing left on the device."""
+host arrays, nothing left on the device; and how it is assembled from what the programs
+return per slot (epoch records, a part's final evaluation)."""
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
+import jax
 import numpy as np
 
 from jaxmlp.config import RunConfig
@@ -62,6 +64,43 @@ class GroupResult:
     compile_seconds: float
     train_seconds: float
 
+
+def variant_result(config: RunConfig, row: int, params, test: Mapping[str, np.ndarray],
+                   train: Mapping[str, np.ndarray], ends: Mapping[str, np.ndarray], **fields: Any) -> VariantResult:
+    """The result of the variant in slot `row` of a part, from the part's final evaluation
+    (`programs.program_final`: parameters, test and training-split metrics, epoch counts);
+    `fields`: what only the trainer knows (history, train seconds, pruning, lineage)."""
+    return VariantResult(
+        config=config, best_epoch=int(ends["best_epoch"][row]),
+        stopped_epoch=int(ends["stopped_epoch"][row]) or int(ends["epoch"][row]),
+        epochs_trained=int(ends["epoch"][row]), diverged=bool(ends["diverged"][row]),
+        test={k: float(v[row]) for k, v in test.items() if np.ndim(v[row]) == 0},
+        train_final={k: float(v[row]) for k, v in train.items() if np.ndim(v[row]) == 0},
+        reliability=test["reliability"][row].tolist() if "reliability" in test else [],
+        params=jax.tree_util.tree_map(lambda a: a[row], params),
+        test_dead_fraction=[float(x) for x in test["dead_fraction"][row]], **fields)
+
+
+def over_variants(per_family: Sequence[Mapping[str, np.ndarray]], occupants: np.ndarray,
+                  last: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """An epoch's per-slot records (per family, arrays [part, slot, ...]) as arrays over the
+    variants (`occupants`: the variant of every slot, families flattened in order, -1 empty).
+    A variant in no slot did not train (NaN metrics, False, 0); its divergence and best epoch
+    stay as last seen (`last`, arrays over variants, updated in place)."""
+    held = occupants >= 0
+    n = len(last["diverged"])
+    record = {}
+    for key in per_family[0]:
+        flat = np.concatenate([np.asarray(r[key]).reshape(-1, *np.shape(r[key])[2:]) for r in per_family])
+        if key in last:
+            last[key][occupants[held]] = flat[held]
+            record[key] = last[key].copy()
+            continue
+        fill = False if flat.dtype == bool else (0 if flat.dtype.kind in "iu" else np.nan)
+        out = np.full((n, *flat.shape[1:]), fill, flat.dtype)
+        out[occupants[held]] = flat[held]
+        record[key] = out
+    return record
 
 
 def variant_history(records: Sequence[dict[str, np.ndarray]], i: int) -> list[dict[str, float]]:

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxmlp.activations import ActivationParams, is_noisy
+from jaxmlp.activations import ActivationParams
 from jaxmlp.data import Split
 from jaxmlp.engine.structure import HParams, Structure
 from jaxmlp.losses import accuracy, get_loss
@@ -26,7 +26,7 @@ def optimizer_of(s: Structure) -> optax.GradientTransformationExtraArgs:
 def apply_model(s: Structure, params, x: jax.Array, hp: HParams, *, draws: jax.Array | None = None,
                 return_hidden: bool = False, choice: int | jax.Array = 0):
     """Forward pass; training mode (dropout, activation noise) exactly when `draws` is given.
-    `choice` selects the function of a switched activation ('a|b|...', see `engine.families.Family`)."""
+    `choice` selects the function of a switched activation (a tuple of names, see `engine.families.Family`)."""
     return s.model.apply(
         params, x, draws=draws,
         dropout_rate=hp.dropout if s.use_dropout else None,
@@ -72,7 +72,7 @@ def step_draws(s: Structure, key: jax.Array) -> jax.Array:
     through the normal's inverse CDF and keeps float32 draws."""
     if not s.random_width:
         return jnp.zeros((s.batch_size, 0), jnp.float32)
-    if is_noisy(s.activation):
+    if s.model.noisy:
         return jax.random.uniform(key, (s.batch_size, s.random_width), minval=1e-7)
     return uniform16(key, (s.batch_size, s.random_width))
 

@@ -49,8 +49,8 @@ class Structure:
     """The static part of a group: one compiled program per Structure."""
 
     hidden: tuple[int, ...]
-    activation: str
-    initializer: str
+    activations: tuple[str, ...]  # several: switched per slot (`engine.families`)
+    initializers: tuple[str, ...]
     n_outputs: int
     task: str
     loss: str
@@ -76,7 +76,7 @@ class Structure:
 
     @property
     def model(self) -> MLP:
-        return MLP(self.hidden, self.n_outputs, self.activation, self.initializer)
+        return MLP(self.hidden, self.n_outputs, self.activations, self.initializers)
 
     @property
     def random_width(self) -> int:
@@ -104,7 +104,7 @@ def structure_of(configs: Sequence[RunConfig], data: Dataset, features: frozense
         raise ValueError(f"evaluation.temperature_scaling: true needs class labels; {data.name} is a regression "
                          f"dataset, use false")
     return Structure(
-        hidden=tuple(c.model.hidden), activation=c.model.activation, initializer=c.model.init,
+        hidden=tuple(c.model.hidden), activations=(c.model.activation,), initializers=(c.model.init,),
         n_outputs=data.n_outputs, task=data.task, loss=resolve_loss(c.training.loss, data.task),
         optimizer=c.optimizer.name, nesterov=c.optimizer.nesterov, schedule=c.optimizer.schedule,
         batch_size=c.training.batch_size, epochs=c.training.epochs,

@@ -12,14 +12,17 @@ queue is empty, the variants still training are moved into as few parts as they 
 idle parts cost nothing. Every variant counts its own steps and epochs, so its numbers do
 not depend on the slot or the epoch it entered in. The host wakes once per epoch to receive
 a small record. Nothing here touches files, MLflow or the terminal.
+
+What the Trainer keeps is the slots' bookkeeping (which variant each slot holds, the
+queues) and the loop: compile, run, stop, exploit. `families` lays the slots out and places
+the variants in them, `programs` builds, shards and compiles the programs, and `results`
+assembles what they return into records and results.
 """
 from __future__ import annotations
 
 import collections
-import concurrent.futures
 import dataclasses
 import time
-from functools import partial
 from typing import Any, Iterator, Mapping, Sequence
 
 import jax
@@ -27,18 +30,19 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxmlp.config import RunConfig, numeric_fields
-from jaxmlp.data import Dataset, Split
-from jaxmlp.engine.families import Family, Selectors, family_index
+from jaxmlp.data import Dataset
+from jaxmlp.engine.families import Family, Slot, family_index, placement, structures_of
 from jaxmlp.engine.layout import Layout, holding_layout
-from jaxmlp.engine.programs import (copy_rows, move_rows, program_epoch, program_final, program_init, program_refill,
-                                    stop_rows)
-from jaxmlp.engine.results import GroupResult, VariantResult, variant_history
-from jaxmlp.engine.structure import features_of, hparams_of, merge_key, structure_key, structure_of
+from jaxmlp.engine.programs import (Programs, compile_key, compiled, copy_rows, move_rows, placed_data, programs_of,
+                                    slot_mesh, slot_sharding, stop_rows)
+from jaxmlp.engine.results import GroupResult, VariantResult, over_variants, variant_history, variant_result
+from jaxmlp.engine.structure import hparams_of, merge_key, structure_key, structure_of
 
 
-#: Compiled programs by the static description of what they run: a chunk of a group whose
-#: families equal an earlier chunk's (same layout) runs the programs compiled for that one.
-_COMPILED: dict[tuple, tuple] = {}
+#: Compiled programs by the static description of what they run (`programs.compile_key`): a
+#: chunk of a group whose families equal an earlier chunk's (same layout) runs the programs
+#: compiled for that one.
+_COMPILED: dict[tuple, Programs] = {}
 
 #: What an epoch's record measures on the validation split (absent without one).
 VALIDATION_KEYS = ("val_loss", "val_accuracy", "dead_fraction")
@@ -84,29 +88,19 @@ class Trainer:
         if len({merge_key(c) for c in self.configs}) != 1:
             structure_of(self.configs, data)  # raises, naming the keys that differ
         self.layout = layout or holding_layout(self.configs, devices)
-        features = self.layout.features
-        by_structure: dict[tuple, list[RunConfig]] = {}
-        for c in self.configs:
-            by_structure.setdefault(structure_key(c), []).append(c)
-        self.structures = [structure_of(group, data, features) for group in by_structure.values()]
-        self.families = tuple(Family.of(self.layout, data))
-        self._family = np.asarray([family_index(self.families, c) for c in self.configs], int)
-        self._selectors = np.asarray([self.families[f].selectors_of(c) for f, c in zip(self._family, self.configs)],
-                                     np.int32).reshape(-1, 2)
+        self.structures = structures_of(self.configs, data, self.layout.features)
+        self.families = Family.of(self.layout, data)
+        self._family, self._selectors = placement(self.families, self.configs)  # per variant
         self._hp = hparams_of(self.configs)
         self.epochs = self.structures[0].epochs
-        self.data = data if isinstance(data.train.x, jax.Array) else data.on_device()
+        mesh = slot_mesh(devices)
+        self._sharding = slot_sharding(mesh)
+        self.data = placed_data(data, mesh)
+        self._programs = programs_of(self.families, mesh)
+        self._key = compile_key(self.families, devices, self.data)
         self.compile_seconds = 0.0
         self.reused_programs = False  # whether compile() found this trainer's programs already compiled
         self.result: GroupResult | None = None
-        d = self.data
-        self._key = (tuple(f.key for f in self.families), devices,
-                     tuple((a.shape, str(a.dtype)) for a in (*d.train, *d.val, *d.test)))
-        programs = [partial(program_init, self.families), partial(program_epoch, self.families),
-                    partial(program_refill, self.families), *(partial(program_final, f) for f in self.families)]
-        self._variant_sharding = None
-        if devices > 1:
-            programs = self._shard(programs, devices)
         self._slots = [np.full(f.shape, -1) for f in self.families]  # the variant each slot holds
         self._slot_active = [np.zeros(f.shape, bool) for f in self.families]  # ... and whether it trains
         self._queues = [collections.deque(i for i in range(len(self.configs))
@@ -120,40 +114,22 @@ class Trainer:
         self._pruned: dict[int, int] = {}
         self._lineage: dict[int, list[dict[str, int]]] = {}
         self._entered: dict[int, float] = {}
-        self._init_fn = programs[0]  # (its output's shapes: a blank state to refill, a snapshot's check)
-        self._epoch = jax.jit(programs[1], donate_argnums=0)
-        self._refill = jax.jit(programs[2], donate_argnums=0)
-        self._finals = [jax.jit(f) for f in programs[3:]]
-
-    def _shard(self, programs, devices: int):
-        """Each device runs the programs on its share of every part's slots (`shard_map`:
-        no cross-device work, and it compiles about as fast as the one-device program)."""
-        P = jax.sharding.PartitionSpec
-        mesh = jax.sharding.Mesh(np.asarray(jax.devices()[:devices]), ("variants",))
-        replicated = jax.sharding.NamedSharding(mesh, P())
-        put = lambda split: Split(*jax.device_put(tuple(split), replicated))  # noqa: E731
-        self.data = dataclasses.replace(self.data, train=put(self.data.train), val=put(self.data.val),
-                                        test=put(self.data.test))
-        v = P(None, "variants")  # [part, variant, ...]
-        self._variant_sharding = jax.sharding.NamedSharding(mesh, v)
-        specs = [((v,), v), ((v, v, P(), P()), (v, v)), ((v, v, v), v)] + \
-            [((v, v, P(), P(), P(), P()), P("variants"))] * len(programs[3:])
-        return [jax.shard_map(f, mesh=mesh, in_specs=i, out_specs=o, check_vma=False)
-                for f, (i, o) in zip(programs, specs)]
 
     def _place(self, tree):
-        return jax.device_put(tree, self._variant_sharding)
+        return jax.device_put(tree, self._sharding)
 
     def _empty_inputs(self, f: int):
-        """A family's inputs with every slot empty: the numbers of its first variant (or of the
-        layout's template), which an empty slot computes with and discards."""
-        family = self.families[f]
+        """A family's inputs with every slot empty: the numbers and selectors of its first
+        variant (or the numbers of the layout's template), which an empty slot computes with
+        and discards."""
         members = np.flatnonzero(self._family == f)
-        template = self.configs[members[0]] if len(members) else self.layout.families[f][0]
-        hp = jax.tree_util.tree_map(lambda a: np.broadcast_to(a, family.shape).copy(), hparams_of([template]))
-        act, init = family.selectors_of(template) if len(members) else (0, 0)
-        return hp, Selectors(np.full(family.shape, act, np.int32), np.full(family.shape, init, np.int32),
-                             np.full(family.shape, template.training.seed, np.uint32), np.ones(family.shape, bool))
+        if len(members):
+            return self.families[f].empty_inputs(self.configs[members[0]], tuple(self._selectors[members[0]]))
+        return self.families[f].empty_inputs(self.layout.families[f][0], (0, 0))
+
+    def _states_shape(self):
+        """The slots' states as shapes (`jax.ShapeDtypeStruct`), unplaced."""
+        return jax.eval_shape(self._programs.init, self.inputs)
 
     def compile(self) -> float:
         """Compile every program ahead of time, or take them from an earlier Trainer with the
@@ -161,24 +137,12 @@ class Trainer:
         the first states (every slot that holds a variant refilled from a blank state)."""
         start = time.perf_counter()
         self.reused_programs = self._key in _COMPILED
-        if self.reused_programs:
-            self._epoch, self._refill, self._finals = _COMPILED[self._key]
-            self.compile_seconds = time.perf_counter() - start
-            return self.compile_seconds
-        d = self.data
-        states = jax.tree_util.tree_map(
-            lambda sd: jax.ShapeDtypeStruct(sd.shape, sd.dtype, sharding=self._variant_sharding),
-            jax.eval_shape(self._init_fn, self.inputs))
-        masks = self._place(tuple(np.zeros(f.shape, bool) for f in self.families))
-        # XLA compiles without the GIL: each program compiles in a thread while the next one is traced.
-        with concurrent.futures.ThreadPoolExecutor(3, thread_name_prefix="jaxmlp-compile") as pool:
-            epoch = pool.submit(self._epoch.lower(states, self.inputs, d.train, d.val).compile)
-            refill = pool.submit(self._refill.lower(states, self.inputs, masks).compile)
-            finals = [pool.submit(f.lower(st, inp, jnp.int32(0), d.train, d.val, d.test).compile)
-                      for f, st, inp in zip(self._finals, states, self.inputs)]
-            self._epoch, self._refill = epoch.result(), refill.result()
-            self._finals = [f.result() for f in finals]
-        _COMPILED[self._key] = (self._epoch, self._refill, self._finals)
+        if not self.reused_programs:
+            states = jax.tree_util.tree_map(
+                lambda sd: jax.ShapeDtypeStruct(sd.shape, sd.dtype, sharding=self._sharding), self._states_shape())
+            masks = self._place(tuple(np.zeros(f.shape, bool) for f in self.families))
+            _COMPILED[self._key] = compiled(self._programs, states, self.inputs, masks, self.data)
+        self._programs = _COMPILED[self._key]
         self.compile_seconds = time.perf_counter() - start
         return self.compile_seconds
 
@@ -189,12 +153,12 @@ class Trainer:
             return jax.tree_util.tree_map(lambda sd: jnp.zeros(sd.shape, sd.dtype), st._replace(key=None))._replace(
                 key=jax.random.wrap_key_data(jnp.zeros(key.shape, key.dtype)))
 
-        return self._place(tuple(zeros(st) for st in jax.eval_shape(self._init_fn, self.inputs)))
+        return self._place(tuple(zeros(st) for st in self._states_shape()))
 
     # -- slots and queues (host side) --
-    def _where(self) -> dict[int, tuple[int, int, int]]:
-        """Each variant in a slot -> (family, part, row)."""
-        return {int(i): (f, j, row) for f, slots in enumerate(self._slots)
+    def _where(self) -> dict[int, Slot]:
+        """Each variant in a slot -> its slot."""
+        return {int(i): Slot(f, j, row) for f, slots in enumerate(self._slots)
                 for (j, row), i in np.ndenumerate(slots) if i >= 0}
 
     def _occupants(self) -> np.ndarray:
@@ -235,16 +199,10 @@ class Trainer:
         """Where a family's queue is empty, move the variants still training into as few parts
         as they fill (a gather along the slot axes, random keys included), so the emptied
         parts are skipped: the tail of a program costs only the slots it needs."""
-        for f, (slots, queue) in enumerate(zip(self._slots, self._queues)):
-            family = self.families[f]
-            busy = (slots >= 0).sum(axis=1)
-            needed = -(-int(busy.sum()) // family.part_size)
-            if queue or family.n_parts == 1 or int((busy > 0).sum()) <= needed:
+        for f, (family, slots, queue) in enumerate(zip(self.families, self._slots, self._queues)):
+            moves = [] if queue else family.compaction(slots)
+            if not moves:
                 continue
-            keep = sorted(np.argsort(-busy, kind="stable")[:needed])
-            free = [(j, row) for j in keep for row in range(family.part_size) if slots[j, row] < 0]
-            moves = [((j, row), free.pop(0)) for j in range(family.n_parts) if j not in keep
-                     for row in range(family.part_size) if slots[j, row] >= 0]
             gather = np.arange(slots.size).reshape(slots.shape)
             vacated = np.zeros(slots.shape, bool)
             active = self._slot_active[f]
@@ -263,25 +221,6 @@ class Trainer:
             states[f] = self._place(move_rows(states[f], self._place(gather), self._place(vacated)))
             self.states = tuple(states)
 
-    def _variant_record(self, per_family: Sequence[Mapping[str, np.ndarray]]) -> dict[str, Any]:
-        """Per-slot epoch records as arrays over variants in the caller's order: a variant in
-        no slot did not train (NaN metrics); its divergence and best epoch stay as last seen."""
-        occupants = self._occupants()
-        held = occupants >= 0
-        n = len(self.configs)
-        record = {}
-        for key in per_family[0]:
-            flat = np.concatenate([np.asarray(r[key]).reshape(-1, *np.shape(r[key])[2:]) for r in per_family])
-            if key in ("diverged", "best_epoch"):
-                self._last[key][occupants[held]] = flat[held]
-                record[key] = self._last[key].copy()
-                continue
-            fill = False if flat.dtype == bool else (0 if flat.dtype.kind in "iu" else np.nan)
-            out = np.full((n, *flat.shape[1:]), fill, flat.dtype)
-            out[occupants[held]] = flat[held]
-            record[key] = out
-        return record
-
     def run(self, resume: Snapshot | None = None) -> Iterator[dict[str, Any]]:
         """Train until every variant has stopped, one record per epoch of the program.
 
@@ -298,7 +237,7 @@ class Trainer:
         uninterrupted run; variants finished in the snapshot but not frozen now train again,
         those frozen now but training in the snapshot train on unreported. Raises
         `SnapshotMismatch` before training when the snapshot does not fit."""
-        if not isinstance(self._epoch, jax.stages.Compiled):
+        if not isinstance(self._programs.epoch, jax.stages.Compiled):
             self.compile()
         d = self.data
         n = len(self.configs)
@@ -306,7 +245,7 @@ class Trainer:
         if resume is None:
             self.records: list[dict[str, Any]] = []
             started, masks = self._fill()
-            self.states = self._refill(self._blank(), self.inputs, self._place(tuple(masks)))
+            self.states = self._programs.refill(self._blank(), self.inputs, self._place(tuple(masks)))
         else:
             self.states = self._restored(resume)
             started = [i for i in map(int, self._occupants()) if i >= 0 and not self.frozen[i]]
@@ -316,14 +255,14 @@ class Trainer:
                 self._compact()
                 started, masks = self._fill()
                 if started:
-                    self.states = self._refill(self.states, self.inputs, self._place(tuple(masks)))
+                    self.states = self._programs.refill(self.states, self.inputs, self._place(tuple(masks)))
             busy = [a.copy() for a in self._slot_active]
             if not any(b.any() for b in busy):
                 break
             tic = time.perf_counter()
-            self.states, per_family = self._epoch(self.states, self.inputs, d.train, d.val)
+            self.states, per_family = self._programs.epoch(self.states, self.inputs, d.train, d.val)
             per_family = jax.device_get(per_family)
-            record = self._variant_record(per_family)
+            record = over_variants(per_family, self._occupants(), self._last)
             if not len(d.val):  # no validation split: no validation metrics
                 for key in VALIDATION_KEYS:
                     del record[key]
@@ -353,36 +292,29 @@ class Trainer:
         Returns their indices; they take free slots before the next epoch, counting their own
         epochs, so their numbers equal those of the same variants given at the start."""
         configs, first = list(configs), dict(merge_key(self.configs[0]))
-        features = {"use_dropout": "model.dropout", "use_input_dropout": "model.input_dropout",
-                    "use_weight_decay": "optimizer.weight_decay", "use_max_norm": "optimizer.max_norm",
-                    "use_clip": "optimizer.clip_norm"}
-        families = []
         for c in configs:
             differ = sorted(k for k, v in merge_key(c) if first.get(k) != v)
             if differ:
                 raise ValueError(f"a variant added to this program must share its structure; it differs in "
                                  f"{', '.join(differ)}")
-            f = family_index(self.families, c)
-            missing = [features[flag] for flag in features_of([c]) if not getattr(self.families[f].structure, flag)]
+            missing = self.families[family_index(self.families, c)].missing_features(c)
             if missing:
                 raise ValueError(f"{', '.join(missing)}: this program was compiled without it (the layout's "
                                  f"features); plan the layout with a variant that needs it")
-            families.append((f, self.families[f].selectors_of(c)))
+        family, selectors = placement(self.families, configs)
         known = {structure_key(c) for c in self.configs}
-        for c in configs:
-            if structure_key(c) not in known:
-                known.add(structure_key(c))
-                self.structures.append(structure_of([c], self.data, self.layout.features))
+        self.structures += structures_of([c for c in configs if structure_key(c) not in known], self.data,
+                                         self.layout.features)
         start = len(self.configs)
         self.configs += configs
         self.frozen = np.concatenate([self.frozen, np.zeros(len(configs), bool)])
-        self._family = np.concatenate([self._family, np.asarray([f for f, _ in families], int)])
-        self._selectors = np.concatenate([self._selectors, np.asarray([s for _, s in families], np.int32).reshape(-1, 2)])
+        self._family = np.concatenate([self._family, family])
+        self._selectors = np.concatenate([self._selectors, selectors])
         self._hp = type(self._hp)(*(np.concatenate([a, b]) for a, b in zip(self._hp, hparams_of(configs))))
         if hasattr(self, "_last"):
             self._last = {k: np.concatenate([a, np.zeros(len(configs), a.dtype)]) for k, a in self._last.items()}
         indices = list(range(start, len(self.configs)))
-        for i, (f, _) in zip(indices, families):
+        for i, f in zip(indices, family):
             self._queues[f].append(i)
         return indices
 
@@ -418,7 +350,7 @@ class Trainer:
     def _restored(self, snap: Snapshot):
         """The device states of a snapshot, checked leaf by leaf against this trainer's; the
         slot map and queues as they were, variants finished there but not frozen now queued first."""
-        shapes = jax.eval_shape(self._init_fn, self.inputs)
+        shapes = self._states_shape()
         with_key_data = tuple(st._replace(key=jax.eval_shape(jax.random.key_data, st.key)) for st in shapes)
         expected, treedef = jax.tree_util.tree_flatten(with_key_data)
         found = [(a.shape, str(a.dtype)) for a in snap.leaves]
@@ -492,17 +424,17 @@ class Trainer:
         names = {f.key: f.name for f in numeric_fields()}
         epoch = len(self.records)
         for dst, src in sources.items():
-            (f, j, row), (g, k, col) = where[int(dst)], where[int(src)]
-            if f != g:
+            to, of = where[int(dst)], where[int(src)]
+            if to.family != of.family:
                 raise ValueError(f"variant {dst} cannot copy variant {src}: they train in different families")
-            gathers[f][j, row] = gathers[f][k, col]
-            for column in host[f][0]:
-                column[j, row] = column[k, col]
+            gathers[to.family][to.cell] = gathers[of.family][of.cell]
+            for column in host[to.family][0]:
+                column[to.cell] = column[of.cell]
             self._lineage.setdefault(int(dst), []).append({"epoch": epoch, "source": int(src)})
         for key, members in values.items():
             for dst, value in members.items():
-                f, j, row = where[int(dst)]
-                getattr(host[f][0], names[key])[j, row] = value
+                to = where[int(dst)]
+                getattr(host[to.family][0], names[key])[to.cell] = value
         self.states = tuple(copy_rows(st, self._place(gather)) for st, gather in zip(self.states, gathers))
         self._host_inputs = tuple(host)
         self.inputs = self._place(self._host_inputs)
@@ -527,7 +459,7 @@ class Trainer:
         (one program call per part). Frozen variants leave their slots unreported."""
         d, finished = self.data, {}
         wanted = {int(i) for i in indices}
-        for f, (final, slots) in enumerate(zip(self._finals, self._slots)):
+        for f, (final, slots) in enumerate(zip(self._programs.finals, self._slots)):
             for j in range(slots.shape[0]):
                 rows = [row for row in range(slots.shape[1]) if int(slots[j, row]) in wanted]
                 if not rows:
@@ -539,18 +471,10 @@ class Trainer:
                     now = time.perf_counter()
                     for row in reported:
                         i = int(slots[j, row])
-                        self._results[i] = finished[i] = VariantResult(
-                            config=self.configs[i], best_epoch=int(ends["best_epoch"][row]),
-                            stopped_epoch=int(ends["stopped_epoch"][row]) or int(ends["epoch"][row]),
-                            epochs_trained=int(ends["epoch"][row]), diverged=bool(ends["diverged"][row]),
-                            test={k: float(v[row]) for k, v in test.items() if np.ndim(v[row]) == 0},
-                            train_final={k: float(v[row]) for k, v in train.items() if np.ndim(v[row]) == 0},
-                            reliability=test["reliability"][row].tolist() if "reliability" in test else [],
-                            history=variant_history(self.records, i),
-                            params=jax.tree_util.tree_map(lambda a, row=row: a[row], params),
+                        self._results[i] = finished[i] = variant_result(
+                            self.configs[i], row, params, test, train, ends, history=variant_history(self.records, i),
                             train_seconds=now - self._entered.get(i, self._start), pruned_at=self._pruned.get(i),
-                            lineage=self._lineage.get(i, []),
-                            test_dead_fraction=[float(x) for x in test["dead_fraction"][row]])
+                            lineage=self._lineage.get(i, []))
                 for row in rows:
                     slots[j, row] = -1
                     self._slot_active[f][j, row] = False
