@@ -186,7 +186,9 @@ def test_scale_sweeps_have_their_size_and_compile_one_program(n):
 
 @pytest.mark.slow  # two sizes, each compiling its programs: about half a minute on two shared cores
 def test_scale_benchmark_rows_follow_from_their_runs(capsys):
-    out = scale.bench_scale(args_of("scale", "--sizes", "2,4"), TINY_SWEEP)
+    args = args_of("scale")
+    args.sizes = [2, 4]  # the tiny sweep's 2 activations x 1 and 2 seeds (the command takes multiples of 5)
+    out = scale.bench_scale(args, TINY_SWEEP)
     assert [r["variants"] for r in out["sizes"]] == [2, 4]
     for row in out["sizes"]:
         assert row["compiled_programs"] == 1 and row["compile_seconds"] > 0
@@ -210,12 +212,12 @@ def test_search_bench_sweeps_share_grid_and_seeds(name):
 @pytest.mark.slow  # three searches of 12 variants: about half a minute on two shared cores
 def test_search_benchmark_picks_the_best_setting_on_validation():
     spec = {**search.SEARCH, "base": {**search.SEARCH["base"], "training": {
-        "epochs": 8, "batch_size": 64, "early_stopping": {"monitor": "val_loss", "patience": 3}}},
+        "epochs": 25, "batch_size": 64, "early_stopping": {"monitor": "val_loss", "patience": 3}}},
         "grid": {"optimizer.learning_rate": [0.01, 0.1], "model.dropout": [0.0], "model.hidden": [[8], [16]]}}
     out = search.bench_search(args_of("search"), spec)
     for name in search.SEARCHES:
         r = out[name]
-        assert 0 < r["variant_epochs"] <= 12 * 8 and r["seconds"] > 0
+        assert 0 < r["variant_epochs"] <= 12 * 25 and r["seconds"] > 0
         assert 0 <= r["best_test_error_percent"] <= 100
     assert out["grid"]["pruned"] == 0 and out["halving"]["pruned"] > 0
     assert out["halving"]["variant_epochs_vs_grid"] == pytest.approx(

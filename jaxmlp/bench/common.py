@@ -56,6 +56,8 @@ def in_process(spec: Any, folder: Path | None = None, **options: Any) -> tuple[f
     into `folder`/mlflow.db, or untracked without a folder."""
     import jaxmlp
 
+    if folder:
+        folder.mkdir(parents=True, exist_ok=True)
     store = {"tracking_uri": f"sqlite:///{folder}/mlflow.db"} if folder else {"tracking": False}
     return timed(lambda: jaxmlp.run_sweep(spec, **store, **options))
 

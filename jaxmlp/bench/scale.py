@@ -24,9 +24,11 @@ def scale_spec(n_variants: int, spec: Mapping[str, Any] = SWEEP) -> dict[str, An
 
 
 def scale_row(n_variants: int, spec: Mapping[str, Any]) -> dict[str, Any]:
-    """One size: a first untracked run, which compiles the size's programs (each size's
-    programs have their own slots, so none is compiled before), then a tracked run into a
-    fresh store and an untracked one, both with the programs compiled."""
+    """One size: a first untracked run, which compiles the size's programs (what this process
+    compiles for it: a size whose programs have the shape of a smaller size's reuses them, as
+    a notebook would, and compiles nothing), then a tracked run into a fresh store and an
+    untracked one, both with the programs compiled. The tracked run's seconds include starting
+    its tracking process."""
     sized = scale_spec(n_variants, spec)
     _, first = in_process(sized)
     with tempfile.TemporaryDirectory() as tmp:
