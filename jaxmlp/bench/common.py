@@ -51,7 +51,7 @@ def sweep_spec(name: str) -> dict[str, Any]:
     return yaml.safe_load((SWEEPS / name).read_text())
 
 
-def in_process(spec: Any, folder: Path | None = None, **options: Any) -> tuple[float, Any]:
+def in_process(spec: Any, folder: Path | None = None) -> tuple[float, Any]:
     """Wall time of `jaxmlp.run_sweep(spec)` in this process and its `SweepResult`: tracked
     into `folder`/mlflow.db, or untracked without a folder."""
     import jaxmlp
@@ -59,7 +59,7 @@ def in_process(spec: Any, folder: Path | None = None, **options: Any) -> tuple[f
     if folder:
         folder.mkdir(parents=True, exist_ok=True)
     store = {"tracking_uri": f"sqlite:///{folder}/mlflow.db"} if folder else {"tracking": False}
-    return timed(lambda: jaxmlp.run_sweep(spec, **store, **options))
+    return timed(lambda: jaxmlp.run_sweep(spec, **store))
 
 
 def as_process(spec: Mapping[str, Any] | Path, folder: Path, *options: str) -> tuple[float, dict[str, Any]]:
