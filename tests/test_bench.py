@@ -310,8 +310,8 @@ def test_optimize_benchmark_averages_each_mode_over_sampler_seeds(tmp_path):
 
 def test_api_figures_compare_the_library_with_the_command():
     library = [{"seconds": 5.0, "runner_seconds": 4.5, "compile_seconds": 0.0},
-               {"seconds": 6.0, "runner_seconds": 5.0, "compile_seconds": 0.0},
-               {"seconds": 7.0, "runner_seconds": 6.8, "compile_seconds": 0.0}]
+               {"seconds": 6.0, "runner_seconds": 5.0, "compile_seconds": 0.001},
+               {"seconds": 7.0, "runner_seconds": 6.8, "compile_seconds": 0.002}]
     command = [{"seconds": 9.0, "runner_seconds": 6.0, "compile_seconds": 0.4},
                {"seconds": 8.0, "runner_seconds": 5.5, "compile_seconds": 0.2},
                {"seconds": 10.0, "runner_seconds": 6.5, "compile_seconds": 0.3}]
@@ -324,10 +324,11 @@ def test_api_figures_compare_the_library_with_the_command():
     assert out["library_outside_runner_seconds"] == pytest.approx(0.5)  # of 0.5, 1.0, 0.2
     assert out["command_outside_runner_seconds"] == pytest.approx(3.0)  # of 3.0, 2.5, 3.5
     assert out["imports_process_seconds"] == 2.0 and out["interpreter_process_seconds"] == 0.03
-    assert out["command_compile_seconds"] == 0.3
+    assert (out["library_compile_seconds"], out["command_compile_seconds"]) == (0.001, 0.3)
     text = api.format_api({"benchmark": "api", "sweep": "sweeps/activations.yaml", "repeats": 3, **out})
     assert "command / library, wall time: 1.50x" in text
-    assert text.splitlines()[2].split()[-3:] == ["6.00", "5.00", "0.50"]
+    assert text.splitlines()[2].split()[-4:] == ["6.00", "5.00", "0.00", "0.50"]
+    assert text.splitlines()[3].split()[-4:] == ["9.00", "6.00", "0.30", "3.00"]
 
 
 @pytest.mark.parametrize("argv, sets_devices", [(["sweep"], True), (["api"], True), (["train", "--devices", "2"], True),

@@ -57,6 +57,7 @@ def api_figures(library: Sequence[Mapping[str, float]], command: Sequence[Mappin
         "library_runner_seconds": median(library, "runner_seconds"),
         "command_runner_seconds": median(command, "runner_seconds"),
         "library_outside_runner_seconds": outside(library), "command_outside_runner_seconds": outside(command),
+        "library_compile_seconds": median(library, "compile_seconds"),
         "command_compile_seconds": median(command, "compile_seconds"),
         **{f"{name}_process_seconds": median(start_up, name) for name in START_UP},
     }
@@ -85,14 +86,15 @@ def bench_api(args: argparse.Namespace, path: Path = SWEEPS / "activations.yaml"
 
 
 def format_api(result: Mapping[str, Any]) -> str:
-    """Both ways as rows (wall, runner and outside-runner seconds), the ratio, and the start-up."""
+    """Both ways as rows (wall, runner, of which compile, and outside-runner seconds), the
+    ratio, and a process's start-up."""
     lines = [f"{result['sweep']}, tracked, medians of {result['repeats']}",
-             f"{'':<28}{'wall s':>8}{'runner s':>10}{'outside runner s':>18}"]
+             f"{'':<28}{'wall s':>8}{'runner s':>10}{'compile s':>11}{'outside runner s':>18}"]
     for who, label in (("library", "jaxmlp.run_sweep (library)"), ("command", "python -m jaxmlp.sweep")):
         lines.append(f"{label:<28}{result[f'{who}_seconds']:>8.2f}{result[f'{who}_runner_seconds']:>10.2f}"
-                     f"{result[f'{who}_outside_runner_seconds']:>18.2f}")
+                     f"{result[f'{who}_compile_seconds']:>11.2f}{result[f'{who}_outside_runner_seconds']:>18.2f}")
     lines += [f"command / library, wall time: {result['command_vs_library']:.2f}x",
               f"a process's start-up: Python alone {result['interpreter_process_seconds']:.2f} s; importing JAX and "
-              f"jaxmlp and starting JAX's backend {result['imports_process_seconds']:.2f} s "
-              f"(the command's compile, from its cache: {result['command_compile_seconds']:.2f} s)"]
+              f"jaxmlp and starting JAX's backend {result['imports_process_seconds']:.2f} s (the command's compile "
+              f"reads its programs from the persistent cache; the library's reuses those of its first run)"]
     return "\n".join(lines)
