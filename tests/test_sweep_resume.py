@@ -5,13 +5,13 @@ test can interrupt it after the first group has FINISHED and while the second is
 """
 from __future__ import annotations
 
-import json
 import os
 import signal
 from types import SimpleNamespace
 
 import pytest
 
+import jaxmlp
 from jaxmlp.sweep.spec import load_sweep
 from sweep_helpers import (THREE_GROUPS, runs_by_status, check_models_of_the_best, interrupt_mid_sweep, start_interruptible, run_sweep_cli, start_sweep, store_client,
                            sweep_runs, wait_until, write_sweep)
@@ -97,12 +97,11 @@ def test_resume_of_a_finished_sweep_with_only_a_comment_added_trains_nothing(res
     path = tmp_path / "resume.yaml"
     path.write_text("# the same sweep, commented\n" + resumed.path.read_text().replace("\n", "  # note\n", 1))
     before = {c.info.run_id: c.info.status for c in sweep_runs(resumed.client, "resume")[1]}
-    result = run_sweep_cli(path, "--resume", "--tracking-uri", resumed.uri, "--no-progress", "--json",
-                           "--compile-cache", cache)
-    assert result.code == 0, result.err
-    outcome = json.loads(result.out)
-    assert (outcome["n_variants"], outcome["n_finished"]) == (N_VARIANTS, N_VARIANTS)
-    assert outcome["parent_run_id"] == resumed.parents[0].info.run_id
+    result = jaxmlp.run_sweep(path, tracking_uri=resumed.uri, resume=True, compile_cache=cache)
+    assert result.ok and list(result.frame()["status"]) == ["FINISHED"] * N_VARIANTS
+    assert result.parent_run_id == resumed.parents[0].info.run_id
+    assert result.notices == [f"nothing to do: parent run {result.parent_run_id} already holds every variant of "
+                              f"{path} and its summary (status FINISHED); nothing was logged"]
     parents, children = sweep_runs(resumed.client, "resume")
     assert {c.info.run_id: c.info.status for c in children} == before
     assert [p.info.status for p in parents] == ["FINISHED"]
