@@ -185,14 +185,15 @@ def _no_ray(err: ImportError) -> int:
 @contextlib.contextmanager
 def _notices_printed() -> Iterator[None]:
     """The library's notices (the `jaxmlp` loggers) printed to stderr while the sweep runs,
-    above its progress bars."""
-    handler = _StderrLines()
-    logger = logging.getLogger("jaxmlp")
+    above its progress bars, once each (not again by a handler a library put on the root)."""
+    handler, logger = _StderrLines(), logging.getLogger("jaxmlp")
+    propagate, logger.propagate = logger.propagate, False
     logger.addHandler(handler)
     try:
         yield
     finally:
         logger.removeHandler(handler)
+        logger.propagate = propagate
 
 
 class _StderrLines(logging.Handler):
