@@ -13,8 +13,8 @@ import pytest
 
 import jaxmlp
 from jaxmlp.sweep.spec import load_sweep
-from sweep_helpers import (THREE_GROUPS, runs_by_status, check_models_of_the_best, interrupt_mid_sweep, start_interruptible, run_sweep_cli, store_client,
-                           sweep_runs, wait_until, write_sweep)
+from sweep_helpers import (THREE_GROUPS, check_models_of_the_best, interrupt_mid_sweep, run_sweep_cli, runs_by_status,
+                           start_interruptible, store_client, sweep_runs, wait_until, write_sweep)
 
 pytestmark = pytest.mark.slow
 

@@ -123,8 +123,8 @@ def _main(args: argparse.Namespace, interrupts: Interrupts) -> int:
             result = run_sweep(
                 sweep, tracking=not args.no_tracking, tracking_uri=args.tracking_uri, resume=args.resume,
                 register=f"{args.register}@{args.alias}" if args.register else None, progress=not args.no_progress,
-                executor=args.executor, ray_address=args.ray_address, compile_cache=compile_cache_dir(args.compile_cache),
-                snapshot_every=args.snapshot_every,
+                executor=args.executor, ray_address=args.ray_address,
+                compile_cache=compile_cache_dir(args.compile_cache), snapshot_every=args.snapshot_every,
                 snapshot_dir=str(Path(args.snapshot_dir).expanduser()) if args.snapshot_dir else None,
                 interrupts=interrupts)
     except ImportError as err:
