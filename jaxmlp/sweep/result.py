@@ -7,6 +7,8 @@ import dataclasses
 import fnmatch
 from typing import Any
 
+import numpy as np
+
 from jaxmlp import report
 from jaxmlp.records import VariantRecord
 from jaxmlp.report.frames import frame, history_frame, points_history, variant_row
@@ -42,7 +44,7 @@ class SweepResult(Ended):
     variant_epochs: int = 0  # epochs that trained a variant (this invocation)
     study: Any = None  # an optimised sweep's Optuna study (`optuna.Study`), for the user's own plots
     notices: list[str] = dataclasses.field(default_factory=list)  # what the runner told (the command prints it)
-    epoch_histories: dict[str, list[dict[str, float]]] = dataclasses.field(default_factory=dict, repr=False)
+    epoch_histories: dict[str, dict[str, np.ndarray]] = dataclasses.field(default_factory=dict, repr=False)
 
     @property
     def monitor(self) -> str:
@@ -73,7 +75,7 @@ class SweepResult(Ended):
         stored = {r.variant_key: points_history(r.history) for r in self._stored_records(set(by_key))}
         index = {v.key: v.index for v in self.sweep.variants}
         return history_frame([({"setting": r.label, "run_id": r.run_id, "seed": r.seed},
-                               stored[key] if key in stored else _epoch_metrics(self.epoch_histories.get(key, [])))
+                               stored[key] if key in stored else _epoch_rows(self.epoch_histories.get(key, {})))
                               for key, r in sorted(by_key.items(), key=lambda kr: index[kr[0]])])
 
     def _stored_records(self, keys: set[str]) -> list[VariantRecord]:
@@ -100,10 +102,12 @@ class SweepResult(Ended):
         return {"setting": record.label, "run_id": record.run_id, **variant_row(record)}
 
 
-def _epoch_metrics(history: list[dict[str, float]]) -> list[dict[str, float]]:
-    """A variant's in-memory history with the metrics a child run keeps (`EPOCH_METRICS`)."""
-    return [{k: v for k, v in row.items() if k == "epoch" or any(fnmatch.fnmatchcase(k, p) for p in EPOCH_METRICS)}
-            for row in history]
+def _epoch_rows(columns: dict[str, np.ndarray]) -> list[dict[str, float]]:
+    """A variant's in-memory history (`epoch_columns`) as one dict per epoch, with the metrics
+    a child run keeps (`EPOCH_METRICS`)."""
+    kept = [k for k in columns if any(fnmatch.fnmatchcase(k, p) for p in EPOCH_METRICS)]
+    return [{"epoch": int(epoch), **{k: float(columns[k][i]) for k in kept}}
+            for i, epoch in enumerate(columns.get("epoch", ()))]
 
 
 def _run_id(future) -> str | None:

@@ -113,7 +113,7 @@ class Outcome(Ended):
     slot_epochs: int = 0  # epochs trained by all slots of the parts that ran (this invocation)
     variant_epochs: int = 0  # epochs trained by variants (this invocation)
     notices: list[str] = field(default_factory=list)  # what the user should know, as it was logged
-    histories: dict[str, list[dict[str, float]]] = field(default_factory=dict)  # per variant key trained here
+    histories: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # per variant trained here
 
 
 class SweepRunner:
@@ -150,7 +150,7 @@ class SweepRunner:
         self.slot_epochs = 0
         self.variant_epochs = 0
         self.notices: list[str] = []
-        self.histories: dict[str, list[dict[str, float]]] = {}  # per variant key: its epochs trained here
+        self.histories: dict[str, dict[str, np.ndarray]] = {}  # per variant key: `epoch_columns` of its epochs
 
     def notice(self, line: str) -> None:
         """Something the user should know: kept for the outcome and logged (`LOG`)."""
@@ -327,7 +327,7 @@ class SweepRunner:
             self.failures.append(self._diverged(v, r.stopped_epoch))
         record = r.record(dict(v.setting), variant_key=v.key, index=v.index, compile_seconds=compile_seconds)
         self.records.append(record)
-        self.histories[v.key] = r.history
+        self.histories[v.key] = epoch_columns(r.history)
         consider(self.best, BestVariant(selection_score(v, record), v, r, meta))
         if self.runs:
             self.runs.end_child(v, group, record, r, meta)
@@ -441,6 +441,14 @@ class SweepRunner:
         except Exception as err:  # noqa: BLE001
             self.plot_errors.append(f"the sweep's plots could not be drawn: {type(err).__name__}: {err}")
             return {}
+
+
+def epoch_columns(history: list[dict[str, float]]) -> dict[str, np.ndarray]:
+    """A variant's per-epoch records as one float64 array per metric (NaN where an epoch lacks
+    it): the sweep keeps every variant's, so its result's histories need no store, compactly
+    (a sweep of thousands of variants would hold a dict per epoch of each)."""
+    names = dict.fromkeys(name for row in history for name in row)
+    return {name: np.asarray([row.get(name, np.nan) for row in history], np.float64) for name in names}
 
 
 def _quietly(fn) -> None:
