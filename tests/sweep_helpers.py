@@ -64,7 +64,7 @@ class CliResult:
 
 def run_sweep_cli(*args: Any) -> CliResult:
     """`python -m jaxmlp.sweep ARGS` in this process, its stdout and stderr captured."""
-    from jaxmlp.sweep.cli import main
+    from jaxmlp.commands.sweep import main
 
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):

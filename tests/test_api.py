@@ -2,7 +2,9 @@
 results as DataFrames, and the same numbers as the commands give for the same configuration."""
 from __future__ import annotations
 
+import dataclasses
 import json
+import logging
 import subprocess
 import sys
 
@@ -119,23 +121,24 @@ def test_bad_input_raises_typed_errors_naming_dict():
         jaxmlp.fit({}, pd.DataFrame({"a": [1.0]}))
 
 
-def test_run_sweep_on_a_dict_equals_the_same_sweep_from_a_file(tmp_path):
+def test_run_sweep_on_a_dict_equals_the_same_sweep_from_a_file_and_the_command(tmp_path, session_compile_cache):
     from_dict = jaxmlp.run_sweep(SWEEP, tracking=False)
-    from_file = run_sweep_cli(write_sweep(tmp_path, SWEEP), "--no-tracking", "--no-progress", "--json")
-    assert from_file.code == 0, from_file.err
+    path = write_sweep(tmp_path, SWEEP)
+    from_file = jaxmlp.run_sweep(path, tracking=False)
+    command = run_sweep_cli(path, "--no-tracking", "--no-progress", "--json", "--compile-cache", session_compile_cache)
+    assert command.code == 0, command.err
     assert from_dict.tracking_uri is None and from_dict.parent_run_id is None
-    keys = [v.key for v in jaxmlp.run_sweep(write_sweep(tmp_path, SWEEP), tracking=False).sweep.variants]
-    assert [v.key for v in from_dict.sweep.variants] == keys
-    summary = from_dict.summary().to_dict("records")
-    command = {r["setting"]: r for r in json.loads(from_file.out)["rows"]}
-    assert [r["setting"] for r in summary] == [r["setting"] for r in sorted(
-        command.values(), key=lambda r: r["best_val_loss"])]
-    for row in summary:
-        for key in ("accuracy", "accuracy_std", "best_val_loss"):
-            assert row[f"test_{key}" if key != "best_val_loss" else key] == command[row["setting"]][
-                f"test_{key}" if key != "best_val_loss" else key]
-    frame = from_dict.frame()
+    assert [v.key for v in from_dict.sweep.variants] == [v.key for v in from_file.sweep.variants]
+    timings = ["train_seconds"]
+    frame = from_dict.frame().drop(columns=timings)
     assert len(frame) == 4 and list(frame["model.activation"]) == ["relu", "relu", "tanh", "tanh"]
+    pd.testing.assert_frame_equal(frame, from_file.frame().drop(columns=timings))  # every metric, bit for bit
+    summary = from_dict.summary().to_dict("records")
+    rows = {r["setting"]: r for r in json.loads(command.out)["rows"]}
+    assert [r["setting"] for r in summary] == sorted(rows, key=lambda s: rows[s]["best_val_loss"])
+    for row in summary:
+        for key in ("test_accuracy", "test_accuracy_std", "best_val_loss"):
+            assert row[key] == rows[row["setting"]][key], key
     best = from_dict.best
     assert best["best_val_loss"] == frame["best_val_loss"].min()
 
@@ -150,9 +153,29 @@ def test_run_sweep_tracks_a_dict_sweep_with_its_file_histories_and_run_ids(tmp_p
     assert set(result.frame()["run_id"]) == {c.info.run_id for c in children}
     logged = [a.path for a in client.list_artifacts(parent.info.run_id)]
     assert any(p.startswith("api-") and p.endswith(".yaml") for p in logged), logged
-    history = result.histories()
+    history = result.histories()  # from the results in memory
     assert len(history) == sum(c.data.metrics["epochs_trained"] for c in children)
-    assert {"setting", "run_id", "seed", "epoch", "train_loss", "val_loss"} <= set(history.columns)
+    assert {"setting", "run_id", "seed", "epoch", "train_loss", "val_loss", "val_ece", "dead_fraction_0"} <= set(
+        history.columns) and "epoch_seconds" not in history.columns  # (a group's, on the parent)
+    stored = dataclasses.replace(result, epoch_histories={}).histories()  # as the store gives them back
+    assert sorted(stored.columns) == sorted(history.columns)
+    pd.testing.assert_frame_equal(stored[history.columns], history)
+    untracked = jaxmlp.run_sweep({**SWEEP, "seeds": [0]}, tracking=False).histories()
+    assert untracked["run_id"].isna().all()
+    pd.testing.assert_frame_equal(untracked.drop(columns="run_id"), history.drop(columns="run_id"))
+
+
+def test_run_sweep_keeps_its_notices_and_prints_nothing(tmp_path, capsys, caplog):
+    """What the runner tells (here a resume with nothing to resume) is on the result and the
+    `jaxmlp.sweep` logger, which prints nothing unless configured (the command prints it:
+    test_sweep_run.py::test_resume_without_an_earlier_parent_says_it_starts_one)."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    with caplog.at_level(logging.WARNING, logger="jaxmlp.sweep"):
+        result = jaxmlp.run_sweep({**SWEEP, "name": "told", "grid": {}, "seeds": [0]}, tracking_uri=uri, resume=True)
+    notice = f"--resume: no earlier parent run of sweep 'told' in {uri}; a new one is started"
+    assert result.ok and result.notices == [notice]
+    assert notice in [r.getMessage() for r in caplog.records if r.name == "jaxmlp.sweep"]
+    assert capsys.readouterr() == ("", "")
 
 
 @pytest.mark.slow  # trains until interrupted, then resumes the sweep (about half a minute)

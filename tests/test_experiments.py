@@ -10,7 +10,7 @@ from jaxmlp import report
 from jaxmlp.records import VariantRecord
 from jaxmlp.report import load_references
 from jaxmlp.report.page import results_markers
-from jaxmlp.sweep.cli import main as sweep_main
+from jaxmlp.commands.sweep import main as sweep_main
 from jaxmlp.sweep.spec import load_sweep
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"

@@ -19,7 +19,7 @@ from jaxmlp.records import VariantRecord, setting_label
 from jaxmlp.report import ReportError, load_references
 from jaxmlp.report.cli import main as report_main
 from jaxmlp.report.page import MARK_END, MARK_START, results_markers
-from jaxmlp.sweep.cli import main as sweep_main
+from jaxmlp.commands.sweep import main as sweep_main
 from jaxmlp.tracking import Tracker
 
 SWEEP = """\

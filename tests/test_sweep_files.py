@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from jaxmlp.sweep.cli import main as sweep_main
+from jaxmlp.commands.sweep import main as sweep_main
 from jaxmlp.sweep.optimize_run import first_batch
 from jaxmlp.sweep.spec import load_sweep
 

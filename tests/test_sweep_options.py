@@ -156,7 +156,7 @@ import collections, json, sys
 import jax.monitoring
 events = collections.Counter()
 jax.monitoring.register_event_listener(lambda event, **kwargs: events.update([event]))
-from jaxmlp.sweep.cli import main
+from jaxmlp.commands.sweep import main
 code = main(sys.argv[2:])
 with open(sys.argv[1], "w") as f:
     json.dump({"code": code, "events": events}, f)
@@ -198,7 +198,7 @@ def test_a_repeated_run_with_a_warm_compilation_cache_compiles_nothing(tmp_path)
 ])
 def test_a_variant_cap_that_is_not_positive_is_an_argparse_error(tmp_path, capsys, args, message):
     """`--max-variants -5` was a traceback; `0` was silently accepted."""
-    from jaxmlp.sweep.cli import main
+    from jaxmlp.commands.sweep import main
 
     path = write_sweep(tmp_path, {"name": "cap", "base": TINY_BASE})
     with pytest.raises(SystemExit) as exit_:

@@ -5,16 +5,16 @@ test can interrupt it after the first group has FINISHED and while the second is
 """
 from __future__ import annotations
 
-import json
 import os
 import signal
 from types import SimpleNamespace
 
 import pytest
 
+import jaxmlp
 from jaxmlp.sweep.spec import load_sweep
-from sweep_helpers import (THREE_GROUPS, runs_by_status, check_models_of_the_best, interrupt_mid_sweep, start_interruptible, run_sweep_cli, start_sweep, store_client,
-                           sweep_runs, wait_until, write_sweep)
+from sweep_helpers import (THREE_GROUPS, check_models_of_the_best, interrupt_mid_sweep, run_sweep_cli, runs_by_status,
+                           start_interruptible, store_client, sweep_runs, wait_until, write_sweep)
 
 pytestmark = pytest.mark.slow
 
@@ -23,23 +23,17 @@ N_VARIANTS = 6
 
 @pytest.fixture(scope="module")
 def resumed(tmp_path_factory, cache) -> SimpleNamespace:
-    """The sweep killed with SIGKILL mid-sweep, then run again with --resume."""
+    """The sweep killed with SIGKILL mid-sweep (a process), then resumed by `jaxmlp.run_sweep`."""
     folder = tmp_path_factory.mktemp("resume")
     uri = f"sqlite:///{folder}/mlflow.db"
     path = write_sweep(folder, {"name": "resume", **THREE_GROUPS})
     code, client, parents, children = interrupt_mid_sweep(path, uri, cache, signal.SIGKILL)
     before = SimpleNamespace(code=code, parents=parents, children=children, by_status=runs_by_status(children))
-    log = folder / "resume.log"
-    second = start_sweep(path, "--resume", "--tracking-uri", uri, "--compile-cache", cache, log=log)
-    try:
-        resume_code = second.wait(timeout=300)
-    finally:
-        if second.poll() is None:
-            second.kill()
-            second.wait()
+    result = jaxmlp.run_sweep(path, tracking_uri=uri, resume=True, compile_cache=cache,
+                              snapshot_dir=str(folder / "snapshots"))
     parents, children = sweep_runs(client, "resume")
-    return SimpleNamespace(path=path, uri=uri, client=client, before=before, code=resume_code, log=log.read_text(),
-                           parents=parents, children=children, keys={v.key for v in load_sweep(path).variants})
+    return SimpleNamespace(path=path, uri=uri, client=client, before=before, result=result, parents=parents,
+                           children=children, keys={v.key for v in load_sweep(path).variants})
 
 
 def _key(run) -> str:
@@ -55,7 +49,7 @@ def test_the_kill_left_some_variants_finished_and_others_running(resumed):
 
 
 def test_resume_finishes_under_the_same_parent(resumed):
-    assert resumed.code == 0, resumed.log[-3000:]
+    assert resumed.result.ok, resumed.result.failures + resumed.result.tracking_errors
     (parent,) = resumed.parents
     assert parent.info.run_id == resumed.before.parents[0].info.run_id
     assert parent.info.status == "FINISHED"
@@ -97,12 +91,11 @@ def test_resume_of_a_finished_sweep_with_only_a_comment_added_trains_nothing(res
     path = tmp_path / "resume.yaml"
     path.write_text("# the same sweep, commented\n" + resumed.path.read_text().replace("\n", "  # note\n", 1))
     before = {c.info.run_id: c.info.status for c in sweep_runs(resumed.client, "resume")[1]}
-    result = run_sweep_cli(path, "--resume", "--tracking-uri", resumed.uri, "--no-progress", "--json",
-                           "--compile-cache", cache)
-    assert result.code == 0, result.err
-    outcome = json.loads(result.out)
-    assert (outcome["n_variants"], outcome["n_finished"]) == (N_VARIANTS, N_VARIANTS)
-    assert outcome["parent_run_id"] == resumed.parents[0].info.run_id
+    result = jaxmlp.run_sweep(path, tracking_uri=resumed.uri, resume=True, compile_cache=cache)
+    assert result.ok and list(result.frame()["status"]) == ["FINISHED"] * N_VARIANTS
+    assert result.parent_run_id == resumed.parents[0].info.run_id
+    assert result.notices == [f"nothing to do: parent run {result.parent_run_id} already holds every variant of "
+                              f"{path} and its summary (status FINISHED); nothing was logged"]
     parents, children = sweep_runs(resumed.client, "resume")
     assert {c.info.run_id: c.info.status for c in children} == before
     assert [p.info.status for p in parents] == ["FINISHED"]

@@ -12,6 +12,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+import jaxmlp
 from jaxmlp.sweep.spec import load_sweep
 from sweep_helpers import (TINY_BASE, check_models_of_the_best, kill_leftovers, run_sweep_cli,
                            start_sweep, store_client, sweep_runs, wait_until, write_sweep)
@@ -211,10 +212,11 @@ def test_no_tracking_trains_prints_the_table_and_creates_no_store(tiny, cache, t
     assert any(line.startswith("model.activation=tanh") for line in lines)
     assert "MLflow" not in result.out
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny-run.yaml"]
-    # the same seeds give the same test accuracies as the tracked run
+    # the same seeds give the library the same test accuracies as the command's tracked run
     tracked = json.loads(tiny.result.out)["rows"]
-    again = json.loads(run_sweep_cli(path, "--no-tracking", "--no-progress", "--json", "--compile-cache", cache).out)
-    assert [r["test_accuracy"] for r in again["rows"]] == [r["test_accuracy"] for r in tracked]
+    again = jaxmlp.run_sweep(path, tracking=False, compile_cache=cache).rows
+    assert [r["test_accuracy"] for r in again] == [r["test_accuracy"] for r in tracked]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny-run.yaml"]
 
 
 def test_dry_run_logs_nothing(tiny, cache):

@@ -10,6 +10,7 @@ import signal
 import numpy as np
 import pytest
 
+import jaxmlp
 from sweep_helpers import run_sweep_cli, start_sweep, store_client, sweep_runs, wait_until, write_sweep
 
 HALVING = {
@@ -34,21 +35,20 @@ def _pruned(children) -> dict[str, int | None]:
 
 
 def _tracked(tmp_path, cache, spec: dict):
-    """The sweep `spec` run into a fresh store: its --json outcome, the store's client and its
-    eight child runs (all FINISHED)."""
-    path = write_sweep(tmp_path, spec)
+    """The sweep `spec` run (`jaxmlp.run_sweep`) into a fresh store: its result, the store's
+    client and its eight child runs (all FINISHED)."""
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    result = run_sweep_cli(path, "--tracking-uri", uri, "--no-progress", "--json", "--compile-cache", cache)
-    assert result.code == 0, result.err
+    result = jaxmlp.run_sweep(write_sweep(tmp_path, spec), tracking_uri=uri, compile_cache=cache)
+    assert result.ok, result.failures + result.tracking_errors
     client, (parent,), children = _children(uri, spec["name"])
     assert len(children) == 8 and {c.info.status for c in children} == {"FINISHED"}
-    return json.loads(result.out), client, children
+    return result, client, children
 
 
 def test_halving_prunes_the_worst_settings_by_their_logged_validation_curves(tmp_path, cache):
-    outcome, client, children = _tracked(tmp_path, cache, {"name": "halving", **HALVING})
+    result, client, children = _tracked(tmp_path, cache, {"name": "halving", **HALVING})
     pruned = [c for c in children if "pruned_at_epoch" in c.data.metrics]
-    assert outcome["n_pruned"] == len(pruned) == 6
+    assert sum(r.pruned_at is not None for r in result.records) == len(pruned) == 6
     assert all(c.data.tags["jaxmlp.outcome"] == "pruned" for c in pruned)
     assert all("jaxmlp.outcome" not in c.data.tags for c in children if c not in pruned)
     assert {c.data.metrics["stopped_epoch"] for c in pruned} <= {2.0, 4.0}
@@ -72,8 +72,8 @@ def test_halving_prunes_the_worst_settings_by_their_logged_validation_curves(tmp
 
 def test_asynchronous_halving_frees_the_slots_of_pruned_settings_for_queued_ones(tmp_path, cache):
     spec = {**HALVING, "search": {**HALVING["search"], "asynchronous": True}, "name": "asha"}
-    outcome, client, children = _tracked(tmp_path, cache, spec)
-    assert outcome["slot_epochs"] < 8 * 8  # fewer slots than variants: pruned settings' slots were refilled
+    result, client, children = _tracked(tmp_path, cache, spec)
+    assert result.slot_epochs < 8 * 8  # fewer slots than variants: pruned settings' slots were refilled
     settings = list(dict.fromkeys(c.data.tags["jaxmlp.setting"] for c in children))
     pruned = {s: {c.data.metrics.get("pruned_at_epoch") for c in children if c.data.tags["jaxmlp.setting"] == s}
               for s in settings}

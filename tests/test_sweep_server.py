@@ -9,7 +9,8 @@ import urllib.request
 import numpy as np
 import pytest
 
-from sweep_helpers import TINY_BASE, compile_cache, run_sweep_cli, write_sweep
+import jaxmlp
+from sweep_helpers import TINY_BASE, compile_cache, write_sweep
 
 pytestmark = pytest.mark.slow
 
@@ -40,15 +41,13 @@ def test_sweep_through_a_real_mlflow_server_shows_nested_runs_and_curves(mlflow_
     assert mlflow_server.startswith("http://127.0.0.1:")
     path = write_sweep(tmp_path, {"name": "served-sweep", "base": TINY_BASE,
                                   "grid": {"model.activation": ["relu", "tanh"]}, "seeds": 2})
-    result = run_sweep_cli(path, "--tracking-uri", mlflow_server, "--no-progress", "--json",
-                           "--compile-cache", compile_cache(tmp_path_factory))
-    assert result.code == 0, result.err
-    outcome = json.loads(result.out)
-    assert outcome["tracking_uri"] == mlflow_server and outcome["n_finished"] == 4
+    result = jaxmlp.run_sweep(path, tracking_uri=mlflow_server, compile_cache=compile_cache(tmp_path_factory))
+    assert result.ok, result.failures + result.tracking_errors
+    assert result.tracking_uri == mlflow_server and list(result.frame()["status"]) == ["FINISHED"] * 4
 
     experiment = _api(mlflow_server, "experiments/get-by-name",
                        experiment_name="served-sweep")["experiment"]
-    assert experiment["experiment_id"] == outcome["experiment_id"]
+    assert experiment["experiment_id"] == result.experiment_id
     assert {"key": "mlflow.experimentKind", "value": "custom_model_development"} in experiment["tags"]
 
     runs = _api(mlflow_server, "runs/search",
@@ -56,7 +55,7 @@ def test_sweep_through_a_real_mlflow_server_shows_nested_runs_and_curves(mlflow_
     parents = [r for r in runs if _tags(r).get("jaxmlp.role") == "parent"]
     assert len(runs) == 5 and len(parents) == 1
     parent_id = parents[0]["info"]["run_id"]
-    assert parent_id == outcome["parent_run_id"] and parents[0]["info"]["status"] == "FINISHED"
+    assert parent_id == result.parent_run_id and parents[0]["info"]["status"] == "FINISHED"
 
     # the UI nests runs by this tag: asking for it returns exactly the four variants
     children = _api(mlflow_server, "runs/search", {

@@ -1,29 +1,36 @@
 """`jaxmlp.run_sweep`: a sweep from a dict, a YAML file or a `Sweep`, trained and tracked as
 the sweep command does (parent run, one child per variant, models, datasets, histories, lease,
-spool), from Python.
+spool), from Python; the command (`jaxmlp.commands.sweep`) parses its arguments and calls it.
 
-The library installs no signal handlers and prints no table, links or progress unless asked
-(`progress`; the runner's notices, such as a resume's, still go to stderr): Ctrl-C in a
-notebook raises KeyboardInterrupt where Python delivers it, after the runner has marked the
-unfinished runs KILLED; `resume=True` continues them.
+The library installs no signal handlers and prints nothing unless asked (`progress`): the
+runner's notices, such as a resume's, are kept on the result (`SweepResult.notices`) and
+logged to the `jaxmlp.sweep` logger, which the command prints. Ctrl-C in a notebook raises
+KeyboardInterrupt where Python delivers it, after the runner has marked the unfinished runs
+KILLED; `resume=True` continues them.
 """
 from __future__ import annotations
 
 import dataclasses
 import os
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import yaml
 
 from jaxmlp.api.inputs import DICT_SOURCE, data_section, dataset_of
 from jaxmlp.data import DataError
-from jaxmlp.runtime import cache_root
+from jaxmlp.runtime import cache_root, compile_cache_dir, enable_compilation_cache
 from jaxmlp.bounded_yaml import YamlError, load_bounded_yaml
-from jaxmlp.sweep.cli import SNAPSHOT_EVERY
-from jaxmlp.sweep.result import SweepResult
 from jaxmlp.sweep.signals import Interrupts
 from jaxmlp.sweep.spec import Sweep, SweepError, load_sweep, sweep_of, unavailable_data
+
+if TYPE_CHECKING:  # (both import JAX, which a command imports only after its tracking process started)
+    from jaxmlp.sweep.plan import Group
+    from jaxmlp.sweep.result import SweepResult
+
+#: Default seconds of training between two snapshots of a chunk (the command's --snapshot-every).
+SNAPSHOT_EVERY = 300.0
+
 
 class NoSignals(Interrupts):
     """The runner's interrupts without handlers: Python's own KeyboardInterrupt stops the sweep."""
@@ -78,35 +85,93 @@ def sweep_from(spec: Any, data: Any = None, target: str | None = None) -> Sweep:
                      f"not {type(spec).__name__}")
 
 
+def checked(sweep: Sweep, executor: str = "local") -> Sweep:
+    """`sweep` where it can train on `executor` ('local' or 'ray'): an optimised sweep's
+    parameters and search checked (SweepError)."""
+    if sweep.spec.optimize:
+        from jaxmlp.sweep.optimize_run import check_optimizable
+
+        check_optimizable(sweep)
+        if executor != "local":
+            raise SweepError(f"{sweep.path}: optimize: trains its proposals in this process (the sampler waits "
+                             f"on each setting); --executor: {executor!r}, use local")
+    return sweep
+
+
+def ray_executor(sweep: Sweep, address: str | None, compile_cache: str):
+    """The Ray executor of `sweep` (not connected yet); ImportError where Ray is missing."""
+    if not address:  # Ray reads it on import: a local cluster then listens on loopback only
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    from jaxmlp.sweep.ray_executor import RayExecutor
+
+    return RayExecutor(address, sweep.spec.execution, compile_cache)
+
+
+def plan_sweep(sweep: Sweep, executor=None) -> list[Group]:
+    """The sweep's groups on this process's devices (a study's one program), or on a chunk's
+    devices of `executor`'s cluster."""
+    import jax
+
+    from jaxmlp.sweep.plan import plan_groups
+
+    if sweep.spec.optimize:
+        from jaxmlp.sweep.optimize_run import plan_study
+
+        return [plan_study(sweep, len(jax.devices()))]
+    return plan_groups(sweep, executor.plan_devices(len(jax.devices())) if executor else len(jax.devices()))
+
+
 def run_sweep(spec: Any, *, data: Any = None, target: str | None = None, tracking_uri: str | None = None,
               tracking: bool = True, resume: bool = False, register: str | None = None,
-              progress: bool = False) -> SweepResult:
+              progress: bool = False, executor: str = "local", ray_address: str | None = None,
+              compile_cache: str | None = None, snapshot_every: float = SNAPSHOT_EVERY,
+              snapshot_dir: str | None = None, interrupts: Interrupts | None = None) -> SweepResult:
     """Train and track every variant of `spec` (a dict with the sweep file's keys, a YAML path,
     or a `Sweep`), on `data` where given (as `fit` takes it; it replaces `base.data`).
     `tracking_uri`: the MLflow store (default as the command's: MLFLOW_TRACKING_URI or
     sqlite:///mlflow.db); `tracking=False` trains and summarises without a store; `resume`
     continues the sweep's newest parent run; `register`: 'NAME' or 'NAME@ALIAS', the sweep's
-    best in the Model Registry. Raises SweepError, DataError or StoreUnavailable before
-    anything is trained, ResumeRefused where a resume would mix two sweeps."""
-    sweep = sweep_from(spec, data, target)
+    best in the Model Registry; `progress`: bars on stderr. `executor`: 'local' (this
+    process) or 'ray' (the cluster at `ray_address`, else a local one); `compile_cache`: a
+    folder that persists compiled programs (default: JAX's setting); `snapshot_every` seconds
+    of training between a chunk's snapshots in `snapshot_dir` (default: the cache's), so that
+    a resume goes on from there (0: none). `interrupts`: the signal handlers a command
+    installed (default none: Python's KeyboardInterrupt stops the sweep). Raises SweepError,
+    DataError, StoreUnavailable or ImportError (Ray) before anything is trained, ResumeRefused
+    where a resume would mix two sweeps."""
+    sweep = checked(sweep_from(spec, data, target), executor)
+    interrupts = interrupts or NoSignals()
+    interrupts.check()
     if problems := unavailable_data(sweep):  # before anything is logged or compiled
         raise DataError("\n".join(problems))
     if tracking and str(sweep.path) == DICT_SOURCE:
         sweep = dataclasses.replace(sweep, path=_dict_file(sweep))
-    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
-    import jax
+    cluster = ray_executor(sweep, ray_address, compile_cache_dir(compile_cache)) if executor == "ray" else None
+    if cluster is not None:
+        cluster.connect()  # before JAX starts its threads: a local cluster's processes start from here
+    tracker = None
+    if tracking:
+        from jaxmlp.tracking import TrackerProcess
 
-    from jaxmlp.sweep.plan import plan_groups
+        # With a tracking server, MLflow writes two "View run" lines per ended run to stdout; the
+        # sweep prints its own links, and with --json its stdout must be one JSON object.
+        os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+        tracker = TrackerProcess.for_sweep(tracking_uri)  # before JAX: its start overlaps JAX's
+    interrupts.check()
+    from jaxmlp.sweep.plan import oversized
     from jaxmlp.sweep.result import run_planned
     from jaxmlp.sweep.runner import Options
 
-    if sweep.spec.optimize:
-        from jaxmlp.sweep.optimize_run import check_optimizable, plan_study
-
-        check_optimizable(sweep)
-        groups = [plan_study(sweep, len(jax.devices()))]
-    else:
-        groups = plan_groups(sweep, len(jax.devices()))
+    groups = plan_sweep(sweep, cluster)
+    too_large = None if cluster else oversized(groups)  # (a cluster's workers have their own memory)
+    if too_large:
+        if tracker is not None:
+            tracker.close()
+        raise SweepError(f"{sweep.path}: {too_large}")
+    if compile_cache:
+        enable_compilation_cache(compile_cache)
     options = Options(tracking=tracking, tracking_uri=tracking_uri, resume=resume, register=register,
-                      progress=progress, snapshot_every=SNAPSHOT_EVERY, snapshot_dir=str(cache_root() / "snapshots"))
-    return run_planned(sweep, groups, options, interrupts=NoSignals())
+                      progress=progress, snapshot_every=snapshot_every,
+                      snapshot_dir=snapshot_dir or str(cache_root() / "snapshots"))
+    interrupts.check()
+    return run_planned(sweep, groups, options, tracker, cluster, interrupts)

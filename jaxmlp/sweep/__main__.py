@@ -10,7 +10,7 @@ try:
     from jaxmlp.runtime import use_one_cpu_device_per_core
 
     use_one_cpu_device_per_core()  # before anything imports JAX
-    from jaxmlp.sweep.cli import main
+    from jaxmlp.commands.sweep import main
     interrupts.check()
 except KeyboardInterrupt:
     print("interrupted before the sweep started: nothing was trained or logged", file=sys.stderr, flush=True)

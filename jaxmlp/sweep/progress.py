@@ -40,9 +40,5 @@ class ProgressBars:
     def variant_done(self) -> None:
         self.sweep.update(1)
 
-    def write(self, line: str) -> None:
-        """A line above the bars (they are redrawn below it)."""
-        self._tqdm.write(line, file=sys.stderr)
-
     def close(self) -> None:
         self.sweep.close()

@@ -4,7 +4,10 @@ failures and where the sweep is tracked, with its tables as pandas DataFrames.""
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 from typing import Any
+
+import numpy as np
 
 from jaxmlp import report
 from jaxmlp.records import VariantRecord
@@ -15,9 +18,10 @@ from jaxmlp.sweep.runner import Ended, Options, SweepRunner
 from jaxmlp.sweep.signals import Interrupts
 from jaxmlp.sweep.spec import Sweep
 
-#: The per-epoch metrics a child run's history holds (its final numbers are logged as metrics too).
-EPOCH_METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "learning_rate", "momentum",
-                 "epoch_seconds", "dead_fraction_*", "hp/*")
+#: The per-epoch metrics a child run's history holds (its final numbers are logged as metrics too;
+#: an epoch's wall time goes on the parent, once per group).
+EPOCH_METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_ece", "learning_rate", "momentum",
+                 "dead_fraction_*", "hp/*")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,6 +43,8 @@ class SweepResult(Ended):
     slot_epochs: int = 0  # epochs of all slots of the parts that ran (this invocation)
     variant_epochs: int = 0  # epochs that trained a variant (this invocation)
     study: Any = None  # an optimised sweep's Optuna study (`optuna.Study`), for the user's own plots
+    notices: list[str] = dataclasses.field(default_factory=list)  # what the runner told (the command prints it)
+    epoch_histories: dict[str, dict[str, np.ndarray]] = dataclasses.field(default_factory=dict, repr=False)
 
     @property
     def monitor(self) -> str:
@@ -63,17 +69,24 @@ class SweepResult(Ended):
 
     def histories(self):
         """A long frame of every variant's per-epoch metrics (setting, run id, seed, epoch,
-        metrics), read back from the tracking store (sweeps of up to
-        `execution.metric_histories_up_to` variants keep them as metrics)."""
-        if self.parent_run_id is None:
-            raise ValueError("histories are read from the tracking store; run the sweep with tracking")
+        `EPOCH_METRICS`), in sweep order: as trained in this invocation, and for the variants
+        an earlier invocation of a resumed sweep trained, as the tracking store keeps them."""
+        by_key = {r.variant_key: r for r in self.records}
+        stored = {r.variant_key: points_history(r.history) for r in self._stored_records(set(by_key))}
+        index = {v.key: v.index for v in self.sweep.variants}
+        return history_frame([({"setting": r.label, "run_id": r.run_id, "seed": r.seed},
+                               stored[key] if key in stored else _epoch_rows(self.epoch_histories.get(key, {})))
+                              for key, r in sorted(by_key.items(), key=lambda kr: index[kr[0]])])
+
+    def _stored_records(self, keys: set[str]) -> list[VariantRecord]:
+        """The store's records of the variants in `keys` that this invocation did not train
+        (none without tracking: nothing else could have trained them)."""
+        if self.parent_run_id is None or keys <= set(self.epoch_histories):
+            return []
         from jaxmlp.tracking import Tracker
 
-        index = {v.key: v.index for v in self.sweep.variants}
-        records = [r for r in Tracker(self.tracking_uri).variant_records(self.parent_run_id, EPOCH_METRICS)
-                   if r.variant_key in index]
-        return history_frame([({"setting": r.label, "run_id": r.run_id, "seed": r.seed}, points_history(r.history))
-                              for r in sorted(records, key=lambda r: index[r.variant_key])])
+        return [r for r in Tracker(self.tracking_uri).variant_records(self.parent_run_id, EPOCH_METRICS)
+                if r.variant_key in keys and r.variant_key not in self.epoch_histories]
 
     @property
     def best(self) -> dict[str, Any] | None:
@@ -87,6 +100,14 @@ class SweepResult(Ended):
             return None
         record = min(scored, key=lambda s: s[:2])[2]
         return {"setting": record.label, "run_id": record.run_id, **variant_row(record)}
+
+
+def _epoch_rows(columns: dict[str, np.ndarray]) -> list[dict[str, float]]:
+    """A variant's in-memory history (`epoch_columns`) as one dict per epoch, with the metrics
+    a child run keeps (`EPOCH_METRICS`)."""
+    kept = [k for k in columns if any(fnmatch.fnmatchcase(k, p) for p in EPOCH_METRICS)]
+    return [{"epoch": int(epoch), **{k: float(columns[k][i]) for k in kept}}
+            for i, epoch in enumerate(columns.get("epoch", ()))]
 
 
 def _run_id(future) -> str | None:
@@ -110,4 +131,4 @@ def run_planned(sweep: Sweep, groups: list[Group], options: Options, tracker=Non
                        runner.tracker.tracking_uri if runner.tracker else None, outcome.experiment_id,
                        outcome.parent_run_id, runner.runs.registered_uri if runner.runs else None,
                        outcome.slot_epochs, outcome.variant_epochs,
-                       runner.study.optimizer.study if runner.study else None)
+                       runner.study.optimizer.study if runner.study else None, outcome.notices, outcome.histories)

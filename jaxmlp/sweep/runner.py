@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
-import sys
+import logging
 import threading
 import time
 from dataclasses import dataclass, field
@@ -38,6 +38,12 @@ from jaxmlp.sweep.snapshots import Snapshots
 from jaxmlp.sweep.signals import Interrupts
 from jaxmlp.sweep.spec import Sweep, Variant
 
+
+#: Where the runner's notices go (a resume's runs left by a dead process, a snapshot not used,
+#: the tracking process's stderr): the command prints them; the library prints nothing unless
+#: its user configures logging.
+LOG = logging.getLogger("jaxmlp.sweep")
+LOG.addHandler(logging.NullHandler())
 
 #: Seconds the tracking store has to answer the probe (experiment, parent run written and
 #: read back) before anything is compiled.
@@ -105,6 +111,8 @@ class Outcome(Ended):
     tracking_errors: list[str] = field(default_factory=list)
     slot_epochs: int = 0  # epochs trained by all slots of the parts that ran (this invocation)
     variant_epochs: int = 0  # epochs trained by variants (this invocation)
+    notices: list[str] = field(default_factory=list)  # what the user should know, as it was logged
+    histories: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # per variant trained here
 
 
 class SweepRunner:
@@ -125,6 +133,8 @@ class SweepRunner:
 
             self.runs = SweepRuns(sweep, groups, tracker or TrackerProcess.for_sweep(options.tracking_uri),
                                   resume=options.resume, register=options.register)
+            if hasattr(self.runs.tracker, "write_line"):  # the tracking process's stderr
+                self.runs.tracker.write_line = LOG.warning
         self.records: list[VariantRecord] = []
         self.failures: list[str] = []
         self.closed: set[str] = set()  # keys of the variants whose run has ended
@@ -138,6 +148,13 @@ class SweepRunner:
         self.snapshot_keys: dict[str, str] = {}  # per group id, where the executor keeps snapshots
         self.slot_epochs = 0
         self.variant_epochs = 0
+        self.notices: list[str] = []
+        self.histories: dict[str, dict[str, np.ndarray]] = {}  # per variant key: `epoch_columns` of its epochs
+
+    def notice(self, line: str) -> None:
+        """Something the user should know: kept for the outcome and logged (`LOG`)."""
+        self.notices.append(line)
+        LOG.warning(line)
 
     @property
     def tracker(self):
@@ -217,9 +234,9 @@ class SweepRunner:
                     self._prepare_figures()
                 elif kind == "resumed":
                     resumed[k] = payload
-                    bars.write(f"{chunks[k].id}: goes on from its snapshot after epoch {payload}")
+                    self.notice(f"{chunks[k].id}: goes on from its snapshot after epoch {payload}")
                 elif kind == "notice":
-                    bars.write(f"{chunks[k].id}: {payload}")
+                    self.notice(f"{chunks[k].id}: {payload}")
                 elif kind == "epoch":
                     if not epochs[k] and (search is None or k == 0):
                         queued = chunks[k].queued
@@ -309,6 +326,7 @@ class SweepRunner:
             self.failures.append(self._diverged(v, r.stopped_epoch))
         record = r.record(dict(v.setting), variant_key=v.key, index=v.index, compile_seconds=compile_seconds)
         self.records.append(record)
+        self.histories[v.key] = epoch_columns(r.history)
         consider(self.best, BestVariant(selection_score(v, record), v, r, meta))
         if self.runs:
             self.runs.end_child(v, group, record, r, meta)
@@ -358,7 +376,7 @@ class SweepRunner:
             self.runs.abandon()
             raise StoreUnavailable(uri, f"{type(err).__name__}: {err}") from err
         for notice in opened.notices:
-            print(notice, file=sys.stderr)
+            self.notice(notice)
         return opened
 
     def run(self) -> Outcome:
@@ -371,13 +389,11 @@ class SweepRunner:
             errors = self.runs.close()
             return Outcome(self.records, report.summarize(self.records), self.failures,
                            time.perf_counter() - start, 0.0, self.runs.experiment_id, self.runs.parent_run_id,
-                           errors)
+                           errors, notices=self.notices)
         self._snapshots()
         todo = [[v for v in g.variants if v.key not in done] for g in self.groups]
         self.open_per_setting = collections.Counter(v.label for variants in todo for v in variants)
         bars = self.bars = ProgressBars(sum(map(len, todo)), self.options.progress)
-        if self.runs and hasattr(self.runs.tracker, "write_line"):  # the tracking process's stderr, above the bars
-            self.runs.tracker.write_line = bars.write
         self.interrupts.install()
         try:
             programs = [self._program([g for g in self.groups if g.program == p])
@@ -406,7 +422,7 @@ class SweepRunner:
         errors = (self.runs.close() if self.runs else []) + self.plot_errors
         ids = (self.runs.experiment_id, self.runs.parent_run_id) if self.runs else (None, None)
         return Outcome(self.records, rows, self.failures, time.perf_counter() - start, self.compile_seconds,
-                       *ids, errors, self.slot_epochs, self.variant_epochs)
+                       *ids, errors, self.slot_epochs, self.variant_epochs, self.notices, self.histories)
 
     def _prepare_figures(self) -> None:
         """Start matplotlib in a thread while the first group trains (after its compilation,
@@ -424,6 +440,14 @@ class SweepRunner:
         except Exception as err:  # noqa: BLE001
             self.plot_errors.append(f"the sweep's plots could not be drawn: {type(err).__name__}: {err}")
             return {}
+
+
+def epoch_columns(history: list[dict[str, float]]) -> dict[str, np.ndarray]:
+    """A variant's per-epoch records as one float64 array per metric (NaN where an epoch lacks
+    it): the sweep keeps every variant's, so its result's histories need no store, compactly
+    (a sweep of thousands of variants would hold a dict per epoch of each)."""
+    names = dict.fromkeys(name for row in history for name in row)
+    return {name: np.asarray([row.get(name, np.nan) for row in history], np.float64) for name in names}
 
 
 def _quietly(fn) -> None:

@@ -1,22 +1,21 @@
-"""Command line of the sweep runner (see `python -m jaxmlp.sweep --help`)."""
+"""`python -m jaxmlp.sweep`: the sweep command over `jaxmlp.run_sweep` (see `--help`). It parses
+the arguments, sets up the runtime (signal handlers, progress bars, the library's notices on
+stderr, the compilation cache), calls the library and prints the outcome; errors exit 2."""
 from __future__ import annotations
 
 import argparse
-import os
+import contextlib
+import logging
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
+from jaxmlp.api.sweeps import SNAPSHOT_EVERY, checked, plan_sweep, ray_executor, run_sweep
 from jaxmlp.data.errors import DataError
-from jaxmlp.runtime import (CACHE_ENV, COMPILE_CACHE_HELP, DEFAULT_CACHE_ROOT, JSON_HELP, cache_root,
-                            compile_cache_dir, enable_compilation_cache, json_line)
+from jaxmlp.runtime import CACHE_ENV, COMPILE_CACHE_HELP, DEFAULT_CACHE_ROOT, JSON_HELP, compile_cache_dir, json_line
 from jaxmlp.sweep.signals import Interrupts
-from jaxmlp.sweep.spec import SweepError, load_sweep, unavailable_data
+from jaxmlp.sweep.spec import Sweep, SweepError, load_sweep, unavailable_data
 from jaxmlp.tracking import TRACKING_URI_HELP
-
-
-#: Default seconds of training between two snapshots of a chunk (`--snapshot-every`).
-SNAPSHOT_EVERY = 300.0
 
 
 def _seconds(text: str) -> float:
@@ -98,107 +97,41 @@ def main(argv: Sequence[str] | None = None, interrupts: Interrupts | None = None
 
 def _main(args: argparse.Namespace, interrupts: Interrupts) -> int:
     try:
-        sweep = load_sweep(args.sweep)
+        sweep = checked(_with_execution(load_sweep(args.sweep), args), args.executor)
     except (SweepError, DataError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    if sweep.spec.optimize:
-        from jaxmlp.sweep.optimize_run import check_optimizable
-
-        try:
-            check_optimizable(sweep)
-        except SweepError as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 2
-        if args.executor != "local":
-            print(f"error: {args.sweep}: optimize: trains its proposals in this process (the sampler waits on "
-                  f"each setting); --executor: {args.executor!r}, use local", file=sys.stderr)
-            return 2
     interrupts.check()
-    missing = unavailable_data(sweep)
-    if missing and not args.dry_run:  # before anything is logged, as for a bad file
-        print("error: " + "\n".join(missing), file=sys.stderr)
-        return 2
-    if args.register is not None and not args.dry_run and not args.no_tracking:
+    if args.dry_run:
+        return _dry_run(sweep, args)
+    if args.register is not None and not args.no_tracking:
         from jaxmlp.tracking import registration_problem
 
         problem = registration_problem(args.register, args.alias)
         if problem:  # before anything trains: the registry would refuse it only after
             print(f"error: {problem}", file=sys.stderr)
             return 2
-    if args.devices or args.max_variants or args.chunks:
-        execution = sweep.spec.execution.model_copy(update={
-            k: v for k, v in (("devices", args.devices), ("max_variants_per_program", args.max_variants),
-                              ("chunks", args.chunks)) if v})
-        sweep = type(sweep)(sweep.path, sweep.spec.model_copy(update={"execution": execution}), sweep.variants)
+    if args.system_metrics and not args.no_tracking:
+        from jaxmlp.tracking import request_system_metrics
 
-    executor = None
-    if args.executor == "ray":
-        if not args.ray_address:  # Ray reads it on import: a local cluster then listens on loopback only
-            os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-        try:
-            from jaxmlp.sweep.ray_executor import RayExecutor
-        except ImportError as err:
-            print(f"error: --executor ray needs Ray ({err}); install it with: pip install -e \".[ray]\"",
-                  file=sys.stderr)
-            return 2
-        executor = RayExecutor(args.ray_address, sweep.spec.execution, compile_cache_dir(args.compile_cache))
-        if not args.dry_run:
-            executor.connect()  # before JAX starts its threads: a local cluster's processes start from here
-
-    tracker = None
-    if not args.dry_run and not args.no_tracking:
-        from jaxmlp.tracking import TrackerProcess
-
-        # With a tracking server, MLflow writes two "View run" lines per ended run to stdout; the
-        # sweep prints its own links, and with --json its stdout must be one JSON object.
-        os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
-        if args.system_metrics:
-            from jaxmlp.tracking import request_system_metrics
-
-            request_system_metrics()
-        tracker = TrackerProcess.for_sweep(args.tracking_uri)  # before JAX: its start overlaps JAX's
-
-    interrupts.check()
-    import jax
-
-    from jaxmlp.sweep.plan import describe_plan, oversized, plan_groups
-    from jaxmlp.sweep.result import run_planned
-    from jaxmlp.sweep.runner import Options, StoreUnavailable
+        request_system_metrics()
+    from jaxmlp.sweep.runner import StoreUnavailable
     from jaxmlp.sweep.runs import ResumeRefused
 
-    if sweep.spec.optimize:
-        from jaxmlp.sweep.optimize_run import describe_study, plan_study
-
-        groups = [plan_study(sweep, len(jax.devices()))]
-    elif executor:
-        groups = plan_groups(sweep, executor.plan_devices(len(jax.devices())))
-    else:
-        groups = plan_groups(sweep, len(jax.devices()))
-    too_large = None if executor else oversized(groups)  # (a cluster's workers have their own memory)
-    if args.dry_run:
-        print(describe_study(sweep, groups[0]) if sweep.spec.optimize else describe_plan(sweep, groups))
-        for problem in missing:
-            print(f"data: {problem}")
-        if executor:
-            print(executor.describe(groups, search=sweep.spec.search is not None))
-    if too_large:
-        print(f"error: {sweep.path}: {too_large}", file=sys.stderr)
-        if tracker is not None:
-            tracker.close()
-        return 2
-    if args.dry_run:
-        return 0
-    enable_compilation_cache(compile_cache_dir(args.compile_cache))
-    options = Options(tracking=not args.no_tracking, tracking_uri=args.tracking_uri, resume=args.resume,
-                      register=f"{args.register}@{args.alias}" if args.register else None,
-                      progress=not args.no_progress, snapshot_every=args.snapshot_every,
-                      snapshot_dir=str(Path(args.snapshot_dir).expanduser() if args.snapshot_dir
-                                       else cache_root() / "snapshots"))
-    interrupts.check()
     try:
-        result = run_planned(sweep, groups, options, tracker, executor, interrupts)
-    except (ResumeRefused, StoreUnavailable) as err:
+        with _notices_printed():
+            result = run_sweep(
+                sweep, tracking=not args.no_tracking, tracking_uri=args.tracking_uri, resume=args.resume,
+                register=f"{args.register}@{args.alias}" if args.register else None, progress=not args.no_progress,
+                executor=args.executor, ray_address=args.ray_address,
+                compile_cache=compile_cache_dir(args.compile_cache), snapshot_every=args.snapshot_every,
+                snapshot_dir=str(Path(args.snapshot_dir).expanduser()) if args.snapshot_dir else None,
+                interrupts=interrupts)
+    except ImportError as err:
+        if args.executor != "ray":
+            raise
+        return _no_ray(err)
+    except (SweepError, DataError, ResumeRefused, StoreUnavailable) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if args.json:
@@ -206,6 +139,70 @@ def _main(args: argparse.Namespace, interrupts: Interrupts) -> int:
     else:
         print_outcome(result)
     return 0 if result.ok else 1
+
+
+def _with_execution(sweep: Sweep, args: argparse.Namespace) -> Sweep:
+    """The sweep with the execution options given on the command line (--devices,
+    --max-variants, --chunks) in place of its file's."""
+    given = {k: v for k, v in (("devices", args.devices), ("max_variants_per_program", args.max_variants),
+                               ("chunks", args.chunks)) if v}
+    if not given:
+        return sweep
+    execution = sweep.spec.execution.model_copy(update=given)
+    return type(sweep)(sweep.path, sweep.spec.model_copy(update={"execution": execution}), sweep.variants)
+
+
+def _dry_run(sweep: Sweep, args: argparse.Namespace) -> int:
+    """Print the plan (programs, slots, devices, memory; a cluster's chunks), what data is
+    missing, and refuse a plan that cannot fit; nothing is trained or logged."""
+    executor = None
+    if args.executor == "ray":
+        try:
+            executor = ray_executor(sweep, args.ray_address, compile_cache_dir(args.compile_cache))
+        except ImportError as err:
+            return _no_ray(err)
+    from jaxmlp.sweep.optimize_run import describe_study
+    from jaxmlp.sweep.plan import describe_plan, oversized
+
+    groups = plan_sweep(sweep, executor)
+    print(describe_study(sweep, groups[0]) if sweep.spec.optimize else describe_plan(sweep, groups))
+    for problem in unavailable_data(sweep):
+        print(f"data: {problem}")
+    if executor:
+        print(executor.describe(groups, search=sweep.spec.search is not None))
+    too_large = None if executor else oversized(groups)  # (a cluster's workers have their own memory)
+    if too_large:
+        print(f"error: {sweep.path}: {too_large}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _no_ray(err: ImportError) -> int:
+    print(f"error: --executor ray needs Ray ({err}); install it with: pip install -e \".[ray]\"", file=sys.stderr)
+    return 2
+
+
+@contextlib.contextmanager
+def _notices_printed() -> Iterator[None]:
+    """The library's notices (the `jaxmlp` loggers) printed to stderr while the sweep runs,
+    above its progress bars, once each (not again by a handler a library put on the root)."""
+    handler, logger = _StderrLines(), logging.getLogger("jaxmlp")
+    propagate, logger.propagate = logger.propagate, False
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
+
+
+class _StderrLines(logging.Handler):
+    """Each record's message as a line on the current stderr, above any progress bars."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from tqdm import tqdm
+
+        tqdm.write(record.getMessage(), file=sys.stderr)
 
 
 def outcome_json(result) -> dict:
