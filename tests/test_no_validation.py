@@ -113,6 +113,7 @@ def test_a_sweep_without_validation_logs_no_validation_dataset_and_refuses_searc
         load_sweep(searched)
 
 
+@pytest.mark.slow  # the only unit test that needed MNIST prepared (the session's MNIST sweep: about a minute)
 def test_mnist_without_validation_trains_on_all_60000_images(mnist_sweep):
     from jaxmlp.config import DataConfig
 
