@@ -156,14 +156,14 @@ def _history(client, run_id: str, key: str) -> list[tuple[int, float]]:
     return sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
 
 
-def test_sigkill_at_random_moments_then_resume_equals_an_uninterrupted_sweep(tmp_path_factory):
+def test_sigkill_at_random_moments_then_resume_equals_an_uninterrupted_sweep(tmp_path_factory, new_store):
     cache = compile_cache(tmp_path_factory)
     folder = tmp_path_factory.mktemp("crash-soak")
     path = write_sweep(folder, SOAK)
-    uri_a, uri_b = f"sqlite:///{folder}/a.db", f"sqlite:///{folder}/b.db"
+    uri_a, uri_b = new_store(folder, "a.db"), new_store(folder, "b.db")
 
     _run_to_end(path, uri_a, cache, folder / "a.log")
-    client_a, client_b = store_client(uri_a), store_client(uri_b)  # b: created here, before any sweep opens it
+    client_a, client_b = store_client(uri_a), store_client(uri_b)
     (parent_a,), _ = sweep_runs(client_a, SOAK["name"])
     expected = _finished_by_key(client_a, parent_a.info.run_id)
     assert len(expected) == N_VARIANTS

@@ -51,10 +51,10 @@ def _parquet(columns: dict) -> bytes:
     return out.getvalue()
 
 
-def test_the_store_names_the_damaged_history_file(tmp_path):
+def test_the_store_names_the_damaged_history_file(store_uri):
     from jaxmlp.tracking import Tracker
 
-    t = Tracker(f"sqlite:///{tmp_path}/mlflow.db")
+    t = Tracker(store_uri)
     parent = t.start_parent(t.experiment("h"), "h", sweep_name="h", sweep_hash="x", sweep_file="h.yaml", note="",
                             git_commit=None, environment={}, params={})
     t.log_histories(parent, "g0", "good", _histories())

@@ -43,9 +43,9 @@ def _store(uri, name) -> SimpleNamespace:
 
 
 @pytest.fixture(scope="module")
-def large(tmp_path_factory, cache) -> SimpleNamespace:
+def large(tmp_path_factory, new_store, cache) -> SimpleNamespace:
     folder = tmp_path_factory.mktemp("large")
-    uri = f"sqlite:///{folder}/mlflow.db"
+    uri = new_store(folder)
     path = write_sweep(folder, {"name": "large", **LARGE})
     _run(path, uri, cache)
     return _store(uri, "large")
@@ -90,8 +90,8 @@ def test_only_each_settings_best_keeps_metric_histories_and_they_equal_the_parqu
         assert child.data.metrics["best_val_loss"] == min(c.data.metrics["best_val_loss"] for c in seeds)
 
 
-def test_a_large_sweep_killed_and_resumed_has_every_history(tmp_path, cache):
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+def test_a_large_sweep_killed_and_resumed_has_every_history(tmp_path, store_uri, cache):
+    uri = store_uri
     spec = {"name": "large-resumed", **LARGE, "zip": {"model.hidden": [[8], [12]], "training.epochs": [4, 400]}}
     spec["base"] = {**LARGE["base"], "model": {}}
     path = write_sweep(tmp_path, spec)

@@ -22,12 +22,11 @@ from sweep_helpers import compile_cache, run_ui_sweep, store_client, sweep_runs
 
 
 @pytest.fixture(scope="module")
-def swept(tmp_path_factory):
+def swept(tmp_path_factory, new_store):
     """The tiny UI sweep in a SQLite store: (sweep, client, parent run, child runs)."""
     folder = tmp_path_factory.mktemp("ui-store")
     with pytest.MonkeyPatch.context() as monkeypatch:
-        sweep = run_ui_sweep(folder, f"sqlite:///{folder}/mlflow.db", compile_cache(tmp_path_factory), monkeypatch,
-                             "ui-store")
+        sweep = run_ui_sweep(folder, new_store(folder), compile_cache(tmp_path_factory), monkeypatch, "ui-store")
     client = store_client(sweep.tracking_uri)
     (parent,), children = sweep_runs(client, "ui-store")
     return sweep, client, parent, children

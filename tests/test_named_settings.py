@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import csv
 
-from sweep_helpers import TINY_BASE, compile_cache, run_sweep_cli, store_client, sweep_runs, write_sweep
+from sweep_helpers import TINY_BASE, run_sweep_cli, store_client, sweep_runs, write_sweep
 
 from jaxmlp.report.cli import main as report_main
 
@@ -14,8 +14,8 @@ SPEC = {"name": "named", "base": {**TINY_BASE, "training": {"epochs": 2, "batch_
                 "seeds": [1, 2]}}
 
 
-def test_named_settings_are_shown_logged_reported_and_matched_by_name(tmp_path, tmp_path_factory):
-    uri, cache = f"sqlite:///{tmp_path}/mlflow.db", compile_cache(tmp_path_factory)
+def test_named_settings_are_shown_logged_reported_and_matched_by_name(tmp_path, store_uri, cache):
+    uri = store_uri
     path = write_sweep(tmp_path, SPEC)
     result = run_sweep_cli(path, "--tracking-uri", uri, "--no-progress", "--compile-cache", cache)
     assert result.code == 0, result.err

@@ -81,13 +81,13 @@ def test_without_validation_the_training_loss_alone_tells_divergence(make_config
     assert blown.diverged and blown.stopped_epoch < 5
 
 
-def test_a_sweep_without_validation_logs_no_validation_dataset_and_refuses_search(tmp_path):
+def test_a_sweep_without_validation_logs_no_validation_dataset_and_refuses_search(tmp_path, store_uri):
     spec = {"name": "final_fit",
             "base": {"data": {"name": "digits", "val_size": 0}, "model": {"hidden": [16]},
                      "training": {"epochs": 3, "batch_size": 64,
                                   "early_stopping": {"patience": None, "restore_best": False}}},
             "grid": {"optimizer.learning_rate": [0.01, 0.03]}}
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = store_uri
     result = run_sweep_cli(write_sweep(tmp_path, spec), "--tracking-uri", uri, "--no-progress")
     assert result.code == 0, result.err
     _, children = sweep_runs(store_client(uri), "final_fit")
@@ -113,6 +113,7 @@ def test_a_sweep_without_validation_logs_no_validation_dataset_and_refuses_searc
         load_sweep(searched)
 
 
+@pytest.mark.slow  # the only unit test that needed MNIST prepared (the session's MNIST sweep: about a minute)
 def test_mnist_without_validation_trains_on_all_60000_images(mnist_sweep):
     from jaxmlp.config import DataConfig
 

@@ -31,13 +31,14 @@ def sweep_spec(data: dict, **extra) -> dict:
     return {"name": "own", "base": {"data": data, **SMALL}, "seeds": [0, 1], **extra}
 
 
-def test_csv_with_string_labels_trains_tracks_its_digest_and_its_model_returns_labels(tmp_path, monkeypatch):
+def test_csv_with_string_labels_trains_tracks_its_digest_and_its_model_returns_labels(tmp_path, store_uri,
+                                                                                      monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "data").mkdir()
     csv = tmp_path / "data" / "animals.csv"
     table().to_csv(csv, index=False)
     path = write_sweep(tmp_path, sweep_spec({"name": "csv", "path": "data/animals.csv", "target": "kind"}))
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = store_uri
     result = run_sweep_cli(path, "--tracking-uri", uri, "--no-progress", "--json", "--register", "animals")
     assert result.code == 0, result.err
     client = store_client(uri)
@@ -59,7 +60,7 @@ def test_csv_with_string_labels_trains_tracks_its_digest_and_its_model_returns_l
 
 
 @pytest.mark.parametrize("kind", ["parquet", "npz", "regression-csv"])
-def test_parquet_npz_and_regression_files_train_into_sqlite(tmp_path, kind):
+def test_parquet_npz_and_regression_files_train_into_sqlite(tmp_path, store_uri, kind):
     frame = table()
     if kind == "parquet":
         path = tmp_path / "animals.parquet"
@@ -73,7 +74,7 @@ def test_parquet_npz_and_regression_files_train_into_sqlite(tmp_path, kind):
         path = tmp_path / "houses.csv"
         frame.assign(price=3.0 * frame["size"] + 100.0).drop(columns="kind").to_csv(path, index=False)
         data = {"name": "csv", "path": str(path), "target": "price"}
-    result = jaxmlp.run_sweep(sweep_spec(data), tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    result = jaxmlp.run_sweep(sweep_spec(data), tracking_uri=store_uri)
     rows = result.frame()
     assert result.ok and list(rows["status"]) == ["FINISHED", "FINISHED"] and rows["run_id"].notna().all()
     metric = "test_loss" if kind == "regression-csv" else "test_accuracy"
@@ -86,11 +87,11 @@ def test_parquet_npz_and_regression_files_train_into_sqlite(tmp_path, kind):
     assert np.isclose(loaded.info.get("target_mean", 100.0), 100.0, atol=1.0)
 
 
-def test_a_changed_data_file_is_refused_on_resume_naming_it(tmp_path):
+def test_a_changed_data_file_is_refused_on_resume_naming_it(tmp_path, store_uri):
     csv = tmp_path / "animals.csv"
     table().to_csv(csv, index=False)
     path = write_sweep(tmp_path, sweep_spec({"name": "csv", "path": "animals.csv", "target": "kind"}, seeds=[0]))
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = store_uri
     assert jaxmlp.run_sweep(path, tracking_uri=uri).ok
     table(seed=2).to_csv(csv, index=False)
     with pytest.raises(jaxmlp.ResumeRefused, match=f"{path}: its data file {csv} changed since parent run"):
@@ -165,11 +166,10 @@ def test_a_table_is_read_once_and_cached_by_its_digest(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow  # prepares MNIST through tensorflow-datasets (about half a minute)
-def test_the_generic_tfds_path_reads_mnist_offline(mnist_dir, tmp_path):
+def test_the_generic_tfds_path_reads_mnist_offline(mnist_dir, tmp_path, store_uri):
     data = {"name": "tfds", "dataset": "mnist", "manual_dir": str(mnist_dir), "cache_dir": str(tmp_path / "cache"),
             "train_limit": 512}
-    result = jaxmlp.run_sweep({"name": "tfds-mnist", "base": {"data": data, **SMALL}},
-                              tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    result = jaxmlp.run_sweep({"name": "tfds-mnist", "base": {"data": data, **SMALL}}, tracking_uri=store_uri)
     (row,) = result.frame().to_dict("records")
     assert row["status"] == "FINISHED" and row["test_accuracy"] > 0.3  # chance: 0.1
     loaded = load_dataset(load_config({"data": data}).data)
@@ -177,7 +177,7 @@ def test_the_generic_tfds_path_reads_mnist_offline(mnist_dir, tmp_path):
 
 
 @pytest.mark.slow  # imports TensorFlow and prepares a tensorflow-datasets set (about 20 s)
-def test_a_tfds_set_prepared_by_the_test_into_its_data_dir_trains(tmp_path):
+def test_a_tfds_set_prepared_by_the_test_into_its_data_dir_trains(tmp_path, store_uri):
     tfds = pytest.importorskip("tensorflow_datasets")
 
     class TinyStripes(tfds.core.GeneratorBasedBuilder):
@@ -206,7 +206,7 @@ def test_a_tfds_set_prepared_by_the_test_into_its_data_dir_trains(tmp_path):
     data = {"name": "tfds", "dataset": "tiny_stripes", "data_dir": str(tmp_path / "tfds"),
             "cache_dir": str(tmp_path / "cache")}
     result = jaxmlp.run_sweep({"name": "stripes", "base": {"data": data, **SMALL, "training": {"epochs": 20}}},
-                              tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+                              tracking_uri=store_uri)
     (row,) = result.frame().to_dict("records")
     assert row["status"] == "FINISHED" and row["test_accuracy"] > 0.6  # chance: 1/3
     loaded = load_dataset(load_config({"data": data}).data)

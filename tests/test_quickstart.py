@@ -5,6 +5,8 @@ from pathlib import Path
 
 import pytest
 
+from sweep_helpers import store_client, sweep_runs
+
 NOTEBOOK = Path(__file__).resolve().parents[1] / "examples" / "quickstart.ipynb"
 
 
@@ -15,7 +17,7 @@ def test_the_notebook_is_kept_without_outputs():
 
 
 @pytest.mark.slow  # a Jupyter kernel, a fit and a tracked sweep (about half a minute)
-def test_the_quickstart_notebook_runs_end_to_end(tmp_path):
+def test_the_quickstart_notebook_runs_end_to_end(tmp_path, store_uri):
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
     notebook = nbformat.read(NOTEBOOK, as_version=4)
@@ -24,6 +26,8 @@ def test_the_quickstart_notebook_runs_end_to_end(tmp_path):
     outputs = [o for c in notebook.cells if c.cell_type == "code" for o in c.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
     assert any("image/png" in o.get("data", {}) for o in outputs)  # the learning curves
-    assert (tmp_path / "mlflow.db").is_file() and (tmp_path / "wine-best" / "params.msgpack").is_file()
+    assert (tmp_path / "wine-best" / "params.msgpack").is_file()
+    (parent,), children = sweep_runs(store_client(store_uri), "wine-activations")  # in ./mlflow.db
+    assert parent.info.status == "FINISHED" and len(children) == 6
     printed = "".join(o.get("text", "") for o in outputs)
     assert f"mlflow ui --backend-store-uri sqlite:///{tmp_path}/mlflow.db" in printed

@@ -137,10 +137,10 @@ def test_sweep_on_ray_into_a_server_logs_as_on_one_machine(cluster, mlflow_serve
 
 
 @pytest.mark.slow
-def test_a_worker_killed_mid_chunk_is_retried_and_each_variant_finishes_once(cluster, tmp_path, cache):
+def test_a_worker_killed_mid_chunk_is_retried_and_each_variant_finishes_once(cluster, tmp_path, store_uri, cache):
     address, head = cluster
     path = write_sweep(tmp_path, {"name": "ray-retry", **LONG})
-    uri, log = f"sqlite:///{tmp_path}/store.db", tmp_path / "sweep.log"
+    uri, log = store_uri, tmp_path / "sweep.log"
     client = store_client(uri)
     with sweep_driver(path, "--executor", "ray", "--ray-address", address, "--tracking-uri", uri,
                       "--compile-cache", cache, log=log) as driver:
@@ -162,14 +162,14 @@ def test_a_worker_killed_mid_chunk_is_retried_and_each_variant_finishes_once(clu
 
 
 @pytest.mark.slow
-def test_the_programs_of_a_sweep_train_at_once_on_a_cluster(cluster, tmp_path, cache):
+def test_the_programs_of_a_sweep_train_at_once_on_a_cluster(cluster, tmp_path, store_uri, cache):
     """Two structures (two programs of one chunk) asking 2 CPUs each of a head of 4: both
     chunks train at the same time, and each variant still ends FINISHED once, its history whole."""
     address, head = cluster
     training = {"epochs": 600, "batch_size": 64, "early_stopping": {"patience": None}}
     path = write_sweep(tmp_path, {"name": "ray-programs", "base": {**TINY_BASE, "training": training},
                                   "grid": {"model.hidden": [[16], [24]]}, "execution": {"ray": {"num_cpus": 2}}})
-    uri, log = f"sqlite:///{tmp_path}/store.db", tmp_path / "sweep.log"
+    uri, log = store_uri, tmp_path / "sweep.log"
     with sweep_driver(path, "--executor", "ray", "--ray-address", address, "--tracking-uri", uri,
                       "--compile-cache", cache, log=log) as driver:
         wait_until(lambda: len(session_processes(head.pid, CHUNK_TITLE)) == 2,
@@ -220,12 +220,12 @@ def test_a_program_discarded_unread_stops_training_on_the_cluster(cluster, tmp_p
 
 
 @pytest.mark.slow
-def test_ctrl_c_cancels_the_local_cluster_and_resume_on_a_cluster_finishes(cluster, tmp_path, cache):
+def test_ctrl_c_cancels_the_local_cluster_and_resume_on_a_cluster_finishes(cluster, tmp_path, store_uri, cache):
     """Ctrl-C on a driver with its own local cluster (no --ray-address): exit 130, no run left
     RUNNING, no process of that cluster left; --resume on the shared cluster trains the rest."""
     address, _ = cluster
     path = write_sweep(tmp_path, {"name": "ray-interrupt", **LONG})
-    uri, log = f"sqlite:///{tmp_path}/store.db", tmp_path / "sweep.log"
+    uri, log = store_uri, tmp_path / "sweep.log"
     client = store_client(uri)
     with sweep_driver(path, "--executor", "ray", "--tracking-uri", uri, "--compile-cache", cache, log=log) as driver:
         wait_until(lambda: bool(session_processes(driver.pid, CHUNK_TITLE))

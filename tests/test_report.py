@@ -53,13 +53,13 @@ README = f"# An experiment\n\nbefore\n{MARK_START}\nnot yet run\n{MARK_END}\naft
 
 
 @pytest.fixture(scope="module")
-def tracked(tmp_path_factory):
-    """One sweep run into a fresh store, reported twice: by name without logging, then by file."""
+def tracked(tmp_path_factory, new_store):
+    """One sweep run into an empty store, reported twice: by name without logging, then by file."""
     root = tmp_path_factory.mktemp("report")
     sweep = root / "sweep.yaml"
     sweep.write_text(SWEEP)
     (root / "references.yaml").write_text(REFERENCES)
-    uri = f"sqlite:///{root}/mlflow.db"
+    uri = new_store(root)
     assert sweep_main([str(sweep), "--tracking-uri", uri, "--no-progress",
                        "--compile-cache", compile_cache(tmp_path_factory)]) == 0
     tracker = Tracker(uri)

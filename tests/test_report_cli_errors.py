@@ -19,10 +19,10 @@ SWEEPS = {name: {"name": name, "base": {**TINY_BASE, "training": {"epochs": 1, "
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
+def store(tmp_path_factory, new_store):
     """Both sweeps tracked into one store: their files, parent runs and a child run."""
     root = tmp_path_factory.mktemp("report_errors")
-    uri = f"sqlite:///{root}/mlflow.db"
+    uri = new_store(root)
     files, parents = {}, {}
     tracker = Tracker(uri)
     for name, spec in SWEEPS.items():

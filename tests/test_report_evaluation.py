@@ -40,9 +40,9 @@ RECORDS = [
 
 
 @pytest.fixture(scope="module")
-def read_back(tmp_path_factory) -> list[VariantRecord]:
+def read_back(tmp_path_factory, new_store) -> list[VariantRecord]:
     """RECORDS logged as a sweep's children in a real SQLite store and read back."""
-    tracker = Tracker(f"sqlite:///{tmp_path_factory.mktemp('store')}/mlflow.db")
+    tracker = Tracker(new_store(tmp_path_factory.mktemp('store')))
     exp = tracker.experiment("evaluation figures")
     parent = start_parent(tracker, exp)
     for i, r in enumerate(RECORDS):

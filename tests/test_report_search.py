@@ -36,10 +36,9 @@ HALVING = {
 LR = "hp/optimizer.learning_rate"
 
 
-def _tracked(root, name: str, spec: dict, cache: str) -> SimpleNamespace:
-    """A sweep run into a fresh store and reported (not logged) into root/out, with what the report printed."""
+def _tracked(root, uri: str, name: str, spec: dict, cache: str) -> SimpleNamespace:
+    """A sweep run into the empty store `uri` and reported (not logged) into root/out, with what the report printed."""
     path = write_sweep(root, {"name": name, **spec})
-    uri = f"sqlite:///{root}/mlflow.db"
     result = run_sweep_cli(path, "--tracking-uri", uri, "--no-progress", "--json", "--compile-cache", cache)
     assert result.code == 0, result.err
     out = root / "out"
@@ -54,13 +53,15 @@ def _tracked(root, name: str, spec: dict, cache: str) -> SimpleNamespace:
 
 
 @pytest.fixture(scope="module")
-def halving(tmp_path_factory) -> SimpleNamespace:
-    return _tracked(tmp_path_factory.mktemp("halving"), "halving_report", HALVING, compile_cache(tmp_path_factory))
+def halving(tmp_path_factory, new_store) -> SimpleNamespace:
+    root = tmp_path_factory.mktemp("halving")
+    return _tracked(root, new_store(root), "halving_report", HALVING, compile_cache(tmp_path_factory))
 
 
 @pytest.fixture(scope="module")
-def pbt(tmp_path_factory) -> SimpleNamespace:
-    return _tracked(tmp_path_factory.mktemp("pbt"), "pbt_report", PBT, compile_cache(tmp_path_factory))
+def pbt(tmp_path_factory, new_store) -> SimpleNamespace:
+    root = tmp_path_factory.mktemp("pbt")
+    return _tracked(root, new_store(root), "pbt_report", PBT, compile_cache(tmp_path_factory))
 
 
 def _markdown_table(text: str, title: str) -> list[list[str]]:

@@ -48,8 +48,8 @@ def write_spool(folder: Path, uri: str, files: dict[str, bytes], parent_run_id: 
 
 
 @pytest.fixture
-def store(tmp_path) -> Tracker:
-    return Tracker(f"sqlite:///{tmp_path}/mlflow.db")
+def store(store_uri) -> Tracker:
+    return Tracker(store_uri)
 
 
 def runs(store: Tracker) -> tuple[list, list]:

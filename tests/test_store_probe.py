@@ -76,11 +76,11 @@ def test_a_long_description_is_an_artifact_and_the_note_is_cut(tmp_path, cache):
 
 
 @pytest.fixture(scope="module")
-def concurrent(tmp_path_factory, cache) -> SimpleNamespace:
+def concurrent(tmp_path_factory, new_store, cache) -> SimpleNamespace:
     """A sweep killed mid-way; a fresh run (no --resume) of it, killed mid-way too; then two
     --resume started at the same moment."""
     folder = tmp_path_factory.mktemp("concurrent")
-    uri = f"sqlite:///{folder}/mlflow.db"
+    uri = new_store(folder)
     path = write_sweep(folder, {"name": "owners", **THREE_GROUPS})
     _, client, first_parents, _ = interrupt_mid_sweep(path, uri, cache, signal.SIGKILL)
     first = first_parents[0].info.run_id
@@ -146,8 +146,8 @@ def test_two_resumes_started_together_train_every_variant_once(concurrent):
 
 
 @pytest.mark.slow
-def test_a_resume_while_the_sweep_runs_is_refused_and_the_sweep_goes_on(tmp_path, cache):
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+def test_a_resume_while_the_sweep_runs_is_refused_and_the_sweep_goes_on(tmp_path, store_uri, cache):
+    uri = store_uri
     path = write_sweep(tmp_path, {"name": "held", **THREE_GROUPS})
     client, log = store_client(uri), tmp_path / "held.log"
     running = start_sweep(path, "--tracking-uri", uri, "--compile-cache", cache, log=log)
@@ -258,13 +258,12 @@ def test_report_and_replay_against_a_closed_port_end_within_a_bound_with_one_lin
 
 
 @pytest.mark.slow  # SQLite's and MLflow's own waits on the lock: about 20 s
-def test_a_locked_sqlite_store_is_refused_with_the_lock_as_the_reason_and_its_fix(tmp_path, cache):
+def test_a_locked_sqlite_store_is_refused_with_the_lock_as_the_reason_and_its_fix(tmp_path, store_uri, cache):
     """It said "make mlflow.db writable" (the wrong fix), with SQLAlchemy's SQL and links over
     three lines. (The sweep runs as a process of its own: SQLite's locks do not survive a fork.)"""
     import sqlite3
 
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    store_client(uri)  # a store with its tables
+    uri = store_uri  # a store with its tables
     path = write_sweep(tmp_path, {"name": "probe", **TWO_SETTINGS})
     lock = sqlite3.connect(tmp_path / "mlflow.db", isolation_level=None)
     try:

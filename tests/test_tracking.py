@@ -28,9 +28,9 @@ from sweep_helpers import start_child, start_parent
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory) -> Tracker:
-    """One SQLite store for the module (opening a new one costs seconds); tests use own experiments."""
-    tracker = Tracker(f"sqlite:///{tmp_path_factory.mktemp('store')}/mlflow.db")
+def store(tmp_path_factory, new_store) -> Tracker:
+    """One SQLite store for the module; tests use own experiments."""
+    tracker = Tracker(new_store(tmp_path_factory.mktemp('store')))
     tracker.client  # opens the store now, outside any one test's timing
     return tracker
 
@@ -87,6 +87,22 @@ def test_ui_command_and_runs_page():
 def test_importing_tracking_does_not_import_mlflow():
     code = "import sys, jaxmlp.tracking; assert 'mlflow' not in sys.modules, 'mlflow imported'"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_a_copied_store_is_migrated_to_mlflow_s_latest_schema_and_empty(store_uri, migrated_store):
+    """The store the tests copy (`store_uri`) needs no migration when opened, and holds nothing."""
+    import sqlalchemy
+    from mlflow.store.db.utils import _all_tables_exist, _get_latest_schema_revision, _get_schema_version
+
+    engine = sqlalchemy.create_engine(store_uri)
+    try:
+        assert _all_tables_exist(engine) and _get_schema_version(engine) == _get_latest_schema_revision()
+    finally:
+        engine.dispose()
+    assert Path(store_uri.removeprefix("sqlite:///")) != migrated_store  # a copy: the template stays empty
+    client = Tracker(store_uri).client
+    assert [e.name for e in client.search_experiments()] == ["Default"]
+    assert client.search_runs(["0"]) == []
 
 
 def test_experiment_created_with_kind_and_tags_then_reused(store, tmp_path):
@@ -514,9 +530,9 @@ def test_tracker_process_runs_calls_in_another_process_into_the_same_store(store
     assert [a.path for a in store.client.list_artifacts(child, "checkpoint")] == ["checkpoint/a.txt"]
 
 
-def test_tracker_process_ends_when_the_process_that_started_it_is_killed(tmp_path):
+def test_tracker_process_ends_when_the_process_that_started_it_is_killed(store_uri):
     code = ("import os, signal, sys; from jaxmlp.tracking import TrackerProcess\n"
-            f"t = TrackerProcess('sqlite:///{tmp_path}/mlflow.db'); print(t._process.pid, flush=True)\n"
+            f"t = TrackerProcess('{store_uri}'); print(t._process.pid, flush=True)\n"
             "os.kill(os.getpid(), signal.SIGKILL)\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == -signal.SIGKILL
@@ -534,12 +550,12 @@ def test_tracker_process_ends_when_the_process_that_started_it_is_killed(tmp_pat
     pytest.fail(f"tracking process {pid} outlived the process that started it")
 
 
-def test_tracker_process_started_from_a_script_without_a_main_guard(tmp_path):
+def test_tracker_process_started_from_a_script_without_a_main_guard(tmp_path, store_uri):
     script = tmp_path / "plain.py"
     script.write_text("from jaxmlp.tracking import TrackerProcess\n"
-                      f"t = TrackerProcess('sqlite:///{tmp_path}/mlflow.db')\n"
+                      f"t = TrackerProcess('{store_uri}')\n"
                       "print(t.experiment('from_a_script'), flush=True)\n"
                       "t.close()\n")
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.split() == [Tracker(f"sqlite:///{tmp_path}/mlflow.db").experiment("from_a_script")]
+    assert done.stdout.split() == [Tracker(store_uri).experiment("from_a_script")]

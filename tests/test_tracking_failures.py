@@ -64,11 +64,9 @@ def cap_pages(more):
 
 
 @pytest.fixture(scope="module")
-def uri(tmp_path_factory) -> str:
-    """One SQLite store for the module, created here once (each tracking process only opens it)."""
-    uri = f"sqlite:///{tmp_path_factory.mktemp('store')}/mlflow.db"
-    Tracker(uri).client
-    return uri
+def uri(tmp_path_factory, new_store) -> str:
+    """One SQLite store for the module (each tracking process only opens it)."""
+    return new_store(tmp_path_factory.mktemp('store'))
 
 
 @pytest.fixture
@@ -163,12 +161,11 @@ def _printed_summary(out: str, name: str, n_variants: int) -> None:
 TWO_SETTINGS = {"base": TINY_BASE, "grid": {"model.activation": ["relu", "tanh"]}, "seeds": [0]}
 
 
-def _killed_mid_sweep(monkeypatch, tmp_path, cache, name: str):
+def _killed_mid_sweep(monkeypatch, tmp_path, uri, cache, name: str):
     """Run the sweep of TWO_SETTINGS with its tracking process killed after the first epoch, once
-    both children's runs are RUNNING in the store; the spool goes under tmp_path."""
+    both children's runs are RUNNING in the store `uri`; the spool goes under tmp_path."""
     import jaxmlp.sweep.runner as runner
 
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
     path = write_sweep(tmp_path, {"name": name, **TWO_SETTINGS})
     client = store_client(uri)
     started = _tracking_processes(monkeypatch)
@@ -195,9 +192,10 @@ def _killed_mid_sweep(monkeypatch, tmp_path, cache, name: str):
 
 
 @pytest.mark.slow
-def test_a_sweep_whose_tracking_process_dies_mid_sweep_trains_on_reports_and_resumes(tmp_path, cache, monkeypatch):
+def test_a_sweep_whose_tracking_process_dies_mid_sweep_trains_on_reports_and_resumes(tmp_path, store_uri, cache,
+                                                                                     monkeypatch):
     name = "dies-mid-sweep"
-    path, uri, client, result = _killed_mid_sweep(monkeypatch, tmp_path, cache, name)
+    path, uri, client, result = _killed_mid_sweep(monkeypatch, tmp_path, store_uri, cache, name)
     assert result.code == 1, result.err
     _printed_summary(result.out, name, 2)
     assert f"TRACKING ERROR: RemoteError: the tracking process ended unexpectedly (exit code {-signal.SIGKILL})" \
@@ -215,11 +213,12 @@ def test_a_sweep_whose_tracking_process_dies_mid_sweep_trains_on_reports_and_res
 
 
 @pytest.mark.slow
-def test_what_a_dead_store_could_not_log_is_spooled_and_the_replay_logs_it_all(tmp_path, cache, monkeypatch):
+def test_what_a_dead_store_could_not_log_is_spooled_and_the_replay_logs_it_all(tmp_path, store_uri, cache,
+                                                                              monkeypatch):
     from jaxmlp.tracking.__main__ import main as tracking_main
 
     name = "spooled"
-    _, uri, client, result = _killed_mid_sweep(monkeypatch, tmp_path, cache, name)
+    _, uri, client, result = _killed_mid_sweep(monkeypatch, tmp_path, store_uri, cache, name)
     assert result.code == 1, result.err
     line = next(x for x in result.out.splitlines() if "nothing trained is lost" in x)
     assert "2 child run(s) and the summary not logged are kept in " in line
@@ -261,8 +260,8 @@ def test_a_sweep_whose_tracking_process_is_dead_from_the_start_is_refused_before
 
 @pytest.mark.slow
 def test_summary_logging_that_fails_when_the_parent_closes_ends_it_failed_with_the_reason(
-        tmp_path, cache, monkeypatch, faults):
-    uri, name = f"sqlite:///{tmp_path}/mlflow.db", "summary-fails"
+        tmp_path, store_uri, cache, monkeypatch, faults):
+    uri, name = store_uri, "summary-fails"
     path = write_sweep(tmp_path, {"name": name, **TWO_SETTINGS})
     _tracking_processes(monkeypatch, warm_up=(f"{faults}:summary_cannot_be_logged",))
     with deadline(240):
@@ -280,12 +279,12 @@ def test_summary_logging_that_fails_when_the_parent_closes_ends_it_failed_with_t
     assert parent.data.tags["jaxmlp.best_run_id"] in {c.info.run_id for c in children}  # models came before
 
 
-def test_a_failing_store_call_prints_mlflow_s_error_as_one_line(tmp_path, faults, capfd):
+def test_a_failing_store_call_prints_mlflow_s_error_as_one_line(store_uri, faults, capfd):
     from sqlalchemy import event
     from sqlalchemy.engine import Engine
     from tracking_fullness import cap_pages
 
-    tracker = Tracker(f"sqlite:///{tmp_path}/mlflow.db")
+    tracker = Tracker(store_uri)
     run = tracker.client.create_run(tracker.experiment("full")).info.run_id
     cap = cap_pages(0)
     event.listen(Engine, "checkout", cap)
@@ -302,10 +301,10 @@ def test_a_failing_store_call_prints_mlflow_s_error_as_one_line(tmp_path, faults
 
 
 @pytest.mark.slow  # a whole sweep (about a minute on a slow machine)
-def test_a_full_store_prints_a_line_per_failure_and_the_spool_message_last(tmp_path, cache, monkeypatch, faults):
-    uri, name = f"sqlite:///{tmp_path}/mlflow.db", "store-fills-up"
+def test_a_full_store_prints_a_line_per_failure_and_the_spool_message_last(tmp_path, store_uri, cache, monkeypatch,
+                                                                           faults):
+    uri, name = store_uri, "store-fills-up"  # created (and migrated) before the cap
     path = write_sweep(tmp_path, {"name": name, **TWO_SETTINGS})
-    Tracker(uri).client  # created (and migrated) before the cap
     _tracking_processes(monkeypatch, warm_up=(f"{faults}:store_fills_up",))
     monkeypatch.setenv("JAXMLP_CACHE_DIR", str(tmp_path / "cache"))
     with deadline(240):
