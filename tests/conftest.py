@@ -22,7 +22,9 @@ import pytest
 from jaxmlp.config import RunConfig, load_config, set_dotted
 from jaxmlp.data import Dataset, load_dataset
 from jaxmlp.runtime import enable_compilation_cache
-from sweep_helpers import MNIST_FILES, compile_cache, free_port, run_sweep_cli, write_sweep
+
+from tests.helpers import MNIST_FILES, data_root
+from tests.helpers.sweep import compile_cache, free_port, run_sweep_cli, write_sweep
 
 def pytest_configure(config) -> None:
     """Two XLA CPU devices, as the sweep command sets up, so the engine's sharded programs are
@@ -114,12 +116,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         fixtures = getattr(item, "_fixtureinfo", None)
         if fixtures and any(defs[-1].scope == "module" for defs in fixtures.name2fixturedefs.values()):
             item.add_marker(pytest.mark.xdist_group(item.module.__name__))
-
-
-def data_root() -> Path:
-    """$JAXMLP_DATA_DIR, else the shared data folder beside the repository."""
-    root = os.environ.get("JAXMLP_DATA_DIR")
-    return Path(root) if root else Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,9 @@ from jaxmlp.report.page import results_markers
 from jaxmlp.commands.sweep import main as sweep_main
 from jaxmlp.sweep.spec import load_sweep
 
-EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
+from tests.helpers import ROOT
+
+EXPERIMENTS = ROOT / "experiments"
 FOLDERS = sorted(p for p in EXPERIMENTS.iterdir() if p.is_dir())
 SWEEP_FILES = sorted(f for folder in FOLDERS for f in folder.glob("*.yaml") if f.name != "references.yaml")
 

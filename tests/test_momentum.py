@@ -7,9 +7,10 @@ import numpy as np
 import optax
 import pytest
 
-from engine_helpers import assert_same_run, fit, one_variant
 from jaxmlp import engine
 from jaxmlp.optim import make_optimizer, momentum_at
+
+from tests.helpers.engine import assert_same_run, fit, one_variant
 
 
 @pytest.mark.parametrize("start, end, ramp_epochs", [(0.5, 0.99, 3.0), (0.9, 0.5, 2.0), (-1.0, 0.9, 5.0),

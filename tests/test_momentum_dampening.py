@@ -7,10 +7,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from engine_helpers import one_variant
 from jaxmlp import engine
 from jaxmlp.losses import get_loss
 from jaxmlp.optim import momentum_at
+
+from tests.helpers.engine import one_variant
 
 
 def _steps(cfg, data, n: int):
