@@ -37,6 +37,18 @@ def test_devices_and_max_variants_override_the_file_in_the_plan(tmp_path):
     assert [(r[1], r[3], r[7]) for r in _plan(path, "--devices", "one", "--max-variants", "1")] == [("4", "1", "1")]
 
 
+def test_the_dry_run_of_a_study_over_two_widths_counts_a_program_per_shape(tmp_path):
+    """It said "1 compiled program(s)" while the study compiles one program per width."""
+    spec = {"name": "opt-shapes", "base": TINY_BASE, "optimize": {"trials": 4, "batch": 2, "params": {
+        "model.hidden": {"choice": [[8], [16]]}, "optimizer.learning_rate": {"loguniform": [1e-2, 0.5]}}}}
+    result = run_sweep_cli(write_sweep(tmp_path, spec), "--dry-run")
+    assert result.code == 0, result.err
+    assert "1 group(s), 2 compiled program(s)" in result.out and "2 programs, one per shape" in result.out
+    one = run_sweep_cli(write_sweep(tmp_path, {**spec, "name": "opt-one-shape", "optimize": {
+        **spec["optimize"], "params": {"optimizer.learning_rate": {"loguniform": [1e-2, 0.5]}}}}), "--dry-run")
+    assert one.code == 0 and "1 group(s), 1 compiled program(s)" in one.out, one.err
+
+
 @pytest.fixture(scope="module")
 def tracked(tmp_path_factory, cache) -> SimpleNamespace:
     """The sweep run from a git work tree, two variants per compiled group (--max-variants 2)."""
