@@ -136,7 +136,8 @@ def test_fit_takes_a_seed_count_or_a_list_as_a_sweep_file_does():
     from jaxmlp.api.inputs import run_configs
 
     assert [c.training.seed for c in run_configs(CONFIG, 3)] == [0, 1, 2]
-    assert [c.training.seed for c in run_configs([CONFIG, {**CONFIG, "model": {"hidden": [4]}}], (5, 2))] == [5, 2, 5, 2]
+    two = [CONFIG, {**CONFIG, "model": {"hidden": [4]}}]
+    assert [c.training.seed for c in run_configs(two, (5, 2))] == [5, 2, 5, 2]
 
 
 @pytest.mark.parametrize("options, message", [
@@ -217,7 +218,7 @@ def test_run_sweep_tracks_a_dict_sweep_with_its_file_histories_and_run_ids(tmp_p
 def test_run_sweep_keeps_its_notices_and_prints_nothing(tmp_path, capsys, caplog):
     """What the runner tells (here a resume with nothing to resume) is on the result and the
     `jaxmlp.sweep` logger, which prints nothing unless configured (the command prints it:
-    test_sweep_run.py::test_resume_without_an_earlier_parent_says_it_starts_one)."""
+    test_sweep_run.py::test_the_command_prints_the_librarys_notices_and_warnings_on_stderr)."""
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     with caplog.at_level(logging.WARNING, logger="jaxmlp.sweep"):
         result = jaxmlp.run_sweep({**SWEEP, "name": "told", "grid": {}, "seeds": [0]}, tracking_uri=uri, resume=True)
