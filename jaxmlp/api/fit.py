@@ -20,7 +20,7 @@ import numpy as np
 from jaxmlp.report.frames import frame, history_frame, variant_row
 from jaxmlp.api.inputs import data_section, dataset_of, run_configs
 from jaxmlp.checkpoint import Checkpoint, checkpoint_meta, predict, predict_labels, prepared_inputs, save_checkpoint
-from jaxmlp.config import ConfigError, RunConfig
+from jaxmlp.config import SEED_KEY, ConfigError, RunConfig
 from jaxmlp.data import Dataset, dataset_key, load_dataset
 from jaxmlp.engine import Trainer, VariantResult, merge_key
 from jaxmlp.records import VariantRecord
@@ -122,7 +122,7 @@ def _devices(devices: str | int, configs: list[RunConfig]) -> int:
 def swept_keys(configs: Sequence[RunConfig]) -> tuple[str, ...]:
     """The configuration keys whose values differ between `configs` (the seed aside)."""
     flats = [c.flat() for c in configs]
-    return tuple(k for k in flats[0] if k != "training.seed" and len({json.dumps(f[k]) for f in flats}) > 1)
+    return tuple(k for k in flats[0] if k != SEED_KEY and len({json.dumps(f[k]) for f in flats}) > 1)
 
 
 def _train_group(configs: list[RunConfig], data: Dataset, devices: int, progress: bool | None):
@@ -144,15 +144,16 @@ def _train_group(configs: list[RunConfig], data: Dataset, devices: int, progress
     return trainer.result.variants, trainer.result
 
 
-def fit(config: Any, data: Any = None, *, target: str | None = None, seeds: Sequence[int] | None = None,
+def fit(config: Any, data: Any = None, *, target: str | None = None, seeds: int | Sequence[int] | None = None,
         devices: str | int = "auto", progress: bool | None = False) -> FitResult:
     """Train `config` (a dict, dotted keys such as {'model.hidden': [64, 64]}, a RunConfig, a
-    YAML path, or a list of these), once per seed in `seeds` where given, on `data`: None (the
-    configuration's data section), (X, y), a DataFrame with `target`, given splits
-    {'train': (X, y), 'test': (X, y)} (validation cut from train unless 'val' is given), or a
-    `jaxmlp.Dataset`; given data replaces every configuration's data section. `devices`: auto,
-    one, all or a count (the variant axis sharded over them); `progress`: an epoch bar on
-    stderr (None: on a terminal only). Raises ConfigError or DataError before anything is compiled."""
+    YAML path, or a list of these), once per seed in `seeds` where given (a list, or a count n:
+    seeds 0 .. n - 1), on `data`: None (the configuration's data section), (X, y), a DataFrame
+    with `target`, given splits {'train': (X, y), 'test': (X, y)} (validation cut from train
+    unless 'val' is given), or a `jaxmlp.Dataset`; given data replaces every configuration's
+    data section. `devices`: auto, one, all or a count (the variant axis sharded over them);
+    `progress`: an epoch bar on stderr (None: on a terminal only). Raises ConfigError or
+    DataError before anything is compiled."""
     configs = run_configs(config, seeds)
     given = dataset_of(data, target)
     if given is not None:

@@ -8,7 +8,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from jaxmlp.config import ConfigError, DataConfig, RunConfig, load_config, set_dotted
+from jaxmlp.config import ConfigError, DataConfig, RunConfig, load_config, seed_list, set_dotted
 from jaxmlp.data import Dataset, load_dataset
 from jaxmlp.data.errors import DataError
 from jaxmlp.data.tables import arrays_config, resolve_file
@@ -46,14 +46,13 @@ def _one_config(item: Any) -> RunConfig:
                       f"{type(item).__name__}")
 
 
-def run_configs(config: Any, seeds: Sequence[int] | None = None) -> list[RunConfig]:
-    """The configurations to train: each given one (or a list of them), once per seed."""
+def run_configs(config: Any, seeds: int | Sequence[int] | None = None) -> list[RunConfig]:
+    """The configurations to train: each given one (or a list of them), once per seed (`seeds`:
+    a count or a list, checked as a sweep file's seeds are)."""
     items = list(config) if isinstance(config, (list, tuple)) else [config]
     configs = [_one_config(c) for c in items]
     if seeds is not None:
-        seeds = list(seeds)
-        if len(set(seeds)) != len(seeds) or not all(isinstance(s, int) and s >= 0 for s in seeds):
-            raise ConfigError(f"seeds: {seeds!r}; give distinct non-negative integers")
+        seeds = seed_list(list(seeds) if isinstance(seeds, (list, tuple, range)) else seeds, "seeds")
         configs = [c.model_copy(update={"training": c.training.model_copy(update={"seed": s})})
                    for c in configs for s in seeds]
     keys = [c.model_dump_json() for c in configs]

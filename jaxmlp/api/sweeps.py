@@ -30,6 +30,10 @@ if TYPE_CHECKING:  # (both import JAX, which a command imports only after its tr
 
 #: Default seconds of training between two snapshots of a chunk (the command's --snapshot-every).
 SNAPSHOT_EVERY = 300.0
+#: What `devices` takes (the command's --devices): shard by network size, on one device, on all.
+DEVICES = ("auto", "one", "all")
+#: What a count of slots or chunks must be (the command's --max-variants and --chunks say it too).
+WHOLE_NUMBER = "give a whole number, 1 or more"
 
 
 class NoSignals(Interrupts):
@@ -85,6 +89,24 @@ def sweep_from(spec: Any, data: Any = None, target: str | None = None) -> Sweep:
                      f"not {type(spec).__name__}")
 
 
+def with_execution(sweep: Sweep, devices: str | None = None, max_variants: int | None = None,
+                   chunks: int | None = None) -> Sweep:
+    """`sweep` with the execution options given (None: the file's) in place of its file's:
+    `devices` (one of DEVICES), `max_variants` (slots per program) and `chunks`; SweepError
+    naming a bad value and what it takes."""
+    if devices is not None and devices not in DEVICES:
+        raise SweepError(f"devices={devices!r}: give one of {', '.join(DEVICES)}")
+    for name, value in (("max_variants", max_variants), ("chunks", chunks)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise SweepError(f"{name}={value!r}: {WHOLE_NUMBER}")
+    given = {k: v for k, v in (("devices", devices), ("max_variants_per_program", max_variants),
+                               ("chunks", chunks)) if v is not None}
+    if not given:
+        return sweep
+    execution = sweep.spec.execution.model_copy(update=given)
+    return dataclasses.replace(sweep, spec=sweep.spec.model_copy(update={"execution": execution}))
+
+
 def checked(sweep: Sweep, executor: str = "local") -> Sweep:
     """`sweep` where it can train on `executor` ('local' or 'ray'): an optimised sweep's
     parameters and search checked (SweepError)."""
@@ -123,7 +145,8 @@ def plan_sweep(sweep: Sweep, executor=None) -> list[Group]:
 
 def run_sweep(spec: Any, *, data: Any = None, target: str | None = None, tracking_uri: str | None = None,
               tracking: bool = True, resume: bool = False, register: str | None = None,
-              progress: bool = False, executor: str = "local", ray_address: str | None = None,
+              progress: bool = False, devices: str | None = None, max_variants: int | None = None,
+              chunks: int | None = None, executor: str = "local", ray_address: str | None = None,
               compile_cache: str | None = None, snapshot_every: float = SNAPSHOT_EVERY,
               snapshot_dir: str | None = None, interrupts: Interrupts | None = None) -> SweepResult:
     """Train and track every variant of `spec` (a dict with the sweep file's keys, a YAML path,
@@ -131,7 +154,10 @@ def run_sweep(spec: Any, *, data: Any = None, target: str | None = None, trackin
     `tracking_uri`: the MLflow store (default as the command's: MLFLOW_TRACKING_URI or
     sqlite:///mlflow.db); `tracking=False` trains and summarises without a store; `resume`
     continues the sweep's newest parent run; `register`: 'NAME' or 'NAME@ALIAS', the sweep's
-    best in the Model Registry; `progress`: bars on stderr. `executor`: 'local' (this
+    best in the Model Registry; `progress`: bars on stderr. `devices` ('auto': by network size,
+    'one', 'all'), `max_variants` (at most this many variants training at once in a program,
+    its slots; the others queue) and `chunks` (each program's queue split into this many, with
+    slots of their own) replace the file's `execution` values where given. `executor`: 'local' (this
     process) or 'ray' (the cluster at `ray_address`, else a local one); `compile_cache`: a
     folder that persists compiled programs (default: JAX's setting); `snapshot_every` seconds
     of training between a chunk's snapshots in `snapshot_dir` (default: the cache's), so that
@@ -139,7 +165,7 @@ def run_sweep(spec: Any, *, data: Any = None, target: str | None = None, trackin
     installed (default none: Python's KeyboardInterrupt stops the sweep). Raises SweepError,
     DataError, StoreUnavailable or ImportError (Ray) before anything is trained, ResumeRefused
     where a resume would mix two sweeps."""
-    sweep = checked(sweep_from(spec, data, target), executor)
+    sweep = checked(with_execution(sweep_from(spec, data, target), devices, max_variants, chunks), executor)
     interrupts = interrupts or NoSignals()
     interrupts.check()
     if problems := unavailable_data(sweep):  # before anything is logged or compiled

@@ -10,7 +10,8 @@ import sys
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from jaxmlp.api.sweeps import SNAPSHOT_EVERY, checked, plan_sweep, ray_executor, run_sweep
+from jaxmlp.api.sweeps import (DEVICES, SNAPSHOT_EVERY, WHOLE_NUMBER, checked, plan_sweep, ray_executor, run_sweep,
+                               with_execution)
 from jaxmlp.data.errors import DataError
 from jaxmlp.runtime import CACHE_ENV, COMPILE_CACHE_HELP, DEFAULT_CACHE_ROOT, JSON_HELP, compile_cache_dir, json_line
 from jaxmlp.sweep.signals import Interrupts
@@ -34,7 +35,7 @@ def _positive_int(text: str) -> int:
     except ValueError:
         value = 0
     if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: give a whole number, 1 or more")
+        raise argparse.ArgumentTypeError(f"{text!r}: {WHOLE_NUMBER}")
     return value
 
 
@@ -58,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "load it with mlflow.pyfunc.load_model('models:/NAME@ALIAS')")
     p.add_argument("--system-metrics", action="store_true",
                    help="log MLflow's system metrics (CPU, memory; GPU with nvidia-ml-py) on the parent run")
-    p.add_argument("--devices", choices=["auto", "one", "all"],
+    p.add_argument("--devices", choices=DEVICES,
                    help="shard variants over devices: auto (by network size), one, all (overrides the file)")
     p.add_argument("--max-variants", type=_positive_int, metavar="N",
                    help="at most N variants training at once in a compiled program (its slots; the others queue)")
@@ -97,7 +98,7 @@ def main(argv: Sequence[str] | None = None, interrupts: Interrupts | None = None
 
 def _main(args: argparse.Namespace, interrupts: Interrupts) -> int:
     try:
-        sweep = checked(_with_execution(load_sweep(args.sweep), args), args.executor)
+        sweep = checked(load_sweep(args.sweep), args.executor)
     except (SweepError, DataError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -123,6 +124,7 @@ def _main(args: argparse.Namespace, interrupts: Interrupts) -> int:
             result = run_sweep(
                 sweep, tracking=not args.no_tracking, tracking_uri=args.tracking_uri, resume=args.resume,
                 register=f"{args.register}@{args.alias}" if args.register else None, progress=not args.no_progress,
+                devices=args.devices, max_variants=args.max_variants, chunks=args.chunks,
                 executor=args.executor, ray_address=args.ray_address,
                 compile_cache=compile_cache_dir(args.compile_cache), snapshot_every=args.snapshot_every,
                 snapshot_dir=str(Path(args.snapshot_dir).expanduser()) if args.snapshot_dir else None,
@@ -141,20 +143,10 @@ def _main(args: argparse.Namespace, interrupts: Interrupts) -> int:
     return 0 if result.ok else 1
 
 
-def _with_execution(sweep: Sweep, args: argparse.Namespace) -> Sweep:
-    """The sweep with the execution options given on the command line (--devices,
-    --max-variants, --chunks) in place of its file's."""
-    given = {k: v for k, v in (("devices", args.devices), ("max_variants_per_program", args.max_variants),
-                               ("chunks", args.chunks)) if v}
-    if not given:
-        return sweep
-    execution = sweep.spec.execution.model_copy(update=given)
-    return type(sweep)(sweep.path, sweep.spec.model_copy(update={"execution": execution}), sweep.variants)
-
-
 def _dry_run(sweep: Sweep, args: argparse.Namespace) -> int:
     """Print the plan (programs, slots, devices, memory; a cluster's chunks), what data is
     missing, and refuse a plan that cannot fit; nothing is trained or logged."""
+    sweep = with_execution(sweep, args.devices, args.max_variants, args.chunks)
     executor = None
     if args.executor == "ray":
         try:

@@ -5,10 +5,14 @@ Glossary (one word per idea; the file that owns it):
 - setting: the variants of a sweep that differ only in their seed (`jaxmlp.sweep.spec`).
 - structure: what must be equal to share compiled code: widths, optimizer family, batch
   size, loss, ... (`structure`); the numbers (rates, patience: `HParams`) are per-variant
-  values, and the seed is the variant's identity (its state's random key is drawn from it).
+  values on a vmapped axis.
+- seed: a variant's identity, not one of its numbers: its slot holds it beside its selected
+  activation and initialiser (`families.Selectors`), and its initial parameters and random
+  key are drawn from it alone (`state`), so a variant trains the same in any slot.
 - program: the compiled code that trains the variants of structures differing at most in
   activation and initialiser (`trainer`, `programs`).
-- slot: a row of a program's state that trains one variant at a time (`trainer`).
+- slot: a row of a program's state that trains one variant at a time (`trainer`); its
+  address is its family, its part there and its row in the part (`families.Slot`).
 - part: slots vmapped together, skipped as a whole when none trains (`families`).
 - family: a program's parts that share one copy of the code (`families`).
 - layout: a program's shape: its families' parts and slots, activations, initialisers and

@@ -151,7 +151,8 @@ def describe_study(sweep: Sweep, group: Group, budget: int | None = None) -> str
              + f", {shaped.n_slots} slots, {_megabytes(shaped, group.devices):.1f}MB"
              for shape, shaped in layouts.items()] if keys else []
     shown = dataclasses.replace(group, variants=first)
-    return "\n".join([describe_plan(Sweep(sweep.path, sweep.spec, first), [shown], budget), head, *lines])
+    plan = describe_plan(Sweep(sweep.path, sweep.spec, first), [shown], budget, programs=len(layouts))
+    return "\n".join([plan, head, *lines])
 
 
 def _megabytes(layout: Layout, devices: int) -> float:

@@ -234,14 +234,15 @@ def _count(n: int | str, noun: str) -> str:
     return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
-def describe_plan(sweep: Sweep, groups: list[Group], budget: int | None = None) -> str:
+def describe_plan(sweep: Sweep, groups: list[Group], budget: int | None = None, programs: int | None = None) -> str:
     """The --dry-run text: variants, groups, compiled programs, their layout (parts x slots
     per part, per family), the variants queued beyond the slots, devices and estimated memory
-    per device."""
+    per device. `programs`: how many programs compile where the groups do not tell (a study
+    compiles one per shape of its one group)."""
     per_setting = Counter(v.label for v in sweep.variants)
     settings = set(per_setting)
     fewest, most = min(per_setting.values(), default=0), max(per_setting.values(), default=0)
-    programs = len({g.program for g in groups})
+    programs = len({g.program for g in groups}) if programs is None else programs
     budget = memory_budget() if budget is None else budget
     seeds = most if fewest == most else f"{fewest}-{most}"
     lines = [

@@ -15,15 +15,16 @@ of those arrays, as UTF-8 bytes) with a header (`FORMAT`, `VERSION`) and the sna
 fields, its arrays referenced by index: nothing in it can run code, and a file of another
 format, version or layout is refused naming it (the chunk then starts over). Snapshots are an
 optimisation: where one cannot be written (the folder is a regular file, the disk is full,
-permission denied) a warning is printed once and the sweep goes on without them.
+permission denied) a warning goes once to the `jaxmlp.sweep` logger (the sweep command prints
+it; the library prints nothing) and the sweep goes on without them.
 """
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import json
+import logging
 import os
-import sys
 import tempfile
 import zipfile
 from pathlib import Path
@@ -33,6 +34,8 @@ import numpy as np
 
 from jaxmlp.engine import Snapshot
 
+#: Where the warning that snapshots are off goes (the runner's notices' logger).
+LOG = logging.getLogger("jaxmlp.sweep")
 #: The header of a snapshot file; a file with another is refused (the chunk starts over).
 FORMAT, VERSION = "jaxmlp-snapshot", 2
 #: The name of the array that holds the JSON document.
@@ -110,7 +113,7 @@ def read(path: Path) -> Snapshot:
 
 class Snapshots:
     """A folder of chunk snapshots; `every`: seconds of training between two writes. Off
-    (`enabled` false) after the first write that fails, with one warning on stderr."""
+    (`enabled` false) after the first write that fails, with one warning (`LOG`)."""
 
     def __init__(self, folder: str | Path, every: float):
         self.folder, self.every = Path(folder), float(every)
@@ -170,11 +173,10 @@ class Snapshots:
             self._disable(err)
 
     def _disable(self, err: OSError) -> bool:
-        """Snapshots off, said once on stderr with the folder and the reason; False."""
+        """Snapshots off, said once (`LOG`) with the folder and the reason; False."""
         if self.enabled:
             reason = err.strerror or str(err)
-            print(f"warning: snapshots cannot be written to {self.folder} ({reason}); the sweep goes on "
-                  f"without them (a killed chunk restarts from its first epoch on --resume)",
-                  file=sys.stderr, flush=True)
+            LOG.warning("warning: snapshots cannot be written to %s (%s); the sweep goes on without them "
+                        "(a killed chunk restarts from its first epoch on --resume)", self.folder, reason)
         self.enabled = False
         return False

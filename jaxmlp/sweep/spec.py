@@ -330,7 +330,7 @@ def _check_size(spec: SweepSpec, source: str) -> None:
 def _check_axis(source: str, section: str, key: str, values: list[Any], base: dict) -> None:
     if key not in CONFIG_KEYS:
         raise SweepError(f"{source}: {section}.{key}: unknown configuration key{did_you_mean(key, list(CONFIG_KEYS))}; "
-                         f"keys look like model.activation, optimizer.learning_rate, training.seed")
+                         f"keys look like model.activation, optimizer.learning_rate, training.epochs")
     if key == SEED_KEY:
         raise SweepError(f"{source}: {section}.{key}: vary seeds with the top-level 'seeds' key instead")
     if not values:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import re
 import subprocess
 import sys
 
@@ -122,6 +123,55 @@ def test_bad_input_raises_typed_errors_naming_dict():
         jaxmlp.fit({}, pd.DataFrame({"a": [1.0]}))
 
 
+@pytest.mark.parametrize("seeds", [[0, 0], [-1], [0.5], "01", True, 0])
+def test_fit_refuses_seeds_with_the_sweep_files_rule(seeds):
+    """fit had a seed check of its own (floats and repeats refused, another message)."""
+    from jaxmlp.config import MAX_SEED
+
+    with pytest.raises(jaxmlp.ConfigError, match=re.escape(
+            f"seeds: {seeds!r}; give a positive count or a list of distinct integers in 0..{MAX_SEED}")):
+        jaxmlp.fit(CONFIG, seeds=seeds)
+
+
+def test_fit_takes_a_seed_count_or_a_list_as_a_sweep_file_does():
+    from jaxmlp.api.inputs import run_configs
+
+    assert [c.training.seed for c in run_configs(CONFIG, 3)] == [0, 1, 2]
+    two = [CONFIG, {**CONFIG, "model": {"hidden": [4]}}]
+    assert [c.training.seed for c in run_configs(two, (5, 2))] == [5, 2, 5, 2]
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"devices": "two"}, "devices='two': give one of auto, one, all"),
+    ({"max_variants": 0}, "max_variants=0: give a whole number, 1 or more"),
+    ({"max_variants": True}, "max_variants=True: give a whole number, 1 or more"),
+    ({"chunks": 1.5}, "chunks=1.5: give a whole number, 1 or more"),
+])
+def test_run_sweep_refuses_a_bad_execution_option_before_anything_runs(tmp_path, monkeypatch, options, message):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(jaxmlp.SweepError, match=f"^{re.escape(message)}$"):
+        jaxmlp.run_sweep(SWEEP, tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", **options)
+    assert list(tmp_path.iterdir()) == []  # no store
+
+
+def test_run_sweep_takes_the_commands_execution_options_and_a_variant_trains_the_same(tmp_path):
+    """devices, max_variants and chunks as --devices, --max-variants and --chunks set them: one
+    slot in each of two chunks trains the variants one after the other, to the same numbers as
+    side by side (both on one device: sharding reorders float sums)."""
+    spec = {**SWEEP, "seeds": [0]}
+    apart = jaxmlp.run_sweep(spec, tracking=False, devices="one", max_variants=1, chunks=2)
+    execution = apart.sweep.spec.execution
+    assert (execution.devices, execution.max_variants_per_program, execution.chunks) == ("one", 1, 2)
+    assert apart.n_programs == 1 and apart.slot_epochs == apart.variant_epochs  # a lone slot never idles
+    together = jaxmlp.run_sweep(spec, tracking=False, devices="one")
+    assert together.sweep.spec.execution.chunks == 1 and together.slot_epochs == 2 * max(
+        r.epochs_trained for r in together.records)  # two slots side by side, for as long as the longer trains
+    timings = ["train_seconds", "compile_seconds"]
+    frame = apart.frame()
+    pd.testing.assert_frame_equal(frame.drop(columns=[c for c in timings if c in frame]),
+                                  together.frame().drop(columns=[c for c in timings if c in frame]))
+
+
 def test_run_sweep_on_a_dict_equals_the_same_sweep_from_a_file_and_the_command(tmp_path, session_compile_cache):
     from_dict = jaxmlp.run_sweep(SWEEP, tracking=False)
     path = write_sweep(tmp_path, SWEEP)
@@ -169,7 +219,7 @@ def test_run_sweep_tracks_a_dict_sweep_with_its_file_histories_and_run_ids(tmp_p
 def test_run_sweep_keeps_its_notices_and_prints_nothing(tmp_path, capsys, caplog):
     """What the runner tells (here a resume with nothing to resume) is on the result and the
     `jaxmlp.sweep` logger, which prints nothing unless configured (the command prints it:
-    test_sweep_run.py::test_resume_without_an_earlier_parent_says_it_starts_one)."""
+    test_sweep_run.py::test_the_command_prints_the_librarys_notices_and_warnings_on_stderr)."""
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     with caplog.at_level(logging.WARNING, logger="jaxmlp.sweep"):
         result = jaxmlp.run_sweep({**SWEEP, "name": "told", "grid": {}, "seeds": [0]}, tracking_uri=uri, resume=True)

@@ -1,5 +1,6 @@
-"""Shared by the sweep tests: tiny sweep files, the sweep command in-process or as a process,
-and what a real MLflow store holds afterwards."""
+"""Shared by the sweep tests: tiny sweep files, a sweep run by the library (`jaxmlp.run_sweep`,
+for the tests of behaviour) or by the command (in-process or as a process, for its parsing,
+exit codes and printing), and what a real MLflow store holds afterwards."""
 from __future__ import annotations
 
 import contextlib
@@ -68,6 +69,42 @@ def run_sweep_cli(*args: Any) -> CliResult:
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         code = main([str(a) for a in args])
     return CliResult(code, out.getvalue(), err.getvalue())
+
+
+@dataclass
+class Tracked:
+    """A sweep the library ran into a store, and what the store held right after it."""
+
+    path: Path
+    uri: str
+    result: Any  # jaxmlp.SweepResult
+    client: Any
+    parents: list
+    children: list
+    models: dict[str, list]  # the READY logged models by the run they were logged from
+
+
+def run_tracked(path: Path, cache: str, **options: Any) -> Tracked:
+    """`jaxmlp.run_sweep(PATH, **options)` in this process (no signal handlers, nothing printed)
+    into the SQLite store `mlflow.db` in PATH's folder, its programs in the compilation cache
+    `cache`; the runs of the sweep's experiment afterwards. It plans on this process's devices:
+    two XLA CPU devices under pytest (conftest.py), as the command in this process; the command
+    started as a process has one per CPU core."""
+    import jaxmlp
+
+    uri = f"sqlite:///{path.parent}/mlflow.db"
+    result = jaxmlp.run_sweep(path, tracking_uri=uri, compile_cache=cache, **options)
+    client = store_client(uri)
+    parents, children = sweep_runs(client, result.sweep.spec.name)
+    models = models_by_run(client, parents[0].info.experiment_id) if parents else {}
+    return Tracked(path, uri, result, client, parents, children, models)
+
+
+def print_resumed(tracked: Tracked, *args: Any) -> CliResult:
+    """The command resuming the finished sweep of `tracked` (`--resume --no-progress`, ARGS): it
+    trains and logs nothing and prints the whole outcome, read back from the store, and exits
+    as the sweep ended: the command's printing and exit code at the cost of reading a store."""
+    return run_sweep_cli(tracked.path, "--resume", "--tracking-uri", tracked.uri, "--no-progress", *args)
 
 
 def start_sweep(path: Path, *args: Any, log: Path) -> subprocess.Popen:

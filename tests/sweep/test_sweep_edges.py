@@ -1,6 +1,8 @@
 """Resume and best-model edge cases, end to end into a real SQLite store: diverged variants
-under --resume, a failed group trained again, --resume without an earlier parent; the best
-model under `monitor: val_accuracy`, and a setting whose seeds all diverged."""
+under resume, a failed group trained again, a resume without an earlier parent; the best
+model under `monitor: val_accuracy`, and a setting whose seeds all diverged. The sweeps run
+through the library (`jaxmlp.run_sweep`); the command only where its exit code and JSON are
+tested."""
 from __future__ import annotations
 
 import json
@@ -12,24 +14,24 @@ import pytest
 from jaxmlp.records import VariantRecord
 from jaxmlp.sweep.spec import load_sweep
 
-from tests.helpers.sweep import TINY_BASE, check_models_of_the_best, models_by_run, run_sweep_cli, store_client, sweep_runs, write_sweep
+from tests.helpers.sweep import TINY_BASE, Tracked, check_models_of_the_best, print_resumed, run_tracked, write_sweep
 
 DIVERGING = {"name": "diverging", "base": TINY_BASE,
              "grid": {"optimizer.learning_rate": [0.1, 1e30]}, "seeds": 2}
 
 
-def _sweep(folder, spec, cache, *args) -> SimpleNamespace:
-    """Run the sweep file of `spec` in `folder` (its store there); what it printed and what the store holds."""
-    uri = f"sqlite:///{folder}/mlflow.db"
+def _sweep(folder, spec, cache, **options) -> Tracked:
+    """Run the sweep file of `spec` in `folder` (its store there) through the library; its
+    result and what the store holds."""
     path = folder / f"{spec['name']}.yaml"
     if not path.exists():
         write_sweep(folder, spec)
-    result = run_sweep_cli(path, "--tracking-uri", uri, "--no-progress", "--json", "--compile-cache", cache, *args)
-    client = store_client(uri)
-    parents, children = sweep_runs(client, spec["name"])
-    models = models_by_run(client, parents[0].info.experiment_id) if parents else {}
-    return SimpleNamespace(result=result, outcome=json.loads(result.out) if result.out.startswith("{") else None,
-                           client=client, parents=parents, children=children, path=path, models=models)
+    return run_tracked(path, cache, **options)
+
+
+def _counts(run: Tracked) -> tuple[int, int]:
+    """The variants of the sweep and those finished (the --json outcome's n_variants, n_finished)."""
+    return len(run.result.records), sum(r.finished for r in run.result.records)
 
 
 def _lr(run) -> float:
@@ -38,11 +40,12 @@ def _lr(run) -> float:
 
 @pytest.fixture(scope="module")
 def diverging(tmp_path_factory, cache) -> SimpleNamespace:
-    """A sweep whose second setting diverges in both seeds, run once, then again with --resume."""
+    """A sweep whose second setting diverges in both seeds, run once, then resumed; then the
+    command resumes it once more with --json (it trains nothing) for its exit code and JSON."""
     folder = tmp_path_factory.mktemp("diverging")
     first = _sweep(folder, DIVERGING, cache)
-    second = _sweep(folder, DIVERGING, cache, "--resume")
-    return SimpleNamespace(first=first, second=second)
+    second = _sweep(folder, DIVERGING, cache, resume=True)
+    return SimpleNamespace(first=first, second=second, printed=print_resumed(second, "--json"))
 
 
 def _ids(runs) -> dict[str, str]:
@@ -52,12 +55,12 @@ def _ids(runs) -> dict[str, str]:
 @pytest.mark.slow
 def test_resume_counts_diverged_runs_as_done_and_trains_nothing_again(diverging):
     first, second = diverging.first, diverging.second
-    assert first.result.code == 1 and second.result.code in (0, 1), second.result.err
+    assert not first.result.ok
     assert sorted(r.info.status for r in first.children) == ["FAILED", "FAILED", "FINISHED", "FINISHED"]
     assert _ids(second.children) == _ids(first.children)  # no new run: the diverged ones are not retrained
     assert [p.info.run_id for p in second.parents] == [p.info.run_id for p in first.parents]
-    assert (second.outcome["n_variants"], second.outcome["n_finished"]) == (4, 2)
-    assert [r["diverged"] for r in second.outcome["rows"]] == [0, 2]
+    assert _counts(second) == (4, 2)
+    assert [r["diverged"] for r in second.result.rows] == [0, 2]
 
 
 @pytest.mark.slow
@@ -66,16 +69,19 @@ def test_json_of_a_sweep_with_diverged_variants_is_strict_json(diverging):
     def refuse(constant: str):
         raise ValueError(f"{constant} is not JSON")
 
-    outcome = json.loads(diverging.first.result.out, parse_constant=refuse)
+    printed = diverging.printed
+    outcome = json.loads(printed.out, parse_constant=refuse)
     (diverged,) = [row for row in outcome["rows"] if row["diverged"] == 2]
     assert [key for key, value in diverged.items() if value is None]  # its NaN means, as null
-    assert outcome == diverging.first.outcome
+    assert outcome == json.loads(printed.out)
+    assert (outcome["n_variants"], outcome["n_finished"]) == _counts(diverging.second)
 
 
 @pytest.mark.slow
 def test_a_resumed_sweep_with_diverged_variants_ends_as_the_first_invocation_did(diverging):
     first, second = diverging.first, diverging.second
-    assert second.result.code == first.result.code == 1
+    assert not second.result.ok and not first.result.ok
+    assert diverging.printed.code == 1  # the command's exit code, resuming it again
     assert second.parents[0].info.status == first.parents[0].info.status == "FAILED"
     assert second.parents[0].data.metrics["n_failed"] == first.parents[0].data.metrics["n_failed"] == 2
 
@@ -97,9 +103,9 @@ def test_a_setting_whose_seeds_all_diverged_gets_no_model_and_the_best_is_among_
     assert parent.data.tags["jaxmlp.best_model_uri"] == f"models:/{models[best.info.run_id][0].model_id}"
     # the summary counts the diverged setting: its row, no finished seed, two diverged
     assert parent.data.metrics["n_variants"] == 4 and parent.data.metrics["n_diverged"] == 2
-    rows = {r["setting"]: r for r in run.outcome["rows"]}
+    rows = {r["setting"]: r for r in run.result.rows}
     assert (rows["optimizer.learning_rate=1e+30"]["n_seeds"], rows["optimizer.learning_rate=1e+30"]["diverged"]) == (0, 2)
-    assert rows["optimizer.learning_rate=1e+30"]["test_accuracy"] is None  # NaN: strict JSON writes null
+    assert math.isnan(rows["optimizer.learning_rate=1e+30"]["test_accuracy"])  # (the JSON's null: above)
     assert (rows["optimizer.learning_rate=0.1"]["n_seeds"], rows["optimizer.learning_rate=0.1"]["diverged"]) == (2, 0)
     summary = run.client.download_artifacts(parent.info.run_id, "summary/summary.csv")
     lines = open(summary).read().splitlines()
@@ -111,7 +117,9 @@ def test_a_resume_that_trains_nothing_logs_no_second_best_model_and_says_so(dive
     parent = diverging.first.parents[0].info.run_id
     assert len(diverging.first.models[parent]) == 1
     assert len(diverging.second.models[parent]) == 1
-    assert diverging.second.result.err.startswith(f"nothing to do: parent run {parent} already holds every variant")
+    (notice,) = diverging.second.result.notices
+    assert notice.startswith(f"nothing to do: parent run {parent} already holds every variant")
+    assert diverging.printed.err.startswith(notice)  # the command says it on stderr
     assert diverging.second.parents[0].data.metrics == diverging.first.parents[0].data.metrics
 
 
@@ -120,7 +128,7 @@ TWO_GROUPS = {"name": "group-fails", "base": TINY_BASE, "grid": {"model.hidden":
 
 def _failing_then_resumed(folder, spec, cache, failing: tuple[int, ...]) -> SimpleNamespace:
     """`spec` swept with the program of the group of hidden widths `failing` raising, then
-    --resume with nothing failing."""
+    resumed with nothing failing."""
     import jaxmlp.sweep.runner as runner
 
     class Failing(runner.LocalExecutor):
@@ -132,13 +140,13 @@ def _failing_then_resumed(folder, spec, cache, failing: tuple[int, ...]) -> Simp
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(runner, "LocalExecutor", Failing)
         first = _sweep(folder, spec, cache)
-    second = _sweep(folder, spec, cache, "--resume")
+    second = _sweep(folder, spec, cache, resume=True)
     return SimpleNamespace(first=first, second=second, keys={v.key for v in load_sweep(first.path).variants})
 
 
 @pytest.fixture(scope="module")
 def failed_group(tmp_path_factory, cache) -> SimpleNamespace:
-    """A sweep of two groups whose second group fails (its program raises), then --resume."""
+    """A sweep of two groups whose second group fails (its program raises), then resumed."""
     return _failing_then_resumed(tmp_path_factory.mktemp("failed-group"), TWO_GROUPS, cache, (24,))
 
 
@@ -149,10 +157,10 @@ def _width(run) -> str:
 @pytest.mark.slow
 def test_resume_trains_the_variants_of_a_failed_group_again(failed_group):
     first, second = failed_group.first, failed_group.second
-    assert first.result.code == 1 and "the device is on fire" in first.parents[0].data.tags["jaxmlp.failure_reason"]
+    assert not first.result.ok and "the device is on fire" in first.parents[0].data.tags["jaxmlp.failure_reason"]
     assert sorted((_width(c), c.info.status) for c in first.children) == [
         ("[16]", "FINISHED"), ("[16]", "FINISHED"), ("[24]", "FAILED"), ("[24]", "FAILED")]
-    assert second.result.code == 0, second.result.err
+    assert second.result.ok, second.result.failures
     (parent,) = second.parents
     assert parent.info.run_id == first.parents[0].info.run_id and parent.info.status == "FINISHED"
     old = _ids(first.children)
@@ -161,7 +169,7 @@ def test_resume_trains_the_variants_of_a_failed_group_again(failed_group):
     assert sorted((_width(c), c.info.status) for c in new) == [("[24]", "FINISHED"), ("[24]", "FINISHED")]
     finished = [c for c in second.children if c.info.status == "FINISHED"]
     assert sorted(c.data.tags["jaxmlp.variant_key"] for c in finished) == sorted(failed_group.keys)
-    assert (second.outcome["n_variants"], second.outcome["n_finished"]) == (4, 4)
+    assert _counts(second) == (4, 4)
     models = second.models
     for width in ("[16]", "[24]"):  # each setting's model, the retrained one's too
         best = min((c for c in finished if _width(c) == width), key=lambda c: c.data.metrics["best_val_loss"])
@@ -172,15 +180,15 @@ def test_resume_trains_the_variants_of_a_failed_group_again(failed_group):
 @pytest.mark.slow
 def test_resume_without_an_earlier_parent_starts_one_and_trains_everything(tmp_path, cache):
     spec = {"name": "fresh-resume", "base": TINY_BASE, "seeds": 2}
-    run = _sweep(tmp_path, spec, cache, "--resume")
-    assert run.result.code == 0, run.result.err
+    run = _sweep(tmp_path, spec, cache, resume=True)
+    assert run.result.ok, run.result.failures
     (parent,) = run.parents
-    assert parent.info.status == "FINISHED" and run.outcome["parent_run_id"] == parent.info.run_id
+    assert parent.info.status == "FINISHED" and run.result.parent_run_id == parent.info.run_id
     assert parent.data.tags["jaxmlp.sweep_hash"] == load_sweep(run.path).hash
     assert sorted(c.info.status for c in run.children) == ["FINISHED", "FINISHED"]
-    assert (run.outcome["n_variants"], run.outcome["n_finished"]) == (2, 2)
-    again = _sweep(tmp_path, spec, cache, "--resume")  # and a resume of that one trains nothing
-    assert again.result.code == 0 and again.outcome["parent_run_id"] == parent.info.run_id
+    assert _counts(run) == (2, 2)
+    again = _sweep(tmp_path, spec, cache, resume=True)  # and a resume of that one trains nothing
+    assert again.result.ok and again.result.parent_run_id == parent.info.run_id
     assert _ids(again.children) == _ids(run.children)
 
 
@@ -208,7 +216,7 @@ def test_selection_score_prefers_the_highest_validation_accuracy(tmp_path):
 @pytest.mark.slow
 def test_monitor_val_accuracy_chooses_the_highest_accuracy_per_setting_and_overall(tmp_path, cache):
     run = _sweep(tmp_path, ACCURACY, cache)
-    assert run.result.code == 0, run.result.err
+    assert run.result.ok, run.result.failures
     (parent,), children = run.parents, run.children
     accuracy = {c.info.run_id: c.data.metrics["best_val_accuracy"] for c in children}
     assert len(set(accuracy.values())) > 1  # otherwise any choice would pass
@@ -234,7 +242,7 @@ def worse_failed(tmp_path_factory, cache) -> SimpleNamespace:
 @pytest.mark.slow
 def test_after_resume_the_best_may_be_a_variant_finished_before(worse_failed):
     second = worse_failed.second
-    assert second.result.code == 0, second.result.err
+    assert second.result.ok, second.result.failures
     (parent,) = second.parents
     finished = [c for c in second.children if c.info.status == "FINISHED"]
     assert len(finished) == 4

@@ -1,6 +1,6 @@
-"""A random sweep with two objectives, run end to end into a real SQLite MLflow store: the
-terminal's Pareto column, each run's `jaxmlp.pareto` tag, the parent's front table, scatter,
-importance chart and tables, and the report command drawing them from the store."""
+"""A random sweep with two objectives, run end to end by the library into a real SQLite MLflow
+store: each run's `jaxmlp.pareto` tag, the parent's front table, scatter, importance chart and
+tables, the report command drawing them from the store, and the sweep command's Pareto column."""
 from __future__ import annotations
 
 import json
@@ -12,7 +12,7 @@ import pytest
 
 from jaxmlp.report.pareto import pareto_mask
 
-from tests.helpers.sweep import TINY_BASE, compile_cache, run_sweep_cli, store_client, sweep_runs, write_sweep
+from tests.helpers.sweep import TINY_BASE, compile_cache, print_resumed, run_tracked, write_sweep
 
 RANDOM = {"samples": 8, "seed": 1, "params": {"model.hidden": {"choice": [[4], [16]]},
                                               "optimizer.learning_rate": {"loguniform": [0.01, 0.3]}}}
@@ -20,18 +20,15 @@ RANDOM = {"samples": 8, "seed": 1, "params": {"model.hidden": {"choice": [[4], [
 
 @pytest.fixture(scope="module")
 def swept(tmp_path_factory) -> SimpleNamespace:
-    """Eight random settings of two widths, one seed, three epochs, objectives loss and size."""
+    """Eight random settings of two widths, one seed, three epochs, objectives loss and size;
+    then the command resumes the finished sweep (it trains nothing) for its printed table."""
     folder = tmp_path_factory.mktemp("objectives")
-    uri = f"sqlite:///{folder}/mlflow.db"
     base = {**TINY_BASE, "training": {**TINY_BASE["training"], "epochs": 3}}
     path = write_sweep(folder, {"name": "two-objectives", "base": base, "random": RANDOM, "seeds": [0],
                                 "objectives": ["best_val_loss", "n_params"]})
-    result = run_sweep_cli(path, "--tracking-uri", uri, "--no-progress", "--compile-cache",
-                           compile_cache(tmp_path_factory))
-    client = store_client(uri)
-    parents, children = sweep_runs(client, "two-objectives")
-    return SimpleNamespace(folder=folder, path=path, uri=uri, result=result, client=client, parent=parents[0],
-                           children=children)
+    run = run_tracked(path, compile_cache(tmp_path_factory))
+    return SimpleNamespace(folder=folder, path=path, uri=run.uri, result=run.result, client=run.client,
+                           parent=run.parents[0], children=run.children, printed=print_resumed(run))
 
 
 def _expected_front(children) -> set[str]:
@@ -41,7 +38,7 @@ def _expected_front(children) -> set[str]:
 
 @pytest.mark.slow  # trains a sweep of eight settings in two compiled programs (about 20 s on two cores)
 def test_runs_are_tagged_and_the_parent_holds_the_front_and_the_importance(swept, tmp_path):
-    assert swept.result.code == 0, swept.result.err
+    assert swept.result.ok, swept.result.failures
     tagged = {c.info.run_id for c in swept.children if c.data.tags["jaxmlp.pareto"] == "true"}
     assert tagged == _expected_front(swept.children) and 0 < len(tagged) < 8
     assert all(c.data.tags["jaxmlp.pareto"] in ("true", "false") for c in swept.children)
@@ -57,7 +54,8 @@ def test_runs_are_tagged_and_the_parent_holds_the_front_and_the_importance(swept
 
 @pytest.mark.slow  # shares the sweep of the test above
 def test_the_terminal_marks_the_front_and_says_which_objective_selects(swept):
-    lines = swept.result.out.splitlines()
+    assert swept.printed.code == 0, swept.printed.err
+    lines = swept.printed.out.splitlines()
     header = next(line for line in lines if line.split()[:1] == ["setting"])
     assert header.split()[-1] == "pareto"
     rows = [line for line in lines[lines.index(header) + 1:] if line.startswith("model.hidden")]

@@ -1,6 +1,7 @@
 """Sweep command options and what a parent run records: --devices and --max-variants in the
-plan and the run; the parent's tags (git commit, versions, note); `python -m jaxmlp.tracking
-model RUN_ID [--register NAME]`; a repeated run with a warm compilation cache compiles nothing."""
+plan, and the library's `devices` and `max_variants` in the run; the parent's tags (git
+commit, versions, note); `python -m jaxmlp.tracking model RUN_ID [--register NAME]`; a
+repeated run with a warm compilation cache compiles nothing."""
 from __future__ import annotations
 
 import contextlib
@@ -14,7 +15,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from tests.helpers.sweep import TINY_BASE, run_sweep_cli, store_client, sweep_runs, write_sweep
+
+from tests.helpers.sweep import TINY_BASE, run_sweep_cli, run_tracked, store_client, write_sweep
 
 SPEC = {"name": "options", "description": "relu against tanh, two seeds each: a note for the parent run",
         "base": TINY_BASE, "grid": {"model.activation": ["relu", "tanh"]}, "seeds": 2}
@@ -37,32 +39,43 @@ def test_devices_and_max_variants_override_the_file_in_the_plan(tmp_path):
     assert [(r[1], r[3], r[7]) for r in _plan(path, "--devices", "one", "--max-variants", "1")] == [("4", "1", "1")]
 
 
+def test_the_dry_run_of_a_study_over_two_widths_counts_a_program_per_shape(tmp_path):
+    """It said "1 compiled program(s)" while the study compiles one program per width."""
+    spec = {"name": "opt-shapes", "base": TINY_BASE, "optimize": {"trials": 4, "batch": 2, "params": {
+        "model.hidden": {"choice": [[8], [16]]}, "optimizer.learning_rate": {"loguniform": [1e-2, 0.5]}}}}
+    result = run_sweep_cli(write_sweep(tmp_path, spec), "--dry-run")
+    assert result.code == 0, result.err
+    assert "1 group(s), 2 compiled program(s)" in result.out and "2 programs, one per shape" in result.out
+    one = run_sweep_cli(write_sweep(tmp_path, {**spec, "name": "opt-one-shape", "optimize": {
+        **spec["optimize"], "params": {"optimizer.learning_rate": {"loguniform": [1e-2, 0.5]}}}}), "--dry-run")
+    assert one.code == 0 and "1 group(s), 1 compiled program(s)" in one.out, one.err
+
+
 @pytest.fixture(scope="module")
 def tracked(tmp_path_factory, cache) -> SimpleNamespace:
-    """The sweep run from a git work tree, two variants per compiled group (--max-variants 2)."""
+    """The sweep run by the library from a git work tree, on one device (of the two XLA CPU
+    devices pytest has, conftest.py), two variants at a time in its one program (the command's
+    --max-variants 2 --devices one)."""
     folder = tmp_path_factory.mktemp("options")
     path = write_sweep(folder, SPEC)
     git = lambda *a: subprocess.run(["git", *a], cwd=folder, capture_output=True, text=True, check=True)  # noqa: E731
     git("init", "-q")
     git("add", path.name)
     git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "the sweep")
-    uri = f"sqlite:///{folder}/mlflow.db"
-    result = run_sweep_cli(path, "--tracking-uri", uri, "--no-progress", "--json", "--compile-cache", cache,
-                           "--max-variants", "2", "--devices", "one")
-    client = store_client(uri)
-    (parent,), children = sweep_runs(client, "options")
-    return SimpleNamespace(result=result, outcome=json.loads(result.out), uri=uri, client=client, parent=parent,
-                           children=children, commit=git("rev-parse", "HEAD").stdout.strip(), path=path)
+    run = run_tracked(path, cache, max_variants=2, devices="one")
+    (parent,) = run.parents
+    return SimpleNamespace(result=run.result, uri=run.uri, client=run.client, parent=parent, children=run.children,
+                           commit=git("rev-parse", "HEAD").stdout.strip(), path=path)
 
 
 @pytest.mark.slow
 def test_max_variants_bounds_the_slots_of_the_one_program(tracked):
-    assert tracked.result.code == 0, tracked.result.err
-    assert tracked.outcome["n_finished"] == 4
+    assert tracked.result.ok, tracked.result.failures
+    assert sum(r.finished for r in tracked.result.records) == 4
     assert len({c.data.tags["jaxmlp.group"] for c in tracked.children}) == 1
     assert tracked.parent.data.params["n_programs"] == "1"
     # two slots for four variants: they trained two at a time, every epoch of the program two slots
-    slot_epochs, variant_epochs = tracked.outcome["slot_epochs"], tracked.outcome["variant_epochs"]
+    slot_epochs, variant_epochs = tracked.result.slot_epochs, tracked.result.variant_epochs
     assert slot_epochs % 2 == 0 and slot_epochs / 2 < variant_epochs <= slot_epochs
 
 
@@ -84,10 +97,9 @@ def test_the_parent_carries_git_commit_versions_devices_and_the_note(tracked):
 
 @pytest.mark.slow
 def test_a_sweep_file_outside_git_gets_no_commit_tag(tmp_path, cache):
-    path = write_sweep(tmp_path, {**SPEC, "name": "no-git", "grid": {}, "seeds": [0]})
-    assert run_sweep_cli(path, "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db", "--no-progress",
-                         "--compile-cache", cache).code == 0
-    (parent,), _ = sweep_runs(store_client(f"sqlite:///{tmp_path}/mlflow.db"), "no-git")
+    run = run_tracked(write_sweep(tmp_path, {**SPEC, "name": "no-git", "grid": {}, "seeds": [0]}), cache)
+    assert run.result.ok
+    (parent,) = run.parents
     assert "mlflow.source.git.commit" not in parent.data.tags and parent.data.tags["jax_version"]
 
 

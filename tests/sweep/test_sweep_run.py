@@ -1,4 +1,6 @@
-"""Running sweeps end to end into a real SQLite MLflow store, and checking what MLflow holds."""
+"""Running sweeps end to end into a real SQLite MLflow store, and checking what MLflow holds:
+the sweeps run through the library (`jaxmlp.run_sweep`); the command where its exit code,
+printing and stderr are tested."""
 from __future__ import annotations
 
 import csv
@@ -14,8 +16,9 @@ import pytest
 
 import jaxmlp
 from jaxmlp.sweep.spec import load_sweep
-from tests.helpers.sweep import (TINY_BASE, check_models_of_the_best, kill_leftovers, run_sweep_cli,
-                           start_sweep, store_client, sweep_runs, wait_until, write_sweep)
+
+from tests.helpers.sweep import (TINY_BASE, check_models_of_the_best, kill_leftovers, print_resumed, run_sweep_cli,
+                           run_tracked, start_sweep, store_client, sweep_runs, wait_until, write_sweep)
 
 EPOCH_METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "dead_fraction_0")
 FINAL_METRICS = ("test_accuracy", "test_loss", "best_epoch", "stopped_epoch", "best_val_loss", "best_val_accuracy",
@@ -24,17 +27,15 @@ FINAL_METRICS = ("test_accuracy", "test_loss", "best_epoch", "stopped_epoch", "b
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory, cache) -> SimpleNamespace:
-    """One small sweep (2 activations x 2 seeds) run in this process, registering its best model."""
+    """One small sweep (2 activations x 2 seeds) run by the library in this process, registering
+    its best model (as --register tiny-best does); then the command resumes the finished sweep
+    with --json (it trains nothing) for its exit code and printed outcome."""
     folder = tmp_path_factory.mktemp("tiny")
-    uri = f"sqlite:///{folder}/mlflow.db"
     path = write_sweep(folder, {"name": "tiny-run", "description": "two activations",
                                 "base": TINY_BASE, "grid": {"model.activation": ["relu", "tanh"]}, "seeds": 2})
-    result = run_sweep_cli(path, "--tracking-uri", uri, "--no-progress", "--register", "tiny-best", "--json",
-                           "--compile-cache", cache)
-    client = store_client(uri)
-    parents, children = sweep_runs(client, "tiny-run")
-    return SimpleNamespace(path=path, uri=uri, result=result, client=client, parents=parents, children=children,
-                           sweep=load_sweep(path))
+    run = run_tracked(path, cache, register="tiny-best@champion")
+    return SimpleNamespace(path=path, uri=run.uri, result=run.result, client=run.client, parents=run.parents,
+                           children=run.children, sweep=load_sweep(path), printed=print_resumed(run, "--json"))
 
 
 def _children_by_key(tiny) -> dict:
@@ -42,8 +43,9 @@ def _children_by_key(tiny) -> dict:
 
 
 def test_sweep_exits_0_and_prints_one_json_object(tiny):
-    assert tiny.result.code == 0, tiny.result.err
-    outcome = json.loads(tiny.result.out)
+    assert tiny.result.ok, tiny.result.failures
+    assert tiny.printed.code == 0, tiny.printed.err
+    outcome = json.loads(tiny.printed.out)
     assert (outcome["sweep"], outcome["n_variants"], outcome["n_finished"]) == ("tiny-run", 4, 4)
     assert outcome["failures"] == [] and outcome["tracking_errors"] == []
     assert outcome["tracking_uri"] == tiny.uri
@@ -212,10 +214,11 @@ def test_no_tracking_trains_prints_the_table_and_creates_no_store(tiny, cache, t
     assert any(line.startswith("model.activation=tanh") for line in lines)
     assert "MLflow" not in result.out
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny-run.yaml"]
-    # the same seeds give the library the same test accuracies as the command's tracked run
-    tracked = json.loads(tiny.result.out)["rows"]
+    # the same seeds give the untracked library the same test accuracies as the tracked run, and
+    # as the command printed for it
     again = jaxmlp.run_sweep(path, tracking=False, compile_cache=cache).rows
-    assert [r["test_accuracy"] for r in again] == [r["test_accuracy"] for r in tracked]
+    for tracked in (tiny.result.rows, json.loads(tiny.printed.out)["rows"]):
+        assert [r["test_accuracy"] for r in again] == [r["test_accuracy"] for r in tracked]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny-run.yaml"]
 
 
@@ -274,20 +277,19 @@ def one_group_fails(tmp_path_factory, cache) -> SimpleNamespace:
             return super().run(task, data)
 
     folder = tmp_path_factory.mktemp("fails")
-    uri = f"sqlite:///{folder}/mlflow.db"
     path = write_sweep(folder, {"name": "one-group-fails", "base": TINY_BASE, "grid": {
         "model.hidden": [[8], [16]], "model.activation": ["relu", "tanh"]}, "seeds": [0]})
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(runner, "LocalExecutor", FailingNarrow)
-        result = run_sweep_cli(path, "--tracking-uri", uri, "--no-progress", "--compile-cache", cache)
-    client = store_client(uri)
-    return SimpleNamespace(result=result, client=client, runs=sweep_runs(client, "one-group-fails"))
+        run = run_tracked(path, cache)
+    return SimpleNamespace(result=run.result, client=run.client, runs=(run.parents, run.children))
 
 
 def test_a_failing_group_fails_alone_and_the_next_groups_train(one_group_fails):
     result = one_group_fails.result
-    assert result.code == 1, result.err
-    assert "FAILED: group g00-" in result.out and "RuntimeError: the device is on fire" in result.out
+    assert not result.ok
+    assert any(f.startswith("group g00-") and "RuntimeError: the device is on fire" in f for f in result.failures), \
+        result.failures
     (parent,), children = one_group_fails.runs
     assert parent.info.status == "FAILED" and "the device is on fire" in parent.data.tags["jaxmlp.failure_reason"]
     statuses = sorted((c.data.params["model.hidden"], c.info.status) for c in children)
@@ -301,7 +303,7 @@ def test_a_failing_group_fails_alone_and_the_next_groups_train(one_group_fails):
 
 
 def test_a_sweep_with_a_failed_group_still_gets_its_summary(one_group_fails):
-    assert "TRACKING ERROR" not in one_group_fails.result.out
+    assert one_group_fails.result.tracking_errors == []
     (parent,), _ = one_group_fails.runs
     files = {f.path for f in one_group_fails.client.list_artifacts(parent.info.run_id, "summary")}
     assert files == {"summary/summary.csv", "summary/summary.md"}
@@ -352,15 +354,14 @@ def test_two_sweeps_at_once_into_one_sqlite_store(tmp_path, cache):
 
 
 def test_a_variant_that_stops_early_ends_its_run_while_the_others_train(tmp_path, cache):
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
     # in file order the long-running variant comes first; the other stops after a few epochs
     base = {**TINY_BASE, "training": {"epochs": 200, "batch_size": 64}}
     path = write_sweep(tmp_path, {"name": "stops-early", "base": base,
                                   "grid": {"training.early_stopping.patience": [None, 1]}})
-    result = run_sweep_cli(path, "--tracking-uri", uri, "--no-progress", "--json", "--compile-cache", cache)
-    assert result.code == 0, result.err
-    client = store_client(uri)
-    (parent,), children = sweep_runs(client, "stops-early")
+    run = run_tracked(path, cache)
+    assert run.result.ok, run.result.failures
+    client = run.client
+    (parent,), children = run.parents, run.children
     by_patience = {c.data.params["training.early_stopping.patience"]: c for c in children}
     late, early = by_patience["None"], by_patience["1"]
     assert early.data.metrics["stopped_epoch"] < 20 and late.data.metrics["stopped_epoch"] == 200
@@ -391,10 +392,16 @@ def test_plots_that_fail_are_reported_and_the_parent_still_gets_its_summary(tmp_
     assert parent.data.metrics["n_variants"] == 1
 
 
-def test_resume_without_an_earlier_parent_says_it_starts_one(tmp_path):
+def test_the_command_prints_the_librarys_notices_and_warnings_on_stderr(tmp_path):
+    """What the library only logs (`jaxmlp.sweep`): a resume without an earlier parent, and
+    snapshots that cannot be written (their folder is a regular file)."""
     path = write_sweep(tmp_path, {"name": "first-resume", "base": TINY_BASE})
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    result = run_sweep_cli(path, "--resume", "--tracking-uri", uri, "--no-progress")
+    (tmp_path / "not-a-folder").write_text("")
+    result = run_sweep_cli(path, "--resume", "--tracking-uri", uri, "--no-progress",
+                           "--snapshot-dir", tmp_path / "not-a-folder", "--snapshot-every", "0.001")
     assert result.code == 0, result.err
-    assert (f"--resume: no earlier parent run of sweep 'first-resume' in {uri}; a new one is started"
-            in result.err)
+    lines = result.err.splitlines()
+    assert f"--resume: no earlier parent run of sweep 'first-resume' in {uri}; a new one is started" in lines
+    (warning,) = [line for line in lines if "snapshots cannot be written" in line]
+    assert warning.startswith(f"warning: snapshots cannot be written to {tmp_path / 'not-a-folder'} (")

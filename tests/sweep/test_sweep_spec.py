@@ -426,6 +426,20 @@ def test_bad_sweep_file_exits_2_with_a_message_and_leaves_the_store_alone(tmp_pa
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml"]  # no mlflow.db, no mlruns
 
 
+def test_the_unknown_key_hint_suggests_only_keys_a_grid_takes(tmp_path):
+    """The hint named training.seed, which a grid refuses (seeds are the top-level 'seeds')."""
+    from jaxmlp.config import load_config
+
+    with pytest.raises(SweepError) as err:
+        load_sweep(write_sweep(tmp_path, {"name": "hint", "grid": {"model.activaton": ["relu"]}}))
+    suggested = str(err.value).rsplit("keys look like ", 1)[1].split(", ")
+    assert len(suggested) == 3 and "training.seed" not in suggested
+    defaults = load_config({}).flat()
+    for key in suggested:  # each one a grid axis, given its default value
+        (variant,) = load_sweep(write_sweep(tmp_path, {"name": "hint", "grid": {key: [defaults[key]]}})).variants
+        assert variant.config.flat()[key] == defaults[key]
+
+
 def test_error_messages_stay_short_whatever_the_value(tmp_path):
     path = tmp_path / "long.yaml"
     path.write_text("name: '" + "x y" * 5000 + "'\n")
