@@ -194,8 +194,8 @@ def test_run_sweep_on_a_dict_equals_the_same_sweep_from_a_file_and_the_command(t
     assert best["best_val_loss"] == frame["best_val_loss"].min()
 
 
-def test_run_sweep_tracks_a_dict_sweep_with_its_file_histories_and_run_ids(tmp_path):
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+def test_run_sweep_tracks_a_dict_sweep_with_its_file_histories_and_run_ids(tmp_path, store_uri):
+    uri = store_uri
     result = jaxmlp.run_sweep({**SWEEP, "seeds": [0]}, tracking_uri=uri)
     assert result.ok and result.tracking_uri == uri
     client = store_client(uri)
@@ -216,11 +216,11 @@ def test_run_sweep_tracks_a_dict_sweep_with_its_file_histories_and_run_ids(tmp_p
     pd.testing.assert_frame_equal(untracked.drop(columns="run_id"), history.drop(columns="run_id"))
 
 
-def test_run_sweep_keeps_its_notices_and_prints_nothing(tmp_path, capsys, caplog):
+def test_run_sweep_keeps_its_notices_and_prints_nothing(tmp_path, store_uri, capsys, caplog):
     """What the runner tells (here a resume with nothing to resume) is on the result and the
     `jaxmlp.sweep` logger, which prints nothing unless configured (the command prints it:
     test_sweep_run.py::test_the_command_prints_the_librarys_notices_and_warnings_on_stderr)."""
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = store_uri
     with caplog.at_level(logging.WARNING, logger="jaxmlp.sweep"):
         result = jaxmlp.run_sweep({**SWEEP, "name": "told", "grid": {}, "seeds": [0]}, tracking_uri=uri, resume=True)
     notice = f"--resume: no earlier parent run of sweep 'told' in {uri}; a new one is started"
@@ -230,12 +230,12 @@ def test_run_sweep_keeps_its_notices_and_prints_nothing(tmp_path, capsys, caplog
 
 
 @pytest.mark.slow  # trains until interrupted, then resumes the sweep (about half a minute)
-def test_ctrl_c_raises_keyboard_interrupt_after_marking_runs_killed_and_resume_continues(tmp_path):
+def test_ctrl_c_raises_keyboard_interrupt_after_marking_runs_killed_and_resume_continues(tmp_path, store_uri):
     import _thread
     import threading
     import time
 
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = store_uri
     spec = {"name": "ctrlc", "seeds": [0, 1], "base": {
         **TINY_BASE, "training": {"epochs": 4000, "batch_size": 64, "early_stopping": {"patience": None}}}}
     client = store_client(uri)

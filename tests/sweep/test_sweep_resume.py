@@ -22,10 +22,10 @@ N_VARIANTS = 6
 
 
 @pytest.fixture(scope="module")
-def resumed(tmp_path_factory, cache) -> SimpleNamespace:
+def resumed(tmp_path_factory, new_store, cache) -> SimpleNamespace:
     """The sweep killed with SIGKILL mid-sweep (a process), then resumed by `jaxmlp.run_sweep`."""
     folder = tmp_path_factory.mktemp("resume")
-    uri = f"sqlite:///{folder}/mlflow.db"
+    uri = new_store(folder)
     path = write_sweep(folder, {"name": "resume", **THREE_GROUPS})
     code, client, parents, children = interrupt_mid_sweep(path, uri, cache, signal.SIGKILL)
     before = SimpleNamespace(code=code, parents=parents, children=children, by_status=runs_by_status(children))

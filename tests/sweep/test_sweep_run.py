@@ -231,8 +231,8 @@ def test_dry_run_logs_nothing(tiny, cache):
     assert {e.name for e in tiny.client.search_experiments()} - {"Default"} == {"tiny-run"}
 
 
-def test_a_diverged_variant_fails_alone_and_the_others_finish(tmp_path, cache):
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+def test_a_diverged_variant_fails_alone_and_the_others_finish(tmp_path, store_uri, cache):
+    uri = store_uri
     path = write_sweep(tmp_path, {"name": "diverge", "base": TINY_BASE, "grid": {
         "model.activation": ["relu", "tanh"], "optimizer.learning_rate": [0.1, 1e30]}, "seeds": [0]})
     result = run_sweep_cli(path, "--tracking-uri", uri, "--no-progress", "--compile-cache", cache)
@@ -392,11 +392,11 @@ def test_plots_that_fail_are_reported_and_the_parent_still_gets_its_summary(tmp_
     assert parent.data.metrics["n_variants"] == 1
 
 
-def test_the_command_prints_the_librarys_notices_and_warnings_on_stderr(tmp_path):
+def test_the_command_prints_the_librarys_notices_and_warnings_on_stderr(tmp_path, store_uri):
     """What the library only logs (`jaxmlp.sweep`): a resume without an earlier parent, and
     snapshots that cannot be written (their folder is a regular file)."""
     path = write_sweep(tmp_path, {"name": "first-resume", "base": TINY_BASE})
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = store_uri
     (tmp_path / "not-a-folder").write_text("")
     result = run_sweep_cli(path, "--resume", "--tracking-uri", uri, "--no-progress",
                            "--snapshot-dir", tmp_path / "not-a-folder", "--snapshot-every", "0.001")

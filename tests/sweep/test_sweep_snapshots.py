@@ -22,10 +22,10 @@ LONG = {"base": {"data": {"name": "digits"}, "model": {"hidden": [24]},
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory, cache) -> dict:
+def uninterrupted(tmp_path_factory, new_store, cache) -> dict:
     """The same sweep trained without interruption: each variant's final metrics by patience."""
     folder = tmp_path_factory.mktemp("whole")
-    uri = f"sqlite:///{folder}/mlflow.db"
+    uri = new_store(folder)
     path = write_sweep(folder, {"name": "snap", **LONG})
     process = start_sweep(path, "--tracking-uri", uri, "--compile-cache", cache, log=folder / "log")
     assert process.wait(timeout=600) == 0, (folder / "log").read_text()[-3000:]
@@ -46,9 +46,9 @@ def _finals(client, name: str) -> dict:
 
 @pytest.mark.parametrize("signum, every", [(signal.SIGKILL, "0.2"), (signal.SIGTERM, "1e9")],
                          ids=["SIGKILL-periodic", "SIGTERM-on-the-way-out"])
-def test_resume_goes_on_from_the_snapshot_and_ends_as_if_uninterrupted(tmp_path, cache, uninterrupted,
+def test_resume_goes_on_from_the_snapshot_and_ends_as_if_uninterrupted(tmp_path, store_uri, cache, uninterrupted,
                                                                       signum, every):
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = store_uri
     path = write_sweep(tmp_path, {"name": "snap", **LONG})
     snapshots = tmp_path / "snapshots"
     client = store_client(uri)
