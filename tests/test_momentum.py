@@ -41,6 +41,7 @@ def test_sgd_with_a_ramped_momentum_equals_the_heavy_ball_recurrence_by_hand():
     np.testing.assert_allclose(params, by_hand, rtol=1e-6)
 
 
+@pytest.mark.slow  # more than a few seconds (a compile, a tracked sweep or a process)
 def test_the_engine_steps_with_the_scheduled_momentum(make_config, synthetic_data):
     cfg = make_config({"optimizer.name": "sgd", "optimizer.learning_rate": 0.05, "optimizer.momentum": 0.95,
                        "optimizer.momentum_start": 0.5, "optimizer.momentum_ramp_epochs": 2})
@@ -56,6 +57,7 @@ def test_the_engine_steps_with_the_scheduled_momentum(make_config, synthetic_dat
     np.testing.assert_allclose(seen, want, rtol=1e-6)
 
 
+@pytest.mark.slow  # more than a few seconds (a compile, a tracked sweep or a process)
 def test_a_schedule_vmapped_across_variants_equals_each_variant_trained_alone(make_config, synthetic_data):
     ramps = [{"optimizer.momentum_start": 0.5, "optimizer.momentum_ramp_epochs": 3},
              {"optimizer.momentum_start": 0.0, "optimizer.momentum_ramp_epochs": 1},
@@ -72,6 +74,7 @@ def test_a_schedule_vmapped_across_variants_equals_each_variant_trained_alone(ma
     assert {round(r["momentum"], 6) for r in together.variants[2].history} == {0.9}
 
 
+@pytest.mark.slow  # more than a few seconds (a compile, a tracked sweep or a process)
 def test_adam_has_no_momentum_in_its_history(make_config, synthetic_data):
     (v,) = fit([make_config({"optimizer.name": "adam"})], synthetic_data).variants
     assert "momentum" not in v.history[0]

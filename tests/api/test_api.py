@@ -194,6 +194,7 @@ def test_run_sweep_on_a_dict_equals_the_same_sweep_from_a_file_and_the_command(t
     assert best["best_val_loss"] == frame["best_val_loss"].min()
 
 
+@pytest.mark.slow  # more than a few seconds (a compile, a tracked sweep or a process)
 def test_run_sweep_tracks_a_dict_sweep_with_its_file_histories_and_run_ids(tmp_path, store_uri):
     uri = store_uri
     result = jaxmlp.run_sweep({**SWEEP, "seeds": [0]}, tracking_uri=uri)

@@ -70,6 +70,7 @@ def test_input_dropout_and_max_norm_flags_reach_every_variant():
     assert (plain.model.input_dropout, plain.optimizer.max_norm) == (0.0, None)
 
 
+@pytest.mark.slow  # more than a few seconds (a compile, a tracked sweep or a process)
 def test_train_benchmark_prints_every_figure_as_json(capsys):
     assert cli.main(["--hidden", "16", "--variants", "2", "--samples", "900", "--epochs", "2", "--batch-size", "50",
                      "--loop", "--json"]) == 0

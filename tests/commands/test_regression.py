@@ -51,6 +51,7 @@ def original_units(standardised, meta: dict, raw: np.ndarray) -> np.ndarray:
     return np.round(values)
 
 
+@pytest.mark.slow  # more than a few seconds (a compile, a tracked sweep or a process)
 def test_checkpoint_keeps_the_training_targets_mean_and_std(trained, data, raw_targets):
     row, folder = trained
     meta = load_checkpoint(folder).meta
@@ -69,6 +70,7 @@ def hand_predictions(folder, x: np.ndarray) -> np.ndarray:
     return out[:, 0] * ckpt.meta["target_std"] + ckpt.meta["target_mean"]
 
 
+@pytest.mark.slow  # more than a few seconds (a compile, a tracked sweep or a process)
 @pytest.mark.parametrize("suffix", ["npy", "csv"])
 def test_predict_answers_in_the_targets_original_units(trained, data, tmp_path, suffix):
     _, folder = trained
@@ -86,6 +88,7 @@ def test_predict_answers_in_the_targets_original_units(trained, data, tmp_path, 
                                rtol=1e-6)
 
 
+@pytest.mark.slow  # more than a few seconds (a compile, a tracked sweep or a process)
 def test_evaluate_reports_the_test_mse_in_original_units_and_the_tables_test_loss(trained, data, raw_targets):
     row, folder = trained
     code, out, err = run_main(["--evaluate", folder])
@@ -102,6 +105,7 @@ def test_evaluate_reports_the_test_mse_in_original_units_and_the_tables_test_los
     assert evaluated["test_loss"] == pytest.approx(row["test_loss"], rel=1e-4)  # what the sweep's table shows
 
 
+@pytest.mark.slow  # more than a few seconds (a compile, a tracked sweep or a process)
 def test_a_reloaded_regression_checkpoint_predicts_identically(trained, data, tmp_path):
     _, folder = trained
     first = load_checkpoint(folder)

@@ -32,6 +32,7 @@ def sweep_spec(data: dict, **extra) -> dict:
     return {"name": "own", "base": {"data": data, **SMALL}, "seeds": [0, 1], **extra}
 
 
+@pytest.mark.slow  # more than a few seconds (a compile, a tracked sweep or a process)
 def test_csv_with_string_labels_trains_tracks_its_digest_and_its_model_returns_labels(tmp_path, store_uri,
                                                                                       monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -60,6 +61,7 @@ def test_csv_with_string_labels_trains_tracks_its_digest_and_its_model_returns_l
     assert len(predicted) == 20 and set(predicted) <= set(LABELS)
 
 
+@pytest.mark.slow  # more than a few seconds (a compile, a tracked sweep or a process)
 @pytest.mark.parametrize("kind", ["parquet", "npz", "regression-csv"])
 def test_parquet_npz_and_regression_files_train_into_sqlite(tmp_path, store_uri, kind):
     frame = table()
@@ -88,6 +90,7 @@ def test_parquet_npz_and_regression_files_train_into_sqlite(tmp_path, store_uri,
     assert np.isclose(loaded.info.get("target_mean", 100.0), 100.0, atol=1.0)
 
 
+@pytest.mark.slow  # more than a few seconds (a compile, a tracked sweep or a process)
 def test_a_changed_data_file_is_refused_on_resume_naming_it(tmp_path, store_uri):
     csv = tmp_path / "animals.csv"
     table().to_csv(csv, index=False)

@@ -47,6 +47,7 @@ def test_initialisers_and_features_of_the_whole_group_go_into_the_layout(make_co
     assert layout.features == {"use_dropout", "use_max_norm"}
 
 
+@pytest.mark.slow  # more than a few seconds (a compile, a tracked sweep or a process)
 def test_chunks_of_one_layout_compile_once_and_equal_variants_trained_alone(make_config, synthetic_data):
     configs = _grid(make_config, ["relu", "tanh", "elu"], range(3), **{"model.dropout": 0.1})
     layout, chunks = plan_chunks(configs, 6)
@@ -67,6 +68,7 @@ def test_chunks_of_one_layout_compile_once_and_equal_variants_trained_alone(make
         assert_same_run(r, fit([configs[i]], synthetic_data).variants[0], exact=False)
 
 
+@pytest.mark.slow  # more than a few seconds (a compile, a tracked sweep or a process)
 def test_frozen_variants_leave_the_others_bit_identical(make_config, synthetic_data):
     """What a resumed program relies on: variants finished earlier never take a slot, and the
     others' numbers do not change in the last digit (the program keeps its shape)."""
@@ -128,6 +130,7 @@ def test_the_part_size_trains_the_fewest_padding_slots(make_config, seeds, devic
     assert sorted(i for chunk in chunks for i in chunk) == list(range(len(configs)))
 
 
+@pytest.mark.slow  # more than a few seconds (a compile, a tracked sweep or a process)
 def test_a_layout_fingerprint_is_the_same_in_every_process():
     """Snapshot names hold it: a repr of its frozenset of features changes with the hash seed."""
     code = ("from jaxmlp.sweep.spec import load_sweep; from jaxmlp.sweep.plan import plan_groups; "

@@ -152,6 +152,7 @@ def test_reference_initialisation_is_the_engines(make_config, synthetic_data):
     np.testing.assert_array_equal(jax.random.key_data(state.key), jax.random.key_data(key))
 
 
+@pytest.mark.slow  # more than a few seconds (a compile, a tracked sweep or a process)
 def test_a_lone_variant_matches_the_reference_loop(make_config, synthetic_data, reference):
     (variant,) = fit([config(make_config, 7)], synthetic_data).variants
     assert_matches_reference(variant, reference)

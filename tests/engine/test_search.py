@@ -49,6 +49,7 @@ def _halving(configs, settings, data, chunks, layout, devices=1, rungs=(2, 4), a
     return by_index, records
 
 
+@pytest.mark.slow  # more than a few seconds (a compile, a tracked sweep or a process)
 def test_halving_prunes_the_settings_whose_validation_order_is_known(make_config, synthetic_data):
     """Plain SGD on the same problem: the smaller the learning rate, the worse the validation loss
     after a few epochs; halving at epochs 2 and 4 keeps the two fastest, then the fastest."""
@@ -72,6 +73,7 @@ def test_asynchronous_halving_of_variants_in_lockstep_prunes_as_the_synchronous_
     assert {i: r.pruned_at for i, r in asynchronous.items()} == {i: r.pruned_at for i, r in synchronous.items()}
 
 
+@pytest.mark.slow  # more than a few seconds (a compile, a tracked sweep or a process)
 def test_chunks_and_devices_prune_the_same_variants_as_one_program(make_config, synthetic_data):
     configs, settings = _lr_sweep(make_config, [1e-4, 0.3, 1e-3, 0.1])
     layout, chunks = plan_chunks(configs, 64)
@@ -94,6 +96,7 @@ def _pbt_trainer(make_config, data):
     return configs, trainer
 
 
+@pytest.mark.slow  # more than a few seconds (a compile, a tracked sweep or a process)
 def test_an_exploit_copies_state_bit_for_bit_and_perturbs_by_a_listed_factor(make_config, synthetic_data):
     _, trainer = _pbt_trainer(make_config, synthetic_data)
     run = trainer.run()

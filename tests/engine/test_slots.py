@@ -34,6 +34,7 @@ SCHEDULES = {
 }
 
 
+@pytest.mark.slow  # more than a few seconds (a compile, a tracked sweep or a process)
 @pytest.mark.parametrize("schedule", list(SCHEDULES))
 def test_a_variant_entering_slot_3_after_epoch_9_equals_it_alone(make_config, synthetic_data, schedule):
     """Its schedule, momentum ramp, shuffles, dropout draws and epoch numbers are its own."""

@@ -60,6 +60,7 @@ MERGED = [  # one program: a family of three activations (two inits), noisy ReLU
 ]
 
 
+@pytest.mark.slow  # more than a few seconds (a compile, a tracked sweep or a process)
 @pytest.mark.parametrize("devices", [1, 2])
 def test_activations_merged_in_one_program_equal_variants_trained_alone(make_config, synthetic_data, devices):
     """Merged (one switched copy of the code, several families) against each variant trained in a
@@ -329,6 +330,7 @@ def test_a_run_resumed_from_a_snapshot_equals_the_uninterrupted_run(group, group
     assert any(v.stopped_epoch <= 9 for v in group.variants) and any(v.stopped_epoch > 9 for v in group.variants)
 
 
+@pytest.mark.slow  # more than a few seconds (a compile, a tracked sweep or a process)
 def test_a_snapshot_of_other_variants_is_refused_before_training(group_configs, make_config, synthetic_data):
     trainer = Trainer(group_configs, synthetic_data)
     next(iter(trainer.run()))

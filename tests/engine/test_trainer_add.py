@@ -28,6 +28,7 @@ def _configs(make_config):
     return first, later
 
 
+@pytest.mark.slow  # more than a few seconds (a compile, a tracked sweep or a process)
 def test_variants_added_mid_run_equal_the_same_variants_given_up_front(make_config, synthetic_data):
     first, later = _configs(make_config)
     layout = _layout(first[0], 2)

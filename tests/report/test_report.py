@@ -94,6 +94,7 @@ def _csv_rows(path) -> dict[str, dict]:
     return {row["setting"]: row for row in csv.DictReader(io.StringIO(path.read_text()))}
 
 
+@pytest.mark.slow  # more than a few seconds (a compile, a tracked sweep or a process)
 def test_table_numbers_equal_what_mlflow_holds(tracked):
     expected = _expected(tracked.children)
     rows = _csv_rows(tracked.out / "report.csv")
@@ -115,6 +116,7 @@ def test_table_numbers_equal_what_mlflow_holds(tracked):
     assert "Dead units (%)" in markdown
 
 
+@pytest.mark.slow  # more than a few seconds (a compile, a tracked sweep or a process)
 def test_figures_are_valid_pngs(tracked):
     for name in FIGURES:
         data = (tracked.out / name).read_bytes()
@@ -124,6 +126,7 @@ def test_figures_are_valid_pngs(tracked):
         assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100, name
 
 
+@pytest.mark.slow  # more than a few seconds (a compile, a tracked sweep or a process)
 def test_html_is_self_contained_with_table_and_figures(tracked):
     page = (tracked.out / "report.html").read_text()
     assert "<table>" in page and "test error (%)" in page
@@ -135,17 +138,20 @@ def test_html_is_self_contained_with_table_and_figures(tracked):
     assert not re.search(r'src="(?!data:)', page), "every image is inlined"
 
 
+@pytest.mark.slow  # more than a few seconds (a compile, a tracked sweep or a process)
 def test_artifacts_are_logged_on_the_parent_run_unless_no_log(tracked):
     assert tracked.unlogged == []
     logged = {a.path for a in tracked.tracker.client.list_artifacts(tracked.parent, "report")}
     assert logged == {f"report/{name}" for name in {"report.md", "report.csv", "report.html", *FIGURES}}
 
 
+@pytest.mark.slow  # more than a few seconds (a compile, a tracked sweep or a process)
 def test_report_by_sweep_name_equals_report_by_file(tracked):
     by_name = _csv_rows(tracked.root / "by_name" / "report.csv")
     assert by_name == _csv_rows(tracked.out / "report.csv")
 
 
+@pytest.mark.slow  # more than a few seconds (a compile, a tracked sweep or a process)
 def test_references_appear_with_their_difference(tracked):
     rows = _csv_rows(tracked.out / "report.csv")
     expected = _expected(tracked.children)
@@ -161,6 +167,7 @@ def test_references_appear_with_their_difference(tracked):
     assert "matches nothing" not in markdown
 
 
+@pytest.mark.slow  # more than a few seconds (a compile, a tracked sweep or a process)
 def test_readme_changes_only_between_the_markers(tracked):
     text = tracked.readme.read_text()
     before, _, rest = text.partition(MARK_START)
@@ -170,6 +177,7 @@ def test_readme_changes_only_between_the_markers(tracked):
     assert "| setting | test error (%) |" in inside and tracked.parent in inside
 
 
+@pytest.mark.slow  # more than a few seconds (a compile, a tracked sweep or a process)
 def test_readme_with_a_block_per_sweep_changes_only_this_sweeps_block(tracked, tmp_path):
     other_start, other_end = results_markers("report_test_cpu")
     start, end = results_markers("report_test")
@@ -184,6 +192,7 @@ def test_readme_with_a_block_per_sweep_changes_only_this_sweeps_block(tracked, t
     assert "not yet run" not in inside and tracked.parent in inside and new.endswith(f"{end}\n")
 
 
+@pytest.mark.slow  # more than a few seconds (a compile, a tracked sweep or a process)
 def test_readme_without_markers_is_an_error(tracked, tmp_path, capsys):
     readme = tmp_path / "README.md"
     readme.write_text("# no markers\n")
@@ -193,12 +202,14 @@ def test_readme_without_markers_is_an_error(tracked, tmp_path, capsys):
     assert readme.read_text() == "# no markers\n"
 
 
+@pytest.mark.slow  # more than a few seconds (a compile, a tracked sweep or a process)
 def test_unknown_sweep_names_the_store_and_the_fix(tracked, capsys):
     assert report_main(["no_such_sweep", "--tracking-uri", tracked.uri, "--no-log"]) == 2
     err = capsys.readouterr().err
     assert "no MLflow experiment named 'no_such_sweep'" in err and "python -m jaxmlp.sweep" in err
 
 
+@pytest.mark.slow  # more than a few seconds (a compile, a tracked sweep or a process)
 def test_report_by_experiment_id_and_parent_run(tracked, tmp_path):
     assert report_main([tracked.experiment_id, "--tracking-uri", tracked.uri, "--run", tracked.parent,
                         "--out", str(tmp_path), "--no-log"]) == 0
@@ -249,6 +260,7 @@ def test_setting_labels_are_made_from_the_values():
     assert setting_label({}) == "base"
 
 
+@pytest.mark.slow  # more than a few seconds (a compile, a tracked sweep or a process)
 def test_a_variant_trained_again_after_a_kill_counts_once(tracked, tmp_path):
     from jaxmlp.tracking import find_sweep
 

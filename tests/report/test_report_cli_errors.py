@@ -51,6 +51,7 @@ def _reported(store, name: str) -> list[str]:
     return [a.path for a in store.tracker.client.list_artifacts(store.parents[name], "report")]
 
 
+@pytest.mark.slow  # more than a few seconds (a compile, a tracked sweep or a process)
 def test_an_unknown_run_id_names_the_run_the_store_and_how_to_find_the_parent(store, tmp_path, capsys):
     out = tmp_path / "out"
     err = _refused(capsys, [str(store.files["activations"]), "--tracking-uri", store.uri, "--run", "deadbeef",
@@ -60,6 +61,7 @@ def test_an_unknown_run_id_names_the_run_the_store_and_how_to_find_the_parent(st
     assert not out.exists()
 
 
+@pytest.mark.slow  # more than a few seconds (a compile, a tracked sweep or a process)
 def test_another_sweeps_parent_run_is_refused_and_nothing_is_written_or_logged(store, tmp_path, capsys):
     out = tmp_path / "out"
     run = store.parents["dropout"]
@@ -70,6 +72,7 @@ def test_another_sweeps_parent_run_is_refused_and_nothing_is_written_or_logged(s
     assert _reported(store, "dropout") == [] and _reported(store, "activations") == []
 
 
+@pytest.mark.slow  # more than a few seconds (a compile, a tracked sweep or a process)
 def test_a_child_run_id_is_refused_as_not_a_parent_run(store, tmp_path, capsys):
     out = tmp_path / "out"
     err = _refused(capsys, ["activations", "--tracking-uri", store.uri, "--run", store.child, "--out", str(out)])
@@ -78,6 +81,7 @@ def test_a_child_run_id_is_refused_as_not_a_parent_run(store, tmp_path, capsys):
     assert not out.exists()
 
 
+@pytest.mark.slow  # more than a few seconds (a compile, a tracked sweep or a process)
 def test_the_sweeps_own_parent_run_is_reported_by_file_and_by_experiment_id(store, tmp_path):
     run = store.parents["activations"]
     experiment_id, _ = store.tracker.find_experiment("activations")
@@ -87,6 +91,7 @@ def test_the_sweeps_own_parent_run_is_reported_by_file_and_by_experiment_id(stor
         assert (out / "report.csv").is_file()
 
 
+@pytest.mark.slow  # more than a few seconds (a compile, a tracked sweep or a process)
 def test_an_explicit_sqlite_store_that_does_not_exist_is_not_created(store, tmp_path, capsys):
     for database in (tmp_path / "other.db", tmp_path / "no_such_folder" / "mlflow.db"):
         uri = f"sqlite:///{database}"
@@ -97,6 +102,7 @@ def test_an_explicit_sqlite_store_that_does_not_exist_is_not_created(store, tmp_
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow  # more than a few seconds (a compile, a tracked sweep or a process)
 def test_the_default_store_that_does_not_exist_is_not_created(store, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
@@ -105,6 +111,7 @@ def test_the_default_store_that_does_not_exist_is_not_created(store, tmp_path, m
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow  # more than a few seconds (a compile, a tracked sweep or a process)
 def test_a_uri_of_no_tracking_store_scheme_is_refused_by_its_scheme(store, tmp_path, capsys):
     err = _refused(capsys, [str(store.files["activations"]), "--tracking-uri", "bogus://x", "--out",
                             str(tmp_path / "out")])
@@ -112,6 +119,7 @@ def test_a_uri_of_no_tracking_store_scheme_is_refused_by_its_scheme(store, tmp_p
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow  # more than a few seconds (a compile, a tracked sweep or a process)
 @pytest.mark.parametrize("uri, reason", [("sqlite://", "SQLite would keep everything in memory"),
                                          ("http://[::1", "it is not a valid URI (Invalid IPv6 URL)")])
 def test_an_in_memory_or_unparsable_uri_is_refused_with_the_reason(store, tmp_path, capsys, uri, reason):
@@ -127,6 +135,7 @@ def test_a_deeply_nested_sweep_file_is_refused_in_one_line(tmp_path, capsys):
     assert "deep.yaml: its lists and mappings nest deeper than 64 levels" in err
 
 
+@pytest.mark.slow  # more than a few seconds (a compile, a tracked sweep or a process)
 def test_an_out_folder_under_a_regular_file_is_refused_before_anything_is_written(store, tmp_path, capsys):
     (tmp_path / "file").write_text("")
     err = _refused(capsys, [str(store.files["activations"]), "--tracking-uri", store.uri, "--out",

@@ -73,6 +73,7 @@ def _markdown_table(text: str, title: str) -> list[list[str]]:
 
 # -- successive halving, from a real sweep ----------------------------------------------------
 
+@pytest.mark.slow  # more than a few seconds (a compile, a tracked sweep or a process)
 def test_report_counts_pruned_settings_as_the_runs_record_them(halving):
     pruned = {c.data.tags["jaxmlp.setting"]: int(c.data.metrics["pruned_at_epoch"])
               for c in halving.children if c.data.tags.get("jaxmlp.outcome") == "pruned"}
@@ -91,6 +92,7 @@ def test_report_counts_pruned_settings_as_the_runs_record_them(halving):
     assert "plots/lineage.png" not in halving.plots
 
 
+@pytest.mark.slow  # more than a few seconds (a compile, a tracked sweep or a process)
 def test_compute_per_rung_interval_equals_the_epochs_the_runs_logged(halving):
     trained = [len(halving.client.get_metric_history(c.info.run_id, "val_loss")) for c in halving.children]
     expected = [[f"{a + 1}–{b}", str(sum(t > a for t in trained)), str(pruned),
@@ -105,6 +107,7 @@ def test_compute_per_rung_interval_equals_the_epochs_the_runs_logged(halving):
     assert "<h2>Where compute went</h2>" in html and f"<td>{expected[1][0]}</td><td>{expected[1][1]}</td>" in html
 
 
+@pytest.mark.slow  # more than a few seconds (a compile, a tracked sweep or a process)
 def test_the_sweeps_parent_run_gets_the_counts_and_the_compute_table(halving):
     metrics = halving.parent.data.metrics
     assert metrics["n_pruned"] == 6
@@ -238,6 +241,7 @@ def _history(client, run_id: str, key: str) -> dict[int, float]:
     return {m.step: m.value for m in client.get_metric_history(run_id, key)}
 
 
+@pytest.mark.slow  # more than a few seconds (a compile, a tracked sweep or a process)
 def test_lineage_figure_of_a_real_population_matches_its_runs(pbt):
     records = Tracker(pbt.uri).variant_records(pbt.parent.info.run_id, ("hp/*",))
     fig = report.draw_lineage(records)
@@ -253,6 +257,7 @@ def test_lineage_figure_of_a_real_population_matches_its_runs(pbt):
     assert sorted(connectors) == sorted(((e, lr[s][e]), (e + 1, lr[m][e + 1])) for e, m, s in expected)
 
 
+@pytest.mark.slow  # more than a few seconds (a compile, a tracked sweep or a process)
 def test_report_of_a_real_population_lists_the_copies_and_draws_the_lineage(pbt):
     assert (pbt.out / "lineage.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     markdown = (pbt.out / "report.md").read_text()

@@ -3,6 +3,8 @@ and `jaxmlp.report` show, a references file may match them, and `--resume` finds
 of a named sweep. A tiny sweep tracked in a temporary MLflow store."""
 from __future__ import annotations
 
+import pytest
+
 import csv
 
 
@@ -15,6 +17,7 @@ SPEC = {"name": "named", "base": {**TINY_BASE, "training": {"epochs": 2, "batch_
                 "seeds": [1, 2]}}
 
 
+@pytest.mark.slow  # more than a few seconds (a compile, a tracked sweep or a process)
 def test_named_settings_are_shown_logged_reported_and_matched_by_name(tmp_path, store_uri, cache):
     uri = store_uri
     path = write_sweep(tmp_path, SPEC)

@@ -46,6 +46,7 @@ def test_without_validation_every_training_sample_trains(make_config):
     assert split_sizes(mnist) == (60_000, 0, 10_000)
 
 
+@pytest.mark.slow  # more than a few seconds (a compile, a tracked sweep or a process)
 def test_a_variant_without_validation_trains_as_one_whose_validation_is_ignored(make_config, synthetic_data):
     """Validation only observes a variant that neither stops early nor restores its best epoch:
     with the same training data, no validation split gives the same parameters and test metrics."""
@@ -70,6 +71,7 @@ def test_a_variant_without_validation_trains_as_one_whose_validation_is_ignored(
         assert a.test["accuracy"] > 0.6  # 3 classes; about 0.75 is what this noisy problem allows
 
 
+@pytest.mark.slow  # more than a few seconds (a compile, a tracked sweep or a process)
 @pytest.mark.parametrize("optimizer, lr", [("sgd", 1e4), ("adam", 1e9)])
 def test_without_validation_the_training_loss_alone_tells_divergence(make_config, synthetic_data, optimizer, lr):
     """SGD at 1e4 blows up to NaN; Adam at 1e9 to a finite loss far above divergence_factor x its
@@ -82,6 +84,7 @@ def test_without_validation_the_training_loss_alone_tells_divergence(make_config
     assert blown.diverged and blown.stopped_epoch < 5
 
 
+@pytest.mark.slow  # more than a few seconds (a compile, a tracked sweep or a process)
 def test_a_sweep_without_validation_logs_no_validation_dataset_and_refuses_search(tmp_path, store_uri):
     spec = {"name": "final_fit",
             "base": {"data": {"name": "digits", "val_size": 0}, "model": {"hidden": [16]},

@@ -42,6 +42,7 @@ def _children_by_key(tiny) -> dict:
     return {c.data.tags["jaxmlp.variant_key"]: c for c in tiny.children}
 
 
+@pytest.mark.slow  # more than a few seconds (a compile, a tracked sweep or a process)
 def test_sweep_exits_0_and_prints_one_json_object(tiny):
     assert tiny.result.ok, tiny.result.failures
     assert tiny.printed.code == 0, tiny.printed.err
@@ -56,6 +57,7 @@ def test_sweep_exits_0_and_prints_one_json_object(tiny):
     assert 0.5 < outcome["mean_test_accuracy"] <= 1.0
 
 
+@pytest.mark.slow  # more than a few seconds (a compile, a tracked sweep or a process)
 def test_one_experiment_named_after_the_sweep_with_one_finished_parent(tiny):
     experiment = tiny.client.get_experiment_by_name("tiny-run")
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
@@ -75,6 +77,7 @@ def test_one_experiment_named_after_the_sweep_with_one_finished_parent(tiny):
     assert max(epochs) <= len(seconds) < sum(epochs)
 
 
+@pytest.mark.slow  # more than a few seconds (a compile, a tracked sweep or a process)
 def test_one_finished_child_per_variant_nested_under_the_parent(tiny):
     parent_id = tiny.parents[0].info.run_id
     by_key = _children_by_key(tiny)
@@ -95,6 +98,7 @@ def test_one_finished_child_per_variant_nested_under_the_parent(tiny):
         ("relu", "0"), ("relu", "1"), ("tanh", "0"), ("tanh", "1")]
 
 
+@pytest.mark.slow  # more than a few seconds (a compile, a tracked sweep or a process)
 def test_children_hold_whole_epoch_histories_and_final_metrics(tiny):
     for run in tiny.children:
         metrics = run.data.metrics
@@ -111,6 +115,7 @@ def test_children_hold_whole_epoch_histories_and_final_metrics(tiny):
         assert "epoch_seconds" not in metrics
 
 
+@pytest.mark.slow  # more than a few seconds (a compile, a tracked sweep or a process)
 def test_children_carry_checkpoints_and_the_parent_the_sweep_file_summary_and_plots(tiny, tmp_path):
     client, parent = tiny.client, tiny.parents[0].info.run_id
     for run in tiny.children:
@@ -148,6 +153,7 @@ def best(tiny, tmp_path_factory) -> SimpleNamespace:
                            checkpoint=load_checkpoint(folder))
 
 
+@pytest.mark.slow  # more than a few seconds (a compile, a tracked sweep or a process)
 def test_best_model_is_the_child_with_the_lowest_validation_loss(tiny, best):
     assert best.uri.startswith("models:/")
     assert best.run.info.run_id in {c.info.run_id for c in tiny.children}
@@ -158,10 +164,12 @@ def test_best_model_is_the_child_with_the_lowest_validation_loss(tiny, best):
     assert best.checkpoint.config.training.seed == int(best.run.data.params["training.seed"])
 
 
+@pytest.mark.slow  # more than a few seconds (a compile, a tracked sweep or a process)
 def test_each_setting_logs_the_model_of_its_best_seed(tiny):
     check_models_of_the_best(tiny.client, tiny.parents[0], tiny.children)
 
 
+@pytest.mark.slow  # more than a few seconds (a compile, a tracked sweep or a process)
 def test_logged_pyfunc_model_predicts_what_the_engine_trained(tiny, best, monkeypatch):
     import mlflow
     import mlflow.pyfunc
@@ -189,6 +197,7 @@ def test_logged_pyfunc_model_predicts_what_the_engine_trained(tiny, best, monkey
     assert retrained.variants[i].test["accuracy"] == pytest.approx(best.run.data.metrics["test_accuracy"], abs=1e-6)
 
 
+@pytest.mark.slow  # more than a few seconds (a compile, a tracked sweep or a process)
 def test_register_creates_a_model_version_of_the_best_model(tiny, best, monkeypatch):
     import mlflow.pyfunc
 
@@ -201,6 +210,7 @@ def test_register_creates_a_model_version_of_the_best_model(tiny, best, monkeypa
                                mlflow.pyfunc.load_model(best.uri).predict(x), rtol=1e-6)
 
 
+@pytest.mark.slow  # more than a few seconds (a compile, a tracked sweep or a process)
 def test_no_tracking_trains_prints_the_table_and_creates_no_store(tiny, cache, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
@@ -222,6 +232,7 @@ def test_no_tracking_trains_prints_the_table_and_creates_no_store(tiny, cache, t
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny-run.yaml"]
 
 
+@pytest.mark.slow  # more than a few seconds (a compile, a tracked sweep or a process)
 def test_dry_run_logs_nothing(tiny, cache):
     before = tiny.client.search_runs([tiny.parents[0].info.experiment_id])
     result = run_sweep_cli(tiny.path, "--dry-run", "--tracking-uri", tiny.uri, "--compile-cache", cache)
@@ -231,6 +242,7 @@ def test_dry_run_logs_nothing(tiny, cache):
     assert {e.name for e in tiny.client.search_experiments()} - {"Default"} == {"tiny-run"}
 
 
+@pytest.mark.slow  # more than a few seconds (a compile, a tracked sweep or a process)
 def test_a_diverged_variant_fails_alone_and_the_others_finish(tmp_path, store_uri, cache):
     uri = store_uri
     path = write_sweep(tmp_path, {"name": "diverge", "base": TINY_BASE, "grid": {
@@ -285,6 +297,7 @@ def one_group_fails(tmp_path_factory, cache) -> SimpleNamespace:
     return SimpleNamespace(result=run.result, client=run.client, runs=(run.parents, run.children))
 
 
+@pytest.mark.slow  # more than a few seconds (a compile, a tracked sweep or a process)
 def test_a_failing_group_fails_alone_and_the_next_groups_train(one_group_fails):
     result = one_group_fails.result
     assert not result.ok
@@ -302,6 +315,7 @@ def test_a_failing_group_fails_alone_and_the_next_groups_train(one_group_fails):
             assert child.data.metrics["test_accuracy"] > 0.5
 
 
+@pytest.mark.slow  # more than a few seconds (a compile, a tracked sweep or a process)
 def test_a_sweep_with_a_failed_group_still_gets_its_summary(one_group_fails):
     assert one_group_fails.result.tracking_errors == []
     (parent,), _ = one_group_fails.runs
@@ -353,6 +367,7 @@ def test_two_sweeps_at_once_into_one_sqlite_store(tmp_path, cache):
                 "checkpoint/config.json", "checkpoint/params.msgpack"}
 
 
+@pytest.mark.slow  # more than a few seconds (a compile, a tracked sweep or a process)
 def test_a_variant_that_stops_early_ends_its_run_while_the_others_train(tmp_path, cache):
     # in file order the long-running variant comes first; the other stops after a few epochs
     base = {**TINY_BASE, "training": {"epochs": 200, "batch_size": 64}}

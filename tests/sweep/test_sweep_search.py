@@ -46,6 +46,7 @@ def _tracked(tmp_path, cache, spec: dict):
     return result, client, children
 
 
+@pytest.mark.slow  # more than a few seconds (a compile, a tracked sweep or a process)
 def test_halving_prunes_the_worst_settings_by_their_logged_validation_curves(tmp_path, cache):
     result, client, children = _tracked(tmp_path, cache, {"name": "halving", **HALVING})
     pruned = [c for c in children if "pruned_at_epoch" in c.data.metrics]
@@ -71,6 +72,7 @@ def test_halving_prunes_the_worst_settings_by_their_logged_validation_curves(tmp
                for c in children)
 
 
+@pytest.mark.slow  # more than a few seconds (a compile, a tracked sweep or a process)
 def test_asynchronous_halving_frees_the_slots_of_pruned_settings_for_queued_ones(tmp_path, cache):
     spec = {**HALVING, "search": {**HALVING["search"], "asynchronous": True}, "name": "asha"}
     result, client, children = _tracked(tmp_path, cache, spec)
@@ -135,6 +137,7 @@ PBT = {
 }
 
 
+@pytest.mark.slow  # more than a few seconds (a compile, a tracked sweep or a process)
 def test_pbt_logs_lineage_and_schedules_and_reruns_identically(tmp_path, cache):
     stores = []
     for name in ("a", "b"):

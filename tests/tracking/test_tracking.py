@@ -531,6 +531,7 @@ def test_tracker_process_runs_calls_in_another_process_into_the_same_store(store
     assert [a.path for a in store.client.list_artifacts(child, "checkpoint")] == ["checkpoint/a.txt"]
 
 
+@pytest.mark.slow  # more than a few seconds (a compile, a tracked sweep or a process)
 def test_tracker_process_ends_when_the_process_that_started_it_is_killed(store_uri):
     code = ("import os, signal, sys; from jaxmlp.tracking import TrackerProcess\n"
             f"t = TrackerProcess('{store_uri}'); print(t._process.pid, flush=True)\n"
