@@ -12,17 +12,17 @@ import pytest
 
 from jaxmlp.tracking import Tracker, find_sweep
 
-from tests.helpers.sweep import start_sweep, sweep_runs, wait_until, write_sweep
+from tests.helpers.sweep import run_tracked, start_sweep, sweep_runs, wait_until, write_sweep
 
 pytestmark = pytest.mark.slow
 
-N_RATES, N_SEEDS = 6, 25  # 150 variants per width
+N_RATES, N_SEEDS = 3, 8  # 24 variants per width: above the bound, in two parts of 16 slots
 LARGE = {
     "base": {"data": {"name": "digits"}, "model": {"hidden": [8]},
              "training": {"epochs": 4, "batch_size": 256, "early_stopping": {"patience": None}}},
     "grid": {"optimizer.learning_rate": [0.02 * (i + 1) for i in range(N_RATES)]},
     "seeds": N_SEEDS,
-    "execution": {"metric_histories_up_to": 20},
+    "execution": {"metric_histories_up_to": 10, "max_variants_per_part": 16},
 }
 
 
@@ -48,7 +48,7 @@ def large(tmp_path_factory, new_store, cache) -> SimpleNamespace:
     folder = tmp_path_factory.mktemp("large")
     uri = new_store(folder)
     path = write_sweep(folder, {"name": "large", **LARGE})
-    _run(path, uri, cache)
+    run_tracked(path, cache)  # in this process: what is stored is the point, not the command
     return _store(uri, "large")
 
 
@@ -108,6 +108,8 @@ def test_a_large_sweep_killed_and_resumed_has_every_history(tmp_path, store_uri,
     finally:
         first.send_signal(signal.SIGKILL)
         first.wait()
+    parents, _ = sweep_runs(client, "large-resumed", settled=False)
+    assert len(client.list_artifacts(parents[0].info.run_id, "histories")) == 1  # killed in the second group
     _run(path, uri, cache, "--resume")
     store = _store(uri, "large-resumed")
     _histories_are_complete(store, 2 * N_RATES * N_SEEDS)
