@@ -13,7 +13,7 @@ from tests.helpers.sweep import (kill_leftovers, runs_by_status, start_sweep, st
 
 pytestmark = pytest.mark.slow
 
-EPOCHS = 3000
+EPOCHS = 1500  # the patience-None variant trains them all: a kill after its first snapshot lands mid-chunk
 #: One chunk of two variants: one stops early (patience 5), one trains every epoch.
 LONG = {"base": {"data": {"name": "digits"}, "model": {"hidden": [24]},
                  "optimizer": {"name": "sgd", "learning_rate": 0.05, "momentum": 0.9},
