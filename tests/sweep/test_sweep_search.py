@@ -93,18 +93,17 @@ def test_asynchronous_halving_frees_the_slots_of_pruned_settings_for_queued_ones
 
 
 @pytest.mark.slow
-def test_resume_after_sigkill_finishes_with_the_same_survivors(tmp_path, cache):
-    spec = {**HALVING, "base": {**HALVING["base"], "training": {**HALVING["base"]["training"], "epochs": 400}},
-            "search": {**HALVING["search"], "rungs": [2, 4, 150]}}
-    (tmp_path / "whole").mkdir()
+def test_resume_after_sigkill_finishes_with_the_same_survivors(tmp_path, cache, new_store):
+    """Killed once the first rung's pruned runs FINISHED: the survivors still have most epochs to go."""
+    spec = {**HALVING, "base": {**HALVING["base"], "training": {**HALVING["base"]["training"], "epochs": 200}},
+            "search": {**HALVING["search"], "rungs": [2, 4, 75]}}
+    whole_uri = new_store(tmp_path / "whole")
     whole = write_sweep(tmp_path / "whole", {"name": "halving_kill", **spec})
-    assert run_sweep_cli(whole, "--tracking-uri", f"sqlite:///{whole.parent}/mlflow.db", "--no-progress",
-                         "--compile-cache", cache).code == 0
-    _, _, uninterrupted = _children(f"sqlite:///{whole.parent}/mlflow.db", "halving_kill")
+    assert run_sweep_cli(whole, "--tracking-uri", whole_uri, "--no-progress", "--compile-cache", cache).code == 0
+    _, _, uninterrupted = _children(whole_uri, "halving_kill")
 
-    (tmp_path / "killed").mkdir()
+    uri = new_store(tmp_path / "killed")
     path = write_sweep(tmp_path / "killed", {"name": "halving_kill", **spec})
-    uri = f"sqlite:///{path.parent}/mlflow.db"
     client, log = store_client(uri), path.with_suffix(".log")
     process = start_sweep(path, "--tracking-uri", uri, "--compile-cache", cache, log=log)
     try:
