@@ -324,8 +324,8 @@ def test_a_sweep_with_a_failed_group_still_gets_its_summary(one_group_fails):
 
 
 @pytest.mark.slow
-def test_two_sweeps_at_once_into_one_sqlite_store(tmp_path, cache):
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+def test_two_sweeps_at_once_into_one_sqlite_store(tmp_path, store_uri, cache):
+    uri = store_uri
     # long enough (a few seconds each) that the two sweeps are sure to write at the same time
     base = {**TINY_BASE, "training": {"epochs": 300, "batch_size": 64, "early_stopping": {"patience": None}}}
     names = ["together-a", "together-b"]

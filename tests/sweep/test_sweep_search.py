@@ -35,10 +35,9 @@ def _pruned(children) -> dict[str, int | None]:
                                                 if "pruned_at_epoch" in c.data.metrics else None) for c in children}
 
 
-def _tracked(tmp_path, cache, spec: dict):
-    """The sweep `spec` run (`jaxmlp.run_sweep`) into a fresh store: its result, the store's
+def _tracked(tmp_path, uri: str, cache, spec: dict):
+    """The sweep `spec` run (`jaxmlp.run_sweep`) into the empty store `uri`: its result, the store's
     client and its eight child runs (all FINISHED)."""
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
     result = jaxmlp.run_sweep(write_sweep(tmp_path, spec), tracking_uri=uri, compile_cache=cache)
     assert result.ok, result.failures + result.tracking_errors
     client, (parent,), children = _children(uri, spec["name"])
@@ -47,8 +46,8 @@ def _tracked(tmp_path, cache, spec: dict):
 
 
 @pytest.mark.slow  # more than a few seconds (a compile, a tracked sweep or a process)
-def test_halving_prunes_the_worst_settings_by_their_logged_validation_curves(tmp_path, cache):
-    result, client, children = _tracked(tmp_path, cache, {"name": "halving", **HALVING})
+def test_halving_prunes_the_worst_settings_by_their_logged_validation_curves(tmp_path, store_uri, cache):
+    result, client, children = _tracked(tmp_path, store_uri, cache, {"name": "halving", **HALVING})
     pruned = [c for c in children if "pruned_at_epoch" in c.data.metrics]
     assert sum(r.pruned_at is not None for r in result.records) == len(pruned) == 6
     assert all(c.data.tags["jaxmlp.outcome"] == "pruned" for c in pruned)
@@ -73,9 +72,9 @@ def test_halving_prunes_the_worst_settings_by_their_logged_validation_curves(tmp
 
 
 @pytest.mark.slow  # more than a few seconds (a compile, a tracked sweep or a process)
-def test_asynchronous_halving_frees_the_slots_of_pruned_settings_for_queued_ones(tmp_path, cache):
+def test_asynchronous_halving_frees_the_slots_of_pruned_settings_for_queued_ones(tmp_path, store_uri, cache):
     spec = {**HALVING, "search": {**HALVING["search"], "asynchronous": True}, "name": "asha"}
-    result, client, children = _tracked(tmp_path, cache, spec)
+    result, client, children = _tracked(tmp_path, store_uri, cache, spec)
     assert result.slot_epochs < 8 * 8  # fewer slots than variants: pruned settings' slots were refilled
     settings = list(dict.fromkeys(c.data.tags["jaxmlp.setting"] for c in children))
     pruned = {s: {c.data.metrics.get("pruned_at_epoch") for c in children if c.data.tags["jaxmlp.setting"] == s}
@@ -137,12 +136,11 @@ PBT = {
 
 
 @pytest.mark.slow  # more than a few seconds (a compile, a tracked sweep or a process)
-def test_pbt_logs_lineage_and_schedules_and_reruns_identically(tmp_path, cache):
+def test_pbt_logs_lineage_and_schedules_and_reruns_identically(tmp_path, cache, new_store):
     stores = []
     for name in ("a", "b"):
-        (tmp_path / name).mkdir()
+        uri = new_store(tmp_path / name)
         path = write_sweep(tmp_path / name, {"name": "pbt", **PBT})
-        uri = f"sqlite:///{path.parent}/mlflow.db"
         assert run_sweep_cli(path, "--tracking-uri", uri, "--no-progress", "--compile-cache", cache).code == 0
         stores.append(_children(uri, "pbt"))
     (client, _, children), (_, _, again) = stores
