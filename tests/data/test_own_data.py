@@ -3,7 +3,6 @@ real sqlite store; every bad-data case refused before anything is compiled or lo
 from __future__ import annotations
 
 import json
-import shutil
 
 import numpy as np
 import pandas as pd
@@ -170,11 +169,8 @@ def test_a_table_is_read_once_and_cached_by_its_digest(tmp_path, monkeypatch):
     assert np.array_equal(first.train.x, again.train.x) and first.info["classes"] == list(LABELS)
 
 
-@pytest.mark.slow  # reads MNIST through tensorflow-datasets
-def test_the_generic_tfds_path_reads_mnist_offline(mnist_sweep, mnist_dir, tmp_path, store_uri):
-    """From a copy of the tensorflow-datasets folder that conftest's `mnist_sweep` prepared (the
-    generic path keeps its sets where the MNIST family does): MNIST is prepared once per session."""
-    shutil.copytree(mnist_sweep.cache / "tfds", tmp_path / "cache" / "tfds")
+@pytest.mark.slow  # prepares MNIST through tensorflow-datasets (about half a minute)
+def test_the_generic_tfds_path_reads_mnist_offline(mnist_dir, tmp_path, store_uri):
     data = {"name": "tfds", "dataset": "mnist", "manual_dir": str(mnist_dir), "cache_dir": str(tmp_path / "cache"),
             "train_limit": 512}
     result = jaxmlp.run_sweep({"name": "tfds-mnist", "base": {"data": data, **SMALL}}, tracking_uri=store_uri)
