@@ -112,7 +112,8 @@ MAX_PARTS = 16
 
 
 def plan_slots(configs: Sequence[RunConfig], max_part: int, max_slots: int | None = None,
-               devices: int = 1, per_slot: int = QUEUE_PER_SLOT, narrow: bool | None = None) -> Layout:
+               devices: int = 1, per_slot: int = QUEUE_PER_SLOT, narrow: bool | None = None,
+               tail_part: int = TAIL_PART) -> Layout:
     """The layout of one program whose slots are fed by queues (continuous batching): per
     family, about a `per_slot`-th of its variants as slots (at least MIN_SLOTS or all of
     them), in parts of TAIL_PART slots (wider where that would take more than MAX_PARTS
@@ -120,7 +121,8 @@ def plan_slots(configs: Sequence[RunConfig], max_part: int, max_slots: int | Non
     `devices`; at most `max_slots` slots in all (the memory's bound), fewer parts where
     needed. `per_slot` 1: a slot for every variant, memory allowing, in one part (variants
     that all train their whole budget gain nothing from a queue), or in narrow parts where
-    `narrow` (default: where `per_slot` is not 1), for slots refilled as they free (`optimize:`)."""
+    `narrow` (default: where `per_slot` is not 1), for slots refilled as they free (`optimize:`);
+    `tail_part`: the narrow parts' slots."""
     narrow = per_slot != 1 if narrow is None else narrow
     counts: dict[bool, int] = {}
     templates: dict[bool, RunConfig] = {}
@@ -130,7 +132,7 @@ def plan_slots(configs: Sequence[RunConfig], max_part: int, max_slots: int | Non
     shapes = []
     for noisy, n in counts.items():
         slots = max(min(n, MIN_SLOTS), -(-n // per_slot))
-        size = min(max_part, max(min(slots, TAIL_PART), -(-slots // MAX_PARTS)) if narrow else slots)
+        size = min(max_part, max(min(slots, tail_part), -(-slots // MAX_PARTS)) if narrow else slots)
         size += -size % devices
         shapes.append([-(-slots // size), size])
     while max_slots is not None and sum(p * s for p, s in shapes) > max_slots:

@@ -347,3 +347,17 @@ def test_a_study_resumed_after_sigkill_ends_with_the_proposals_of_an_uninterrupt
     assert outcomes(resumed) == outcomes(uninterrupted)  # every variant trained as in one go
     history = client.get_metric_history(parent.info.run_id, "best_so_far")
     assert max(m.step for m in history) == 8 and all(math.isfinite(m.value) for m in history)
+
+
+@pytest.mark.parametrize("batch, seeds, part, n_parts", [(16, 1, 4, 4), (2, 2, 4, 1), (3, 2, 2, 3), (1, 1, 1, 1)])
+def test_a_studys_slots_are_in_parts_of_study_part_slots_where_they_fill_them(tmp_path, batch, seeds, part,
+                                                                                n_parts):
+    """A slot per variant of the first batch, STUDY_PART to a part where they fill such parts
+    (wider than a sweep's tail parts, which cost more per slot-epoch), else in tail parts."""
+    from jaxmlp.sweep.optimize_run import STUDY_PART
+
+    spec = _spec(f"opt-parts-{batch}", seeds=seeds)
+    spec["optimize"] = {**spec["optimize"], "trials": 16, "batch": batch}
+    layout = plan_study(load_sweep(write_sweep(tmp_path, spec))).layout
+    assert STUDY_PART == 4
+    assert (layout.part_sizes, layout.families[0][1], layout.n_slots) == ((part,), n_parts, batch * seeds)
