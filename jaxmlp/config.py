@@ -321,9 +321,10 @@ def bounds(key: str) -> tuple[float, float]:
 SEED_KEY = "training.seed"
 
 
-def seed_list(seeds: Any, where: str) -> list[int]:
+def seed_list(seeds: Any, where: str, counts: bool = True) -> list[int]:
     """A seed count n (seeds 0 .. n - 1) or a list of distinct seeds in 0..`MAX_SEED`, checked:
-    the one rule for seeds, wherever they are given (`where` names the place)."""
+    the one rule for seeds, wherever they are given (`where` names the place; `counts=False`
+    where only a list can be given, e.g. a command's `--seeds 0 1 2`, so the message offers none)."""
     if isinstance(seeds, int) and not isinstance(seeds, bool):
         listed = list(range(seeds)) if seeds <= MAX_SEED + 1 else []
     else:
@@ -331,8 +332,8 @@ def seed_list(seeds: Any, where: str) -> list[int]:
     if (not isinstance(listed, list) or not listed or not all(isinstance(s, int) and not isinstance(s, bool)
                                                               for s in listed)
             or len(set(listed)) != len(listed) or min(listed) < 0 or max(listed) > MAX_SEED):
-        raise ConfigError(f"{where}: {bounded_repr(seeds)}; give a positive count or a list of distinct integers "
-                          f"in 0..{MAX_SEED}")
+        wanted = "a positive count or a list of distinct integers" if counts else "distinct integers"
+        raise ConfigError(f"{where}: {bounded_repr(seeds)}; give {wanted} in 0..{MAX_SEED}")
     return listed
 
 

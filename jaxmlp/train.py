@@ -86,7 +86,7 @@ def config_from_args(args: argparse.Namespace) -> list[RunConfig]:
     """The configurations to train: file, then flags, then --set, one per seed."""
     raw: dict[str, Any] = {}
     source, hint = "command line", ""
-    seeds = seed_list(args.seeds, "--seeds") if args.seeds else None
+    seeds = seed_list(args.seeds, "--seeds", counts=False) if args.seeds else None
     if args.config:
         source = str(args.config)
         try:
