@@ -416,8 +416,9 @@ class Trainer:
     def exploit(self, sources: Mapping[int, int], values: Mapping[str, Mapping[int, float]]) -> None:
         """Each member `dst` of `sources` (caller order) becomes a copy of its source: the whole
         training state (parameters, optimizer state, best parameters, early stopping) but its
-        own random key, and every vmapped number (its seed, its identity, stays its own); then
-        `values` (configuration key -> member -> value) are set. Runs on the device (a gather along the slot axes)."""
+        own random key, and every vmapped number; its seed (its identity, not a number) stays
+        its own. Then `values` (configuration key -> member -> value) are set. Runs on the
+        device (a gather along the slot axes)."""
         where = self._where()
         gathers = [np.arange(slots.size).reshape(slots.shape) for slots in self._slots]
         host = [(jax.tree_util.tree_map(np.copy, hp), sel) for hp, sel in self._host_inputs]
