@@ -155,11 +155,11 @@ def test_json_line_writes_every_non_finite_number_as_null():
                                              "e": "NaN", "f": "x"}
 
 
-@pytest.mark.parametrize("module", ["jaxmlp.train", "jaxmlp.sweep", "jaxmlp.bench"])
+@pytest.mark.parametrize("module", ["jaxmlp.train", "jaxmlp.commands.sweep", "jaxmlp.bench"])
 def test_json_help_says_non_finite_numbers_are_null(module):
     import importlib
 
-    parser = importlib.import_module(f"{module}.cli" if module == "jaxmlp.sweep" else module).build_parser()
+    parser = importlib.import_module(module).build_parser()
     (action,) = [a for a in parser._actions if "--json" in a.option_strings]
     assert "a NaN or infinite number, e.g. of a diverged variant, is null" in action.help
 
