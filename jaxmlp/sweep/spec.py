@@ -121,7 +121,7 @@ class Variant:
         """Deterministic identity: hash of the resolved configuration (seed included) and, for an
         optimised setting, its trial number (two trials may propose the same values)."""
         config = self.config.to_dict()
-        return _digest(config if self.trial is None else {**config, "jaxmlp.trial": self.trial})
+        return _digest(config if self.trial is None else {**config, "trial": self.trial})
 
     @property
     def label(self) -> str:
