@@ -122,6 +122,28 @@ def test_run_sweep_trains_an_optimised_sweep_and_hands_over_its_study():
     assert result.study.best_value == pytest.approx(means.min(), rel=1e-6)
 
 
+def _study_outcomes(result) -> list[tuple]:
+    """Per trial in order: its proposal, state and told values; per variant: its numbers."""
+    trials = [(t.number, t.params, t.state.name, t.values) for t in result.study.trials]
+    frame = result.frame().sort_values(["setting", "seed"])
+    return trials + [tuple(frame[c].tolist()) for c in ("setting", "best_val_loss", "stopped_epoch", "test_loss")]
+
+
+@pytest.mark.parametrize("devices", ["all", "one"])
+def test_a_study_asks_and_is_told_the_same_tracked_and_untracked(devices, store_uri):
+    """The sampler sees the same outcomes in the same order whatever the tracking does, with the
+    slots sharded over the two devices of the tests' process or on one."""
+    from jaxmlp import run_sweep
+
+    spec = _spec(f"opt-tracked-{devices}", seeds=1)
+    spec["base"] = {**spec["base"], "data": {"name": "synthetic", "n_samples": 400, "n_features": 8, "n_classes": 3},
+                    "training": {**spec["base"]["training"], "batch_size": 32}}
+    untracked = run_sweep(spec, tracking=False, devices=devices)
+    tracked = run_sweep(spec, tracking_uri=store_uri, devices=devices)
+    assert tracked.ok and untracked.ok and len(untracked.study.trials) == TRIALS
+    assert _study_outcomes(tracked) == _study_outcomes(untracked)
+
+
 def _synthetic_study(tmp_path, name: str, params: dict | None = None, trials: int = 6, seeds: int = 1,
                      **changes) -> Study:
     """A study of the synthetic set (a few steps an epoch), planned and ready to train in this process."""
