@@ -8,7 +8,8 @@ Glossary (one word per idea; the file that owns it):
   values on a vmapped axis.
 - seed: a variant's identity, not one of its numbers: its slot holds it beside its selected
   activation and initialiser (`families.Selectors`), and its initial parameters and random
-  key are drawn from it alone (`state`), so a variant trains the same in any slot.
+  key are drawn from it alone (`state`), so a variant trains the same in any slot of a
+  program (at another part width or device split XLA rounds differently).
 - program: the compiled code that trains the variants of structures differing at most in
   activation and initialiser (`trainer`, `programs`).
 - slot: a row of a program's state that trains one variant at a time (`trainer`); its

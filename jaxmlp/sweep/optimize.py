@@ -13,7 +13,7 @@ The `Optimizer` knows nothing of training: `ask(n)` proposes settings (each a tr
 its values by dotted key, inactive conditional parameters left out), `tell`, `tell_failed` and
 `tell_pruned` report a setting's outcome (`tell_setting` from its seeds' records). TPE runs
 with its constant liar, so settings still training count as such; the same file and seed give
-the same proposals. Each `Proposal` and `Told` is plain data to keep with the runs: `replay`
+the same proposals on the same devices. Each `Proposal` and `Told` is plain data to keep with the runs: `replay`
 brings a new study to where an earlier invocation stopped (`--resume`).
 """
 from __future__ import annotations
