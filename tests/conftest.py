@@ -5,6 +5,7 @@ pytest-xdist worker."""
 from __future__ import annotations
 
 import functools
+import gc
 import os
 import shutil
 import signal
@@ -106,6 +107,18 @@ def new_store(migrated_store) -> Callable[..., str]:
 def store_uri(new_store, tmp_path) -> str:
     """The URI of an empty, migrated store at tmp_path/mlflow.db."""
     return new_store(tmp_path)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def release_compiled_programs():
+    """After each test module, the programs it compiled in this process are let go (they stay in
+    the session's persistent cache): every XLA CPU executable keeps memory mappings, and a
+    session that kept them all ran out of them (LLVM: "Cannot allocate memory") half-way."""
+    yield
+    from jaxmlp.engine import release_compiled
+
+    release_compiled()
+    gc.collect()
 
 
 @pytest.hookimpl(tryfirst=True)

@@ -41,12 +41,12 @@ from jaxmlp.engine.results import GroupResult, VariantResult, variant_history
 from jaxmlp.engine.state import EarlyStopping, TrainState, init_bits, init_state, state_from_bits
 from jaxmlp.engine.step import apply_model, epoch_randomness, optimizer_of, step_draws, train_step
 from jaxmlp.engine.structure import HParams, Structure, hparams_of, merge_key, structure_key, structure_of
-from jaxmlp.engine.trainer import Snapshot, SnapshotMismatch, Trainer
+from jaxmlp.engine.trainer import Snapshot, SnapshotMismatch, Trainer, release_compiled
 
 __all__ = [
     "EVAL_CHUNK", "NO_PATIENCE", "EarlyStopping", "GroupResult", "HParams", "Layout", "Snapshot",
     "SnapshotMismatch", "Structure", "TrainState", "Trainer", "holding_layout", "plan_chunks", "plan_slots",
     "VariantResult", "apply_model", "early_stopping_update", "end_of_epoch", "epoch_randomness", "evaluate",
-    "final_evaluation", "hparams_of", "init_bits", "init_state", "merge_key", "optimizer_of",
+    "final_evaluation", "hparams_of", "init_bits", "init_state", "merge_key", "optimizer_of", "release_compiled",
     "state_from_bits", "step_draws", "structure_key", "structure_of", "train_step", "variant_history",
 ]

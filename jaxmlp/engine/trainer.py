@@ -44,6 +44,14 @@ from jaxmlp.engine.structure import hparams_of, merge_key, structure_key, struct
 #: compiled for that one.
 _COMPILED: dict[tuple, Programs] = {}
 
+
+def release_compiled() -> None:
+    """Forget the programs compiled in this process (the persistent compilation cache keeps
+    them on disk): a long-lived process that trains many shapes, a notebook or a test session,
+    frees their memory and the code mappings each one holds (a process has a bounded number)."""
+    _COMPILED.clear()
+    jax.clear_caches()
+
 #: What an epoch's record measures on the validation split (absent without one).
 VALIDATION_KEYS = ("val_loss", "val_accuracy", "dead_fraction")
 

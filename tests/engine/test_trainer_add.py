@@ -68,3 +68,22 @@ def test_history_skips_records_older_than_the_variant():
                 "val_loss": np.array([0.4, 0.9])}]
     assert variant_history(records, 1) == [{"epoch": 1, "epoch_seconds": 0.1, "val_loss": 0.9}]
     assert [r["val_loss"] for r in variant_history(records, 0)] == [0.5, 0.4]
+
+
+def test_released_programs_are_compiled_again_and_train_the_same(make_config, synthetic_data):
+    """`release_compiled` forgets this process's programs: the next Trainer of the same shape
+    compiles (or loads from the persistent cache) again, and trains the same numbers."""
+    from jaxmlp.engine import release_compiled
+
+    configs = [make_config({"training.seed": 3})]
+    first = Trainer(configs, synthetic_data)
+    first.compile()
+    reused = Trainer(configs, synthetic_data)
+    reused.compile()
+    release_compiled()
+    after = Trainer(configs, synthetic_data)
+    after.compile()
+    assert reused.reused_programs and not after.reused_programs
+    list(reused.run())
+    list(after.run())
+    assert_same_run(reused.result.variants[0], after.result.variants[0], exact=True)
