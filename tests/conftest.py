@@ -29,9 +29,21 @@ from tests.helpers.sweep import compile_cache, free_port, run_sweep_cli, write_s
 
 def pytest_configure(config) -> None:
     """Two XLA CPU devices, as the sweep command sets up, so the engine's sharded programs are
-    tested too (read when JAX starts its backend, at the first computation, after this)."""
+    tested too (read when JAX starts its backend, at the first computation, after this).
+
+    And programs compiled without LLVM's optimisations, as JAX's own tests compile them
+    (`jax_disable_most_optimizations`, set by its environment variable so that the processes
+    the tests start compile the same way): compiling is most of the suite's time (its tests
+    build hundreds of small programs), and it takes about 40 % less. The numbers differ from
+    an optimised program's by float rounding only; the tests compare programs compiled alike,
+    or allow for rounding. `JAXMLP_TEST_OPTIMIZED=1` compiles as the commands do."""
     if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
         os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2").strip()
+    if os.environ.get("JAXMLP_TEST_OPTIMIZED") != "1":
+        import jax
+
+        os.environ["JAX_DISABLE_MOST_OPTIMIZATIONS"] = "1"
+        jax.config.update("jax_disable_most_optimizations", True)
 
 
 #: A 3-class problem small enough that one epoch is a handful of steps (272 training samples).

@@ -27,8 +27,8 @@ from jaxmlp.report.pareto import with_pareto
 from jaxmlp.report.references import load_references, match_references
 from jaxmlp.report.search import search_sections
 from jaxmlp.report.selection import ObjectiveReport, objective_report
-from jaxmlp.report.tables import (HEADERS, display_metric, report_rows, search_text, sections_markdown, summarize,
-                                  to_csv, to_markdown, to_text, without_validation)
+from jaxmlp.report.tables import (HEADERS, display_metric, records_monitor, report_rows, search_text, sections_markdown,
+                                  summarize, to_csv, to_markdown, to_text, without_validation)
 from jaxmlp.tracking import (TRACKING_URI_HELP, HistoryFileError, RunNotFound, SweepNotFound, TrackedSweep, Tracker,
                              bound_http_requests, find_sweep, resolve_tracking_uri, sqlite_path, store_failure,
                              store_fix, ui_command, unsupported_scheme)
@@ -139,8 +139,7 @@ def _sweep_file(target: str, sweep: TrackedSweep) -> dict[str, Any]:
 def sweep_objectives(raw: dict[str, Any], records: Sequence[Any], where: str) -> tuple[list[Objective], bool]:
     """The objectives of the sweep file's content `raw` (default: the monitor's best value), and
     whether its settings were sampled (random or optimize), which makes parameter importance meaningful."""
-    monitor = next((r.config["training.early_stopping.monitor"] for r in records
-                    if "training.early_stopping.monitor" in r.config), "val_loss")
+    monitor = records_monitor(records)
     try:
         objectives = objectives_of(raw.get("objectives") or [], monitor, f"{where}: objectives")
     except ObjectiveError as err:

@@ -10,14 +10,15 @@ import numpy as np
 
 from jaxmlp.records import VariantRecord
 from jaxmlp.report.evaluation import noise_levels, pooled_reliability
-from jaxmlp.report.tables import by_setting, finished, mean_std
+from jaxmlp.report.tables import by_setting, finished, mean_std, panel_settings
 
 DIAGRAM_CAPTIONS = {
     "reliability.png": "Reliability diagrams, one per setting: for the test split's examples in each of 15 "
                        "equal-width bins of top-label confidence (the largest softmax probability), the accuracy "
                        "against the mean confidence, pooled over the seeds (dot area: the number of examples); "
                        "on the diagonal a network that says 0.8 is right 80 % of the time. ECE: the expected "
-                       "calibration error, mean over seeds.",
+                       "calibration error, mean over seeds. Beyond 16 settings, the 16 best (by the validation "
+                       "metric that selects models) are drawn, best first.",
     "input_noise.png": "Test accuracy (%) against the standard deviation of Gaussian noise added to the test "
                        "inputs (in their normalised scale, the same noisy copies for every variant), per setting: "
                        "mean ± std over seeds; 0 is the clean test split.",
@@ -25,14 +26,17 @@ DIAGRAM_CAPTIONS = {
 
 
 def draw_reliability(records: Sequence[VariantRecord]):
-    """Reliability diagrams, one panel per setting (a matplotlib Figure, not kept by pyplot): each
-    line's points are (mean confidence, accuracy) of the pooled non-empty bins."""
+    """Reliability diagrams, one panel per setting (at most `PANEL_SETTINGS`, the best:
+    `panel_settings`; a matplotlib Figure, not kept by pyplot): each line's points are (mean
+    confidence, accuracy) of the pooled non-empty bins."""
     from matplotlib.figure import Figure
 
-    groups = {s: finished(runs) for s, runs in by_setting(records).items()}
+    groups, left_out = panel_settings(records)
     cols = min(len(groups), 4)
     rows = math.ceil(len(groups) / cols)
     fig = Figure(figsize=(3.2 * cols, 3.2 * rows), layout="constrained")
+    if left_out:
+        fig.suptitle(left_out, fontsize=8)
     axes = fig.subplots(rows, cols, squeeze=False)
     for ax, (setting, runs) in zip(axes.flat, groups.items()):
         confidence, accuracy, count = pooled_reliability(runs)

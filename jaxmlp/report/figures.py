@@ -15,7 +15,7 @@ from jaxmlp.report.diagrams import DIAGRAM_CAPTIONS, draw_input_noise, draw_reli
 from jaxmlp.report.evaluation import noise_levels
 from jaxmlp.report.labels import short_label
 from jaxmlp.report.search import hparam_schedules, lineage_steps, member_id
-from jaxmlp.report.tables import (ERROR_PERCENT, by_setting, display_metric, finished, mean_std,
+from jaxmlp.report.tables import (ERROR_PERCENT, by_setting, display_metric, finished, mean_std, panel_settings,
                                   record_value)
 
 FIGURE_CAPTIONS = {
@@ -25,7 +25,8 @@ FIGURE_CAPTIONS = {
     "learning_curves.png": "Training loss (dashed; training mode, running average over the epoch) and "
                            "validation loss (solid) per setting, mean over the seeds still training; triangles "
                            "mark the epoch whose parameters were kept (the best validation epoch, or the last "
-                           "epoch where restore_best is false), one per seed.",
+                           "epoch where restore_best is false), one per seed. Beyond 16 settings, the 16 best "
+                           "(by the validation metric that selects models) are drawn, best first.",
     "activations.png": "The activation functions (left; noisy ReLU as at evaluation, training adds Gaussian "
                        "noise) and the fraction of dead units (zero on the whole validation split) of each hidden "
                        "layer over training, mean over seeds.",
@@ -213,18 +214,23 @@ def _kept_epoch(record: VariantRecord) -> int | None:
 
 
 def figure_learning_curves(records: Sequence[VariantRecord]) -> bytes:
-    """Per setting: mean training and validation loss over epochs, and each seed's kept epoch."""
+    return png(draw_learning_curves(records))
+
+
+def draw_learning_curves(records: Sequence[VariantRecord]):
+    """Per setting (at most `PANEL_SETTINGS`, the best: `panel_settings`): mean training and
+    validation loss over epochs, and each seed's kept epoch (a pyplot Figure; `png` closes it)."""
     from matplotlib.lines import Line2D
     from matplotlib.ticker import MaxNLocator
 
     plt = _pyplot()
-    groups = {s: finished(runs) for s, runs in by_setting(records).items()}
+    groups, left_out = panel_settings(records)
     cols = min(len(groups), 4)
     n_rows = math.ceil(len(groups) / cols)
     fig, axes = plt.subplots(n_rows, cols, figsize=(3.6 * cols, 2.9 * n_rows), squeeze=False)
     for ax, (setting, runs) in zip(axes.flat, groups.items()):
         for name, style in (("train_loss", "--"), ("val_loss", "-")):
-            ax.plot(*_curve(runs, name), style, color="C0" if name == "val_loss" else "C1")
+            ax.plot(*_curve(runs, name), style, color="C0" if name == "val_loss" else "C1", gid=setting)
         for r in runs:
             epoch, (steps, vals) = _kept_epoch(r), r.history.get("val_loss", ((), ()))
             if epoch in list(steps):
@@ -247,8 +253,10 @@ def figure_learning_curves(records: Sequence[VariantRecord]) -> bytes:
     fig.supxlabel("epoch", fontsize=9)
     fig.supylabel("loss (mean over seeds)", fontsize=9)
     _panel_spacing(fig, max((len(s.split(", ")) for s in groups), default=1))
-    fig.legend(handles=handles, loc="lower center", ncol=3, fontsize=8, bbox_to_anchor=(0.5, 1.0))
-    return png(fig)
+    legend = fig.legend(handles=handles, loc="lower center", ncol=3, fontsize=8, bbox_to_anchor=(0.5, 1.0))
+    if left_out:
+        legend.set_title(left_out, prop={"size": 8})
+    return fig
 
 
 def _panel_spacing(fig, title_lines: int) -> None:

@@ -171,7 +171,7 @@ def best_first(records: Sequence[VariantRecord], rows: Sequence[dict[str, Any]],
     Test metrics play no part in the order, as they play none in selection. Without any
     validation metric (variants trained without a validation split) the order is the sweep's."""
     key = f"best_{monitor}"
-    score = {label: mean_std(r.metric(key) for r in finished(runs))[0] for label, runs in by_setting(records).items()}
+    score = setting_scores(records, monitor)
     if finished(records) and not any(math.isfinite(v) for v in score.values()):
         return "settings in the sweep's order (no validation split, data.val_size 0: nothing selects among them)", list(rows)
     sign = 1.0 if "loss" in monitor else -1.0
@@ -183,6 +183,41 @@ def best_first(records: Sequence[VariantRecord], rows: Sequence[dict[str, Any]],
     ranked = [{"setting": r["setting"], key: score.get(r["setting"], math.nan), **r} for r in sorted(rows, key=rank)]
     better = "lowest" if sign > 0 else "highest"
     return f"settings best first: {better} mean {key} over seeds (the validation metric that selects models)", ranked
+
+
+def records_monitor(records: Sequence[VariantRecord]) -> str:
+    """The validation metric that selected the records' models (their early-stopping monitor)."""
+    return next((r.config["training.early_stopping.monitor"] for r in records
+                 if "training.early_stopping.monitor" in r.config), "val_loss")
+
+
+def setting_scores(records: Sequence[VariantRecord], monitor: str = "val_loss") -> dict[str, float]:
+    """Each setting's mean over its finished seeds of `best_<monitor>` (NaN without one), by label."""
+    key = f"best_{monitor}"
+    return {label: mean_std(r.metric(key) for r in finished(runs))[0] for label, runs in by_setting(records).items()}
+
+
+#: The most settings a figure of one panel per setting draws (learning curves, reliability
+#: diagrams): beyond a 4 x 4 grid the panels are unreadable and the figure costs seconds.
+PANEL_SETTINGS = 16
+
+
+def panel_settings(records: Sequence[VariantRecord], limit: int = PANEL_SETTINGS) -> tuple[dict[str, list[VariantRecord]], str]:
+    """The settings a figure of one panel each draws, by label with their finished records: all
+    of them, in the sweep's order, up to `limit`; beyond it the `limit` best as the sweep
+    selects models (mean validation monitor over seeds, `best_first`'s order), best first.
+    And the note the figure shows when it leaves settings out ('' when none)."""
+    groups = {label: finished(runs) for label, runs in by_setting(records).items()}
+    if len(groups) <= limit:
+        return groups, ""
+    monitor = records_monitor(records)
+    score, sign = setting_scores(records, monitor), 1.0 if "loss" in monitor else -1.0
+    ranked = sorted(groups, key=lambda label: (not math.isfinite(score[label]),
+                                               sign * score[label] if math.isfinite(score[label]) else 0.0))
+    shown = {label: groups[label] for label in ranked[:limit]}
+    return shown, (f"the {limit} best of {len(groups)} settings (lowest" if sign > 0 else
+                   f"the {limit} best of {len(groups)} settings (highest") + \
+        f" mean best_{monitor} over seeds), best first; every setting's curves are on its run"
 
 
 # -- the report's table --------------------------------------------------------------------

@@ -44,6 +44,7 @@ def test_the_public_names_import_lazily_and_resolve():
         jaxmlp.fitt  # noqa: B018
 
 
+@pytest.mark.slow
 def test_fit_gives_the_train_commands_numbers_for_the_same_configuration_and_seeds(tmp_path, session_compile_cache):
     path = tmp_path / "run.yaml"
     path.write_text(json.dumps(CONFIG))
@@ -59,6 +60,7 @@ def test_fit_gives_the_train_commands_numbers_for_the_same_configuration_and_see
             assert mine[key] == theirs[key], key
 
 
+@pytest.mark.slow
 def test_fit_on_arrays_predicts_the_users_labels_and_saves_what_the_train_command_evaluates(tmp_path):
     x, y = labelled()
     result = jaxmlp.fit({"model.hidden": [16], "optimizer.learning_rate": 0.02, "training.epochs": 20}, (x, y),
@@ -83,6 +85,7 @@ def test_fit_on_arrays_predicts_the_users_labels_and_saves_what_the_train_comman
     assert np.allclose(json.loads(out)["predictions"], proba, atol=1e-6)  # raw units in, as predict takes them
 
 
+@pytest.mark.slow
 def test_fit_takes_a_frame_given_splits_and_configurations_of_two_structures(tmp_path):
     x, y = labelled()
     frame = pd.DataFrame(x, columns=["a", "b", "c", "d"]).assign(side=y)
@@ -154,6 +157,7 @@ def test_run_sweep_refuses_a_bad_execution_option_before_anything_runs(tmp_path,
     assert list(tmp_path.iterdir()) == []  # no store
 
 
+@pytest.mark.slow
 def test_run_sweep_takes_the_commands_execution_options_and_a_variant_trains_the_same(tmp_path):
     """devices, max_variants and chunks as --devices, --max-variants and --chunks set them: one
     slot in each of two chunks trains the variants one after the other, to the same numbers as
@@ -172,6 +176,7 @@ def test_run_sweep_takes_the_commands_execution_options_and_a_variant_trains_the
                                   together.frame().drop(columns=[c for c in timings if c in frame]))
 
 
+@pytest.mark.slow
 def test_run_sweep_on_a_dict_equals_the_same_sweep_from_a_file_and_the_command(tmp_path, session_compile_cache):
     from_dict = jaxmlp.run_sweep(SWEEP, tracking=False)
     path = write_sweep(tmp_path, SWEEP)
@@ -217,6 +222,7 @@ def test_run_sweep_tracks_a_dict_sweep_with_its_file_histories_and_run_ids(tmp_p
     pd.testing.assert_frame_equal(untracked.drop(columns="run_id"), history.drop(columns="run_id"))
 
 
+@pytest.mark.slow
 def test_run_sweep_keeps_its_notices_and_prints_nothing(tmp_path, store_uri, capsys, caplog):
     """What the runner tells (here a resume with nothing to resume) is on the result and the
     `jaxmlp.sweep` logger, which prints nothing unless configured (the command prints it:
@@ -260,6 +266,7 @@ def test_ctrl_c_raises_keyboard_interrupt_after_marking_runs_killed_and_resume_c
     assert list(result.frame()["status"]) == ["FINISHED", "FINISHED"]
 
 
+@pytest.mark.slow
 def test_run_sweep_on_the_users_arrays_trains_every_variant_on_them(tmp_path):
     x, y = labelled()
     spec = {**SWEEP, "grid": {"model.activation": ["relu", "tanh"]}, "seeds": [0]}

@@ -119,6 +119,7 @@ def test_loop_epoch_seconds_scale_the_timed_steps_to_an_epoch_of_every_variant(m
     assert clock.readings == []
 
 
+@pytest.mark.slow
 def test_sweep_loop_baseline_trains_every_variant_with_early_stopping(monkeypatch):
     spec = {**TINY_SWEEP, "base": {**TINY_SWEEP["base"], "model": {"hidden": [32]}, "training": {
         "epochs": 30, "batch_size": 64, "early_stopping": {"monitor": "val_loss", "patience": 2}}}, "seeds": 1}
@@ -165,6 +166,7 @@ def test_sweep_loop_baseline_trains_every_variant_with_early_stopping(monkeypatc
     assert out["mean_test_accuracy"] == pytest.approx(np.mean(accuracies), abs=1e-6)
 
 
+@pytest.mark.slow
 def test_sweep_benchmark_runs_the_sweep_in_this_process_tracked_and_not(tmp_path):
     """The first run compiles; the repeats reuse its programs; every figure follows from the runs."""
     out = sweep_bench.bench_sweep(args_of("sweep", "--repeats", "2", "--no-loop"), TINY_SWEEP)

@@ -51,6 +51,7 @@ def test_split():
 
 # --- training, --save and --json -----------------------------------------------------------------
 
+@pytest.mark.slow
 def test_json_has_one_row_and_one_checkpoint_folder_per_seed(trained):
     summary, folder = trained
     assert (summary["dataset"], summary["task"]) == ("synthetic", "classification")

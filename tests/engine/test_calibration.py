@@ -85,6 +85,7 @@ def noisy_group(make_config):
     return fit(configs, data), data
 
 
+@pytest.mark.slow
 def test_noise_level_zero_equals_the_clean_test_metrics_exactly(noisy_group):
     group, _ = noisy_group
     for v in group.variants:

@@ -257,6 +257,7 @@ def test_accuracy_monitor_picks_the_first_most_accurate_epoch(divergence):
 
 # --- real datasets ------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_digits_reaches_95_percent_test_accuracy():
     cfg = load_config({"data": {"name": "digits"}, "model": {"hidden": [64]},
                        "optimizer": {"name": "adam", "learning_rate": 1e-3},

@@ -70,6 +70,7 @@ def test_history_skips_records_older_than_the_variant():
     assert [r["val_loss"] for r in variant_history(records, 0)] == [0.5, 0.4]
 
 
+@pytest.mark.slow
 def test_released_programs_are_compiled_again_and_train_the_same(make_config, synthetic_data):
     """`release_compiled` forgets this process's programs: the next Trainer of the same shape
     compiles (or loads from the persistent cache) again, and trains the same numbers."""

@@ -57,6 +57,7 @@ def _trials(children) -> dict[int, dict]:
     return out
 
 
+@pytest.mark.slow
 def test_every_trial_is_a_child_run_per_seed_tagged_with_its_trial(study):
     assert study.result.code == 0, study.result.err
     assert sorted(study.trials) == list(range(TRIALS))
@@ -96,6 +97,7 @@ def test_the_parent_records_the_sampler_and_the_best_so_far_after_each_setting(s
     assert [m.value for m in sorted(history, key=lambda m: m.step)] == pytest.approx(expected)
 
 
+@pytest.mark.slow
 def test_the_same_file_and_seed_give_the_same_proposals(study, tmp_path, cache):
     path = write_sweep(tmp_path, _spec("opt-run"))
     uri = f"sqlite:///{tmp_path}/again.db"
@@ -129,6 +131,7 @@ def _study_outcomes(result) -> list[tuple]:
     return trials + [tuple(frame[c].tolist()) for c in ("setting", "best_val_loss", "stopped_epoch", "test_loss")]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("devices", ["all", "one"])
 def test_a_study_asks_and_is_told_the_same_tracked_and_untracked(devices, store_uri):
     """The sampler sees the same outcomes in the same order whatever the tracking does, with the
@@ -165,6 +168,7 @@ def _told(study: Study, data) -> list[dict]:
 WIDTHS = {"model.hidden": {"choice": [[8], [16]]}, "optimizer.learning_rate": {"loguniform": [1e-2, 0.5]}}
 
 
+@pytest.mark.slow
 def test_a_study_over_two_widths_trains_each_in_its_program_compiled_once(tmp_path, synthetic_data, monkeypatch):
     from jaxmlp.engine import trainer
 
@@ -229,6 +233,7 @@ def test_structural_keys_must_be_choices_of_a_few_shapes(tmp_path, params, messa
         check_optimizable(load_sweep(write_sweep(tmp_path, spec)))
 
 
+@pytest.mark.slow
 def test_trials_that_propose_the_same_values_are_trained_and_told_apart(tmp_path, synthetic_data):
     study = _synthetic_study(tmp_path, "opt-same", {"model.activation": {"choice": ["relu", "tanh"]}},
                              trials=5, seeds=2)

@@ -156,6 +156,7 @@ def test_tracking_model_command_refuses_an_unknown_run_and_a_run_without_checkpo
     assert len(tracked.client.search_logged_models([tracked.parent.info.experiment_id])) == len(before)
 
 
+@pytest.mark.slow
 def test_tracking_command_on_a_new_store_prints_its_answer_and_not_mlflows_info_lines(tmp_path):
     result = subprocess.run([sys.executable, "-m", "jaxmlp.tracking", "model", "0123abc", "--tracking-uri",
                              f"sqlite:///{tmp_path}/new.db"], capture_output=True, text=True, timeout=120)

@@ -387,6 +387,7 @@ def test_a_variant_that_stops_early_ends_its_run_while_the_others_train(tmp_path
     assert models[early.info.run_id].creation_timestamp < late.info.end_time
 
 
+@pytest.mark.slow
 def test_plots_that_fail_are_reported_and_the_parent_still_gets_its_summary(tmp_path, cache, monkeypatch):
     from jaxmlp import report
 
@@ -407,6 +408,7 @@ def test_plots_that_fail_are_reported_and_the_parent_still_gets_its_summary(tmp_
     assert parent.data.metrics["n_variants"] == 1
 
 
+@pytest.mark.slow
 def test_the_command_prints_the_librarys_notices_and_warnings_on_stderr(tmp_path, store_uri):
     """What the library only logs (`jaxmlp.sweep`): a resume without an earlier parent, and
     snapshots that cannot be written (their folder is a regular file)."""

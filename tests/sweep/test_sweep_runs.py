@@ -2,6 +2,8 @@
 what a --resume counts as done."""
 from __future__ import annotations
 
+import pytest
+
 from jaxmlp.records import VariantRecord
 from jaxmlp.sweep.runs import SweepRuns
 from jaxmlp.sweep.spec import load_sweep
@@ -10,6 +12,7 @@ from jaxmlp.tracking import Tracker
 from tests.helpers.sweep import TINY_BASE, write_sweep
 
 
+@pytest.mark.slow
 def test_resume_counts_only_finished_runs_as_done_and_ends_the_running_ones(tmp_path):
     """A run left RUNNING by a killed process is trained again, not counted as done (only a slow
     end-to-end test caught that before)."""

@@ -552,6 +552,7 @@ def test_tracker_process_ends_when_the_process_that_started_it_is_killed(store_u
     pytest.fail(f"tracking process {pid} outlived the process that started it")
 
 
+@pytest.mark.slow
 def test_tracker_process_started_from_a_script_without_a_main_guard(tmp_path, store_uri):
     script = tmp_path / "plain.py"
     script.write_text("from jaxmlp.tracking import TrackerProcess\n"
