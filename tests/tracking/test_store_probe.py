@@ -234,9 +234,8 @@ def test_a_signal_during_the_store_probe_ends_the_sweep_at_once(tmp_path, cache,
     assert seconds < 15, f"ended {seconds:.0f} s after the signal"
 
 
-@pytest.mark.slow  # MLflow's bounded retries against a closed port: about 15 s
-@pytest.mark.parametrize("command", ["report", "replay"])
-def test_report_and_replay_against_a_closed_port_end_within_a_bound_with_one_line(tmp_path, command):
+@pytest.mark.slow  # MLflow's bounded retries against a closed port: about 15 s (both commands at once)
+def test_report_and_replay_against_a_closed_port_end_within_a_bound_with_one_line(tmp_path):
     """They used MLflow's unbounded defaults (251-300 s, then a traceback)."""
     import subprocess
     import sys
@@ -246,15 +245,24 @@ def test_report_and_replay_against_a_closed_port_end_within_a_bound_with_one_lin
     (tmp_path / "spool" / "spool.json").write_text(
         '{"sweep_name": "s", "sweep_hash": "h", "sweep_file": "s.yaml", "tracking_uri": "%s"}' % uri)
     argv = {"report": ["jaxmlp.report", "some-sweep", "--tracking-uri", uri],
-            "replay": ["jaxmlp.tracking", "replay", str(tmp_path / "spool"), "--tracking-uri", uri]}[command]
+            "replay": ["jaxmlp.tracking", "replay", str(tmp_path / "spool"), "--tracking-uri", uri]}
     tic = time.monotonic()
-    result = subprocess.run([sys.executable, "-m", *argv], capture_output=True, text=True, timeout=120, cwd=tmp_path,
-                            env=_without_http_settings())
-    seconds = time.monotonic() - tic
-    assert result.returncode == 2, result.stderr[-3000:]
-    assert seconds < 60, f"refused only after {seconds:.0f} s"
-    assert result.stderr.startswith("error: the tracking store ") and "Traceback" not in result.stderr
-    assert result.stderr.count("\n") == 1 and "Fix: start the tracking server" in result.stderr
+    processes = {command: subprocess.Popen([sys.executable, "-m", *args], stdout=subprocess.PIPE,
+                                           stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=_without_http_settings())
+                 for command, args in argv.items()}
+    try:
+        for command, process in processes.items():
+            _, stderr = process.communicate(timeout=120)
+            seconds = time.monotonic() - tic
+            assert process.returncode == 2, f"{command}: {stderr[-3000:]}"
+            assert seconds < 60, f"{command} refused only after {seconds:.0f} s"
+            assert stderr.startswith("error: the tracking store ") and "Traceback" not in stderr, f"{command}: {stderr}"
+            assert stderr.count("\n") == 1 and "Fix: start the tracking server" in stderr, f"{command}: {stderr}"
+    finally:
+        for process in processes.values():
+            if process.poll() is None:
+                process.kill()
+                process.wait()
 
 
 @pytest.mark.slow  # SQLite's and MLflow's own waits on the lock: about 20 s
