@@ -52,6 +52,7 @@ def release_compiled() -> None:
     _COMPILED.clear()
     jax.clear_caches()
 
+
 #: What an epoch's record measures on the validation split (absent without one).
 VALIDATION_KEYS = ("val_loss", "val_accuracy", "dead_fraction")
 

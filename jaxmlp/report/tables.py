@@ -10,7 +10,7 @@ import csv
 import io
 import math
 import re
-from typing import Any, Iterable, Mapping, NamedTuple, Sequence
+from typing import Any, Callable, Iterable, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
@@ -174,15 +174,26 @@ def best_first(records: Sequence[VariantRecord], rows: Sequence[dict[str, Any]],
     score = setting_scores(records, monitor)
     if finished(records) and not any(math.isfinite(v) for v in score.values()):
         return "settings in the sweep's order (no validation split, data.val_size 0: nothing selects among them)", list(rows)
+    rank = _best_first_key(score, monitor)
+    ranked = [{"setting": r["setting"], key: score.get(r["setting"], math.nan), **r}
+              for r in sorted(rows, key=lambda row: rank(row["setting"]))]
+    return f"settings best first: {_better(monitor)} mean {key} over seeds (the validation metric that selects models)", ranked
+
+
+def _better(monitor: str) -> str:
+    """Which end of `monitor` is best: 'lowest' for a loss, 'highest' for an accuracy."""
+    return "lowest" if "loss" in monitor else "highest"
+
+
+def _best_first_key(score: Mapping[str, float], monitor: str) -> Callable[[str], tuple[bool, float]]:
+    """The sort key of a setting's label, best first by its `score` of `monitor`, settings without one last."""
     sign = 1.0 if "loss" in monitor else -1.0
 
-    def rank(row: dict[str, Any]) -> tuple[bool, float]:
-        value = score.get(row["setting"], math.nan)
+    def rank(label: str) -> tuple[bool, float]:
+        value = score.get(label, math.nan)
         return (not math.isfinite(value), sign * value if math.isfinite(value) else 0.0)
 
-    ranked = [{"setting": r["setting"], key: score.get(r["setting"], math.nan), **r} for r in sorted(rows, key=rank)]
-    better = "lowest" if sign > 0 else "highest"
-    return f"settings best first: {better} mean {key} over seeds (the validation metric that selects models)", ranked
+    return rank
 
 
 def records_monitor(records: Sequence[VariantRecord]) -> str:
@@ -211,13 +222,10 @@ def panel_settings(records: Sequence[VariantRecord], limit: int = PANEL_SETTINGS
     if len(groups) <= limit:
         return groups, ""
     monitor = records_monitor(records)
-    score, sign = setting_scores(records, monitor), 1.0 if "loss" in monitor else -1.0
-    ranked = sorted(groups, key=lambda label: (not math.isfinite(score[label]),
-                                               sign * score[label] if math.isfinite(score[label]) else 0.0))
-    shown = {label: groups[label] for label in ranked[:limit]}
-    return shown, (f"the {limit} best of {len(groups)} settings (lowest" if sign > 0 else
-                   f"the {limit} best of {len(groups)} settings (highest") + \
-        f" mean best_{monitor} over seeds), best first; every setting's curves are on its run"
+    ranked = sorted(groups, key=_best_first_key(setting_scores(records, monitor), monitor))
+    note = (f"the {limit} best of {len(groups)} settings ({_better(monitor)} mean best_{monitor} over seeds), "
+            "best first; every setting's curves are on its run")
+    return {label: groups[label] for label in ranked[:limit]}, note
 
 
 # -- the report's table --------------------------------------------------------------------

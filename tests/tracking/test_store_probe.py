@@ -259,10 +259,7 @@ def test_report_and_replay_against_a_closed_port_end_within_a_bound_with_one_lin
             assert stderr.startswith("error: the tracking store ") and "Traceback" not in stderr, f"{command}: {stderr}"
             assert stderr.count("\n") == 1 and "Fix: start the tracking server" in stderr, f"{command}: {stderr}"
     finally:
-        for process in processes.values():
-            if process.poll() is None:
-                process.kill()
-                process.wait()
+        kill_leftovers(processes.values())
 
 
 @pytest.mark.slow  # SQLite's and MLflow's own waits on the lock: about 20 s
