@@ -37,7 +37,7 @@ def draw_reliability(records: Sequence[VariantRecord]):
     fig = Figure(figsize=(3.2 * cols, 3.2 * rows), layout="constrained")
     if left_out:
         fig.suptitle(left_out, fontsize=8)
-    axes = fig.subplots(rows, cols, squeeze=False)
+    axes = fig.subplots(rows, cols, squeeze=False, sharex=True, sharey=True)  # tick labels on the outer panels
     for ax, (setting, runs) in zip(axes.flat, groups.items()):
         confidence, accuracy, count = pooled_reliability(runs)
         ax.plot([0, 1], [0, 1], ":", color="gray", linewidth=1)
@@ -45,11 +45,16 @@ def draw_reliability(records: Sequence[VariantRecord]):
         ax.scatter(confidence, accuracy, s=8 + 60 * np.sqrt(count / max(count.sum(), 1)), color="C0", zorder=3)
         ece = mean_std(r.metric("test_ece") for r in runs)[0]
         ax.set_title("\n".join(setting.split(", ")) + f"\nECE {100 * ece:.2f} %", fontsize=7)
-        ax.set(xlim=(0, 1.02), ylim=(0, 1.02), xlabel="confidence", ylabel="accuracy")
+        ax.set(xlim=(0, 1.02), ylim=(0, 1.02))
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
-    for ax in axes.flat[len(groups):]:
-        ax.axis("off")
+    for n, ax in enumerate(axes.flat):
+        if n >= len(groups):
+            ax.axis("off")
+        elif n + cols >= len(groups):  # no panel below it: its confidence ticks are labelled
+            ax.xaxis.set_tick_params(labelbottom=True)
+    fig.supxlabel("confidence", fontsize=9)
+    fig.supylabel("accuracy", fontsize=9)
     return fig
 
 

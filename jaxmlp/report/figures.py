@@ -15,13 +15,13 @@ from jaxmlp.report.diagrams import DIAGRAM_CAPTIONS, draw_input_noise, draw_reli
 from jaxmlp.report.evaluation import noise_levels
 from jaxmlp.report.labels import short_label
 from jaxmlp.report.search import hparam_schedules, lineage_steps, member_id
-from jaxmlp.report.tables import (ERROR_PERCENT, by_setting, display_metric, finished, mean_std, panel_settings,
-                                  record_value)
+from jaxmlp.report.tables import (ERROR_PERCENT, PANEL_SETTINGS, by_setting, display_metric, finished, mean_std,
+                                  panel_settings, record_value)
 
 FIGURE_CAPTIONS = {
     "test_metric.png": "Test error (%) of the model selected on validation (test loss for regression) against "
-                       "the swept axis (per setting where the swept keys are zipped): mean ± std over seeds "
-                       "(bars), one dot per seed.",
+                       "the swept axis (per setting where the swept keys are zipped or sampled; beyond 16 such "
+                       "settings, numbered in the sweep's order): mean ± std over seeds (bars), one dot per seed.",
     "learning_curves.png": "Training loss (dashed; training mode, running average over the epoch) and "
                            "validation loss (solid) per setting, mean over the seeds still training; triangles "
                            "mark the epoch whose parameters were kept (the best validation epoch, or the last "
@@ -31,7 +31,8 @@ FIGURE_CAPTIONS = {
                        "noise) and the fraction of dead units (zero on the whole validation split) of each hidden "
                        "layer over training, mean over seeds.",
     "generalisation_gap.png": "Generalisation gap against the dropout rate (per setting where the rate is "
-                              "zipped with other keys): test error minus training error "
+                              "zipped with other keys or sampled; beyond 16 such settings, numbered in the sweep's "
+                              "order): test error minus training error "
                               "(evaluation mode, selected parameters), in percentage points (test minus train "
                               "loss for regression); larger means more overfitting. Mean ± std over seeds.",
     "lineage.png": "Population-based training: each member (top panel, one row per member, labelled by its "
@@ -97,6 +98,18 @@ def png(fig) -> bytes:
     return buf.getvalue()
 
 
+def _log_scale(ax, which: str) -> None:
+    """A log scale on the axes' "x" or "y" axis with plain tick labels ("0.01", "1e-05"): the
+    figures are drawn without math text (`sweep_figures`), where the default labels would read
+    "$\\mathdefault{10^{-2}}$"."""
+    from matplotlib.ticker import LogFormatter
+
+    getattr(ax, f"set_{which}scale")("log")
+    axis = getattr(ax, f"{which}axis")
+    axis.set_major_formatter(LogFormatter())
+    axis.set_minor_formatter(LogFormatter(labelOnlyBase=False))
+
+
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
@@ -138,15 +151,30 @@ def swept_axis(values: Mapping[str, Mapping[str, Any]], prefer: str | None = Non
 
 def _axis_figure(records: Sequence[VariantRecord], value, ylabel: str, prefer: str | None = None,
                  title: str = "") -> bytes:
+    return png(draw_axis_figure(records, value, ylabel, prefer, title))
+
+
+def draw_axis_figure(records: Sequence[VariantRecord], value, ylabel: str, prefer: str | None = None,
+                     title: str = ""):
     """Mean ± std over finished seeds of value(record) per setting against the swept axis (`prefer` where it
-    is one, see `swept_axis`), one line or point set per combination of the other swept values."""
+    is one, see `swept_axis`), one line or point set per combination of the other swept values (a pyplot
+    Figure; `png` closes it). Without an axis (zip, random, optimize), one point per setting, each named
+    below it; beyond `PANEL_SETTINGS` settings, where their names would be unreadable, each at its value of
+    `prefer` where every setting has a number there, else numbered in the sweep's order (a study's trial
+    order): each setting's values are on its run and in the summary."""
     plt = _pyplot()
     values, runs_by_setting = _values_by_setting(records), by_setting(records)
     key, numeric = swept_axis(values, prefer)
+    many = key is None and len(values) > PANEL_SETTINGS
+    scattered = many and prefer in next(iter(values.values())) and all(_is_number(v[prefer]) for v in values.values())
+    if scattered:  # one point per setting at its value of `prefer`, not joined
+        key, numeric, many = prefer, True, False
     series: dict[str, list[tuple[Any, str]]] = {}
-    for setting, v in values.items():
-        x = v[key] if key else _others(v, None, "\n") or setting
-        series.setdefault(_others(v, key) if key else "", []).append((x, setting))
+    for n, (setting, v) in enumerate(values.items()):
+        x = n if many else v[key] if key else _others(v, None, "\n") or setting
+        series.setdefault(_others(v, key) if key and not scattered else "", []).append((x, setting))
+    numbered, numeric = many, numeric or many
+    joined = numeric and not numbered and not scattered
     categories = list(dict.fromkeys(format_value(x) for points in series.values() for x, _ in points))
     longest = min(LABEL_CHARS, max(len(line) for c in categories for line in c.split("\n")))
     width = 6.5 if numeric else max(5.0, len(categories) * max(0.8, 0.075 * longest) + 2.0)
@@ -161,27 +189,33 @@ def _axis_figure(records: Sequence[VariantRecord], value, ylabel: str, prefer: s
             xs.append(pos), means.append(mean), stds.append(std)
             dots += [(pos, y) for y in seeds]
         color = f"C{i % 10}"
-        ax.errorbar(xs, means, yerr=stds, fmt="o-" if numeric else "o", capsize=4, color=color,
-                    label=label or None, zorder=3)
+        ax.errorbar(xs, means, yerr=stds, fmt="o-" if joined else "o", capsize=2 if numbered or scattered else 4,
+                    color=color, label=label or None, zorder=3)
         if dots:
             ax.scatter(*zip(*dots), s=10, alpha=0.4, color=color, zorder=2)
-    if numeric:
+    if numbered:
+        from matplotlib.ticker import MaxNLocator
+
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlim(-1, len(values))
+    elif numeric:
         xs = [float(x) for points in series.values() for x, _ in points]
-        if min(xs) > 0 and max(xs) / min(xs) >= 20:
-            ax.set_xscale("log")
+        if min(xs) > 0 and max(xs) / min(xs) >= 20 and not scattered:
+            _log_scale(ax, "x")
     else:
         tilt = key is not None and longest > 8
         ax.set_xticks(range(len(categories)), list(map(_clipped, categories)), rotation=30 if tilt else 0,
                       ha="right" if tilt else "center", fontsize=8 if key else 7)
         ax.set_xlim(-0.5, len(categories) - 0.5)
-    ax.set_xlabel(key or "setting")
+    ax.set_xlabel(f"setting, numbered in the sweep's order (of {len(values)}; each one's values are on its run)"
+                  if numbered else key or "setting", fontsize=9 if numbered else None)
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
     if len(series) > 1:
         outside = len(series) > 6 or max(map(len, series)) > 30
         ax.legend(fontsize=7, **({"bbox_to_anchor": (1.02, 1), "loc": "upper left"} if outside else {}))
-    return png(fig)
+    return fig
 
 
 def figure_test_metric(records: Sequence[VariantRecord]) -> bytes:
@@ -239,7 +273,7 @@ def draw_learning_curves(records: Sequence[VariantRecord]):
         shown = np.concatenate([line.get_ydata() for line in ax.get_lines()]) if ax.get_lines() else np.ones(1)
         shown = shown[np.isfinite(shown) & (shown > 0)]
         if shown.size and shown.max() > 5 * shown.min():
-            ax.set_yscale("log")
+            _log_scale(ax, "y")
         ax.grid(alpha=0.3, which="both")
         ax.tick_params(labelsize=7)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -361,7 +395,7 @@ def _schedule_panel(ax, key: str, schedules: Mapping[int, tuple[list[int], list[
     shown = np.concatenate([vals for _, vals in schedules.values()]) if schedules else np.ones(1)
     shown = shown[np.isfinite(shown) & (shown > 0)]
     if shown.size and shown.max() > 5 * shown.min():
-        ax.set_yscale("log")
+        _log_scale(ax, "y")
     ax.set_ylabel(key.rsplit(".", 1)[-1], fontsize=8)
     ax.grid(alpha=0.3, which="both")
 

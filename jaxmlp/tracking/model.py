@@ -5,6 +5,7 @@ outputs; for a net trained on a table, its columns to the user's labels) and inp
 come from the checkpoint's own facts."""
 from __future__ import annotations
 
+import functools
 import json
 import os
 from pathlib import Path
@@ -16,11 +17,17 @@ def import_model_flavour() -> None:
     import mlflow.pyfunc  # noqa: F401
 
 
-def _pip_requirements() -> list[str]:
-    """Pinned requirements of the model, given so MLflow skips inferring them (seconds per model)."""
+@functools.cache
+def _pinned_requirements() -> tuple[str, ...]:
     from importlib.metadata import version
 
-    return [f"{name}=={version(name)}" for name in ("mlflow", "jax", "flax", "numpy")]
+    return tuple(f"{name}=={version(name)}" for name in ("mlflow", "jax", "flax", "numpy"))
+
+
+def _pip_requirements() -> list[str]:
+    """Pinned requirements of the model, given so MLflow skips inferring them (seconds per model);
+    read from the installed packages once per process."""
+    return list(_pinned_requirements())
 
 
 def registration_problem(name: str, alias: str) -> str | None:

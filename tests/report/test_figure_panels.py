@@ -1,6 +1,8 @@
 """Figures of one panel per setting (learning curves, reliability diagrams) draw at most 16
 settings: beyond that, the best ones as the sweep selects models (the mean over seeds of the
-early-stopping monitor's best value), best first, and the figure says what it left out."""
+early-stopping monitor's best value), best first, and the figure says what it left out. Figures
+of a value against the swept axis number the settings of a sweep without one beyond 16 (or put
+each at its dropout rate for the generalisation gap), and label log axes in plain text."""
 from __future__ import annotations
 
 import numpy as np
@@ -76,3 +78,83 @@ def test_up_to_sixteen_settings_all_are_drawn_in_the_sweeps_order_without_a_note
     assert panel_gids(curves) == labels  # the failed setting's panel too (its curves empty)
     assert "best of" not in texts(curves)
     _pyplot().close(curves)
+
+
+def sampled(n_settings: int) -> list[VariantRecord]:
+    """Settings of a random or optimised sweep: every one its own learning rate and dropout rate
+    (no grid axis); two seeds each, test accuracy 0.9 - setting / 100 - seed / 1000."""
+    rng = np.random.default_rng(1)
+    rates, dropouts = 10 ** rng.uniform(-4, -1, n_settings), rng.uniform(0, 0.6, n_settings)
+    return [VariantRecord(setting={"optimizer.learning_rate": float(lr), "model.dropout": float(d)}, seed=seed,
+                          status="FINISHED", metrics={"test_accuracy": 0.9 - i / 100 - seed / 1000})
+            for i, (lr, d) in enumerate(zip(rates, dropouts)) for seed in (0, 1)]
+
+
+def error(record: VariantRecord) -> float:
+    return 100 * (1 - record.metrics["test_accuracy"])
+
+
+def drawn_points(ax) -> tuple[np.ndarray, np.ndarray]:
+    """The (x, mean) points of an axis figure's first series (its errorbar's data line)."""
+    line = ax.get_lines()[0]
+    return np.asarray(line.get_xdata(), float), np.asarray(line.get_ydata(), float)
+
+
+def test_beyond_sixteen_sampled_settings_are_numbered_in_the_sweeps_order():
+    from jaxmlp.report.figures import draw_axis_figure
+
+    recs = sampled(PANEL_SETTINGS + 4)
+    fig = draw_axis_figure(recs, error, "test error (%)")
+    ax = fig.axes[0]
+    xs, means = drawn_points(ax)
+    assert xs.tolist() == list(range(PANEL_SETTINGS + 4))
+    np.testing.assert_allclose(means, [100 * (0.1 + i / 100 + 0.0005) for i in range(PANEL_SETTINGS + 4)])
+    assert ax.get_xlabel().startswith(f"setting, numbered in the sweep's order (of {PANEL_SETTINGS + 4}")
+    fig.canvas.draw()
+    assert all(t.get_text().lstrip("−-").isdigit() for t in ax.get_xticklabels() if t.get_text())
+    _pyplot().close(fig)
+
+
+def test_beyond_sixteen_sampled_settings_the_gap_is_drawn_at_each_dropout_rate():
+    from jaxmlp.report.figures import draw_axis_figure
+
+    recs = sampled(PANEL_SETTINGS + 4)
+    fig = draw_axis_figure(recs, error, "gap", "model.dropout")
+    ax = fig.axes[0]
+    xs, means = drawn_points(ax)
+    by_dropout = {r.setting["model.dropout"]: 100 * (0.1 + i // 2 / 100 + 0.0005) for i, r in enumerate(recs)}
+    np.testing.assert_allclose(xs, sorted(by_dropout))
+    np.testing.assert_allclose(means, [by_dropout[x] for x in sorted(by_dropout)])
+    assert ax.get_xlabel() == "model.dropout" and ax.get_xscale() == "linear"
+    assert ax.get_lines()[0].get_linestyle() == "None"  # points, not a line through unrelated settings
+    _pyplot().close(fig)
+
+
+def test_up_to_sixteen_sampled_settings_are_named_below_their_points():
+    from jaxmlp.report.figures import draw_axis_figure
+
+    recs = sampled(4)
+    fig = draw_axis_figure(recs, error, "test error (%)")
+    labels = [t.get_text() for t in fig.axes[0].get_xticklabels()]
+    assert len(labels) == 4 and all("learning_rate=" in label and "dropout=" in label for label in labels)
+    _pyplot().close(fig)
+
+
+def test_log_axes_are_labelled_in_plain_text_where_math_text_is_off():
+    """The figures are drawn with math text off (a `$` in a name starts none): a log axis's
+    default labels would then read '$\\mathdefault{10^{-2}}$'."""
+    import matplotlib
+    from jaxmlp.report.figures import draw_axis_figure
+
+    recs = [VariantRecord(setting={"optimizer.learning_rate": lr}, seed=0, status="FINISHED",
+                          metrics={"test_accuracy": 0.9}) for lr in (1e-4, 1e-3, 1e-2, 1e-1)]
+    with matplotlib.rc_context({"text.parse_math": False}):
+        fig = draw_axis_figure(recs, error, "test error (%)")
+        ax = fig.axes[0]
+        fig.canvas.draw()
+        labels = [t.get_text() for t in ax.get_xticklabels() + ax.get_xticklabels(minor=True) if t.get_text()]
+    assert ax.get_xscale() == "log" and labels
+    assert not any("$" in label or "mathdefault" in label for label in labels), labels
+    values = {float(label.replace("\u2212", "-")) for label in labels}  # (matplotlib's minus sign)
+    assert {1e-4, 1e-3, 1e-2, 1e-1} <= values, labels
+    _pyplot().close(fig)
