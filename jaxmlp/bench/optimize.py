@@ -1,7 +1,8 @@
 """`python -m jaxmlp.bench optimize`: batched TPE (16 settings asked at once into the slots of
 one program) against TPE asking one at a time (one slot, as Optuna is usually run, on this
 engine) and random sampling at the same budget, on `sweeps/digits_optimize.yaml`, over several
-sampler seeds, through `jaxmlp.run_sweep` in this process (tracked, a fresh store each)."""
+sampler seeds, through `jaxmlp.run_sweep` in this process (tracked, each study into an empty
+store of its own, copied from one migrated once: a project creates its store once, not per study)."""
 from __future__ import annotations
 
 import argparse
@@ -11,7 +12,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from jaxmlp.bench.common import best_setting, in_process, mean_and_std, sweep_spec
+from jaxmlp.bench.common import best_setting, in_process, mean_and_std, migrated_store, sweep_spec
 
 #: The sampler and the settings asked at once of each mode.
 OPTIMIZE_MODES = {"tpe_batch16": ("tpe", 16), "tpe_batch1": ("tpe", 1), "random": ("random", 16)}
@@ -41,12 +42,13 @@ def best_after_quarters(steps: Sequence[int], values: Sequence[float], trials: i
     return out
 
 
-def optimize_once(spec: Mapping[str, Any], folder: Path) -> dict[str, Any]:
-    """One optimised sweep into a fresh store in `folder`: wall time, its best setting's
-    validation loss and test accuracy, the best so far after each quarter, settings per minute."""
+def optimize_once(spec: Mapping[str, Any], folder: Path, store: Path | None = None) -> dict[str, Any]:
+    """One optimised sweep into an empty store in `folder` (a copy of `store` where given): wall
+    time, its best setting's validation loss and test accuracy, the best so far after each
+    quarter, settings per minute."""
     from jaxmlp.tracking import Tracker
 
-    seconds, result = in_process(spec, folder)
+    seconds, result = in_process(spec, folder, store)
     best, settings = best_setting(result), len(result.rows)
     steps, values = Tracker(result.tracking_uri).metric_history(result.parent_run_id, "best_so_far")
     return {"seconds": seconds, "compile_seconds": result.compile_seconds, "best_val_loss": best["best_val_loss"],
@@ -62,11 +64,12 @@ def bench_optimize(args: argparse.Namespace, spec: Mapping[str, Any] | None = No
     found per minute."""
     out: dict[str, Any] = {"benchmark": "optimize", "sampler_seeds": args.seeds}
     with tempfile.TemporaryDirectory() as tmp:
+        store = migrated_store(Path(tmp) / "migrated")
         for mode, (sampler, batch) in OPTIMIZE_MODES.items():
             optimize_once(optimize_spec(sampler, batch, 0, min(batch, args.settings or batch), spec),
-                          Path(tmp) / mode / "warm")
-            runs = [optimize_once(optimize_spec(sampler, batch, seed, args.settings, spec), Path(tmp) / mode / str(seed))
-                    for seed in range(args.seeds)]
+                          Path(tmp) / mode / "warm", store)
+            runs = [optimize_once(optimize_spec(sampler, batch, seed, args.settings, spec),
+                                  Path(tmp) / mode / str(seed), store) for seed in range(args.seeds)]
             out[mode] = {"runs": runs, **mean_and_std(runs, OPTIMIZE_FIGURES)}
     out["tpe_batch1_seconds_vs_batch16"] = out["tpe_batch1"]["seconds"] / out["tpe_batch16"]["seconds"]
     return out
