@@ -48,6 +48,9 @@ LOG.addHandler(logging.NullHandler())
 #: Seconds the tracking store has to answer the probe (experiment, parent run written and
 #: read back) before anything is compiled.
 OPEN_TIMEOUT = 90.0
+#: Seconds a store that is opening the parent run when a signal comes may take to finish, so that
+#: the parent is marked KILLED rather than left RUNNING (a store that does not answer: abandoned).
+INTERRUPTED_OPEN_GRACE = 5.0
 
 
 class StoreUnavailable(RuntimeError):
@@ -364,7 +367,7 @@ class SweepRunner:
                     break
             opened = future.result(timeout=0)
         except KeyboardInterrupt:
-            self.runs.abandon()
+            self._end_interrupted_open(future)
             raise
         except ResumeRefused:
             self.runs.close()
@@ -378,6 +381,22 @@ class SweepRunner:
         for notice in opened.notices:
             self.notice(notice)
         return opened
+
+    def _end_interrupted_open(self, future: concurrent.futures.Future) -> None:
+        """A signal while the parent run opens. A store that answers within
+        `INTERRUPTED_OPEN_GRACE` finishes opening, and the parent it wrote (or reopened) is marked
+        KILLED as after any interruption: left RUNNING, it would pass for a live sweep's until
+        its lease ran out. A store that does not answer is abandoned at once, as on a second signal."""
+        try:
+            answered = concurrent.futures.wait([future], timeout=INTERRUPTED_OPEN_GRACE).done
+        except KeyboardInterrupt:  # asked twice: now
+            answered = set()
+        if not answered:
+            self.runs.abandon()
+        elif future.exception() is None and not future.result().complete:
+            self.runs.kill({r.variant_key for r in future.result().done})  # (a resume's finished runs stay)
+        else:  # refused (another sweep's parent: not ours to end) or nothing to do
+            self.runs.close()
 
     def run(self) -> Outcome:
         start = time.perf_counter()

@@ -266,6 +266,40 @@ def test_ctrl_c_raises_keyboard_interrupt_after_marking_runs_killed_and_resume_c
     assert list(result.frame()["status"]) == ["FINISHED", "FINISHED"]
 
 
+@pytest.mark.slow  # a tracking process of its own
+def test_a_signal_while_the_parent_run_opens_leaves_it_killed_not_running(tmp_path, store_uri):
+    """Ctrl-C once the store has written the parent run, before the open returned: the tracking
+    process was ended mid-open and the parent left RUNNING (seen under load in the early-phase
+    Ctrl-C test of the command). Now the open finishes and the parent is marked KILLED."""
+    import signal
+    import sqlite3
+    import time
+
+    from jaxmlp.sweep.signals import Interrupts
+
+    class SignalOnceTheParentIsWritten(Interrupts):
+        """Its check in the runner's `_open` (the first comes right after the open is asked)
+        waits for the parent's row in the store, then has the signal."""
+
+        def check(self) -> None:
+            deadline = time.monotonic() + 60
+            while sys._getframe(1).f_code.co_name == "_open" and not self.received and time.monotonic() < deadline:
+                try:
+                    with sqlite3.connect(tmp_path / "mlflow.db") as db:
+                        if db.execute("SELECT count(*) FROM runs").fetchone()[0]:
+                            self.received.append(signal.SIGINT)
+                except sqlite3.OperationalError:  # (locked while the tracking process writes)
+                    pass
+                time.sleep(0.005)
+            super().check()
+
+    spec = {"name": "opening", "seeds": [0], "base": SWEEP["base"]}
+    with pytest.raises(KeyboardInterrupt):
+        jaxmlp.run_sweep(spec, tracking_uri=store_uri, interrupts=SignalOnceTheParentIsWritten())
+    (parent,), children = sweep_runs(store_client(store_uri), "opening", settled=False)
+    assert parent.info.status == "KILLED" and not children
+
+
 @pytest.mark.slow
 def test_run_sweep_on_the_users_arrays_trains_every_variant_on_them(tmp_path):
     x, y = labelled()
