@@ -30,17 +30,36 @@ def _pip_requirements() -> list[str]:
     return list(_pinned_requirements())
 
 
-def registration_problem(name: str, alias: str) -> str | None:
-    """Why the Model Registry would refuse this model name or alias (MLflow's own checks), said
-    before anything trains; None where both are fine."""
-    from mlflow.exceptions import MlflowException
-    from mlflow.utils.validation import _validate_model_alias_name, _validate_model_name
+#: MLflow's own checks of a registered model's name and of an alias (the alias's characters and
+#: length, then the reserved 'latest' and 'v<N>'), under the names they have had: private
+#: functions, which MLflow 3.18 renamed. Where no naming is found, the registry checks at registration.
+_CHECKS = {"--register": [("_validate_model_name",)],
+           "--alias": [("_validate_alias_name", "_validate_alias_name_reserved"),  # MLflow >= 3.18
+                       ("_validate_model_alias_name", "_validate_model_alias_name_reserved")]}
 
-    for what, value, check in (("--register", name, _validate_model_name), ("--alias", alias, _validate_model_alias_name)):
-        try:
-            check(value)
-        except MlflowException as err:
-            return f"{what} {value!r}: {err.message}"
+
+def _registry_checks(option: str) -> list:
+    from mlflow.utils import validation
+
+    for names in _CHECKS[option]:
+        checks = [getattr(validation, name, None) for name in names]
+        if all(checks):
+            return checks
+    return []
+
+
+def registration_problem(name: str, alias: str) -> str | None:
+    """Why the Model Registry would refuse this model name or alias (MLflow's own checks: the
+    name's characters, the alias's characters and length, the reserved aliases 'latest' and
+    'v<N>'), said before anything trains; None where both are fine."""
+    from mlflow.exceptions import MlflowException
+
+    for what, value in (("--register", name), ("--alias", alias)):
+        for check in _registry_checks(what):
+            try:
+                check(value)
+            except MlflowException as err:
+                return f"{what} {value!r}: {err.message}"
     return None
 
 

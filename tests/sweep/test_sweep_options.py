@@ -223,9 +223,13 @@ def test_a_variant_cap_that_is_not_positive_is_an_argparse_error(tmp_path, capsy
     (["--register", ""], "error: --register '': "),
     (["--register", "a/b"], "error: --register 'a/b': Invalid model name 'a/b'. Names cannot contain '/' or ':'."),
     (["--register", "ok", "--alias", "a b"], "error: --alias 'a b': Invalid alias name: 'a b'."),
+    (["--register", "ok", "--alias", "latest"], "error: --alias 'latest': 'latest' alias name (case insensitive) is reserved."),
+    (["--register", "ok", "--alias", "v2"], "error: --alias 'v2': Version alias name 'v2' is reserved."),
 ])
 def test_a_name_the_registry_would_refuse_is_refused_before_training(tmp_path, args, message):
-    """`--register ""` was silently ignored; `--register a/b` refused only after training."""
+    """`--register ""` was silently ignored; `--register a/b` refused only after training; a
+    reserved alias ('latest', 'v<N>') too. MLflow's own checks, under either of their names
+    (MLflow 3.18 renamed the alias ones)."""
     path = write_sweep(tmp_path, {"name": "register", "base": TINY_BASE})
     result = run_sweep_cli(path, *args, "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db", "--no-progress")
     assert result.code == 2 and result.out == ""
