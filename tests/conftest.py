@@ -89,15 +89,10 @@ def session_compile_cache(tmp_path_factory) -> str:
 @pytest.fixture(scope="session")
 def migrated_store(tmp_path_factory) -> Path:
     """An empty MLflow SQLite store, created and migrated once per session: migrating a new
-    file costs 1.7 s of CPU, copying a migrated one 0.03 s. Made in its own folder, where the
-    Default experiment's artifacts would go."""
-    from jaxmlp.tracking import Tracker
+    file costs 1.7 s of CPU, copying a migrated one 0.03 s (as the benchmarks make theirs)."""
+    from jaxmlp.bench.common import migrated_store
 
-    folder = tmp_path_factory.mktemp("migrated-store")
-    with pytest.MonkeyPatch.context() as monkeypatch:
-        monkeypatch.chdir(folder)
-        Tracker(f"sqlite:///{folder}/mlflow.db").client
-    return folder / "mlflow.db"
+    return migrated_store(tmp_path_factory.mktemp("migrated-store"))
 
 
 def copy_store(template: Path, folder: Path, name: str = "mlflow.db") -> str:

@@ -167,14 +167,15 @@ def draw_axis_figure(records: Sequence[VariantRecord], value, ylabel: str, prefe
     key, numeric = swept_axis(values, prefer)
     many = key is None and len(values) > PANEL_SETTINGS
     scattered = many and prefer in next(iter(values.values())) and all(_is_number(v[prefer]) for v in values.values())
+    numbered = many and not scattered
     if scattered:  # one point per setting at its value of `prefer`, not joined
-        key, numeric, many = prefer, True, False
+        key = prefer
+    numeric = numeric or many
     series: dict[str, list[tuple[Any, str]]] = {}
     for n, (setting, v) in enumerate(values.items()):
-        x = n if many else v[key] if key else _others(v, None, "\n") or setting
+        x = n if numbered else v[key] if key else _others(v, None, "\n") or setting
         series.setdefault(_others(v, key) if key and not scattered else "", []).append((x, setting))
-    numbered, numeric = many, numeric or many
-    joined = numeric and not numbered and not scattered
+    joined = numeric and not many
     categories = list(dict.fromkeys(format_value(x) for points in series.values() for x, _ in points))
     longest = min(LABEL_CHARS, max(len(line) for c in categories for line in c.split("\n")))
     width = 6.5 if numeric else max(5.0, len(categories) * max(0.8, 0.075 * longest) + 2.0)

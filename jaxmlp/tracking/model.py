@@ -18,16 +18,12 @@ def import_model_flavour() -> None:
 
 
 @functools.cache
-def _pinned_requirements() -> tuple[str, ...]:
+def _pip_requirements() -> tuple[str, ...]:
+    """Pinned requirements of the model, given so MLflow skips inferring them (seconds per model);
+    read from the installed packages once per process."""
     from importlib.metadata import version
 
     return tuple(f"{name}=={version(name)}" for name in ("mlflow", "jax", "flax", "numpy"))
-
-
-def _pip_requirements() -> list[str]:
-    """Pinned requirements of the model, given so MLflow skips inferring them (seconds per model);
-    read from the installed packages once per process."""
-    return list(_pinned_requirements())
 
 
 #: MLflow's own checks of a registered model's name and of an alias (the alias's characters and
@@ -105,7 +101,7 @@ def save_pyfunc(folder: str | os.PathLike, checkpoint_dir: str | os.PathLike) ->
 
     signature, example = signature_and_example(checkpoint_dir)
     mlflow.pyfunc.save_model(Path(folder), loader_module=__name__, data_path=os.fspath(checkpoint_dir),
-                             pip_requirements=_pip_requirements(), signature=signature, input_example=example)
+                             pip_requirements=list(_pip_requirements()), signature=signature, input_example=example)
 
 
 class JaxMLPModel:
