@@ -8,6 +8,7 @@ import os
 import threading
 from typing import IO, Any, Callable, Sequence
 
+from jaxmlp.tracking.forks import TRACKING_NAME, die_with_parent, set_process_name
 from jaxmlp.tracking.logs import quiet_mlflow_logging
 from jaxmlp.tracking.store import Tracker
 from jaxmlp.tracking.uri import resolve_tracking_uri
@@ -17,9 +18,11 @@ class RemoteError(RuntimeError):
     """An exception raised in the tracking process that could not be sent back as it was."""
 
 
-def _serve(fd: int, tracking_uri: str, warm_up: list[str]) -> None:
+def _serve(fd: int, tracking_uri: str, warm_up: list[str], parent: int, announce: bool = False) -> None:
     """The tracking process: run `Tracker` calls received on the connection `fd` one by one and
-    send back their results. `warm_up`: "module:function" names to call first.
+    send back their results. `warm_up`: "module:function" names to call first; `parent`: the
+    process whose death ends this one; `announce`: send this process's pid first (a fork, whose
+    pid the sweep process does not know).
 
     Signals from the terminal are ignored here: the sweep process decides what happens on
     Ctrl-C (it marks unfinished runs KILLED through this process). When the sweep process
@@ -34,9 +37,12 @@ def _serve(fd: int, tracking_uri: str, warm_up: list[str]) -> None:
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    set_process_name(TRACKING_NAME)
     bound_http_requests()
     quiet_mlflow_logging()
     conn, tracker = Connection(fd), Tracker(tracking_uri)
+    if announce:
+        conn.send(os.getpid())
     opening_error = None  # the first call gets it, rather than waiting out the same retries again
     try:
         tracker.client  # import MLflow and open the store while the sweep process imports JAX
@@ -44,7 +50,8 @@ def _serve(fd: int, tracking_uri: str, warm_up: list[str]) -> None:
         opening_error = err
     # Only now: killed with the sweep process while MLflow migrates a new SQLite store, the
     # store would be left half-migrated (unusable); until here a dead sweep costs some seconds.
-    _end_with_the_sweep_process()
+    # (Where the parent died first, this process ends now; the kernel ends it with its parent after.)
+    die_with_parent(parent)
     for name in warm_up:  # now, while the sweep process compiles, rather than later while it trains
         module, _, function = name.partition(":")
         getattr(importlib.import_module(module), function)()
@@ -107,23 +114,6 @@ def store_failure(err: BaseException) -> str | None:
     return line if len(line) <= 400 else f"{line[:400]}..."
 
 
-def _end_with_the_sweep_process() -> None:
-    """Have the kernel end this process when the sweep process dies (Linux), rather than at its
-    next read of the pipe: a SIGKILL of the sweep while this process imports the model flavour
-    or waits on a slow store leaves no tracking process behind."""
-    import ctypes
-    import ctypes.util
-    import signal
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):  # not Linux: the closed pipe still ends it
-        return
-    if os.getppid() == 1:  # the sweep process died before the request was made
-        os._exit(0)
-
-
 def _forward(stream: IO[bytes], write: Callable[[str], Any]) -> None:
     for line in iter(stream.readline, b""):
         write(line.decode(errors="replace").rstrip("\n"))
@@ -140,34 +130,62 @@ class TrackerProcess:
     `warm_up`: "module:function" names of functions the process calls before serving
     (imports that later calls need).
 
-    The process is a fresh interpreter that imports only this module (not the caller's
-    `__main__`, unlike multiprocessing's spawn), so any script may start one. What it
-    writes to stderr (MLflow's warnings) goes through `self.write_line`, by default to this
-    process's stderr; a progress display replaces it to print such lines above its bars.
+    The process is forked by this process's fork server (`jaxmlp.tracking.forks`: MLflow
+    imported once per sweep process, not once per sweep), or else a fresh interpreter; either
+    imports only jaxmlp's tracking modules (not the caller's `__main__`, unlike
+    multiprocessing's spawn), so any script may start one. What it writes to stderr (MLflow's
+    warnings) goes through `self.write_line`, by default to this process's stderr; a progress
+    display replaces it to print such lines above its bars.
     """
 
     def __init__(self, tracking_uri: str | None = None, warm_up: Sequence[str] = ()):
         import multiprocessing
-        import subprocess
         import sys
 
         self.tracking_uri = resolve_tracking_uri(tracking_uri)
         self._conn, child = multiprocessing.Pipe()
-        # The caller's module search path, so this same jaxmlp is imported, installed or not.
-        code = (f"import sys; sys.path[:] = {[p for p in sys.path if p]!r}; "
-                f"from {__name__} import _serve; "
-                f"_serve({child.fileno()}, {self.tracking_uri!r}, {list(warm_up)!r})")
-        # A session of its own: a Ctrl-C in the terminal goes to the sweep process alone (which
-        # decides what happens to the runs), not to this one while it is still importing.
-        self._process = subprocess.Popen([sys.executable, "-c", code], pass_fds=[child.fileno()],
-                                         stdin=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                         start_new_session=True)
-        child.close()
         self._lock = threading.Lock()
+        self._process = self._fork(child.fileno(), list(warm_up)) or self._start(child.fileno(), list(warm_up))
+        child.close()
         self.write_line: Callable[[str], Any] = lambda line: print(line, file=sys.stderr, flush=True)
         self._stderr = threading.Thread(target=_forward, args=(self._process.stderr, lambda s: self.write_line(s)),
                                         name="jaxmlp-tracking-stderr", daemon=True)
         self._stderr.start()
+
+    def _fork(self, fd: int, warm_up: list[str]):
+        """A tracking process forked by this process's fork server (`jaxmlp.tracking.forks`),
+        MLflow already imported; None where there is none."""
+        from jaxmlp.tracking.forks import server
+
+        forks = server()
+        if forks is None:
+            return None
+        try:
+            return forks.fork(fd, f"{__name__}:_serve", (self.tracking_uri, warm_up), self._forked_pid)
+        except OSError:  # the server is gone: a fresh interpreter instead
+            return None
+
+    def _forked_pid(self) -> int | None:
+        """The forked process's first message, its pid (None where it never started)."""
+        with self._lock:
+            try:
+                return self._conn.recv()
+            except (EOFError, OSError):
+                return None
+
+    def _start(self, fd: int, warm_up: list[str]):
+        """A tracking process in a fresh interpreter."""
+        import subprocess
+        import sys
+
+        # The caller's module search path, so this same jaxmlp is imported, installed or not.
+        code = (f"import sys; sys.path[:] = {[p for p in sys.path if p]!r}; "
+                f"from {__name__} import _serve; "
+                f"_serve({fd}, {self.tracking_uri!r}, {warm_up!r}, parent={os.getpid()})")
+        # A session of its own: a Ctrl-C in the terminal goes to the sweep process alone (which
+        # decides what happens to the runs), not to this one while it is still importing.
+        return subprocess.Popen([sys.executable, "-c", code], pass_fds=[fd], stdin=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, start_new_session=True)
 
     @classmethod
     def for_sweep(cls, tracking_uri: str | None = None) -> "TrackerProcess":
@@ -176,6 +194,7 @@ class TrackerProcess:
         return cls(tracking_uri, warm_up=("jaxmlp.tracking.model:import_model_flavour",))
 
     def _request(self, name: str, args: tuple, kwargs: dict) -> Any:
+        self._process.pid  # (a fork's pid is its first message: read before any call)
         with self._lock:
             if self._conn.closed:
                 raise RuntimeError("the tracking process is closed")
@@ -198,6 +217,7 @@ class TrackerProcess:
         """Let the process finish and end; it has done every call by the time each returned."""
         import subprocess
 
+        self._process.pid  # (a fork's pid is its first message: read before the connection closes)
         with self._lock:
             if not self._conn.closed:
                 try:

@@ -4,8 +4,8 @@ exactly what an uninterrupted run of the same file holds: every variant FINISHED
 one parent, no run left RUNNING, complete per-epoch histories, the same numbers bit for bit.
 
 Each invocation is a process in a session of its own and is killed with its whole process
-group; the sweep's tracking process runs in a session of its own too, so it must end by
-itself once the sweep process is gone (the test waits for that before resuming).
+group; the sweep's tracking process and its fork server run in sessions of their own, so they
+must end by themselves once the sweep process is gone (the test waits for that before resuming).
 """
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from jaxmlp.tracking.forks import SERVER_NAME, TRACKING_NAME
 from tests.helpers.sweep import compile_cache, store_client, sweep_runs, write_sweep
 
 pytestmark = pytest.mark.slow
@@ -79,19 +80,22 @@ def _start(path: Path, uri: str, cache: str, log: Path, *extra: str) -> subproce
             cwd=path.parent, stdout=subprocess.DEVNULL, stderr=err, env=env, start_new_session=True)
 
 
-def _tracking_processes(uri: str) -> dict[int, str]:
-    """The live (not zombie) tracking processes serving `uri`: pid -> command line."""
+def _tracking_processes(folder: Path) -> dict[int, str]:
+    """The live (not zombie) tracking processes, and fork servers, of sweeps run in `folder`
+    (their working directory): pid -> process name. Tracking processes are forked by a fork
+    server or started as fresh interpreters; both name themselves (`jaxmlp.tracking.forks`)."""
     found = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            name = (entry / "comm").read_text().strip()
             state = (entry / "stat").read_text().rpartition(")")[2].split()[0]
+            cwd = os.readlink(entry / "cwd") if name in (TRACKING_NAME, SERVER_NAME) else ""
         except OSError:
             continue
-        if "jaxmlp.tracking.process import _serve" in cmdline and repr(uri) in cmdline and state != "Z":
-            found[int(entry.name)] = cmdline
+        if name in (TRACKING_NAME, SERVER_NAME) and cwd == os.path.realpath(folder) and state != "Z":
+            found[int(entry.name)] = name
     return found
 
 
@@ -121,10 +125,11 @@ def _kill_at(process: subprocess.Popen, moment: Moment, client) -> bool:
         return True
 
 
-def _wait_for_tracking_processes_to_end(uri: str, what: str) -> float:
-    """Seconds until no tracking process of `uri` is left (asserting it is within the bound)."""
+def _wait_for_tracking_processes_to_end(folder: Path, what: str) -> float:
+    """Seconds until no tracking process (or fork server) of a sweep in `folder` is left (asserting
+    it is within the bound)."""
     start = time.monotonic()
-    while (left := _tracking_processes(uri)) and time.monotonic() < start + HELPER_EXIT_TIMEOUT:
+    while (left := _tracking_processes(folder)) and time.monotonic() < start + HELPER_EXIT_TIMEOUT:
         time.sleep(0.1)
     assert not left, (f"{what}: its tracking process(es) still alive {HELPER_EXIT_TIMEOUT:.0f} s after the sweep "
                       f"process was killed: {left}")
@@ -185,7 +190,7 @@ def test_sigkill_at_random_moments_then_resume_equals_an_uninterrupted_sweep(tmp
             assert killed or process.returncode == 0, f"{rounds}\n{log.read_text()[-3000:]}"
             assert killed, (f"{rounds}: the invocation ended before its kill moment, so the soak killed nothing "
                             "there; give SOAK more epochs for a machine this fast")
-            gone = _wait_for_tracking_processes_to_end(uri_b, rounds[-1])
+            gone = _wait_for_tracking_processes_to_end(folder, rounds[-1])
             rounds[-1] += f", its tracking process gone {gone:.1f} s later"
             print(rounds[-1])
         _run_to_end(path, uri_b, cache, folder / "b-final.log", "--resume")
@@ -193,7 +198,7 @@ def test_sigkill_at_random_moments_then_resume_equals_an_uninterrupted_sweep(tmp
         if process is not None and process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
-        for pid in _tracking_processes(uri_b):  # only ours: they serve this test's store
+        for pid in _tracking_processes(folder):  # only ours: they run in this test's folder
             os.kill(pid, signal.SIGKILL)
     context = "; ".join(rounds)
 
