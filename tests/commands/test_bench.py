@@ -309,7 +309,15 @@ def test_optimize_benchmark_averages_each_mode_over_sampler_seeds(tmp_path):
             quarters = run["best_val_loss_after_quarters"]
             assert quarters[-1] == pytest.approx(run["best_val_loss"], rel=1e-6)  # the best so far ends at the best
             assert all(a >= b for a, b in zip(quarters, quarters[1:]) if a is not None)
-    assert "TPE one at a time / batched" in optimize.format_optimize(out)
+            assert set(run["chosen"]) == {"optimizer.learning_rate", "model.dropout", "model.activation"}
+            assert np.isfinite(run["chosen_fresh_val_loss"]) and 0 < run["chosen_fresh_test_accuracy"] <= 1
+        assert r["chosen_fresh_val_loss"] == pytest.approx(np.mean([run["chosen_fresh_val_loss"] for run in r["runs"]]))
+    table = optimize.format_optimize(out)
+    assert "TPE one at a time / batched" in table and f"{len(optimize.FRESH_SEEDS)} fresh seeds" in table
+    # The chosen setting trained again on the seed the study trained it on scores what the study saw.
+    run = out["tpe_batch16"]["runs"][0]
+    assert optimize.on_fresh_seeds(spec, run["chosen"], seeds=[0])["chosen_fresh_val_loss"] == pytest.approx(
+        run["best_val_loss"], rel=1e-4)
 
 
 def test_api_figures_compare_the_library_with_the_command():
