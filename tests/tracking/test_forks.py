@@ -30,21 +30,13 @@ def record():
         json.dump({"pid": os.getpid(), "ppid": os.getppid(), "cwd": os.getcwd(),
                    "mark": os.environ.get("JAXMLP_PROBE_MARK"),
                    "name": open(f"/proc/{os.getpid()}/comm").read().strip(),
-                   "path_has_probe": any(p.endswith("probe") for p in sys.path)}, f)
+                   "path_has_probe": any(p.endswith("importable") for p in sys.path)}, f)
 '''
 
 
-@pytest.fixture(scope="module")
-def uri(tmp_path_factory, new_store) -> str:
-    return new_store(tmp_path_factory.mktemp("store"))
-
-
 @pytest.fixture
-def probe(tmp_path, monkeypatch) -> str:
-    folder = tmp_path / "probe"
-    folder.mkdir()
-    (folder / "tracking_probe.py").write_text(PROBE)
-    monkeypatch.syspath_prepend(str(folder))
+def probe(importable) -> str:
+    importable(tracking_probe=PROBE)
     return "tracking_probe:record"
 
 

@@ -64,20 +64,10 @@ def cap_pages(more):
 '''
 
 
-@pytest.fixture(scope="module")
-def uri(tmp_path_factory, new_store) -> str:
-    """One SQLite store for the module (each tracking process only opens it)."""
-    return new_store(tmp_path_factory.mktemp('store'))
-
-
 @pytest.fixture
-def faults(tmp_path, monkeypatch) -> str:
+def faults(importable) -> str:
     """The module of FAULTS, importable by tracking processes started from now on."""
-    folder = tmp_path / "faults"
-    folder.mkdir()
-    (folder / "tracking_faults.py").write_text(FAULTS)
-    (folder / "tracking_fullness.py").write_text(FULLNESS)
-    monkeypatch.syspath_prepend(str(folder))
+    importable(tracking_faults=FAULTS, tracking_fullness=FULLNESS)
     return "tracking_faults"
 
 
