@@ -1,5 +1,5 @@
 """The library's public surface, re-exported by `jaxmlp` (see its `__all__`): `fit`
 (`jaxmlp.api.fit`), `run_sweep` (`jaxmlp.api.sweeps`), their results as DataFrames, the user's
-own data, and typed errors. No argv, exit codes or printing here: the commands add those
-(`run_sweep` records SIGINT while it runs, where Python's default handler was in place). Nothing is imported here, so that a command reaches `run_sweep` before
+own data, and typed errors. No argv, exit codes, signal handlers or printing here: the
+commands add those. Nothing is imported here, so that a command reaches `run_sweep` before
 JAX is imported (its tracking process starts meanwhile)."""

@@ -2,20 +2,16 @@
 the sweep command does (parent run, one child per variant, models, datasets, histories, lease,
 spool), from Python; the command (`jaxmlp.commands.sweep`) parses its arguments and calls it.
 
-The library prints nothing unless asked (`progress`): the runner's notices, such as a
-resume's, are kept on the result (`SweepResult.notices`) and logged to the `jaxmlp.sweep`
-logger, which the command prints. Ctrl-C in a notebook stops the sweep at its next check (an
-epoch, a compile, the store's answer; a second Ctrl-C at once) and raises KeyboardInterrupt
-after the runner has marked the unfinished runs KILLED; `resume=True` continues them. For that,
-while it runs, SIGINT's handler is one that records the signal, where it was Python's default
-(`library_interrupts`); SIGTERM and a caller's own handler are left alone.
+The library installs no signal handlers and prints nothing unless asked (`progress`): the
+runner's notices, such as a resume's, are kept on the result (`SweepResult.notices`) and
+logged to the `jaxmlp.sweep` logger, which the command prints. Ctrl-C in a notebook raises
+KeyboardInterrupt where Python delivers it, after the runner has marked the unfinished runs
+KILLED; `resume=True` continues them.
 """
 from __future__ import annotations
 
 import dataclasses
 import os
-import signal
-import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
@@ -48,19 +44,6 @@ class NoSignals(Interrupts):
 
     def restore(self) -> None:
         pass
-
-
-def library_interrupts() -> Interrupts:
-    """A library call's interrupts. Where Ctrl-C would raise Python's own KeyboardInterrupt (the
-    main thread, SIGINT's default handler), SIGINT is recorded and the sweep stops at its next
-    check, as the command does: a KeyboardInterrupt raised wherever the main thread happens to
-    be can land in code that swallows it (a bare `except` in an import, a callback), and the
-    sweep would train on. SIGTERM keeps its meaning; a handler of the caller's own is left alone
-    (`NoSignals`)."""
-    if threading.current_thread() is threading.main_thread() and \
-            signal.getsignal(signal.SIGINT) is signal.default_int_handler:
-        return Interrupts((signal.SIGINT,))
-    return NoSignals()
 
 
 def _with_data(raw: Mapping[str, Any], data: Any, target: str | None) -> dict[str, Any]:
@@ -179,49 +162,42 @@ def run_sweep(spec: Any, *, data: Any = None, target: str | None = None, trackin
     folder that persists compiled programs (default: JAX's setting); `snapshot_every` seconds
     of training between a chunk's snapshots in `snapshot_dir` (default: the cache's), so that
     a resume goes on from there (0: none). `interrupts`: the signal handlers a command
-    installed (default `library_interrupts`: Ctrl-C recorded, the sweep stopped at its next
-    check). Raises SweepError, DataError, StoreUnavailable or ImportError (Ray) before anything
-    is trained, ResumeRefused where a resume would mix two sweeps."""
+    installed (default none: Python's KeyboardInterrupt stops the sweep). Raises SweepError,
+    DataError, StoreUnavailable or ImportError (Ray) before anything is trained, ResumeRefused
+    where a resume would mix two sweeps."""
     sweep = checked(with_execution(sweep_from(spec, data, target), devices, max_variants, chunks), executor)
-    own = interrupts is None
-    interrupts = interrupts or library_interrupts()
-    if own:
-        interrupts.install()
-    try:
-        interrupts.check()
-        if problems := unavailable_data(sweep):  # before anything is logged or compiled
-            raise DataError("\n".join(problems))
-        if tracking and str(sweep.path) == DICT_SOURCE:
-            sweep = dataclasses.replace(sweep, path=_dict_file(sweep))
-        cluster = ray_executor(sweep, ray_address, compile_cache_dir(compile_cache)) if executor == "ray" else None
-        if cluster is not None:
-            cluster.connect()  # before JAX starts its threads: a local cluster's processes start from here
-        tracker = None
-        if tracking:
-            from jaxmlp.tracking import TrackerProcess
+    interrupts = interrupts or NoSignals()
+    interrupts.check()
+    if problems := unavailable_data(sweep):  # before anything is logged or compiled
+        raise DataError("\n".join(problems))
+    if tracking and str(sweep.path) == DICT_SOURCE:
+        sweep = dataclasses.replace(sweep, path=_dict_file(sweep))
+    cluster = ray_executor(sweep, ray_address, compile_cache_dir(compile_cache)) if executor == "ray" else None
+    if cluster is not None:
+        cluster.connect()  # before JAX starts its threads: a local cluster's processes start from here
+    tracker = None
+    if tracking:
+        from jaxmlp.tracking import TrackerProcess
 
-            # With a tracking server, MLflow writes two "View run" lines per ended run to stdout; the
-            # sweep prints its own links, and with --json its stdout must be one JSON object.
-            os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
-            tracker = TrackerProcess.for_sweep(tracking_uri)  # before JAX: its start overlaps JAX's
-        interrupts.check()
-        from jaxmlp.sweep.plan import oversized
-        from jaxmlp.sweep.result import run_planned
-        from jaxmlp.sweep.runner import Options
+        # With a tracking server, MLflow writes two "View run" lines per ended run to stdout; the
+        # sweep prints its own links, and with --json its stdout must be one JSON object.
+        os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+        tracker = TrackerProcess.for_sweep(tracking_uri)  # before JAX: its start overlaps JAX's
+    interrupts.check()
+    from jaxmlp.sweep.plan import oversized
+    from jaxmlp.sweep.result import run_planned
+    from jaxmlp.sweep.runner import Options
 
-        groups = plan_sweep(sweep, cluster)
-        too_large = None if cluster else oversized(groups)  # (a cluster's workers have their own memory)
-        if too_large:
-            if tracker is not None:
-                tracker.close()
-            raise SweepError(f"{sweep.path}: {too_large}")
-        if compile_cache:
-            enable_compilation_cache(compile_cache)
-        options = Options(tracking=tracking, tracking_uri=tracking_uri, resume=resume, register=register,
-                          progress=progress, snapshot_every=snapshot_every,
-                          snapshot_dir=snapshot_dir or str(cache_root() / "snapshots"))
-        interrupts.check()
-        return run_planned(sweep, groups, options, tracker, cluster, interrupts)
-    finally:
-        if own:
-            interrupts.restore()
+    groups = plan_sweep(sweep, cluster)
+    too_large = None if cluster else oversized(groups)  # (a cluster's workers have their own memory)
+    if too_large:
+        if tracker is not None:
+            tracker.close()
+        raise SweepError(f"{sweep.path}: {too_large}")
+    if compile_cache:
+        enable_compilation_cache(compile_cache)
+    options = Options(tracking=tracking, tracking_uri=tracking_uri, resume=resume, register=register,
+                      progress=progress, snapshot_every=snapshot_every,
+                      snapshot_dir=snapshot_dir or str(cache_root() / "snapshots"))
+    interrupts.check()
+    return run_planned(sweep, groups, options, tracker, cluster, interrupts)

@@ -17,11 +17,9 @@ SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class Interrupts:
-    """The signals a sweep received, and the handlers that record them (`signals`: the ones it
-    handles, by default SIGINT and SIGTERM)."""
+    """The signals a sweep received, and the handlers that record them."""
 
-    def __init__(self, signals: tuple[int, ...] = SIGNALS) -> None:
-        self.signals = signals
+    def __init__(self) -> None:
         self.received: list[int] = []
         self._previous: list[dict] = []
 
@@ -35,7 +33,7 @@ class Interrupts:
         signal's interrupt that Python swallows (in a gc callback) is not printed: `check`
         raises it again."""
         if threading.current_thread() is threading.main_thread():
-            self._previous.append(({s: signal.signal(s, self.handler) for s in self.signals}, sys.unraisablehook))
+            self._previous.append(({s: signal.signal(s, self.handler) for s in SIGNALS}, sys.unraisablehook))
             sys.unraisablehook = self._unraisable
 
     def restore(self) -> None:
