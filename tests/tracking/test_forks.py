@@ -51,6 +51,7 @@ def _seen(remote: TrackerProcess, file: Path, name: str) -> dict:
 @pytest.mark.skipif(not hasattr(os, "pidfd_open"), reason="needs Linux's pidfd")
 def test_tracking_processes_are_forked_by_one_server_with_the_callers_folder_and_environment(
         uri, probe, tmp_path, monkeypatch):
+    monkeypatch.delenv("JAXMLP_TRACKING_FORKS", raising=False)  # (a user's setting would turn it off)
     server = forks.server()
     assert server is not None and server.alive()
     seen = []
@@ -72,7 +73,8 @@ def test_tracking_processes_are_forked_by_one_server_with_the_callers_folder_and
 
 
 @pytest.mark.skipif(not hasattr(os, "pidfd_open"), reason="needs Linux's pidfd")
-def test_a_dead_fork_server_takes_its_forks_along_and_the_next_tracking_process_gets_a_new_one(uri):
+def test_a_dead_fork_server_takes_its_forks_along_and_the_next_tracking_process_gets_a_new_one(uri, monkeypatch):
+    monkeypatch.delenv("JAXMLP_TRACKING_FORKS", raising=False)
     server = forks.server()
     with deadline(120):
         remote = TrackerProcess(uri)
