@@ -37,31 +37,37 @@ TRACKING_NAME, SERVER_NAME = "jaxmlp-tracking", "jaxmlp-forks"
 _MAX_REQUEST = 1 << 20
 
 
-def set_process_name(name: str) -> None:
-    """Name this process (what `ps -o comm` and /proc/PID/comm show) where the platform allows."""
-    try:
-        import ctypes
-        import ctypes.util
-
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        libc.prctl(15, name.encode()[:15], 0, 0, 0)  # PR_SET_NAME
-    except (OSError, AttributeError):
-        pass
-
-
-def die_with_parent(parent: int) -> None:
-    """Have the kernel end this process when its parent `parent` dies (Linux; `PR_SET_PDEATHSIG`),
-    and end it now if that parent is already gone."""
+def _prctl(option: int, *args) -> bool:
+    """Linux's prctl(option, args...); False where the platform has none."""
     import ctypes
     import ctypes.util
 
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):  # not Linux: the closed pipe or socket still ends it
+        libc.prctl(option, *args)
+    except (OSError, AttributeError):
+        return False
+    return True
+
+
+def set_process_name(name: str) -> None:
+    """Name this process (what `ps -o comm` and /proc/PID/comm show) where the platform allows."""
+    _prctl(15, name.encode()[:15], 0, 0, 0)  # PR_SET_NAME
+
+
+def die_with_parent(parent: int) -> None:
+    """Have the kernel end this process when its parent `parent` dies (Linux; `PR_SET_PDEATHSIG`),
+    and end it now if that parent is already gone."""
+    if not _prctl(1, signal.SIGKILL):  # PR_SET_PDEATHSIG; not Linux: the closed pipe or socket still ends it
         return
     if os.getppid() != parent:  # the parent died before the request was made
         os._exit(0)
+
+
+def module_path() -> list[str]:
+    """This process's module search path, for a process that must import this same jaxmlp
+    (installed or not)."""
+    return [p for p in sys.path if p]
 
 
 # -- the server process ---------------------------------------------------------------------
@@ -185,9 +191,7 @@ class ForkedProcess:
             return self._pid
 
     def _ended(self, timeout: float | None) -> bool:
-        if self.pid is None:
-            return True
-        if self._pidfd is None:
+        if self.pid is None or self._pidfd is None:  # (never forked, or ended and collected at once)
             return True
         return bool(select.select([self._pidfd], [], [], timeout)[0])
 
@@ -223,7 +227,7 @@ class ForkServer:
 
     def __init__(self) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        code = (f"import sys; sys.path[:] = {[p for p in sys.path if p]!r}; "
+        code = (f"import sys; sys.path[:] = {module_path()!r}; "
                 f"from {__name__} import _server; _server({theirs.fileno()}, {os.getpid()})")
         self.process = subprocess.Popen([sys.executable, "-c", code], pass_fds=[theirs.fileno()],
                                         stdin=subprocess.DEVNULL, start_new_session=True)
@@ -240,7 +244,7 @@ class ForkServer:
         its pid (`pid_source` reads it). Raises OSError where the server is gone."""
         read_end, write_end = os.pipe()
         request = {"op": "fork", "target": target, "args": list(args), "cwd": os.getcwd(),
-                   "env": dict(os.environ), "path": [p for p in sys.path if p]}
+                   "env": dict(os.environ), "path": module_path()}
         try:
             with self._lock:
                 socket.send_fds(self._sock, [json.dumps(request).encode()], [conn_fd, _stdout_fd(), write_end])

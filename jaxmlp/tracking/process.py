@@ -8,7 +8,7 @@ import os
 import threading
 from typing import IO, Any, Callable, Sequence
 
-from jaxmlp.tracking.forks import TRACKING_NAME, die_with_parent, set_process_name
+from jaxmlp.tracking.forks import TRACKING_NAME, die_with_parent, module_path, set_process_name
 from jaxmlp.tracking.logs import quiet_mlflow_logging
 from jaxmlp.tracking.store import Tracker
 from jaxmlp.tracking.uri import resolve_tracking_uri
@@ -178,8 +178,7 @@ class TrackerProcess:
         import subprocess
         import sys
 
-        # The caller's module search path, so this same jaxmlp is imported, installed or not.
-        code = (f"import sys; sys.path[:] = {[p for p in sys.path if p]!r}; "
+        code = (f"import sys; sys.path[:] = {module_path()!r}; "
                 f"from {__name__} import _serve; "
                 f"_serve({fd}, {self.tracking_uri!r}, {warm_up!r}, parent={os.getpid()})")
         # A session of its own: a Ctrl-C in the terminal goes to the sweep process alone (which
